@@ -1,0 +1,147 @@
+//! The test corpus's handler: each message's JSON payload says what to do,
+//! so one component exercises every runtime behaviour. Results the tests
+//! check are published to `testkit.out.<op>`.
+
+use natsapp_guest::{export_handler, Data, Error, Handler, Message, Result};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Op {
+    /// Return ok.
+    Ok,
+    /// Publish `data` to `subject`, report the PubAck on testkit.out.publish.
+    Publish { subject: String, data: String },
+    /// Return retry with this delay.
+    Retry { delay_ms: Option<u64> },
+    /// Fail with retry until delivered reaches `n`, then report and succeed.
+    FailUntil { n: u32 },
+    /// Return reject.
+    Reject { reason: String },
+    /// Settle it ourselves, then return `then` (ok, or an error to prove it is ignored).
+    Ack { then_fail: bool },
+    Nak { delay_ms: Option<u64> },
+    Term { reason: Option<String> },
+    /// Settle twice: the second must be denied.
+    AckTwice,
+    /// Panic.
+    Panic { message: String },
+    /// Loop forever.
+    Spin,
+    /// Sleep (a host wait, not a spin), then succeed.
+    Sleep { ms: u64 },
+    /// Allocate and touch this many MiB.
+    Alloc { mib: usize },
+    /// Send a request, publish the reply to testkit.out.request.
+    Request { subject: String, data: String, timeout_ms: u64 },
+    /// Publish subject, headers, delivery and config to testkit.out.info.
+    Info,
+    /// Try publishing to `subject` and report the error on testkit.out.denied.
+    TryPublish { subject: String },
+    /// Answer on the message's Reply-To subject.
+    Reply { data: String },
+}
+
+struct TestKit;
+
+fn report(op: &str, value: serde_json::Value) -> Result {
+    natsapp_guest::publish_json(&format!("testkit.out.{op}"), &value)?;
+    Ok(())
+}
+
+impl Handler for TestKit {
+    fn handle(data: Data, msg: &Message) -> Result {
+        match data.json::<Op>()? {
+            Op::Ok => Ok(()),
+            Op::Publish { subject, data } => {
+                let ack = natsapp_guest::publish(&subject, data)?;
+                let ack = ack.map(|a| json!({"stream": a.stream, "sequence": a.sequence, "duplicate": a.duplicate}));
+                report("publish", json!({"ack": ack}))
+            }
+            Op::Retry { delay_ms } => Err(match delay_ms {
+                Some(ms) => Error::retry_after(Duration::from_millis(ms), "asked to retry"),
+                None => Error::retry("asked to retry"),
+            }),
+            Op::FailUntil { n } => {
+                let delivered = msg.delivery().delivered;
+                if delivered < n {
+                    return Err(Error::retry(format!("delivery {delivered} of {n}")));
+                }
+                report("fail_until", json!({"delivered": delivered}))
+            }
+            Op::Reject { reason } => Err(Error::reject(reason)),
+            Op::Ack { then_fail } => {
+                msg.ack()?;
+                if then_fail {
+                    return Err(Error::retry("failing after my own ack"));
+                }
+                Ok(())
+            }
+            Op::Nak { delay_ms } => {
+                msg.nak(delay_ms.map(Duration::from_millis))?;
+                Ok(())
+            }
+            Op::Term { reason } => {
+                msg.term(reason.as_deref())?;
+                Ok(())
+            }
+            Op::AckTwice => {
+                msg.ack()?;
+                let second = msg.ack().map_err(|e| e.to_string());
+                report("ack_twice", json!({"second": format!("{second:?}")}))
+            }
+            Op::Panic { message } => panic!("{message}"),
+            Op::Spin => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            Op::Sleep { ms } => {
+                std::thread::sleep(Duration::from_millis(ms));
+                report("sleep", json!({"slept_ms": ms, "seq": msg.delivery().stream_sequence}))
+            }
+            Op::Alloc { mib } => {
+                let mut v: Vec<u8> = Vec::new();
+                for _ in 0..mib {
+                    let mut chunk = vec![0u8; 1 << 20];
+                    chunk[0] = 1;
+                    v.extend_from_slice(&chunk);
+                }
+                report("alloc", json!({"allocated_mib": v.len() >> 20}))
+            }
+            Op::Request { subject, data, timeout_ms } => {
+                let reply = natsapp_guest::request(&subject, data, Duration::from_millis(timeout_ms))?;
+                report("request", json!({"reply": String::from_utf8_lossy(&reply.data)}))
+            }
+            Op::Info => {
+                let d = msg.delivery();
+                report(
+                    "info",
+                    json!({
+                        "subject": msg.subject(),
+                        "reply": msg.reply(),
+                        "headers": msg.headers(),
+                        "stream": d.stream, "consumer": d.consumer,
+                        "stream_sequence": d.stream_sequence, "delivered": d.delivered,
+                        "published_unix_ns": d.published_unix_ns,
+                        "config": natsapp_guest::config::all(),
+                    }),
+                )
+            }
+            Op::TryPublish { subject } => {
+                let result = natsapp_guest::publish(&subject, "x").map(|_| ()).map_err(|e| e.to_string());
+                report("denied", json!({"result": format!("{result:?}")}))
+            }
+            Op::Reply { data } => {
+                let to = msg.reply().ok_or_else(|| Error::reject("no Reply-To header"))?;
+                natsapp_guest::publish(&to, data)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+export_handler!(TestKit);

@@ -1,0 +1,213 @@
+//! service.toml as written: serde structs that reject unknown keys. Values
+//! are checked for syntax here (see `values`); how they fit together is
+//! checked in `validate`.
+
+use super::values::{ByteSize, Dur, Name, Subject};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// `[service]`: name and shutdown behaviour.
+    pub service: RawService,
+    /// `[nats]`: how to reach the servers.
+    #[serde(default)]
+    pub nats: RawNats,
+    /// `[[streams]]`: streams to declare or verify.
+    #[serde(default)]
+    pub streams: Vec<RawStream>,
+    /// `[[publishers]]`: subjects handlers publish to, and how.
+    #[serde(default)]
+    pub publishers: Vec<RawPublisher>,
+    /// `[[subscribers]]`: one handler component per durable consumer.
+    #[serde(default)]
+    pub subscribers: Vec<RawSubscriber>,
+}
+
+/// `[service]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// `name = "order-processor"`: used as the NATS connection name and in logs.
+    pub name: String,
+    /// `graceful_timeout = "30s"`: how long shutdown waits for in-flight handlers.
+    pub graceful_timeout: Option<Dur>,
+    /// `stats_interval = "60s"`: log statistics this often (0 = only at shutdown).
+    pub stats_interval: Option<Dur>,
+}
+
+/// `[nats]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNats {
+    /// `servers = ["nats://localhost:4222"]`
+    pub servers: Option<Vec<String>>,
+    /// `allow_reconnect = true`
+    pub allow_reconnect: Option<bool>,
+    /// `reconnect_time_wait = "2s"`: pause between reconnect attempts.
+    pub reconnect_time_wait: Option<Dur>,
+    /// `max_reconnect_attempts = 10000`; `-1` retries forever.
+    pub max_reconnect_attempts: Option<i64>,
+    /// `ping_interval = "5s"`
+    pub ping_interval: Option<Dur>,
+    /// `connect_timeout = "2s"`
+    pub connect_timeout: Option<Dur>,
+    /// `credentials = "service.creds"`: a NATS credentials file (JWT + seed).
+    pub credentials: Option<PathBuf>,
+    /// `token = "${NATS_TOKEN}"`
+    pub token: Option<String>,
+    /// `user = "svc"` (with `password`)
+    pub user: Option<String>,
+    /// `password = "${NATS_PASSWORD}"`
+    pub password: Option<String>,
+    /// `nkey = "SU…"`: an NKey seed.
+    pub nkey: Option<String>,
+    /// `tls = { ca = "ca.pem", cert = "client.pem", key = "client.key", required = true }`
+    pub tls: Option<RawTls>,
+}
+
+/// `[nats.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// `ca = "ca.pem"`: extra root certificates.
+    pub ca: Option<PathBuf>,
+    /// `cert = "client.pem"`: client certificate (with `key`).
+    pub cert: Option<PathBuf>,
+    /// `key = "client.key"`
+    pub key: Option<PathBuf>,
+    /// `required = true`: refuse plain connections.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// `[[streams]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    /// `name = "ORDER_EVENTS"`
+    pub name: Name,
+    /// `subjects = ["order.>"]`
+    #[serde(default)]
+    pub subjects: Vec<Subject>,
+    /// `declare = true`: create it when missing (default). `false`: it must exist.
+    pub declare: Option<bool>,
+    /// `storage = "file"` or `"memory"`
+    pub storage: Option<Storage>,
+    /// `retention = "limits"`, `"interest"` or `"workqueue"`
+    pub retention: Option<Retention>,
+    /// `replicas = 3`
+    pub replicas: Option<usize>,
+    /// `max_age = "7d"`
+    pub max_age: Option<Dur>,
+    /// `duplicate_window = "2m"`: how long `Nats-Msg-Id` deduplicates.
+    pub duplicate_window: Option<Dur>,
+}
+
+/// Where a stream keeps its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// On disk.
+    File,
+    /// In memory.
+    Memory,
+}
+
+/// When a stream drops its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retention {
+    /// By the stream's limits.
+    Limits,
+    /// Once every consumer has acknowledged.
+    Interest,
+    /// Once one consumer has acknowledged.
+    Workqueue,
+}
+
+/// `[[publishers]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublisher {
+    /// `subject = "order.status"`; wildcards allowed (`"inventory.>"`).
+    pub subject: Subject,
+    /// `stream = "ORDER_STATUS"`: publishes wait for this stream's PubAck.
+    pub stream: Option<Name>,
+    /// `timeout = "30s"`: how long a publish waits for its PubAck.
+    pub timeout: Option<Dur>,
+}
+
+/// `[[subscribers]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubscriber {
+    /// `name = "process-order"`: used in logs and statistics.
+    pub name: String,
+    /// `component = "handler.wasm"`: relative to this file.
+    pub component: PathBuf,
+    /// `subject = "order.created"`: the consumer's filter subject.
+    pub subject: Subject,
+    /// `stream = "ORDER_EVENTS"`
+    pub stream: Name,
+    /// `durable = "order_processor"`: the durable consumer's name.
+    pub durable: Name,
+    /// `pull = { batch_size = 3, timeout = "10s" }` (also accepted as `pull_sub`).
+    #[serde(default, alias = "pull_sub")]
+    pub pull: RawPull,
+    /// `consumer = { ack_wait = "30s", max_deliver = 3, backoff = ["1s", "10s"] }`
+    #[serde(default)]
+    pub consumer: RawConsumer,
+    /// `concurrency = 4`: handlers running at once for this subscriber.
+    pub concurrency: Option<usize>,
+    /// `dead_letter = "dlq.order"`: where rejected and exhausted messages are copied.
+    pub dead_letter: Option<Subject>,
+    /// `publish = ["order.status", "inventory.>"]`: where the handler may publish.
+    pub publish: Option<Vec<Subject>>,
+    /// `limits = { memory = "64MiB", timeout = "5s" }`
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// `config = { region = "eu" }`: values the guest reads through wasi:config.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// `double_ack = true`: wait for the server to confirm each ack.
+    #[serde(default)]
+    pub double_ack: bool,
+}
+
+/// `pull = { … }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPull {
+    /// `batch_size = 10`: most messages asked for in one pull.
+    pub batch_size: Option<usize>,
+    /// `timeout = "5s"`: how long one pull waits for messages.
+    pub timeout: Option<Dur>,
+}
+
+/// `consumer = { … }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    /// `ack_wait = "30s"`: redeliver when not settled within this.
+    pub ack_wait: Option<Dur>,
+    /// `max_deliver = 5`; `-1` for no limit.
+    pub max_deliver: Option<i64>,
+    /// `backoff = ["1s", "10s", "1m"]`: redelivery delay by delivery count.
+    pub backoff: Option<Vec<Dur>>,
+    /// `max_ack_pending = 1000`
+    pub max_ack_pending: Option<i64>,
+}
+
+/// `limits = { … }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// `memory = "64MiB"`: the guest's linear memory cap.
+    pub memory: Option<ByteSize>,
+    /// `timeout = "5s"`: wall-clock limit of one `handle` call.
+    pub timeout: Option<Dur>,
+}

@@ -1,0 +1,157 @@
+use super::*;
+use std::path::Path;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "ORDER_STREAM" => Some("ORDERS".into()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/testdata/service.toml"), text, env)
+}
+
+const MINIMAL: &str = r#"
+[service]
+name = "svc"
+
+[[subscribers]]
+name = "orders"
+component = "handler.wasm"
+subject = "order.created"
+stream = "ORDERS"
+durable = "orders"
+"#;
+
+#[test]
+fn minimal_file_gets_documented_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.service.graceful_timeout, defaults::GRACEFUL_TIMEOUT);
+    assert_eq!(c.nats.servers, vec!["nats://localhost:4222"]);
+    assert_eq!(c.nats.max_reconnect_attempts, Some(10_000));
+    let s = &c.subscribers[0];
+    assert_eq!((s.concurrency, s.batch_size), (1, 1));
+    assert_eq!(s.max_deliver, Some(5));
+    assert_eq!(s.ack_wait, Duration::from_secs(30));
+    assert_eq!(s.memory, 64 << 20);
+    assert!(s.component.is_absolute() && s.component.ends_with("testdata/handler.wasm"));
+    assert!(s.publish.is_empty());
+}
+
+#[test]
+fn full_file() {
+    let text = r#"
+[service]
+name = "order-processor"
+graceful_timeout = 60
+
+[nats]
+servers = ["nats://a:4222", "nats://b:4222"]
+allow_reconnect = true
+reconnect_time_wait = "500ms"
+max_reconnect_attempts = -1
+ping_interval = "5s"
+connect_timeout = 2.5
+user = "svc"
+password = "${PASSWORD:-secret}"
+
+[[streams]]
+name = "${ORDER_STREAM}"
+subjects = ["order.>"]
+
+[[publishers]]
+subject = "order.status"
+stream = "ORDERS"
+timeout = "10s"
+
+[[publishers]]
+subject = "inventory.>"
+
+[[subscribers]]
+name = "process-order"
+component = "handler.wasm"
+subject = "order.created"
+stream = "ORDERS"
+durable = "order_processor"
+pull_sub = { batch_size = 3, timeout = "10s" }
+consumer = { ack_wait = "2m", max_deliver = 3, backoff = ["1s", "10s"] }
+concurrency = 4
+dead_letter = "dlq.order"
+limits = { memory = "32MiB", timeout = "5s" }
+config = { region = "eu" }
+"#;
+    let c = parse(text).unwrap();
+    assert_eq!(c.service.graceful_timeout, Duration::from_secs(60));
+    assert_eq!(c.nats.max_reconnect_attempts, None);
+    assert_eq!(c.nats.connect_timeout, Duration::from_millis(2500));
+    assert_eq!(c.nats.auth, Auth::UserPassword("svc".into(), "secret".into()));
+    assert_eq!(c.streams[0].name.as_str(), "ORDERS");
+    let s = &c.subscribers[0];
+    assert_eq!((s.concurrency, s.batch_size), (4, 3));
+    assert_eq!(s.pull_timeout, Duration::from_secs(10));
+    assert_eq!(s.ack_wait, Duration::from_secs(120));
+    assert_eq!(s.backoff, vec![Duration::from_secs(1), Duration::from_secs(10)]);
+    assert_eq!(s.max_deliver, Some(3));
+    assert_eq!(s.memory, 32 << 20);
+    assert_eq!(s.config["region"], "eu");
+    let allowed: Vec<&str> = s.publish.iter().map(|p| p.as_str()).collect();
+    assert_eq!(allowed, ["order.status", "inventory.>"], "publish defaults to the [[publishers]] subjects");
+}
+
+#[test]
+fn environment_overrides() {
+    let env = |name: &str| match name {
+        "NATS_SERVERS" => Some("nats://x:1, nats://y:2".to_string()),
+        "GRACEFUL_SHUTDOWN_TIMEOUT" => Some("7".to_string()),
+        "NATS_DEBUG" => Some("true".to_string()),
+        _ => None,
+    };
+    let c = Config::parse(Path::new("/srv/service.toml"), &MINIMAL.replace("handler.wasm", concat!(env!("CARGO_MANIFEST_DIR"), "/src/config/tests.rs")), env);
+    // The component path is checked for existence; point it at this source file.
+    let c = c.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.nats.servers, vec!["nats://x:1", "nats://y:2"]);
+    assert_eq!(c.service.graceful_timeout, Duration::from_secs(7));
+    assert!(c.service.debug);
+    assert_eq!(c.service.stats_interval, Some(defaults::DEBUG_STATS_INTERVAL));
+}
+
+/// Every `testdata/invalid/NAME.toml` must fail with exactly `NAME.err`.
+/// Run with `BLESS=1` to rewrite the expected files after a deliberate change.
+#[test]
+fn invalid_configs_print_exact_errors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/testdata/invalid");
+    let bless = std::env::var_os("BLESS").is_some();
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 10, "expected the invalid-config corpus in {}", dir.display());
+    let mut failures = Vec::new();
+    for case in cases {
+        let text = std::fs::read_to_string(&case).unwrap();
+        let shown = Path::new("invalid").join(case.file_name().unwrap());
+        let err = match Config::parse(&case, &text, env) {
+            Ok(_) => {
+                failures.push(format!("{}: accepted, expected an error", case.display()));
+                continue;
+            }
+            Err(e) => e
+                .to_string()
+                .replace(&case.display().to_string(), &shown.display().to_string())
+                .replace(&dir.display().to_string(), "invalid"),
+        };
+        let expected_path = case.with_extension("err");
+        if bless {
+            std::fs::write(&expected_path, format!("{err}\n")).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected.trim_end() != err.trim_end() {
+            failures.push(format!("{}:\n--- expected\n{}\n--- got\n{}", case.display(), expected.trim_end(), err));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

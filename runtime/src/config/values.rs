@@ -1,0 +1,276 @@
+//! Validated scalar values of service.toml: durations, sizes, subjects and
+//! names. Each parses during deserialisation, so a bad value is reported by
+//! the TOML parser with its line, column and caret.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::fmt;
+use std::time::Duration;
+
+/// A duration written as `"30s"`, `"1m 30s"`, `"250ms"` or plain seconds (`30`, `0.5`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// Parses the string form (`"30s"`, `"2m"`, `"1.5"` as seconds).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if let Ok(secs) = t.parse::<f64>() {
+            return Self::from_secs_f64(secs);
+        }
+        humantime::parse_duration(t)
+            .map(Dur)
+            .map_err(|e| format!("invalid duration {s:?} ({e}); write it as \"30s\", \"500ms\", \"2m\" or a number of seconds"))
+    }
+
+    fn from_secs_f64(secs: f64) -> Result<Self, String> {
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!("invalid duration {secs}: must be zero or more seconds"));
+        }
+        Ok(Dur(Duration::from_secs_f64(secs)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as \"30s\" or a number of seconds")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+                Dur::parse(v).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
+                Dur::from_secs_f64(v as f64).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
+                Ok(Dur(Duration::from_secs(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
+                Dur::from_secs_f64(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A size in bytes written as `"64MiB"`, `"512KiB"`, `"1GB"` or a plain number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses the string form. Units: B, KB, MB, GB (powers of 1000) and
+    /// KiB, MiB, GiB (powers of 1024), case-insensitive.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}: write it as \"64MiB\", \"512KiB\" or a number of bytes"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" | "k" => 1_000,
+            "mb" | "m" => 1_000_000,
+            "gb" | "g" => 1_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            other => return Err(format!("invalid size {s:?}: unknown unit {other:?} (use B, KB, MB, GB, KiB, MiB or GiB)")),
+        };
+        Ok(ByteSize((n * mult as f64) as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as \"64MiB\" or a number of bytes")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A NATS subject; `*` and `>` wildcards are allowed where `wildcards` says so.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Subject(String);
+
+impl Subject {
+    /// The subject as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when the subject has a `*` or `>` token.
+    pub fn has_wildcards(&self) -> bool {
+        self.0.split('.').any(|t| t == "*" || t == ">")
+    }
+
+    /// True when the literal subject `subject` is matched by this pattern.
+    pub fn matches(&self, subject: &str) -> bool {
+        subject_matches(&self.0, subject)
+    }
+}
+
+/// NATS subject matching: `*` matches one token, a final `>` one or more.
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    let mut pattern_tokens = pattern.split('.').peekable();
+    while let Some(p) = pattern_tokens.next() {
+        if p == ">" && pattern_tokens.peek().is_none() {
+            return subject_tokens.next().is_some();
+        }
+        match subject_tokens.next() {
+            Some(s) if p == "*" || p == s => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
+/// Checks a subject's syntax; the error says what is wrong with it.
+pub fn check_subject(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("a subject cannot be empty".into());
+    }
+    if s.chars().any(|c| c.is_whitespace()) {
+        return Err(format!("invalid subject {s:?}: it contains white space"));
+    }
+    let tokens: Vec<&str> = s.split('.').collect();
+    for (i, t) in tokens.iter().enumerate() {
+        if t.is_empty() {
+            return Err(format!("invalid subject {s:?}: empty token (two dots, or a dot at an end)"));
+        }
+        if *t == ">" && i != tokens.len() - 1 {
+            return Err(format!("invalid subject {s:?}: '>' may only be the last token"));
+        }
+        if t.len() > 1 && (t.contains('*') || t.contains('>')) {
+            return Err(format!("invalid subject {s:?}: a wildcard must be a whole token"));
+        }
+    }
+    Ok(())
+}
+
+impl TryFrom<String> for Subject {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        check_subject(&s)?;
+        Ok(Subject(s))
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A JetStream stream or consumer name: no white space, `.`, `*`, `>`, `/` or `\`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Name(String);
+
+impl Name {
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Name {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("a name cannot be empty".into());
+        }
+        if let Some(c) = s.chars().find(|c| c.is_whitespace() || ".*>/\\".contains(*c)) {
+            return Err(format!("invalid name {s:?}: {c:?} is not allowed in stream and consumer names"));
+        }
+        Ok(Name(s))
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(Dur::parse("30s").unwrap().0, Duration::from_secs(30));
+        assert_eq!(Dur::parse("1m 30s").unwrap().0, Duration::from_secs(90));
+        assert_eq!(Dur::parse("250ms").unwrap().0, Duration::from_millis(250));
+        assert_eq!(Dur::parse("1.5").unwrap().0, Duration::from_millis(1500));
+        assert!(Dur::parse("-1").unwrap_err().contains("zero or more"));
+        assert!(Dur::parse("soon").unwrap_err().contains("invalid duration \"soon\""));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ByteSize::parse("64MiB").unwrap().0, 64 << 20);
+        assert_eq!(ByteSize::parse("512 KiB").unwrap().0, 512 << 10);
+        assert_eq!(ByteSize::parse("1GB").unwrap().0, 1_000_000_000);
+        assert_eq!(ByteSize::parse("100").unwrap().0, 100);
+        assert!(ByteSize::parse("3 parsecs").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn subjects() {
+        for ok in ["a", "order.created", "order.*", "order.>", "*.x.>", ">"] {
+            check_subject(ok).unwrap();
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("a b", "white space"),
+            ("a..b", "empty token"),
+            ("a.>.b", "last token"),
+            ("a.b*", "whole token"),
+        ] {
+            assert!(check_subject(bad).unwrap_err().contains(why), "{bad}");
+        }
+    }
+
+    #[test]
+    fn matching() {
+        let table = [
+            ("order.created", "order.created", true),
+            ("order.created", "order.deleted", false),
+            ("order.*", "order.created", true),
+            ("order.*", "order.created.eu", false),
+            ("order.>", "order.created.eu", true),
+            ("order.>", "order", false),
+            ("*.created", "order.created", true),
+            (">", "anything.at.all", true),
+            ("a.b", "a", false),
+            ("a", "a.b", false),
+        ];
+        for (pattern, subject, want) in table {
+            assert_eq!(subject_matches(pattern, subject), want, "{pattern} ~ {subject}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(Name::try_from("ORDERS".to_string()).is_ok());
+        assert!(Name::try_from("order.events".to_string()).unwrap_err().contains("'.'"));
+    }
+}

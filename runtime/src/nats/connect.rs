@@ -1,0 +1,101 @@
+//! Step 2 of the data flow: one NATS connection for the service, with the
+//! Python wrapper's connection options, and connection events reported to
+//! the log (and, when reconnecting is not allowed or gives up, to the
+//! service as a fatal error).
+
+use crate::config::{Auth, NatsConfig};
+use async_nats::{ConnectOptions, Event, ServerAddr};
+use std::str::FromStr;
+use tokio::sync::mpsc;
+
+/// Why the service could not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// A server URL does not parse.
+    #[error("nats.servers: invalid server URL {url:?}: {message}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The credentials file cannot be read.
+    #[error("nats.credentials: cannot read {path}: {message}")]
+    Credentials {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// No server answered.
+    #[error("cannot connect to NATS at {servers}: {message}")]
+    Unreachable {
+        /// The servers tried.
+        servers: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Connects with every option of `nats`. Lost-connection events that end
+/// the service are sent on `fatal`.
+pub async fn connect(
+    service: &str,
+    nats: &NatsConfig,
+    fatal: mpsc::UnboundedSender<String>,
+) -> Result<async_nats::Client, ConnectError> {
+    let servers = nats
+        .servers
+        .iter()
+        .map(|url| ServerAddr::from_str(url).map_err(|e| ConnectError::BadUrl { url: url.clone(), message: e.to_string() }))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut options = match &nats.auth {
+        Auth::None => ConnectOptions::new(),
+        Auth::Token(t) => ConnectOptions::with_token(t.clone()),
+        Auth::UserPassword(u, p) => ConnectOptions::with_user_and_password(u.clone(), p.clone()),
+        Auth::NKey(seed) => ConnectOptions::with_nkey(seed.clone()),
+        Auth::Credentials(path) => ConnectOptions::with_credentials_file(path).await.map_err(|e| {
+            ConnectError::Credentials { path: path.display().to_string(), message: e.to_string() }
+        })?,
+    };
+    if let Some(tls) = &nats.tls {
+        if let Some(ca) = &tls.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &tls.client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        options = options.require_tls(tls.required);
+    }
+    let wait = nats.reconnect_time_wait;
+    let allow_reconnect = nats.allow_reconnect;
+    let limit = if allow_reconnect { nats.max_reconnect_attempts } else { Some(1) };
+    options = options
+        .name(service)
+        .ping_interval(nats.ping_interval)
+        .connection_timeout(nats.connect_timeout)
+        .max_reconnects(limit)
+        .reconnect_delay_callback(move |_attempt| wait)
+        .event_callback(move |event| {
+            let fatal = fatal.clone();
+            async move {
+                match event {
+                    Event::Connected => tracing::info!("connected to NATS"),
+                    Event::Disconnected if !allow_reconnect => {
+                        let _ = fatal.send("the connection to NATS was lost and nats.allow_reconnect is false".into());
+                    }
+                    Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                    Event::Closed => {
+                        let _ = fatal.send("the connection to NATS is closed (reconnect attempts exhausted)".into());
+                    }
+                    Event::LameDuckMode => tracing::warn!("the NATS server entered lame duck mode"),
+                    Event::SlowConsumer(sid) => tracing::warn!("slow consumer on subscription {sid}"),
+                    other => tracing::warn!("NATS: {other}"),
+                }
+            }
+        });
+    options.connect(servers).await.map_err(|e| ConnectError::Unreachable {
+        servers: nats.servers.join(", "),
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,173 @@
+//! Step 7 of the data flow: publishing outputs. Decides per subject whether
+//! a publish goes to a stream (await the PubAck, with a `Nats-Msg-Id`) or is
+//! a core publish, and performs it. Used by the guest's `publish` and by
+//! dead-lettering.
+
+use crate::config::{defaults, Config, Subject};
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use std::time::Duration;
+
+/// How a subject is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A stream captures it: wait this long for the PubAck.
+    JetStream(Duration),
+    /// Core NATS: fire and forget.
+    Core,
+}
+
+/// Subject → route, from `[[publishers]]` and `[[streams]]`.
+#[derive(Debug, Default)]
+pub struct PublishRoutes {
+    publishers: Vec<(Subject, Option<Duration>)>,
+    streams: Vec<Subject>,
+}
+
+impl PublishRoutes {
+    /// Routes from the service's configuration.
+    pub fn new(config: &Config) -> Self {
+        PublishRoutes {
+            publishers: config
+                .publishers
+                .iter()
+                .map(|p| (p.subject.clone(), p.stream.as_ref().map(|_| p.timeout)))
+                .collect(),
+            streams: config.streams.iter().flat_map(|s| s.subjects.iter().cloned()).collect(),
+        }
+    }
+
+    /// The route of `subject`: a `[[publishers]]` entry with a stream, or a
+    /// `[[streams]]` entry that captures it, makes it a JetStream publish.
+    pub fn route(&self, subject: &str) -> Route {
+        let publisher = self.publishers.iter().find(|(p, _)| p.matches(subject));
+        if let Some((_, Some(timeout))) = publisher {
+            return Route::JetStream(*timeout);
+        }
+        if self.streams.iter().any(|s| s.matches(subject)) {
+            return Route::JetStream(defaults::PUBLISH_TIMEOUT);
+        }
+        Route::Core
+    }
+}
+
+/// Why a publish failed, by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No PubAck in time.
+    #[error("no PubAck for {subject:?} within {timeout:?}")]
+    Timeout {
+        /// The subject.
+        subject: String,
+        /// The wait.
+        timeout: Duration,
+    },
+    /// The server cannot take it now (no stream, no connection); may succeed later.
+    #[error("cannot publish to {subject:?} now: {message}")]
+    Unavailable {
+        /// The subject.
+        subject: String,
+        /// Why.
+        message: String,
+    },
+    /// The message is not acceptable (too large, bad subject).
+    #[error("cannot publish to {subject:?}: {message}")]
+    Invalid {
+        /// The subject.
+        subject: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The server's acknowledgement of a JetStream publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    /// The stream that stored it.
+    pub stream: String,
+    /// Its sequence there.
+    pub sequence: u64,
+    /// It was a duplicate inside the stream's window.
+    pub duplicate: bool,
+}
+
+/// Publishes by `route`; returns the PubAck for a JetStream publish.
+pub async fn publish(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    route: Route,
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Result<Option<Acked>, PublishError> {
+    match route {
+        Route::Core => {
+            client
+                .publish_with_headers(subject.clone(), headers, payload)
+                .await
+                .map_err(|e| PublishError::Unavailable { subject, message: e.to_string() })?;
+            Ok(None)
+        }
+        Route::JetStream(timeout) => {
+            let sent = tokio::time::timeout(timeout, async {
+                let ack = js.publish_with_headers(subject.clone(), headers, payload).await?;
+                ack.await
+            })
+            .await;
+            match sent {
+                Err(_) => Err(PublishError::Timeout { subject, timeout }),
+                Ok(Ok(ack)) => Ok(Some(Acked { stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate })),
+                Ok(Err(e)) => Err(match e.kind() {
+                    PublishErrorKind::TimedOut => PublishError::Timeout { subject, timeout },
+                    PublishErrorKind::StreamNotFound => PublishError::Unavailable {
+                        subject,
+                        message: "no stream captures this subject (or its leader is being elected)".into(),
+                    },
+                    PublishErrorKind::MaxPayloadExceeded => PublishError::Invalid { subject, message: e.to_string() },
+                    _ => PublishError::Unavailable { subject, message: e.to_string() },
+                }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn routes() {
+        let text = format!(
+            r#"
+[service]
+name = "svc"
+[[streams]]
+name = "STATUS"
+subjects = ["order.status", "audit.>"]
+[[publishers]]
+subject = "inventory.>"
+stream = "INVENTORY"
+timeout = "3s"
+[[publishers]]
+subject = "notify.email"
+[[subscribers]]
+name = "s"
+component = "{}"
+subject = "order.created"
+stream = "ORDERS"
+durable = "d"
+"#,
+            file!().rsplit('/').next().unwrap()
+        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/nats");
+        let config = Config::parse(&dir.join("service.toml"), &text, |_| None).unwrap();
+        let routes = PublishRoutes::new(&config);
+        assert_eq!(routes.route("inventory.item.7"), Route::JetStream(Duration::from_secs(3)));
+        assert_eq!(routes.route("order.status"), Route::JetStream(defaults::PUBLISH_TIMEOUT));
+        assert_eq!(routes.route("audit.x.y"), Route::JetStream(defaults::PUBLISH_TIMEOUT));
+        assert_eq!(routes.route("notify.email"), Route::Core);
+        assert_eq!(routes.route("anything.else"), Route::Core);
+    }
+}

@@ -1,0 +1,273 @@
+//! Statistics: per-subscriber counters updated on the message path with
+//! relaxed atomics, and a serialisable snapshot for logs and the library API
+//! (the equivalent of the Python wrapper's `get_subscription_stats`).
+
+use crate::nats::ack::FailureCause;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Latency buckets: bucket `i` counts durations below 2^i microseconds.
+const BUCKETS: usize = 32;
+
+/// Counters of one subscriber.
+#[derive(Debug, Default)]
+pub struct SubscriberStats {
+    received: AtomicU64,
+    acked: AtomicU64,
+    naked: AtomicU64,
+    termed: AtomicU64,
+    dead_lettered: AtomicU64,
+    retried: AtomicU64,
+    rejected: AtomicU64,
+    settled_by_guest: AtomicU64,
+    settle_errors: AtomicU64,
+    in_flight: AtomicU64,
+    failed: [AtomicU64; FailureCause::ALL.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    latency_max_us: AtomicU64,
+    latency_buckets: [AtomicU64; BUCKETS],
+}
+
+/// What the runtime did with a message, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Acked by the runtime.
+    Acked,
+    /// Nak'd by the runtime.
+    Naked,
+    /// Termed by the runtime.
+    Termed,
+    /// Termed after a dead-letter copy.
+    DeadLettered,
+    /// The guest settled it.
+    ByGuest,
+    /// Settling failed (the server will redeliver after ack_wait).
+    Error,
+}
+
+impl SubscriberStats {
+    /// A message arrived and its handler starts.
+    pub fn started(&self) {
+        self.received.fetch_add(1, Relaxed);
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// The handler finished after `latency`.
+    pub fn finished(&self, latency: Duration) {
+        let us = latency.as_micros().min(u64::MAX as u128) as u64;
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(us, Relaxed);
+        self.latency_max_us.fetch_max(us, Relaxed);
+        let bucket = (64 - us.leading_zeros() as usize).min(BUCKETS - 1);
+        self.latency_buckets[bucket].fetch_add(1, Relaxed);
+    }
+
+    /// The handler returned `retry`.
+    pub fn retried(&self) {
+        self.retried.fetch_add(1, Relaxed);
+    }
+
+    /// The handler returned `reject`.
+    pub fn rejected(&self) {
+        self.rejected.fetch_add(1, Relaxed);
+    }
+
+    /// The invocation failed.
+    pub fn failed(&self, cause: FailureCause) {
+        let i = FailureCause::ALL.iter().position(|c| *c == cause).unwrap_or(0);
+        self.failed[i].fetch_add(1, Relaxed);
+    }
+
+    /// The message was settled (or left in flight) and is no longer ours.
+    pub fn settled(&self, how: Settled) {
+        let counter = match how {
+            Settled::Acked => &self.acked,
+            Settled::Naked => &self.naked,
+            Settled::Termed => &self.termed,
+            Settled::DeadLettered => {
+                self.termed.fetch_add(1, Relaxed);
+                &self.dead_lettered
+            }
+            Settled::ByGuest => &self.settled_by_guest,
+            Settled::Error => &self.settle_errors,
+        };
+        counter.fetch_add(1, Relaxed);
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// A message fetched but never started (shutdown): counted as received and nak'd.
+    pub fn returned_unstarted(&self) {
+        self.received.fetch_add(1, Relaxed);
+        self.naked.fetch_add(1, Relaxed);
+    }
+
+    fn percentile_us(&self, counts: &[u64; BUCKETS], total: u64, p: f64) -> u64 {
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64) * p).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return (1u64 << i).min(self.latency_max_us.load(Relaxed));
+            }
+        }
+        self.latency_max_us.load(Relaxed)
+    }
+
+    /// A consistent-enough copy of the counters.
+    pub fn snapshot(&self, name: &str) -> SubscriberSnapshot {
+        let counts: [u64; BUCKETS] = std::array::from_fn(|i| self.latency_buckets[i].load(Relaxed));
+        let n = self.latency_count.load(Relaxed);
+        SubscriberSnapshot {
+            name: name.to_string(),
+            received: self.received.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            naked: self.naked.load(Relaxed),
+            termed: self.termed.load(Relaxed),
+            dead_lettered: self.dead_lettered.load(Relaxed),
+            settled_by_guest: self.settled_by_guest.load(Relaxed),
+            settle_errors: self.settle_errors.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            failed: FailureCause::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.as_str().to_string(), self.failed[i].load(Relaxed)))
+                .collect(),
+            in_flight: self.in_flight.load(Relaxed),
+            latency: LatencySnapshot {
+                count: n,
+                mean_us: if n == 0 { 0 } else { self.latency_sum_us.load(Relaxed) / n },
+                p50_us_at_most: self.percentile_us(&counts, n, 0.50),
+                p99_us_at_most: self.percentile_us(&counts, n, 0.99),
+                max_us: self.latency_max_us.load(Relaxed),
+            },
+        }
+    }
+}
+
+/// Handler latency: mean, max and power-of-two upper bounds of p50 and p99.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    /// Handler calls measured.
+    pub count: u64,
+    /// Mean, microseconds.
+    pub mean_us: u64,
+    /// p50 is at most this many microseconds.
+    pub p50_us_at_most: u64,
+    /// p99 is at most this many microseconds.
+    pub p99_us_at_most: u64,
+    /// Slowest call, microseconds.
+    pub max_us: u64,
+}
+
+/// One subscriber's statistics.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SubscriberSnapshot {
+    /// Subscriber name.
+    pub name: String,
+    /// Messages received from the server.
+    pub received: u64,
+    /// Acked by the runtime.
+    pub acked: u64,
+    /// Nak'd by the runtime (retries, failures, shutdown).
+    pub naked: u64,
+    /// Termed by the runtime (rejects, max_deliver), dead-lettered included.
+    pub termed: u64,
+    /// Copied to the dead-letter subject before term.
+    pub dead_lettered: u64,
+    /// Settled by the guest itself.
+    pub settled_by_guest: u64,
+    /// Settle calls that failed (the server redelivers after ack_wait).
+    pub settle_errors: u64,
+    /// Handler returned retry.
+    pub retried: u64,
+    /// Handler returned reject.
+    pub rejected: u64,
+    /// Failed invocations by cause (trap, panic, timeout, memory_limit, instantiate).
+    pub failed: Vec<(String, u64)>,
+    /// Handlers running now.
+    pub in_flight: u64,
+    /// Handler latency.
+    pub latency: LatencySnapshot,
+}
+
+impl SubscriberSnapshot {
+    /// Failed invocations with this cause.
+    pub fn failed(&self, cause: FailureCause) -> u64 {
+        self.failed.iter().find(|(c, _)| c == cause.as_str()).map_or(0, |(_, n)| *n)
+    }
+}
+
+/// The whole service's statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    /// `connected`, `disconnected` or `pending`.
+    pub connection_status: String,
+    /// Number of subscribers.
+    pub total_subscribers: usize,
+    /// Per subscriber.
+    pub subscribers: Vec<SubscriberSnapshot>,
+}
+
+/// A cheap handle to read the running service's statistics.
+#[derive(Clone)]
+pub struct Stats {
+    pub(crate) client: Option<async_nats::Client>,
+    pub(crate) subscribers: Vec<(String, Arc<SubscriberStats>)>,
+}
+
+impl Stats {
+    /// Current statistics.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let connection_status = match &self.client {
+            Some(c) => match c.connection_state() {
+                async_nats::connection::State::Connected => "connected",
+                async_nats::connection::State::Disconnected => "disconnected",
+                async_nats::connection::State::Pending => "pending",
+            },
+            None => "not connected",
+        };
+        StatsSnapshot {
+            connection_status: connection_status.to_string(),
+            total_subscribers: self.subscribers.len(),
+            subscribers: self.subscribers.iter().map(|(n, s)| s.snapshot(n)).collect(),
+        }
+    }
+
+    /// One subscriber's statistics.
+    pub fn subscriber(&self, name: &str) -> Option<SubscriberSnapshot> {
+        self.subscribers.iter().find(|(n, _)| n == name).map(|(n, s)| s.snapshot(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_latency() {
+        let s = SubscriberStats::default();
+        for us in [100u64, 200, 300, 5000] {
+            s.started();
+            s.finished(Duration::from_micros(us));
+            s.settled(Settled::Acked);
+        }
+        s.started();
+        s.failed(FailureCause::Timeout);
+        s.settled(Settled::DeadLettered);
+        let snap = s.snapshot("x");
+        assert_eq!((snap.received, snap.acked, snap.termed, snap.dead_lettered, snap.in_flight), (5, 4, 1, 1, 0));
+        assert_eq!(snap.failed(FailureCause::Timeout), 1);
+        assert_eq!(snap.latency.count, 4);
+        assert_eq!(snap.latency.max_us, 5000);
+        assert_eq!(snap.latency.mean_us, 1400);
+        assert!(snap.latency.p50_us_at_most >= 200 && snap.latency.p50_us_at_most <= 512, "{:?}", snap.latency);
+        assert_eq!(snap.latency.p99_us_at_most, 5000);
+    }
+}

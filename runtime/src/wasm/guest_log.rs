@@ -1,0 +1,162 @@
+//! Guest stdout and stderr: each line goes to the runtime's log under the
+//! subscriber's name. Output past a per-message budget is dropped (never a
+//! trap); the last stderr lines are kept to explain a trap or panic.
+
+use bytes::Bytes;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// Bytes of output one message may log.
+const BUDGET: usize = 64 * 1024;
+/// Longest logged line; the rest is cut.
+const MAX_LINE: usize = 4096;
+/// Bytes of stderr kept for failure reports.
+const TAIL: usize = 2048;
+
+/// Output collected from one store.
+pub struct GuestOutput {
+    subscriber: Arc<str>,
+    budget: AtomicUsize,
+    stderr_tail: Mutex<String>,
+}
+
+impl GuestOutput {
+    /// Output for a store of `subscriber`.
+    pub fn new(subscriber: Arc<str>) -> Arc<Self> {
+        Arc::new(GuestOutput { subscriber, budget: AtomicUsize::new(BUDGET), stderr_tail: Mutex::new(String::new()) })
+    }
+
+    /// The last lines the guest wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        self.stderr_tail.lock().map(|t| t.trim_end().to_string()).unwrap_or_default()
+    }
+
+    fn emit(&self, stderr: bool, line: &[u8]) {
+        let line = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
+        let line = line.trim_end_matches(['\r', '\n']);
+        let left = self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(line.len().min(b)));
+        match left {
+            Ok(b) if b > line.len() => {}
+            Ok(b) if b > 0 => {
+                tracing::warn!(subscriber = %self.subscriber, "guest output beyond {BUDGET} bytes for this message is dropped");
+            }
+            _ => return,
+        }
+        if stderr {
+            tracing::warn!(target: "guest", subscriber = %self.subscriber, "{line}");
+            if let Ok(mut tail) = self.stderr_tail.lock() {
+                tail.push_str(line);
+                tail.push('\n');
+                if tail.len() > TAIL {
+                    let cut = tail.len() - TAIL;
+                    let cut = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(0);
+                    tail.drain(..cut);
+                }
+            }
+        } else {
+            tracing::info!(target: "guest", subscriber = %self.subscriber, "{line}");
+        }
+    }
+}
+
+/// A guest's stdout or stderr.
+#[derive(Clone)]
+pub struct GuestLog {
+    output: Arc<GuestOutput>,
+    stderr: bool,
+}
+
+impl GuestLog {
+    /// The guest's stdout.
+    pub fn stdout(output: &Arc<GuestOutput>) -> Self {
+        GuestLog { output: output.clone(), stderr: false }
+    }
+
+    /// The guest's stderr.
+    pub fn stderr(output: &Arc<GuestOutput>) -> Self {
+        GuestLog { output: output.clone(), stderr: true }
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineWriter { log: self.clone(), line: Vec::new() })
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(LineWriter { log: self.clone(), line: Vec::new() })
+    }
+}
+
+/// Splits writes into lines.
+struct LineWriter {
+    log: GuestLog,
+    line: Vec<u8>,
+}
+
+impl LineWriter {
+    fn push(&mut self, mut bytes: &[u8]) {
+        while let Some(nl) = bytes.iter().position(|b| *b == b'\n') {
+            self.line.extend_from_slice(&bytes[..nl]);
+            self.log.output.emit(self.log.stderr, &self.line);
+            self.line.clear();
+            bytes = &bytes[nl + 1..];
+        }
+        if self.line.len() < MAX_LINE {
+            self.line.extend_from_slice(&bytes[..bytes.len().min(MAX_LINE - self.line.len())]);
+        }
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.log.output.emit(self.log.stderr, &self.line);
+        }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LineWriter {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.get_mut().push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,137 @@
+//! Host side of the WIT package `natsapp:handler`: generated bindings, the
+//! per-store state, and one file per interface (`types`, `publisher`).
+
+mod publisher;
+mod types;
+
+pub use publisher::PublishRoutes;
+
+use crate::config::Subject;
+use async_nats::jetstream;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfigVariables;
+
+pub(crate) mod generated {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "service",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "natsapp:handler/types.message": super::MessageHandle,
+        },
+    });
+}
+
+pub use generated::exports::natsapp::handler::handler::{HandleError, Retry};
+pub use generated::natsapp::handler::types::{Delivery, Error as HostError};
+pub use generated::{Service, ServicePre};
+
+/// The `message` resource's host value: the delivery lent for one call.
+pub struct MessageHandle;
+
+/// What every store of one subscriber shares: its name, capabilities and NATS handles.
+pub struct SubscriberHost {
+    /// Subscriber name, for logs.
+    pub name: Arc<str>,
+    /// The durable consumer, for `Nats-Msg-Id`s.
+    pub durable: String,
+    /// Core NATS client.
+    pub client: async_nats::Client,
+    /// JetStream context.
+    pub jetstream: jetstream::Context,
+    /// Subjects the guest may publish and send requests to.
+    pub allow: Vec<Subject>,
+    /// Which subjects are captured by streams.
+    pub routes: Arc<PublishRoutes>,
+    /// wasi:config values.
+    pub config: WasiConfigVariables,
+    /// Linear-memory cap.
+    pub memory: u64,
+}
+
+/// The delivery being handled, shared with `dispatch`.
+pub struct InFlight {
+    /// The JetStream message.
+    pub message: jetstream::Message,
+    /// Stream and sequence, for `Nats-Msg-Id`s.
+    pub stream: String,
+    /// Stream sequence.
+    pub sequence: u64,
+    /// Delivery details given to the guest.
+    pub delivery: Delivery,
+    /// Set once the guest acked, nak'd or termed.
+    pub settled: AtomicBool,
+    /// Publishes made so far (numbers the `Nats-Msg-Id`s).
+    pub published: AtomicU32,
+}
+
+impl InFlight {
+    /// Whether the guest settled the message.
+    pub fn settled_by_guest(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
+    }
+}
+
+/// Records that a guest asked for more memory than its limit.
+#[derive(Default)]
+pub struct MemoryLimiter {
+    /// The cap, in bytes.
+    pub max: u64,
+    /// Set when a growth was refused.
+    pub exceeded: bool,
+}
+
+/// The error that turns a refused `memory.grow` into a trap.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (asked for {desired} bytes)")]
+pub struct MemoryLimitExceeded {
+    /// The cap.
+    pub limit: u64,
+    /// What the guest wanted.
+    pub desired: u64,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired as u64 > self.max {
+            self.exceeded = true;
+            return Err(MemoryLimitExceeded { limit: self.max, desired: desired as u64 }.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The data of one store: one message, one instance.
+pub struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) sub: Arc<SubscriberHost>,
+    pub(crate) msg: Arc<InFlight>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Adds everything a handler may import to `linker`: locked-down WASI 0.2,
+/// wasi:config and the `natsapp:handler` interfaces.
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_config::add_to_linker(linker, |h: &mut HostState| {
+        wasmtime_wasi_config::WasiConfig::from(&h.sub.config)
+    })?;
+    generated::natsapp::handler::types::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(linker, |h| h)?;
+    generated::natsapp::handler::publisher::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(linker, |h| h)?;
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Host of `natsapp:handler/publisher`: the guest's `publish` and `request`,
+//! limited to the subscriber's allow-list.
+
+use super::generated::natsapp::handler::publisher::{Host, PublishAck, Response};
+use super::generated::natsapp::handler::types::Error;
+use super::types::header_pairs;
+use super::HostState;
+use crate::config::values::check_subject;
+use crate::nats::publish::{self, PublishError, Route};
+use async_nats::{HeaderMap, HeaderName, HeaderValue};
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub use crate::nats::publish::PublishRoutes;
+
+/// Builds a header map from guest pairs, rejecting what NATS cannot carry.
+fn header_map(pairs: Vec<(String, String)>) -> Result<HeaderMap, Error> {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        let n = HeaderName::from_str(&name).map_err(|e| Error::Invalid(format!("header name {name:?}: {e}")))?;
+        let v = HeaderValue::from_str(&value).map_err(|e| Error::Invalid(format!("header {name:?} value: {e}")))?;
+        map.append(n, v);
+    }
+    Ok(map)
+}
+
+impl HostState {
+    /// Checks the subject's syntax and the allow-list.
+    fn allowed(&self, subject: &str, what: &str) -> Result<(), Error> {
+        check_subject(subject).map_err(Error::Invalid)?;
+        if subject.split('.').any(|t| t == "*" || t == ">") {
+            return Err(Error::Invalid(format!("cannot {what} to a wildcard subject {subject:?}")));
+        }
+        if self.sub.allow.iter().any(|p| p.matches(subject)) {
+            return Ok(());
+        }
+        let allowed: Vec<&str> = self.sub.allow.iter().map(|s| s.as_str()).collect();
+        Err(Error::Denied(format!(
+            "subscriber {:?} may not {what} to {subject:?} (allowed: {})",
+            &*self.sub.name,
+            if allowed.is_empty() { "nothing".to_string() } else { allowed.join(", ") }
+        )))
+    }
+}
+
+impl From<PublishError> for Error {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Timeout { .. } => Error::Timeout,
+            PublishError::Unavailable { .. } => Error::Unavailable(e.to_string()),
+            PublishError::Invalid { .. } => Error::Invalid(e.to_string()),
+        }
+    }
+}
+
+impl Host for HostState {
+    async fn publish(
+        &mut self,
+        subject: String,
+        data: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<Option<PublishAck>, Error>> {
+        if let Err(e) = self.allowed(&subject, "publish") {
+            return Ok(Err(e));
+        }
+        let mut map = match header_map(headers) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        let route = self.sub.routes.route(&subject);
+        if let Route::JetStream(_) = route {
+            let n = self.msg.published.fetch_add(1, Ordering::Relaxed);
+            if map.get("Nats-Msg-Id").is_none() {
+                let id = format!("{}:{}:{}:{}", self.msg.stream, self.sub.durable, self.msg.sequence, n);
+                map.insert("Nats-Msg-Id", id.as_str());
+            }
+        }
+        let sent = publish::publish(&self.sub.client, &self.sub.jetstream, route, subject, map, data.into()).await;
+        Ok(sent
+            .map(|ack| ack.map(|a| PublishAck { stream: a.stream, sequence: a.sequence, duplicate: a.duplicate }))
+            .map_err(Error::from))
+    }
+
+    async fn request(
+        &mut self,
+        subject: String,
+        data: Vec<u8>,
+        headers: Vec<(String, String)>,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Response, Error>> {
+        if let Err(e) = self.allowed(&subject, "send a request") {
+            return Ok(Err(e));
+        }
+        let map = match header_map(headers) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        let request = async_nats::Request::new()
+            .payload(data.into())
+            .headers(map)
+            .timeout(Some(Duration::from_millis(timeout_ms.into())));
+        Ok(match self.sub.client.send_request(subject.clone(), request).await {
+            Ok(reply) => Ok(Response { data: reply.payload.to_vec(), headers: header_pairs(reply.headers.as_ref()) }),
+            Err(e) => Err(match e.kind() {
+                async_nats::RequestErrorKind::TimedOut => Error::Timeout,
+                async_nats::RequestErrorKind::NoResponders => {
+                    Error::Unavailable(format!("no responders on {subject:?}"))
+                }
+                async_nats::RequestErrorKind::InvalidSubject => Error::Invalid(e.to_string()),
+                _ => Error::Other(e.to_string()),
+            }),
+        })
+    }
+}

@@ -1,0 +1,149 @@
+//! Running one message through a handler: a fresh store with the
+//! subscriber's memory cap, a wall-clock limit, an in-progress heartbeat at
+//! half the ack wait, and a classification of whatever came back.
+
+use super::guest_log::{GuestLog, GuestOutput};
+use super::host::{HandleError, HostState, InFlight, MemoryLimiter, MessageHandle, ServicePre, SubscriberHost};
+use crate::nats::ack::{FailureCause, Outcome};
+use async_nats::jetstream::AckKind;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+
+/// A subscriber's compiled handler, ready to run messages.
+pub struct Handler {
+    pre: ServicePre<HostState>,
+    host: Arc<SubscriberHost>,
+    timeout: Duration,
+    heartbeat: Duration,
+}
+
+enum Failure {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
+}
+
+impl Handler {
+    /// A handler running `pre` with `host`'s capabilities, `timeout` per
+    /// message, and an in-progress signal every `ack_wait / 2`.
+    pub fn new(pre: ServicePre<HostState>, host: Arc<SubscriberHost>, timeout: Duration, ack_wait: Duration) -> Self {
+        Handler { pre, host, timeout, heartbeat: ack_wait / 2 }
+    }
+
+    /// Runs `handle` for `msg` and says what came of it.
+    pub async fn invoke(&self, msg: Arc<InFlight>) -> Outcome {
+        let output = GuestOutput::new(self.host.name.clone());
+        let wasi = WasiCtxBuilder::new()
+            .stdout(GuestLog::stdout(&output))
+            .stderr(GuestLog::stderr(&output))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { max: self.host.memory, exceeded: false },
+            sub: self.host.clone(),
+            msg: msg.clone(),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+
+        let result = {
+            let store = &mut store;
+            let call = async {
+                let service = self.pre.instantiate_async(&mut *store).await.map_err(Failure::Instantiate)?;
+                let handle = store.data_mut().table.push(MessageHandle).map_err(|e| Failure::Instantiate(e.into()))?;
+                service
+                    .natsapp_handler_handler()
+                    .call_handle(&mut *store, &msg.message.payload, handle)
+                    .await
+                    .map_err(Failure::Call)
+            };
+            run_with_limits(call, self.timeout, self.heartbeat, &msg).await
+        };
+        let memory_exceeded = store.data().limiter.exceeded;
+        drop(store);
+        classify(result, memory_exceeded, self.timeout, &output)
+    }
+}
+
+/// Polls `call` until it finishes or `limit` passes, sending in-progress
+/// every `heartbeat` while the guest has not settled the message.
+async fn run_with_limits<F: Future>(call: F, limit: Duration, heartbeat: Duration, msg: &InFlight) -> Option<F::Output> {
+    let deadline = tokio::time::sleep(limit);
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    tokio::pin!(call, deadline);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut call => return Some(out),
+            _ = &mut deadline => return None,
+            _ = beat.tick() => {
+                if !msg.settled_by_guest() {
+                    if let Err(e) = msg.message.ack_with(AckKind::Progress).await {
+                        tracing::debug!("in-progress signal failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn classify(
+    result: Option<Result<Result<(), HandleError>, Failure>>,
+    memory_exceeded: bool,
+    limit: Duration,
+    output: &GuestOutput,
+) -> Outcome {
+    let failed = |cause, detail: String| Outcome::Failed { cause, detail };
+    match result {
+        None => failed(FailureCause::Timeout, format!("handler exceeded its time limit of {limit:?}")),
+        Some(Ok(Ok(()))) => Outcome::Ok,
+        Some(Ok(Err(HandleError::Retry(r)))) => {
+            Outcome::Retry { delay: r.delay_ms.map(Duration::from_millis), reason: r.reason }
+        }
+        Some(Ok(Err(HandleError::Reject(reason)))) => Outcome::Reject(reason),
+        Some(Err(Failure::Instantiate(e) | Failure::Call(e))) if memory_exceeded => {
+            failed(FailureCause::Memory, root_message(&e))
+        }
+        Some(Err(Failure::Instantiate(e))) => {
+            failed(FailureCause::Instantiate, format!("instantiation failed: {}", root_message(&e)))
+        }
+        Some(Err(Failure::Call(e))) => {
+            let tail = output.stderr_tail();
+            let panicked = tail.lines().rev().find(|l| l.contains("panicked at"));
+            let detail = match (e.downcast_ref::<Trap>(), panicked) {
+                (Some(Trap::UnreachableCodeReached), Some(line)) => {
+                    return failed(FailureCause::Panic, format!("guest panicked: {}", panic_message(&tail, line)))
+                }
+                (Some(trap), _) => format!("wasm trap: {trap}"),
+                (None, _) => root_message(&e),
+            };
+            match tail.lines().last() {
+                Some(last) => failed(FailureCause::Trap, format!("{detail}; guest stderr: {last}")),
+                None => failed(FailureCause::Trap, detail),
+            }
+        }
+    }
+}
+
+fn root_message(e: &wasmtime::Error) -> String {
+    e.chain().last().map(|c| c.to_string()).unwrap_or_else(|| e.to_string())
+}
+
+/// A Rust panic prints `panicked at FILE:LINE:COL:` and the message on the next line.
+fn panic_message(tail: &str, line: &str) -> String {
+    let mut lines = tail.lines().skip_while(|l| *l != line);
+    let at = lines.next().unwrap_or(line).trim();
+    match lines.next() {
+        Some(msg) if !msg.trim().is_empty() => format!("{}: {}", msg.trim(), at.trim_end_matches(':')),
+        _ => at.to_string(),
+    }
+}

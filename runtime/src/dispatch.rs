@@ -48,18 +48,31 @@ pub struct Subscriber {
 const MAX_REASON: usize = 1024;
 
 fn one_line(s: &str) -> String {
-    let mut s: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if s.len() > MAX_REASON {
-        let cut = (0..=MAX_REASON).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=MAX_REASON)
+            .rev()
+            .find(|i| s.is_char_boundary(*i))
+            .unwrap_or(0);
         s.truncate(cut);
     }
     s
 }
 
 /// Terminates `message`, telling the server why.
-pub async fn term_with_reason(client: &async_nats::Client, message: &jetstream::Message, reason: &str) -> Result<(), String> {
+pub async fn term_with_reason(
+    client: &async_nats::Client,
+    message: &jetstream::Message,
+    reason: &str,
+) -> Result<(), String> {
     let reply = message.reply.clone().ok_or("not a JetStream message")?;
-    client.publish(reply, format!("+TERM {}", one_line(reason)).into()).await.map_err(|e| e.to_string())
+    client
+        .publish(reply, format!("+TERM {}", one_line(reason)).into())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 impl Subscriber {
@@ -71,7 +84,8 @@ impl Subscriber {
                 tracing::error!(subscriber = %self.config.name, "not a JetStream delivery ({e}); asking for redelivery");
                 self.stats.started();
                 let ok = message.ack_with(AckKind::Nak(None)).await.is_ok();
-                self.stats.settled(if ok { Settled::Naked } else { Settled::Error });
+                self.stats
+                    .settled(if ok { Settled::Naked } else { Settled::Error });
                 return;
             }
         };
@@ -105,18 +119,41 @@ impl Subscriber {
         let m = &msg.message;
         let (how, result) = match decision {
             Disposition::Leave => (Settled::ByGuest, Ok(())),
-            Disposition::Ack if self.config.double_ack => (Settled::Acked, m.double_ack().await.map_err(|e| e.to_string())),
+            Disposition::Ack if self.config.double_ack => (
+                Settled::Acked,
+                m.double_ack().await.map_err(|e| e.to_string()),
+            ),
             Disposition::Ack => (Settled::Acked, m.ack().await.map_err(|e| e.to_string())),
-            Disposition::Nak(delay) => (Settled::Naked, m.ack_with(AckKind::Nak(delay)).await.map_err(|e| e.to_string())),
-            Disposition::Term { reason, dead_letter: false } => {
-                (Settled::Termed, term_with_reason(&self.host.client, m, &reason).await)
-            }
-            Disposition::Term { reason, dead_letter: true } => match self.dead_letter(msg, &reason).await {
-                Ok(()) => (Settled::DeadLettered, term_with_reason(&self.host.client, m, &reason).await),
+            Disposition::Nak(delay) => (
+                Settled::Naked,
+                m.ack_with(AckKind::Nak(delay))
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            Disposition::Term {
+                reason,
+                dead_letter: false,
+            } => (
+                Settled::Termed,
+                term_with_reason(&self.host.client, m, &reason).await,
+            ),
+            Disposition::Term {
+                reason,
+                dead_letter: true,
+            } => match self.dead_letter(msg, &reason).await {
+                Ok(()) => (
+                    Settled::DeadLettered,
+                    term_with_reason(&self.host.client, m, &reason).await,
+                ),
                 Err(e) => {
                     tracing::error!(subscriber = %self.config.name, seq = msg.sequence, "dead-letter copy failed, so the message is kept and redelivered: {e}");
                     let delay = self.policy.backoff_step(msg.delivery.delivered);
-                    (Settled::Naked, m.ack_with(AckKind::Nak(delay)).await.map_err(|e| e.to_string()))
+                    (
+                        Settled::Naked,
+                        m.ack_with(AckKind::Nak(delay))
+                            .await
+                            .map_err(|e| e.to_string()),
+                    )
                 }
             },
         };
@@ -132,7 +169,9 @@ impl Subscriber {
     /// Copies the message to the dead-letter subject with why and where from.
     async fn dead_letter(&self, msg: &InFlight, reason: &str) -> Result<(), publish::PublishError> {
         use dead_letter_headers::*;
-        let Some(subject) = &self.config.dead_letter else { return Ok(()) };
+        let Some(subject) = &self.config.dead_letter else {
+            return Ok(());
+        };
         let mut headers = HeaderMap::new();
         if let Some(original) = &msg.message.headers {
             for (name, values) in original.iter() {
@@ -151,11 +190,25 @@ impl Subscriber {
         headers.insert(STREAM, msg.stream.as_str());
         headers.insert(SEQUENCE, msg.sequence.to_string().as_str());
         headers.insert(DELIVERED, msg.delivery.delivered.to_string().as_str());
-        headers.insert("Nats-Msg-Id", format!("dlq:{}:{}:{}", msg.stream, self.config.durable, msg.sequence).as_str());
+        headers.insert(
+            "Nats-Msg-Id",
+            format!(
+                "dlq:{}:{}:{}",
+                msg.stream, self.config.durable, msg.sequence
+            )
+            .as_str(),
+        );
         let route = self.host.routes.route(subject.as_str());
-        publish::publish(&self.host.client, &self.host.jetstream, route, subject.to_string(), headers, msg.message.payload.clone())
-            .await
-            .map(|_| ())
+        publish::publish(
+            &self.host.client,
+            &self.host.jetstream,
+            route,
+            subject.to_string(),
+            headers,
+            msg.message.payload.clone(),
+        )
+        .await
+        .map(|_| ())
     }
 }
 
@@ -169,7 +222,8 @@ fn in_flight(message: jetstream::Message) -> Result<InFlight, (jetstream::Messag
             consumer_sequence: i.consumer_sequence,
             delivered: u32::try_from(i.delivered.max(0)).unwrap_or(u32::MAX),
             pending: i.pending,
-            published_unix_ns: u64::try_from(i.published.unix_timestamp_nanos().max(0)).unwrap_or(u64::MAX),
+            published_unix_ns: u64::try_from(i.published.unix_timestamp_nanos().max(0))
+                .unwrap_or(u64::MAX),
         },
         Err(e) => {
             let e = e.to_string();

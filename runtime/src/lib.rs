@@ -76,7 +76,10 @@ impl Error {
     pub fn is_configuration(&self) -> bool {
         match self {
             Error::Config(_) | Error::Component(_) => true,
-            Error::Connect(e) => matches!(e, ConnectError::BadUrl { .. } | ConnectError::Credentials { .. }),
+            Error::Connect(e) => matches!(
+                e,
+                ConnectError::BadUrl { .. } | ConnectError::Credentials { .. }
+            ),
             Error::Setup(e) => e.is_configuration(),
             Error::Engine(_) | Error::Fatal(_) => false,
         }
@@ -126,7 +129,12 @@ impl Service {
         }
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
         let client = nats::connect::connect(&config.service.name, &config.nats, fatal_tx).await?;
-        let max_publish_wait = config.publishers.iter().map(|p| p.timeout).max().unwrap_or(config::defaults::PUBLISH_TIMEOUT);
+        let max_publish_wait = config
+            .publishers
+            .iter()
+            .map(|p| p.timeout)
+            .max()
+            .unwrap_or(config::defaults::PUBLISH_TIMEOUT);
         let js = jetstream::ContextBuilder::new()
             .ack_timeout(max_publish_wait.max(config::defaults::PUBLISH_TIMEOUT))
             .backpressure_on_inflight(true)
@@ -151,15 +159,30 @@ impl Service {
                 handler: Handler::new(pre, host.clone(), s.timeout, s.ack_wait),
                 host,
                 stats: Arc::new(SubscriberStats::default()),
-                policy: Policy { max_deliver: s.max_deliver, backoff: s.backoff.clone(), dead_letter: s.dead_letter.is_some() },
+                policy: Policy {
+                    max_deliver: s.max_deliver,
+                    backoff: s.backoff.clone(),
+                    dead_letter: s.dead_letter.is_some(),
+                },
             };
             subscribers.push((Arc::new(sub), consumer));
         }
         let stats = Stats {
             client: Some(client.clone()),
-            subscribers: subscribers.iter().map(|(s, _)| (s.config.name.clone(), s.stats.clone())).collect(),
+            subscribers: subscribers
+                .iter()
+                .map(|(s, _)| (s.config.name.clone(), s.stats.clone()))
+                .collect(),
         };
-        Ok(Service { config, client, subscribers, jetstream: js, fatal, stats, _wasm: wasm })
+        Ok(Service {
+            config,
+            client,
+            subscribers,
+            jetstream: js,
+            fatal,
+            stats,
+            _wasm: wasm,
+        })
     }
 
     /// A handle to the service's statistics, valid while and after it runs.
@@ -197,7 +220,10 @@ impl Service {
             reason = self.fatal.recv() => reason,
         };
         match &fatal {
-            None => tracing::info!("shutting down: no new pulls; waiting up to {:?} for in-flight handlers", self.config.service.graceful_timeout),
+            None => tracing::info!(
+                "shutting down: no new pulls; waiting up to {:?} for in-flight handlers",
+                self.config.service.graceful_timeout
+            ),
             Some(reason) => tracing::error!("stopping: {reason}"),
         }
         ctx.stop_pulling.cancel();
@@ -205,7 +231,10 @@ impl Service {
             let _ = l.await;
         }
         ctx.tracker.close();
-        if tokio::time::timeout(self.config.service.graceful_timeout, ctx.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.config.service.graceful_timeout, ctx.tracker.wait())
+            .await
+            .is_err()
+        {
             ctx.abandon.cancel();
             ctx.tracker.wait().await;
         }
@@ -225,6 +254,9 @@ impl Service {
 }
 
 /// Starts the service and runs it until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<StatsSnapshot, Error> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<StatsSnapshot, Error> {
     Service::start(config).await?.run(shutdown).await
 }

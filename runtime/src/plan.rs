@@ -19,29 +19,66 @@ impl Plan {
         let _ = writeln!(s, "service {:?} ({})", c.service.name, c.path.display());
         let reconnect = match (c.nats.allow_reconnect, c.nats.max_reconnect_attempts) {
             (false, _) => "no reconnect".to_string(),
-            (true, None) => format!("reconnect every {} forever", secs(c.nats.reconnect_time_wait)),
-            (true, Some(n)) => format!("reconnect every {}, up to {n} attempts", secs(c.nats.reconnect_time_wait)),
+            (true, None) => format!(
+                "reconnect every {} forever",
+                secs(c.nats.reconnect_time_wait)
+            ),
+            (true, Some(n)) => format!(
+                "reconnect every {}, up to {n} attempts",
+                secs(c.nats.reconnect_time_wait)
+            ),
         };
-        let _ = writeln!(s, "nats: {} ({reconnect}; graceful shutdown {})", c.nats.servers.join(", "), secs(c.service.graceful_timeout));
+        let _ = writeln!(
+            s,
+            "nats: {} ({reconnect}; graceful shutdown {})",
+            c.nats.servers.join(", "),
+            secs(c.service.graceful_timeout)
+        );
         let _ = writeln!(s, "streams:");
         for st in &c.streams {
             let subjects: Vec<&str> = st.subjects.iter().map(|x| x.as_str()).collect();
-            let how = if st.declare { "declare if missing" } else { "must exist" };
+            let how = if st.declare {
+                "declare if missing"
+            } else {
+                "must exist"
+            };
             let _ = writeln!(s, "  {} [{}] ({how})", st.name, subjects.join(", "));
         }
         let _ = writeln!(s, "publishers:");
         for p in &c.publishers {
             match &p.stream {
-                Some(st) => { let _ = writeln!(s, "  {} -> stream {st} (PubAck within {})", p.subject, secs(p.timeout)); }
-                None => { let _ = writeln!(s, "  {} (core NATS)", p.subject); }
+                Some(st) => {
+                    let _ = writeln!(
+                        s,
+                        "  {} -> stream {st} (PubAck within {})",
+                        p.subject,
+                        secs(p.timeout)
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, "  {} (core NATS)", p.subject);
+                }
             }
         }
         let _ = writeln!(s, "subscribers:");
         for sub in &c.subscribers {
-            let size = std::fs::metadata(&sub.component).map(|m| m.len()).unwrap_or(0);
-            let _ = writeln!(s, "  {}: {} on stream {}, durable {}", sub.name, sub.subject, sub.stream, sub.durable);
-            let _ = writeln!(s, "    component {} ({} KiB): implements natsapp:handler/handler@0.1.0", sub.component.display(), size.div_ceil(1024));
-            let max_deliver = sub.max_deliver.map_or("unlimited".to_string(), |m| m.to_string());
+            let size = std::fs::metadata(&sub.component)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "  {}: {} on stream {}, durable {}",
+                sub.name, sub.subject, sub.stream, sub.durable
+            );
+            let _ = writeln!(
+                s,
+                "    component {} ({} KiB): implements natsapp:handler/handler@0.1.0",
+                sub.component.display(),
+                size.div_ceil(1024)
+            );
+            let max_deliver = sub
+                .max_deliver
+                .map_or("unlimited".to_string(), |m| m.to_string());
             let backoff: Vec<String> = sub.backoff.iter().map(|d| secs(*d)).collect();
             let _ = writeln!(
                 s,

@@ -77,7 +77,10 @@ impl SubscriberStats {
 
     /// The invocation failed.
     pub fn failed(&self, cause: FailureCause) {
-        let i = FailureCause::ALL.iter().position(|c| *c == cause).unwrap_or(0);
+        let i = FailureCause::ALL
+            .iter()
+            .position(|c| *c == cause)
+            .unwrap_or(0);
         self.failed[i].fetch_add(1, Relaxed);
     }
 
@@ -142,7 +145,11 @@ impl SubscriberStats {
             in_flight: self.in_flight.load(Relaxed),
             latency: LatencySnapshot {
                 count: n,
-                mean_us: if n == 0 { 0 } else { self.latency_sum_us.load(Relaxed) / n },
+                mean_us: if n == 0 {
+                    0
+                } else {
+                    self.latency_sum_us.load(Relaxed) / n
+                },
                 p50_us_at_most: self.percentile_us(&counts, n, 0.50),
                 p99_us_at_most: self.percentile_us(&counts, n, 0.99),
                 max_us: self.latency_max_us.load(Relaxed),
@@ -200,7 +207,10 @@ pub struct SubscriberSnapshot {
 impl SubscriberSnapshot {
     /// Failed invocations with this cause.
     pub fn failed(&self, cause: FailureCause) -> u64 {
-        self.failed.iter().find(|(c, _)| c == cause.as_str()).map_or(0, |(_, n)| *n)
+        self.failed
+            .iter()
+            .find(|(c, _)| c == cause.as_str())
+            .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -236,13 +246,20 @@ impl Stats {
         StatsSnapshot {
             connection_status: connection_status.to_string(),
             total_subscribers: self.subscribers.len(),
-            subscribers: self.subscribers.iter().map(|(n, s)| s.snapshot(n)).collect(),
+            subscribers: self
+                .subscribers
+                .iter()
+                .map(|(n, s)| s.snapshot(n))
+                .collect(),
         }
     }
 
     /// One subscriber's statistics.
     pub fn subscriber(&self, name: &str) -> Option<SubscriberSnapshot> {
-        self.subscribers.iter().find(|(n, _)| n == name).map(|(n, s)| s.snapshot(n))
+        self.subscribers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(n, s)| s.snapshot(n))
     }
 }
 
@@ -262,12 +279,25 @@ mod tests {
         s.failed(FailureCause::Timeout);
         s.settled(Settled::DeadLettered);
         let snap = s.snapshot("x");
-        assert_eq!((snap.received, snap.acked, snap.termed, snap.dead_lettered, snap.in_flight), (5, 4, 1, 1, 0));
+        assert_eq!(
+            (
+                snap.received,
+                snap.acked,
+                snap.termed,
+                snap.dead_lettered,
+                snap.in_flight
+            ),
+            (5, 4, 1, 1, 0)
+        );
         assert_eq!(snap.failed(FailureCause::Timeout), 1);
         assert_eq!(snap.latency.count, 4);
         assert_eq!(snap.latency.max_us, 5000);
         assert_eq!(snap.latency.mean_us, 1400);
-        assert!(snap.latency.p50_us_at_most >= 200 && snap.latency.p50_us_at_most <= 512, "{:?}", snap.latency);
+        assert!(
+            snap.latency.p50_us_at_most >= 200 && snap.latency.p50_us_at_most <= 512,
+            "{:?}",
+            snap.latency
+        );
         assert_eq!(snap.latency.p99_us_at_most, 5000);
     }
 }

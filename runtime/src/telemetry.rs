@@ -7,16 +7,28 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber (once; later calls do nothing).
 pub fn init(debug: bool) {
-    let default = if debug { "info,natsapp_wasm=debug,guest=debug" } else { "info" };
+    let default = if debug {
+        "info,natsapp_wasm=debug,guest=debug"
+    } else {
+        "info"
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Logs `snapshot`, one line per subscriber.
 pub fn log_stats(snapshot: &StatsSnapshot) {
     tracing::info!(connection = %snapshot.connection_status, subscribers = snapshot.total_subscribers, "statistics");
     for s in &snapshot.subscribers {
-        let failed: Vec<String> = s.failed.iter().filter(|(_, n)| *n > 0).map(|(c, n)| format!("{c}={n}")).collect();
+        let failed: Vec<String> = s
+            .failed
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(c, n)| format!("{c}={n}"))
+            .collect();
         tracing::info!(
             subscriber = %s.name,
             "received={} acked={} naked={} termed={} dead_lettered={} by_guest={} retried={} rejected={} failed=[{}] in_flight={} latency: mean={}us p50<={}us p99<={}us max={}us",

@@ -14,7 +14,10 @@ pub mod guests {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Finds nats-server: `NATS_SERVER_BIN`, then the repository's `.venv`, then PATH.
@@ -69,10 +72,18 @@ impl NatsServer {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "nats-server did not write {} within 10s", ports.display());
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not write {} within 10s",
+                ports.display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
-        NatsServer { child, url, _dir: dir }
+        NatsServer {
+            child,
+            url,
+            _dir: dir,
+        }
     }
 
     /// The client URL, `nats://127.0.0.1:PORT`.
@@ -82,7 +93,9 @@ impl NatsServer {
 
     /// A client connected to this server.
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(&self.url).await.expect("connect to the test server")
+        async_nats::connect(&self.url)
+            .await
+            .expect("connect to the test server")
     }
 
     /// A JetStream context on this server.
@@ -109,7 +122,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -127,7 +143,8 @@ impl ServiceFile {
             .replace("{url}", server.url())
             .replace("{testkit}", guests::TESTKIT)
             .replace("{echo}", guests::ECHO)
-            .replace("{order_processor}", guests::ORDER_PROCESSOR);
+            .replace("{order_processor}", guests::ORDER_PROCESSOR)
+            .replace("{not_a_handler}", guests::NOT_A_HANDLER);
         std::fs::write(dir.path().join("service.toml"), text).unwrap();
         ServiceFile { dir }
     }
@@ -139,7 +156,8 @@ impl ServiceFile {
 
     /// The validated configuration (no environment overrides).
     pub fn config(&self) -> natsapp_wasm::config::Config {
-        natsapp_wasm::config::Config::load_with_env(self.path(), |_| None).unwrap_or_else(|e| panic!("{e}"))
+        natsapp_wasm::config::Config::load_with_env(self.path(), |_| None)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -148,30 +166,45 @@ pub struct Running {
     /// Its statistics.
     pub stats: natsapp_wasm::stats::Stats,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<natsapp_wasm::stats::StatsSnapshot, natsapp_wasm::Error>>>,
+    task: Option<
+        tokio::task::JoinHandle<Result<natsapp_wasm::stats::StatsSnapshot, natsapp_wasm::Error>>,
+    >,
 }
 
 impl Running {
     /// Starts the service of `file`; panics with the error if it cannot start.
     pub async fn start(file: &ServiceFile) -> Running {
-        let service = natsapp_wasm::Service::start(file.config()).await.unwrap_or_else(|e| panic!("service did not start: {e}"));
+        let service = natsapp_wasm::Service::start(file.config())
+            .await
+            .unwrap_or_else(|e| panic!("service did not start: {e}"));
         let stats = service.stats();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(service.run(async {
             let _ = rx.await;
         }));
-        Running { stats, stop: Some(tx), task: Some(task) }
+        Running {
+            stats,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// One subscriber's statistics.
     pub fn subscriber(&self, name: &str) -> natsapp_wasm::stats::SubscriberSnapshot {
-        self.stats.subscriber(name).unwrap_or_else(|| panic!("no subscriber {name:?}"))
+        self.stats
+            .subscriber(name)
+            .unwrap_or_else(|| panic!("no subscriber {name:?}"))
     }
 
     /// Stops gracefully and returns the final statistics.
     pub async fn stop(mut self) -> natsapp_wasm::stats::StatsSnapshot {
         let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap_or_else(|e| panic!("service failed: {e}"))
+        self.task
+            .take()
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("service failed: {e}"))
     }
 }
 
@@ -186,7 +219,10 @@ impl Drop for Running {
 /// A consumer's pending and ack-pending counts.
 pub async fn consumer_counts(js: &jetstream::Context, stream: &str, durable: &str) -> (u64, usize) {
     let stream = js.get_stream(stream).await.expect("stream exists");
-    let info = stream.consumer_info(durable).await.expect("consumer exists");
+    let info = stream
+        .consumer_info(durable)
+        .await
+        .expect("consumer exists");
     (info.num_pending, info.num_ack_pending)
 }
 
@@ -200,13 +236,26 @@ pub async fn subscribe(client: &async_nats::Client, subject: &str) -> async_nats
 /// The next message on `sub` within `within`, parsed as JSON.
 pub async fn next_json(sub: &mut async_nats::Subscriber, within: Duration) -> serde_json::Value {
     use futures::StreamExt;
-    let msg = tokio::time::timeout(within, sub.next()).await.expect("a message in time").expect("subscription open");
-    serde_json::from_slice(&msg.payload).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", msg.payload))
+    let msg = tokio::time::timeout(within, sub.next())
+        .await
+        .expect("a message in time")
+        .expect("subscription open");
+    serde_json::from_slice(&msg.payload)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", msg.payload))
 }
 
 /// Publishes to a stream subject and waits for the PubAck.
-pub async fn js_publish(js: &jetstream::Context, subject: &str, payload: impl Into<bytes::Bytes>) -> u64 {
-    js.publish(subject.to_string(), payload.into()).await.unwrap().await.unwrap().sequence
+pub async fn js_publish(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: impl Into<bytes::Bytes>,
+) -> u64 {
+    js.publish(subject.to_string(), payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence
 }
 
 /// How many messages `stream` holds.
@@ -217,16 +266,69 @@ pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
 
 /// Waits until the consumer has nothing pending and nothing unacknowledged.
 pub async fn drained(js: &jetstream::Context, stream: &str, durable: &str) {
-    eventually(Duration::from_secs(20), &format!("consumer {durable} drained"), || async {
-        (consumer_counts(js, stream, durable).await == (0, 0)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        &format!("consumer {durable} drained"),
+        || async { (consumer_counts(js, stream, durable).await == (0, 0)).then_some(()) },
+    )
     .await
 }
 
 /// Waits until `stream` holds `n` messages.
 pub async fn stream_has(js: &jetstream::Context, stream: &str, n: u64) {
-    eventually(Duration::from_secs(30), &format!("{n} messages in {stream}"), || async {
-        (stream_messages(js, stream).await == n).then_some(())
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} messages in {stream}"),
+        || async { (stream_messages(js, stream).await == n).then_some(()) },
+    )
+    .await
+}
+
+/// Publishes `payload` with headers to a stream subject and waits for the PubAck.
+pub async fn js_publish_with_headers(
+    js: &jetstream::Context,
+    subject: &str,
+    headers: &[(&str, &str)],
+    payload: &str,
+) -> u64 {
+    let mut map = async_nats::HeaderMap::new();
+    for (n, v) in headers {
+        map.insert(*n, *v);
+    }
+    js.publish_with_headers(subject.to_string(), map, payload.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence
+}
+
+/// Waits until `check` holds for a subscriber's statistics, returning them.
+pub async fn stats_until(
+    running: &Running,
+    name: &str,
+    what: &str,
+    check: impl Fn(&natsapp_wasm::stats::SubscriberSnapshot) -> bool,
+) -> natsapp_wasm::stats::SubscriberSnapshot {
+    eventually(Duration::from_secs(20), what, || async {
+        let s = running.subscriber(name);
+        check(&s).then_some(s)
     })
     .await
+}
+
+/// The natsapp-wasm binary built next to this test binary.
+pub fn natsapp_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("natsapp-wasm");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p natsapp-wasm` (./scripts/test.sh does)",
+        bin.display()
+    );
+    bin
 }

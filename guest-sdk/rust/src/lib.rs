@@ -43,7 +43,7 @@ use bindings::exports::natsapp::handler::handler as export;
 use bindings::natsapp::handler::{publisher, types};
 
 pub use publisher::{PublishAck, Response};
-pub use types::{Delivery, Error as HostError};
+pub use types::Delivery;
 
 /// What a handler returns.
 pub type Result<T = (), E = Error> = std::result::Result<T, E>;
@@ -146,6 +146,47 @@ impl From<HostError> for Error {
     }
 }
 
+/// Why a call into the host failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostError {
+    /// Not allowed (publish allow-list), or the message was already settled.
+    Denied(String),
+    /// No answer in time (PubAck, reply).
+    Timeout,
+    /// NATS cannot serve it now; retrying later may succeed.
+    Unavailable(String),
+    /// Bad arguments (subject, header).
+    Invalid(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl From<types::Error> for HostError {
+    fn from(e: types::Error) -> Self {
+        match e {
+            types::Error::Denied(m) => HostError::Denied(m),
+            types::Error::Timeout => HostError::Timeout,
+            types::Error::Unavailable(m) => HostError::Unavailable(m),
+            types::Error::Invalid(m) => HostError::Invalid(m),
+            types::Error::Other(m) => HostError::Other(m),
+        }
+    }
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            HostError::Denied(m) => write!(f, "denied: {m}"),
+            HostError::Timeout => f.write_str("timed out"),
+            HostError::Unavailable(m) => write!(f, "unavailable: {m}"),
+            HostError::Invalid(m) => write!(f, "invalid: {m}"),
+            HostError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for HostError {}
+
 /// A payload decoded by the default parser: UTF-8 → JSON → text → bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
@@ -225,35 +266,35 @@ impl Message<'_> {
 
     /// Acknowledge now; the runtime then adds nothing.
     pub fn ack(&self) -> Result<(), HostError> {
-        self.0.ack()
+        Ok(self.0.ack()?)
     }
 
     /// Ask for redelivery (after `delay`); the runtime then adds nothing.
     pub fn nak(&self, delay: Option<Duration>) -> Result<(), HostError> {
-        self.0.nak(delay.map(|d| d.as_millis().min(u64::MAX as u128) as u64))
+        Ok(self.0.nak(delay.map(|d| d.as_millis().min(u64::MAX as u128) as u64))?)
     }
 
     /// End the message for good; the runtime then adds nothing.
     pub fn term(&self, reason: Option<&str>) -> Result<(), HostError> {
-        self.0.term(reason)
+        Ok(self.0.term(reason)?)
     }
 
     /// Reset the server's ack timer (the runtime also does this on its own).
     pub fn in_progress(&self) -> Result<(), HostError> {
-        self.0.in_progress()
+        Ok(self.0.in_progress()?)
     }
 }
 
 /// Publishes `data` (bytes or text) to `subject`. Returns the PubAck when a
 /// stream captures the subject.
 pub fn publish(subject: &str, data: impl AsRef<[u8]>) -> Result<Option<PublishAck>, HostError> {
-    publisher::publish(subject, data.as_ref(), &[])
+    Ok(publisher::publish(subject, data.as_ref(), &[])?)
 }
 
 /// Publishes `value` as JSON to `subject`.
 pub fn publish_json<T: Serialize + ?Sized>(subject: &str, value: &T) -> Result<Option<PublishAck>, HostError> {
     let data = serde_json::to_vec(value).map_err(|e| HostError::Invalid(format!("cannot encode JSON: {e}")))?;
-    publisher::publish(subject, &data, &[])
+    Ok(publisher::publish(subject, &data, &[])?)
 }
 
 /// Publishes with headers.
@@ -263,12 +304,12 @@ pub fn publish_with_headers(
     headers: &[(&str, &str)],
 ) -> Result<Option<PublishAck>, HostError> {
     let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-    publisher::publish(subject, data.as_ref(), &headers)
+    Ok(publisher::publish(subject, data.as_ref(), &headers)?)
 }
 
 /// Sends a request and waits up to `timeout` for the reply.
 pub fn request(subject: &str, data: impl AsRef<[u8]>, timeout: Duration) -> Result<Response, HostError> {
-    publisher::request(subject, data.as_ref(), &[], timeout.as_millis().min(u32::MAX as u128) as u32)
+    Ok(publisher::request(subject, data.as_ref(), &[], timeout.as_millis().min(u32::MAX as u128) as u32)?)
 }
 
 /// Per-subscriber configuration (`config = { … }` in service.toml).

@@ -14,6 +14,9 @@ enum Op {
     Ok,
     /// Publish `data` to `subject`, report the PubAck on testkit.out.publish.
     Publish { subject: String, data: String },
+    /// Publish, then fail with retry until delivered reaches `n`: the
+    /// redelivery publishes the same output again, which must be deduplicated.
+    PublishThenFail { subject: String, data: String, n: u32 },
     /// Return retry with this delay.
     Retry { delay_ms: Option<u64> },
     /// Fail with retry until delivered reaches `n`, then report and succeed.
@@ -59,6 +62,15 @@ impl Handler for TestKit {
                 let ack = natsapp_guest::publish(&subject, data)?;
                 let ack = ack.map(|a| json!({"stream": a.stream, "sequence": a.sequence, "duplicate": a.duplicate}));
                 report("publish", json!({"ack": ack}))
+            }
+            Op::PublishThenFail { subject, data, n } => {
+                let ack = natsapp_guest::publish(&subject, data)?.ok_or_else(|| Error::reject("no PubAck"))?;
+                let delivered = msg.delivery().delivered;
+                report("publish", json!({"sequence": ack.sequence, "duplicate": ack.duplicate, "delivered": delivered}))?;
+                if delivered < n {
+                    return Err(Error::retry("failing after publishing"));
+                }
+                Ok(())
             }
             Op::Retry { delay_ms } => Err(match delay_ms {
                 Some(ms) => Error::retry_after(Duration::from_millis(ms), "asked to retry"),

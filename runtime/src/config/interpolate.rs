@@ -19,7 +19,11 @@ pub enum InterpolateError {
     /// `${NAME}` with NAME unset and no `:-default`.
     Unset(Unset),
     /// `${` without a closing `}` or with an empty or invalid name.
-    Malformed { line: usize, column: usize, text: String },
+    Malformed {
+        line: usize,
+        column: usize,
+        text: String,
+    },
 }
 
 /// Replaces every `${…}` in `text`, looking variables up with `lookup`.
@@ -105,17 +109,26 @@ mod tests {
     #[test]
     fn replaces_set_variables_and_defaults() {
         let text = "a = \"${STREAM}\"\nb = ${N:-4}\nc = \"x${EMPTY:-y}z\"\n";
-        assert_eq!(interpolate(text, env).unwrap(), "a = \"ORDERS\"\nb = 4\nc = \"xz\"\n");
+        assert_eq!(
+            interpolate(text, env).unwrap(),
+            "a = \"ORDERS\"\nb = 4\nc = \"xz\"\n"
+        );
     }
 
     #[test]
     fn escapes_and_lone_dollars_pass_through() {
-        assert_eq!(interpolate("a = \"$${X} costs $5\"", env).unwrap(), "a = \"${X} costs $5\"");
+        assert_eq!(
+            interpolate("a = \"$${X} costs $5\"", env).unwrap(),
+            "a = \"${X} costs $5\""
+        );
     }
 
     #[test]
     fn comments_are_left_alone() {
-        assert_eq!(interpolate("# uses ${MISSING}\n", env).unwrap(), "# uses ${MISSING}\n");
+        assert_eq!(
+            interpolate("# uses ${MISSING}\n", env).unwrap(),
+            "# uses ${MISSING}\n"
+        );
     }
 
     #[test]
@@ -123,7 +136,11 @@ mod tests {
         let err = interpolate("a = 1\nsubject = \"${INPUT_SUBJECT}\"\n", env).unwrap_err();
         assert_eq!(
             err,
-            InterpolateError::Unset(Unset { line: 2, column: 12, name: "INPUT_SUBJECT".into() })
+            InterpolateError::Unset(Unset {
+                line: 2,
+                column: 12,
+                name: "INPUT_SUBJECT".into()
+            })
         );
     }
 
@@ -131,7 +148,11 @@ mod tests {
     fn malformed() {
         assert!(matches!(
             interpolate("a = \"${OOPS\"", env).unwrap_err(),
-            InterpolateError::Malformed { line: 1, column: 6, .. }
+            InterpolateError::Malformed {
+                line: 1,
+                column: 6,
+                ..
+            }
         ));
         assert!(matches!(
             interpolate("a = \"${1X}\"", env).unwrap_err(),

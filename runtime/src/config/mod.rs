@@ -12,8 +12,8 @@ pub mod raw;
 pub mod values;
 
 use interpolate::{interpolate, InterpolateError};
-pub use raw::{Retention, Storage};
 use raw::{RawFile, RawNats, RawSubscriber};
+pub use raw::{Retention, Storage};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -287,8 +287,10 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(path, &text, env)
     }
 
@@ -343,7 +345,10 @@ fn interpolation_error(path: &Path, text: &str, e: InterpolateError) -> ConfigEr
         InterpolateError::Unset(u) => (
             u.line,
             u.column,
-            format!("environment variable {} is not set (give a default with ${{{}:-value}})", u.name, u.name),
+            format!(
+                "environment variable {} is not set (give a default with ${{{}:-value}})",
+                u.name, u.name
+            ),
         ),
         InterpolateError::Malformed { line, column, text } => (
             line,
@@ -370,21 +375,42 @@ struct Validator<'a, E> {
 impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
     fn new(path: &'a Path, env: &'a E) -> Self {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-        Validator { path, dir, env, problems: Vec::new() }
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        Validator {
+            path,
+            dir,
+            env,
+            problems: Vec::new(),
+        }
     }
 
     fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem { key: key.into(), message: message.into() });
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
-        let joined = if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) };
+        let joined = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        };
         normalize(&std::path::absolute(&joined).unwrap_or(joined))
     }
 
     fn env_flag(&self, name: &str) -> bool {
-        (self.env)(name).is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        (self.env)(name).is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
     }
 
     fn validate(mut self, raw: RawFile) -> Result<Config, ConfigError> {
@@ -399,18 +425,37 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             .filter_map(|(i, s)| self.subscriber(i, s, &streams, &publishers))
             .collect();
         if subscribers.is_empty() && self.problems.is_empty() {
-            self.problem("subscribers", "no [[subscribers]]: the service would do nothing");
+            self.problem(
+                "subscribers",
+                "no [[subscribers]]: the service would do nothing",
+            );
         }
-        self.unique(subscribers.iter().map(|s| s.name.clone()), "subscribers", "name");
         self.unique(
-            subscribers.iter().map(|s| format!("{}/{}", s.stream, s.durable)),
+            subscribers.iter().map(|s| s.name.clone()),
+            "subscribers",
+            "name",
+        );
+        self.unique(
+            subscribers
+                .iter()
+                .map(|s| format!("{}/{}", s.stream, s.durable)),
             "subscribers",
             "stream/durable",
         );
         if !self.problems.is_empty() {
-            return Err(ConfigError::Invalid { path: self.path.to_path_buf(), problems: self.problems });
+            return Err(ConfigError::Invalid {
+                path: self.path.to_path_buf(),
+                problems: self.problems,
+            });
         }
-        Ok(Config { path: self.path.to_path_buf(), service, nats, streams, publishers, subscribers })
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            service,
+            nats,
+            streams,
+            publishers,
+            subscribers,
+        })
     }
 
     fn unique(&mut self, values: impl Iterator<Item = String>, section: &str, what: &str) {
@@ -426,7 +471,10 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         if raw.service.name.trim().is_empty() {
             self.problem("service.name", "must not be empty");
         }
-        let mut graceful_timeout = raw.service.graceful_timeout.map_or(defaults::GRACEFUL_TIMEOUT, |d| d.0);
+        let mut graceful_timeout = raw
+            .service
+            .graceful_timeout
+            .map_or(defaults::GRACEFUL_TIMEOUT, |d| d.0);
         if let Some(v) = (self.env)("GRACEFUL_SHUTDOWN_TIMEOUT") {
             match Dur::parse(&v) {
                 Ok(d) => graceful_timeout = d.0,
@@ -440,29 +488,46 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             None if debug => Some(defaults::DEBUG_STATS_INTERVAL),
             None => None,
         };
-        ServiceConfig { name: raw.service.name.clone(), graceful_timeout, stats_interval, debug }
+        ServiceConfig {
+            name: raw.service.name.clone(),
+            graceful_timeout,
+            stats_interval,
+            debug,
+        }
     }
 
     fn nats(&mut self, raw: RawNats) -> NatsConfig {
-        let mut servers = raw.servers.unwrap_or_else(|| vec![defaults::SERVER.to_string()]);
+        let mut servers = raw
+            .servers
+            .unwrap_or_else(|| vec![defaults::SERVER.to_string()]);
         if let Some(v) = (self.env)("NATS_SERVERS") {
-            servers = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            servers = v
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
             if servers.is_empty() {
                 self.problem("NATS_SERVERS (environment)", "is set but names no server");
             }
         } else if servers.is_empty() {
             self.problem("nats.servers", "must name at least one server");
         }
-        let attempts = raw.max_reconnect_attempts.unwrap_or(defaults::MAX_RECONNECT_ATTEMPTS);
+        let attempts = raw
+            .max_reconnect_attempts
+            .unwrap_or(defaults::MAX_RECONNECT_ATTEMPTS);
         let max_reconnect_attempts = match attempts {
             -1 => None,
             n if n >= 0 => Some(n as usize),
             n => {
-                self.problem("nats.max_reconnect_attempts", format!("{n} is not allowed: use -1 (forever) or a count"));
+                self.problem(
+                    "nats.max_reconnect_attempts",
+                    format!("{n} is not allowed: use -1 (forever) or a count"),
+                );
                 None
             }
         };
-        let allow_reconnect = raw.allow_reconnect.unwrap_or(true) && max_reconnect_attempts != Some(0);
+        let allow_reconnect =
+            raw.allow_reconnect.unwrap_or(true) && max_reconnect_attempts != Some(0);
         let mut auth = Vec::new();
         if let Some(p) = raw.credentials {
             auth.push(("credentials", Auth::Credentials(self.resolve(&p))));
@@ -481,7 +546,13 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         }
         if auth.len() > 1 {
             let names: Vec<&str> = auth.iter().map(|(n, _)| *n).collect();
-            self.problem("nats", format!("choose one way to authenticate, not {}", names.join(" and ")));
+            self.problem(
+                "nats",
+                format!(
+                    "choose one way to authenticate, not {}",
+                    names.join(" and ")
+                ),
+            );
         }
         let tls = raw.tls.map(|t| {
             let client = match (t.cert, t.key) {
@@ -492,15 +563,23 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                     None
                 }
             };
-            TlsConfig { ca: t.ca.map(|p| self.resolve(&p)), client, required: t.required }
+            TlsConfig {
+                ca: t.ca.map(|p| self.resolve(&p)),
+                client,
+                required: t.required,
+            }
         });
         NatsConfig {
             servers,
             allow_reconnect,
-            reconnect_time_wait: raw.reconnect_time_wait.map_or(defaults::RECONNECT_TIME_WAIT, |d| d.0),
+            reconnect_time_wait: raw
+                .reconnect_time_wait
+                .map_or(defaults::RECONNECT_TIME_WAIT, |d| d.0),
             max_reconnect_attempts,
             ping_interval: raw.ping_interval.map_or(defaults::PING_INTERVAL, |d| d.0),
-            connect_timeout: raw.connect_timeout.map_or(defaults::CONNECT_TIMEOUT, |d| d.0),
+            connect_timeout: raw
+                .connect_timeout
+                .map_or(defaults::CONNECT_TIMEOUT, |d| d.0),
             auth: auth.pop().map(|(_, a)| a).unwrap_or_default(),
             tls,
         }
@@ -513,10 +592,16 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             .map(|(i, s)| {
                 let declare = s.declare.unwrap_or(true);
                 if declare && s.subjects.is_empty() {
-                    self.problem(format!("streams[{i}] ({:?}).subjects", s.name.as_str()), "a declared stream needs at least one subject");
+                    self.problem(
+                        format!("streams[{i}] ({:?}).subjects", s.name.as_str()),
+                        "a declared stream needs at least one subject",
+                    );
                 }
                 if s.replicas == Some(0) {
-                    self.problem(format!("streams[{i}] ({:?}).replicas", s.name.as_str()), "must be 1 or more");
+                    self.problem(
+                        format!("streams[{i}] ({:?}).replicas", s.name.as_str()),
+                        "must be 1 or more",
+                    );
                 }
                 StreamConfig {
                     name: s.name,
@@ -532,18 +617,33 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             .collect()
     }
 
-    fn publishers(&mut self, raw: Vec<raw::RawPublisher>, streams: &[StreamConfig]) -> Vec<PublisherConfig> {
-        self.unique(raw.iter().map(|p| p.subject.to_string()), "publishers", "subject");
+    fn publishers(
+        &mut self,
+        raw: Vec<raw::RawPublisher>,
+        streams: &[StreamConfig],
+    ) -> Vec<PublisherConfig> {
+        self.unique(
+            raw.iter().map(|p| p.subject.to_string()),
+            "publishers",
+            "subject",
+        );
         raw.into_iter()
             .enumerate()
             .map(|(i, p)| {
                 if let Some(stream) = &p.stream {
                     let declared = streams.iter().find(|s| &s.name == stream);
                     if let Some(s) = declared.filter(|s| !s.subjects.is_empty()) {
-                        if !p.subject.has_wildcards() && !s.subjects.iter().any(|pat| pat.matches(p.subject.as_str())) {
+                        if !p.subject.has_wildcards()
+                            && !s.subjects.iter().any(|pat| pat.matches(p.subject.as_str()))
+                        {
                             self.problem(
                                 format!("publishers[{i}] ({:?}).stream", p.subject.as_str()),
-                                format!("stream {:?} does not capture subject {:?} (its subjects: {})", stream.as_str(), p.subject.as_str(), join(&s.subjects)),
+                                format!(
+                                    "stream {:?} does not capture subject {:?} (its subjects: {})",
+                                    stream.as_str(),
+                                    p.subject.as_str(),
+                                    join(&s.subjects)
+                                ),
                             );
                         }
                     }
@@ -572,14 +672,30 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         let component = self.resolve(&s.component);
         match std::fs::metadata(&component) {
             Ok(m) if m.is_file() => {}
-            Ok(_) => self.problem(format!("{key}.component"), format!("{} is not a file", component.display())),
-            Err(e) => self.problem(format!("{key}.component"), format!("cannot read {}: {e}", component.display())),
+            Ok(_) => self.problem(
+                format!("{key}.component"),
+                format!("{} is not a file", component.display()),
+            ),
+            Err(e) => self.problem(
+                format!("{key}.component"),
+                format!("cannot read {}: {e}", component.display()),
+            ),
         }
         if let Some(st) = streams.iter().find(|st| st.name == s.stream) {
-            if !st.subjects.is_empty() && !st.subjects.iter().any(|p| p.matches(s.subject.as_str()) || p == &s.subject) {
+            if !st.subjects.is_empty()
+                && !st
+                    .subjects
+                    .iter()
+                    .any(|p| p.matches(s.subject.as_str()) || p == &s.subject)
+            {
                 self.problem(
                     format!("{key}.subject"),
-                    format!("stream {:?} does not capture {:?} (its subjects: {})", st.name.as_str(), s.subject.as_str(), join(&st.subjects)),
+                    format!(
+                        "stream {:?} does not capture {:?} (its subjects: {})",
+                        st.name.as_str(),
+                        s.subject.as_str(),
+                        join(&st.subjects)
+                    ),
                 );
             }
         }
@@ -603,12 +719,21 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         if ack_wait < Duration::from_secs(1) {
             self.problem(format!("{key}.consumer.ack_wait"), "must be at least 1s");
         }
-        let backoff: Vec<Duration> = s.consumer.backoff.unwrap_or_default().into_iter().map(|d| d.0).collect();
+        let backoff: Vec<Duration> = s
+            .consumer
+            .backoff
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.0)
+            .collect();
         let max_deliver = match s.consumer.max_deliver.unwrap_or(defaults::MAX_DELIVER) {
             -1 => None,
             n if n >= 1 && n <= u32::MAX as i64 => Some(n as u32),
             n => {
-                self.problem(format!("{key}.consumer.max_deliver"), format!("{n} is not allowed: use -1 (no limit) or 1 or more"));
+                self.problem(
+                    format!("{key}.consumer.max_deliver"),
+                    format!("{n} is not allowed: use -1 (no limit) or 1 or more"),
+                );
                 None
             }
         };
@@ -616,11 +741,17 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             if !backoff.is_empty() && m as usize <= backoff.len() {
                 self.problem(
                     format!("{key}.consumer.max_deliver"),
-                    format!("{m} must be greater than the number of backoff steps ({})", backoff.len()),
+                    format!(
+                        "{m} must be greater than the number of backoff steps ({})",
+                        backoff.len()
+                    ),
                 );
             }
         }
-        let max_ack_pending = s.consumer.max_ack_pending.unwrap_or(defaults::MAX_ACK_PENDING.max(concurrency as i64));
+        let max_ack_pending = s
+            .consumer
+            .max_ack_pending
+            .unwrap_or(defaults::MAX_ACK_PENDING.max(concurrency as i64));
         if max_ack_pending != -1 && max_ack_pending < concurrency as i64 {
             self.problem(
                 format!("{key}.consumer.max_ack_pending"),
@@ -637,13 +768,24 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         }
         if let Some(dl) = &s.dead_letter {
             if dl.has_wildcards() {
-                self.problem(format!("{key}.dead_letter"), "must be a subject without wildcards");
+                self.problem(
+                    format!("{key}.dead_letter"),
+                    "must be a subject without wildcards",
+                );
             }
             if s.subject.matches(dl.as_str()) {
-                self.problem(format!("{key}.dead_letter"), format!("{:?} would be consumed again by this subscriber", dl.as_str()));
+                self.problem(
+                    format!("{key}.dead_letter"),
+                    format!(
+                        "{:?} would be consumed again by this subscriber",
+                        dl.as_str()
+                    ),
+                );
             }
         }
-        let publish = s.publish.unwrap_or_else(|| publishers.iter().map(|p| p.subject.clone()).collect());
+        let publish = s
+            .publish
+            .unwrap_or_else(|| publishers.iter().map(|p| p.subject.clone()).collect());
         if self.problems.len() > before {
             return None;
         }
@@ -689,7 +831,11 @@ fn normalize(p: &Path) -> PathBuf {
 }
 
 fn join(subjects: &[Subject]) -> String {
-    subjects.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    subjects
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -9,7 +9,11 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::parse(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/testdata/service.toml"), text, env)
+    Config::parse(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/testdata/service.toml"),
+        text,
+        env,
+    )
 }
 
 const MINIMAL: &str = r#"
@@ -85,18 +89,28 @@ config = { region = "eu" }
     assert_eq!(c.service.graceful_timeout, Duration::from_secs(60));
     assert_eq!(c.nats.max_reconnect_attempts, None);
     assert_eq!(c.nats.connect_timeout, Duration::from_millis(2500));
-    assert_eq!(c.nats.auth, Auth::UserPassword("svc".into(), "secret".into()));
+    assert_eq!(
+        c.nats.auth,
+        Auth::UserPassword("svc".into(), "secret".into())
+    );
     assert_eq!(c.streams[0].name.as_str(), "ORDERS");
     let s = &c.subscribers[0];
     assert_eq!((s.concurrency, s.batch_size), (4, 3));
     assert_eq!(s.pull_timeout, Duration::from_secs(10));
     assert_eq!(s.ack_wait, Duration::from_secs(120));
-    assert_eq!(s.backoff, vec![Duration::from_secs(1), Duration::from_secs(10)]);
+    assert_eq!(
+        s.backoff,
+        vec![Duration::from_secs(1), Duration::from_secs(10)]
+    );
     assert_eq!(s.max_deliver, Some(3));
     assert_eq!(s.memory, 32 << 20);
     assert_eq!(s.config["region"], "eu");
     let allowed: Vec<&str> = s.publish.iter().map(|p| p.as_str()).collect();
-    assert_eq!(allowed, ["order.status", "inventory.>"], "publish defaults to the [[publishers]] subjects");
+    assert_eq!(
+        allowed,
+        ["order.status", "inventory.>"],
+        "publish defaults to the [[publishers]] subjects"
+    );
 }
 
 #[test]
@@ -107,13 +121,23 @@ fn environment_overrides() {
         "NATS_DEBUG" => Some("true".to_string()),
         _ => None,
     };
-    let c = Config::parse(Path::new("/srv/service.toml"), &MINIMAL.replace("handler.wasm", concat!(env!("CARGO_MANIFEST_DIR"), "/src/config/tests.rs")), env);
+    let c = Config::parse(
+        Path::new("/srv/service.toml"),
+        &MINIMAL.replace(
+            "handler.wasm",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/src/config/tests.rs"),
+        ),
+        env,
+    );
     // The component path is checked for existence; point it at this source file.
     let c = c.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.nats.servers, vec!["nats://x:1", "nats://y:2"]);
     assert_eq!(c.service.graceful_timeout, Duration::from_secs(7));
     assert!(c.service.debug);
-    assert_eq!(c.service.stats_interval, Some(defaults::DEBUG_STATS_INTERVAL));
+    assert_eq!(
+        c.service.stats_interval,
+        Some(defaults::DEBUG_STATS_INTERVAL)
+    );
 }
 
 /// Every `testdata/invalid/NAME.toml` must fail with exactly `NAME.err`.
@@ -128,7 +152,11 @@ fn invalid_configs_print_exact_errors() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 10, "expected the invalid-config corpus in {}", dir.display());
+    assert!(
+        cases.len() >= 10,
+        "expected the invalid-config corpus in {}",
+        dir.display()
+    );
     let mut failures = Vec::new();
     for case in cases {
         let text = std::fs::read_to_string(&case).unwrap();
@@ -150,7 +178,12 @@ fn invalid_configs_print_exact_errors() {
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if expected.trim_end() != err.trim_end() {
-            failures.push(format!("{}:\n--- expected\n{}\n--- got\n{}", case.display(), expected.trim_end(), err));
+            failures.push(format!(
+                "{}:\n--- expected\n{}\n--- got\n{}",
+                case.display(),
+                expected.trim_end(),
+                err
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

@@ -25,7 +25,9 @@ impl Dur {
 
     fn from_secs_f64(secs: f64) -> Result<Self, String> {
         if !secs.is_finite() || secs < 0.0 {
-            return Err(format!("invalid duration {secs}: must be zero or more seconds"));
+            return Err(format!(
+                "invalid duration {secs}: must be zero or more seconds"
+            ));
         }
         Ok(Dur(Duration::from_secs_f64(secs)))
     }
@@ -65,9 +67,13 @@ impl ByteSize {
     /// KiB, MiB, GiB (powers of 1024), case-insensitive.
     pub fn parse(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}: write it as \"64MiB\", \"512KiB\" or a number of bytes"))?;
+        let n: f64 = num.parse().map_err(|_| {
+            format!("invalid size {s:?}: write it as \"64MiB\", \"512KiB\" or a number of bytes")
+        })?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" | "k" => 1_000,
@@ -76,7 +82,9 @@ impl ByteSize {
             "kib" => 1 << 10,
             "mib" => 1 << 20,
             "gib" => 1 << 30,
-            other => return Err(format!("invalid size {s:?}: unknown unit {other:?} (use B, KB, MB, GB, KiB, MiB or GiB)")),
+            other => return Err(format!(
+                "invalid size {s:?}: unknown unit {other:?} (use B, KB, MB, GB, KiB, MiB or GiB)"
+            )),
         };
         Ok(ByteSize((n * mult as f64) as u64))
     }
@@ -94,7 +102,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 ByteSize::parse(v).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
                 Ok(ByteSize(v))
@@ -153,13 +163,19 @@ pub fn check_subject(s: &str) -> Result<(), String> {
     let tokens: Vec<&str> = s.split('.').collect();
     for (i, t) in tokens.iter().enumerate() {
         if t.is_empty() {
-            return Err(format!("invalid subject {s:?}: empty token (two dots, or a dot at an end)"));
+            return Err(format!(
+                "invalid subject {s:?}: empty token (two dots, or a dot at an end)"
+            ));
         }
         if *t == ">" && i != tokens.len() - 1 {
-            return Err(format!("invalid subject {s:?}: '>' may only be the last token"));
+            return Err(format!(
+                "invalid subject {s:?}: '>' may only be the last token"
+            ));
         }
         if t.len() > 1 && (t.contains('*') || t.contains('>')) {
-            return Err(format!("invalid subject {s:?}: a wildcard must be a whole token"));
+            return Err(format!(
+                "invalid subject {s:?}: a wildcard must be a whole token"
+            ));
         }
     }
     Ok(())
@@ -197,8 +213,13 @@ impl TryFrom<String> for Name {
         if s.is_empty() {
             return Err("a name cannot be empty".into());
         }
-        if let Some(c) = s.chars().find(|c| c.is_whitespace() || ".*>/\\".contains(*c)) {
-            return Err(format!("invalid name {s:?}: {c:?} is not allowed in stream and consumer names"));
+        if let Some(c) = s
+            .chars()
+            .find(|c| c.is_whitespace() || ".*>/\\".contains(*c))
+        {
+            return Err(format!(
+                "invalid name {s:?}: {c:?} is not allowed in stream and consumer names"
+            ));
         }
         Ok(Name(s))
     }
@@ -221,7 +242,9 @@ mod tests {
         assert_eq!(Dur::parse("250ms").unwrap().0, Duration::from_millis(250));
         assert_eq!(Dur::parse("1.5").unwrap().0, Duration::from_millis(1500));
         assert!(Dur::parse("-1").unwrap_err().contains("zero or more"));
-        assert!(Dur::parse("soon").unwrap_err().contains("invalid duration \"soon\""));
+        assert!(Dur::parse("soon")
+            .unwrap_err()
+            .contains("invalid duration \"soon\""));
     }
 
     #[test]
@@ -230,7 +253,9 @@ mod tests {
         assert_eq!(ByteSize::parse("512 KiB").unwrap().0, 512 << 10);
         assert_eq!(ByteSize::parse("1GB").unwrap().0, 1_000_000_000);
         assert_eq!(ByteSize::parse("100").unwrap().0, 100);
-        assert!(ByteSize::parse("3 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(ByteSize::parse("3 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
     }
 
     #[test]
@@ -264,13 +289,19 @@ mod tests {
             ("a", "a.b", false),
         ];
         for (pattern, subject, want) in table {
-            assert_eq!(subject_matches(pattern, subject), want, "{pattern} ~ {subject}");
+            assert_eq!(
+                subject_matches(pattern, subject),
+                want,
+                "{pattern} ~ {subject}"
+            );
         }
     }
 
     #[test]
     fn names() {
         assert!(Name::try_from("ORDERS".to_string()).is_ok());
-        assert!(Name::try_from("order.events".to_string()).unwrap_err().contains("'.'"));
+        assert!(Name::try_from("order.events".to_string())
+            .unwrap_err()
+            .contains("'.'"));
     }
 }

@@ -21,7 +21,13 @@ pub enum FailureCause {
 
 impl FailureCause {
     /// Every cause, for statistics.
-    pub const ALL: [FailureCause; 5] = [Self::Trap, Self::Panic, Self::Timeout, Self::Memory, Self::Instantiate];
+    pub const ALL: [FailureCause; 5] = [
+        Self::Trap,
+        Self::Panic,
+        Self::Timeout,
+        Self::Memory,
+        Self::Instantiate,
+    ];
 
     /// The label used in logs and statistics.
     pub fn as_str(self) -> &'static str {
@@ -100,14 +106,22 @@ pub enum Disposition {
 ///
 /// `settled_by_guest`: the guest called ack, nak or term itself.
 /// `delivered`: the delivery count of this delivery (1 on the first).
-pub fn disposition(outcome: &Outcome, settled_by_guest: bool, delivered: u32, policy: &Policy) -> Disposition {
+pub fn disposition(
+    outcome: &Outcome,
+    settled_by_guest: bool,
+    delivered: u32,
+    policy: &Policy,
+) -> Disposition {
     if settled_by_guest {
         return Disposition::Leave;
     }
     let (delay, why) = match outcome {
         Outcome::Ok => return Disposition::Ack,
         Outcome::Reject(reason) => {
-            return Disposition::Term { reason: reason.clone(), dead_letter: policy.dead_letter }
+            return Disposition::Term {
+                reason: reason.clone(),
+                dead_letter: policy.dead_letter,
+            }
         }
         Outcome::Retry { delay, reason } => (*delay, reason.as_str()),
         Outcome::Failed { detail, .. } => (None, detail.as_str()),
@@ -131,30 +145,124 @@ mod tests {
 
     #[test]
     fn table() {
-        let plain = Policy { max_deliver: Some(3), backoff: vec![], dead_letter: false };
+        let plain = Policy {
+            max_deliver: Some(3),
+            backoff: vec![],
+            dead_letter: false,
+        };
         let backoff = Policy {
             max_deliver: Some(5),
             backoff: vec![Duration::from_secs(1), Duration::from_secs(10)],
             dead_letter: true,
         };
-        let unlimited = Policy { max_deliver: None, backoff: vec![], dead_letter: false };
-        let retry = |d: Option<Duration>| Outcome::Retry { delay: d, reason: "busy".into() };
-        let trap = Outcome::Failed { cause: FailureCause::Trap, detail: "wasm trap: unreachable".into() };
-        let term = |reason: &str, dead_letter| Disposition::Term { reason: reason.into(), dead_letter };
+        let unlimited = Policy {
+            max_deliver: None,
+            backoff: vec![],
+            dead_letter: false,
+        };
+        let retry = |d: Option<Duration>| Outcome::Retry {
+            delay: d,
+            reason: "busy".into(),
+        };
+        let trap = Outcome::Failed {
+            cause: FailureCause::Trap,
+            detail: "wasm trap: unreachable".into(),
+        };
+        let term = |reason: &str, dead_letter| Disposition::Term {
+            reason: reason.into(),
+            dead_letter,
+        };
 
         let table: Vec<(&str, Outcome, bool, u32, &Policy, Disposition)> = vec![
             ("ok acks", Outcome::Ok, false, 1, &plain, Disposition::Ack),
-            ("ok on last delivery acks", Outcome::Ok, false, 3, &plain, Disposition::Ack),
-            ("guest settled: nothing more", Outcome::Ok, true, 1, &plain, Disposition::Leave),
-            ("guest settled then failed: nothing more", trap.clone(), true, 1, &plain, Disposition::Leave),
-            ("retry with delay naks with it", retry(secs(7)), false, 1, &backoff, Disposition::Nak(secs(7))),
-            ("retry without delay uses backoff step 1", retry(None), false, 1, &backoff, Disposition::Nak(secs(1))),
-            ("backoff step 2", retry(None), false, 2, &backoff, Disposition::Nak(secs(10))),
-            ("last backoff step repeats", retry(None), false, 4, &backoff, Disposition::Nak(secs(10))),
-            ("no backoff: immediate nak", retry(None), false, 1, &plain, Disposition::Nak(None)),
-            ("trap naks with backoff", trap.clone(), false, 2, &backoff, Disposition::Nak(secs(10))),
-            ("reject terms", Outcome::Reject("bad order".into()), false, 1, &plain, term("bad order", false)),
-            ("reject terms with dead letter", Outcome::Reject("bad".into()), false, 1, &backoff, term("bad", true)),
+            (
+                "ok on last delivery acks",
+                Outcome::Ok,
+                false,
+                3,
+                &plain,
+                Disposition::Ack,
+            ),
+            (
+                "guest settled: nothing more",
+                Outcome::Ok,
+                true,
+                1,
+                &plain,
+                Disposition::Leave,
+            ),
+            (
+                "guest settled then failed: nothing more",
+                trap.clone(),
+                true,
+                1,
+                &plain,
+                Disposition::Leave,
+            ),
+            (
+                "retry with delay naks with it",
+                retry(secs(7)),
+                false,
+                1,
+                &backoff,
+                Disposition::Nak(secs(7)),
+            ),
+            (
+                "retry without delay uses backoff step 1",
+                retry(None),
+                false,
+                1,
+                &backoff,
+                Disposition::Nak(secs(1)),
+            ),
+            (
+                "backoff step 2",
+                retry(None),
+                false,
+                2,
+                &backoff,
+                Disposition::Nak(secs(10)),
+            ),
+            (
+                "last backoff step repeats",
+                retry(None),
+                false,
+                4,
+                &backoff,
+                Disposition::Nak(secs(10)),
+            ),
+            (
+                "no backoff: immediate nak",
+                retry(None),
+                false,
+                1,
+                &plain,
+                Disposition::Nak(None),
+            ),
+            (
+                "trap naks with backoff",
+                trap.clone(),
+                false,
+                2,
+                &backoff,
+                Disposition::Nak(secs(10)),
+            ),
+            (
+                "reject terms",
+                Outcome::Reject("bad order".into()),
+                false,
+                1,
+                &plain,
+                term("bad order", false),
+            ),
+            (
+                "reject terms with dead letter",
+                Outcome::Reject("bad".into()),
+                false,
+                1,
+                &backoff,
+                term("bad", true),
+            ),
             (
                 "retry at max_deliver terms",
                 retry(None),
@@ -169,12 +277,26 @@ mod tests {
                 false,
                 5,
                 &backoff,
-                term("max_deliver (5) reached; last failure: wasm trap: unreachable", true),
+                term(
+                    "max_deliver (5) reached; last failure: wasm trap: unreachable",
+                    true,
+                ),
             ),
-            ("unlimited never terms on failure", trap.clone(), false, 10_000, &unlimited, Disposition::Nak(None)),
+            (
+                "unlimited never terms on failure",
+                trap.clone(),
+                false,
+                10_000,
+                &unlimited,
+                Disposition::Nak(None),
+            ),
         ];
         for (name, outcome, settled, delivered, policy, want) in table {
-            assert_eq!(disposition(&outcome, settled, delivered, policy), want, "{name}");
+            assert_eq!(
+                disposition(&outcome, settled, delivered, policy),
+                want,
+                "{name}"
+            );
         }
     }
 }

@@ -47,16 +47,26 @@ pub async fn connect(
     let servers = nats
         .servers
         .iter()
-        .map(|url| ServerAddr::from_str(url).map_err(|e| ConnectError::BadUrl { url: url.clone(), message: e.to_string() }))
+        .map(|url| {
+            ServerAddr::from_str(url).map_err(|e| ConnectError::BadUrl {
+                url: url.clone(),
+                message: e.to_string(),
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut options = match &nats.auth {
         Auth::None => ConnectOptions::new(),
         Auth::Token(t) => ConnectOptions::with_token(t.clone()),
         Auth::UserPassword(u, p) => ConnectOptions::with_user_and_password(u.clone(), p.clone()),
         Auth::NKey(seed) => ConnectOptions::with_nkey(seed.clone()),
-        Auth::Credentials(path) => ConnectOptions::with_credentials_file(path).await.map_err(|e| {
-            ConnectError::Credentials { path: path.display().to_string(), message: e.to_string() }
-        })?,
+        Auth::Credentials(path) => {
+            ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| ConnectError::Credentials {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+        }
     };
     if let Some(tls) = &nats.tls {
         if let Some(ca) = &tls.ca {
@@ -69,7 +79,11 @@ pub async fn connect(
     }
     let wait = nats.reconnect_time_wait;
     let allow_reconnect = nats.allow_reconnect;
-    let limit = if allow_reconnect { nats.max_reconnect_attempts } else { Some(1) };
+    let limit = if allow_reconnect {
+        nats.max_reconnect_attempts
+    } else {
+        Some(1)
+    };
     options = options
         .name(service)
         .ping_interval(nats.ping_interval)
@@ -82,20 +96,31 @@ pub async fn connect(
                 match event {
                     Event::Connected => tracing::info!("connected to NATS"),
                     Event::Disconnected if !allow_reconnect => {
-                        let _ = fatal.send("the connection to NATS was lost and nats.allow_reconnect is false".into());
+                        let _ = fatal.send(
+                            "the connection to NATS was lost and nats.allow_reconnect is false"
+                                .into(),
+                        );
                     }
                     Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
                     Event::Closed => {
-                        let _ = fatal.send("the connection to NATS is closed (reconnect attempts exhausted)".into());
+                        let _ = fatal.send(
+                            "the connection to NATS is closed (reconnect attempts exhausted)"
+                                .into(),
+                        );
                     }
                     Event::LameDuckMode => tracing::warn!("the NATS server entered lame duck mode"),
-                    Event::SlowConsumer(sid) => tracing::warn!("slow consumer on subscription {sid}"),
+                    Event::SlowConsumer(sid) => {
+                        tracing::warn!("slow consumer on subscription {sid}")
+                    }
                     other => tracing::warn!("NATS: {other}"),
                 }
             }
         });
-    options.connect(servers).await.map_err(|e| ConnectError::Unreachable {
-        servers: nats.servers.join(", "),
-        message: e.to_string(),
-    })
+    options
+        .connect(servers)
+        .await
+        .map_err(|e| ConnectError::Unreachable {
+            servers: nats.servers.join(", "),
+            message: e.to_string(),
+        })
 }

@@ -34,7 +34,11 @@ impl PublishRoutes {
                 .iter()
                 .map(|p| (p.subject.clone(), p.stream.as_ref().map(|_| p.timeout)))
                 .collect(),
-            streams: config.streams.iter().flat_map(|s| s.subjects.iter().cloned()).collect(),
+            streams: config
+                .streams
+                .iter()
+                .flat_map(|s| s.subjects.iter().cloned())
+                .collect(),
         }
     }
 
@@ -106,26 +110,42 @@ pub async fn publish(
             client
                 .publish_with_headers(subject.clone(), headers, payload)
                 .await
-                .map_err(|e| PublishError::Unavailable { subject, message: e.to_string() })?;
+                .map_err(|e| PublishError::Unavailable {
+                    subject,
+                    message: e.to_string(),
+                })?;
             Ok(None)
         }
         Route::JetStream(timeout) => {
             let sent = tokio::time::timeout(timeout, async {
-                let ack = js.publish_with_headers(subject.clone(), headers, payload).await?;
+                let ack = js
+                    .publish_with_headers(subject.clone(), headers, payload)
+                    .await?;
                 ack.await
             })
             .await;
             match sent {
                 Err(_) => Err(PublishError::Timeout { subject, timeout }),
-                Ok(Ok(ack)) => Ok(Some(Acked { stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate })),
+                Ok(Ok(ack)) => Ok(Some(Acked {
+                    stream: ack.stream,
+                    sequence: ack.sequence,
+                    duplicate: ack.duplicate,
+                })),
                 Ok(Err(e)) => Err(match e.kind() {
                     PublishErrorKind::TimedOut => PublishError::Timeout { subject, timeout },
                     PublishErrorKind::StreamNotFound => PublishError::Unavailable {
                         subject,
-                        message: "no stream captures this subject (or its leader is being elected)".into(),
+                        message: "no stream captures this subject (or its leader is being elected)"
+                            .into(),
                     },
-                    PublishErrorKind::MaxPayloadExceeded => PublishError::Invalid { subject, message: e.to_string() },
-                    _ => PublishError::Unavailable { subject, message: e.to_string() },
+                    PublishErrorKind::MaxPayloadExceeded => PublishError::Invalid {
+                        subject,
+                        message: e.to_string(),
+                    },
+                    _ => PublishError::Unavailable {
+                        subject,
+                        message: e.to_string(),
+                    },
                 }),
             }
         }
@@ -164,9 +184,18 @@ durable = "d"
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/nats");
         let config = Config::parse(&dir.join("service.toml"), &text, |_| None).unwrap();
         let routes = PublishRoutes::new(&config);
-        assert_eq!(routes.route("inventory.item.7"), Route::JetStream(Duration::from_secs(3)));
-        assert_eq!(routes.route("order.status"), Route::JetStream(defaults::PUBLISH_TIMEOUT));
-        assert_eq!(routes.route("audit.x.y"), Route::JetStream(defaults::PUBLISH_TIMEOUT));
+        assert_eq!(
+            routes.route("inventory.item.7"),
+            Route::JetStream(Duration::from_secs(3))
+        );
+        assert_eq!(
+            routes.route("order.status"),
+            Route::JetStream(defaults::PUBLISH_TIMEOUT)
+        );
+        assert_eq!(
+            routes.route("audit.x.y"),
+            Route::JetStream(defaults::PUBLISH_TIMEOUT)
+        );
         assert_eq!(routes.route("notify.email"), Route::Core);
         assert_eq!(routes.route("anything.else"), Route::Core);
     }

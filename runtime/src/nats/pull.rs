@@ -46,7 +46,11 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                 Err(_) => break,
             }
         }
-        let request = consumer.batch().max_messages(held.len()).expires(cfg.pull_timeout).messages();
+        let request = consumer
+            .batch()
+            .max_messages(held.len())
+            .expires(cfg.pull_timeout)
+            .messages();
         let batch = tokio::select! {
             b = request => b,
             _ = ctx.stop_pulling.cancelled() => break,
@@ -118,7 +122,8 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
 
 /// Waits before the next try, longer after each failure; false when stopping.
 async fn pause(ctx: &PullContext, failures: u32) -> bool {
-    let wait = (Duration::from_millis(100) * 2u32.saturating_pow(failures.min(6))).min(MAX_RETRY_PAUSE);
+    let wait =
+        (Duration::from_millis(100) * 2u32.saturating_pow(failures.min(6))).min(MAX_RETRY_PAUSE);
     tokio::select! {
         _ = tokio::time::sleep(wait) => true,
         _ = ctx.stop_pulling.cancelled() => false,
@@ -130,9 +135,18 @@ async fn pause(ctx: &PullContext, failures: u32) -> bool {
 async fn abandoned(sub: &Subscriber, reply: Option<async_nats::Subject>) {
     tracing::warn!(subscriber = %sub.config.name, "graceful_timeout reached with the handler still running; the message is nak'd for redelivery");
     let result = match reply {
-        Some(reply) => sub.host.client.publish(reply, AckKind::Nak(None).into()).await.map_err(|e| e.to_string()),
+        Some(reply) => sub
+            .host
+            .client
+            .publish(reply, AckKind::Nak(None).into())
+            .await
+            .map_err(|e| e.to_string()),
         None => Err("no ack subject".into()),
     };
     sub.stats.failed(crate::nats::ack::FailureCause::Timeout);
-    sub.stats.settled(if result.is_ok() { crate::stats::Settled::Naked } else { crate::stats::Settled::Error });
+    sub.stats.settled(if result.is_ok() {
+        crate::stats::Settled::Naked
+    } else {
+        crate::stats::Settled::Error
+    });
 }

@@ -63,7 +63,11 @@ impl SetupError {
 }
 
 fn server(what: impl Into<String>, e: impl std::fmt::Display, invalid: bool) -> SetupError {
-    SetupError::Server { what: what.into(), message: e.to_string(), invalid }
+    SetupError::Server {
+        what: what.into(),
+        message: e.to_string(),
+        invalid,
+    }
 }
 
 /// Declares or verifies every stream the file names, then checks that every
@@ -76,10 +80,20 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
     let mut used: Vec<(String, String)> = config
         .subscribers
         .iter()
-        .map(|s| (s.stream.to_string(), format!("stream of subscriber {:?}", s.name)))
+        .map(|s| {
+            (
+                s.stream.to_string(),
+                format!("stream of subscriber {:?}", s.name),
+            )
+        })
         .collect();
     used.extend(config.publishers.iter().filter_map(|p| {
-        p.stream.as_ref().map(|st| (st.to_string(), format!("stream of publisher {:?}", p.subject.as_str())))
+        p.stream.as_ref().map(|st| {
+            (
+                st.to_string(),
+                format!("stream of publisher {:?}", p.subject.as_str()),
+            )
+        })
     }));
     for (stream, used_by) in used {
         if declared.contains(stream.as_str()) {
@@ -87,8 +101,16 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
         }
         match js.get_stream(&stream).await {
             Ok(_) => {}
-            Err(e) if is_stream_not_found(&e) => return Err(SetupError::StreamMissing { stream, used_by }),
-            Err(e) => return Err(server(format!("cannot look up stream {stream:?}"), e, false)),
+            Err(e) if is_stream_not_found(&e) => {
+                return Err(SetupError::StreamMissing { stream, used_by })
+            }
+            Err(e) => {
+                return Err(server(
+                    format!("cannot look up stream {stream:?}"),
+                    e,
+                    false,
+                ))
+            }
         }
     }
     Ok(())
@@ -119,31 +141,48 @@ pub fn stream_diffs(want: &StreamConfig, existing: &stream::Config) -> Vec<Strin
     let want_subjects: BTreeSet<&str> = want.subjects.iter().map(|s| s.as_str()).collect();
     let have_subjects: BTreeSet<&str> = existing.subjects.iter().map(String::as_str).collect();
     if !want.subjects.is_empty() && want_subjects != have_subjects {
-        diffs.push(format!("subjects: server has {have_subjects:?}, file says {want_subjects:?}"));
+        diffs.push(format!(
+            "subjects: server has {have_subjects:?}, file says {want_subjects:?}"
+        ));
     }
     if let Some(s) = want.storage {
         if storage_of(s) != existing.storage {
-            diffs.push(format!("storage: server has {:?}, file says {s:?}", existing.storage));
+            diffs.push(format!(
+                "storage: server has {:?}, file says {s:?}",
+                existing.storage
+            ));
         }
     }
     if let Some(r) = want.retention {
         if retention_of(r) != existing.retention {
-            diffs.push(format!("retention: server has {:?}, file says {r:?}", existing.retention));
+            diffs.push(format!(
+                "retention: server has {:?}, file says {r:?}",
+                existing.retention
+            ));
         }
     }
     if let Some(n) = want.replicas {
         if n != existing.num_replicas {
-            diffs.push(format!("replicas: server has {}, file says {n}", existing.num_replicas));
+            diffs.push(format!(
+                "replicas: server has {}, file says {n}",
+                existing.num_replicas
+            ));
         }
     }
     if let Some(d) = want.max_age {
         if d != existing.max_age {
-            diffs.push(format!("max_age: server has {:?}, file says {d:?}", existing.max_age));
+            diffs.push(format!(
+                "max_age: server has {:?}, file says {d:?}",
+                existing.max_age
+            ));
         }
     }
     if let Some(d) = want.duplicate_window {
         if d != existing.duplicate_window {
-            diffs.push(format!("duplicate_window: server has {:?}, file says {d:?}", existing.duplicate_window));
+            diffs.push(format!(
+                "duplicate_window: server has {:?}, file says {d:?}",
+                existing.duplicate_window
+            ));
         }
     }
     diffs
@@ -154,7 +193,10 @@ async fn ensure_stream(js: &jetstream::Context, s: &StreamConfig) -> Result<(), 
         Ok(existing) => {
             let diffs = stream_diffs(s, &existing.cached_info().config);
             if !diffs.is_empty() {
-                return Err(SetupError::StreamDiffers { stream: s.name.to_string(), diffs });
+                return Err(SetupError::StreamDiffers {
+                    stream: s.name.to_string(),
+                    diffs,
+                });
             }
             Ok(())
         }
@@ -178,13 +220,24 @@ async fn ensure_stream(js: &jetstream::Context, s: &StreamConfig) -> Result<(), 
                 cfg.duplicate_window = w;
             }
             js.create_stream(cfg).await.map_err(|e| {
-                let invalid = matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(_));
-                server(format!("cannot create stream {:?}", s.name.as_str()), e, invalid)
+                let invalid = matches!(
+                    e.kind(),
+                    jetstream::context::CreateStreamErrorKind::JetStream(_)
+                );
+                server(
+                    format!("cannot create stream {:?}", s.name.as_str()),
+                    e,
+                    invalid,
+                )
             })?;
             tracing::info!(stream = %s.name, "created stream");
             Ok(())
         }
-        Err(e) => Err(server(format!("cannot look up stream {:?}", s.name.as_str()), e, false)),
+        Err(e) => Err(server(
+            format!("cannot look up stream {:?}", s.name.as_str()),
+            e,
+            false,
+        )),
     }
 }
 
@@ -212,35 +265,67 @@ pub fn consumer_diffs(want: &pull::Config, existing: &consumer::Config) -> Vec<S
     let filters: Vec<&str> = if existing.filter_subjects.is_empty() {
         vec![existing.filter_subject.as_str()]
     } else {
-        existing.filter_subjects.iter().map(String::as_str).collect()
+        existing
+            .filter_subjects
+            .iter()
+            .map(String::as_str)
+            .collect()
     };
     if filters != [want.filter_subject.as_str()] {
-        diffs.push(format!("subject: server filters {filters:?}, file says {:?}", want.filter_subject));
+        diffs.push(format!(
+            "subject: server filters {filters:?}, file says {:?}",
+            want.filter_subject
+        ));
     }
     if existing.ack_policy != AckPolicy::Explicit {
-        diffs.push(format!("ack policy: server has {:?}, the runtime needs explicit acks", existing.ack_policy));
+        diffs.push(format!(
+            "ack policy: server has {:?}, the runtime needs explicit acks",
+            existing.ack_policy
+        ));
     }
     if existing.ack_wait != want.ack_wait {
-        diffs.push(format!("ack_wait: server has {:?}, file says {:?}", existing.ack_wait, want.ack_wait));
+        diffs.push(format!(
+            "ack_wait: server has {:?}, file says {:?}",
+            existing.ack_wait, want.ack_wait
+        ));
     }
     if existing.max_deliver != want.max_deliver {
-        diffs.push(format!("max_deliver: server has {}, file says {}", existing.max_deliver, want.max_deliver));
+        diffs.push(format!(
+            "max_deliver: server has {}, file says {}",
+            existing.max_deliver, want.max_deliver
+        ));
     }
     if existing.backoff != want.backoff {
-        diffs.push(format!("backoff: server has {:?}, file says {:?}", existing.backoff, want.backoff));
+        diffs.push(format!(
+            "backoff: server has {:?}, file says {:?}",
+            existing.backoff, want.backoff
+        ));
     }
     if existing.max_ack_pending != want.max_ack_pending {
-        diffs.push(format!("max_ack_pending: server has {}, file says {}", existing.max_ack_pending, want.max_ack_pending));
+        diffs.push(format!(
+            "max_ack_pending: server has {}, file says {}",
+            existing.max_ack_pending, want.max_ack_pending
+        ));
     }
     diffs
 }
 
 /// Creates the subscriber's durable pull consumer, or verifies the existing one.
-pub async fn ensure_consumer(js: &jetstream::Context, sub: &SubscriberConfig) -> Result<PullConsumer, SetupError> {
-    let stream = js
-        .get_stream(sub.stream.as_str())
-        .await
-        .map_err(|e| server(format!("cannot look up stream {:?} of subscriber {:?}", sub.stream.as_str(), sub.name), e, false))?;
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    sub: &SubscriberConfig,
+) -> Result<PullConsumer, SetupError> {
+    let stream = js.get_stream(sub.stream.as_str()).await.map_err(|e| {
+        server(
+            format!(
+                "cannot look up stream {:?} of subscriber {:?}",
+                sub.stream.as_str(),
+                sub.name
+            ),
+            e,
+            false,
+        )
+    })?;
     let want = consumer_config(sub);
     match stream.consumer_info(sub.durable.as_str()).await {
         Ok(info) => {
@@ -256,13 +341,25 @@ pub async fn ensure_consumer(js: &jetstream::Context, sub: &SubscriberConfig) ->
             stream
                 .get_consumer(sub.durable.as_str())
                 .await
-                .map_err(|e| server(format!("cannot bind durable consumer {:?}", sub.durable.as_str()), e, false))
+                .map_err(|e| {
+                    server(
+                        format!("cannot bind durable consumer {:?}", sub.durable.as_str()),
+                        e,
+                        false,
+                    )
+                })
         }
         Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {
             let created = stream.create_consumer(want).await.map_err(|e| {
-                let invalid = matches!(e.kind(), jetstream::stream::ConsumerErrorKind::JetStream(_));
+                let invalid =
+                    matches!(e.kind(), jetstream::stream::ConsumerErrorKind::JetStream(_));
                 server(
-                    format!("cannot create durable consumer {:?} on stream {:?} for subscriber {:?}", sub.durable.as_str(), sub.stream.as_str(), sub.name),
+                    format!(
+                        "cannot create durable consumer {:?} on stream {:?} for subscriber {:?}",
+                        sub.durable.as_str(),
+                        sub.stream.as_str(),
+                        sub.name
+                    ),
                     e,
                     invalid,
                 )
@@ -270,6 +367,10 @@ pub async fn ensure_consumer(js: &jetstream::Context, sub: &SubscriberConfig) ->
             tracing::info!(subscriber = %sub.name, durable = %sub.durable, stream = %sub.stream, "created durable consumer");
             Ok(created)
         }
-        Err(e) => Err(server(format!("cannot look up durable consumer {:?}", sub.durable.as_str()), e, false)),
+        Err(e) => Err(server(
+            format!("cannot look up durable consumer {:?}", sub.durable.as_str()),
+            e,
+            false,
+        )),
     }
 }

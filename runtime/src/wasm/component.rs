@@ -39,8 +39,16 @@ pub struct ComponentError {
 
 impl WasmRuntime {
     /// Compiles `path` and pre-instantiates it against the host's imports.
-    pub fn load(&self, path: &Path, subscriber: &str) -> Result<ServicePre<HostState>, ComponentError> {
-        let fail = |message: String| ComponentError { subscriber: subscriber.to_string(), path: path.to_path_buf(), message };
+    pub fn load(
+        &self,
+        path: &Path,
+        subscriber: &str,
+    ) -> Result<ServicePre<HostState>, ComponentError> {
+        let fail = |message: String| ComponentError {
+            subscriber: subscriber.to_string(),
+            path: path.to_path_buf(),
+            message,
+        };
         let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
         if bytes.starts_with(b"\0asm\x01\0\0\0") {
             return Err(fail(
@@ -66,15 +74,28 @@ impl WasmRuntime {
                 })
                 .collect();
             if unknown.is_empty() {
-                fail(format!("its imports do not match what the runtime provides: {e:#}"))
+                fail(format!(
+                    "its imports do not match what the runtime provides: {e:#}"
+                ))
             } else {
-                fail(format!("imports {}, which the runtime does not provide", unknown.join(", ")))
+                fail(format!(
+                    "imports {}, which the runtime does not provide",
+                    unknown.join(", ")
+                ))
             }
         })?;
         ServicePre::new(instance_pre).map_err(|e| {
-            let exports: Vec<String> = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
-            let hint = match exports.iter().find(|n| n.starts_with("natsapp:handler/handler")) {
-                Some(other) => format!("it exports {other}, built against another version of the package"),
+            let exports: Vec<String> = ty
+                .exports(&self.engine)
+                .map(|(name, _)| name.to_string())
+                .collect();
+            let hint = match exports
+                .iter()
+                .find(|n| n.starts_with("natsapp:handler/handler"))
+            {
+                Some(other) => {
+                    format!("it exports {other}, built against another version of the package")
+                }
                 None if exports.is_empty() => "it exports nothing".to_string(),
                 None => format!("its exports: {}", exports.join(", ")),
             };

@@ -27,18 +27,29 @@ pub struct GuestOutput {
 impl GuestOutput {
     /// Output for a store of `subscriber`.
     pub fn new(subscriber: Arc<str>) -> Arc<Self> {
-        Arc::new(GuestOutput { subscriber, budget: AtomicUsize::new(BUDGET), stderr_tail: Mutex::new(String::new()) })
+        Arc::new(GuestOutput {
+            subscriber,
+            budget: AtomicUsize::new(BUDGET),
+            stderr_tail: Mutex::new(String::new()),
+        })
     }
 
     /// The last lines the guest wrote to stderr.
     pub fn stderr_tail(&self) -> String {
-        self.stderr_tail.lock().map(|t| t.trim_end().to_string()).unwrap_or_default()
+        self.stderr_tail
+            .lock()
+            .map(|t| t.trim_end().to_string())
+            .unwrap_or_default()
     }
 
     fn emit(&self, stderr: bool, line: &[u8]) {
         let line = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
         let line = line.trim_end_matches(['\r', '\n']);
-        let left = self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(line.len().min(b)));
+        let left = self
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                b.checked_sub(line.len().min(b))
+            });
         match left {
             Ok(b) if b > line.len() => {}
             Ok(b) if b > 0 => {
@@ -53,7 +64,9 @@ impl GuestOutput {
                 tail.push('\n');
                 if tail.len() > TAIL {
                     let cut = tail.len() - TAIL;
-                    let cut = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(0);
+                    let cut = (cut..tail.len())
+                        .find(|i| tail.is_char_boundary(*i))
+                        .unwrap_or(0);
                     tail.drain(..cut);
                 }
             }
@@ -73,12 +86,18 @@ pub struct GuestLog {
 impl GuestLog {
     /// The guest's stdout.
     pub fn stdout(output: &Arc<GuestOutput>) -> Self {
-        GuestLog { output: output.clone(), stderr: false }
+        GuestLog {
+            output: output.clone(),
+            stderr: false,
+        }
     }
 
     /// The guest's stderr.
     pub fn stderr(output: &Arc<GuestOutput>) -> Self {
-        GuestLog { output: output.clone(), stderr: true }
+        GuestLog {
+            output: output.clone(),
+            stderr: true,
+        }
     }
 }
 
@@ -90,11 +109,17 @@ impl IsTerminal for GuestLog {
 
 impl StdoutStream for GuestLog {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(LineWriter { log: self.clone(), line: Vec::new() })
+        Box::new(LineWriter {
+            log: self.clone(),
+            line: Vec::new(),
+        })
     }
 
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(LineWriter { log: self.clone(), line: Vec::new() })
+        Box::new(LineWriter {
+            log: self.clone(),
+            line: Vec::new(),
+        })
     }
 }
 
@@ -113,7 +138,8 @@ impl LineWriter {
             bytes = &bytes[nl + 1..];
         }
         if self.line.len() < MAX_LINE {
-            self.line.extend_from_slice(&bytes[..bytes.len().min(MAX_LINE - self.line.len())]);
+            self.line
+                .extend_from_slice(&bytes[..bytes.len().min(MAX_LINE - self.line.len())]);
         }
     }
 }
@@ -147,7 +173,11 @@ impl OutputStream for LineWriter {
 }
 
 impl tokio::io::AsyncWrite for LineWriter {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.get_mut().push(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -3,7 +3,9 @@
 //! half the ack wait, and a classification of whatever came back.
 
 use super::guest_log::{GuestLog, GuestOutput};
-use super::host::{HandleError, HostState, InFlight, MemoryLimiter, MessageHandle, ServicePre, SubscriberHost};
+use super::host::{
+    HandleError, HostState, InFlight, MemoryLimiter, MessageHandle, ServicePre, SubscriberHost,
+};
 use crate::nats::ack::{FailureCause, Outcome};
 use async_nats::jetstream::AckKind;
 use std::future::Future;
@@ -29,8 +31,18 @@ enum Failure {
 impl Handler {
     /// A handler running `pre` with `host`'s capabilities, `timeout` per
     /// message, and an in-progress signal every `ack_wait / 2`.
-    pub fn new(pre: ServicePre<HostState>, host: Arc<SubscriberHost>, timeout: Duration, ack_wait: Duration) -> Self {
-        Handler { pre, host, timeout, heartbeat: ack_wait / 2 }
+    pub fn new(
+        pre: ServicePre<HostState>,
+        host: Arc<SubscriberHost>,
+        timeout: Duration,
+        ack_wait: Duration,
+    ) -> Self {
+        Handler {
+            pre,
+            host,
+            timeout,
+            heartbeat: ack_wait / 2,
+        }
     }
 
     /// Runs `handle` for `msg` and says what came of it.
@@ -46,7 +58,10 @@ impl Handler {
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max: self.host.memory, exceeded: false },
+            limiter: MemoryLimiter {
+                max: self.host.memory,
+                exceeded: false,
+            },
             sub: self.host.clone(),
             msg: msg.clone(),
         };
@@ -58,8 +73,16 @@ impl Handler {
         let result = {
             let store = &mut store;
             let call = async {
-                let service = self.pre.instantiate_async(&mut *store).await.map_err(Failure::Instantiate)?;
-                let handle = store.data_mut().table.push(MessageHandle).map_err(|e| Failure::Instantiate(e.into()))?;
+                let service = self
+                    .pre
+                    .instantiate_async(&mut *store)
+                    .await
+                    .map_err(Failure::Instantiate)?;
+                let handle = store
+                    .data_mut()
+                    .table
+                    .push(MessageHandle)
+                    .map_err(|e| Failure::Instantiate(e.into()))?;
                 service
                     .natsapp_handler_handler()
                     .call_handle(&mut *store, &msg.message.payload, handle)
@@ -76,7 +99,12 @@ impl Handler {
 
 /// Polls `call` until it finishes or `limit` passes, sending in-progress
 /// every `heartbeat` while the guest has not settled the message.
-async fn run_with_limits<F: Future>(call: F, limit: Duration, heartbeat: Duration, msg: &InFlight) -> Option<F::Output> {
+async fn run_with_limits<F: Future>(
+    call: F,
+    limit: Duration,
+    heartbeat: Duration,
+    msg: &InFlight,
+) -> Option<F::Output> {
     let deadline = tokio::time::sleep(limit);
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     tokio::pin!(call, deadline);
@@ -104,30 +132,41 @@ fn classify(
 ) -> Outcome {
     let failed = |cause, detail: String| Outcome::Failed { cause, detail };
     match result {
-        None => failed(FailureCause::Timeout, format!("handler exceeded its time limit of {limit:?}")),
+        None => failed(
+            FailureCause::Timeout,
+            format!("handler exceeded its time limit of {limit:?}"),
+        ),
         Some(Ok(Ok(()))) => Outcome::Ok,
-        Some(Ok(Err(HandleError::Retry(r)))) => {
-            Outcome::Retry { delay: r.delay_ms.map(Duration::from_millis), reason: r.reason }
-        }
+        Some(Ok(Err(HandleError::Retry(r)))) => Outcome::Retry {
+            delay: r.delay_ms.map(Duration::from_millis),
+            reason: r.reason,
+        },
         Some(Ok(Err(HandleError::Reject(reason)))) => Outcome::Reject(reason),
         Some(Err(Failure::Instantiate(e) | Failure::Call(e))) if memory_exceeded => {
             failed(FailureCause::Memory, root_message(&e))
         }
-        Some(Err(Failure::Instantiate(e))) => {
-            failed(FailureCause::Instantiate, format!("instantiation failed: {}", root_message(&e)))
-        }
+        Some(Err(Failure::Instantiate(e))) => failed(
+            FailureCause::Instantiate,
+            format!("instantiation failed: {}", root_message(&e)),
+        ),
         Some(Err(Failure::Call(e))) => {
             let tail = output.stderr_tail();
             let panicked = tail.lines().rev().find(|l| l.contains("panicked at"));
             let detail = match (e.downcast_ref::<Trap>(), panicked) {
                 (Some(Trap::UnreachableCodeReached), Some(line)) => {
-                    return failed(FailureCause::Panic, format!("guest panicked: {}", panic_message(&tail, line)))
+                    return failed(
+                        FailureCause::Panic,
+                        format!("guest panicked: {}", panic_message(&tail, line)),
+                    )
                 }
                 (Some(trap), _) => format!("wasm trap: {trap}"),
                 (None, _) => root_message(&e),
             };
             match tail.lines().last() {
-                Some(last) => failed(FailureCause::Trap, format!("{detail}; guest stderr: {last}")),
+                Some(last) => failed(
+                    FailureCause::Trap,
+                    format!("{detail}; guest stderr: {last}"),
+                ),
                 None => failed(FailureCause::Trap, detail),
             }
         }
@@ -135,15 +174,30 @@ fn classify(
 }
 
 fn root_message(e: &wasmtime::Error) -> String {
-    e.chain().last().map(|c| c.to_string()).unwrap_or_else(|| e.to_string())
+    e.chain()
+        .last()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| e.to_string())
 }
 
-/// A Rust panic prints `panicked at FILE:LINE:COL:` and the message on the next line.
+/// A Rust panic prints `thread '…' panicked at FILE:LINE:COL:` and the
+/// message on the lines after; this gives "MESSAGE (at FILE:LINE:COL)".
 fn panic_message(tail: &str, line: &str) -> String {
-    let mut lines = tail.lines().skip_while(|l| *l != line);
-    let at = lines.next().unwrap_or(line).trim();
-    match lines.next() {
-        Some(msg) if !msg.trim().is_empty() => format!("{}: {}", msg.trim(), at.trim_end_matches(':')),
-        _ => at.to_string(),
+    let at = line
+        .split_once("panicked at ")
+        .map_or(line, |(_, at)| at)
+        .trim()
+        .trim_end_matches(':');
+    let message: Vec<&str> = tail
+        .lines()
+        .skip_while(|l| *l != line)
+        .skip(1)
+        .take_while(|l| !l.starts_with("note:"))
+        .collect();
+    let message = message.join(" ");
+    if message.trim().is_empty() {
+        format!("(at {at})")
+    } else {
+        format!("{} (at {at})", message.trim())
     }
 }

@@ -50,7 +50,11 @@ impl WasmRuntime {
                 }
             })
             .map_err(wasmtime::Error::from)?;
-        Ok(WasmRuntime { engine, linker, ticker_stop })
+        Ok(WasmRuntime {
+            engine,
+            linker,
+            ticker_stop,
+        })
     }
 
     /// The engine.

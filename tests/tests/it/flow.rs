@@ -44,7 +44,16 @@ async fn n_in_n_out_all_acked() {
     let out = js.get_stream("OUT").await.unwrap();
     let stats = running.stop().await;
     let echo = &stats.subscribers[0];
-    assert_eq!((echo.received, echo.acked, echo.naked, echo.termed, echo.in_flight), (N as u64, N as u64, 0, 0, 0));
+    assert_eq!(
+        (
+            echo.received,
+            echo.acked,
+            echo.naked,
+            echo.termed,
+            echo.in_flight
+        ),
+        (N as u64, N as u64, 0, 0, 0)
+    );
     assert_eq!(stats.connection_status, "connected");
 
     // Every payload came out once, with the input's subject in a header.
@@ -52,8 +61,14 @@ async fn n_in_n_out_all_acked() {
     for seq in 1..=N as u64 {
         let m = out.get_raw_message(seq).await.unwrap();
         assert_eq!(m.subject.as_str(), "out.echo");
-        assert_eq!(m.headers.get("Echo-Subject").map(|v| v.as_str()), Some("in.echo"));
-        assert!(m.headers.get("Nats-Msg-Id").is_some(), "outputs carry a Nats-Msg-Id");
+        assert_eq!(
+            m.headers.get("Echo-Subject").map(|v| v.as_str()),
+            Some("in.echo")
+        );
+        assert!(
+            m.headers.get("Nats-Msg-Id").is_some(),
+            "outputs carry a Nats-Msg-Id"
+        );
         seen.insert(String::from_utf8(m.payload.to_vec()).unwrap());
     }
     assert_eq!(seen.len(), N);

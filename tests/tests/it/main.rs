@@ -1,6 +1,7 @@
 //! Integration tests: real nats-server per test, real components.
 
 mod flow;
+mod semantics;
 
 /// A service with the testkit guest on `in.kit` (stream IN) and an OUT
 /// stream capturing `out.>`; `extra` is appended to the subscriber.

@@ -96,15 +96,29 @@ pub struct MemoryLimitExceeded {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired as u64 > self.max {
             self.exceeded = true;
-            return Err(MemoryLimitExceeded { limit: self.max, desired: desired as u64 }.into());
+            return Err(MemoryLimitExceeded {
+                limit: self.max,
+                desired: desired as u64,
+            }
+            .into());
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -120,7 +134,10 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -131,7 +148,13 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> was
     wasmtime_wasi_config::add_to_linker(linker, |h: &mut HostState| {
         wasmtime_wasi_config::WasiConfig::from(&h.sub.config)
     })?;
-    generated::natsapp::handler::types::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(linker, |h| h)?;
-    generated::natsapp::handler::publisher::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(linker, |h| h)?;
+    generated::natsapp::handler::types::add_to_linker::<
+        HostState,
+        wasmtime::component::HasSelf<HostState>,
+    >(linker, |h| h)?;
+    generated::natsapp::handler::publisher::add_to_linker::<
+        HostState,
+        wasmtime::component::HasSelf<HostState>,
+    >(linker, |h| h)?;
     Ok(())
 }

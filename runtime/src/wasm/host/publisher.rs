@@ -18,8 +18,10 @@ pub use crate::nats::publish::PublishRoutes;
 fn header_map(pairs: Vec<(String, String)>) -> Result<HeaderMap, Error> {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
-        let n = HeaderName::from_str(&name).map_err(|e| Error::Invalid(format!("header name {name:?}: {e}")))?;
-        let v = HeaderValue::from_str(&value).map_err(|e| Error::Invalid(format!("header {name:?} value: {e}")))?;
+        let n = HeaderName::from_str(&name)
+            .map_err(|e| Error::Invalid(format!("header name {name:?}: {e}")))?;
+        let v = HeaderValue::from_str(&value)
+            .map_err(|e| Error::Invalid(format!("header {name:?} value: {e}")))?;
         map.append(n, v);
     }
     Ok(map)
@@ -30,7 +32,9 @@ impl HostState {
     fn allowed(&self, subject: &str, what: &str) -> Result<(), Error> {
         check_subject(subject).map_err(Error::Invalid)?;
         if subject.split('.').any(|t| t == "*" || t == ">") {
-            return Err(Error::Invalid(format!("cannot {what} to a wildcard subject {subject:?}")));
+            return Err(Error::Invalid(format!(
+                "cannot {what} to a wildcard subject {subject:?}"
+            )));
         }
         if self.sub.allow.iter().any(|p| p.matches(subject)) {
             return Ok(());
@@ -39,7 +43,11 @@ impl HostState {
         Err(Error::Denied(format!(
             "subscriber {:?} may not {what} to {subject:?} (allowed: {})",
             &*self.sub.name,
-            if allowed.is_empty() { "nothing".to_string() } else { allowed.join(", ") }
+            if allowed.is_empty() {
+                "nothing".to_string()
+            } else {
+                allowed.join(", ")
+            }
         )))
     }
 }
@@ -72,13 +80,30 @@ impl Host for HostState {
         if let Route::JetStream(_) = route {
             let n = self.msg.published.fetch_add(1, Ordering::Relaxed);
             if map.get("Nats-Msg-Id").is_none() {
-                let id = format!("{}:{}:{}:{}", self.msg.stream, self.sub.durable, self.msg.sequence, n);
+                let id = format!(
+                    "{}:{}:{}:{}",
+                    self.msg.stream, self.sub.durable, self.msg.sequence, n
+                );
                 map.insert("Nats-Msg-Id", id.as_str());
             }
         }
-        let sent = publish::publish(&self.sub.client, &self.sub.jetstream, route, subject, map, data.into()).await;
+        let sent = publish::publish(
+            &self.sub.client,
+            &self.sub.jetstream,
+            route,
+            subject,
+            map,
+            data.into(),
+        )
+        .await;
         Ok(sent
-            .map(|ack| ack.map(|a| PublishAck { stream: a.stream, sequence: a.sequence, duplicate: a.duplicate }))
+            .map(|ack| {
+                ack.map(|a| PublishAck {
+                    stream: a.stream,
+                    sequence: a.sequence,
+                    duplicate: a.duplicate,
+                })
+            })
             .map_err(Error::from))
     }
 
@@ -100,16 +125,21 @@ impl Host for HostState {
             .payload(data.into())
             .headers(map)
             .timeout(Some(Duration::from_millis(timeout_ms.into())));
-        Ok(match self.sub.client.send_request(subject.clone(), request).await {
-            Ok(reply) => Ok(Response { data: reply.payload.to_vec(), headers: header_pairs(reply.headers.as_ref()) }),
-            Err(e) => Err(match e.kind() {
-                async_nats::RequestErrorKind::TimedOut => Error::Timeout,
-                async_nats::RequestErrorKind::NoResponders => {
-                    Error::Unavailable(format!("no responders on {subject:?}"))
-                }
-                async_nats::RequestErrorKind::InvalidSubject => Error::Invalid(e.to_string()),
-                _ => Error::Other(e.to_string()),
-            }),
-        })
+        Ok(
+            match self.sub.client.send_request(subject.clone(), request).await {
+                Ok(reply) => Ok(Response {
+                    data: reply.payload.to_vec(),
+                    headers: header_pairs(reply.headers.as_ref()),
+                }),
+                Err(e) => Err(match e.kind() {
+                    async_nats::RequestErrorKind::TimedOut => Error::Timeout,
+                    async_nats::RequestErrorKind::NoResponders => {
+                        Error::Unavailable(format!("no responders on {subject:?}"))
+                    }
+                    async_nats::RequestErrorKind::InvalidSubject => Error::Invalid(e.to_string()),
+                    _ => Error::Other(e.to_string()),
+                }),
+            },
+        )
     }
 }

@@ -14,7 +14,9 @@ pub const REPLY_TO: &str = "Reply-To";
 
 /// Header pairs as the WIT `headers` type carries them.
 pub(crate) fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, String)> {
-    let Some(headers) = headers else { return Vec::new() };
+    let Some(headers) = headers else {
+        return Vec::new();
+    };
     let mut out = Vec::with_capacity(headers.len());
     for (name, values) in headers.iter() {
         let name: &str = name.as_ref();
@@ -32,7 +34,11 @@ impl HostState {
     }
 
     /// Sends a settling acknowledgement (`ack`, `nak`, `term`) once.
-    async fn settle(&mut self, kind: AckKind, reason: Option<String>) -> wasmtime::Result<Result<(), Error>> {
+    async fn settle(
+        &mut self,
+        kind: AckKind,
+        reason: Option<String>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         if self.msg.settled.swap(true, Ordering::AcqRel) {
             return Ok(Err(Error::Denied("the message is already settled".into())));
         }
@@ -67,10 +73,19 @@ impl HostMessage for HostState {
     async fn reply(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<Option<String>> {
         self.check(&handle)?;
         // A delivery's own reply subject is its ack subject, never the answer address.
-        Ok(self.msg.message.headers.as_ref().and_then(|h| h.get(REPLY_TO)).map(|v| v.as_str().to_string()))
+        Ok(self
+            .msg
+            .message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(REPLY_TO))
+            .map(|v| v.as_str().to_string()))
     }
 
-    async fn headers(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<Vec<(String, String)>> {
+    async fn headers(
+        &mut self,
+        handle: Resource<MessageHandle>,
+    ) -> wasmtime::Result<Vec<(String, String)>> {
         self.check(&handle)?;
         Ok(header_pairs(self.msg.message.headers.as_ref()))
     }
@@ -80,17 +95,29 @@ impl HostMessage for HostState {
         Ok(self.msg.delivery.clone())
     }
 
-    async fn ack(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<Result<(), Error>> {
+    async fn ack(
+        &mut self,
+        handle: Resource<MessageHandle>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         self.check(&handle)?;
         self.settle(AckKind::Ack, None).await
     }
 
-    async fn nak(&mut self, handle: Resource<MessageHandle>, delay_ms: Option<u64>) -> wasmtime::Result<Result<(), Error>> {
+    async fn nak(
+        &mut self,
+        handle: Resource<MessageHandle>,
+        delay_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         self.check(&handle)?;
-        self.settle(AckKind::Nak(delay_ms.map(Duration::from_millis)), None).await
+        self.settle(AckKind::Nak(delay_ms.map(Duration::from_millis)), None)
+            .await
     }
 
-    async fn term(&mut self, handle: Resource<MessageHandle>, reason: Option<String>) -> wasmtime::Result<Result<(), Error>> {
+    async fn term(
+        &mut self,
+        handle: Resource<MessageHandle>,
+        reason: Option<String>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         self.check(&handle)?;
         if let Some(r) = &reason {
             tracing::info!(subscriber = %self.sub.name, reason = %r, "handler terminated the message");
@@ -98,12 +125,20 @@ impl HostMessage for HostState {
         self.settle(AckKind::Term, reason).await
     }
 
-    async fn in_progress(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<Result<(), Error>> {
+    async fn in_progress(
+        &mut self,
+        handle: Resource<MessageHandle>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         self.check(&handle)?;
         if self.msg.settled_by_guest() {
             return Ok(Err(Error::Denied("the message is already settled".into())));
         }
-        Ok(self.msg.message.ack_with(AckKind::Progress).await.map_err(|e| Error::Unavailable(e.to_string())))
+        Ok(self
+            .msg
+            .message
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string())))
     }
 
     async fn drop(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<()> {

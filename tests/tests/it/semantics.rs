@@ -1,0 +1,290 @@
+//! The message semantics table: what each handler outcome does on the wire.
+
+use crate::kit_service;
+use natsapp_wasm::nats::ack::FailureCause;
+use natsapp_wasm_tests::*;
+use std::time::{Duration, Instant};
+
+const DLQ: &str = r#"
+[[streams]]
+name = "DLQ"
+subjects = ["dlq.>"]
+"#;
+
+/// The service with a DLQ stream declared before the subscriber.
+fn with_dlq(extra: &str) -> String {
+    kit_service(extra).replacen("[[subscribers]]", &format!("{DLQ}\n[[subscribers]]"), 1)
+}
+
+async fn dead_letter(
+    js: &async_nats::jetstream::Context,
+    seq: u64,
+) -> async_nats::jetstream::message::StreamMessage {
+    stream_has(js, "DLQ", seq).await;
+    js.get_stream("DLQ")
+        .await
+        .unwrap()
+        .get_raw_message(seq)
+        .await
+        .unwrap()
+}
+
+fn header<'a>(m: &'a async_nats::jetstream::message::StreamMessage, name: &str) -> &'a str {
+    m.headers
+        .get(name)
+        .map(|v| v.as_str())
+        .unwrap_or_else(|| panic!("no header {name} in {:?}", m.headers))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_with_delay_redelivers_after_the_delay() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, &kit_service("consumer = { max_deliver = 2 }"));
+    let running = Running::start(&file).await;
+    let js = server.jetstream().await;
+    let t0 = Instant::now();
+    js_publish(&js, "in.kit", r#"{"op":"retry","delay_ms":700}"#).await;
+    let s = stats_until(&running, "kit", "second delivery", |s| s.received == 2).await;
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(700),
+        "redelivered after {elapsed:?}, before the 700ms delay"
+    );
+    assert_eq!(s.retried, 2);
+    let s = stats_until(&running, "kit", "term at max_deliver", |s| s.termed == 1).await;
+    assert_eq!((s.naked, s.acked), (1, 0));
+    drained(&js, "IN", "kit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_without_delay_uses_the_backoff_step() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &kit_service(r#"consumer = { max_deliver = 3, backoff = ["600ms", "1s"] }"#),
+    );
+    let running = Running::start(&file).await;
+    let client = server.client().await;
+    let mut out = subscribe(&client, "testkit.out.fail_until").await;
+    let js = server.jetstream().await;
+    let t0 = Instant::now();
+    js_publish(&js, "in.kit", r#"{"op":"fail_until","n":2}"#).await;
+    let report = next_json(&mut out, Duration::from_secs(10)).await;
+    assert_eq!(report["delivered"], 2);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "redelivered after {:?}, before the 600ms backoff",
+        t0.elapsed()
+    );
+    let s = stats_until(&running, "kit", "ack after success", |s| s.acked == 1).await;
+    assert_eq!((s.received, s.retried, s.naked), (2, 1, 1));
+    drained(&js, "IN", "kit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_terms_and_dead_letters_without_redelivery() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, &with_dlq(r#"dead_letter = "dlq.kit""#));
+    let running = Running::start(&file).await;
+    let js = server.jetstream().await;
+    let seq = js_publish_with_headers(
+        &js,
+        "in.kit",
+        &[("X-Trace", "t-1")],
+        r#"{"op":"reject","reason":"order 7 is invalid"}"#,
+    )
+    .await;
+    let dl = dead_letter(&js, 1).await;
+    assert_eq!(header(&dl, "Natsapp-Reason"), "order 7 is invalid");
+    assert_eq!(header(&dl, "Natsapp-Subject"), "in.kit");
+    assert_eq!(header(&dl, "Natsapp-Stream"), "IN");
+    assert_eq!(header(&dl, "Natsapp-Sequence"), seq.to_string());
+    assert_eq!(header(&dl, "Natsapp-Delivered"), "1");
+    assert_eq!(header(&dl, "Natsapp-Subscriber"), "kit");
+    assert_eq!(
+        header(&dl, "X-Trace"),
+        "t-1",
+        "the original headers travel with the copy"
+    );
+    assert_eq!(
+        &dl.payload[..],
+        br#"{"op":"reject","reason":"order 7 is invalid"}"#
+    );
+    drained(&js, "IN", "kit").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = running.subscriber("kit");
+    assert_eq!(
+        (s.received, s.rejected, s.termed, s.dead_lettered, s.naked),
+        (1, 1, 1, 1, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_settling_is_respected() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, &kit_service("consumer = { max_deliver = 2 }"));
+    let running = Running::start(&file).await;
+    let client = server.client().await;
+    let mut twice = subscribe(&client, "testkit.out.ack_twice").await;
+    let js = server.jetstream().await;
+
+    // Acked by the guest, then a retry error: the ack stands, no redelivery.
+    js_publish(&js, "in.kit", r#"{"op":"ack","then_fail":true}"#).await;
+    // Termed by the guest: never redelivered.
+    js_publish(&js, "in.kit", r#"{"op":"term","reason":"not for us"}"#).await;
+    // Nak'd by the guest with a delay: redelivered, then max_deliver ends it.
+    js_publish(&js, "in.kit", r#"{"op":"nak","delay_ms":300}"#).await;
+    // A second settle is refused.
+    js_publish(&js, "in.kit", r#"{"op":"ack_twice"}"#).await;
+
+    let report = next_json(&mut twice, Duration::from_secs(10)).await;
+    assert_eq!(
+        report["second"],
+        r#"Err("denied: the message is already settled")"#
+    );
+    let s = stats_until(&running, "kit", "5 deliveries settled by the guest", |s| {
+        s.settled_by_guest == 5
+    })
+    .await;
+    drained(&js, "IN", "kit").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let s2 = running.subscriber("kit");
+    assert_eq!(
+        s2.received, 5,
+        "only the nak'd message was redelivered: {s:?}"
+    );
+    assert_eq!(
+        (s2.acked, s2.naked, s2.termed),
+        (0, 0, 0),
+        "the runtime added nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_deliver_reached_terms_with_a_dead_letter() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &with_dlq("consumer = { max_deliver = 3 }\ndead_letter = \"dlq.kit\""),
+    );
+    let running = Running::start(&file).await;
+    let js = server.jetstream().await;
+    js_publish(&js, "in.kit", r#"{"op":"retry"}"#).await;
+    let dl = dead_letter(&js, 1).await;
+    assert_eq!(
+        header(&dl, "Natsapp-Reason"),
+        "max_deliver (3) reached; last failure: asked to retry"
+    );
+    assert_eq!(header(&dl, "Natsapp-Delivered"), "3");
+    drained(&js, "IN", "kit").await;
+    let s = running.subscriber("kit");
+    assert_eq!(
+        (s.received, s.retried, s.naked, s.termed, s.dead_lettered),
+        (3, 3, 2, 1, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_is_contained_redelivered_and_reported() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &with_dlq("consumer = { max_deliver = 2 }\ndead_letter = \"dlq.kit\""),
+    );
+    let running = Running::start(&file).await;
+    let js = server.jetstream().await;
+    js_publish(
+        &js,
+        "in.kit",
+        r#"{"op":"panic","message":"boom at order 9"}"#,
+    )
+    .await;
+    js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;
+    let dl = dead_letter(&js, 1).await;
+    let reason = header(&dl, "Natsapp-Reason");
+    assert!(
+        reason.starts_with("max_deliver (2) reached; last failure: guest panicked: boom at order 9 (at testkit/src/lib.rs:"),
+        "{reason}"
+    );
+    drained(&js, "IN", "kit").await;
+    let s = running.subscriber("kit");
+    assert_eq!(s.failed(FailureCause::Panic), 2);
+    assert_eq!(
+        (s.received, s.acked, s.naked, s.termed),
+        (3, 1, 1, 1),
+        "the healthy message was handled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_limit_stops_a_looping_guest() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &kit_service("consumer = { max_deliver = 2 }\nlimits = { timeout = \"300ms\" }"),
+    );
+    let running = Running::start(&file).await;
+    let js = server.jetstream().await;
+    let t0 = Instant::now();
+    js_publish(&js, "in.kit", r#"{"op":"spin"}"#).await;
+    let s = stats_until(&running, "kit", "two timeouts", |s| {
+        s.failed(FailureCause::Timeout) == 2
+    })
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!((s.received, s.naked), (2, 1));
+    js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;
+    stats_until(&running, "kit", "runtime still handles messages", |s| {
+        s.acked == 1 && s.termed == 1
+    })
+    .await;
+    drained(&js, "IN", "kit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_is_contained_and_counted() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, &with_dlq("consumer = { max_deliver = 1 }\nlimits = { memory = \"16MiB\" }\ndead_letter = \"dlq.kit\""));
+    let running = Running::start(&file).await;
+    let client = server.client().await;
+    let mut ok = subscribe(&client, "testkit.out.alloc").await;
+    let js = server.jetstream().await;
+    js_publish(&js, "in.kit", r#"{"op":"alloc","mib":64}"#).await;
+    js_publish(&js, "in.kit", r#"{"op":"alloc","mib":2}"#).await;
+    assert_eq!(
+        next_json(&mut ok, Duration::from_secs(10)).await["allocated_mib"],
+        2
+    );
+    let dl = dead_letter(&js, 1).await;
+    let reason = header(&dl, "Natsapp-Reason");
+    assert!(
+        reason.contains("memory limit of 16777216 bytes exceeded"),
+        "{reason}"
+    );
+    drained(&js, "IN", "kit").await;
+    let s = running.subscriber("kit");
+    assert_eq!(s.failed(FailureCause::Memory), 1);
+    assert_eq!((s.received, s.acked, s.termed), (2, 1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_handler_is_kept_in_progress_past_ack_wait() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &kit_service("consumer = { ack_wait = \"1s\" }\nlimits = { timeout = \"10s\" }"),
+    );
+    let running = Running::start(&file).await;
+    let js = server.jetstream().await;
+    js_publish(&js, "in.kit", r#"{"op":"sleep","ms":2500}"#).await;
+    let s = stats_until(&running, "kit", "the slow message acked", |s| s.acked == 1).await;
+    assert_eq!(
+        s.received, 1,
+        "the server redelivered a message whose handler was still running"
+    );
+    drained(&js, "IN", "kit").await;
+}

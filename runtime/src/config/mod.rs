@@ -737,17 +737,6 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                 None
             }
         };
-        if let Some(m) = max_deliver {
-            if !backoff.is_empty() && m as usize <= backoff.len() {
-                self.problem(
-                    format!("{key}.consumer.max_deliver"),
-                    format!(
-                        "{m} must be greater than the number of backoff steps ({})",
-                        backoff.len()
-                    ),
-                );
-            }
-        }
         let max_ack_pending = s
             .consumer
             .max_ack_pending

@@ -196,7 +196,9 @@ pub struct RawConsumer {
     pub ack_wait: Option<Dur>,
     /// `max_deliver = 5`; `-1` for no limit.
     pub max_deliver: Option<i64>,
-    /// `backoff = ["1s", "10s", "1m"]`: redelivery delay by delivery count.
+    /// `backoff = ["1s", "10s", "1m"]`: delay before redelivering a failed
+    /// message, by delivery count (the last step repeats). Applied by the
+    /// runtime to its naks; a redelivery after `ack_wait` is not delayed.
     pub backoff: Option<Vec<Dur>>,
     /// `max_ack_pending = 1000`
     pub max_ack_pending: Option<i64>,

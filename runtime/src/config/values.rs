@@ -82,9 +82,11 @@ impl ByteSize {
             "kib" => 1 << 10,
             "mib" => 1 << 20,
             "gib" => 1 << 30,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "invalid size {s:?}: unknown unit {other:?} (use B, KB, MB, GB, KiB, MiB or GiB)"
-            )),
+            ))
+            }
         };
         Ok(ByteSize((n * mult as f64) as u64))
     }

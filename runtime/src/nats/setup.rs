@@ -242,6 +242,11 @@ async fn ensure_stream(js: &jetstream::Context, s: &StreamConfig) -> Result<(), 
 }
 
 /// The consumer configuration the file asks for.
+///
+/// `backoff` is not given to the server: a server-side backoff replaces
+/// `ack_wait` with its first step, which would redeliver messages whose
+/// handlers are still running. The runtime applies the backoff to its own
+/// naks instead (`nats::ack::Policy`), and `ack_wait` stays what the file says.
 pub fn consumer_config(sub: &SubscriberConfig) -> pull::Config {
     pull::Config {
         durable_name: Some(sub.durable.to_string()),
@@ -250,7 +255,6 @@ pub fn consumer_config(sub: &SubscriberConfig) -> pull::Config {
         deliver_policy: DeliverPolicy::All,
         ack_wait: sub.ack_wait,
         max_deliver: sub.max_deliver.map_or(-1, i64::from),
-        backoff: sub.backoff.clone(),
         max_ack_pending: sub.max_ack_pending,
         ..Default::default()
     }

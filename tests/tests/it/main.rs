@@ -1,7 +1,11 @@
 //! Integration tests: real nats-server per test, real components.
 
+mod concurrency;
 mod flow;
+mod guests;
+mod publish;
 mod semantics;
+mod startup;
 
 /// A service with the testkit guest on `in.kit` (stream IN) and an OUT
 /// stream capturing `out.>`; `extra` is appended to the subscriber.

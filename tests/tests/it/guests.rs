@@ -1,0 +1,77 @@
+//! The example guests, end to end.
+
+use natsapp_wasm_tests::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_processor_reserves_inventory_and_publishes_status() {
+    let server = NatsServer::start();
+    let example =
+        std::fs::read_to_string(repo_root().join("examples/order-processor/service.toml")).unwrap();
+    let text = example.replace("nats://localhost:4222", "{url}").replace(
+        "../../guests/target/wasm32-wasip2/release/order_processor.wasm",
+        "{order_processor}",
+    );
+    let file = ServiceFile::new(&server, &text);
+    let running = Running::start(&file).await;
+    let js = server.jetstream().await;
+    js_publish(&js, "order.created", r#"{"order_id":"A1","user_id":"u7","total_amount":30.5,"items":[{"id":"sku-1","quantity":2},{"id":"sku-2","quantity":1}]}"#).await;
+    js_publish(&js, "order.created", r#"{"order_id":"A2","user_id":"u8","total_amount":5.0,"items":[{"id":"sku-3","quantity":4}]}"#).await;
+    js_publish(&js, "order.created", r#"{"order_id":"bad"}"#).await;
+    js_publish(&js, "order.created", "not json at all").await;
+    stream_has(&js, "INVENTORY", 3).await;
+    stream_has(&js, "ORDER_STATUS", 2).await;
+    stream_has(&js, "DEAD_LETTERS", 2).await;
+    drained(&js, "ORDER_EVENTS", "order_processor_service").await;
+
+    let inventory = js.get_stream("INVENTORY").await.unwrap();
+    let first: serde_json::Value =
+        serde_json::from_slice(&inventory.get_raw_message(1).await.unwrap().payload).unwrap();
+    assert_eq!(
+        first,
+        serde_json::json!({"item_id": "sku-1", "quantity_reserved": 2})
+    );
+    let status = js.get_stream("ORDER_STATUS").await.unwrap();
+    let s: serde_json::Value =
+        serde_json::from_slice(&status.get_raw_message(1).await.unwrap().payload).unwrap();
+    assert_eq!(s["order_id"], "A1");
+    assert_eq!(s["status"], "processed");
+    let tracking = s["tracking_number"].as_str().unwrap();
+    assert!(
+        tracking.starts_with("TRKA1") && tracking.len() == 5 + 8,
+        "{tracking}"
+    );
+    assert!(s["processed_at"].as_str().unwrap().ends_with('Z'));
+
+    let dlq = js.get_stream("DEAD_LETTERS").await.unwrap();
+    let reasons: Vec<String> = futures::future::join_all((1..=2).map(|i| {
+        let dlq = dlq.clone();
+        async move {
+            dlq.get_raw_message(i)
+                .await
+                .unwrap()
+                .headers
+                .get("Natsapp-Reason")
+                .unwrap()
+                .to_string()
+        }
+    }))
+    .await;
+    assert!(
+        reasons[0].starts_with("invalid JSON payload: missing field `user_id`"),
+        "{}",
+        reasons[0]
+    );
+    assert!(
+        reasons[1].starts_with("invalid JSON payload: expected ident"),
+        "{}",
+        reasons[1]
+    );
+    let stats = running.stop().await;
+    let s = &stats.subscribers[0];
+    assert_eq!(
+        (s.received, s.acked, s.rejected, s.dead_lettered),
+        (4, 2, 2, 2)
+    );
+    tokio::time::sleep(Duration::ZERO).await;
+}

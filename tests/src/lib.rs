@@ -332,3 +332,24 @@ pub fn natsapp_bin() -> PathBuf {
     );
     bin
 }
+
+/// The first `n` messages of `stream`, parsed as JSON.
+pub async fn json_messages(
+    js: &jetstream::Context,
+    stream: &str,
+    n: u64,
+) -> Vec<serde_json::Value> {
+    let s = js.get_stream(stream).await.expect("stream exists");
+    let mut out = Vec::new();
+    for seq in 1..=n {
+        let m = s
+            .get_raw_message(seq)
+            .await
+            .unwrap_or_else(|e| panic!("{stream} message {seq}: {e}"));
+        out.push(
+            serde_json::from_slice(&m.payload)
+                .unwrap_or_else(|e| panic!("{stream} message {seq} is not JSON: {e}")),
+        );
+    }
+    out
+}

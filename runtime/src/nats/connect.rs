@@ -6,6 +6,7 @@
 use crate::config::{Auth, NatsConfig};
 use async_nats::{ConnectOptions, Event, ServerAddr};
 use std::str::FromStr;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Why the service could not connect.
@@ -89,7 +90,9 @@ pub async fn connect(
         .ping_interval(nats.ping_interval)
         .connection_timeout(nats.connect_timeout)
         .max_reconnects(limit)
-        .reconnect_delay_callback(move |_attempt| wait)
+        // async-nats counts the first try of every (re)connect as attempt 1:
+        // make it at once, and wait between the attempts after it.
+        .reconnect_delay_callback(move |attempt| if attempt <= 1 { Duration::ZERO } else { wait })
         .event_callback(move |event| {
             let fatal = fatal.clone();
             async move {

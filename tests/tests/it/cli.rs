@@ -1,0 +1,234 @@
+//! The `natsapp-wasm` binary: `check`, `run`, signals and exit codes.
+
+use crate::kit_service;
+use natsapp_wasm_tests::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn natsapp(args: &[&str]) -> std::process::Output {
+    Command::new(natsapp_bin())
+        .args(args)
+        .env_remove("NATS_SERVERS")
+        .env_remove("NATS_DEBUG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_prints_the_plan() {
+    let example = repo_root().join("examples/order-processor/service.toml");
+    let out = natsapp(&["check", example.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let component = repo_root().join("guests/target/wasm32-wasip2/release/order_processor.wasm");
+    for line in [
+        format!("service \"order-processor\" ({})", example.display()),
+        "nats: nats://localhost:4222 (reconnect every 2s, up to 10000 attempts; graceful shutdown 30s)".to_string(),
+        "  ORDER_EVENTS [order.created] (declare if missing)".to_string(),
+        "  order.status -> stream ORDER_STATUS (PubAck within 30s)".to_string(),
+        "  process-order: order.created on stream ORDER_EVENTS, durable order_processor_service".to_string(),
+        format!("    component {} ({} KiB): implements natsapp:handler/handler@0.1.0", component.display(), std::fs::metadata(&component).unwrap().len().div_ceil(1024)),
+        "    concurrency 4, batch 3, pull timeout 10s, ack_wait 2m, max_deliver 3, backoff [1s, 10s]".to_string(),
+        "    limits: memory 64 MiB, 5s per message; may publish to [order.status, inventory.updates]; dead letter dlq.order".to_string(),
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "missing line {line:?} in:\n{stdout}");
+    }
+}
+
+#[test]
+fn check_reports_a_broken_file_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("service.toml");
+    std::fs::write(
+        &path,
+        "[service]\nname = \"x\"\ngraceful_timeout = \"soon\"\n",
+    )
+    .unwrap();
+    let out = natsapp(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {}:3:20: invalid duration \"soon\" (expected number at 0); write it as \"30s\", \"500ms\", \"2m\" or a number of seconds\n\
+             3 | graceful_timeout = \"soon\"\n  |                    ^\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn check_refuses_a_component_that_is_not_a_handler() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &kit_service("").replace("{testkit}", "{not_a_handler}"),
+    );
+    let out = natsapp(&["check", file.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("(subscriber \"kit\"): does not export natsapp:handler/handler@0.1.0 (it exports nothing)"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_2_when_a_stream_is_missing() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &kit_service("").replace("stream = \"IN\"", "stream = \"ELSEWHERE\""),
+    );
+    let out = natsapp(&["run", file.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.ends_with("error: stream \"ELSEWHERE\" (stream of subscriber \"kit\") is neither declared in [[streams]] nor present on the server\n"),
+        "{stderr}"
+    );
+}
+
+/// Starts `run` on `file`, logging to a file we can read afterwards.
+fn spawn_run(file: &ServiceFile, log: &std::path::Path) -> std::process::Child {
+    Command::new(natsapp_bin())
+        .args(["run", file.path().to_str().unwrap()])
+        .env_remove("NATS_SERVERS")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn sigterm(child: &std::process::Child) {
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+}
+
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> i32 {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().expect("exited by itself, not by a signal");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "natsapp-wasm did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_messages_in_flight_settles_everything_and_exits_0() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &kit_service("concurrency = 2\nlimits = { timeout = \"20s\" }"),
+    );
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = spawn_run(&file, log.path());
+    let js = server.jetstream().await;
+    eventually(Duration::from_secs(20), "the durable to exist", || async {
+        js.get_stream("IN")
+            .await
+            .ok()?
+            .consumer_info("kit")
+            .await
+            .ok()
+    })
+    .await;
+    for _ in 0..6 {
+        js_publish(&js, "in.kit", r#"{"op":"sleep","ms":1200}"#).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "two handlers in flight",
+        || async { (consumer_counts(&js, "IN", "kit").await.1 == 2).then_some(()) },
+    )
+    .await;
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), 0);
+    let (pending, ack_pending) = consumer_counts(&js, "IN", "kit").await;
+    assert_eq!(ack_pending, 0, "a fetched message was left unsettled");
+    assert_eq!(
+        pending, 4,
+        "the two in-flight messages finished and were acked; the rest wait"
+    );
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(text.contains("SIGTERM received"), "{text}");
+    assert!(text.contains("received=2 acked=2 naked=0"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_past_the_grace_period_are_nakd_and_the_process_exits_0() {
+    let server = NatsServer::start();
+    let text = kit_service("concurrency = 2\nlimits = { timeout = \"60s\" }")
+        .replace("graceful_timeout = \"5s\"", "graceful_timeout = \"500ms\"");
+    let file = ServiceFile::new(&server, &text);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = spawn_run(&file, log.path());
+    let js = server.jetstream().await;
+    eventually(Duration::from_secs(20), "the durable to exist", || async {
+        js.get_stream("IN")
+            .await
+            .ok()?
+            .consumer_info("kit")
+            .await
+            .ok()
+    })
+    .await;
+    for _ in 0..3 {
+        js_publish(&js, "in.kit", r#"{"op":"sleep","ms":30000}"#).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "two handlers in flight",
+        || async { (consumer_counts(&js, "IN", "kit").await.1 == 2).then_some(()) },
+    )
+    .await;
+    let t0 = Instant::now();
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), 0);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        text.contains("graceful_timeout reached with the handler still running"),
+        "{text}"
+    );
+    // The two abandoned messages were nak'd, so a new pull gets them at once
+    // (not after the 30s ack_wait), together with the one never fetched.
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("IN")
+        .await
+        .unwrap()
+        .get_consumer("kit")
+        .await
+        .unwrap();
+    let t1 = Instant::now();
+    let mut batch = consumer
+        .batch()
+        .max_messages(3)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .unwrap();
+    let mut delivered = Vec::new();
+    use futures::StreamExt;
+    while let Some(m) = batch.next().await {
+        delivered.push(m.unwrap().info().unwrap().delivered);
+    }
+    delivered.sort();
+    assert_eq!(delivered, vec![1, 2, 2], "{text}");
+    assert!(
+        t1.elapsed() < Duration::from_secs(3),
+        "redelivery waited {:?}: the naks did not reach the server",
+        t1.elapsed()
+    );
+}

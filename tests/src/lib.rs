@@ -322,19 +322,32 @@ pub async fn stats_until(
 pub fn natsapp_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap();
-    let candidates = [dir.join("natsapp-wasm"), dir.parent().unwrap().join("natsapp-wasm")];
+    let candidates = [
+        dir.join("natsapp-wasm"),
+        dir.parent().unwrap().join("natsapp-wasm"),
+    ];
     candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
         panic!("{} is missing: build it first with `cargo build -p natsapp-wasm` (./scripts/test.sh does)", candidates[1].display())
     })
 }
 
 /// The first `n` messages of `stream`, parsed as JSON.
-pub async fn json_messages(js: &jetstream::Context, stream: &str, n: u64) -> Vec<serde_json::Value> {
+pub async fn json_messages(
+    js: &jetstream::Context,
+    stream: &str,
+    n: u64,
+) -> Vec<serde_json::Value> {
     let s = js.get_stream(stream).await.expect("stream exists");
     let mut out = Vec::new();
     for seq in 1..=n {
-        let m = s.get_raw_message(seq).await.unwrap_or_else(|e| panic!("{stream} message {seq}: {e}"));
-        out.push(serde_json::from_slice(&m.payload).unwrap_or_else(|e| panic!("{stream} message {seq} is not JSON: {e}")));
+        let m = s
+            .get_raw_message(seq)
+            .await
+            .unwrap_or_else(|e| panic!("{stream} message {seq}: {e}"));
+        out.push(
+            serde_json::from_slice(&m.payload)
+                .unwrap_or_else(|e| panic!("{stream} message {seq} is not JSON: {e}")),
+        );
     }
     out
 }

@@ -20,9 +20,18 @@ async fn main() {
         .spawn()
         .expect("start natsapp-wasm");
     let js = server.jetstream().await;
-    eventually(Duration::from_secs(30), "the runtime to create its consumer", || async {
-        js.get_stream("ORDER_EVENTS").await.ok()?.consumer_info("order_processor_service").await.ok()
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the runtime to create its consumer",
+        || async {
+            js.get_stream("ORDER_EVENTS")
+                .await
+                .ok()?
+                .consumer_info("order_processor_service")
+                .await
+                .ok()
+        },
+    )
     .await;
 
     let orders = [
@@ -46,14 +55,26 @@ async fn main() {
             println!("<- {stream:<13} {v}");
         }
     }
-    let dl = js.get_stream("DEAD_LETTERS").await.unwrap().get_raw_message(1).await.unwrap();
+    let dl = js
+        .get_stream("DEAD_LETTERS")
+        .await
+        .unwrap()
+        .get_raw_message(1)
+        .await
+        .unwrap();
     println!(
         "<- DEAD_LETTERS  {} (reason: {})",
         String::from_utf8_lossy(&dl.payload),
-        dl.headers.get("Natsapp-Reason").map(|v| v.as_str()).unwrap_or("?")
+        dl.headers
+            .get("Natsapp-Reason")
+            .map(|v| v.as_str())
+            .unwrap_or("?")
     );
     let consumer = consumer_counts(&js, "ORDER_EVENTS", "order_processor_service").await;
-    println!("== consumer order_processor_service: {} pending, {} awaiting ack", consumer.0, consumer.1);
+    println!(
+        "== consumer order_processor_service: {} pending, {} awaiting ack",
+        consumer.0, consumer.1
+    );
 
     println!("== stopping the runtime with SIGTERM");
     unsafe { libc::kill(runtime.id() as i32, libc::SIGTERM) };

@@ -103,6 +103,38 @@ fn spawn_run(file: &ServiceFile, log: &std::path::Path) -> std::process::Child {
         .unwrap()
 }
 
+/// Runs `file` in the binary, publishes `n` messages that each sleep `ms`,
+/// and returns once two handlers (the subscriber's concurrency) are running.
+async fn run_with_two_in_flight(
+    server: &NatsServer,
+    file: &ServiceFile,
+    log: &std::path::Path,
+    n: usize,
+    ms: u64,
+) -> (std::process::Child, async_nats::jetstream::Context) {
+    let child = spawn_run(file, log);
+    let js = server.jetstream().await;
+    eventually(Duration::from_secs(20), "the durable to exist", || async {
+        js.get_stream("IN")
+            .await
+            .ok()?
+            .consumer_info("kit")
+            .await
+            .ok()
+    })
+    .await;
+    for _ in 0..n {
+        js_publish(&js, "in.kit", format!(r#"{{"op":"sleep","ms":{ms}}}"#)).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "two handlers in flight",
+        || async { (consumer_counts(&js, "IN", "kit").await.1 == 2).then_some(()) },
+    )
+    .await;
+    (child, js)
+}
+
 fn sigterm(child: &std::process::Child) {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
 }
@@ -129,26 +161,7 @@ async fn sigterm_with_messages_in_flight_settles_everything_and_exits_0() {
         &kit_service("concurrency = 2\nlimits = { timeout = \"20s\" }"),
     );
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = spawn_run(&file, log.path());
-    let js = server.jetstream().await;
-    eventually(Duration::from_secs(20), "the durable to exist", || async {
-        js.get_stream("IN")
-            .await
-            .ok()?
-            .consumer_info("kit")
-            .await
-            .ok()
-    })
-    .await;
-    for _ in 0..6 {
-        js_publish(&js, "in.kit", r#"{"op":"sleep","ms":1200}"#).await;
-    }
-    eventually(
-        Duration::from_secs(10),
-        "two handlers in flight",
-        || async { (consumer_counts(&js, "IN", "kit").await.1 == 2).then_some(()) },
-    )
-    .await;
+    let (mut child, js) = run_with_two_in_flight(&server, &file, log.path(), 6, 1200).await;
     sigterm(&child);
     assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), 0);
     let (pending, ack_pending) = consumer_counts(&js, "IN", "kit").await;
@@ -169,26 +182,7 @@ async fn handlers_past_the_grace_period_are_nakd_and_the_process_exits_0() {
         .replace("graceful_timeout = \"5s\"", "graceful_timeout = \"500ms\"");
     let file = ServiceFile::new(&server, &text);
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = spawn_run(&file, log.path());
-    let js = server.jetstream().await;
-    eventually(Duration::from_secs(20), "the durable to exist", || async {
-        js.get_stream("IN")
-            .await
-            .ok()?
-            .consumer_info("kit")
-            .await
-            .ok()
-    })
-    .await;
-    for _ in 0..3 {
-        js_publish(&js, "in.kit", r#"{"op":"sleep","ms":30000}"#).await;
-    }
-    eventually(
-        Duration::from_secs(10),
-        "two handlers in flight",
-        || async { (consumer_counts(&js, "IN", "kit").await.1 == 2).then_some(()) },
-    )
-    .await;
+    let (mut child, js) = run_with_two_in_flight(&server, &file, log.path(), 3, 30000).await;
     let t0 = Instant::now();
     sigterm(&child);
     assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), 0);

@@ -39,3 +39,33 @@ publish = ["testkit.out.>", "out.>", "svc.>"]
 "#
     )
 }
+
+/// A running service with its server and clients, for one test. Fields
+/// drop in order: the service stops before its server does.
+pub struct Kit {
+    /// The service.
+    pub running: natsapp_wasm_tests::Running,
+    /// A core client on the server.
+    pub client: async_nats::Client,
+    /// JetStream on the server.
+    pub js: async_nats::jetstream::Context,
+    /// The server.
+    pub server: natsapp_wasm_tests::NatsServer,
+}
+
+impl Kit {
+    /// Starts a server and the service described by `toml` on it.
+    pub async fn start(toml: impl AsRef<str>) -> Kit {
+        let server = natsapp_wasm_tests::NatsServer::start();
+        let file = natsapp_wasm_tests::ServiceFile::new(&server, toml.as_ref());
+        let running = natsapp_wasm_tests::Running::start(&file).await;
+        let client = server.client().await;
+        let js = server.jetstream().await;
+        Kit {
+            running,
+            client,
+            js,
+            server,
+        }
+    }
+}

@@ -1,17 +1,18 @@
 //! Publishing and requests from inside a handler.
 
-use crate::kit_service;
+use crate::{kit_service, Kit};
 use natsapp_wasm_tests::*;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_to_a_stream_returns_the_puback_and_core_returns_none() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(&server, &kit_service(""));
-    let running = Running::start(&file).await;
-    let client = server.client().await;
+    let Kit {
+        server: _server,
+        running,
+        client,
+        js,
+    } = Kit::start(kit_service("")).await;
     let mut out = subscribe(&client, "testkit.out.publish").await;
-    let js = server.jetstream().await;
     js_publish(
         &js,
         "in.kit",
@@ -38,12 +39,13 @@ async fn publish_to_a_stream_returns_the_puback_and_core_returns_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_input_does_not_duplicate_its_output() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(&server, &kit_service(""));
-    let running = Running::start(&file).await;
-    let client = server.client().await;
+    let Kit {
+        server: _server,
+        running,
+        client,
+        js,
+    } = Kit::start(kit_service("")).await;
     let mut out = subscribe(&client, "testkit.out.publish").await;
-    let js = server.jetstream().await;
     js_publish(
         &js,
         "in.kit",
@@ -67,10 +69,12 @@ async fn a_redelivered_input_does_not_duplicate_its_output() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_gets_the_reply() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(&server, &kit_service(""));
-    let _running = Running::start(&file).await;
-    let client = server.client().await;
+    let Kit {
+        server: _server,
+        running: _running,
+        client,
+        js,
+    } = Kit::start(kit_service("")).await;
     let mut responder = subscribe(&client, "svc.echo").await;
     let replier = client.clone();
     tokio::spawn(async move {
@@ -84,7 +88,6 @@ async fn request_gets_the_reply() {
         }
     });
     let mut out = subscribe(&client, "testkit.out.request").await;
-    let js = server.jetstream().await;
     js_publish(
         &js,
         "in.kit",
@@ -100,13 +103,14 @@ async fn request_gets_the_reply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_outside_the_allow_list_is_denied() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(&server, &kit_service(""));
-    let _running = Running::start(&file).await;
-    let client = server.client().await;
+    let Kit {
+        server: _server,
+        running: _running,
+        client,
+        js,
+    } = Kit::start(kit_service("")).await;
     let mut forbidden = subscribe(&client, "forbidden.x").await;
     let mut out = subscribe(&client, "testkit.out.denied").await;
-    let js = server.jetstream().await;
     js_publish(
         &js,
         "in.kit",
@@ -133,15 +137,13 @@ async fn publishing_outside_the_allow_list_is_denied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guest_sees_subject_headers_delivery_and_config() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(
-        &server,
-        &kit_service(r#"config = { region = "eu", tier = "gold" }"#),
-    );
-    let _running = Running::start(&file).await;
-    let client = server.client().await;
+    let Kit {
+        server: _server,
+        running: _running,
+        client,
+        js,
+    } = Kit::start(kit_service(r#"config = { region = "eu", tier = "gold" }"#)).await;
     let mut out = subscribe(&client, "testkit.out.info").await;
-    let js = server.jetstream().await;
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -181,12 +183,13 @@ async fn the_guest_sees_subject_headers_delivery_and_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_answers_on_reply_to() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(&server, &kit_service(""));
-    let _running = Running::start(&file).await;
-    let client = server.client().await;
+    let Kit {
+        server: _server,
+        running: _running,
+        client,
+        js,
+    } = Kit::start(kit_service("")).await;
     let mut answers = subscribe(&client, "svc.answer").await;
-    let js = server.jetstream().await;
     js_publish_with_headers(
         &js,
         "in.kit",

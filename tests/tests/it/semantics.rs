@@ -1,6 +1,6 @@
 //! The message semantics table: what each handler outcome does on the wire.
 
-use crate::kit_service;
+use crate::{kit_service, Kit};
 use natsapp_wasm::nats::ack::FailureCause;
 use natsapp_wasm_tests::*;
 use std::time::{Duration, Instant};
@@ -38,10 +38,12 @@ fn header<'a>(m: &'a async_nats::jetstream::message::StreamMessage, name: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_with_delay_redelivers_after_the_delay() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(&server, &kit_service("consumer = { max_deliver = 2 }"));
-    let running = Running::start(&file).await;
-    let js = server.jetstream().await;
+    let Kit {
+        server: _server,
+        running,
+        client: _,
+        js,
+    } = Kit::start(kit_service("consumer = { max_deliver = 2 }")).await;
     let t0 = Instant::now();
     js_publish(&js, "in.kit", r#"{"op":"retry","delay_ms":700}"#).await;
     let s = stats_until(&running, "kit", "second delivery", |s| s.received == 2).await;
@@ -58,15 +60,16 @@ async fn retry_with_delay_redelivers_after_the_delay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_without_delay_uses_the_backoff_step() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(
-        &server,
-        &kit_service(r#"consumer = { max_deliver = 3, backoff = ["600ms", "1s"] }"#),
-    );
-    let running = Running::start(&file).await;
-    let client = server.client().await;
+    let Kit {
+        server: _server,
+        running,
+        client,
+        js,
+    } = Kit::start(kit_service(
+        r#"consumer = { max_deliver = 3, backoff = ["600ms", "1s"] }"#,
+    ))
+    .await;
     let mut out = subscribe(&client, "testkit.out.fail_until").await;
-    let js = server.jetstream().await;
     let t0 = Instant::now();
     js_publish(&js, "in.kit", r#"{"op":"fail_until","n":2}"#).await;
     let report = next_json(&mut out, Duration::from_secs(10)).await;
@@ -83,10 +86,12 @@ async fn retry_without_delay_uses_the_backoff_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_terms_and_dead_letters_without_redelivery() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(&server, &with_dlq(r#"dead_letter = "dlq.kit""#));
-    let running = Running::start(&file).await;
-    let js = server.jetstream().await;
+    let Kit {
+        server: _server,
+        running,
+        client: _,
+        js,
+    } = Kit::start(with_dlq(r#"dead_letter = "dlq.kit""#)).await;
     let seq = js_publish_with_headers(
         &js,
         "in.kit",
@@ -121,12 +126,13 @@ async fn reject_terms_and_dead_letters_without_redelivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_settling_is_respected() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(&server, &kit_service("consumer = { max_deliver = 2 }"));
-    let running = Running::start(&file).await;
-    let client = server.client().await;
+    let Kit {
+        server: _server,
+        running,
+        client,
+        js,
+    } = Kit::start(kit_service("consumer = { max_deliver = 2 }")).await;
     let mut twice = subscribe(&client, "testkit.out.ack_twice").await;
-    let js = server.jetstream().await;
 
     // Acked by the guest, then a retry error: the ack stands, no redelivery.
     js_publish(&js, "in.kit", r#"{"op":"ack","then_fail":true}"#).await;
@@ -162,13 +168,15 @@ async fn guest_settling_is_respected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_deliver_reached_terms_with_a_dead_letter() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(
-        &server,
-        &with_dlq("consumer = { max_deliver = 3 }\ndead_letter = \"dlq.kit\""),
-    );
-    let running = Running::start(&file).await;
-    let js = server.jetstream().await;
+    let Kit {
+        server: _server,
+        running,
+        client: _,
+        js,
+    } = Kit::start(with_dlq(
+        "consumer = { max_deliver = 3 }\ndead_letter = \"dlq.kit\"",
+    ))
+    .await;
     js_publish(&js, "in.kit", r#"{"op":"retry"}"#).await;
     let dl = dead_letter(&js, 1).await;
     assert_eq!(
@@ -186,13 +194,15 @@ async fn max_deliver_reached_terms_with_a_dead_letter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panic_is_contained_redelivered_and_reported() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(
-        &server,
-        &with_dlq("consumer = { max_deliver = 2 }\ndead_letter = \"dlq.kit\""),
-    );
-    let running = Running::start(&file).await;
-    let js = server.jetstream().await;
+    let Kit {
+        server: _server,
+        running,
+        client: _,
+        js,
+    } = Kit::start(with_dlq(
+        "consumer = { max_deliver = 2 }\ndead_letter = \"dlq.kit\"",
+    ))
+    .await;
     js_publish(
         &js,
         "in.kit",
@@ -218,13 +228,15 @@ async fn panic_is_contained_redelivered_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_limit_stops_a_looping_guest() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(
-        &server,
-        &kit_service("consumer = { max_deliver = 2 }\nlimits = { timeout = \"300ms\" }"),
-    );
-    let running = Running::start(&file).await;
-    let js = server.jetstream().await;
+    let Kit {
+        server: _server,
+        running,
+        client: _,
+        js,
+    } = Kit::start(kit_service(
+        "consumer = { max_deliver = 2 }\nlimits = { timeout = \"300ms\" }",
+    ))
+    .await;
     let t0 = Instant::now();
     js_publish(&js, "in.kit", r#"{"op":"spin"}"#).await;
     let s = stats_until(&running, "kit", "two timeouts", |s| {
@@ -247,12 +259,8 @@ async fn time_limit_stops_a_looping_guest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_is_contained_and_counted() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(&server, &with_dlq("consumer = { max_deliver = 1 }\nlimits = { memory = \"16MiB\" }\ndead_letter = \"dlq.kit\""));
-    let running = Running::start(&file).await;
-    let client = server.client().await;
+    let Kit { server: _server, running, client, js } = Kit::start(with_dlq("consumer = { max_deliver = 1 }\nlimits = { memory = \"16MiB\" }\ndead_letter = \"dlq.kit\"")).await;
     let mut ok = subscribe(&client, "testkit.out.alloc").await;
-    let js = server.jetstream().await;
     js_publish(&js, "in.kit", r#"{"op":"alloc","mib":64}"#).await;
     js_publish(&js, "in.kit", r#"{"op":"alloc","mib":2}"#).await;
     assert_eq!(
@@ -273,13 +281,15 @@ async fn memory_limit_is_contained_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_handler_is_kept_in_progress_past_ack_wait() {
-    let server = NatsServer::start();
-    let file = ServiceFile::new(
-        &server,
-        &kit_service("consumer = { ack_wait = \"1s\" }\nlimits = { timeout = \"10s\" }"),
-    );
-    let running = Running::start(&file).await;
-    let js = server.jetstream().await;
+    let Kit {
+        server: _server,
+        running,
+        client: _,
+        js,
+    } = Kit::start(kit_service(
+        "consumer = { ack_wait = \"1s\" }\nlimits = { timeout = \"10s\" }",
+    ))
+    .await;
     js_publish(&js, "in.kit", r#"{"op":"sleep","ms":2500}"#).await;
     let s = stats_until(&running, "kit", "the slow message acked", |s| s.acked == 1).await;
     assert_eq!(

@@ -19,6 +19,17 @@ pub fn init(debug: bool) {
         .try_init();
 }
 
+/// Installs a subscriber that writes through the test harness's capture,
+/// so a failing test shows the runtime's log (and a passing one does not).
+pub fn init_for_tests() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,natsapp_wasm=debug"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// Logs `snapshot`, one line per subscriber.
 pub fn log_stats(snapshot: &StatsSnapshot) {
     tracing::info!(connection = %snapshot.connection_status, subscribers = snapshot.total_subscribers, "statistics");

@@ -45,16 +45,36 @@ pub fn nats_server_bin() -> PathBuf {
 pub struct NatsServer {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl NatsServer {
     /// Starts a server and waits until it listens.
     pub fn start() -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
+        let (child, url) = Self::spawn(&dir, "-1");
+        NatsServer { child, url, dir }
+    }
+
+    /// Kills the server and starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.url.rsplit(':').next().unwrap().to_string();
+        let (child, url) = Self::spawn(&self.dir, &port);
+        assert_eq!(url, self.url);
+        self.child = child;
+    }
+
+    /// Kills the server (it can be started again with `restart`).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(dir: &tempfile::TempDir, port: &str) -> (Child, String) {
         let bin = nats_server_bin();
         let child = Command::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
             .arg(dir.path().join("js"))
             .arg("--ports_file_dir")
             .arg(dir.path())
@@ -79,11 +99,7 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        NatsServer {
-            child,
-            url,
-            _dir: dir,
-        }
+        (child, url)
     }
 
     /// The client URL, `nats://127.0.0.1:PORT`.
@@ -106,8 +122,7 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -174,6 +189,7 @@ pub struct Running {
 impl Running {
     /// Starts the service of `file`; panics with the error if it cannot start.
     pub async fn start(file: &ServiceFile) -> Running {
+        natsapp_wasm::telemetry::init_for_tests();
         let service = natsapp_wasm::Service::start(file.config())
             .await
             .unwrap_or_else(|e| panic!("service did not start: {e}"));
@@ -266,12 +282,27 @@ pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
 
 /// Waits until the consumer has nothing pending and nothing unacknowledged.
 pub async fn drained(js: &jetstream::Context, stream: &str, durable: &str) {
-    eventually(
-        Duration::from_secs(20),
-        &format!("consumer {durable} drained"),
-        || async { (consumer_counts(js, stream, durable).await == (0, 0)).then_some(()) },
-    )
-    .await
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stream_handle = js.get_stream(stream).await.expect("stream exists");
+        let info = stream_handle
+            .consumer_info(durable)
+            .await
+            .expect("consumer exists");
+        if (info.num_pending, info.num_ack_pending) == (0, 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumer {durable} not drained after 20s: {} pending, {} awaiting ack, {} redelivered, delivered {:?}, ack floor {:?}",
+            info.num_pending,
+            info.num_ack_pending,
+            info.num_redelivered,
+            info.delivered,
+            info.ack_floor
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until `stream` holds `n` messages.

@@ -5,6 +5,7 @@ mod concurrency;
 mod flow;
 mod guests;
 mod publish;
+mod resilience;
 mod semantics;
 mod startup;
 

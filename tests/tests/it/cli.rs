@@ -226,3 +226,54 @@ async fn handlers_past_the_grace_period_are_nakd_and_the_process_exits_0() {
         t1.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_debug_turns_on_debug_logs_and_periodic_statistics() {
+    let server = NatsServer::start();
+    let text = kit_service("").replace(
+        "graceful_timeout = \"5s\"",
+        "graceful_timeout = \"5s\"\nstats_interval = \"300ms\"",
+    );
+    let file = ServiceFile::new(&server, &text);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(natsapp_bin())
+        .args(["run", file.path().to_str().unwrap()])
+        .env_remove("NATS_SERVERS")
+        .env_remove("RUST_LOG")
+        .env("NATS_DEBUG", "true")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log.path()).unwrap())
+        .spawn()
+        .unwrap();
+    let js = server.jetstream().await;
+    eventually(Duration::from_secs(20), "the durable to exist", || async {
+        js.get_stream("IN")
+            .await
+            .ok()?
+            .consumer_info("kit")
+            .await
+            .ok()
+    })
+    .await;
+    js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;
+    eventually(
+        Duration::from_secs(10),
+        "a periodic statistics line with the message",
+        || async {
+            let text = std::fs::read_to_string(log.path()).unwrap();
+            text.contains("received=1 acked=1").then_some(())
+        },
+    )
+    .await;
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), 0);
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        text.contains("DEBUG") && text.contains("stopped pulling"),
+        "no debug log:\n{text}"
+    );
+    assert!(
+        text.matches("statistics").count() >= 2,
+        "statistics were not logged periodically:\n{text}"
+    );
+}

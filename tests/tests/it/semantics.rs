@@ -298,3 +298,14 @@ async fn long_handler_is_kept_in_progress_past_ack_wait() {
     );
     drained(&js, "IN", "kit").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_ack_waits_for_the_server() {
+    let kit = Kit::start(kit_service("double_ack = true\nconcurrency = 4")).await;
+    for _ in 0..20 {
+        js_publish(&kit.js, "in.kit", r#"{"op":"ok"}"#).await;
+    }
+    let s = stats_until(&kit.running, "kit", "twenty acked", |s| s.acked == 20).await;
+    assert_eq!((s.received, s.settle_errors), (20, 0));
+    drained(&kit.js, "IN", "kit").await;
+}

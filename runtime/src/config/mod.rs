@@ -301,7 +301,9 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let text = interpolate(text, &env).map_err(|e| interpolation_error(path, text, e))?;
-        let raw: RawFile = toml::from_str(&text).map_err(|e| syntax_error(path, &text, &e))?;
+        let de = toml::Deserializer::parse(&text).map_err(|e| syntax_error(path, &text, "", &e))?;
+        let raw: RawFile = serde_path_to_error::deserialize(de)
+            .map_err(|e| syntax_error(path, &text, &e.path().to_string(), e.inner()))?;
         Validator::new(path, &env).validate(raw)
     }
 
@@ -321,7 +323,8 @@ fn line_snippet(text: &str, line: usize, column: usize) -> String {
     )
 }
 
-fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+/// A parse error with its position and, when known, the key path it is about.
+fn syntax_error(path: &Path, text: &str, key: &str, e: &toml::de::Error) -> ConfigError {
     let (line, column) = match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -335,7 +338,10 @@ fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
         path: path.to_path_buf(),
         line,
         column,
-        message: e.message().trim().to_string(),
+        message: match key {
+            "" | "." => e.message().trim().to_string(),
+            key => format!("{key}: {}", e.message().trim()),
+        },
         snippet: line_snippet(text, line, column),
     }
 }

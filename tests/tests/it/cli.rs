@@ -55,7 +55,7 @@ fn check_reports_a_broken_file_with_line_and_column() {
     assert_eq!(
         stderr,
         format!(
-            "error: {}:3:20: invalid duration \"soon\" (expected number at 0); write it as \"30s\", \"500ms\", \"2m\" or a number of seconds\n\
+            "error: {}:3:20: service.graceful_timeout: invalid duration \"soon\" (expected number at 0); write it as \"30s\", \"500ms\", \"2m\" or a number of seconds\n\
              3 | graceful_timeout = \"soon\"\n  |                    ^\n",
             path.display()
         )

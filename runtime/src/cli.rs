@@ -72,27 +72,41 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
+/// Resolves on the first SIGINT or SIGTERM. A second one during the
+/// graceful stop ends the process at once (exit 130); messages still in
+/// flight are then redelivered by the server after their ack_wait.
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+    let first = next_signal().await;
+    tracing::info!("{first} received");
+    tokio::spawn(async {
+        let second = next_signal().await;
+        eprintln!("{second} received again: exiting now; messages in flight are redelivered after their ack_wait");
+        std::process::exit(130);
+    });
+}
+
+/// Waits for SIGINT or SIGTERM and names it.
+async fn next_signal() -> &'static str {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM: {e}");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => tracing::info!("SIGINT received"),
-            _ = term.recv() => tracing::info!("SIGTERM received"),
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
     }
 }

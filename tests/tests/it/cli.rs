@@ -277,3 +277,25 @@ async fn nats_debug_turns_on_debug_logs_and_periodic_statistics() {
         "statistics were not logged periodically:\n{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_with_130() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &kit_service("concurrency = 2\nlimits = { timeout = \"60s\" }"),
+    );
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let (mut child, _js) = run_with_two_in_flight(&server, &file, log.path(), 2, 30000).await;
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(200));
+    sigterm(&child);
+    let t0 = Instant::now();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(3)), 130);
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        text.contains("SIGTERM received again: exiting now"),
+        "{text}"
+    );
+}

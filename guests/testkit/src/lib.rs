@@ -43,6 +43,10 @@ enum Op {
     Info,
     /// Try publishing to `subject` and report the error on testkit.out.denied.
     TryPublish { subject: String },
+    /// Write a line to stdout and one to stderr.
+    Log { stdout: String, stderr: String },
+    /// Probe the sandbox: environment, files, network; report what worked.
+    Sandbox,
     /// Answer on the message's Reply-To subject.
     Reply { data: String },
 }
@@ -147,6 +151,23 @@ impl Handler for TestKit {
                 let result = natsapp_guest::publish(&subject, "x").map(|_| ()).map_err(|e| e.to_string());
                 report("denied", json!({"result": format!("{result:?}")}))
             }
+            Op::Log { stdout, stderr } => {
+                println!("{stdout}");
+                eprintln!("{stderr}");
+                Ok(())
+            }
+            Op::Sandbox => report(
+                "sandbox",
+                json!({
+                    "env_vars": std::env::vars().count(),
+                    "args": std::env::args().count(),
+                    "read_root": std::fs::read_dir("/").map(|_| ()).map_err(|e| e.to_string()).is_ok(),
+                    "read_etc_passwd": std::fs::read("/etc/passwd").is_ok(),
+                    "write_tmp": std::fs::write("/tmp/natsapp-escape", b"x").is_ok(),
+                    "tcp_connect": std::net::TcpStream::connect("127.0.0.1:4222").is_ok(),
+                    "resolve_dns": std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80)).is_ok(),
+                }),
+            ),
             Op::Reply { data } => {
                 let to = msg.reply().ok_or_else(|| Error::reject("no Reply-To header"))?;
                 natsapp_guest::publish(&to, data)?;

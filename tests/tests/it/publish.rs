@@ -202,3 +202,18 @@ async fn a_handler_answers_on_reply_to() {
         serde_json::json!({"healthy": true})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_has_no_environment_files_or_network() {
+    let kit = Kit::start(kit_service("")).await;
+    let mut out = subscribe(&kit.client, "testkit.out.sandbox").await;
+    js_publish(&kit.js, "in.kit", r#"{"op":"sandbox"}"#).await;
+    assert_eq!(
+        next_json(&mut out, Duration::from_secs(10)).await,
+        serde_json::json!({
+            "env_vars": 0, "args": 0, "read_root": false, "read_etc_passwd": false,
+            "write_tmp": false, "tcp_connect": false, "resolve_dns": false,
+        })
+    );
+    assert!(!std::path::Path::new("/tmp/natsapp-escape").exists());
+}

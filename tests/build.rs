@@ -4,11 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// (constant, crate folder under guests/); the component is `<folder with _>.wasm`.
 const GUESTS: &[(&str, &str)] = &[
     ("ECHO", "echo"),
-    ("ORDER_PROCESSOR", "order_processor"),
+    ("ORDER_PROCESSOR", "order-processor"),
     ("TESTKIT", "testkit"),
-    ("NOT_A_HANDLER", "not_a_handler"),
+    ("NOT_A_HANDLER", "not-a-handler"),
+    ("OTHER_VERSION", "other-version"),
+    ("UNKNOWN_IMPORT", "unknown-import"),
 ];
 
 fn main() {
@@ -16,16 +19,15 @@ fn main() {
         .parent()
         .unwrap()
         .to_path_buf();
-    for watched in [
+    let guests = GUESTS.iter().map(|(_, dir)| format!("guests/{dir}"));
+    let shared = [
         "guests/Cargo.toml",
-        "guests/echo",
-        "guests/order-processor",
-        "guests/testkit",
-        "guests/not-a-handler",
         "guest-sdk/rust/src",
         "guest-sdk/rust/Cargo.toml",
         "wit",
-    ] {
+    ]
+    .map(String::from);
+    for watched in guests.chain(shared) {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let target_dir = root.join("guests/target");
@@ -54,7 +56,8 @@ fn main() {
         );
     }
     let mut consts = String::new();
-    for (name, file) in GUESTS {
+    for (name, dir) in GUESTS {
+        let file = dir.replace('-', "_");
         let path = target_dir
             .join("wasm32-wasip2/release")
             .join(format!("{file}.wasm"));

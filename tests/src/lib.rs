@@ -159,7 +159,9 @@ impl ServiceFile {
             .replace("{testkit}", guests::TESTKIT)
             .replace("{echo}", guests::ECHO)
             .replace("{order_processor}", guests::ORDER_PROCESSOR)
-            .replace("{not_a_handler}", guests::NOT_A_HANDLER);
+            .replace("{not_a_handler}", guests::NOT_A_HANDLER)
+            .replace("{other_version}", guests::OTHER_VERSION)
+            .replace("{unknown_import}", guests::UNKNOWN_IMPORT);
         std::fs::write(dir.path().join("service.toml"), text).unwrap();
         ServiceFile { dir }
     }

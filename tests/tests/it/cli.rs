@@ -63,16 +63,28 @@ fn check_reports_a_broken_file_with_line_and_column() {
 }
 
 #[test]
-fn check_refuses_a_component_that_is_not_a_handler() {
+fn check_refuses_components_that_do_not_implement_the_world() {
     let server = NatsServer::start();
-    let file = ServiceFile::new(
-        &server,
-        &kit_service("").replace("{testkit}", "{not_a_handler}"),
-    );
-    let out = natsapp(&["check", file.path().to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("(subscriber \"kit\"): does not export natsapp:handler/handler@0.1.0 (it exports nothing)"), "{stderr}");
+    for (guest, path, expected) in [
+        ("{not_a_handler}", guests::NOT_A_HANDLER, "does not export natsapp:handler/handler@0.1.0 (it exports nothing)"),
+        (
+            "{other_version}",
+            guests::OTHER_VERSION,
+            "does not export natsapp:handler/handler@0.1.0 (it exports natsapp:handler/handler@0.2.0, built against another version of the package)",
+        ),
+        (
+            "{unknown_import}",
+            guests::UNKNOWN_IMPORT,
+            "imports natsapp:handler/publisher@0.2.0 (this runtime provides natsapp:handler@0.1.0), which the runtime does not provide",
+        ),
+    ] {
+        let file = ServiceFile::new(&server, &kit_service("").replace("{testkit}", guest));
+        let out = natsapp(&["check", file.path().to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let head = format!("error: component {path} (subscriber \"kit\"): {expected}");
+        assert!(stderr.starts_with(&head), "expected {head:?}\ngot {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

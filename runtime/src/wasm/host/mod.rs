@@ -20,6 +20,7 @@ pub(crate) mod generated {
         world: "service",
         imports: { default: async | trappable },
         exports: { default: async },
+        additional_derives: [PartialEq],
         with: {
             "natsapp:handler/types.message": super::MessageHandle,
         },

@@ -6,6 +6,7 @@ use super::generated::natsapp::handler::types::Error;
 use super::types::header_pairs;
 use super::HostState;
 use crate::config::values::check_subject;
+use crate::config::Subject;
 use crate::nats::publish::{self, PublishError, Route};
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use std::str::FromStr;
@@ -27,28 +28,31 @@ fn header_map(pairs: Vec<(String, String)>) -> Result<HeaderMap, Error> {
     Ok(map)
 }
 
+/// Checks a guest-given subject's syntax and `subscriber`'s allow-list.
+fn allowed(subscriber: &str, allow: &[Subject], subject: &str, what: &str) -> Result<(), Error> {
+    check_subject(subject).map_err(Error::Invalid)?;
+    if subject.split('.').any(|t| t == "*" || t == ">") {
+        return Err(Error::Invalid(format!(
+            "cannot {what} to a wildcard subject {subject:?}"
+        )));
+    }
+    if allow.iter().any(|p| p.matches(subject)) {
+        return Ok(());
+    }
+    let allowed: Vec<&str> = allow.iter().map(|s| s.as_str()).collect();
+    Err(Error::Denied(format!(
+        "subscriber {subscriber:?} may not {what} to {subject:?} (allowed: {})",
+        if allowed.is_empty() {
+            "nothing".to_string()
+        } else {
+            allowed.join(", ")
+        }
+    )))
+}
+
 impl HostState {
-    /// Checks the subject's syntax and the allow-list.
     fn allowed(&self, subject: &str, what: &str) -> Result<(), Error> {
-        check_subject(subject).map_err(Error::Invalid)?;
-        if subject.split('.').any(|t| t == "*" || t == ">") {
-            return Err(Error::Invalid(format!(
-                "cannot {what} to a wildcard subject {subject:?}"
-            )));
-        }
-        if self.sub.allow.iter().any(|p| p.matches(subject)) {
-            return Ok(());
-        }
-        let allowed: Vec<&str> = self.sub.allow.iter().map(|s| s.as_str()).collect();
-        Err(Error::Denied(format!(
-            "subscriber {:?} may not {what} to {subject:?} (allowed: {})",
-            &*self.sub.name,
-            if allowed.is_empty() {
-                "nothing".to_string()
-            } else {
-                allowed.join(", ")
-            }
-        )))
+        allowed(&self.sub.name, &self.sub.allow, subject, what)
     }
 }
 
@@ -141,5 +145,62 @@ impl Host for HostState {
                 }),
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subjects(list: &[&str]) -> Vec<Subject> {
+        list.iter()
+            .map(|s| Subject::try_from(s.to_string()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn allow_list() {
+        let allow = subjects(&["order.status", "inventory.>"]);
+        assert_eq!(allowed("s", &allow, "order.status", "publish"), Ok(()));
+        assert_eq!(allowed("s", &allow, "inventory.eu.item", "publish"), Ok(()));
+        assert_eq!(
+            allowed("s", &allow, "order.created", "publish"),
+            Err(Error::Denied(
+                "subscriber \"s\" may not publish to \"order.created\" (allowed: order.status, inventory.>)".into()
+            ))
+        );
+        assert_eq!(
+            allowed("s", &[], "a.b", "send a request"),
+            Err(Error::Denied(
+                "subscriber \"s\" may not send a request to \"a.b\" (allowed: nothing)".into()
+            ))
+        );
+        assert!(matches!(
+            allowed("s", &allow, "inventory.*", "publish"),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            allowed("s", &allow, "bad subject", "publish"),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn headers_are_validated_not_asserted() {
+        let ok = header_map(vec![("X-A".into(), "1".into()), ("X-A".into(), "2".into())]).unwrap();
+        assert_eq!(
+            ok.get_all("X-A")
+                .map(|v| v.as_str().to_string())
+                .collect::<Vec<_>>(),
+            ["1", "2"]
+        );
+        assert!(matches!(
+            header_map(vec![("Bad:Name".into(), "v".into())]),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            header_map(vec![("X".into(), "line\nbreak".into())]),
+            Err(Error::Invalid(_))
+        ));
     }
 }

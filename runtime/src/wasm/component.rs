@@ -5,7 +5,6 @@
 use super::host::{HostState, ServicePre};
 use super::WasmRuntime;
 use std::path::Path;
-use wasmtime::component::Component;
 
 /// The WIT package version this runtime implements.
 pub const PACKAGE: &str = "natsapp:handler@0.1.0";
@@ -57,8 +56,12 @@ impl WasmRuntime {
                     .into(),
             ));
         }
-        let component = Component::new(&self.engine, &bytes)
+        let started = std::time::Instant::now();
+        let (component, cached) = self
+            .cache
+            .load_or_compile(&self.engine, &bytes)
             .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
+        tracing::info!(subscriber, component = %path.display(), ?cached, "component ready in {:?}", started.elapsed());
         let ty = component.component_type();
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             let unknown: Vec<String> = ty

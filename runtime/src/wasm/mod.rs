@@ -3,6 +3,7 @@
 //! compiled once and pre-instantiated at start-up (`component`); each
 //! message runs in a fresh store with its limits (`invoke`).
 
+pub mod cache;
 pub mod component;
 pub mod guest_log;
 pub mod host;
@@ -23,13 +24,15 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The engine, the linker with every host import, and the epoch ticker.
 pub struct WasmRuntime {
     engine: Engine,
+    cache: cache::ComponentCache,
     linker: Linker<HostState>,
     ticker_stop: Arc<AtomicBool>,
 }
 
 impl WasmRuntime {
-    /// A runtime with the settings every store relies on.
-    pub fn new() -> wasmtime::Result<Self> {
+    /// A runtime with the settings every store relies on, caching compiled
+    /// components in `cache`.
+    pub fn new(cache: cache::ComponentCache) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // Handlers are synchronous WIT functions; the concurrent call path
@@ -52,6 +55,7 @@ impl WasmRuntime {
             .map_err(wasmtime::Error::from)?;
         Ok(WasmRuntime {
             engine,
+            cache,
             linker,
             ticker_stop,
         })

@@ -1,20 +1,36 @@
-//! The example guests, end to end.
+//! The example guests, end to end, in every language they are written in.
 
 use natsapp_wasm_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn order_processor_reserves_inventory_and_publishes_status() {
+async fn rust_order_processor() {
+    order_processor_reserves_inventory_and_publishes_status(guests::ORDER_PROCESSOR).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_order_processor() {
+    order_processor_reserves_inventory_and_publishes_status(guests::PY_ORDER_PROCESSOR).await;
+}
+
+/// The same checks for every language's port of the order processor, run
+/// with the example's service.toml.
+async fn order_processor_reserves_inventory_and_publishes_status(component: &str) {
     let server = NatsServer::start();
     let example =
         std::fs::read_to_string(repo_root().join("examples/order-processor/service.toml")).unwrap();
     let text = example.replace("nats://localhost:4222", "{url}").replace(
         "../../guests/target/wasm32-wasip2/release/order_processor.wasm",
-        "{order_processor}",
+        component,
     );
     let file = ServiceFile::new(&server, &text);
     let running = Running::start(&file).await;
     let js = server.jetstream().await;
-    js_publish(&js, "order.created", r#"{"order_id":"A1","user_id":"u7","total_amount":30.5,"items":[{"id":"sku-1","quantity":2},{"id":"sku-2","quantity":1}]}"#).await;
+    js_publish(
+        &js,
+        "order.created",
+        r#"{"order_id":"A1","user_id":"u7","total_amount":30.5,"items":[{"id":"sku-1","quantity":2},{"id":"sku-2","quantity":1}]}"#,
+    )
+    .await;
     js_publish(&js, "order.created", r#"{"order_id":"A2","user_id":"u8","total_amount":5.0,"items":[{"id":"sku-3","quantity":4}]}"#).await;
     js_publish(&js, "order.created", r#"{"order_id":"bad"}"#).await;
     js_publish(&js, "order.created", "not json at all").await;
@@ -50,28 +66,28 @@ async fn order_processor_reserves_inventory_and_publishes_status() {
     }
 
     let dlq = js.get_stream("DEAD_LETTERS").await.unwrap();
-    let reasons: Vec<String> = futures::future::join_all((1..=2).map(|i| {
-        let dlq = dlq.clone();
-        async move {
-            dlq.get_raw_message(i)
-                .await
-                .unwrap()
-                .headers
-                .get("Natsapp-Reason")
-                .unwrap()
-                .to_string()
-        }
-    }))
-    .await;
+    let mut dead = Vec::new();
+    for seq in 1..=2 {
+        let m = dlq.get_raw_message(seq).await.unwrap();
+        dead.push((
+            String::from_utf8_lossy(&m.payload).to_string(),
+            m.headers.get("Natsapp-Reason").unwrap().to_string(),
+        ));
+    }
+    dead.sort();
+    assert_eq!(dead[0].0, "not json at all");
     assert!(
-        reasons[0].starts_with("invalid JSON payload: missing field `user_id`"),
+        dead[0].1.starts_with("invalid JSON payload: "),
         "{}",
-        reasons[0]
+        dead[0].1
     );
+    assert_eq!(dead[1].0, r#"{"order_id":"bad"}"#);
     assert!(
-        reasons[1].starts_with("invalid JSON payload: expected ident"),
+        dead[1]
+            .1
+            .starts_with("invalid JSON payload: missing field `user_id`"),
         "{}",
-        reasons[1]
+        dead[1].1
     );
     let stats = running.stop().await;
     let s = &stats.subscribers[0];

@@ -1,0 +1,48 @@
+"""The component's entry: adapts ``app.handle(data, msg)`` to the WIT export.
+
+Outcomes: returning normally → ok (ack unless settled); ``natsapp.Reject`` →
+reject; ``natsapp.Retry`` → retry (with its delay); ``natsapp.Denied`` or
+``natsapp.Invalid`` left unhandled → reject (retrying cannot help); any other
+exception → retry, with its traceback on stderr (the runtime's log).
+"""
+
+import inspect
+import sys
+import traceback
+
+import app
+import natsapp
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.exports.handler import HandleError_Reject, HandleError_Retry, Retry
+
+if not callable(getattr(app, "handle", None)):
+    raise RuntimeError("app.py must define handle(data, msg)")
+
+
+def _run(result):
+    """Drives an ``async def handle``: the runtime's calls complete at once."""
+    if not inspect.iscoroutine(result):
+        return result
+    try:
+        while True:
+            awaited = result.send(None)
+            result.throw(RuntimeError(f"cannot await {awaited!r} in a handler: only natsapp calls can be awaited"))
+    except StopIteration as done:
+        return done.value
+
+
+class Handler(exports.Handler):
+    def handle(self, data, msg):
+        try:
+            _run(app.handle(natsapp.parse(data), natsapp.Message(msg)))
+        except natsapp.Reject as e:
+            raise Err(HandleError_Reject(e.reason))
+        except natsapp.Retry as e:
+            delay = None if e.delay is None else int(e.delay * 1000)
+            raise Err(HandleError_Retry(Retry(delay, e.reason)))
+        except (natsapp.Denied, natsapp.Invalid) as e:
+            raise Err(HandleError_Reject(f"{type(e).__name__}: {e}"))
+        except Exception as e:
+            traceback.print_exc(file=sys.stderr)
+            raise Err(HandleError_Retry(Retry(None, f"{type(e).__name__}: {e}")))

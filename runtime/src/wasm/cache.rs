@@ -1,0 +1,201 @@
+//! Compiled components on disk, so a component is compiled once per change
+//! rather than at every start (a Python or JavaScript component takes
+//! seconds to compile; loading its compiled form takes milliseconds).
+//!
+//! An entry is named by the SHA-256 of the component's bytes and a hash of
+//! the engine's compatibility settings (wasmtime version and
+//! configuration), so a changed component or a new runtime never loads a
+//! stale entry. Location: `NATSAPP_CACHE_DIR`, else
+//! `$XDG_CACHE_HOME/natsapp-wasm`, else `~/.cache/natsapp-wasm`;
+//! `NATSAPP_CACHE_DIR=off` disables it.
+
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+/// Where compiled components are kept.
+#[derive(Debug, Clone)]
+pub struct ComponentCache {
+    dir: Option<PathBuf>,
+}
+
+impl ComponentCache {
+    /// The cache at the location the environment names (see the module docs).
+    pub fn from_env() -> Self {
+        Self::locate(|name| std::env::var_os(name).map(PathBuf::from))
+    }
+
+    fn locate(env: impl Fn(&str) -> Option<PathBuf>) -> Self {
+        let dir = match env("NATSAPP_CACHE_DIR") {
+            Some(p) if p.as_os_str() == "off" => None,
+            Some(p) if !p.as_os_str().is_empty() => Some(p),
+            _ => env("XDG_CACHE_HOME")
+                .filter(|p| p.is_absolute())
+                .or_else(|| env("HOME").map(|h| h.join(".cache")))
+                .map(|base| base.join("natsapp-wasm")),
+        };
+        ComponentCache { dir }
+    }
+
+    /// A cache in `dir`, or none.
+    pub fn at(dir: Option<PathBuf>) -> Self {
+        ComponentCache { dir }
+    }
+
+    /// The folder, when caching is on.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Removes every entry; returns how many were removed.
+    pub fn clear(&self) -> std::io::Result<usize> {
+        let Some(dir) = &self.dir else { return Ok(0) };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "cwasm") {
+                std::fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn entry(&self, engine: &Engine, bytes: &[u8]) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let content: String = Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Some(dir.join(format!("{content}-{:016x}.cwasm", engine_hash.finish())))
+    }
+
+    /// The compiled form of `bytes`: from the cache when present, else
+    /// compiled and stored. Cache failures are logged and never fatal.
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+    ) -> wasmtime::Result<(Component, CacheUse)> {
+        let Some(entry) = self.entry(engine, bytes) else {
+            return Ok((Component::new(engine, bytes)?, CacheUse::Off));
+        };
+        if entry.exists() {
+            // SAFETY: entries are written only by `serialize` below, into a
+            // folder of the user's; wasmtime checks the engine compatibility
+            // recorded in the file before using it.
+            match unsafe { Component::deserialize_file(engine, &entry) } {
+                Ok(c) => return Ok((c, CacheUse::Hit)),
+                Err(e) => {
+                    tracing::warn!(entry = %entry.display(), "ignoring an unusable compiled component: {e}")
+                }
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(e) = store(&entry, &component) {
+            tracing::warn!(entry = %entry.display(), "cannot cache the compiled component: {e}");
+        }
+        Ok((component, CacheUse::Miss))
+    }
+}
+
+/// Whether a load used the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Loaded compiled code.
+    Hit,
+    /// Compiled and stored.
+    Miss,
+    /// Caching is off.
+    Off,
+}
+
+fn store(entry: &Path, component: &Component) -> anyhow::Result<()> {
+    let dir = entry.parent().expect("entries live in a folder");
+    std::fs::create_dir_all(dir)?;
+    let compiled = component.serialize()?;
+    let tmp = tempfile_in(dir)?;
+    std::fs::write(&tmp, compiled)?;
+    std::fs::rename(&tmp, entry).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    Ok(())
+}
+
+/// A fresh name in `dir` for writing before the rename that publishes it.
+fn tempfile_in(dir: &Path) -> std::io::Result<PathBuf> {
+    let unique = format!(
+        ".tmp-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    );
+    Ok(dir.join(unique.replace(['(', ')'], "")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<PathBuf> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| PathBuf::from(v))
+        }
+    }
+
+    #[test]
+    fn location() {
+        let c = ComponentCache::locate(env(&[("NATSAPP_CACHE_DIR", "/c"), ("HOME", "/h")]));
+        assert_eq!(c.dir(), Some(Path::new("/c")));
+        let c = ComponentCache::locate(env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]));
+        assert_eq!(c.dir(), Some(Path::new("/x/natsapp-wasm")));
+        let c = ComponentCache::locate(env(&[("HOME", "/h")]));
+        assert_eq!(c.dir(), Some(Path::new("/h/.cache/natsapp-wasm")));
+        let c = ComponentCache::locate(env(&[("NATSAPP_CACHE_DIR", "off"), ("HOME", "/h")]));
+        assert_eq!(c.dir(), None);
+    }
+
+    #[test]
+    fn compiles_once_then_loads_and_clears() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ComponentCache::at(Some(dir.path().to_path_buf()));
+        let engine = Engine::default();
+        let wasm = b"\0asm\x0d\0\x01\0"; // the smallest component: empty
+        let (_, first) = cache.load_or_compile(&engine, wasm).unwrap();
+        let (_, second) = cache.load_or_compile(&engine, wasm).unwrap();
+        assert_eq!((first, second), (CacheUse::Miss, CacheUse::Hit));
+        // A corrupt entry is replaced, not fatal.
+        let entry = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::write(&entry, b"garbage").unwrap();
+        assert_eq!(
+            cache.load_or_compile(&engine, wasm).unwrap().1,
+            CacheUse::Miss
+        );
+        assert_eq!(
+            cache.load_or_compile(&engine, wasm).unwrap().1,
+            CacheUse::Hit
+        );
+        assert_eq!(cache.clear().unwrap(), 1);
+        assert_eq!(
+            cache.load_or_compile(&engine, wasm).unwrap().1,
+            CacheUse::Miss
+        );
+    }
+}

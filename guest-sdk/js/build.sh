@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds a JavaScript handler into a component:
+#   build.sh HANDLER_DIR OUT.wasm
+# HANDLER_DIR holds handler.js (which exports handle(data, msg)); the SDK
+# (natsapp.js, main.js) and the WIT package are staged beside it.
+# Needs `npm install` in this folder (componentize-js 0.23.0).
+set -euo pipefail
+sdk=$(cd "$(dirname "$0")" && pwd)
+wit=${NATSAPP_WIT:-$sdk/../../wit}
+src=$(cd "$1" && pwd)
+out=$2
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp "$src"/*.js "$stage"/
+cp "$sdk/natsapp.js" "$sdk/main.js" "$stage"/
+NODE_OPTIONS="--import $sdk/preopens.mjs" "$sdk/node_modules/.bin/componentize-js" "$stage/main.js" \
+    --wit "$wit" --world-name handler-sdk -d http fetch-event -o "$out"

@@ -1,0 +1,166 @@
+// Write natsapp-wasm handlers in JavaScript.
+//
+// In handler.js:
+//
+//   import { Reject, publish } from "./natsapp.js";
+//
+//   export function handle(data, msg) {        // data: JSON value, text or Uint8Array
+//     if (!data.order_id) throw new Reject("an order needs an id");   // term (+ dead letter)
+//     publish("order.status", { order_id: data.order_id, status: "processed" });
+//   }                                          // returning acks; any other throw retries
+//
+// Runtime calls (publish, request, msg.ack(), …) are synchronous.
+// Build: ./build.sh (componentize-js 0.23; `natsapp-wasm new --lang js` sets it up).
+
+import * as publisher from "natsapp:handler/publisher@0.1.0";
+import * as store from "wasi:config/store@0.2.0-rc.1";
+
+/** Throw to end the message for good: term, and a dead-letter copy when configured. */
+export class Reject extends Error {
+  constructor(reason) {
+    super(String(reason));
+    this.name = "Reject";
+    this.reason = String(reason);
+  }
+}
+
+/** Throw to have the message delivered again, after `delayMs` or the configured backoff. */
+export class Retry extends Error {
+  constructor(reason = "retry", { delayMs } = {}) {
+    super(String(reason));
+    this.name = "Retry";
+    this.reason = String(reason);
+    this.delayMs = delayMs;
+  }
+}
+
+/** A runtime call failed; `kind` is denied, timeout, unavailable, invalid or other. */
+export class HostError extends Error {
+  constructor(kind, message) {
+    super(message === undefined ? kind : `${kind}: ${message}`);
+    this.name = "HostError";
+    this.kind = kind;
+  }
+}
+
+function call(fn) {
+  try {
+    return fn();
+  } catch (e) {
+    const p = e && e.payload;
+    if (p && typeof p.tag === "string") throw new HostError(p.tag, p.val);
+    throw e;
+  }
+}
+
+const toJson = (value) => JSON.stringify(value, (_, v) => (typeof v === "bigint" ? Number(v) : v));
+
+/** Bytes as they are, text as UTF-8, anything else as JSON. */
+export function encode(data) {
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (typeof data === "string") return new TextEncoder().encode(data);
+  return new TextEncoder().encode(toJson(data));
+}
+
+/** The default parser: UTF-8 → JSON → text → bytes. */
+export function parse(bytes) {
+  let text;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return bytes;
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+const pairs = (headers) => Object.entries(headers ?? {}).map(([k, v]) => [String(k), String(v)]);
+
+/** Publishes `data` (see `encode`); returns the PubAck ({stream, sequence, duplicate}) for a stream subject, else null. */
+export function publish(subject, data, headers) {
+  const ack = call(() => publisher.publish(subject, encode(data), Array.isArray(headers) ? headers : pairs(headers)));
+  return ack ? { stream: ack.stream, sequence: Number(ack.sequence), duplicate: ack.duplicate } : null;
+}
+
+/** Sends a request and returns the reply: {data, headers, text(), json()}. */
+export function request(subject, data, { timeoutMs = 5000, headers } = {}) {
+  const reply = call(() => publisher.request(subject, encode(data), pairs(headers), timeoutMs));
+  return {
+    data: reply.data,
+    headers: reply.headers,
+    text: () => new TextDecoder().decode(reply.data),
+    json: () => JSON.parse(new TextDecoder().decode(reply.data)),
+  };
+}
+
+/** The subscriber's `config = { … }` value for `key`. */
+export function config(key, fallback) {
+  try {
+    return store.get(key) ?? fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+/** The delivery being handled; valid during `handle` only. */
+export class Message {
+  constructor(raw) {
+    this.raw = raw;
+  }
+  get subject() {
+    return this.raw.subject();
+  }
+  /** Where the publisher wants an answer: its Reply-To header. */
+  get reply() {
+    return this.raw.reply();
+  }
+  /** [name, value] pairs; a name may repeat. */
+  get headers() {
+    return this.raw.headers();
+  }
+  header(name) {
+    const found = this.raw.headers().find(([n]) => n === name);
+    return found ? found[1] : undefined;
+  }
+  /** {stream, consumer, streamSequence, consumerSequence, delivered, pending, publishedUnixNs} as numbers. */
+  get delivery() {
+    const d = this.raw.delivery();
+    return Object.fromEntries(Object.entries(d).map(([k, v]) => [k, typeof v === "bigint" ? Number(v) : v]));
+  }
+  ack() {
+    call(() => this.raw.ack());
+  }
+  nak(delayMs) {
+    call(() => this.raw.nak(delayMs === undefined ? undefined : BigInt(delayMs)));
+  }
+  term(reason) {
+    call(() => this.raw.term(reason));
+  }
+  inProgress() {
+    call(() => this.raw.inProgress());
+  }
+}
+
+/** Adapts `handle(data, msg)` to the WIT export; used by main.js. */
+export function adapt(handle) {
+  return (data, msg) => {
+    try {
+      handle(parse(data), new Message(msg));
+    } catch (e) {
+      if (e instanceof Reject) throw { tag: "reject", val: e.reason };
+      if (e instanceof Retry) {
+        const delayMs = e.delayMs === undefined ? undefined : BigInt(Math.round(e.delayMs));
+        throw { tag: "retry", val: { delayMs, reason: e.reason } };
+      }
+      if (e instanceof HostError && (e.kind === "denied" || e.kind === "invalid")) {
+        throw { tag: "reject", val: e.message };
+      }
+      console.error(e && e.stack ? `${e}\n${e.stack}` : String(e));
+      throw { tag: "retry", val: { delayMs: undefined, reason: e instanceof Error ? `${e.name}: ${e.message}` : String(e) } };
+    }
+  };
+}

@@ -16,7 +16,8 @@ const GUESTS: &[(&str, &str)] = &[
 
 /// (constant, folder under guests/python/): built with componentize-py to
 /// `guests/target/python/<folder with _>.wasm`.
-const PYTHON_GUESTS: &[(&str, &str)] = &[("PY_ORDER_PROCESSOR", "order-processor")];
+const PYTHON_GUESTS: &[(&str, &str)] =
+    &[("PY_ORDER_PROCESSOR", "order-processor"), ("PY_KIT", "kit")];
 
 /// componentize-py: `COMPONENTIZE_PY`, else the repository's .venv.
 fn componentize_py(root: &Path) -> PathBuf {
@@ -73,7 +74,7 @@ fn build_python(root: &Path, consts: &mut String) {
 
 /// (constant, folder under guests/js/): built with guest-sdk/js/build.sh
 /// (componentize-js) to `guests/target/js/<folder with _>.wasm`.
-const JS_GUESTS: &[(&str, &str)] = &[("JS_ORDER_PROCESSOR", "order-processor")];
+const JS_GUESTS: &[(&str, &str)] = &[("JS_ORDER_PROCESSOR", "order-processor"), ("JS_KIT", "kit")];
 
 fn build_js(root: &Path, consts: &mut String) {
     let sdk = root.join("guest-sdk/js");

@@ -42,7 +42,7 @@ class Handler(exports.Handler):
             delay = None if e.delay is None else int(e.delay * 1000)
             raise Err(HandleError_Retry(Retry(delay, e.reason)))
         except (natsapp.Denied, natsapp.Invalid) as e:
-            raise Err(HandleError_Reject(f"{type(e).__name__}: {e}"))
+            raise Err(HandleError_Reject(f"{type(e).__name__.lower()}: {e}"))
         except Exception as e:
             traceback.print_exc(file=sys.stderr)
             raise Err(HandleError_Retry(Retry(None, f"{type(e).__name__}: {e}")))

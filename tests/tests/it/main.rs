@@ -4,6 +4,7 @@ mod cli;
 mod concurrency;
 mod flow;
 mod guests;
+mod languages;
 mod publish;
 mod resilience;
 mod semantics;
@@ -69,4 +70,35 @@ impl Kit {
             server,
         }
     }
+}
+
+const DLQ: &str = r#"
+[[streams]]
+name = "DLQ"
+subjects = ["dlq.>"]
+"#;
+
+/// The service with a DLQ stream declared before the subscriber.
+pub fn with_dlq(extra: &str) -> String {
+    kit_service(extra).replacen("[[subscribers]]", &format!("{DLQ}\n[[subscribers]]"), 1)
+}
+
+pub async fn dead_letter(
+    js: &async_nats::jetstream::Context,
+    seq: u64,
+) -> async_nats::jetstream::message::StreamMessage {
+    natsapp_wasm_tests::stream_has(js, "DLQ", seq).await;
+    js.get_stream("DLQ")
+        .await
+        .unwrap()
+        .get_raw_message(seq)
+        .await
+        .unwrap()
+}
+
+pub fn header<'a>(m: &'a async_nats::jetstream::message::StreamMessage, name: &str) -> &'a str {
+    m.headers
+        .get(name)
+        .map(|v| v.as_str())
+        .unwrap_or_else(|| panic!("no header {name} in {:?}", m.headers))
 }

@@ -1,40 +1,9 @@
 //! The message semantics table: what each handler outcome does on the wire.
 
-use crate::{kit_service, Kit};
+use crate::{dead_letter, header, kit_service, with_dlq, Kit};
 use natsapp_wasm::nats::ack::FailureCause;
 use natsapp_wasm_tests::*;
 use std::time::{Duration, Instant};
-
-const DLQ: &str = r#"
-[[streams]]
-name = "DLQ"
-subjects = ["dlq.>"]
-"#;
-
-/// The service with a DLQ stream declared before the subscriber.
-fn with_dlq(extra: &str) -> String {
-    kit_service(extra).replacen("[[subscribers]]", &format!("{DLQ}\n[[subscribers]]"), 1)
-}
-
-async fn dead_letter(
-    js: &async_nats::jetstream::Context,
-    seq: u64,
-) -> async_nats::jetstream::message::StreamMessage {
-    stream_has(js, "DLQ", seq).await;
-    js.get_stream("DLQ")
-        .await
-        .unwrap()
-        .get_raw_message(seq)
-        .await
-        .unwrap()
-}
-
-fn header<'a>(m: &'a async_nats::jetstream::message::StreamMessage, name: &str) -> &'a str {
-    m.headers
-        .get(name)
-        .map(|v| v.as_str())
-        .unwrap_or_else(|| panic!("no header {name} in {:?}", m.headers))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_with_delay_redelivers_after_the_delay() {

@@ -1,0 +1,36 @@
+// Test handler for the JavaScript SDK: the JSON payload's "op" says what to
+// do. Results the tests check are published to testkit.out.<op>.
+
+import { Reject, Retry, config, publish } from "./natsapp.js";
+
+export function handle(data, msg) {
+  switch (data.op) {
+    case "raise":
+      throw new TypeError(data.message);
+    case "reject":
+      throw new Reject(data.reason);
+    case "retry":
+      throw new Retry("asked to retry", { delayMs: data.delay_ms });
+    case "publish": {
+      const ack = publish(data.subject, data.data);
+      publish("testkit.out.publish", ack);
+      return;
+    }
+    case "ack":
+      msg.ack();
+      throw new Error("failing after my own ack");
+    case "info": {
+      const d = msg.delivery;
+      publish("testkit.out.info", {
+        subject: msg.subject, trace: msg.header("X-Trace"), delivered: d.delivered,
+        stream: d.stream, region: config("region"), data,
+      });
+      return;
+    }
+    case "denied":
+      publish(data.subject, "x");
+      return;
+    default:
+      throw new Reject(`unknown op ${JSON.stringify(data.op)}`);
+  }
+}

@@ -1,0 +1,32 @@
+"""Test handler for the Python SDK: the JSON payload's "op" says what to do.
+Results the tests check are published to testkit.out.<op>."""
+
+import natsapp
+
+
+def handle(data, msg):
+    op = data["op"]
+    if op == "raise":
+        raise ValueError(data["message"])
+    if op == "reject":
+        raise natsapp.Reject(data["reason"])
+    if op == "retry":
+        raise natsapp.Retry("asked to retry", delay=data["delay_ms"] / 1000)
+    if op == "publish":
+        ack = natsapp.publish(data["subject"], data["data"])
+        natsapp.publish("testkit.out.publish", {"stream": ack.stream, "sequence": ack.sequence, "duplicate": ack.duplicate})
+    elif op == "ack":
+        msg.ack()
+        raise RuntimeError("failing after my own ack")
+    elif op == "info":
+        d = msg.delivery
+        natsapp.publish("testkit.out.info", {
+            "subject": msg.subject, "trace": msg.header("X-Trace"), "delivered": d.delivered,
+            "stream": d.stream, "region": natsapp.config("region"), "data": data,
+        })
+    elif op == "denied":
+        natsapp.publish(data["subject"], "x")
+    elif op == "text":
+        pass
+    else:
+        raise natsapp.Reject(f"unknown op {op!r}")

@@ -1,0 +1,137 @@
+//! The Python and JavaScript SDKs keep the same semantics as the Rust one.
+
+use crate::{header, kit_service, with_dlq, Kit};
+use natsapp_wasm_tests::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_semantics() {
+    sdk_semantics(guests::PY_KIT, "ValueError").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_sdk_semantics() {
+    sdk_semantics(guests::JS_KIT, "TypeError").await;
+}
+
+async fn sdk_semantics(component: &str, exception: &str) {
+    let text = with_dlq(
+        "consumer = { max_deliver = 1 }\ndead_letter = \"dlq.kit\"\nconfig = { region = \"eu\" }",
+    );
+    let kit = Kit::start(text.replace("{testkit}", component)).await;
+    let mut published = subscribe(&kit.client, "testkit.out.publish").await;
+    let mut info = subscribe(&kit.client, "testkit.out.info").await;
+    let js = &kit.js;
+    js_publish(js, "in.kit", r#"{"op":"raise","message":"bad value 42"}"#).await;
+    js_publish(
+        js,
+        "in.kit",
+        r#"{"op":"reject","reason":"order 7 is invalid"}"#,
+    )
+    .await;
+    js_publish(js, "in.kit", r#"{"op":"retry","delay_ms":100}"#).await;
+    js_publish(js, "in.kit", r#"{"op":"denied","subject":"forbidden.x"}"#).await;
+    js_publish(
+        js,
+        "in.kit",
+        r#"{"op":"publish","subject":"out.x","data":{"a":1}}"#,
+    )
+    .await;
+    js_publish(js, "in.kit", r#"{"op":"ack"}"#).await;
+    js_publish_with_headers(js, "in.kit", &[("X-Trace", "t-9")], r#"{"op":"info"}"#).await;
+
+    assert_eq!(
+        next_json(&mut published, Duration::from_secs(20)).await,
+        serde_json::json!({"stream": "OUT", "sequence": 1, "duplicate": false})
+    );
+    assert_eq!(
+        next_json(&mut info, Duration::from_secs(20)).await,
+        serde_json::json!({"subject": "in.kit", "trace": "t-9", "delivered": 1, "stream": "IN", "region": "eu", "data": {"op": "info"}})
+    );
+    stream_has(js, "DLQ", 4).await;
+    let dlq = js.get_stream("DLQ").await.unwrap();
+    let mut reasons = Vec::new();
+    for seq in 1..=4 {
+        reasons
+            .push(header(&dlq.get_raw_message(seq).await.unwrap(), "Natsapp-Reason").to_string());
+    }
+    reasons.sort();
+    let mut expected = vec![
+            "denied: subscriber \"kit\" may not publish to \"forbidden.x\" (allowed: testkit.out.>, out.>, svc.>)".to_string(),
+            "max_deliver (1) reached; last failure: asked to retry".to_string(),
+            format!("max_deliver (1) reached; last failure: {exception}: bad value 42"),
+            "order 7 is invalid".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(reasons, expected);
+    drained(js, "IN", "kit").await;
+    let s = kit.running.subscriber("kit");
+    assert_eq!(
+        (
+            s.received,
+            s.acked,
+            s.settled_by_guest,
+            s.dead_lettered,
+            s.retried,
+            s.rejected
+        ),
+        (7, 2, 1, 4, 3, 2),
+        "retried counts raise, retry and the raise after the guest's own ack"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceptions_reach_the_log_with_their_traceback() {
+    for (component, expected) in [
+        (
+            guests::PY_KIT,
+            [
+                "Traceback (most recent call last):",
+                "ValueError: bad value 42",
+            ],
+        ),
+        (guests::JS_KIT, ["TypeError: bad value 42", "handle@"]),
+    ] {
+        let server = NatsServer::start();
+        let file = ServiceFile::new(
+            &server,
+            &kit_service("consumer = { max_deliver = 1 }").replace("{testkit}", component),
+        );
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new(natsapp_bin())
+            .args(["run", file.path().to_str().unwrap()])
+            .env_remove("NATS_SERVERS")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log.path()).unwrap())
+            .spawn()
+            .unwrap();
+        let js = server.jetstream().await;
+        eventually(Duration::from_secs(30), "the durable to exist", || async {
+            js.get_stream("IN")
+                .await
+                .ok()?
+                .consumer_info("kit")
+                .await
+                .ok()
+        })
+        .await;
+        js_publish(&js, "in.kit", r#"{"op":"raise","message":"bad value 42"}"#).await;
+        drained(&js, "IN", "kit").await;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert!(child.wait().unwrap().success());
+        let text = std::fs::read_to_string(log.path())
+            .unwrap()
+            .replace('\u{1b}', "");
+        for want in expected {
+            assert!(
+                text.lines().any(|l| l.contains(want)
+                    && l.contains("guest")
+                    && l.contains("subscriber")
+                    && l.contains("kit")),
+                "{component}: no guest log line with {want:?} under the subscriber's name:\n{text}"
+            );
+        }
+    }
+}

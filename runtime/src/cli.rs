@@ -1,5 +1,5 @@
 //! Command line: `natsapp-wasm run FILE`, `natsapp-wasm check FILE` and
-//! `natsapp-wasm cache dir|clear`.
+//! `natsapp-wasm new NAME --lang rust|python|js`, `natsapp-wasm cache dir|clear`.
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.
 
 use clap::{Parser, Subcommand};
@@ -27,6 +27,17 @@ enum Command {
         /// The service.toml file.
         file: PathBuf,
     },
+    /// Write a new handler project: handler, SDK, WIT, build command, service.toml.
+    New {
+        /// Project name: lowercase letters, digits and '-' (also its subjects and stream).
+        name: String,
+        /// rust, python or js.
+        #[arg(long, default_value = "rust")]
+        lang: natsapp_wasm::scaffold::Lang,
+        /// Where to create it (default: the current folder).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// The compiled-component cache (NATSAPP_CACHE_DIR, default ~/.cache/natsapp-wasm).
     Cache {
         #[command(subcommand)]
@@ -40,6 +51,29 @@ enum CacheAction {
     Dir,
     /// Remove every compiled component from it.
     Clear,
+}
+
+fn new_project(dir: &std::path::Path, name: &str, lang: natsapp_wasm::scaffold::Lang) -> ExitCode {
+    match natsapp_wasm::scaffold::create(dir, name, lang) {
+        Ok(root) => {
+            let build = match lang {
+                natsapp_wasm::scaffold::Lang::Rust => {
+                    "cargo build --target wasm32-wasip2 --release"
+                }
+                _ => "./build.sh",
+            };
+            println!("created {} ({lang})", root.display());
+            println!(
+                "next: cd {} && {build} && natsapp-wasm check service.toml",
+                root.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn cache(action: CacheAction) -> ExitCode {
@@ -67,6 +101,7 @@ pub fn main() -> ExitCode {
     let file = match cli.command {
         Command::Run { ref file } | Command::Check { ref file } => file,
         Command::Cache { action } => return cache(action),
+        Command::New { name, lang, dir } => return new_project(&dir, &name, lang),
     };
     let config = match Config::load(file) {
         Ok(c) => c,
@@ -79,7 +114,9 @@ pub fn main() -> ExitCode {
     natsapp_wasm::telemetry::init(config.service.debug);
     let result = match cli.command {
         Command::Check { .. } => natsapp_wasm::check(&config).map(|plan| print!("{plan}")),
-        Command::Cache { .. } => unreachable!("handled before loading a configuration"),
+        Command::Cache { .. } | Command::New { .. } => {
+            unreachable!("handled before loading a configuration")
+        }
         Command::Run { .. } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -26,6 +26,7 @@ pub mod config;
 pub mod dispatch;
 pub mod nats;
 pub mod plan;
+pub mod scaffold;
 pub mod stats;
 pub mod telemetry;
 pub mod wasm;

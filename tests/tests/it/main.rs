@@ -7,6 +7,7 @@ mod guests;
 mod languages;
 mod publish;
 mod resilience;
+mod scaffold;
 mod semantics;
 mod startup;
 

@@ -1,0 +1,120 @@
+//! `natsapp-wasm new` for each language, as a new user would use it:
+//! create, build with the project's own command, check, run one message.
+
+use natsapp_wasm_tests::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn run(dir: &Path, program: &str, args: &[&str]) {
+    let path = format!(
+        "{}:{}",
+        repo_root().join(".venv/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed in {}:\n{}{}",
+        args.join(" "),
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn scaffold_builds_and_handles_a_message(lang: &str, build: &[&str]) {
+    let name = format!("hello-{lang}");
+    let parent = tempfile::tempdir().unwrap();
+    let out = Command::new(natsapp_bin())
+        .args(["new", &name, "--lang", lang])
+        .current_dir(parent.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = parent.path().join(&name);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().next(),
+        Some(format!("created ./{name} ({lang})").as_str())
+    );
+    if lang == "js" {
+        // Same lockfile as guest-sdk/js, installed by install-prereqs.sh: reuse it
+        // instead of a second `npm ci` (build.sh runs one when node_modules is absent).
+        std::os::unix::fs::symlink(
+            repo_root().join("guest-sdk/js/node_modules"),
+            root.join("node_modules"),
+        )
+        .unwrap();
+    }
+    run(&root, build[0], &build[1..]);
+    let check = Command::new(natsapp_bin())
+        .args(["check", "service.toml"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let server = NatsServer::start();
+    let url = server.url().to_string();
+    let config = natsapp_wasm::config::Config::load_with_env(root.join("service.toml"), |v| {
+        (v == "NATS_SERVERS").then(|| url.clone())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let service = natsapp_wasm::Service::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stop = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(service.run(async {
+        let _ = stop.1.await;
+    }));
+    let client = server.client().await;
+    let mut answers = subscribe(&client, &format!("{name}.out")).await;
+    js_publish(
+        &server.jetstream().await,
+        &format!("{name}.in"),
+        r#"{"hello":"world"}"#,
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut answers, Duration::from_secs(20)).await,
+        serde_json::json!({"handled_by": name, "subject": format!("{name}.in"), "received": {"hello": "world"}})
+    );
+    let _ = stop.0.send(());
+    let stats = task.await.unwrap().unwrap();
+    assert_eq!(
+        (stats.subscribers[0].received, stats.subscribers[0].acked),
+        (1, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_rust_project() {
+    scaffold_builds_and_handles_a_message(
+        "rust",
+        &["cargo", "build", "--target", "wasm32-wasip2", "--release"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_python_project() {
+    scaffold_builds_and_handles_a_message("python", &["./build.sh"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_js_project() {
+    scaffold_builds_and_handles_a_message("js", &["./build.sh"]).await;
+}

@@ -61,7 +61,6 @@ impl WasmRuntime {
             .cache
             .load_or_compile(&self.engine, &bytes)
             .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
-        tracing::info!(subscriber, component = %path.display(), ?cached, "component ready in {:?}", started.elapsed());
         let ty = component.component_type();
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             let unknown: Vec<String> = ty
@@ -87,7 +86,7 @@ impl WasmRuntime {
                 ))
             }
         })?;
-        ServicePre::new(instance_pre).map_err(|e| {
+        let pre = ServicePre::new(instance_pre).map_err(|e| {
             let exports: Vec<String> = ty
                 .exports(&self.engine)
                 .map(|(name, _)| name.to_string())
@@ -103,6 +102,8 @@ impl WasmRuntime {
                 None => format!("its exports: {}", exports.join(", ")),
             };
             fail(format!("does not export {HANDLER_EXPORT} ({hint}): {e:#}"))
-        })
+        })?;
+        tracing::info!(subscriber, component = %path.display(), ?cached, "component ready in {:?}", started.elapsed());
+        Ok(pre)
     }
 }

@@ -27,6 +27,14 @@ export function handle(data, msg) {
       });
       return;
     }
+    case "encodings":
+      for (const value of [new Uint8Array([0, 114, 97, 119]), "text", [1, 2], { a: 1 }, { big: 7n }, null]) {
+        publish("testkit.out.enc", value);
+      }
+      return;
+    case "term":
+      msg.term("not for us");
+      return;
     case "denied":
       publish(data.subject, "x");
       return;

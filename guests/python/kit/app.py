@@ -4,6 +4,20 @@ Results the tests check are published to testkit.out.<op>."""
 import natsapp
 
 
+class Model:
+    """Stands in for a Pydantic v2 model."""
+
+    def model_dump(self, mode="python"):
+        return {"kind": "model", "mode": mode}
+
+
+class LegacyModel:
+    """Stands in for a Pydantic v1 model."""
+
+    def dict(self):
+        return {"kind": "legacy"}
+
+
 def handle(data, msg):
     op = data["op"]
     if op == "raise":
@@ -26,7 +40,10 @@ def handle(data, msg):
         })
     elif op == "denied":
         natsapp.publish(data["subject"], "x")
-    elif op == "text":
-        pass
+    elif op == "encodings":
+        for value in [b"\x00raw", "text", [1, 2], {"a": 1}, Model(), LegacyModel(), None]:
+            natsapp.publish("testkit.out.enc", value)
+    elif op == "term":
+        msg.term("not for us")
     else:
         raise natsapp.Reject(f"unknown op {op!r}")

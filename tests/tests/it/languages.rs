@@ -135,3 +135,66 @@ async fn exceptions_reach_the_log_with_their_traceback() {
         }
     }
 }
+
+async fn publishes_every_kind_of_value(component: &str, expected: &[&[u8]]) {
+    let kit = Kit::start(kit_service("").replace("{testkit}", component)).await;
+    let mut enc = subscribe(&kit.client, "testkit.out.enc").await;
+    js_publish(&kit.js, "in.kit", r#"{"op":"encodings"}"#).await;
+    js_publish(&kit.js, "in.kit", r#"{"op":"term"}"#).await;
+    use futures::StreamExt;
+    for want in expected {
+        let m = tokio::time::timeout(Duration::from_secs(20), enc.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            &m.payload[..],
+            *want,
+            "{}",
+            String::from_utf8_lossy(&m.payload)
+        );
+    }
+    let s = stats_until(&kit.running, "kit", "both settled", |s| {
+        s.acked == 1 && s.settled_by_guest == 1
+    })
+    .await;
+    assert_eq!(
+        (s.received, s.termed),
+        (2, 0),
+        "the guest's term is its own: the runtime adds nothing"
+    );
+    drained(&kit.js, "IN", "kit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_publish_encodes_bytes_text_json_and_models() {
+    publishes_every_kind_of_value(
+        guests::PY_KIT,
+        &[
+            b"\x00raw",
+            b"text",
+            b"[1,2]",
+            br#"{"a":1}"#,
+            br#"{"kind":"model","mode":"json"}"#,
+            br#"{"kind":"legacy"}"#,
+            b"null",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_publish_encodes_bytes_text_and_json() {
+    publishes_every_kind_of_value(
+        guests::JS_KIT,
+        &[
+            b"\x00raw",
+            b"text",
+            b"[1,2]",
+            br#"{"a":1}"#,
+            br#"{"big":7}"#,
+            b"null",
+        ],
+    )
+    .await;
+}

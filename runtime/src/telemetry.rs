@@ -1,6 +1,6 @@
 //! Logging: `tracing` to stderr, `info` by default, `debug` for the runtime
-//! when NATS_DEBUG is on; `RUST_LOG` overrides both. Statistics are logged
-//! one line per subscriber.
+//! when NATS_DEBUG is on; `RUST_LOG` overrides both; colours only on a
+//! terminal. Statistics are logged one line per subscriber.
 
 use crate::stats::StatsSnapshot;
 use tracing_subscriber::EnvFilter;
@@ -13,8 +13,10 @@ pub fn init(debug: bool) {
         "info"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -311,3 +311,40 @@ async fn a_second_signal_exits_at_once_with_130() {
         "{text}"
     );
 }
+
+#[test]
+fn check_fills_the_cache_and_cache_clear_empties_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let example = repo_root().join("examples/order-processor/service.toml");
+    let with_cache = |args: &[&str]| {
+        let out = Command::new(natsapp_bin())
+            .args(args)
+            .env("NATSAPP_CACHE_DIR", cache.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let dir = with_cache(&["cache", "dir"]);
+    assert_eq!(
+        String::from_utf8_lossy(&dir.stdout),
+        format!("{}\n", cache.path().display())
+    );
+    let first = with_cache(&["check", example.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&first.stderr).contains("cached=Miss"));
+    let second = with_cache(&["check", example.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&second.stderr).contains("cached=Hit"));
+    let clear = with_cache(&["cache", "clear"]);
+    assert_eq!(
+        String::from_utf8_lossy(&clear.stdout),
+        format!(
+            "removed 1 compiled component(s) from {}\n",
+            cache.path().display()
+        )
+    );
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+}

@@ -158,7 +158,7 @@ impl Service {
             });
             let sub = Subscriber {
                 config: s.clone(),
-                handler: Handler::new(pre, host.clone(), s.timeout, s.ack_wait),
+                handler: Handler::new(pre, host.clone(), s.timeout, s.ack_wait, s.instances),
                 host,
                 stats: Arc::new(SubscriberStats::default()),
                 policy: Policy {

@@ -47,11 +47,16 @@ enum Op {
     Log { stdout: String, stderr: String },
     /// Probe the sandbox: environment, files, network; report what worked.
     Sandbox,
+    /// Count messages seen by this instance (shows whether it is reused).
+    Count,
     /// Answer on the message's Reply-To subject.
     Reply { data: String },
 }
 
 struct TestKit;
+
+/// Messages this instance has handled with `count`.
+static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn report(op: &str, value: serde_json::Value) -> Result {
     natsapp_guest::publish_json(&format!("testkit.out.{op}"), &value)?;
@@ -168,6 +173,10 @@ impl Handler for TestKit {
                     "resolve_dns": std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80)).is_ok(),
                 }),
             ),
+            Op::Count => {
+                let n = SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                report("count", json!({"seen": n}))
+            }
             Op::Reply { data } => {
                 let to = msg.reply().ok_or_else(|| Error::reject("no Reply-To header"))?;
                 natsapp_guest::publish(&to, data)?;

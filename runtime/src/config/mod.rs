@@ -49,6 +49,8 @@ pub mod defaults {
     pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
     /// `publishers[].timeout`
     pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `instances`
+    pub const INSTANCES: super::raw::InstanceMode = super::raw::InstanceMode::PerMessage;
     /// `stats_interval` when NATS_DEBUG is on
     pub const DEBUG_STATS_INTERVAL: Duration = Duration::from_secs(10);
 }
@@ -214,6 +216,23 @@ pub struct SubscriberConfig {
     pub config: BTreeMap<String, String>,
     /// Wait for the server to confirm each ack.
     pub double_ack: bool,
+    /// Fresh or reused instances.
+    pub instances: Instances,
+}
+
+/// How a subscriber's component instances are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instances {
+    /// A fresh instance (and store) for every message: nothing a message
+    /// leaves in guest memory reaches the next one.
+    PerMessage,
+    /// Warm instances, at most `concurrency`, reused while healthy; an
+    /// instance that trapped or hit a limit is dropped. `max_uses` retires
+    /// an instance after that many messages.
+    Reuse {
+        /// Messages per instance before it is replaced.
+        max_uses: Option<u64>,
+    },
 }
 
 /// A configuration that cannot be used. Its `Display` is what the user sees.
@@ -778,6 +797,24 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                 );
             }
         }
+        let instances = match (
+            s.instances.unwrap_or(defaults::INSTANCES),
+            s.max_instance_uses,
+        ) {
+            (raw::InstanceMode::PerMessage, Some(_)) => {
+                self.problem(
+                    format!("{key}.max_instance_uses"),
+                    "applies only with instances = \"reuse\"",
+                );
+                Instances::PerMessage
+            }
+            (raw::InstanceMode::PerMessage, None) => Instances::PerMessage,
+            (raw::InstanceMode::Reuse, Some(0)) => {
+                self.problem(format!("{key}.max_instance_uses"), "must be 1 or more");
+                Instances::Reuse { max_uses: None }
+            }
+            (raw::InstanceMode::Reuse, max_uses) => Instances::Reuse { max_uses },
+        };
         let publish = s
             .publish
             .unwrap_or_else(|| publishers.iter().map(|p| p.subject.clone()).collect());
@@ -803,6 +840,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             timeout,
             config: s.config,
             double_ack: s.double_ack,
+            instances,
         })
     }
 }

@@ -173,9 +173,25 @@ pub struct RawSubscriber {
     /// `config = { region = "eu" }`: values the guest reads through wasi:config.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// `instances = "per-message"` (a fresh instance for every message) or
+    /// `"reuse"` (a warm pool of up to `concurrency` instances).
+    pub instances: Option<InstanceMode>,
+    /// `max_instance_uses = 1000`: with `instances = "reuse"`, replace an
+    /// instance after this many messages.
+    pub max_instance_uses: Option<u64>,
     /// `double_ack = true`: wait for the server to confirm each ack.
     #[serde(default)]
     pub double_ack: bool,
+}
+
+/// How instances are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceMode {
+    /// A fresh instance for every message.
+    PerMessage,
+    /// Warm instances reused across messages.
+    Reuse,
 }
 
 /// `pull = { … }`

@@ -34,6 +34,14 @@ impl GuestOutput {
         })
     }
 
+    /// Starts a new message: a full budget and an empty stderr tail.
+    pub fn reset(&self) {
+        self.budget.store(BUDGET, Ordering::Relaxed);
+        if let Ok(mut tail) = self.stderr_tail.lock() {
+            tail.clear();
+        }
+    }
+
     /// The last lines the guest wrote to stderr.
     pub fn stderr_tail(&self) -> String {
         self.stderr_tail

@@ -1,15 +1,19 @@
-//! Running one message through a handler: a fresh store with the
-//! subscriber's memory cap, a wall-clock limit, an in-progress heartbeat at
-//! half the ack wait, and a classification of whatever came back.
+//! Running one message through a handler: a store with the subscriber's
+//! memory cap — fresh per message, or a warm instance reused from a pool —
+//! a wall-clock limit, an in-progress heartbeat at half the ack wait, and a
+//! classification of whatever came back. An instance that trapped or hit a
+//! limit is dropped, never reused.
 
 use super::guest_log::{GuestLog, GuestOutput};
 use super::host::{
-    HandleError, HostState, InFlight, MemoryLimiter, MessageHandle, ServicePre, SubscriberHost,
+    HandleError, HostState, InFlight, MemoryLimiter, MessageHandle, Service, ServicePre,
+    SubscriberHost,
 };
+use crate::config::Instances;
 use crate::nats::ack::{FailureCause, Outcome};
 use async_nats::jetstream::AckKind;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -21,6 +25,16 @@ pub struct Handler {
     host: Arc<SubscriberHost>,
     timeout: Duration,
     heartbeat: Duration,
+    instances: Instances,
+    warm: Mutex<Vec<Warm>>,
+}
+
+/// An instantiated component with its store.
+struct Warm {
+    store: Store<HostState>,
+    service: Service,
+    output: Arc<GuestOutput>,
+    uses: u64,
 }
 
 enum Failure {
@@ -30,23 +44,27 @@ enum Failure {
 
 impl Handler {
     /// A handler running `pre` with `host`'s capabilities, `timeout` per
-    /// message, and an in-progress signal every `ack_wait / 2`.
+    /// message, an in-progress signal every `ack_wait / 2`, and instances
+    /// fresh per message or reused.
     pub fn new(
         pre: ServicePre<HostState>,
         host: Arc<SubscriberHost>,
         timeout: Duration,
         ack_wait: Duration,
+        instances: Instances,
     ) -> Self {
         Handler {
             pre,
             host,
             timeout,
             heartbeat: ack_wait / 2,
+            instances,
+            warm: Mutex::new(Vec::new()),
         }
     }
 
-    /// Runs `handle` for `msg` and says what came of it.
-    pub async fn invoke(&self, msg: Arc<InFlight>) -> Outcome {
+    /// A new store and instance, for `msg`.
+    async fn instantiate(&self, msg: &Arc<InFlight>) -> Result<Warm, Outcome> {
         let output = GuestOutput::new(self.host.name.clone());
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestLog::stdout(&output))
@@ -69,20 +87,65 @@ impl Handler {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        match tokio::time::timeout(self.timeout, self.pre.instantiate_async(&mut store)).await {
+            Ok(Ok(service)) => Ok(Warm {
+                store,
+                service,
+                output,
+                uses: 0,
+            }),
+            Ok(Err(e)) => Err(classify(
+                Some(Err(Failure::Instantiate(e))),
+                store.data().limiter.exceeded,
+                self.timeout,
+                &output,
+            )),
+            Err(_) => Err(Outcome::Failed {
+                cause: FailureCause::Timeout,
+                detail: format!(
+                    "instantiation exceeded the time limit of {:?}",
+                    self.timeout
+                ),
+            }),
+        }
+    }
 
+    /// Runs `handle` for `msg` and says what came of it.
+    pub async fn invoke(&self, msg: Arc<InFlight>) -> Outcome {
+        let reused = match self.instances {
+            Instances::Reuse { .. } => self.warm.lock().expect("pool lock").pop(),
+            Instances::PerMessage => None,
+        };
+        let mut warm = match reused {
+            Some(mut w) => {
+                let data = w.store.data_mut();
+                data.msg = msg.clone();
+                data.limiter.exceeded = false;
+                w.output.reset();
+                w.store.set_epoch_deadline(1);
+                w
+            }
+            None => match self.instantiate(&msg).await {
+                Ok(w) => w,
+                Err(outcome) => return outcome,
+            },
+        };
+        let handle = match warm.store.data_mut().table.push(MessageHandle) {
+            Ok(h) => h,
+            Err(e) => {
+                return classify(
+                    Some(Err(Failure::Instantiate(e.into()))),
+                    false,
+                    self.timeout,
+                    &warm.output,
+                )
+            }
+        };
+        let rep = handle.rep();
         let result = {
-            let store = &mut store;
+            let store = &mut warm.store;
+            let service = &warm.service;
             let call = async {
-                let service = self
-                    .pre
-                    .instantiate_async(&mut *store)
-                    .await
-                    .map_err(Failure::Instantiate)?;
-                let handle = store
-                    .data_mut()
-                    .table
-                    .push(MessageHandle)
-                    .map_err(|e| Failure::Instantiate(e.into()))?;
                 service
                     .natsapp_handler_handler()
                     .call_handle(&mut *store, &msg.message.payload, handle)
@@ -91,9 +154,25 @@ impl Handler {
             };
             run_with_limits(call, self.timeout, self.heartbeat, &msg).await
         };
-        let memory_exceeded = store.data().limiter.exceeded;
-        drop(store);
-        classify(result, memory_exceeded, self.timeout, &output)
+        let memory_exceeded = warm.store.data().limiter.exceeded;
+        let outcome = classify(result, memory_exceeded, self.timeout, &warm.output);
+        if let Instances::Reuse { max_uses } = self.instances {
+            warm.uses += 1;
+            let healthy = !matches!(outcome, Outcome::Failed { .. });
+            let fresh_enough = max_uses.is_none_or(|m| warm.uses < m);
+            if healthy
+                && fresh_enough
+                && warm
+                    .store
+                    .data_mut()
+                    .table
+                    .delete(wasmtime::component::Resource::<MessageHandle>::new_own(rep))
+                    .is_ok()
+            {
+                self.warm.lock().expect("pool lock").push(warm);
+            }
+        }
+        outcome
     }
 }
 

@@ -278,3 +278,55 @@ async fn double_ack_waits_for_the_server() {
     assert_eq!((s.received, s.settle_errors), (20, 0));
     drained(&kit.js, "IN", "kit").await;
 }
+
+/// Publishes `ops` one at a time (concurrency 1) and returns what each `count` saw.
+async fn counts(extra: &str, ops: &[&str]) -> Vec<u64> {
+    let kit = Kit::start(kit_service(extra)).await;
+    let mut out = subscribe(&kit.client, "testkit.out.count").await;
+    let mut seen = Vec::new();
+    for op in ops {
+        js_publish(
+            &kit.js,
+            "in.kit",
+            format!(r#"{{"op":"{op}","message":"x"}}"#),
+        )
+        .await;
+        if *op == "count" {
+            seen.push(
+                next_json(&mut out, Duration::from_secs(10)).await["seen"]
+                    .as_u64()
+                    .unwrap(),
+            );
+        } else {
+            stats_until(&kit.running, "kit", "the failure settled", |s| {
+                s.in_flight == 0 && s.received as usize == seen.len() + 1
+            })
+            .await;
+        }
+    }
+    drained(&kit.js, "IN", "kit").await;
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_message_instances_share_nothing() {
+    assert_eq!(
+        counts("", &["count", "count", "count"]).await,
+        vec![1, 1, 1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_instances_keep_state_until_they_fail_or_retire() {
+    let reuse = "instances = \"reuse\"\nconsumer = { max_deliver = 1 }";
+    assert_eq!(
+        counts(reuse, &["count", "count", "panic", "count", "count"]).await,
+        vec![1, 2, 1, 2],
+        "a trapped instance is replaced"
+    );
+    let retire = "instances = \"reuse\"\nmax_instance_uses = 2";
+    assert_eq!(
+        counts(retire, &["count", "count", "count", "count", "count"]).await,
+        vec![1, 2, 1, 2, 1]
+    );
+}

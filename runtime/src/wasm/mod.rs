@@ -14,12 +14,50 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances. A running guest yields to the scheduler at
 /// every tick, so the wall-clock limit and in-progress heartbeats stay
 /// responsive even while a guest loops.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How many instances may be live at once, and how large their memories
+/// may grow: sizes the pooling allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSize {
+    /// Component instances live at once (the services' total concurrency).
+    pub instances: u32,
+    /// The largest memory any subscriber may have, in bytes.
+    pub max_memory: u64,
+}
+
+impl PoolSize {
+    /// The pool a service needs: one slot per handler that can run at once.
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        let instances = config
+            .subscribers
+            .iter()
+            .map(|s| s.concurrency as u64)
+            .sum::<u64>()
+            .clamp(1, 10_000) as u32;
+        let max_memory = config
+            .subscribers
+            .iter()
+            .map(|s| s.memory)
+            .max()
+            .unwrap_or(crate::config::defaults::MEMORY);
+        PoolSize {
+            instances,
+            max_memory,
+        }
+    }
+}
+
+/// Core instances, memories and tables one component may have (a Python or
+/// JavaScript component has many more than a Rust one).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 50;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 50;
 
 /// The engine, the linker with every host import, and the epoch ticker.
 pub struct WasmRuntime {
@@ -30,10 +68,24 @@ pub struct WasmRuntime {
 }
 
 impl WasmRuntime {
-    /// A runtime with the settings every store relies on, caching compiled
-    /// components in `cache`.
-    pub fn new(cache: cache::ComponentCache) -> wasmtime::Result<Self> {
+    /// A runtime with the settings every store relies on, instances from a
+    /// pool of `pool` slots (copy-on-write memory initialisation, so a fresh
+    /// instance costs little), caching compiled components in `cache`.
+    pub fn new(cache: cache::ComponentCache, pool: PoolSize) -> wasmtime::Result<Self> {
         let mut config = Config::new();
+        let mut pooling = PoolingAllocationConfig::new();
+        let n = pool.instances;
+        pooling
+            .total_component_instances(n)
+            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(n.saturating_mul(MEMORIES_PER_COMPONENT))
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .total_tables(n.saturating_mul(TABLES_PER_COMPONENT))
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .total_stacks(n)
+            .max_memory_size(usize::try_from(pool.max_memory).unwrap_or(usize::MAX));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         config.epoch_interruption(true);
         // Handlers are synchronous WIT functions; the concurrent call path
         // roughly doubles per-call overhead and buys nothing here.

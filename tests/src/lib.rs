@@ -203,6 +203,26 @@ pub async fn drained(js: &jetstream::Context, stream: &str, durable: &str) {
     }
 }
 
+/// Waits until a service started as a process has created its durable.
+/// Start-up includes compiling components on a cold cache (seconds for a
+/// Python or JavaScript component, more on a loaded machine), hence the
+/// generous deadline.
+pub async fn durable_exists(js: &jetstream::Context, stream: &str, durable: &str) {
+    eventually(
+        Duration::from_secs(180),
+        &format!("durable {durable} on {stream} to exist"),
+        || async {
+            js.get_stream(stream)
+                .await
+                .ok()?
+                .consumer_info(durable)
+                .await
+                .ok()
+        },
+    )
+    .await;
+}
+
 /// Waits until `stream` holds `n` messages.
 pub async fn stream_has(js: &jetstream::Context, stream: &str, n: u64) {
     eventually(

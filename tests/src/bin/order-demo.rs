@@ -20,19 +20,7 @@ async fn main() {
         .spawn()
         .expect("start natsapp-wasm");
     let js = server.jetstream().await;
-    eventually(
-        Duration::from_secs(30),
-        "the runtime to create its consumer",
-        || async {
-            js.get_stream("ORDER_EVENTS")
-                .await
-                .ok()?
-                .consumer_info("order_processor_service")
-                .await
-                .ok()
-        },
-    )
-    .await;
+    durable_exists(&js, "ORDER_EVENTS", "order_processor_service").await;
 
     let orders = [
         r#"{"order_id":"1001","user_id":"u-1","total_amount":59.90,"items":[{"id":"sku-red","quantity":2},{"id":"sku-blue","quantity":1}]}"#,

@@ -126,15 +126,7 @@ async fn run_with_two_in_flight(
 ) -> (std::process::Child, async_nats::jetstream::Context) {
     let child = spawn_run(file, log);
     let js = server.jetstream().await;
-    eventually(Duration::from_secs(20), "the durable to exist", || async {
-        js.get_stream("IN")
-            .await
-            .ok()?
-            .consumer_info("kit")
-            .await
-            .ok()
-    })
-    .await;
+    durable_exists(&js, "IN", "kit").await;
     for _ in 0..n {
         js_publish(&js, "in.kit", format!(r#"{{"op":"sleep","ms":{ms}}}"#)).await;
     }
@@ -258,15 +250,7 @@ async fn nats_debug_turns_on_debug_logs_and_periodic_statistics() {
         .spawn()
         .unwrap();
     let js = server.jetstream().await;
-    eventually(Duration::from_secs(20), "the durable to exist", || async {
-        js.get_stream("IN")
-            .await
-            .ok()?
-            .consumer_info("kit")
-            .await
-            .ok()
-    })
-    .await;
+    durable_exists(&js, "IN", "kit").await;
     js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;
     eventually(
         Duration::from_secs(10),

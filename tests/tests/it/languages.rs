@@ -108,15 +108,7 @@ async fn exceptions_reach_the_log_with_their_traceback() {
             .spawn()
             .unwrap();
         let js = server.jetstream().await;
-        eventually(Duration::from_secs(30), "the durable to exist", || async {
-            js.get_stream("IN")
-                .await
-                .ok()?
-                .consumer_info("kit")
-                .await
-                .ok()
-        })
-        .await;
+        durable_exists(&js, "IN", "kit").await;
         js_publish(&js, "in.kit", r#"{"op":"raise","message":"bad value 42"}"#).await;
         drained(&js, "IN", "kit").await;
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -63,15 +63,7 @@ async fn with_allow_reconnect_false_a_lost_connection_stops_the_process_with_exi
         .spawn()
         .unwrap();
     let js = server.jetstream().await;
-    eventually(Duration::from_secs(20), "the durable to exist", || async {
-        js.get_stream("IN")
-            .await
-            .ok()?
-            .consumer_info("kit")
-            .await
-            .ok()
-    })
-    .await;
+    durable_exists(&js, "IN", "kit").await;
     server.stop();
     let out = tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);

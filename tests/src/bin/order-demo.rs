@@ -5,7 +5,6 @@
 
 use natsapp_wasm_tests::*;
 use std::process::Command;
-use std::time::Duration;
 
 #[tokio::main]
 async fn main() {

@@ -363,6 +363,14 @@ async fn latency(
     (pct(0.50), pct(0.99))
 }
 
+/// Waits until the service has created `durable` on `stream`.
+async fn consumer_exists(js: &jetstream::Context, stream: &str, durable: &str) {
+    let s = js.get_stream(stream).await.unwrap();
+    while s.consumer_info(durable).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Seconds from `run` to every subscriber having handled one message.
 async fn startup(
     server: &NatsServer,
@@ -568,10 +576,7 @@ async fn main() {
         }],
     );
     let child = spawn(&toml, dir.path(), &warm_cache);
-    let s = js.get_stream("LAT").await.unwrap();
-    while s.consumer_info("bench").await.is_err() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    consumer_exists(&js, "LAT", "bench").await;
     let (p50, p99) = latency(&js, &client, "lat.in", "LAT.out", a.rate, a.seconds).await;
     let (peak, _) = rss_mib(child.id());
     stop(child);
@@ -638,11 +643,8 @@ async fn main() {
         dir.path(),
         &warm_cache,
     );
-    let s = js.get_stream("IDLE").await.unwrap();
     for nm in &names {
-        while s.consumer_info(nm).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        consumer_exists(&js, "IDLE", nm).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, idle) = rss_mib(child.id());

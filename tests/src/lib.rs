@@ -300,3 +300,22 @@ pub async fn json_messages(
     }
     out
 }
+
+/// Starts `natsapp-wasm run FILE` with its log (stderr) in `log`, free of the
+/// caller's NATS_SERVERS, NATS_DEBUG and RUST_LOG, plus `env`.
+pub fn spawn_run(file: &ServiceFile, log: &Path, env: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(natsapp_bin());
+    cmd.args(["run", file.path().to_str().unwrap()])
+        .env_remove("NATS_SERVERS")
+        .env_remove("NATS_DEBUG")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    cmd.spawn().unwrap()
+}
+
+/// Sends SIGTERM to `child`.
+pub fn sigterm(child: &std::process::Child) {
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+}

@@ -84,7 +84,12 @@ impl WasmRuntime {
             .total_tables(n.saturating_mul(TABLES_PER_COMPONENT))
             .max_tables_per_component(TABLES_PER_COMPONENT)
             .total_stacks(n)
-            .max_memory_size(usize::try_from(pool.max_memory).unwrap_or(usize::MAX));
+            .max_memory_size(usize::try_from(pool.max_memory).unwrap_or(usize::MAX))
+            // Reset small guests by zeroing in place rather than returning
+            // pages to the kernel after every message.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 16)
+            .async_stack_keep_resident(1 << 16);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         config.epoch_interruption(true);
         // Handlers are synchronous WIT functions; the concurrent call path

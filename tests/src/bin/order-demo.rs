@@ -64,7 +64,7 @@ async fn main() {
     );
 
     println!("== stopping the runtime with SIGTERM");
-    unsafe { libc::kill(runtime.id() as i32, libc::SIGTERM) };
+    sigterm(&runtime);
     let status = runtime.wait().expect("wait for natsapp-wasm");
     println!("== natsapp-wasm exited with {status}");
     std::process::exit(if status.success() { 0 } else { 1 });

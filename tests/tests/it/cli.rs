@@ -2,7 +2,7 @@
 
 use crate::kit_service;
 use natsapp_wasm_tests::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn natsapp(args: &[&str]) -> std::process::Output {
@@ -103,18 +103,6 @@ async fn run_exits_2_when_a_stream_is_missing() {
     );
 }
 
-/// Starts `run` on `file`, logging to a file we can read afterwards.
-fn spawn_run(file: &ServiceFile, log: &std::path::Path) -> std::process::Child {
-    Command::new(natsapp_bin())
-        .args(["run", file.path().to_str().unwrap()])
-        .env_remove("NATS_SERVERS")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
 /// Runs `file` in the binary, publishes `n` messages that each sleep `ms`,
 /// and returns once two handlers (the subscriber's concurrency) are running.
 async fn run_with_two_in_flight(
@@ -124,7 +112,7 @@ async fn run_with_two_in_flight(
     n: usize,
     ms: u64,
 ) -> (std::process::Child, async_nats::jetstream::Context) {
-    let child = spawn_run(file, log);
+    let child = spawn_run(file, log, &[]);
     let js = server.jetstream().await;
     durable_exists(&js, "IN", "kit").await;
     for _ in 0..n {
@@ -137,10 +125,6 @@ async fn run_with_two_in_flight(
     )
     .await;
     (child, js)
-}
-
-fn sigterm(child: &std::process::Child) {
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
 }
 
 fn wait_exit(child: &mut std::process::Child, within: Duration) -> i32 {
@@ -240,15 +224,7 @@ async fn nats_debug_turns_on_debug_logs_and_periodic_statistics() {
     );
     let file = ServiceFile::new(&server, &text);
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(natsapp_bin())
-        .args(["run", file.path().to_str().unwrap()])
-        .env_remove("NATS_SERVERS")
-        .env_remove("RUST_LOG")
-        .env("NATS_DEBUG", "true")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log.path()).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&file, log.path(), &[("NATS_DEBUG", "true")]);
     let js = server.jetstream().await;
     durable_exists(&js, "IN", "kit").await;
     js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;

@@ -2,7 +2,6 @@
 
 use crate::{header, kit_service, with_dlq, Kit};
 use natsapp_wasm_tests::*;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,19 +98,12 @@ async fn exceptions_reach_the_log_with_their_traceback() {
             &kit_service("consumer = { max_deliver = 1 }").replace("{testkit}", component),
         );
         let log = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(natsapp_bin())
-            .args(["run", file.path().to_str().unwrap()])
-            .env_remove("NATS_SERVERS")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log.path()).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_run(&file, log.path(), &[]);
         let js = server.jetstream().await;
         durable_exists(&js, "IN", "kit").await;
         js_publish(&js, "in.kit", r#"{"op":"raise","message":"bad value 42"}"#).await;
         drained(&js, "IN", "kit").await;
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        sigterm(&child);
         assert!(child.wait().unwrap().success());
         let text = std::fs::read_to_string(log.path()).unwrap();
         for want in expected {

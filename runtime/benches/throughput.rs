@@ -126,10 +126,21 @@ async fn preload(js: &jetstream::Context, stream: &str, subject: &str, n: usize)
     }
 }
 
+/// Fails the run when a wait takes longer than a healthy service could
+/// (a service that died has logged why above).
+fn within(t0: Instant, what: &str) {
+    assert!(
+        t0.elapsed() < Duration::from_secs(180),
+        "gave up after 180s waiting for {what}"
+    );
+}
+
 /// Times from the first delivery until `durable` is drained.
 async fn time_drain(js: &jetstream::Context, stream: &str, durable: &str, n: usize) -> Duration {
     let s = js.get_stream(stream).await.unwrap();
+    let t0 = Instant::now();
     let start = loop {
+        within(t0, &format!("the first delivery on {stream}"));
         if let Ok(info) = s.consumer_info(durable).await {
             if info.delivered.stream_sequence > 0 {
                 break Instant::now();
@@ -138,6 +149,7 @@ async fn time_drain(js: &jetstream::Context, stream: &str, durable: &str, n: usi
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     loop {
+        within(t0, &format!("{durable} on {stream} to drain"));
         let info = s.consumer_info(durable).await.unwrap();
         if info.ack_floor.stream_sequence >= n as u64 && info.num_ack_pending == 0 {
             return start.elapsed();
@@ -211,6 +223,61 @@ async fn raw_throughput(js: &jetstream::Context, n: usize) -> f64 {
     stop.notify_waiters();
     task.abort();
     n as f64 / took.as_secs_f64()
+}
+
+/// The Python environment with nats-py and FastStream, installed on first use.
+fn python_baselines() -> Option<PathBuf> {
+    let venv = root().join("target/bench-venv");
+    let python = venv.join("bin/python");
+    let ok = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import nats, faststream"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if python.exists() && ok(&python) {
+        return Some(python);
+    }
+    let created = Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success());
+    let installed = created
+        && Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "nats-py==2.16.0",
+                "faststream[nats]==0.7.8",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    (installed && ok(&python)).then_some(python)
+}
+
+async fn python_throughput(
+    server: &NatsServer,
+    js: &jetstream::Context,
+    python: &Path,
+    kind: &str,
+    n: usize,
+) -> (f64, f64) {
+    let stream = format!("PY{}", kind.replace('-', "").to_uppercase());
+    let subject = format!("{}.in", stream.to_lowercase());
+    preload(js, &stream, &subject, n).await;
+    let child = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/py_consumers.py"))
+        .args([kind, server.url(), &stream, &subject, "py", &n.to_string()])
+        .spawn()
+        .unwrap();
+    let took = time_drain(js, &stream, "py", n).await;
+    let (peak, _) = rss_mib(child.id());
+    let mut child = child;
+    let _ = child.wait();
+    (n as f64 / took.as_secs_f64(), peak)
 }
 
 struct Sub<'a> {
@@ -366,7 +433,9 @@ async fn latency(
 /// Waits until the service has created `durable` on `stream`.
 async fn consumer_exists(js: &jetstream::Context, stream: &str, durable: &str) {
     let s = js.get_stream(stream).await.unwrap();
+    let t0 = Instant::now();
     while s.consumer_info(durable).await.is_err() {
+        within(t0, &format!("the service to create {durable} on {stream}"));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -516,6 +585,28 @@ async fn main() {
             ..Default::default()
         });
         eprintln!("{case}: {rate:.0} msgs/s");
+    }
+
+    match python_baselines() {
+        Some(python) => {
+            for (kind, case) in [
+                ("nats-py", "nats-py 2.16 fetch(100), ack each"),
+                ("faststream", "FastStream 0.7.8 PullSub(100), logging off"),
+            ] {
+                let (rate, peak) = python_throughput(&server, &js, &python, kind, n).await;
+                rows.push(Row {
+                    case: case.into(),
+                    msgs_per_s: Some(rate),
+                    ratio: Some(rate / raw),
+                    peak_rss_mib: Some(peak),
+                    ..Default::default()
+                });
+                eprintln!("{case}: {rate:.0} msgs/s");
+            }
+        }
+        None => eprintln!(
+            "python3 with pip is not available: the nats-py and FastStream baselines are left out"
+        ),
     }
 
     // Latency of a request-like flow at a fixed rate: publish → handler

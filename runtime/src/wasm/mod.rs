@@ -58,6 +58,10 @@ impl PoolSize {
 const CORE_INSTANCES_PER_COMPONENT: u32 = 50;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 50;
+/// Most memory slots the pool reserves. Each slot reserves a 4 GiB region
+/// of address space (not memory); 2048 of them are 8 TiB of the 128 TiB a
+/// process has. A service that could need more uses on-demand allocation.
+const MAX_POOLED_MEMORIES: u32 = 2048;
 
 /// The engine, the linker with every host import, and the epoch ticker.
 pub struct WasmRuntime {
@@ -73,24 +77,15 @@ impl WasmRuntime {
     /// instance costs little), caching compiled components in `cache`.
     pub fn new(cache: cache::ComponentCache, pool: PoolSize) -> wasmtime::Result<Self> {
         let mut config = Config::new();
-        let mut pooling = PoolingAllocationConfig::new();
         let n = pool.instances;
-        pooling
-            .total_component_instances(n)
-            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
-            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
-            .total_memories(n.saturating_mul(MEMORIES_PER_COMPONENT))
-            .max_memories_per_component(MEMORIES_PER_COMPONENT)
-            .total_tables(n.saturating_mul(TABLES_PER_COMPONENT))
-            .max_tables_per_component(TABLES_PER_COMPONENT)
-            .total_stacks(n)
-            .max_memory_size(usize::try_from(pool.max_memory).unwrap_or(usize::MAX))
-            // Reset small guests by zeroing in place rather than returning
-            // pages to the kernel after every message.
-            .linear_memory_keep_resident(1 << 20)
-            .table_keep_resident(1 << 16)
-            .async_stack_keep_resident(1 << 16);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        if n.saturating_mul(MEMORIES_PER_COMPONENT) <= MAX_POOLED_MEMORIES {
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(Self::pooling(pool)));
+        } else {
+            tracing::info!(
+                "{n} handlers can run at once, more than the pooling allocator is set up for: instances are allocated on demand"
+            );
+        }
+
         config.epoch_interruption(true);
         // Handlers are synchronous WIT functions; the concurrent call path
         // roughly doubles per-call overhead and buys nothing here.
@@ -116,6 +111,28 @@ impl WasmRuntime {
             linker,
             ticker_stop,
         })
+    }
+
+    /// A pool with one slot per handler that can run at once.
+    fn pooling(pool: PoolSize) -> PoolingAllocationConfig {
+        let n = pool.instances;
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(n)
+            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(n.saturating_mul(MEMORIES_PER_COMPONENT))
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .total_tables(n.saturating_mul(TABLES_PER_COMPONENT))
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .total_stacks(n)
+            .max_memory_size(usize::try_from(pool.max_memory).unwrap_or(usize::MAX))
+            // Reset small guests by zeroing in place rather than returning
+            // pages to the kernel after every message.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 16)
+            .async_stack_keep_resident(1 << 16);
+        pooling
     }
 
     /// The engine.

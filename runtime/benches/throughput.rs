@@ -48,7 +48,9 @@ fn args() -> Args {
                     .and_then(|v| v.parse().ok())
                     .expect("--messages N")
             }
-            "--json" => a.json = it.next().map(PathBuf::from),
+            // cargo runs benchmarks from the package folder: a relative
+            // path means the repository root, where the command is typed.
+            "--json" => a.json = it.next().map(|p| root().join(p)),
             "--rate" => a.rate = it.next().and_then(|v| v.parse().ok()).expect("--rate R"),
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).expect("--seconds S"),
             "--bench" => {}

@@ -82,8 +82,13 @@ impl Plan {
             let backoff: Vec<String> = sub.backoff.iter().map(|d| secs(*d)).collect();
             let _ = writeln!(
                 s,
-                "    concurrency {}, batch {}, pull timeout {}, ack_wait {}, max_deliver {max_deliver}, backoff [{}]",
-                sub.concurrency, sub.batch_size, secs(sub.pull_timeout), secs(sub.ack_wait), backoff.join(", ")
+                "    concurrency {}, batch {}, pull timeout {}, ack_wait {}, max_deliver {max_deliver}, backoff [{}], instances {}",
+                sub.concurrency, sub.batch_size, secs(sub.pull_timeout), secs(sub.ack_wait), backoff.join(", "),
+                match sub.instances {
+                    crate::config::Instances::PerMessage => "per-message".to_string(),
+                    crate::config::Instances::Reuse { max_uses: None } => "reused".to_string(),
+                    crate::config::Instances::Reuse { max_uses: Some(n) } => format!("reused up to {n} times"),
+                }
             );
             let allowed: Vec<&str> = sub.publish.iter().map(|x| x.as_str()).collect();
             let _ = writeln!(

@@ -50,7 +50,7 @@ pub mod defaults {
     /// `publishers[].timeout`
     pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
     /// `instances`
-    pub const INSTANCES: super::raw::InstanceMode = super::raw::InstanceMode::PerMessage;
+    pub const INSTANCES: super::raw::InstanceMode = super::raw::InstanceMode::Reuse;
     /// `stats_interval` when NATS_DEBUG is on
     pub const DEBUG_STATS_INTERVAL: Duration = Duration::from_secs(10);
 }

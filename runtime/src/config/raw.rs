@@ -173,8 +173,8 @@ pub struct RawSubscriber {
     /// `config = { region = "eu" }`: values the guest reads through wasi:config.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
-    /// `instances = "per-message"` (a fresh instance for every message) or
-    /// `"reuse"` (a warm pool of up to `concurrency` instances).
+    /// `instances = "reuse"` (default: a warm pool of up to `concurrency`
+    /// instances) or `"per-message"` (a fresh instance for every message).
     pub instances: Option<InstanceMode>,
     /// `max_instance_uses = 1000`: with `instances = "reuse"`, replace an
     /// instance after this many messages.

@@ -311,14 +311,14 @@ async fn counts(extra: &str, ops: &[&str]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_message_instances_share_nothing() {
     assert_eq!(
-        counts("", &["count", "count", "count"]).await,
+        counts("instances = \"per-message\"", &["count", "count", "count"]).await,
         vec![1, 1, 1]
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_instances_keep_state_until_they_fail_or_retire() {
-    let reuse = "instances = \"reuse\"\nconsumer = { max_deliver = 1 }";
+    let reuse = "consumer = { max_deliver = 1 }"; // reuse is the default
     assert_eq!(
         counts(reuse, &["count", "count", "panic", "count", "count"]).await,
         vec![1, 2, 1, 2],

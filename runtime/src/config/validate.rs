@@ -1,0 +1,491 @@
+//! Step 1b of the data flow: raw serde structs → a validated [`Config`].
+//! Resolves paths, defaults and environment overrides and checks fields
+//! against each other, collecting every problem with the key it is about.
+
+use super::raw::{self, RawFile, RawNats, RawSubscriber};
+use super::values::{Dur, Subject};
+use super::*;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub(super) struct Validator<'a, E> {
+    path: &'a Path,
+    dir: PathBuf,
+    env: &'a E,
+    problems: Vec<Problem>,
+}
+
+impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
+    pub(super) fn new(path: &'a Path, env: &'a E) -> Self {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        Validator {
+            path,
+            dir,
+            env,
+            problems: Vec::new(),
+        }
+    }
+
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        let joined = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        };
+        normalize(&std::path::absolute(&joined).unwrap_or(joined))
+    }
+
+    fn env_flag(&self, name: &str) -> bool {
+        (self.env)(name).is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
+    }
+
+    pub(super) fn validate(mut self, raw: RawFile) -> Result<Config, ConfigError> {
+        let service = self.service(&raw);
+        let nats = self.nats(raw.nats);
+        let streams = self.streams(raw.streams);
+        let publishers = self.publishers(raw.publishers, &streams);
+        let subscribers: Vec<SubscriberConfig> = raw
+            .subscribers
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, s)| self.subscriber(i, s, &streams, &publishers))
+            .collect();
+        if subscribers.is_empty() && self.problems.is_empty() {
+            self.problem(
+                "subscribers",
+                "no [[subscribers]]: the service would do nothing",
+            );
+        }
+        self.unique(
+            subscribers.iter().map(|s| s.name.clone()),
+            "subscribers",
+            "name",
+        );
+        self.unique(
+            subscribers
+                .iter()
+                .map(|s| format!("{}/{}", s.stream, s.durable)),
+            "subscribers",
+            "stream/durable",
+        );
+        if !self.problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: self.path.to_path_buf(),
+                problems: self.problems,
+            });
+        }
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            service,
+            nats,
+            streams,
+            publishers,
+            subscribers,
+        })
+    }
+
+    fn unique(&mut self, values: impl Iterator<Item = String>, section: &str, what: &str) {
+        let mut seen = HashSet::new();
+        for v in values {
+            if !seen.insert(v.clone()) {
+                self.problem(section, format!("{what} {v:?} appears more than once"));
+            }
+        }
+    }
+
+    fn service(&mut self, raw: &RawFile) -> ServiceConfig {
+        if raw.service.name.trim().is_empty() {
+            self.problem("service.name", "must not be empty");
+        }
+        let mut graceful_timeout = raw
+            .service
+            .graceful_timeout
+            .map_or(defaults::GRACEFUL_TIMEOUT, |d| d.0);
+        if let Some(v) = (self.env)("GRACEFUL_SHUTDOWN_TIMEOUT") {
+            match Dur::parse(&v) {
+                Ok(d) => graceful_timeout = d.0,
+                Err(e) => self.problem("GRACEFUL_SHUTDOWN_TIMEOUT (environment)", e),
+            }
+        }
+        let debug = self.env_flag("NATS_DEBUG");
+        let stats_interval = match raw.service.stats_interval {
+            Some(Dur(d)) if d.is_zero() => None,
+            Some(Dur(d)) => Some(d),
+            None if debug => Some(defaults::DEBUG_STATS_INTERVAL),
+            None => None,
+        };
+        ServiceConfig {
+            name: raw.service.name.clone(),
+            graceful_timeout,
+            stats_interval,
+            debug,
+        }
+    }
+
+    fn nats(&mut self, raw: RawNats) -> NatsConfig {
+        let mut servers = raw
+            .servers
+            .unwrap_or_else(|| vec![defaults::SERVER.to_string()]);
+        if let Some(v) = (self.env)("NATS_SERVERS") {
+            servers = v
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if servers.is_empty() {
+                self.problem("NATS_SERVERS (environment)", "is set but names no server");
+            }
+        } else if servers.is_empty() {
+            self.problem("nats.servers", "must name at least one server");
+        }
+        let attempts = raw
+            .max_reconnect_attempts
+            .unwrap_or(defaults::MAX_RECONNECT_ATTEMPTS);
+        let max_reconnect_attempts = match attempts {
+            -1 => None,
+            n if n >= 0 => Some(n as usize),
+            n => {
+                self.problem(
+                    "nats.max_reconnect_attempts",
+                    format!("{n} is not allowed: use -1 (forever) or a count"),
+                );
+                None
+            }
+        };
+        let allow_reconnect =
+            raw.allow_reconnect.unwrap_or(true) && max_reconnect_attempts != Some(0);
+        let mut auth = Vec::new();
+        if let Some(p) = raw.credentials {
+            auth.push(("credentials", Auth::Credentials(self.resolve(&p))));
+        }
+        if let Some(t) = raw.token {
+            auth.push(("token", Auth::Token(t)));
+        }
+        match (raw.user, raw.password) {
+            (Some(u), Some(p)) => auth.push(("user", Auth::UserPassword(u, p))),
+            (Some(_), None) => self.problem("nats.user", "needs nats.password"),
+            (None, Some(_)) => self.problem("nats.password", "needs nats.user"),
+            (None, None) => {}
+        }
+        if let Some(seed) = raw.nkey {
+            auth.push(("nkey", Auth::NKey(seed)));
+        }
+        if auth.len() > 1 {
+            let names: Vec<&str> = auth.iter().map(|(n, _)| *n).collect();
+            self.problem(
+                "nats",
+                format!(
+                    "choose one way to authenticate, not {}",
+                    names.join(" and ")
+                ),
+            );
+        }
+        let tls = raw.tls.map(|t| {
+            let client = match (t.cert, t.key) {
+                (Some(c), Some(k)) => Some((self.resolve(&c), self.resolve(&k))),
+                (None, None) => None,
+                _ => {
+                    self.problem("nats.tls", "cert and key go together");
+                    None
+                }
+            };
+            TlsConfig {
+                ca: t.ca.map(|p| self.resolve(&p)),
+                client,
+                required: t.required,
+            }
+        });
+        NatsConfig {
+            servers,
+            allow_reconnect,
+            reconnect_time_wait: raw
+                .reconnect_time_wait
+                .map_or(defaults::RECONNECT_TIME_WAIT, |d| d.0),
+            max_reconnect_attempts,
+            ping_interval: raw.ping_interval.map_or(defaults::PING_INTERVAL, |d| d.0),
+            connect_timeout: raw
+                .connect_timeout
+                .map_or(defaults::CONNECT_TIMEOUT, |d| d.0),
+            auth: auth.pop().map(|(_, a)| a).unwrap_or_default(),
+            tls,
+        }
+    }
+
+    fn streams(&mut self, raw: Vec<raw::RawStream>) -> Vec<StreamConfig> {
+        self.unique(raw.iter().map(|s| s.name.to_string()), "streams", "name");
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let declare = s.declare.unwrap_or(true);
+                if declare && s.subjects.is_empty() {
+                    self.problem(
+                        format!("streams[{i}] ({:?}).subjects", s.name.as_str()),
+                        "a declared stream needs at least one subject",
+                    );
+                }
+                if s.replicas == Some(0) {
+                    self.problem(
+                        format!("streams[{i}] ({:?}).replicas", s.name.as_str()),
+                        "must be 1 or more",
+                    );
+                }
+                StreamConfig {
+                    name: s.name,
+                    subjects: s.subjects,
+                    declare,
+                    storage: s.storage,
+                    retention: s.retention,
+                    replicas: s.replicas,
+                    max_age: s.max_age.map(|d| d.0),
+                    duplicate_window: s.duplicate_window.map(|d| d.0),
+                }
+            })
+            .collect()
+    }
+
+    fn publishers(
+        &mut self,
+        raw: Vec<raw::RawPublisher>,
+        streams: &[StreamConfig],
+    ) -> Vec<PublisherConfig> {
+        self.unique(
+            raw.iter().map(|p| p.subject.to_string()),
+            "publishers",
+            "subject",
+        );
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if let Some(stream) = &p.stream {
+                    let declared = streams.iter().find(|s| &s.name == stream);
+                    if let Some(s) = declared.filter(|s| !s.subjects.is_empty()) {
+                        if !p.subject.has_wildcards()
+                            && !s.subjects.iter().any(|pat| pat.matches(p.subject.as_str()))
+                        {
+                            self.problem(
+                                format!("publishers[{i}] ({:?}).stream", p.subject.as_str()),
+                                format!(
+                                    "stream {:?} does not capture subject {:?} (its subjects: {})",
+                                    stream.as_str(),
+                                    p.subject.as_str(),
+                                    join(&s.subjects)
+                                ),
+                            );
+                        }
+                    }
+                }
+                PublisherConfig {
+                    subject: p.subject,
+                    stream: p.stream,
+                    timeout: p.timeout.map_or(defaults::PUBLISH_TIMEOUT, |d| d.0),
+                }
+            })
+            .collect()
+    }
+
+    fn subscriber(
+        &mut self,
+        i: usize,
+        s: RawSubscriber,
+        streams: &[StreamConfig],
+        publishers: &[PublisherConfig],
+    ) -> Option<SubscriberConfig> {
+        let key = format!("subscribers[{i}] ({:?})", s.name);
+        let before = self.problems.len();
+        if s.name.trim().is_empty() {
+            self.problem(format!("subscribers[{i}].name"), "must not be empty");
+        }
+        let component = self.resolve(&s.component);
+        match std::fs::metadata(&component) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => self.problem(
+                format!("{key}.component"),
+                format!("{} is not a file", component.display()),
+            ),
+            Err(e) => self.problem(
+                format!("{key}.component"),
+                format!("cannot read {}: {e}", component.display()),
+            ),
+        }
+        if let Some(st) = streams.iter().find(|st| st.name == s.stream) {
+            if !st.subjects.is_empty()
+                && !st
+                    .subjects
+                    .iter()
+                    .any(|p| p.matches(s.subject.as_str()) || p == &s.subject)
+            {
+                self.problem(
+                    format!("{key}.subject"),
+                    format!(
+                        "stream {:?} does not capture {:?} (its subjects: {})",
+                        st.name.as_str(),
+                        s.subject.as_str(),
+                        join(&st.subjects)
+                    ),
+                );
+            }
+        }
+        let (concurrency, batch_size) = match (s.concurrency, s.pull.batch_size) {
+            (Some(c), Some(b)) => (c, b),
+            (Some(c), None) => (c, c),
+            (None, Some(b)) => (b, b),
+            (None, None) => (1, 1),
+        };
+        if concurrency == 0 {
+            self.problem(format!("{key}.concurrency"), "must be 1 or more");
+        }
+        if batch_size == 0 {
+            self.problem(format!("{key}.pull.batch_size"), "must be 1 or more");
+        }
+        let pull_timeout = s.pull.timeout.map_or(defaults::PULL_TIMEOUT, |d| d.0);
+        if pull_timeout < Duration::from_millis(100) {
+            self.problem(format!("{key}.pull.timeout"), "must be at least 100ms");
+        }
+        let ack_wait = s.consumer.ack_wait.map_or(defaults::ACK_WAIT, |d| d.0);
+        if ack_wait < Duration::from_secs(1) {
+            self.problem(format!("{key}.consumer.ack_wait"), "must be at least 1s");
+        }
+        let backoff: Vec<Duration> = s
+            .consumer
+            .backoff
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.0)
+            .collect();
+        let max_deliver = match s.consumer.max_deliver.unwrap_or(defaults::MAX_DELIVER) {
+            -1 => None,
+            n if n >= 1 && n <= u32::MAX as i64 => Some(n as u32),
+            n => {
+                self.problem(
+                    format!("{key}.consumer.max_deliver"),
+                    format!("{n} is not allowed: use -1 (no limit) or 1 or more"),
+                );
+                None
+            }
+        };
+        let max_ack_pending = s
+            .consumer
+            .max_ack_pending
+            .unwrap_or(defaults::MAX_ACK_PENDING.max(concurrency as i64));
+        if max_ack_pending != -1 && max_ack_pending < concurrency as i64 {
+            self.problem(
+                format!("{key}.consumer.max_ack_pending"),
+                format!("{max_ack_pending} is below concurrency {concurrency}: handlers would wait for acks the server will not allow"),
+            );
+        }
+        let memory = s.limits.memory.map_or(defaults::MEMORY, |b| b.0);
+        if memory < (1 << 20) {
+            self.problem(format!("{key}.limits.memory"), "must be at least 1MiB");
+        }
+        let timeout = s.limits.timeout.map_or(defaults::HANDLER_TIMEOUT, |d| d.0);
+        if timeout.is_zero() {
+            self.problem(format!("{key}.limits.timeout"), "must be more than zero");
+        }
+        if let Some(dl) = &s.dead_letter {
+            if dl.has_wildcards() {
+                self.problem(
+                    format!("{key}.dead_letter"),
+                    "must be a subject without wildcards",
+                );
+            }
+            if s.subject.matches(dl.as_str()) {
+                self.problem(
+                    format!("{key}.dead_letter"),
+                    format!(
+                        "{:?} would be consumed again by this subscriber",
+                        dl.as_str()
+                    ),
+                );
+            }
+        }
+        let instances = match (
+            s.instances.unwrap_or(defaults::INSTANCES),
+            s.max_instance_uses,
+        ) {
+            (raw::InstanceMode::PerMessage, Some(_)) => {
+                self.problem(
+                    format!("{key}.max_instance_uses"),
+                    "applies only with instances = \"reuse\"",
+                );
+                Instances::PerMessage
+            }
+            (raw::InstanceMode::PerMessage, None) => Instances::PerMessage,
+            (raw::InstanceMode::Reuse, Some(0)) => {
+                self.problem(format!("{key}.max_instance_uses"), "must be 1 or more");
+                Instances::Reuse { max_uses: None }
+            }
+            (raw::InstanceMode::Reuse, max_uses) => Instances::Reuse { max_uses },
+        };
+        let publish = s
+            .publish
+            .unwrap_or_else(|| publishers.iter().map(|p| p.subject.clone()).collect());
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(SubscriberConfig {
+            name: s.name,
+            component,
+            subject: s.subject,
+            stream: s.stream,
+            durable: s.durable,
+            batch_size,
+            pull_timeout,
+            ack_wait,
+            max_deliver,
+            backoff,
+            max_ack_pending,
+            concurrency,
+            dead_letter: s.dead_letter,
+            publish,
+            memory,
+            timeout,
+            config: s.config,
+            double_ack: s.double_ack,
+            instances,
+        })
+    }
+}
+
+/// Removes `.` and `..` segments without touching the file system.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn join(subjects: &[Subject]) -> String {
+    subjects
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,202 @@
+//! The broker side: preloading streams, timing a consumer's drain, the raw
+//! async-nats baseline and the latency of a request-like flow.
+
+use super::*;
+
+/// Creates stream `name` capturing `subjects`.
+pub(crate) async fn create_stream(js: &jetstream::Context, name: &str, subjects: &[&str]) {
+    let config = stream::Config {
+        name: name.into(),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    js.create_stream(config)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create stream {name}: {e}"));
+}
+
+pub(crate) async fn preload(js: &jetstream::Context, stream: &str, subject: &str, n: usize) {
+    create_stream(js, stream, &[subject]).await;
+    let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
+    let mut acks = Vec::with_capacity(1024);
+    for _ in 0..n {
+        acks.push(
+            js.publish(subject.to_string(), payload.clone())
+                .await
+                .unwrap(),
+        );
+        if acks.len() == 1024 {
+            for a in acks.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+}
+
+/// Fails the run when a wait takes longer than a healthy service could
+/// (a service that died has logged why above).
+pub(crate) fn within(t0: Instant, what: &str) {
+    assert!(
+        t0.elapsed() < Duration::from_secs(180),
+        "gave up after 180s waiting for {what}"
+    );
+}
+
+/// Times from the first delivery until `durable` is drained.
+pub(crate) async fn time_drain(
+    js: &jetstream::Context,
+    stream: &str,
+    durable: &str,
+    n: usize,
+) -> Duration {
+    let s = js.get_stream(stream).await.unwrap();
+    let t0 = Instant::now();
+    let start = loop {
+        within(t0, &format!("the first delivery on {stream}"));
+        if let Ok(info) = s.consumer_info(durable).await {
+            if info.delivered.stream_sequence > 0 {
+                break Instant::now();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    loop {
+        within(t0, &format!("{durable} on {stream} to drain"));
+        let info = s.consumer_info(durable).await.unwrap();
+        if info.ack_floor.stream_sequence >= n as u64 && info.num_ack_pending == 0 {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The raw async-nats consumer the runtime is measured against.
+pub(crate) async fn raw_consume(
+    consumer: PullConsumer,
+    relay: Option<(jetstream::Context, String)>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    loop {
+        let first = tokio::select! { p = permits.clone().acquire_owned() => p.unwrap(), _ = stop.notified() => return };
+        let mut held = vec![first];
+        while held.len() < BATCH {
+            match permits.clone().try_acquire_owned() {
+                Ok(p) => held.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut batch = consumer
+            .batch()
+            .max_messages(held.len())
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(Ok(m)) = batch.next().await {
+            let permit = held.pop().unwrap();
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                if let Some((js, subject)) = relay {
+                    let headers = m.headers.clone().unwrap_or_default();
+                    js.publish_with_headers(subject, headers, m.payload.clone())
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap();
+                }
+                m.ack().await.unwrap();
+                drop(permit);
+            });
+        }
+    }
+}
+
+pub(crate) fn pull_consumer_config(durable: &str) -> jetstream::consumer::pull::Config {
+    jetstream::consumer::pull::Config {
+        durable_name: Some(durable.into()),
+        max_ack_pending: 1000,
+        ..Default::default()
+    }
+}
+
+pub(crate) async fn raw_throughput(js: &jetstream::Context, n: usize) -> f64 {
+    preload(js, "RAW", "raw.in", n).await;
+    let consumer = js
+        .get_stream("RAW")
+        .await
+        .unwrap()
+        .create_consumer(pull_consumer_config("raw"))
+        .await
+        .unwrap();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let task = tokio::spawn(raw_consume(consumer, None, stop.clone()));
+    let took = time_drain(js, "RAW", "raw", n).await;
+    stop.notify_waiters();
+    task.abort();
+    n as f64 / took.as_secs_f64()
+}
+
+/// p50 and p99 of end-to-end latency (publish → relayed output) at `rate` msgs/s.
+pub(crate) async fn latency(
+    js: &jetstream::Context,
+    client: &async_nats::Client,
+    input: &str,
+    output: &str,
+    rate: u32,
+    seconds: u64,
+) -> (f64, f64) {
+    let mut sub = client.subscribe(output.to_string()).await.unwrap();
+    client.flush().await.unwrap();
+    let total = rate as u64 * seconds;
+    let collector = tokio::spawn(async move {
+        let mut samples = Vec::with_capacity(total as usize);
+        while samples.len() < total as usize {
+            match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+                Ok(Some(m)) => {
+                    let sent: u128 = m
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("Bench-Ts"))
+                        .and_then(|v| v.as_str().parse().ok())
+                        .unwrap_or(0);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos();
+                    samples.push((now - sent) as f64 / 1e6);
+                }
+                _ => break,
+            }
+        }
+        samples
+    });
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for _ in 0..total {
+        tick.tick().await;
+        let mut h = async_nats::HeaderMap::new();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        h.insert("Bench-Ts", now.to_string().as_str());
+        let js = js.clone();
+        let input = input.to_string();
+        tokio::spawn(async move {
+            js.publish_with_headers(input, h, bytes::Bytes::from(vec![b'x'; PAYLOAD]))
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+        });
+    }
+    let mut samples = collector.await.unwrap();
+    assert!(!samples.is_empty(), "no latency samples");
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    (pct(0.50), pct(0.99))
+}

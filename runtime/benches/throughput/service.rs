@@ -1,0 +1,169 @@
+//! natsapp-wasm under test: a service.toml per case, the real binary,
+//! its memory, start-up and throughput.
+
+use super::*;
+
+/// Peak and current resident memory of a process, MiB.
+pub(crate) fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+pub(crate) struct Sub<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) component: &'a Path,
+    pub(crate) subject: String,
+    pub(crate) instances: &'a str,
+    pub(crate) output: Option<&'a str>,
+}
+
+pub(crate) fn service_toml(url: &str, stream: &str, subjects: &str, subs: &[Sub]) -> String {
+    let mut t = format!(
+        "[service]\nname = \"bench\"\ngraceful_timeout = \"2s\"\n[nats]\nservers = [\"{url}\"]\n\
+         [[streams]]\nname = \"{stream}\"\nsubjects = [\"{subjects}\"]\ndeclare = false\n\
+         [[streams]]\nname = \"{stream}_OUT\"\nsubjects = [\"{stream}.out\"]\n"
+    );
+    for s in subs {
+        t += &format!(
+            "[[subscribers]]\nname = \"{}\"\ncomponent = \"{}\"\nsubject = \"{}\"\nstream = \"{stream}\"\ndurable = \"{}\"\n\
+             concurrency = {CONCURRENCY}\npull = {{ batch_size = {BATCH}, timeout = \"1s\" }}\ninstances = \"{}\"\n\
+             publish = [\"{stream}.out\"]\nconfig = {{ output = \"{}\" }}\n",
+            s.name,
+            s.component.display(),
+            s.subject,
+            s.name,
+            s.instances,
+            s.output.unwrap_or("none")
+        );
+    }
+    t
+}
+
+pub(crate) fn spawn(toml: &str, dir: &Path, cache: &Path) -> Child {
+    let file = dir.join(format!(
+        "service-{}.toml",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::write(&file, toml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_natsapp-wasm"))
+        .arg("run")
+        .arg(&file)
+        .env("NATSAPP_CACHE_DIR", cache)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+pub(crate) fn stop(mut child: Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+pub(crate) async fn natsapp_throughput(
+    server: &NatsServer,
+    js: &jetstream::Context,
+    dir: &Path,
+    cache: &Path,
+    case: usize,
+    component: &Path,
+    instances: &str,
+    relay: bool,
+    n: usize,
+) -> (f64, f64) {
+    let stream = format!("B{case}");
+    let subject = format!("b{case}.in");
+    preload(js, &stream, &subject, n).await;
+    let output = format!("{stream}.out");
+    let toml = service_toml(
+        server.url(),
+        &stream,
+        &subject,
+        &[Sub {
+            name: "bench",
+            component,
+            subject: subject.clone(),
+            instances,
+            output: relay.then_some(output.as_str()),
+        }],
+    );
+    let child = spawn(&toml, dir, cache);
+    let took = time_drain(js, &stream, "bench", n).await;
+    let (peak, _) = rss_mib(child.id());
+    stop(child);
+    (n as f64 / took.as_secs_f64(), peak)
+}
+
+/// Waits until the service has created `durable` on `stream`.
+pub(crate) async fn consumer_exists(js: &jetstream::Context, stream: &str, durable: &str) {
+    let s = js.get_stream(stream).await.unwrap();
+    let t0 = Instant::now();
+    while s.consumer_info(durable).await.is_err() {
+        within(t0, &format!("the service to create {durable} on {stream}"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Seconds from `run` to every subscriber having handled one message.
+pub(crate) async fn startup(
+    server: &NatsServer,
+    js: &jetstream::Context,
+    dir: &Path,
+    cache: &Path,
+    subscribers: usize,
+    noop: &Path,
+    tag: &str,
+) -> f64 {
+    let stream = format!("S{subscribers}{tag}");
+    let prefix = format!("s{subscribers}{tag}");
+    create_stream(js, &stream, &[format!("{prefix}.>").as_str()]).await;
+    let names: Vec<String> = (0..subscribers).map(|i| format!("h{i}")).collect();
+    let subs: Vec<Sub> = names
+        .iter()
+        .map(|n| Sub {
+            name: n,
+            component: noop,
+            subject: format!("{prefix}.{n}"),
+            instances: "per-message",
+            output: None,
+        })
+        .collect();
+    for s in &subs {
+        js.publish(s.subject.clone(), "x".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let toml = service_toml(server.url(), &stream, &format!("{prefix}.>"), &subs);
+    let t0 = Instant::now();
+    let child = spawn(&toml, dir, cache);
+    let s = js.get_stream(&stream).await.unwrap();
+    for n in &names {
+        loop {
+            if s.consumer_info(n)
+                .await
+                .is_ok_and(|i| i.ack_floor.stream_sequence > 0)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let took = t0.elapsed().as_secs_f64();
+    stop(child);
+    took
+}

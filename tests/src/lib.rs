@@ -266,6 +266,19 @@ pub async fn stats_until(
     .await
 }
 
+/// A subscriber's statistics once nothing is in flight. The runtime counts
+/// a settlement just after sending it, so read the counters with this rather
+/// than directly once `drained` has seen the server agree.
+pub async fn settled_stats(
+    running: &Running,
+    name: &str,
+) -> natsapp_wasm::stats::SubscriberSnapshot {
+    stats_until(running, name, "every delivery settled", |s| {
+        s.in_flight == 0
+    })
+    .await
+}
+
 /// The natsapp-wasm binary of this build (next to this program, or one
 /// folder up for test binaries in `deps/`).
 pub fn natsapp_bin() -> PathBuf {

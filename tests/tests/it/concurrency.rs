@@ -48,7 +48,7 @@ async fn concurrency_is_bounded_and_a_stuck_subscriber_stalls_no_other() {
     let js = server.jetstream().await;
     // Four slow messages on a subscriber limited to two at once.
     for _ in 0..4 {
-        js_publish(&js, "in.kit", r#"{"op":"sleep","ms":1500}"#).await;
+        js_publish(&js, "in.kit", r#"{"op":"sleep","ms":3000}"#).await;
     }
     let busy = stats_until(&running, "kit", "two handlers running", |s| {
         s.in_flight == 2

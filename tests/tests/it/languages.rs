@@ -65,7 +65,7 @@ async fn sdk_semantics(component: &str, exception: &str) {
     expected.sort();
     assert_eq!(reasons, expected);
     drained(js, "IN", "kit").await;
-    let s = kit.running.subscriber("kit");
+    let s = settled_stats(&kit.running, "kit").await;
     assert_eq!(
         (
             s.received,

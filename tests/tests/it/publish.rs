@@ -34,7 +34,7 @@ async fn publish_to_a_stream_returns_the_puback_and_core_returns_none() {
         serde_json::json!({"ack": null})
     );
     drained(&js, "IN", "kit").await;
-    assert_eq!(running.subscriber("kit").acked, 2);
+    assert_eq!(settled_stats(&running, "kit").await.acked, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +64,7 @@ async fn a_redelivered_input_does_not_duplicate_its_output() {
     );
     drained(&js, "IN", "kit").await;
     assert_eq!(stream_messages(&js, "OUT").await, 1);
-    assert_eq!(running.subscriber("kit").acked, 1);
+    assert_eq!(settled_stats(&running, "kit").await.acked, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,7 +44,7 @@ async fn pulling_resumes_after_the_server_restarts() {
         "the messages published after the restart were handled"
     );
     drained(&js, "IN", "kit").await;
-    let s = kit.running.subscriber("kit");
+    let s = settled_stats(&kit.running, "kit").await;
     assert!(s.acked >= 10 && s.received == s.acked, "{s:?}");
     assert_eq!((s.naked, s.settle_errors, s.in_flight), (0, 0, 0));
     assert_eq!(kit.running.stats.snapshot().connection_status, "connected");

@@ -15,13 +15,18 @@ async fn retry_with_delay_redelivers_after_the_delay() {
     } = Kit::start(kit_service("consumer = { max_deliver = 2 }")).await;
     let t0 = Instant::now();
     js_publish(&js, "in.kit", r#"{"op":"retry","delay_ms":700}"#).await;
-    let s = stats_until(&running, "kit", "second delivery", |s| s.received == 2).await;
+    // `received` counts a delivery when its handler starts; wait for the
+    // second handler to have returned its retry as well.
+    let s = stats_until(&running, "kit", "second delivery handled", |s| {
+        s.retried == 2
+    })
+    .await;
     let elapsed = t0.elapsed();
     assert!(
         elapsed >= Duration::from_millis(700),
         "redelivered after {elapsed:?}, before the 700ms delay"
     );
-    assert_eq!(s.retried, 2);
+    assert_eq!(s.received, 2);
     let s = stats_until(&running, "kit", "term at max_deliver", |s| s.termed == 1).await;
     assert_eq!((s.naked, s.acked), (1, 0));
     drained(&js, "IN", "kit").await;
@@ -154,7 +159,7 @@ async fn max_deliver_reached_terms_with_a_dead_letter() {
     );
     assert_eq!(header(&dl, "Natsapp-Delivered"), "3");
     drained(&js, "IN", "kit").await;
-    let s = running.subscriber("kit");
+    let s = settled_stats(&running, "kit").await;
     assert_eq!(
         (s.received, s.retried, s.naked, s.termed, s.dead_lettered),
         (3, 3, 2, 1, 1)
@@ -186,7 +191,7 @@ async fn panic_is_contained_redelivered_and_reported() {
         "{reason}"
     );
     drained(&js, "IN", "kit").await;
-    let s = running.subscriber("kit");
+    let s = settled_stats(&running, "kit").await;
     assert_eq!(s.failed(FailureCause::Panic), 2);
     assert_eq!(
         (s.received, s.acked, s.naked, s.termed),
@@ -243,7 +248,7 @@ async fn memory_limit_is_contained_and_counted() {
         "{reason}"
     );
     drained(&js, "IN", "kit").await;
-    let s = running.subscriber("kit");
+    let s = settled_stats(&running, "kit").await;
     assert_eq!(s.failed(FailureCause::Memory), 1);
     assert_eq!((s.received, s.acked, s.termed), (2, 1, 1));
 }

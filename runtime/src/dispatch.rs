@@ -6,11 +6,10 @@ use crate::config::SubscriberConfig;
 use crate::nats::ack::{disposition, Disposition, Outcome, Policy};
 use crate::nats::publish;
 use crate::stats::{Settled, SubscriberStats};
-use crate::wasm::host::{Delivery, InFlight, SubscriberHost};
+use crate::wasm::host::{InFlight, SubscriberHost};
 use crate::wasm::invoke::Handler;
 use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
-use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -78,7 +77,7 @@ pub async fn term_with_reason(
 impl Subscriber {
     /// Handles one delivery and settles it.
     pub async fn dispatch(&self, message: jetstream::Message) {
-        let msg = match in_flight(message) {
+        let msg = match InFlight::new(message) {
             Ok(msg) => Arc::new(msg),
             Err((message, e)) => {
                 tracing::error!(subscriber = %self.config.name, "not a JetStream delivery ({e}); asking for redelivery");
@@ -210,32 +209,4 @@ impl Subscriber {
         .await
         .map(|_| ())
     }
-}
-
-#[allow(clippy::result_large_err)]
-fn in_flight(message: jetstream::Message) -> Result<InFlight, (jetstream::Message, String)> {
-    let delivery = match message.info() {
-        Ok(i) => Delivery {
-            stream: i.stream.to_string(),
-            consumer: i.consumer.to_string(),
-            stream_sequence: i.stream_sequence,
-            consumer_sequence: i.consumer_sequence,
-            delivered: u32::try_from(i.delivered.max(0)).unwrap_or(u32::MAX),
-            pending: i.pending,
-            published_unix_ns: u64::try_from(i.published.unix_timestamp_nanos().max(0))
-                .unwrap_or(u64::MAX),
-        },
-        Err(e) => {
-            let e = e.to_string();
-            return Err((message, e));
-        }
-    };
-    Ok(InFlight {
-        stream: delivery.stream.clone(),
-        sequence: delivery.stream_sequence,
-        delivery,
-        message,
-        settled: AtomicBool::new(false),
-        published: AtomicU32::new(0),
-    })
 }

@@ -146,16 +146,12 @@ impl Service {
         let mut subscribers = Vec::with_capacity(config.subscribers.len());
         for (s, pre) in config.subscribers.iter().zip(compiled) {
             let consumer = setup::ensure_consumer(&js, s).await?;
-            let host = Arc::new(SubscriberHost {
-                name: s.name.as_str().into(),
-                durable: s.durable.to_string(),
-                client: client.clone(),
-                jetstream: js.clone(),
-                allow: s.publish.clone(),
-                routes: routes.clone(),
-                config: s.config.iter().collect(),
-                memory: s.memory,
-            });
+            let host = Arc::new(SubscriberHost::new(
+                s,
+                client.clone(),
+                js.clone(),
+                routes.clone(),
+            ));
             let sub = Subscriber {
                 config: s.clone(),
                 handler: Handler::new(pre, host.clone(), s.timeout, s.ack_wait, s.instances),

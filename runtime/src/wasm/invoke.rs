@@ -15,7 +15,7 @@ use async_nats::jetstream::AckKind;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -145,10 +145,15 @@ impl Handler {
         let result = {
             let store = &mut warm.store;
             let service = &warm.service;
+            // Lent as a borrow of our table's entry: lowering the owned
+            // handle would also park it in the store's own handle table,
+            // where nothing removes it, and a reused store would run out of
+            // handles after 100,000 messages.
+            let lent = Resource::<MessageHandle>::new_borrow(rep);
             let call = async {
                 service
                     .natsapp_handler_handler()
-                    .call_handle(&mut *store, &msg.message.payload, handle)
+                    .call_handle(&mut *store, &msg.message.payload, lent)
                     .await
                     .map_err(Failure::Call)
             };
@@ -166,7 +171,7 @@ impl Handler {
                     .store
                     .data_mut()
                     .table
-                    .delete(wasmtime::component::Resource::<MessageHandle>::new_own(rep))
+                    .delete(Resource::<MessageHandle>::new_own(rep))
                     .is_ok()
             {
                 self.warm.lock().expect("pool lock").push(warm);

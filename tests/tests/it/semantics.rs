@@ -335,3 +335,62 @@ async fn reused_instances_keep_state_until_they_fail_or_retire() {
         vec![1, 2, 1, 2, 1]
     );
 }
+
+/// wasmtime caps the component handles live in one store at 100,000: a
+/// reused instance must give back the handle of every message it was lent.
+/// Runs the handler in-process (no pull) to make 100,000 calls quick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_instance_outlasts_the_store_handle_limit() {
+    use natsapp_wasm::nats::ack::Outcome;
+    use natsapp_wasm::nats::publish::PublishRoutes;
+    use natsapp_wasm::wasm::cache::ComponentCache;
+    use natsapp_wasm::wasm::host::{InFlight, SubscriberHost};
+    use natsapp_wasm::wasm::invoke::Handler;
+    use natsapp_wasm::wasm::{PoolSize, WasmRuntime};
+    use std::sync::Arc;
+
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, &kit_service("concurrency = 1"));
+    let config = file.config();
+    let sub = &config.subscribers[0];
+    let wasm = WasmRuntime::new(ComponentCache::from_env(), PoolSize::for_config(&config)).unwrap();
+    let pre = wasm.load(&sub.component, &sub.name).unwrap();
+    let client = server.client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let routes = Arc::new(PublishRoutes::new(&config));
+    let host = Arc::new(SubscriberHost::new(sub, client.clone(), js.clone(), routes));
+    let handler = Handler::new(pre, host, sub.timeout, sub.ack_wait, sub.instances);
+    let mut reports = subscribe(&client, "testkit.out.count").await;
+    let call = |seq: u64, op: &str| {
+        let message = async_nats::Message {
+            subject: "in.kit".into(),
+            reply: Some(format!("$JS.ACK.IN.kit.1.{seq}.{seq}.1700000000000000000.0").into()),
+            payload: format!(r#"{{"op":"{op}"}}"#).into(),
+            headers: None,
+            status: None,
+            description: None,
+            length: 0,
+        };
+        let message = async_nats::jetstream::Message {
+            message,
+            context: js.clone(),
+        };
+        let msg = Arc::new(InFlight::new(message).map_err(|(_, e)| e).unwrap());
+        handler.invoke(msg)
+    };
+
+    assert_eq!(call(1, "count").await, Outcome::Ok);
+    for seq in 2..=100_001 {
+        let outcome = call(seq, "ok").await;
+        assert_eq!(outcome, Outcome::Ok, "call {seq}");
+    }
+    assert_eq!(call(100_002, "count").await, Outcome::Ok);
+    let seen: Vec<u64> = [
+        next_json(&mut reports, Duration::from_secs(5)).await,
+        next_json(&mut reports, Duration::from_secs(5)).await,
+    ]
+    .iter()
+    .map(|r| r["seen"].as_u64().unwrap())
+    .collect();
+    assert_eq!(seen, vec![1, 2], "one instance served all 100,002 messages");
+}

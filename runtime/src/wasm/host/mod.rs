@@ -6,7 +6,7 @@ mod types;
 
 pub use publisher::PublishRoutes;
 
-use crate::config::Subject;
+use crate::config::{Subject, SubscriberConfig};
 use async_nats::jetstream;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -54,6 +54,27 @@ pub struct SubscriberHost {
     pub memory: u64,
 }
 
+impl SubscriberHost {
+    /// What `sub`'s stores share, publishing through `client` and `jetstream`.
+    pub fn new(
+        sub: &SubscriberConfig,
+        client: async_nats::Client,
+        jetstream: jetstream::Context,
+        routes: Arc<PublishRoutes>,
+    ) -> Self {
+        SubscriberHost {
+            name: sub.name.as_str().into(),
+            durable: sub.durable.to_string(),
+            client,
+            jetstream,
+            allow: sub.publish.clone(),
+            routes,
+            config: sub.config.iter().collect(),
+            memory: sub.memory,
+        }
+    }
+}
+
 /// The delivery being handled, shared with `dispatch`.
 pub struct InFlight {
     /// The JetStream message.
@@ -71,6 +92,36 @@ pub struct InFlight {
 }
 
 impl InFlight {
+    /// A JetStream delivery about to be handled, or the message back with
+    /// why it is not one (its reply subject is not an ack subject).
+    #[allow(clippy::result_large_err)]
+    pub fn new(message: jetstream::Message) -> Result<Self, (jetstream::Message, String)> {
+        let delivery = match message.info() {
+            Ok(i) => Delivery {
+                stream: i.stream.to_string(),
+                consumer: i.consumer.to_string(),
+                stream_sequence: i.stream_sequence,
+                consumer_sequence: i.consumer_sequence,
+                delivered: u32::try_from(i.delivered.max(0)).unwrap_or(u32::MAX),
+                pending: i.pending,
+                published_unix_ns: u64::try_from(i.published.unix_timestamp_nanos().max(0))
+                    .unwrap_or(u64::MAX),
+            },
+            Err(e) => {
+                let e = e.to_string();
+                return Err((message, e));
+            }
+        };
+        Ok(InFlight {
+            stream: delivery.stream.clone(),
+            sequence: delivery.stream_sequence,
+            delivery,
+            message,
+            settled: AtomicBool::new(false),
+            published: AtomicU32::new(0),
+        })
+    }
+
     /// Whether the guest settled the message.
     pub fn settled_by_guest(&self) -> bool {
         self.settled.load(Ordering::Acquire)

@@ -115,7 +115,7 @@ pub(crate) async fn raw_consume(
     }
 }
 
-pub(crate) fn pull_consumer_config(durable: &str) -> jetstream::consumer::pull::Config {
+fn pull_consumer_config(durable: &str) -> jetstream::consumer::pull::Config {
     jetstream::consumer::pull::Config {
         durable_name: Some(durable.into()),
         max_ack_pending: 1000,
@@ -123,15 +123,23 @@ pub(crate) fn pull_consumer_config(durable: &str) -> jetstream::consumer::pull::
     }
 }
 
-pub(crate) async fn raw_throughput(js: &jetstream::Context, n: usize) -> f64 {
-    preload(js, "RAW", "raw.in", n).await;
-    let consumer = js
-        .get_stream("RAW")
+/// A durable pull consumer `durable` on `stream`, shaped as the service's.
+pub(crate) async fn pull_consumer(
+    js: &jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> PullConsumer {
+    js.get_stream(stream)
         .await
         .unwrap()
-        .create_consumer(pull_consumer_config("raw"))
+        .create_consumer(pull_consumer_config(durable))
         .await
-        .unwrap();
+        .unwrap()
+}
+
+pub(crate) async fn raw_throughput(js: &jetstream::Context, n: usize) -> f64 {
+    preload(js, "RAW", "raw.in", n).await;
+    let consumer = pull_consumer(js, "RAW", "raw").await;
     let stop = Arc::new(tokio::sync::Notify::new());
     let task = tokio::spawn(raw_consume(consumer, None, stop.clone()));
     let took = time_drain(js, "RAW", "raw", n).await;

@@ -2,6 +2,9 @@
 //! async-nats on the same nats-server, in one run:
 //!
 //!   cargo bench -p natsapp-wasm --bench throughput -- [--messages N] [--json PATH] [--rate R]
+//!       [--seconds S] [--only SECTION,…]
+//!
+//! Sections: throughput, calls, python, latency, startup, idle (all by default).
 //!
 //! Every throughput case preloads N 128-byte messages into its own stream
 //! and times from the first delivery until its durable consumer has nothing
@@ -22,11 +25,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod broker;
+mod instance;
 mod python;
 mod report;
 mod service;
 
 use broker::*;
+use instance::*;
 use python::*;
 use report::*;
 use service::*;
@@ -35,11 +40,27 @@ const BATCH: usize = 100;
 const CONCURRENCY: usize = 100;
 const PAYLOAD: usize = 128;
 
+const SECTIONS: [&str; 6] = [
+    "throughput",
+    "calls",
+    "python",
+    "latency",
+    "startup",
+    "idle",
+];
+
 struct Args {
     messages: usize,
     json: Option<PathBuf>,
     rate: u32,
     seconds: u64,
+    only: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
 }
 
 fn args() -> Args {
@@ -48,6 +69,7 @@ fn args() -> Args {
         json: None,
         rate: 1000,
         seconds: 5,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -63,9 +85,20 @@ fn args() -> Args {
             "--json" => a.json = it.next().map(|p| root().join(p)),
             "--rate" => a.rate = it.next().and_then(|v| v.parse().ok()).expect("--rate R"),
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).expect("--seconds S"),
+            "--only" => {
+                a.only = it
+                    .next()
+                    .expect("--only SECTION,…")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+                if let Some(bad) = a.only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+                    panic!("unknown section {bad:?}: use {}", SECTIONS.join(", "));
+                }
+            }
             "--bench" => {}
             other => panic!(
-                "unknown argument {other:?}: use --messages N, --json PATH, --rate R, --seconds S"
+                "unknown argument {other:?}: use --messages N, --json PATH, --rate R, --seconds S, --only SECTION,…"
             ),
         }
     }
@@ -85,234 +118,298 @@ fn guest(rel: &str) -> PathBuf {
     p
 }
 
+/// What every section shares: one nats-server, the guests, a scratch folder.
+struct Bench {
+    server: NatsServer,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    dir: tempfile::TempDir,
+    warm_cache: PathBuf,
+    noop: PathBuf,
+    relay: PathBuf,
+    py_noop: PathBuf,
+    js_noop: PathBuf,
+    n: usize,
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
-    let n = a.messages;
     let server = NatsServer::start();
     let client = server.client().await;
-    let js = jetstream::new(client.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let warm_cache = root().join("target/natsapp-bench-cache");
-    let noop = guest("wasm32-wasip2/release/noop.wasm");
-    let relay = guest("wasm32-wasip2/release/relay.wasm");
-    let py_noop = guest("python/noop.wasm");
-    let js_noop = guest("js/noop.wasm");
+    let b = Bench {
+        js: jetstream::new(client.clone()),
+        client,
+        server,
+        dir: tempfile::tempdir().unwrap(),
+        warm_cache: root().join("target/natsapp-bench-cache"),
+        noop: guest("wasm32-wasip2/release/noop.wasm"),
+        relay: guest("wasm32-wasip2/release/relay.wasm"),
+        py_noop: guest("python/noop.wasm"),
+        js_noop: guest("js/noop.wasm"),
+        n: a.messages,
+    };
     let mut rows = Vec::new();
-
-    let raw = raw_throughput(&js, n).await;
-    rows.push(Row {
-        case: "raw async-nats (batch ≤ free permits, 100 at once, ack each)".into(),
-        msgs_per_s: Some(raw),
-        ratio: Some(1.0),
-        ..Default::default()
-    });
-    let cases: [(&str, &Path, &str, bool); 6] = [
-        (
-            "natsapp-wasm, Rust no-op, per-message instances",
-            &noop,
-            "per-message",
-            false,
-        ),
-        (
-            "natsapp-wasm, Rust no-op, reused instances",
-            &noop,
-            "reuse",
-            false,
-        ),
-        (
-            "natsapp-wasm, Rust relay (publish + PubAck, then ack)",
-            &relay,
-            "per-message",
-            true,
-        ),
-        (
-            "natsapp-wasm, Python no-op, reused instances",
-            &py_noop,
-            "reuse",
-            false,
-        ),
-        (
-            "natsapp-wasm, JavaScript no-op, reused instances",
-            &js_noop,
-            "reuse",
-            false,
-        ),
-        (
-            "natsapp-wasm, Python no-op, per-message instances",
-            &py_noop,
-            "per-message",
-            false,
-        ),
-    ];
-    for (i, (case, component, instances, relays)) in cases.into_iter().enumerate() {
-        // Warm the compiled-component cache so start-up is not in the figure.
-        let (rate, peak) = natsapp_throughput(
-            &server,
-            &js,
-            dir.path(),
-            &warm_cache,
-            i,
-            component,
-            instances,
-            relays,
-            n.min(
-                if component == py_noop.as_path() && instances == "per-message" {
-                    2000
-                } else {
-                    n
-                },
-            ),
-        )
-        .await;
+    if a.runs("throughput") || a.runs("python") {
+        let raw = raw_throughput(&b.js, b.n).await;
         rows.push(Row {
-            case: case.into(),
-            msgs_per_s: Some(rate),
-            ratio: Some(rate / raw),
-            peak_rss_mib: Some(peak),
+            case: "raw async-nats (batch ≤ free permits, 100 at once, ack each)".into(),
+            msgs_per_s: Some(raw),
+            ratio: Some(1.0),
             ..Default::default()
         });
-        eprintln!("{case}: {rate:.0} msgs/s");
-    }
-
-    match python_baselines() {
-        Some(python) => {
-            for (kind, case) in [
-                ("nats-py", "nats-py 2.16 fetch(100), ack each"),
-                ("faststream", "FastStream 0.7.8 PullSub(100), logging off"),
-            ] {
-                let (rate, peak) = python_throughput(&server, &js, &python, kind, n).await;
-                rows.push(Row {
-                    case: case.into(),
-                    msgs_per_s: Some(rate),
-                    ratio: Some(rate / raw),
-                    peak_rss_mib: Some(peak),
-                    ..Default::default()
-                });
-                eprintln!("{case}: {rate:.0} msgs/s");
-            }
+        if a.runs("throughput") {
+            rows.extend(b.throughput(raw).await);
         }
-        None => eprintln!(
-            "python3 with pip is not available: the nats-py and FastStream baselines are left out"
-        ),
+        if a.runs("python") {
+            rows.extend(b.python(raw).await);
+        }
     }
-
-    // Latency of a request-like flow at a fixed rate: publish → handler
-    // publishes an output (PubAck awaited) → ack; measured publish → output.
-    create_stream(&js, "LAT_RAW", &["latraw.in"]).await;
-    create_stream(&js, "LAT_RAW_OUT", &["latraw.out"]).await;
-    let consumer = js
-        .get_stream("LAT_RAW")
-        .await
-        .unwrap()
-        .create_consumer(pull_consumer_config("lat"))
-        .await
-        .unwrap();
-    let stop_raw = Arc::new(tokio::sync::Notify::new());
-    let raw_task = tokio::spawn(raw_consume(
-        consumer,
-        Some((js.clone(), "latraw.out".into())),
-        stop_raw.clone(),
-    ));
-    let (raw_p50, raw_p99) =
-        latency(&js, &client, "latraw.in", "latraw.out", a.rate, a.seconds).await;
-    raw_task.abort();
-    rows.push(Row {
-        case: format!("latency, raw async-nats relay at {} msgs/s", a.rate),
-        p50_ms: Some(raw_p50),
-        p99_ms: Some(raw_p99),
-        ..Default::default()
-    });
-    create_stream(&js, "LAT", &["lat.in"]).await;
-    let toml = service_toml(
-        server.url(),
-        "LAT",
-        "lat.in",
-        &[Sub {
-            name: "bench",
-            component: &relay,
-            subject: "lat.in".into(),
-            instances: "per-message",
-            output: Some("LAT.out"),
-        }],
-    );
-    let child = spawn(&toml, dir.path(), &warm_cache);
-    consumer_exists(&js, "LAT", "bench").await;
-    let (p50, p99) = latency(&js, &client, "lat.in", "LAT.out", a.rate, a.seconds).await;
-    let (peak, _) = rss_mib(child.id());
-    stop(child);
-    rows.push(Row {
-        case: format!("latency, natsapp-wasm Rust relay at {} msgs/s", a.rate),
-        p50_ms: Some(p50),
-        p99_ms: Some(p99),
-        peak_rss_mib: Some(peak),
-        note: format!("p50 added over raw: {:.2} ms", p50 - raw_p50),
-        ..Default::default()
-    });
-
-    // Start-up: run → every subscriber has handled one message.
-    for subscribers in [1usize, 10, 100] {
-        let cold_cache = tempfile::tempdir().unwrap();
-        let cold = startup(
-            &server,
-            &js,
-            dir.path(),
-            cold_cache.path(),
-            subscribers,
-            &noop,
-            "c",
-        )
-        .await;
-        let warm = startup(
-            &server,
-            &js,
-            dir.path(),
-            cold_cache.path(),
-            subscribers,
-            &noop,
-            "w",
-        )
-        .await;
-        rows.push(Row {
-            case: format!("start-up, {subscribers} Rust subscriber(s)"),
-            note: format!("cold {cold:.2} s, warm {warm:.2} s"),
-            ..Default::default()
-        });
+    if a.runs("calls") {
+        rows.extend(b.calls().await);
     }
-
-    // Idle memory with 10 Rust handlers.
-    create_stream(&js, "IDLE", &["idle.>"]).await;
-    let names: Vec<String> = (0..10).map(|i| format!("idle{i}")).collect();
-    let subs: Vec<Sub> = names
-        .iter()
-        .map(|nm| Sub {
-            name: nm,
-            component: &noop,
-            subject: format!("idle.{nm}"),
-            instances: "per-message",
-            output: None,
-        })
-        .collect();
-    let child = spawn(
-        &service_toml(server.url(), "IDLE", "idle.>", &subs),
-        dir.path(),
-        &warm_cache,
-    );
-    for nm in &names {
-        consumer_exists(&js, "IDLE", nm).await;
+    if a.runs("latency") {
+        rows.extend(b.latency(a.rate, a.seconds).await);
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, idle) = rss_mib(child.id());
-    stop(child);
-    rows.push(Row {
-        case: "idle, 10 Rust handlers".into(),
-        peak_rss_mib: None,
-        note: format!("RSS {idle:.1} MiB"),
-        ..Default::default()
-    });
-
-    print_table(&rows, n);
+    if a.runs("startup") {
+        rows.extend(b.startup().await);
+    }
+    if a.runs("idle") {
+        rows.extend(b.idle().await);
+    }
+    print_table(&rows, b.n);
     if let Some(path) = a.json {
-        write_json(&rows, n, &path);
+        write_json(&rows, b.n, &path);
+    }
+}
+
+impl Bench {
+    /// natsapp-wasm draining a preloaded stream, per guest and instance mode.
+    async fn throughput(&self, raw: f64) -> Vec<Row> {
+        let cases: [(&str, &Path, &str, bool); 6] = [
+            (
+                "natsapp-wasm, Rust no-op, per-message instances",
+                &self.noop,
+                "per-message",
+                false,
+            ),
+            (
+                "natsapp-wasm, Rust no-op, reused instances",
+                &self.noop,
+                "reuse",
+                false,
+            ),
+            (
+                "natsapp-wasm, Rust relay (publish + PubAck, then ack)",
+                &self.relay,
+                "per-message",
+                true,
+            ),
+            (
+                "natsapp-wasm, Python no-op, reused instances",
+                &self.py_noop,
+                "reuse",
+                false,
+            ),
+            (
+                "natsapp-wasm, JavaScript no-op, reused instances",
+                &self.js_noop,
+                "reuse",
+                false,
+            ),
+            (
+                "natsapp-wasm, Python no-op, per-message instances",
+                &self.py_noop,
+                "per-message",
+                false,
+            ),
+        ];
+        let mut rows = Vec::new();
+        for (i, (case, component, instances, relays)) in cases.into_iter().enumerate() {
+            // A fresh Python interpreter per message is slow: fewer messages.
+            let n = if component == self.py_noop && instances == "per-message" {
+                self.n.min(2000)
+            } else {
+                self.n
+            };
+            // The compiled-component cache is warm, so start-up is not in the figure.
+            let (rate, peak) = natsapp_throughput(
+                &self.server,
+                &self.js,
+                self.dir.path(),
+                &self.warm_cache,
+                i,
+                component,
+                instances,
+                relays,
+                n,
+            )
+            .await;
+            rows.push(Row::throughput(case, rate, raw, peak));
+        }
+        rows
+    }
+
+    /// One handler call with NATS off the path: what an instance costs.
+    async fn calls(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for instances in ["per-message", "reuse"] {
+            let cost = handler_cost(
+                &self.server,
+                &self.client,
+                self.dir.path(),
+                &self.warm_cache,
+                &self.noop,
+                instances,
+                self.n,
+            )
+            .await;
+            rows.push(Row {
+                case: format!("handler call in-process, Rust no-op, {instances} instances"),
+                msgs_per_s: Some(1e6 / cost.concurrent_us),
+                note: format!(
+                    "{:.1} µs per call one at a time; {:.1} µs with {CONCURRENCY} at once",
+                    cost.sequential_us, cost.concurrent_us
+                ),
+                ..Default::default()
+            });
+            eprintln!(
+                "handler call, {instances}: {:.1} µs one at a time, {:.1} µs with {CONCURRENCY} at once",
+                cost.sequential_us, cost.concurrent_us
+            );
+        }
+        rows
+    }
+
+    /// The stack natsapp-wasm replaces: nats-py and FastStream consumers.
+    async fn python(&self, raw: f64) -> Vec<Row> {
+        let Some(python) = python_baselines() else {
+            eprintln!(
+                "python3 with pip is not available: the nats-py and FastStream baselines are left out"
+            );
+            return Vec::new();
+        };
+        let mut rows = Vec::new();
+        for (kind, case) in [
+            ("nats-py", "nats-py 2.16 fetch(100), ack each"),
+            ("faststream", "FastStream 0.7.8 PullSub(100), logging off"),
+        ] {
+            let (rate, peak) =
+                python_throughput(&self.server, &self.js, &python, kind, self.n).await;
+            rows.push(Row::throughput(case, rate, raw, peak));
+        }
+        rows
+    }
+
+    /// Latency of a request-like flow at a fixed rate: publish → handler
+    /// publishes an output (PubAck awaited) → ack; measured publish → output.
+    async fn latency(&self, rate: u32, seconds: u64) -> Vec<Row> {
+        let js = &self.js;
+        create_stream(js, "LAT_RAW", &["latraw.in"]).await;
+        create_stream(js, "LAT_RAW_OUT", &["latraw.out"]).await;
+        let consumer = pull_consumer(js, "LAT_RAW", "lat").await;
+        let stop_raw = Arc::new(tokio::sync::Notify::new());
+        let raw_task = tokio::spawn(raw_consume(
+            consumer,
+            Some((js.clone(), "latraw.out".into())),
+            stop_raw.clone(),
+        ));
+        let (raw_p50, raw_p99) =
+            latency(js, &self.client, "latraw.in", "latraw.out", rate, seconds).await;
+        raw_task.abort();
+        create_stream(js, "LAT", &["lat.in"]).await;
+        let toml = service_toml(
+            self.server.url(),
+            "LAT",
+            "lat.in",
+            &[Sub {
+                name: "bench",
+                component: &self.relay,
+                subject: "lat.in".into(),
+                instances: "per-message",
+                output: Some("LAT.out"),
+            }],
+        );
+        let child = spawn(&toml, self.dir.path(), &self.warm_cache);
+        consumer_exists(js, "LAT", "bench").await;
+        let (p50, p99) = latency(js, &self.client, "lat.in", "LAT.out", rate, seconds).await;
+        let (peak, _) = rss_mib(child.id());
+        stop(child);
+        vec![
+            Row {
+                case: format!("latency, raw async-nats relay at {rate} msgs/s"),
+                p50_ms: Some(raw_p50),
+                p99_ms: Some(raw_p99),
+                ..Default::default()
+            },
+            Row {
+                case: format!("latency, natsapp-wasm Rust relay at {rate} msgs/s"),
+                p50_ms: Some(p50),
+                p99_ms: Some(p99),
+                peak_rss_mib: Some(peak),
+                note: format!("p50 added over raw: {:.2} ms", p50 - raw_p50),
+                ..Default::default()
+            },
+        ]
+    }
+
+    /// Start-up: run → every subscriber has handled one message, with an
+    /// empty compiled-component cache and then with the one it filled.
+    async fn startup(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for subscribers in [1usize, 10, 100] {
+            let cache = tempfile::tempdir().unwrap();
+            let mut took = [0.0; 2];
+            for (t, tag) in took.iter_mut().zip(["c", "w"]) {
+                *t = startup(
+                    &self.server,
+                    &self.js,
+                    self.dir.path(),
+                    cache.path(),
+                    subscribers,
+                    &self.noop,
+                    tag,
+                )
+                .await;
+            }
+            rows.push(Row {
+                case: format!("start-up, {subscribers} Rust subscriber(s)"),
+                note: format!("cold {:.2} s, warm {:.2} s", took[0], took[1]),
+                ..Default::default()
+            });
+        }
+        rows
+    }
+
+    /// Resident memory of a runtime with 10 Rust handlers and no messages.
+    async fn idle(&self) -> Vec<Row> {
+        create_stream(&self.js, "IDLE", &["idle.>"]).await;
+        let names: Vec<String> = (0..10).map(|i| format!("idle{i}")).collect();
+        let subs: Vec<Sub> = names
+            .iter()
+            .map(|nm| Sub {
+                name: nm,
+                component: &self.noop,
+                subject: format!("idle.{nm}"),
+                instances: "per-message",
+                output: None,
+            })
+            .collect();
+        let child = spawn(
+            &service_toml(self.server.url(), "IDLE", "idle.>", &subs),
+            self.dir.path(),
+            &self.warm_cache,
+        );
+        for nm in &names {
+            consumer_exists(&self.js, "IDLE", nm).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (_, idle) = rss_mib(child.id());
+        stop(child);
+        vec![Row {
+            case: "idle, 10 Rust handlers".into(),
+            note: format!("RSS {idle:.1} MiB"),
+            ..Default::default()
+        }]
     }
 }

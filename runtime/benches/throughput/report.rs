@@ -13,6 +13,20 @@ pub(crate) struct Row {
     pub(crate) note: String,
 }
 
+impl Row {
+    /// A throughput case: its rate, the ratio to `raw` and the peak RSS.
+    pub(crate) fn throughput(case: &str, rate: f64, raw: f64, peak_rss_mib: f64) -> Row {
+        eprintln!("{case}: {rate:.0} msgs/s");
+        Row {
+            case: case.into(),
+            msgs_per_s: Some(rate),
+            ratio: Some(rate / raw),
+            peak_rss_mib: Some(peak_rss_mib),
+            ..Default::default()
+        }
+    }
+}
+
 pub(crate) fn print_table(rows: &[Row], n: usize) {
     let f = |v: Option<f64>, d: usize| v.map_or(String::new(), |v| format!("{v:.d$}"));
     println!("\n{n} messages of {PAYLOAD} B, batch {BATCH}, concurrency {CONCURRENCY}, one nats-server\n");

@@ -1,0 +1,127 @@
+//! The cost of one handler call inside this process, with NATS off the
+//! path: `Handler::invoke` on a prepared delivery, the runtime's real call
+//! path (store, limits, instance from the pool or fresh, `handle`, verdict).
+
+use super::*;
+use natsapp_wasm::config::Config;
+use natsapp_wasm::nats::ack::Outcome;
+use natsapp_wasm::nats::publish::PublishRoutes;
+use natsapp_wasm::wasm::cache::ComponentCache;
+use natsapp_wasm::wasm::host::{InFlight, SubscriberHost};
+use natsapp_wasm::wasm::invoke::Handler;
+use natsapp_wasm::wasm::{PoolSize, WasmRuntime};
+
+/// Microseconds per call: one call at a time, then `CONCURRENCY` tasks
+/// calling at once on this process's worker threads (wall time per call).
+pub(crate) struct CallCost {
+    pub(crate) sequential_us: f64,
+    pub(crate) concurrent_us: f64,
+}
+
+pub(crate) async fn handler_cost(
+    server: &NatsServer,
+    client: &async_nats::Client,
+    dir: &Path,
+    cache: &Path,
+    component: &Path,
+    instances: &str,
+    calls: usize,
+) -> CallCost {
+    let toml = service_toml(
+        server.url(),
+        "CALL",
+        "call.in",
+        &[Sub {
+            name: "bench",
+            component,
+            subject: "call.in".into(),
+            instances,
+            output: None,
+        }],
+    );
+    let file = dir.join(format!("call-{instances}.toml"));
+    std::fs::write(&file, toml).unwrap();
+    let config = Config::load(&file).unwrap();
+    let sub = &config.subscribers[0];
+    let wasm = WasmRuntime::new(
+        ComponentCache::at(Some(cache.to_path_buf())),
+        PoolSize::for_config(&config),
+    )
+    .unwrap();
+    let pre = wasm.load(&sub.component, "bench").unwrap();
+    let host = Arc::new(SubscriberHost::new(
+        sub,
+        client.clone(),
+        jetstream::new(client.clone()),
+        Arc::new(PublishRoutes::new(&config)),
+    ));
+    let handler = Arc::new(Handler::new(
+        pre,
+        host,
+        sub.timeout,
+        sub.ack_wait,
+        sub.instances,
+    ));
+    let deliveries = |n: usize| -> Vec<Arc<InFlight>> {
+        (0..n)
+            .map(|i| {
+                let message = async_nats::Message {
+                    subject: "call.in".into(),
+                    reply: Some(
+                        format!("$JS.ACK.CALL.bench.1.{i}.{i}.1700000000000000000.0").into(),
+                    ),
+                    payload: vec![b'x'; PAYLOAD].into(),
+                    headers: None,
+                    status: None,
+                    description: None,
+                    length: PAYLOAD,
+                };
+                let message = jetstream::Message {
+                    message,
+                    context: jetstream::new(client.clone()),
+                };
+                Arc::new(InFlight::new(message).map_err(|(_, e)| e).unwrap())
+            })
+            .collect()
+    };
+    let call = |handler: Arc<Handler>, msg: Arc<InFlight>| async move {
+        match handler.invoke(msg).await {
+            Outcome::Ok => {}
+            other => panic!("the no-op handler did not succeed: {other:?}"),
+        }
+    };
+
+    // Warm up: compiled code paged in, pool slots touched.
+    for msg in deliveries(200) {
+        call(handler.clone(), msg).await;
+    }
+    let batch = deliveries(calls);
+    let t0 = Instant::now();
+    for msg in batch {
+        call(handler.clone(), msg).await;
+    }
+    let sequential_us = t0.elapsed().as_secs_f64() * 1e6 / calls as f64;
+
+    let per_task = calls.div_ceil(CONCURRENCY);
+    let batches: Vec<_> = (0..CONCURRENCY).map(|_| deliveries(per_task)).collect();
+    let t0 = Instant::now();
+    let tasks: Vec<_> = batches
+        .into_iter()
+        .map(|batch| {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                for msg in batch {
+                    call(handler.clone(), msg).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let concurrent_us = t0.elapsed().as_secs_f64() * 1e6 / (per_task * CONCURRENCY) as f64;
+    CallCost {
+        sequential_us,
+        concurrent_us,
+    }
+}

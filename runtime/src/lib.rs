@@ -103,7 +103,7 @@ pub fn check(config: &Config) -> Result<plan::Plan, Error> {
     let runtime = WasmRuntime::new(ComponentCache::from_env(), PoolSize::for_config(config))
         .map_err(|e| Error::Engine(format!("{e:#}")))?;
     for s in &config.subscribers {
-        runtime.load(s)?;
+        runtime.load(&s.component, &s.name)?;
     }
     Ok(plan::Plan::new(config))
 }
@@ -127,7 +127,7 @@ impl Service {
             .map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut compiled = Vec::with_capacity(config.subscribers.len());
         for s in &config.subscribers {
-            compiled.push(wasm.load(s)?);
+            compiled.push(wasm.load(&s.component, &s.name)?);
         }
         let (fatal_tx, fatal) = mpsc::unbounded_channel();
         let client = nats::connect::connect(&config.service.name, &config.nats, fatal_tx).await?;

@@ -48,13 +48,11 @@ pub(crate) async fn handler_cost(
         PoolSize::for_config(&config),
     )
     .unwrap();
-    let pre = wasm.load(sub).unwrap();
-    // One context for every delivery, as a pull consumer's messages share theirs.
-    let js = jetstream::new(client.clone());
+    let pre = wasm.load(&sub.component, "bench").unwrap();
     let host = Arc::new(SubscriberHost::new(
         sub,
         client.clone(),
-        js.clone(),
+        jetstream::new(client.clone()),
         Arc::new(PublishRoutes::new(&config)),
     ));
     let handler = Arc::new(Handler::new(
@@ -80,7 +78,7 @@ pub(crate) async fn handler_cost(
                 };
                 let message = jetstream::Message {
                     message,
-                    context: js.clone(),
+                    context: jetstream::new(client.clone()),
                 };
                 Arc::new(InFlight::new(message).map_err(|(_, e)| e).unwrap())
             })

@@ -3,8 +3,8 @@
 //! world fails before the first pull with a message naming what is missing.
 
 use super::host::{HostState, ServicePre};
-use super::{Flavor, MemoryInit, WasmRuntime};
-use crate::config::SubscriberConfig;
+use super::WasmRuntime;
+use std::path::Path;
 
 /// The WIT package version this runtime implements.
 pub const PACKAGE: &str = "natsapp:handler@0.1.0";
@@ -37,11 +37,12 @@ pub struct ComponentError {
 }
 
 impl WasmRuntime {
-    /// Compiles `sub`'s component and pre-instantiates it against the
-    /// host's imports, on the engine whose memory initialisation suits the
-    /// component's size and `sub`'s instance mode.
-    pub fn load(&self, sub: &SubscriberConfig) -> Result<ServicePre<HostState>, ComponentError> {
-        let (path, subscriber) = (sub.component.as_path(), sub.name.as_str());
+    /// Compiles `path` and pre-instantiates it against the host's imports.
+    pub fn load(
+        &self,
+        path: &Path,
+        subscriber: &str,
+    ) -> Result<ServicePre<HostState>, ComponentError> {
         let fail = |message: String| ComponentError {
             subscriber: subscriber.to_string(),
             path: path.to_path_buf(),
@@ -55,21 +56,15 @@ impl WasmRuntime {
                     .into(),
             ));
         }
-        let image = image_bytes(&bytes)
-            .map_err(|e| fail(format!("not a valid WebAssembly component: {e}")))?;
-        let init = MemoryInit::choose(sub.instances, image);
-        let Flavor { engine, linker } = self
-            .flavor(init)
-            .map_err(|e| fail(format!("cannot start the WebAssembly engine: {e:#}")))?;
         let started = std::time::Instant::now();
         let (component, cached) = self
             .cache
-            .load_or_compile(engine, &bytes)
+            .load_or_compile(&self.engine, &bytes)
             .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
         let ty = component.component_type();
-        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             let unknown: Vec<String> = ty
-                .imports(engine)
+                .imports(&self.engine)
                 .map(|(name, _)| name)
                 .filter(|name| !PROVIDED.iter().any(|p| name.starts_with(p)))
                 .map(|name| {
@@ -93,7 +88,7 @@ impl WasmRuntime {
         })?;
         let pre = ServicePre::new(instance_pre).map_err(|e| {
             let exports: Vec<String> = ty
-                .exports(engine)
+                .exports(&self.engine)
                 .map(|(name, _)| name.to_string())
                 .collect();
             let hint = match exports
@@ -108,21 +103,7 @@ impl WasmRuntime {
             };
             fail(format!("does not export {HANDLER_EXPORT} ({hint}): {e:#}"))
         })?;
-        tracing::info!(subscriber, component = %path.display(), ?cached, image_bytes = image, memory_init = ?init, "component ready in {:?}", started.elapsed());
+        tracing::info!(subscriber, component = %path.display(), ?cached, "component ready in {:?}", started.elapsed());
         Ok(pre)
     }
-}
-
-/// Bytes of initial data in every core module of a component: what each
-/// fresh instance's memories start with.
-pub fn image_bytes(component: &[u8]) -> Result<u64, wasmparser::BinaryReaderError> {
-    let mut total = 0u64;
-    for payload in wasmparser::Parser::new(0).parse_all(component) {
-        if let wasmparser::Payload::DataSection(section) = payload? {
-            for data in section {
-                total += data?.data.len() as u64;
-            }
-        }
-    }
-    Ok(total)
 }

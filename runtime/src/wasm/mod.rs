@@ -1,7 +1,7 @@
 //! Steps 4–5 of the data flow: the WebAssembly side. One [`WasmRuntime`]
-//! (engines, linkers, epoch ticker) per service; each subscriber's component
-//! is compiled once and pre-instantiated at start-up (`component`); each
-//! message runs in a store with its limits, fresh or reused (`invoke`).
+//! (engine, linker, epoch ticker) per service; each subscriber's component is
+//! compiled once and pre-instantiated at start-up (`component`); each
+//! message runs in a fresh store with its limits (`invoke`).
 
 pub mod cache;
 pub mod component;
@@ -9,10 +9,9 @@ pub mod guest_log;
 pub mod host;
 pub mod invoke;
 
-use crate::config::Instances;
 use host::HostState;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -75,114 +74,19 @@ fn decommit_queue() -> u32 {
     cpus * (DECOMMIT_BATCH - 1)
 }
 
-/// How a fresh instance's linear memory receives the component's data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemoryInit {
-    /// Mapped copy-on-write from one image that every instance shares; a
-    /// page becomes the instance's own only when written. Large images, and
-    /// reused instances, which live long and should share what they can.
-    CopyOnWrite,
-    /// Copied into the instance's memory slot. For a small image this is
-    /// cheaper than mapping: no page fault and no TLB shootdown across the
-    /// runtime's threads at the first write of each page.
-    Copy,
-}
-
-/// Per-message instances of components with at most this much initial
-/// data get it copied. A Rust handler has tens of KiB; an interpreter
-/// (Python, JavaScript) has tens of MiB, which copying per message makes
-/// twice as slow as mapping.
-pub const COPY_IMAGE_LIMIT: u64 = 1 << 20;
-
-impl MemoryInit {
-    /// The initialisation for a component with `image_bytes` of initial
-    /// data whose instances live as `instances` says.
-    pub fn choose(instances: Instances, image_bytes: u64) -> Self {
-        match instances {
-            Instances::PerMessage if image_bytes <= COPY_IMAGE_LIMIT => MemoryInit::Copy,
-            _ => MemoryInit::CopyOnWrite,
-        }
-    }
-}
-
-/// An engine and the linker with every host import, for one [`MemoryInit`].
-struct Flavor {
-    engine: Engine,
-    linker: Linker<HostState>,
-}
-
-/// The engines a service uses, created on first use, shared with the epoch ticker.
-#[derive(Default)]
-struct Engines {
-    copy_on_write: OnceLock<Flavor>,
-    copy: OnceLock<Flavor>,
-}
-
-impl Engines {
-    fn slot(&self, init: MemoryInit) -> &OnceLock<Flavor> {
-        match init {
-            MemoryInit::CopyOnWrite => &self.copy_on_write,
-            MemoryInit::Copy => &self.copy,
-        }
-    }
-
-    fn each(&self) -> impl Iterator<Item = &Flavor> {
-        [&self.copy_on_write, &self.copy]
-            .into_iter()
-            .filter_map(|f| f.get())
-    }
-}
-
-/// The engines (one per [`MemoryInit`] in use), their linkers, the
-/// compiled-component cache and the epoch ticker.
+/// The engine, the linker with every host import, and the epoch ticker.
 pub struct WasmRuntime {
-    engines: Arc<Engines>,
-    pool: PoolSize,
+    engine: Engine,
     cache: cache::ComponentCache,
+    linker: Linker<HostState>,
     ticker_stop: Arc<AtomicBool>,
 }
 
 impl WasmRuntime {
-    /// A runtime whose instances come from pools of `pool` slots (one pool
-    /// per [`MemoryInit`] in use), caching compiled components in `cache`.
+    /// A runtime with the settings every store relies on, instances from a
+    /// pool of `pool` slots (copy-on-write memory initialisation, so a fresh
+    /// instance costs little), caching compiled components in `cache`.
     pub fn new(cache: cache::ComponentCache, pool: PoolSize) -> wasmtime::Result<Self> {
-        let engines = Arc::new(Engines::default());
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (stop, ticking) = (ticker_stop.clone(), engines.clone());
-        std::thread::Builder::new()
-            .name("natsapp-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    for flavor in ticking.each() {
-                        flavor.engine.increment_epoch();
-                    }
-                }
-            })
-            .map_err(wasmtime::Error::from)?;
-        Ok(WasmRuntime {
-            engines,
-            pool,
-            cache,
-            ticker_stop,
-        })
-    }
-
-    /// The engine and linker for `init`, created on first use.
-    fn flavor(&self, init: MemoryInit) -> wasmtime::Result<&Flavor> {
-        let slot = self.engines.slot(init);
-        if let Some(flavor) = slot.get() {
-            return Ok(flavor);
-        }
-        let engine = Self::engine(self.pool, init)?;
-        let mut linker = Linker::new(&engine);
-        host::add_to_linker(&mut linker)?;
-        Ok(slot.get_or_init(|| Flavor { engine, linker }))
-    }
-
-    /// An engine with the settings every store relies on, instances from a
-    /// pool of `pool` slots, memories initialised as `init` says.
-    fn engine(pool: PoolSize, init: MemoryInit) -> wasmtime::Result<Engine> {
         let mut config = Config::new();
         let n = pool.instances;
         if (n + decommit_queue()).saturating_mul(MEMORIES_PER_COMPONENT) <= MAX_POOLED_MEMORIES {
@@ -192,18 +96,39 @@ impl WasmRuntime {
                 "{n} handlers can run at once, more than the pooling allocator is set up for: instances are allocated on demand"
             );
         }
-        // Measured with 100 handlers at once on 2 cores: copying made
-        // per-message Rust instances 1.5–1.8× faster than mapping, made
-        // per-message Python instances 2× slower, and gave every reused
-        // Python or JavaScript instance its own copy of a large image (peak
-        // RSS at concurrency 100 from 57 to 375 MiB): see `MemoryInit::choose`.
-        config.memory_init_cow(init == MemoryInit::CopyOnWrite);
+
+        // Memory images stay copy-on-write (wasmtime's default). Copying
+        // them instead made per-message Rust instances faster (44–51k
+        // against 30–37k msgs/s with 100 handlers on 2 cores: a first write
+        // to a mapped page costs a TLB shootdown) but gave every reused
+        // Python or JavaScript instance its own copy of a large image: peak
+        // RSS at concurrency 100 went from 57 to 375 MiB (Python) and 63 to
+        // 498 MiB (JavaScript). Reuse is the default, so sharing wins.
         config.epoch_interruption(true);
         // Handlers are synchronous WIT functions; the concurrent call path
         // roughly doubles per-call overhead and buys nothing here.
         config.concurrency_support(false);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        Engine::new(&config)
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (stop, ticking) = (ticker_stop.clone(), engine.clone());
+        std::thread::Builder::new()
+            .name("natsapp-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(wasmtime::Error::from)?;
+        Ok(WasmRuntime {
+            engine,
+            cache,
+            linker,
+            ticker_stop,
+        })
     }
 
     /// A pool with one slot per handler that can run at once, plus room for
@@ -229,6 +154,11 @@ impl WasmRuntime {
             .async_stack_keep_resident(1 << 16)
             .decommit_batch_size(DECOMMIT_BATCH as usize);
         pooling
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 }
 

@@ -313,32 +313,6 @@ async fn counts(extra: &str, ops: &[&str]) -> Vec<u64> {
     seen
 }
 
-/// Per-message instances of a small (Rust) component get their memory
-/// copied; interpreters' large images, and reused instances, are mapped.
-#[test]
-fn memory_initialisation_follows_image_size_and_instance_mode() {
-    use natsapp_wasm::config::Instances;
-    use natsapp_wasm::wasm::component::image_bytes;
-    use natsapp_wasm::wasm::MemoryInit;
-    let image = |path: &str| image_bytes(&std::fs::read(path).unwrap()).unwrap();
-    let reuse = Instances::Reuse { max_uses: None };
-    for (path, per_message) in [
-        (guests::NOOP, MemoryInit::Copy),
-        (guests::TESTKIT, MemoryInit::Copy),
-        (guests::PY_NOOP, MemoryInit::CopyOnWrite),
-        (guests::JS_NOOP, MemoryInit::CopyOnWrite),
-    ] {
-        let bytes = image(path);
-        assert!(bytes > 0, "{path} has no initial data");
-        assert_eq!(
-            MemoryInit::choose(Instances::PerMessage, bytes),
-            per_message,
-            "{path}: {bytes} bytes of initial data"
-        );
-        assert_eq!(MemoryInit::choose(reuse, bytes), MemoryInit::CopyOnWrite);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_message_instances_share_nothing() {
     assert_eq!(
@@ -380,7 +354,7 @@ async fn a_reused_instance_outlasts_the_store_handle_limit() {
     let config = file.config();
     let sub = &config.subscribers[0];
     let wasm = WasmRuntime::new(ComponentCache::from_env(), PoolSize::for_config(&config)).unwrap();
-    let pre = wasm.load(sub).unwrap();
+    let pre = wasm.load(&sub.component, &sub.name).unwrap();
     let client = server.client().await;
     let js = async_nats::jetstream::new(client.clone());
     let routes = Arc::new(PublishRoutes::new(&config));

@@ -15,6 +15,13 @@ pub(crate) async fn create_stream(js: &jetstream::Context, name: &str, subjects:
         .unwrap_or_else(|e| panic!("cannot create stream {name}: {e}"));
 }
 
+/// Deletes the streams a measurement used, so the next round can reuse the names.
+pub(crate) async fn delete_streams(js: &jetstream::Context, names: &[&str]) {
+    for name in names {
+        let _ = js.delete_stream(name).await;
+    }
+}
+
 pub(crate) async fn preload(js: &jetstream::Context, stream: &str, subject: &str, n: usize) {
     create_stream(js, stream, &[subject]).await;
     let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
@@ -145,6 +152,7 @@ pub(crate) async fn raw_throughput(js: &jetstream::Context, n: usize) -> f64 {
     let took = time_drain(js, "RAW", "raw", n).await;
     stop.notify_waiters();
     task.abort();
+    delete_streams(js, &["RAW"]).await;
     n as f64 / took.as_secs_f64()
 }
 

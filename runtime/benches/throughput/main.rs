@@ -2,9 +2,11 @@
 //! async-nats on the same nats-server, in one run:
 //!
 //!   cargo bench -p natsapp-wasm --bench throughput -- [--messages N] [--json PATH] [--rate R]
-//!       [--seconds S] [--only SECTION,…]
+//!       [--seconds S] [--rounds R] [--only SECTION,…]
 //!
 //! Sections: throughput, calls, python, latency, startup, idle (all by default).
+//! Throughput cases run in R rounds (default 3), each round every case once,
+//! and report the median.
 //!
 //! Every throughput case preloads N 128-byte messages into its own stream
 //! and times from the first delivery until its durable consumer has nothing
@@ -40,6 +42,7 @@ const BATCH: usize = 100;
 const CONCURRENCY: usize = 100;
 const PAYLOAD: usize = 128;
 
+const RAW: &str = "raw async-nats (batch ≤ free permits, 100 at once, ack each)";
 const SECTIONS: [&str; 6] = [
     "throughput",
     "calls",
@@ -54,6 +57,7 @@ struct Args {
     json: Option<PathBuf>,
     rate: u32,
     seconds: u64,
+    rounds: usize,
     only: Vec<String>,
 }
 
@@ -69,6 +73,7 @@ fn args() -> Args {
         json: None,
         rate: 1000,
         seconds: 5,
+        rounds: 3,
         only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -85,6 +90,13 @@ fn args() -> Args {
             "--json" => a.json = it.next().map(|p| root().join(p)),
             "--rate" => a.rate = it.next().and_then(|v| v.parse().ok()).expect("--rate R"),
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).expect("--seconds S"),
+            "--rounds" => {
+                a.rounds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|r| *r > 0)
+                    .expect("--rounds R (1 or more)")
+            }
             "--only" => {
                 a.only = it
                     .next()
@@ -98,7 +110,7 @@ fn args() -> Args {
             }
             "--bench" => {}
             other => panic!(
-                "unknown argument {other:?}: use --messages N, --json PATH, --rate R, --seconds S, --only SECTION,…"
+                "unknown argument {other:?}: use --messages N, --json PATH, --rate R, --seconds S, --rounds R, --only SECTION,…"
             ),
         }
     }
@@ -151,19 +163,28 @@ async fn main() {
     };
     let mut rows = Vec::new();
     if a.runs("throughput") || a.runs("python") {
-        let raw = raw_throughput(&b.js, b.n).await;
-        rows.push(Row {
-            case: "raw async-nats (batch ≤ free permits, 100 at once, ack each)".into(),
-            msgs_per_s: Some(raw),
-            ratio: Some(1.0),
-            ..Default::default()
-        });
-        if a.runs("throughput") {
-            rows.extend(b.throughput(raw).await);
+        let python = if a.runs("python") {
+            python_baselines()
+        } else {
+            None
+        };
+        if a.runs("python") && python.is_none() {
+            eprintln!(
+                "python3 with pip is not available: the nats-py and FastStream baselines are left out"
+            );
         }
-        if a.runs("python") {
-            rows.extend(b.python(raw).await);
+        let mut samples = Vec::new();
+        for round in 1..=a.rounds {
+            eprintln!("round {round} of {}", a.rounds);
+            samples.push(Sample::new(RAW, raw_throughput(&b.js, b.n).await, None));
+            if a.runs("throughput") {
+                samples.extend(b.throughput().await);
+            }
+            if let Some(python) = &python {
+                samples.extend(b.python(python).await);
+            }
         }
+        rows.extend(medians(&samples, RAW));
     }
     if a.runs("calls") {
         rows.extend(b.calls().await);
@@ -185,7 +206,7 @@ async fn main() {
 
 impl Bench {
     /// natsapp-wasm draining a preloaded stream, per guest and instance mode.
-    async fn throughput(&self, raw: f64) -> Vec<Row> {
+    async fn throughput(&self) -> Vec<Sample> {
         let cases: [(&str, &Path, &str, bool); 6] = [
             (
                 "natsapp-wasm, Rust no-op, per-message instances",
@@ -245,7 +266,7 @@ impl Bench {
                 n,
             )
             .await;
-            rows.push(Row::throughput(case, rate, raw, peak));
+            rows.push(Sample::new(case, rate, Some(peak)));
         }
         rows
     }
@@ -282,21 +303,15 @@ impl Bench {
     }
 
     /// The stack natsapp-wasm replaces: nats-py and FastStream consumers.
-    async fn python(&self, raw: f64) -> Vec<Row> {
-        let Some(python) = python_baselines() else {
-            eprintln!(
-                "python3 with pip is not available: the nats-py and FastStream baselines are left out"
-            );
-            return Vec::new();
-        };
+    async fn python(&self, python: &Path) -> Vec<Sample> {
         let mut rows = Vec::new();
         for (kind, case) in [
             ("nats-py", "nats-py 2.16 fetch(100), ack each"),
             ("faststream", "FastStream 0.7.8 PullSub(100), logging off"),
         ] {
             let (rate, peak) =
-                python_throughput(&self.server, &self.js, &python, kind, self.n).await;
-            rows.push(Row::throughput(case, rate, raw, peak));
+                python_throughput(&self.server, &self.js, python, kind, self.n).await;
+            rows.push(Sample::new(case, rate, Some(peak)));
         }
         rows
     }

@@ -55,5 +55,6 @@ pub(crate) async fn python_throughput(
     let (peak, _) = rss_mib(child.id());
     let mut child = child;
     let _ = child.wait();
+    delete_streams(js, &[&stream]).await;
     (n as f64 / took.as_secs_f64(), peak)
 }

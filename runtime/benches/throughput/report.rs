@@ -13,18 +13,72 @@ pub(crate) struct Row {
     pub(crate) note: String,
 }
 
-impl Row {
-    /// A throughput case: its rate, the ratio to `raw` and the peak RSS.
-    pub(crate) fn throughput(case: &str, rate: f64, raw: f64, peak_rss_mib: f64) -> Row {
+/// One throughput measurement.
+pub(crate) struct Sample {
+    pub(crate) case: String,
+    pub(crate) rate: f64,
+    pub(crate) peak_rss_mib: Option<f64>,
+}
+
+impl Sample {
+    pub(crate) fn new(case: &str, rate: f64, peak_rss_mib: Option<f64>) -> Sample {
         eprintln!("{case}: {rate:.0} msgs/s");
-        Row {
+        Sample {
             case: case.into(),
-            msgs_per_s: Some(rate),
-            ratio: Some(rate / raw),
-            peak_rss_mib: Some(peak_rss_mib),
-            ..Default::default()
+            rate,
+            peak_rss_mib,
         }
     }
+}
+
+/// One row per case, in first-seen order: the median rate of its rounds
+/// (the spread in the note), its ratio to the median of `raw_case`, and
+/// the highest peak RSS.
+pub(crate) fn medians(samples: &[Sample], raw_case: &str) -> Vec<Row> {
+    let mut cases: Vec<&str> = Vec::new();
+    for s in samples {
+        if !cases.contains(&s.case.as_str()) {
+            cases.push(&s.case);
+        }
+    }
+    let median_of = |case: &str| {
+        let mut rates: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.case == case)
+            .map(|s| s.rate)
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        (
+            rates[rates.len() / 2],
+            rates[0],
+            rates[rates.len() - 1],
+            rates.len(),
+        )
+    };
+    let (raw, ..) = median_of(raw_case);
+    cases
+        .into_iter()
+        .map(|case| {
+            let (median, lo, hi, rounds) = median_of(case);
+            let peak = samples
+                .iter()
+                .filter(|s| s.case == case)
+                .filter_map(|s| s.peak_rss_mib)
+                .reduce(f64::max);
+            Row {
+                case: case.into(),
+                msgs_per_s: Some(median),
+                ratio: Some(median / raw),
+                peak_rss_mib: peak,
+                note: if rounds > 1 {
+                    format!("median of {rounds}: {lo:.0}–{hi:.0}")
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn print_table(rows: &[Row], n: usize) {

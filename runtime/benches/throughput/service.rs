@@ -104,6 +104,7 @@ pub(crate) async fn natsapp_throughput(
     let took = time_drain(js, &stream, "bench", n).await;
     let (peak, _) = rss_mib(child.id());
     stop(child);
+    delete_streams(js, &[&stream, &format!("{stream}_OUT")]).await;
     (n as f64 / took.as_secs_f64(), peak)
 }
 

@@ -170,8 +170,8 @@ impl WasmRuntime {
             // A slot keeps the pages its last instance touched resident and
             // restores only those (see `memory_keep_resident`), so a fresh
             // instance starts without page faults: on Linux 6.18, fresh
-            // instance + call went from 15-20 us to 8-10 us and per-message
-            // Rust throughput from 0.42 to 0.6-0.7x raw.
+            // instance + call went from 15-20 us to 8-11 us and per-message
+            // Rust throughput from 0.32-0.45x to 0.59-0.77x raw.
             .pagemap_scan(Enabled::Auto)
             .linear_memory_keep_resident(memory_keep_resident())
             .table_keep_resident(1 << 16)

@@ -122,12 +122,20 @@ def encode(data):
     return _json.dumps(data, default=str, separators=(",", ":")).encode("utf-8")
 
 
+# What a JSON document can start with (json.loads also takes NaN and Infinity).
+_JSON_START = frozenset('{["-0123456789tfnNI \t\n\r')
+
+
 def parse(data):
     """The default parser: UTF-8 → JSON → text → bytes."""
     try:
         text = bytes(data).decode("utf-8")
     except UnicodeDecodeError:
         return bytes(data)
+    # Text that cannot be JSON skips the failed parse: raising and catching
+    # its error costs more than the rest of a handler call.
+    if text[:1] not in _JSON_START:
+        return text
     try:
         return _json.loads(text)
     except ValueError:

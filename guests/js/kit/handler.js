@@ -4,6 +4,13 @@
 import { Reject, Retry, config, publish } from "./natsapp.js";
 
 export function handle(data, msg) {
+  if (data === null || typeof data !== "object" || Array.isArray(data) || data instanceof Uint8Array) {
+    // What the default parser made of a payload that is not an op.
+    const bytes = data instanceof Uint8Array;
+    const type = bytes ? "bytes" : Array.isArray(data) ? "array" : data === null ? "null" : typeof data;
+    publish("testkit.out.parsed", { type, value: bytes ? Array.from(data) : data });
+    return;
+  }
   switch (data.op) {
     case "raise":
       throw new TypeError(data.message);

@@ -19,6 +19,11 @@ class LegacyModel:
 
 
 def handle(data, msg):
+    if not isinstance(data, dict):
+        # What the default parser made of a payload that is not an op.
+        value = list(data) if isinstance(data, bytes) else data
+        natsapp.publish("testkit.out.parsed", {"type": type(data).__name__, "value": value})
+        return
     op = data["op"]
     if op == "raise":
         raise ValueError(data["message"])

@@ -39,7 +39,8 @@ pub(crate) async fn handler_cost(
             output: None,
         }],
     );
-    let file = dir.join(format!("call-{instances}.toml"));
+    let stem = component.file_stem().unwrap().to_string_lossy();
+    let file = dir.join(format!("call-{stem}-{instances}.toml"));
     std::fs::write(&file, toml).unwrap();
     let config = Config::load(&file).unwrap();
     let sub = &config.subscribers[0];

@@ -271,22 +271,34 @@ impl Bench {
         rows
     }
 
-    /// One handler call with NATS off the path: what an instance costs.
+    /// One handler call with NATS off the path: what an instance costs, and
+    /// what a call costs in each language.
     async fn calls(&self) -> Vec<Row> {
+        let cases: [(&str, &Path, &str); 4] = [
+            ("Rust", &self.noop, "per-message"),
+            ("Rust", &self.noop, "reuse"),
+            ("Python", &self.py_noop, "reuse"),
+            ("JavaScript", &self.js_noop, "reuse"),
+        ];
         let mut rows = Vec::new();
-        for instances in ["per-message", "reuse"] {
+        for (language, component, instances) in cases {
             let cost = handler_cost(
                 &self.server,
                 &self.client,
                 self.dir.path(),
                 &self.warm_cache,
-                &self.noop,
+                component,
                 instances,
                 self.n,
             )
             .await;
+            let case = format!("handler call in-process, {language} no-op, {instances} instances");
+            eprintln!(
+                "{case}: {:.1} µs one at a time, {:.1} µs with {CONCURRENCY} at once",
+                cost.sequential_us, cost.concurrent_us
+            );
             rows.push(Row {
-                case: format!("handler call in-process, Rust no-op, {instances} instances"),
+                case,
                 msgs_per_s: Some(1e6 / cost.concurrent_us),
                 note: format!(
                     "{:.1} µs per call one at a time; {:.1} µs with {CONCURRENCY} at once",
@@ -294,10 +306,6 @@ impl Bench {
                 ),
                 ..Default::default()
             });
-            eprintln!(
-                "handler call, {instances}: {:.1} µs one at a time, {:.1} µs with {CONCURRENCY} at once",
-                cost.sequential_us, cost.concurrent_us
-            );
         }
         rows
     }

@@ -180,3 +180,61 @@ async fn javascript_publish_encodes_bytes_text_and_json() {
     )
     .await;
 }
+
+/// The default parser (UTF-8 → JSON → text → bytes), payloads the kit does
+/// not read as an op: what type and value `handle` received.
+async fn default_parser_gives(component: &str, cases: &[(&[u8], serde_json::Value)]) {
+    let kit = Kit::start(kit_service("").replace("{testkit}", component)).await;
+    let mut parsed = subscribe(&kit.client, "testkit.out.parsed").await;
+    for (payload, want) in cases {
+        js_publish(&kit.js, "in.kit", payload.to_vec()).await;
+        let got = next_json(&mut parsed, Duration::from_secs(20)).await;
+        assert_eq!(
+            &got,
+            want,
+            "{component}: {:?}",
+            String::from_utf8_lossy(payload)
+        );
+    }
+    drained(&kit.js, "IN", "kit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_default_parser() {
+    use serde_json::json;
+    default_parser_gives(
+        guests::PY_KIT,
+        &[
+            (b"[1,2]", json!({"type": "list", "value": [1, 2]})),
+            (b" \n[1]", json!({"type": "list", "value": [1]})),
+            (b"42", json!({"type": "int", "value": 42})),
+            (b"true", json!({"type": "bool", "value": true})),
+            (br#""quoted""#, json!({"type": "str", "value": "quoted"})),
+            (b"text", json!({"type": "str", "value": "text"})),
+            (b"nope", json!({"type": "str", "value": "nope"})),
+            (b"", json!({"type": "str", "value": ""})),
+            (b"\xff\x00", json!({"type": "bytes", "value": [255, 0]})),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_default_parser() {
+    use serde_json::json;
+    default_parser_gives(
+        guests::JS_KIT,
+        &[
+            (b"[1,2]", json!({"type": "array", "value": [1, 2]})),
+            (b" \n[1]", json!({"type": "array", "value": [1]})),
+            (b"42", json!({"type": "number", "value": 42})),
+            (b"true", json!({"type": "boolean", "value": true})),
+            (br#""quoted""#, json!({"type": "string", "value": "quoted"})),
+            (b"text", json!({"type": "string", "value": "text"})),
+            (b"nope", json!({"type": "string", "value": "nope"})),
+            (b"", json!({"type": "string", "value": ""})),
+            (b"\xff\x00", json!({"type": "bytes", "value": [255, 0]})),
+        ],
+    )
+    .await;
+}

@@ -92,35 +92,36 @@ pub(crate) async fn handler_cost(
         }
     };
 
-    // Warm up: compiled code paged in, pool slots touched.
-    for msg in deliveries(200) {
-        call(handler.clone(), msg).await;
-    }
-    let batch = deliveries(calls);
-    let t0 = Instant::now();
-    for msg in batch {
-        call(handler.clone(), msg).await;
-    }
-    let sequential_us = t0.elapsed().as_secs_f64() * 1e6 / calls as f64;
+    // `tasks` tasks calling at once, each through its own deliveries:
+    // microseconds of wall time per call.
+    let concurrently = |tasks: usize, per_task: usize| {
+        let handler = handler.clone();
+        let batches: Vec<_> = (0..tasks).map(|_| deliveries(per_task)).collect();
+        async move {
+            let t0 = Instant::now();
+            let running: Vec<_> = batches
+                .into_iter()
+                .map(|batch| {
+                    let handler = handler.clone();
+                    tokio::spawn(async move {
+                        for msg in batch {
+                            call(handler.clone(), msg).await;
+                        }
+                    })
+                })
+                .collect();
+            for t in running {
+                t.await.unwrap();
+            }
+            t0.elapsed().as_secs_f64() * 1e6 / (tasks * per_task) as f64
+        }
+    };
 
-    let per_task = calls.div_ceil(CONCURRENCY);
-    let batches: Vec<_> = (0..CONCURRENCY).map(|_| deliveries(per_task)).collect();
-    let t0 = Instant::now();
-    let tasks: Vec<_> = batches
-        .into_iter()
-        .map(|batch| {
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                for msg in batch {
-                    call(handler.clone(), msg).await;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let concurrent_us = t0.elapsed().as_secs_f64() * 1e6 / (per_task * CONCURRENCY) as f64;
+    // Warm up: compiled code paged in, pool slots touched and, for reuse,
+    // as many warm instances as calls at once.
+    concurrently(CONCURRENCY, 2).await;
+    let sequential_us = concurrently(1, calls).await;
+    let concurrent_us = concurrently(CONCURRENCY, calls.div_ceil(CONCURRENCY)).await;
     CallCost {
         sequential_us,
         concurrent_us,

@@ -279,6 +279,21 @@ pub async fn settled_stats(
     .await
 }
 
+/// Runs `command` to completion; panics with its output unless it succeeded.
+pub fn succeeds(command: &mut std::process::Command) -> std::process::Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The natsapp-wasm binary of this build (next to this program, or one
 /// folder up for test binaries in `deps/`).
 pub fn natsapp_bin() -> PathBuf {

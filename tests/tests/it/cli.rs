@@ -277,17 +277,11 @@ fn check_fills_the_cache_and_cache_clear_empties_it() {
     let cache = tempfile::tempdir().unwrap();
     let example = repo_root().join("examples/order-processor/service.toml");
     let with_cache = |args: &[&str]| {
-        let out = Command::new(natsapp_bin())
-            .args(args)
-            .env("NATSAPP_CACHE_DIR", cache.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        succeeds(
+            Command::new(natsapp_bin())
+                .args(args)
+                .env("NATSAPP_CACHE_DIR", cache.path()),
+        )
     };
     let dir = with_cache(&["cache", "dir"]);
     assert_eq!(

@@ -12,34 +12,21 @@ fn run(dir: &Path, program: &str, args: &[&str]) {
         repo_root().join(".venv/bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .env("PATH", path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed in {}:\n{}{}",
-        args.join(" "),
-        dir.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .env("PATH", path),
     );
 }
 
 async fn scaffold_builds_and_handles_a_message(lang: &str, build: &[&str]) {
     let name = format!("hello-{lang}");
     let parent = tempfile::tempdir().unwrap();
-    let out = Command::new(natsapp_bin())
-        .args(["new", &name, "--lang", lang])
-        .current_dir(parent.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        Command::new(natsapp_bin())
+            .args(["new", &name, "--lang", lang])
+            .current_dir(parent.path()),
     );
     let root = parent.path().join(&name);
     assert_eq!(
@@ -56,15 +43,10 @@ async fn scaffold_builds_and_handles_a_message(lang: &str, build: &[&str]) {
         .unwrap();
     }
     run(&root, build[0], &build[1..]);
-    let check = Command::new(natsapp_bin())
-        .args(["check", "service.toml"])
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
+    succeeds(
+        Command::new(natsapp_bin())
+            .args(["check", "service.toml"])
+            .current_dir(&root),
     );
 
     let server = NatsServer::start();

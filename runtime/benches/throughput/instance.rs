@@ -50,10 +50,12 @@ pub(crate) async fn handler_cost(
     )
     .unwrap();
     let pre = wasm.load(&sub.component, "bench").unwrap();
+    // One context for every delivery, as a pull consumer's messages share theirs.
+    let js = jetstream::new(client.clone());
     let host = Arc::new(SubscriberHost::new(
         sub,
         client.clone(),
-        jetstream::new(client.clone()),
+        js.clone(),
         Arc::new(PublishRoutes::new(&config)),
     ));
     let handler = Arc::new(Handler::new(
@@ -79,7 +81,7 @@ pub(crate) async fn handler_cost(
                 };
                 let message = jetstream::Message {
                     message,
-                    context: jetstream::new(client.clone()),
+                    context: js.clone(),
                 };
                 Arc::new(InFlight::new(message).map_err(|(_, e)| e).unwrap())
             })

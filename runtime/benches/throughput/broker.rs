@@ -122,14 +122,6 @@ pub(crate) async fn raw_consume(
     }
 }
 
-fn pull_consumer_config(durable: &str) -> jetstream::consumer::pull::Config {
-    jetstream::consumer::pull::Config {
-        durable_name: Some(durable.into()),
-        max_ack_pending: 1000,
-        ..Default::default()
-    }
-}
-
 /// A durable pull consumer `durable` on `stream`, shaped as the service's.
 pub(crate) async fn pull_consumer(
     js: &jetstream::Context,
@@ -139,7 +131,11 @@ pub(crate) async fn pull_consumer(
     js.get_stream(stream)
         .await
         .unwrap()
-        .create_consumer(pull_consumer_config(durable))
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some(durable.into()),
+            max_ack_pending: 1000,
+            ..Default::default()
+        })
         .await
         .unwrap()
 }

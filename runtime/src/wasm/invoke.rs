@@ -141,7 +141,6 @@ impl Handler {
                 )
             }
         };
-        let rep = handle.rep();
         let result = {
             let store = &mut warm.store;
             let service = &warm.service;
@@ -149,7 +148,7 @@ impl Handler {
             // handle would also park it in the store's own handle table,
             // where nothing removes it, and a reused store would run out of
             // handles after 100,000 messages.
-            let lent = Resource::<MessageHandle>::new_borrow(rep);
+            let lent = Resource::<MessageHandle>::new_borrow(handle.rep());
             let call = async {
                 service
                     .natsapp_handler_handler()
@@ -165,15 +164,7 @@ impl Handler {
             warm.uses += 1;
             let healthy = !matches!(outcome, Outcome::Failed { .. });
             let fresh_enough = max_uses.is_none_or(|m| warm.uses < m);
-            if healthy
-                && fresh_enough
-                && warm
-                    .store
-                    .data_mut()
-                    .table
-                    .delete(Resource::<MessageHandle>::new_own(rep))
-                    .is_ok()
-            {
+            if healthy && fresh_enough && warm.store.data_mut().table.delete(handle).is_ok() {
                 self.warm.lock().expect("pool lock").push(warm);
             }
         }

@@ -83,6 +83,7 @@ fn pagemap_scan_supported(release: &str) -> bool {
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     (major, minor) >= (6, 7)
 }
+
 /// Slots decommitted together.
 const DECOMMIT_BATCH: u32 = 16;
 

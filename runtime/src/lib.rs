@@ -6,15 +6,19 @@
 //!                                                      │
 //!            ┌─────────────────────────────────────────┘
 //!            ▼
-//!   nats::pull (permit → fetch ≤ permits) ──► dispatch (one message)
-//!                                               │  wasm::invoke: fresh store, limits,
+//!   scheduler (permit → fetch ≤ permits; failures by kind) ──► dispatch (one message)
+//!                                               │  wasm::invoke: store, limits,
 //!                                               │  guest `handle(data, msg)`; host imports
-//!                                               │  publish / request (nats::publish, PubAck)
+//!                                               │  publish / request (nats::publish, PubAck,
+//!                                               │  outputs: Nats-Msg-Id)
 //!                                               ▼
-//!                                   nats::ack::disposition ──► ack / nak / term (+ dead letter)
-//!                                               │
-//!                                             stats
+//!            settle::disposition ──► settle (every ack / nak / term / in-progress /
+//!                                            dead letter) ──► nats::ack (wire) ──► stats
 //! ```
+//!
+//! Layers import downwards only: `scheduler` → `dispatch` → `wasm` →
+//! `settle` → `nats` → `config`. A running service stops on its own only
+//! for a [`fatal::Fatal`] reason.
 //!
 //! [`Service::start`] does everything up to the first pull (so every
 //! configuration mistake surfaces before a message is touched);
@@ -24,20 +28,24 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod fatal;
 pub mod nats;
+pub mod outputs;
 pub mod plan;
 pub mod scaffold;
+pub mod scheduler;
+pub mod settle;
 pub mod stats;
 pub mod telemetry;
 pub mod wasm;
 
 use crate::config::{Config, ConfigError};
 use crate::dispatch::Subscriber;
-use crate::nats::ack::Policy;
+use crate::fatal::Fatal;
 use crate::nats::connect::ConnectError;
 use crate::nats::publish::PublishRoutes;
 use crate::nats::setup::{self, SetupError};
-use crate::stats::{Stats, StatsSnapshot, SubscriberStats};
+use crate::stats::{Stats, StatsSnapshot};
 use crate::wasm::cache::ComponentCache;
 use crate::wasm::component::ComponentError;
 use crate::wasm::host::SubscriberHost;
@@ -69,8 +77,8 @@ pub enum Error {
     #[error("cannot start the WebAssembly engine: {0}")]
     Engine(String),
     /// The service stopped because it lost what it needs to run.
-    #[error("{0}")]
-    Fatal(String),
+    #[error(transparent)]
+    Fatal(#[from] Fatal),
 }
 
 impl Error {
@@ -97,6 +105,9 @@ impl Error {
     }
 }
 
+/// How long shutdown waits for the last acknowledgements to reach the server.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Compiles every subscriber's component and checks it implements the
 /// handler world, without connecting to NATS.
 pub fn check(config: &Config) -> Result<plan::Plan, Error> {
@@ -114,7 +125,7 @@ pub struct Service {
     client: async_nats::Client,
     subscribers: Vec<(Arc<Subscriber>, PullConsumer)>,
     jetstream: jetstream::Context,
-    fatal: mpsc::UnboundedReceiver<String>,
+    connection: mpsc::UnboundedReceiver<Fatal>,
     stats: Stats,
     _wasm: WasmRuntime,
 }
@@ -129,8 +140,9 @@ impl Service {
         for s in &config.subscribers {
             compiled.push(wasm.load(&s.component, &s.name)?);
         }
-        let (fatal_tx, fatal) = mpsc::unbounded_channel();
-        let client = nats::connect::connect(&config.service.name, &config.nats, fatal_tx).await?;
+        let (connection_tx, connection) = mpsc::unbounded_channel();
+        let client =
+            nats::connect::connect(&config.service.name, &config.nats, connection_tx).await?;
         let max_publish_wait = config
             .publishers
             .iter()
@@ -142,6 +154,8 @@ impl Service {
             .backpressure_on_inflight(true)
             .build(client.clone());
         setup::ensure_streams(&js, &config).await?;
+        setup::check_captured(&js, &config).await?;
+        setup::warn_duplicate_windows(&js, &config).await;
         let routes = Arc::new(PublishRoutes::new(&config));
         let mut subscribers = Vec::with_capacity(config.subscribers.len());
         for (s, pre) in config.subscribers.iter().zip(compiled) {
@@ -156,12 +170,6 @@ impl Service {
                 config: s.clone(),
                 handler: Handler::new(pre, host.clone(), s.timeout, s.ack_wait, s.instances),
                 host,
-                stats: Arc::new(SubscriberStats::default()),
-                policy: Policy {
-                    max_deliver: s.max_deliver,
-                    backoff: s.backoff.clone(),
-                    dead_letter: s.dead_letter.is_some(),
-                },
             };
             subscribers.push((Arc::new(sub), consumer));
         }
@@ -169,7 +177,7 @@ impl Service {
             client: Some(client.clone()),
             subscribers: subscribers
                 .iter()
-                .map(|(s, _)| (s.config.name.clone(), s.stats.clone()))
+                .map(|(s, _)| (s.config.name.clone(), s.settler().stats.clone()))
                 .collect(),
         };
         Ok(Service {
@@ -177,7 +185,7 @@ impl Service {
             client,
             subscribers,
             jetstream: js,
-            fatal,
+            connection,
             stats,
             _wasm: wasm,
         })
@@ -191,16 +199,19 @@ impl Service {
     /// Pulls and handles messages until `shutdown` resolves (or the
     /// connection is lost for good), then stops gracefully.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<StatsSnapshot, Error> {
-        let ctx = Arc::new(nats::pull::PullContext {
+        let (subscriber_fatal, mut subscriber_failed) = mpsc::unbounded_channel();
+        let ctx = Arc::new(scheduler::PullContext {
             stop_pulling: CancellationToken::new(),
             abandon: CancellationToken::new(),
             tracker: TaskTracker::new(),
             jetstream: self.jetstream.clone(),
+            streams: self.config.streams.clone(),
+            fatal: subscriber_fatal,
         });
         let loops: Vec<_> = self
             .subscribers
             .drain(..)
-            .map(|(sub, consumer)| tokio::spawn(nats::pull::run(sub, consumer, ctx.clone())))
+            .map(|(sub, consumer)| tokio::spawn(scheduler::run(sub, consumer, ctx.clone())))
             .collect();
         tracing::info!(service = %self.config.service.name, subscribers = loops.len(), "running");
         let periodic = self.config.service.stats_interval.map(|every| {
@@ -215,14 +226,17 @@ impl Service {
         });
         let fatal = tokio::select! {
             _ = shutdown => None,
-            reason = self.fatal.recv() => reason,
+            // The client drops its event handler, and with it the only
+            // sender, when it gives up on the connection.
+            reason = self.connection.recv() => Some(reason.unwrap_or(Fatal::ConnectionClosed)),
+            Some(reason) = subscriber_failed.recv() => Some(reason),
         };
         match &fatal {
             None => tracing::info!(
                 "shutting down: no new pulls; waiting up to {:?} for in-flight handlers",
                 self.config.service.graceful_timeout
             ),
-            Some(reason) => tracing::error!("stopping: {reason}"),
+            Some(reason) => tracing::error!("stopping: {}", telemetry::ErrorChain(reason)),
         }
         ctx.stop_pulling.cancel();
         for l in loops {
@@ -239,8 +253,12 @@ impl Service {
         if let Some(p) = periodic {
             p.abort();
         }
-        if let Err(e) = self.client.flush().await {
-            tracing::warn!("could not flush the last acknowledgements: {e}");
+        match tokio::time::timeout(FLUSH_WAIT, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("could not flush the last acknowledgements: {e}"),
+            Err(_) => tracing::warn!(
+                "the last acknowledgements were not flushed within {FLUSH_WAIT:?} (is the server gone?); the server redelivers those messages after ack_wait"
+            ),
         }
         let snapshot = self.stats.snapshot();
         telemetry::log_stats(&snapshot);

@@ -76,9 +76,9 @@ impl Plan {
                 sub.component.display(),
                 size.div_ceil(1024)
             );
-            let max_deliver = sub
-                .max_deliver
-                .map_or("unlimited".to_string(), |m| m.to_string());
+            let max_deliver = sub.max_deliver.map_or("unlimited".to_string(), |m| {
+                format!("{m} (server {})", sub.server_max_deliver())
+            });
             let backoff: Vec<String> = sub.backoff.iter().map(|d| secs(*d)).collect();
             let _ = writeln!(
                 s,
@@ -90,17 +90,72 @@ impl Plan {
                     crate::config::Instances::Reuse { max_uses: Some(n) } => format!("reused up to {n} times"),
                 }
             );
-            let allowed: Vec<&str> = sub.publish.iter().map(|x| x.as_str()).collect();
             let _ = writeln!(
                 s,
-                "    limits: memory {} MiB, {} per message; may publish to [{}]; dead letter {}",
+                "    limits: memory {} MiB, {} per message; output ids: {}",
                 sub.memory >> 20,
                 secs(sub.timeout),
-                allowed.join(", "),
-                sub.dead_letter.as_ref().map_or("none", |d| d.as_str())
+                match sub.output_ids {
+                    crate::config::OutputIds::Content => "content",
+                    crate::config::OutputIds::Sequence => "sequence",
+                }
+            );
+            let _ = writeln!(s, "    may publish to:");
+            for subject in &sub.publish {
+                let _ = writeln!(s, "      {subject} ({})", route_of(c, subject.as_str()));
+            }
+            if sub.publish.is_empty() {
+                let _ = writeln!(s, "      nothing");
+            }
+            let _ = writeln!(
+                s,
+                "    dead letter: {}",
+                sub.dead_letter
+                    .as_ref()
+                    .map_or("none".to_string(), |d| format!(
+                        "{d} ({}; must be captured by a stream on the server)",
+                        route_of(c, d.as_str())
+                    ))
             );
         }
         Plan(s)
+    }
+}
+
+/// How publishes to `pattern` go, from the file: JetStream when a
+/// `[[publishers]]` entry with a stream or a `[[streams]]` entry captures
+/// all of it, core NATS when nothing in the file captures any of it.
+fn route_of(c: &Config, pattern: &str) -> String {
+    let publisher = c
+        .publishers
+        .iter()
+        .find(|p| p.stream.is_some() && p.subject.covers(pattern));
+    if let Some(p) = publisher {
+        return format!(
+            "JetStream, stream {}, PubAck within {}",
+            p.stream.as_ref().map_or("", |s| s.as_str()),
+            secs(p.timeout)
+        );
+    }
+    if let Some(st) = c
+        .streams
+        .iter()
+        .find(|st| st.subjects.iter().any(|s| s.covers(pattern)))
+    {
+        return format!("JetStream, stream {}", st.name);
+    }
+    let overlaps = |s: &crate::config::Subject| {
+        s.covers(pattern) || crate::config::values::subject_covers(pattern, s.as_str())
+    };
+    let partly = c
+        .publishers
+        .iter()
+        .any(|p| p.stream.is_some() && overlaps(&p.subject))
+        || c.streams.iter().any(|st| st.subjects.iter().any(overlaps));
+    if partly {
+        "JetStream where a stream in the file captures the subject, core NATS elsewhere".into()
+    } else {
+        "core NATS: not stored, no PubAck".into()
     }
 }
 

@@ -2,9 +2,9 @@
 //! relaxed atomics, and a serialisable snapshot for logs and the library API
 //! (the equivalent of the Python wrapper's `get_subscription_stats`).
 
-use crate::nats::ack::FailureCause;
+use crate::settle::FailureCause;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,12 @@ pub struct SubscriberStats {
     rejected: AtomicU64,
     settled_by_guest: AtomicU64,
     settle_errors: AtomicU64,
+    replayed: AtomicU64,
+    past_max_deliver: AtomicU64,
+    dead_letter_trimmed: AtomicU64,
+    consumer_recreated: AtomicU64,
+    paused: AtomicBool,
+    ack_floor: AtomicU64,
     in_flight: AtomicU64,
     failed: [AtomicU64; FailureCause::ALL.len()],
     latency_count: AtomicU64,
@@ -44,6 +50,8 @@ pub enum Settled {
     DeadLettered,
     /// The guest settled it.
     ByGuest,
+    /// Acked again without running the handler: already handled here.
+    Replayed,
     /// Settling failed (the server will redeliver after ack_wait).
     Error,
 }
@@ -95,10 +103,36 @@ impl SubscriberStats {
                 &self.dead_lettered
             }
             Settled::ByGuest => &self.settled_by_guest,
+            Settled::Replayed => &self.replayed,
             Settled::Error => &self.settle_errors,
         };
         counter.fetch_add(1, Relaxed);
         self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// A delivery past `max_deliver` arrived: settled without the handler.
+    pub fn past_max_deliver(&self) {
+        self.past_max_deliver.fetch_add(1, Relaxed);
+    }
+
+    /// A dead-letter copy left out the payload (or more) to fit.
+    pub fn dead_letter_trimmed(&self) {
+        self.dead_letter_trimmed.fetch_add(1, Relaxed);
+    }
+
+    /// The durable consumer was recreated after it disappeared.
+    pub fn consumer_recreated(&self) {
+        self.consumer_recreated.fetch_add(1, Relaxed);
+    }
+
+    /// The consumer's ack floor (a stream sequence) seen on the server.
+    pub fn set_ack_floor(&self, floor: u64) {
+        self.ack_floor.store(floor, Relaxed);
+    }
+
+    /// The consumer is paused (or resumed) on the server.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        self.paused.swap(paused, Relaxed)
     }
 
     /// A message fetched but never started (shutdown): counted as received and nak'd.
@@ -135,6 +169,12 @@ impl SubscriberStats {
             dead_lettered: self.dead_lettered.load(Relaxed),
             settled_by_guest: self.settled_by_guest.load(Relaxed),
             settle_errors: self.settle_errors.load(Relaxed),
+            replayed: self.replayed.load(Relaxed),
+            past_max_deliver: self.past_max_deliver.load(Relaxed),
+            dead_letter_trimmed: self.dead_letter_trimmed.load(Relaxed),
+            consumer_recreated: self.consumer_recreated.load(Relaxed),
+            paused: self.paused.load(Relaxed),
+            ack_floor: self.ack_floor.load(Relaxed),
             retried: self.retried.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             failed: FailureCause::ALL
@@ -192,6 +232,20 @@ pub struct SubscriberSnapshot {
     pub settled_by_guest: u64,
     /// Settle calls that failed (the server redelivers after ack_wait).
     pub settle_errors: u64,
+    /// Deliveries of messages already handled here (a lost ack, a
+    /// recreated durable), acked again without the handler.
+    pub replayed: u64,
+    /// Deliveries past `max_deliver` (the last handled one did not finish),
+    /// dead-lettered or termed without the handler.
+    pub past_max_deliver: u64,
+    /// Dead-letter copies that left out the payload (or more) to fit.
+    pub dead_letter_trimmed: u64,
+    /// Times the durable consumer was recreated after it disappeared.
+    pub consumer_recreated: u64,
+    /// The consumer is paused on the server.
+    pub paused: bool,
+    /// The consumer's ack floor (stream sequence) when last looked at.
+    pub ack_floor: u64,
     /// Handler returned retry.
     pub retried: u64,
     /// Handler returned reject.

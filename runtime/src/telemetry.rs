@@ -32,6 +32,21 @@ pub fn init_for_tests() {
         .try_init();
 }
 
+/// Displays an error with its causes, `outer: cause: root`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
 /// Logs `snapshot`, one line per subscriber.
 pub fn log_stats(snapshot: &StatsSnapshot) {
     tracing::info!(connection = %snapshot.connection_status, subscribers = snapshot.total_subscribers, "statistics");

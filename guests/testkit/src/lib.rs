@@ -51,6 +51,12 @@ enum Op {
     Count,
     /// Answer on the message's Reply-To subject.
     Reply { data: String },
+    /// Publish `first` (subject, data pairs) on the first delivery and ask
+    /// for a retry; publish `then` on the later ones and succeed.
+    Outputs { first: Vec<(String, String)>, then: Vec<(String, String)> },
+    /// Sleep `delay_ms`, then publish until it succeeds, at most
+    /// `attempts` times; report the errors.
+    PublishRetrying { subject: String, data: String, attempts: u32, delay_ms: u64 },
 }
 
 struct TestKit;
@@ -176,6 +182,28 @@ impl Handler for TestKit {
             Op::Count => {
                 let n = SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 report("count", json!({"seen": n}))
+            }
+            Op::Outputs { first, then } => {
+                let delivered = msg.delivery().delivered;
+                let outputs = if delivered == 1 { first } else { then };
+                for (subject, data) in outputs {
+                    natsapp_guest::publish(&subject, data)?;
+                }
+                if delivered == 1 {
+                    return Err(Error::retry("the first delivery always fails"));
+                }
+                Ok(())
+            }
+            Op::PublishRetrying { subject, data, attempts, delay_ms } => {
+                std::thread::sleep(Duration::from_millis(delay_ms));
+                let mut errors = Vec::new();
+                for _ in 0..attempts {
+                    match natsapp_guest::publish(&subject, data.clone()) {
+                        Ok(_) => break,
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                report("publish_retrying", json!({"errors": errors}))
             }
             Op::Reply { data } => {
                 let to = msg.reply().ok_or_else(|| Error::reject("no Reply-To header"))?;

@@ -4,10 +4,10 @@
 
 use super::*;
 use natsapp_wasm::config::Config;
-use natsapp_wasm::nats::ack::Outcome;
 use natsapp_wasm::nats::publish::PublishRoutes;
+use natsapp_wasm::settle::{InFlight, Outcome};
 use natsapp_wasm::wasm::cache::ComponentCache;
-use natsapp_wasm::wasm::host::{InFlight, SubscriberHost};
+use natsapp_wasm::wasm::host::SubscriberHost;
 use natsapp_wasm::wasm::invoke::Handler;
 use natsapp_wasm::wasm::{PoolSize, WasmRuntime};
 

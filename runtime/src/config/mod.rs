@@ -14,7 +14,7 @@ pub mod values;
 
 use interpolate::{interpolate, InterpolateError};
 use raw::RawFile;
-pub use raw::{Retention, Storage};
+pub use raw::{OutputIds, Retention, Storage};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,8 @@ pub mod defaults {
     pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
     /// `publishers[].timeout`
     pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `outputs.ids`
+    pub const OUTPUT_IDS: super::raw::OutputIds = super::raw::OutputIds::Content;
     /// `instances`
     pub const INSTANCES: super::raw::InstanceMode = super::raw::InstanceMode::Reuse;
     /// `stats_interval` when NATS_DEBUG is on
@@ -219,6 +221,34 @@ pub struct SubscriberConfig {
     pub double_ack: bool,
     /// Fresh or reused instances.
     pub instances: Instances,
+    /// The `Nats-Msg-Id` scheme of the handler's outputs.
+    pub output_ids: OutputIds,
+}
+
+impl SubscriberConfig {
+    /// The consumer's `max_deliver` on the server: one more than the
+    /// file's, or -1 for no limit. The handler runs on deliveries up to
+    /// `max_deliver`; the extra delivery only settles a message whose last
+    /// handled delivery did not finish (shutdown, crash, a nak), so it is
+    /// dead-lettered or terminated rather than dropped by the server.
+    pub fn server_max_deliver(&self) -> i64 {
+        self.max_deliver.map_or(-1, |n| i64::from(n) + 1)
+    }
+
+    /// The longest time from a message's first delivery to its last
+    /// handled one: every delivery runs to the time limit and waits its
+    /// backoff step. `None` when deliveries are unlimited.
+    pub fn redelivery_span(&self) -> Option<Duration> {
+        let max = self.max_deliver?;
+        let step = |d: u32| {
+            self.backoff
+                .get((d as usize).saturating_sub(1))
+                .or(self.backoff.last())
+                .copied()
+                .unwrap_or_default()
+        };
+        Some((1..max).map(|d| self.timeout + step(d)).sum::<Duration>() + self.timeout)
+    }
 }
 
 /// How a subscriber's component instances are used.

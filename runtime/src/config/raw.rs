@@ -182,6 +182,31 @@ pub struct RawSubscriber {
     /// `double_ack = true`: wait for the server to confirm each ack.
     #[serde(default)]
     pub double_ack: bool,
+    /// `outputs = { ids = "content" }`: how the handler's outputs are identified.
+    #[serde(default)]
+    pub outputs: RawOutputs,
+}
+
+/// `outputs = { … }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutputs {
+    /// `ids = "content"` (default) or `"sequence"`: the `Nats-Msg-Id` scheme
+    /// that keeps a redelivered message from storing its outputs twice.
+    pub ids: Option<OutputIds>,
+}
+
+/// How an output's `Nats-Msg-Id` is derived from the input and the publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputIds {
+    /// Input + subject + payload digest + how many identical outputs this
+    /// call already stored: independent of the order of publishes; the
+    /// payloads must be the same on every delivery.
+    Content,
+    /// Input + how many outputs this call already stored: payloads may
+    /// differ between deliveries (timestamps); the order may not.
+    Sequence,
 }
 
 /// How instances are used.

@@ -460,6 +460,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             config: s.config,
             double_ack: s.double_ack,
             instances,
+            output_ids: s.outputs.ids.unwrap_or(defaults::OUTPUT_IDS),
         })
     }
 }

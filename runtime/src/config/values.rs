@@ -136,6 +136,29 @@ impl Subject {
     pub fn matches(&self, subject: &str) -> bool {
         subject_matches(&self.0, subject)
     }
+
+    /// True when every subject `other` (a subject or a pattern) can match
+    /// is also matched by this pattern.
+    pub fn covers(&self, other: &str) -> bool {
+        subject_covers(&self.0, other)
+    }
+}
+
+/// Whether pattern `outer` matches every subject pattern `inner` matches.
+pub fn subject_covers(outer: &str, inner: &str) -> bool {
+    let mut inner_tokens = inner.split('.');
+    let mut outer_tokens = outer.split('.').peekable();
+    while let Some(o) = outer_tokens.next() {
+        if o == ">" && outer_tokens.peek().is_none() {
+            return inner_tokens.next().is_some();
+        }
+        match inner_tokens.next() {
+            Some(">") | None => return false,
+            Some(i) if o == "*" || o == i => {}
+            Some(_) => return false,
+        }
+    }
+    inner_tokens.next().is_none()
 }
 
 /// NATS subject matching: `*` matches one token, a final `>` one or more.
@@ -296,6 +319,25 @@ mod tests {
                 want,
                 "{pattern} ~ {subject}"
             );
+        }
+    }
+
+    #[test]
+    fn covering() {
+        let table = [
+            ("inventory.>", "inventory.updates", true),
+            ("inventory.>", "inventory.*", true),
+            ("inventory.>", "inventory.>", true),
+            ("inventory.*", "inventory.>", false),
+            ("inventory.*", "inventory.eu.x", false),
+            ("inventory.*", "inventory.*", true),
+            ("inventory.updates", "inventory.*", false),
+            ("*.updates", "inventory.updates", true),
+            (">", "a.*.>", true),
+            ("dlq.>", "dlq", false),
+        ];
+        for (outer, inner, want) in table {
+            assert_eq!(subject_covers(outer, inner), want, "{outer} covers {inner}");
         }
     }
 

@@ -1,302 +1,122 @@
-//! Step 6 of the data flow: how one handled message is settled, decided by a
-//! single pure function from the handler's outcome and the consumer policy.
-//! `dispatch` applies the decision; nothing else decides ack/nak/term.
+//! The acknowledgement wire format: what a JetStream delivery's ack subject
+//! takes (`+ACK`, `-NAK`, `+TERM reason`, `+WPI`) and how it is sent. Only
+//! `settle` calls this; it decides which one and counts it.
 
+use async_nats::jetstream::AckKind;
+use async_nats::Subject;
+use bytes::Bytes;
 use std::time::Duration;
 
-/// Why a handler invocation failed without the guest deciding anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureCause {
-    /// A wasm trap (unreachable, out-of-bounds, stack overflow, …).
-    Trap,
-    /// A Rust guest panic (a trap preceded by a panic message).
-    Panic,
-    /// The per-message time limit (`limits.timeout`) ran out.
-    Timeout,
-    /// The guest tried to grow its memory past `limits.memory`.
-    Memory,
-    /// The component could not be instantiated for this message.
-    Instantiate,
-}
+/// The longest reason sent with a term (the server puts it in advisories).
+pub const MAX_TERM_REASON: usize = 1024;
 
-impl FailureCause {
-    /// Every cause, for statistics.
-    pub const ALL: [FailureCause; 5] = [
-        Self::Trap,
-        Self::Panic,
-        Self::Timeout,
-        Self::Memory,
-        Self::Instantiate,
-    ];
-
-    /// The label used in logs and statistics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Trap => "trap",
-            Self::Panic => "panic",
-            Self::Timeout => "timeout",
-            Self::Memory => "memory_limit",
-            Self::Instantiate => "instantiate",
-        }
-    }
-}
-
-/// What came of one `handle` call.
+/// One acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// `handle` returned `ok`.
-    Ok,
-    /// `handle` returned `retry`.
-    Retry {
-        /// Delay the guest asked for.
-        delay: Option<Duration>,
-        /// Why, for the log.
-        reason: String,
-    },
-    /// `handle` returned `reject`.
-    Reject(String),
-    /// The invocation failed: trap, panic, limit.
-    Failed {
-        /// The cause, for statistics.
-        cause: FailureCause,
-        /// A readable description, for the log and the dead-letter copy.
-        detail: String,
-    },
-}
-
-/// The consumer policy the decision needs.
-#[derive(Debug, Clone, Default)]
-pub struct Policy {
-    /// `None`: unlimited deliveries.
-    pub max_deliver: Option<u32>,
-    /// Redelivery delays by delivery count (1-based, last step repeats).
-    pub backoff: Vec<Duration>,
-    /// Whether a dead-letter subject is configured.
-    pub dead_letter: bool,
-}
-
-impl Policy {
-    /// The backoff step for a message delivered `delivered` times.
-    pub fn backoff_step(&self, delivered: u32) -> Option<Duration> {
-        let last = self.backoff.len().checked_sub(1)?;
-        let i = (delivered.max(1) as usize - 1).min(last);
-        Some(self.backoff[i])
-    }
-}
-
-/// What the runtime does with the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Disposition {
-    /// The guest settled it already: add nothing.
-    Leave,
-    /// Acknowledge.
+pub enum Ack {
+    /// Handled: never redeliver.
     Ack,
-    /// Negatively acknowledge, redelivering after the delay (or at once).
+    /// Redeliver, after the delay or at once.
     Nak(Option<Duration>),
-    /// Terminate; publish a dead-letter copy first when `dead_letter`.
-    Term {
-        /// Why, for the log, the server and the dead-letter copy.
-        reason: String,
-        /// Copy to the dead-letter subject before terminating.
-        dead_letter: bool,
-    },
+    /// Never redeliver, telling the server why.
+    Term(String),
+    /// Still working: restart the ack wait.
+    Progress,
 }
 
-/// Decides how to settle a message from the handler's outcome.
-///
-/// `settled_by_guest`: the guest called ack, nak or term itself.
-/// `delivered`: the delivery count of this delivery (1 on the first).
-pub fn disposition(
-    outcome: &Outcome,
-    settled_by_guest: bool,
-    delivered: u32,
-    policy: &Policy,
-) -> Disposition {
-    if settled_by_guest {
-        return Disposition::Leave;
-    }
-    let (delay, why) = match outcome {
-        Outcome::Ok => return Disposition::Ack,
-        Outcome::Reject(reason) => {
-            return Disposition::Term {
-                reason: reason.clone(),
-                dead_letter: policy.dead_letter,
-            }
+impl Ack {
+    /// The name used in logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Ack::Ack => "ack",
+            Ack::Nak(_) => "nak",
+            Ack::Term(_) => "term",
+            Ack::Progress => "in-progress",
         }
-        Outcome::Retry { delay, reason } => (*delay, reason.as_str()),
-        Outcome::Failed { detail, .. } => (None, detail.as_str()),
-    };
-    match policy.max_deliver {
-        Some(max) if delivered >= max => Disposition::Term {
-            reason: format!("max_deliver ({max}) reached; last failure: {why}"),
-            dead_letter: policy.dead_letter,
-        },
-        _ => Disposition::Nak(delay.or_else(|| policy.backoff_step(delivered))),
     }
+
+    fn payload(&self) -> Bytes {
+        match self {
+            Ack::Ack => AckKind::Ack.into(),
+            Ack::Nak(delay) => AckKind::Nak(*delay).into(),
+            Ack::Term(reason) if reason.is_empty() => AckKind::Term.into(),
+            Ack::Term(reason) => format!("+TERM {}", one_line(reason, MAX_TERM_REASON)).into(),
+            Ack::Progress => AckKind::Progress.into(),
+        }
+    }
+}
+
+/// An acknowledgement that could not be sent (or, confirmed, was not confirmed).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot send {what} to {reply}")]
+pub struct AckError {
+    what: &'static str,
+    reply: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Sends `ack` to the delivery's ack subject `reply`.
+pub async fn send(client: &async_nats::Client, reply: &Subject, ack: &Ack) -> Result<(), AckError> {
+    client
+        .publish(reply.clone(), ack.payload())
+        .await
+        .map_err(|e| AckError {
+            what: ack.name(),
+            reply: reply.to_string(),
+            source: Box::new(e),
+        })
+}
+
+/// Sends an ack and waits up to `wait` for the server to confirm it.
+pub async fn send_confirmed(
+    client: &async_nats::Client,
+    reply: &Subject,
+    wait: Duration,
+) -> Result<(), AckError> {
+    let error = |source: Box<dyn std::error::Error + Send + Sync>| AckError {
+        what: "confirmed ack",
+        reply: reply.to_string(),
+        source,
+    };
+    match tokio::time::timeout(wait, client.request(reply.clone(), Ack::Ack.payload())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(error(Box::new(e))),
+        Err(e) => Err(error(Box::new(e))),
+    }
+}
+
+/// `s` on one line (control characters become spaces), at most `max` bytes.
+pub fn one_line(s: &str, max: usize) -> String {
+    let mut s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|i| s.is_char_boundary(*i))
+            .unwrap_or(0);
+        s.truncate(cut);
+    }
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn secs(s: u64) -> Option<Duration> {
-        Some(Duration::from_secs(s))
-    }
-
     #[test]
-    fn table() {
-        let plain = Policy {
-            max_deliver: Some(3),
-            backoff: vec![],
-            dead_letter: false,
-        };
-        let backoff = Policy {
-            max_deliver: Some(5),
-            backoff: vec![Duration::from_secs(1), Duration::from_secs(10)],
-            dead_letter: true,
-        };
-        let unlimited = Policy {
-            max_deliver: None,
-            backoff: vec![],
-            dead_letter: false,
-        };
-        let retry = |d: Option<Duration>| Outcome::Retry {
-            delay: d,
-            reason: "busy".into(),
-        };
-        let trap = Outcome::Failed {
-            cause: FailureCause::Trap,
-            detail: "wasm trap: unreachable".into(),
-        };
-        let term = |reason: &str, dead_letter| Disposition::Term {
-            reason: reason.into(),
-            dead_letter,
-        };
-
-        let table: Vec<(&str, Outcome, bool, u32, &Policy, Disposition)> = vec![
-            ("ok acks", Outcome::Ok, false, 1, &plain, Disposition::Ack),
-            (
-                "ok on last delivery acks",
-                Outcome::Ok,
-                false,
-                3,
-                &plain,
-                Disposition::Ack,
-            ),
-            (
-                "guest settled: nothing more",
-                Outcome::Ok,
-                true,
-                1,
-                &plain,
-                Disposition::Leave,
-            ),
-            (
-                "guest settled then failed: nothing more",
-                trap.clone(),
-                true,
-                1,
-                &plain,
-                Disposition::Leave,
-            ),
-            (
-                "retry with delay naks with it",
-                retry(secs(7)),
-                false,
-                1,
-                &backoff,
-                Disposition::Nak(secs(7)),
-            ),
-            (
-                "retry without delay uses backoff step 1",
-                retry(None),
-                false,
-                1,
-                &backoff,
-                Disposition::Nak(secs(1)),
-            ),
-            (
-                "backoff step 2",
-                retry(None),
-                false,
-                2,
-                &backoff,
-                Disposition::Nak(secs(10)),
-            ),
-            (
-                "last backoff step repeats",
-                retry(None),
-                false,
-                4,
-                &backoff,
-                Disposition::Nak(secs(10)),
-            ),
-            (
-                "no backoff: immediate nak",
-                retry(None),
-                false,
-                1,
-                &plain,
-                Disposition::Nak(None),
-            ),
-            (
-                "trap naks with backoff",
-                trap.clone(),
-                false,
-                2,
-                &backoff,
-                Disposition::Nak(secs(10)),
-            ),
-            (
-                "reject terms",
-                Outcome::Reject("bad order".into()),
-                false,
-                1,
-                &plain,
-                term("bad order", false),
-            ),
-            (
-                "reject terms with dead letter",
-                Outcome::Reject("bad".into()),
-                false,
-                1,
-                &backoff,
-                term("bad", true),
-            ),
-            (
-                "retry at max_deliver terms",
-                retry(None),
-                false,
-                3,
-                &plain,
-                term("max_deliver (3) reached; last failure: busy", false),
-            ),
-            (
-                "trap at max_deliver terms with dead letter",
-                trap.clone(),
-                false,
-                5,
-                &backoff,
-                term(
-                    "max_deliver (5) reached; last failure: wasm trap: unreachable",
-                    true,
-                ),
-            ),
-            (
-                "unlimited never terms on failure",
-                trap.clone(),
-                false,
-                10_000,
-                &unlimited,
-                Disposition::Nak(None),
-            ),
-        ];
-        for (name, outcome, settled, delivered, policy, want) in table {
-            assert_eq!(
-                disposition(&outcome, settled, delivered, policy),
-                want,
-                "{name}"
-            );
-        }
+    fn wire_format() {
+        assert_eq!(Ack::Ack.payload(), "+ACK");
+        assert_eq!(Ack::Nak(None).payload(), "-NAK");
+        assert_eq!(
+            Ack::Nak(Some(Duration::from_millis(1500))).payload(),
+            r#"-NAK {"delay":1500000000}"#
+        );
+        assert_eq!(Ack::Term(String::new()).payload(), "+TERM");
+        assert_eq!(Ack::Term("bad\norder".into()).payload(), "+TERM bad order");
+        assert_eq!(Ack::Progress.payload(), "+WPI");
+        let long = "é".repeat(MAX_TERM_REASON);
+        assert!(Ack::Term(long).payload().len() <= "+TERM ".len() + MAX_TERM_REASON);
     }
 }

@@ -1,10 +1,11 @@
 //! Step 2 of the data flow: one NATS connection for the service, with the
 //! Python wrapper's connection options, and connection events reported to
-//! the log (and, when reconnecting is not allowed or gives up, to the
-//! service as a fatal error).
+//! the log (and, when reconnecting is not allowed or gives up, or the server
+//! refuses the service, to the service as a [`Fatal`] reason).
 
 use crate::config::{Auth, NatsConfig};
-use async_nats::{ConnectOptions, Event, ServerAddr};
+use crate::fatal::Fatal;
+use async_nats::{ClientError, ConnectOptions, Event, ServerAddr, ServerError};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -38,12 +39,12 @@ pub enum ConnectError {
     },
 }
 
-/// Connects with every option of `nats`. Lost-connection events that end
-/// the service are sent on `fatal`.
+/// Connects with every option of `nats`. Events that end the service are
+/// sent on `fatal`; the channel closes when the client gives up for good.
 pub async fn connect(
     service: &str,
     nats: &NatsConfig,
-    fatal: mpsc::UnboundedSender<String>,
+    fatal: mpsc::UnboundedSender<Fatal>,
 ) -> Result<async_nats::Client, ConnectError> {
     let servers = nats
         .servers
@@ -96,21 +97,13 @@ pub async fn connect(
         .event_callback(move |event| {
             let fatal = fatal.clone();
             async move {
+                if let Some(reason) = fatal_event(&event, allow_reconnect, limit) {
+                    let _ = fatal.send(reason);
+                    return;
+                }
                 match event {
                     Event::Connected => tracing::info!("connected to NATS"),
-                    Event::Disconnected if !allow_reconnect => {
-                        let _ = fatal.send(
-                            "the connection to NATS was lost and nats.allow_reconnect is false"
-                                .into(),
-                        );
-                    }
                     Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
-                    Event::Closed => {
-                        let _ = fatal.send(
-                            "the connection to NATS is closed (reconnect attempts exhausted)"
-                                .into(),
-                        );
-                    }
                     Event::LameDuckMode => tracing::warn!("the NATS server entered lame duck mode"),
                     Event::SlowConsumer(sid) => {
                         tracing::warn!("slow consumer on subscription {sid}")
@@ -126,4 +119,31 @@ pub async fn connect(
             servers: nats.servers.join(", "),
             message: e.to_string(),
         })
+}
+
+/// The connection event that ends the service, if `event` is one.
+fn fatal_event(event: &Event, allow_reconnect: bool, attempts: Option<usize>) -> Option<Fatal> {
+    match event {
+        Event::Disconnected if !allow_reconnect => Some(Fatal::ConnectionLost),
+        Event::ClientError(ClientError::MaxReconnects) if !allow_reconnect => {
+            Some(Fatal::ConnectionLost)
+        }
+        Event::ClientError(ClientError::MaxReconnects) => Some(Fatal::ReconnectsExhausted {
+            attempts: attempts.unwrap_or(0),
+        }),
+        Event::Closed => Some(Fatal::ConnectionClosed),
+        Event::ServerError(ServerError::AuthorizationViolation) => {
+            Some(Fatal::Denied("authorization violation".into()))
+        }
+        // The service's own JetStream requests and acks (`$JS.…`) or its
+        // subscriptions refused: nothing can be pulled or settled. A guest's
+        // publish refused by the server is that guest's error, not fatal.
+        Event::ServerError(ServerError::Other(e))
+            if e.to_ascii_lowercase().contains("permissions violation")
+                && (e.contains("$JS.") || e.contains("Subscription")) =>
+        {
+            Some(Fatal::Denied(e.clone()))
+        }
+        _ => None,
+    }
 }

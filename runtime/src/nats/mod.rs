@@ -1,10 +1,10 @@
-//! Steps 2, 3, 6 and 7 of the data flow: the NATS side. `connect` opens the
+//! Steps 2, 3 and 7 of the data flow, the NATS leaf: `connect` opens the
 //! connection with every option applied; `setup` declares or verifies
-//! streams and durable consumers; `pull` fetches with bounded concurrency;
-//! `ack` decides how a handled message is settled; `publish` sends outputs.
+//! streams and durable consumers; `publish` sends outputs; `ack` is the
+//! acknowledgement wire format. Nothing here decides how a message is
+//! settled (that is `settle`) or imports the layers above.
 
 pub mod ack;
 pub mod connect;
 pub mod publish;
-pub mod pull;
 pub mod setup;

@@ -1,7 +1,7 @@
 //! Step 7 of the data flow: publishing outputs. Decides per subject whether
 //! a publish goes to a stream (await the PubAck, with a `Nats-Msg-Id`) or is
 //! a core publish, and performs it. Used by the guest's `publish` and by
-//! dead-lettering.
+//! dead-lettering (always a JetStream publish).
 
 use crate::config::{defaults, Config, Subject};
 use async_nats::jetstream::{self, context::PublishErrorKind};
@@ -142,6 +142,10 @@ pub async fn publish(
                         subject,
                         message: e.to_string(),
                     },
+                    _ if too_large_for_stream(&e) => PublishError::Invalid {
+                        subject,
+                        message: "the message exceeds the stream's maximum message size".into(),
+                    },
                     _ => PublishError::Unavailable {
                         subject,
                         message: e.to_string(),
@@ -150,6 +154,21 @@ pub async fn publish(
             }
         }
     }
+}
+
+/// Whether the stream refused the message for its size (its `max_msg_size`
+/// or header limit, lower than the server's `max_payload`).
+fn too_large_for_stream(e: &jetstream::context::PublishError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|j| {
+            matches!(
+                j.error_code(),
+                ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+                    | ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM
+            )
+        })
 }
 
 #[cfg(test)]

@@ -28,8 +28,8 @@ pub enum SetupError {
         /// One entry per differing field.
         diffs: Vec<String>,
     },
-    /// A durable exists with other settings than the file's.
-    #[error("durable consumer {durable:?} on stream {stream:?} differs from subscriber {subscriber:?}: {}; delete the consumer or change the file (the runtime never changes it)", diffs.join("; "))]
+    /// A durable exists with settings that change what the handler gets.
+    #[error("durable consumer {durable:?} on stream {stream:?} differs from subscriber {subscriber:?}: {}; delete the consumer or change the file (the runtime changes only the fields it manages)", diffs.join("; "))]
     ConsumerDiffers {
         /// The subscriber.
         subscriber: String,
@@ -39,6 +39,23 @@ pub enum SetupError {
         durable: String,
         /// One entry per differing field.
         diffs: Vec<String>,
+    },
+    /// A subject that must be stored (a dead letter, a publisher with a
+    /// stream) is captured by no stream.
+    #[error("{key}: no stream on the server captures {subject:?}{}; a publish there would not be stored", expected.as_ref().map(|s| format!(" (stream {s:?} does not)")).unwrap_or_default())]
+    NotCaptured {
+        /// The key in service.toml.
+        key: String,
+        /// The subject.
+        subject: String,
+        /// The stream the file names for it, if any.
+        expected: Option<String>,
+    },
+    /// A stream the service needs is gone and may not be declared again.
+    #[error("stream {stream:?} is gone from the server")]
+    StreamGone {
+        /// The stream.
+        stream: String,
     },
     /// The server refused or failed a request.
     #[error("{what}: {message}")]
@@ -116,7 +133,8 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
     Ok(())
 }
 
-fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
+/// Whether a stream lookup failed because the stream does not exist.
+pub fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
     matches!(e.kind(), GetStreamErrorKind::JetStream(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
 
@@ -188,7 +206,8 @@ pub fn stream_diffs(want: &StreamConfig, existing: &stream::Config) -> Vec<Strin
     diffs
 }
 
-async fn ensure_stream(js: &jetstream::Context, s: &StreamConfig) -> Result<(), SetupError> {
+/// Declares `s` when it is missing (and may be declared), or verifies it.
+pub async fn ensure_stream(js: &jetstream::Context, s: &StreamConfig) -> Result<(), SetupError> {
     match js.get_stream(s.name.as_str()).await {
         Ok(existing) => {
             let diffs = stream_diffs(s, &existing.cached_info().config);
@@ -241,30 +260,63 @@ async fn ensure_stream(js: &jetstream::Context, s: &StreamConfig) -> Result<(), 
     }
 }
 
+/// Where a durable created by the runtime starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The first message of the stream (a new durable).
+    First,
+    /// The first message after this stream sequence: a durable recreated
+    /// above the ack floor it had, so acknowledged history is not replayed.
+    After(u64),
+}
+
 /// The consumer configuration the file asks for.
 ///
 /// `backoff` is not given to the server: a server-side backoff replaces
 /// `ack_wait` with its first step, which would redeliver messages whose
 /// handlers are still running. The runtime applies the backoff to its own
-/// naks instead (`nats::ack::Policy`), and `ack_wait` stays what the file says.
-pub fn consumer_config(sub: &SubscriberConfig) -> pull::Config {
+/// naks instead (`settle::Policy`), and `ack_wait` stays what the file says.
+/// `max_deliver` is one more than the file's (`server_max_deliver`).
+pub fn consumer_config(sub: &SubscriberConfig, start: StartAt) -> pull::Config {
     pull::Config {
         durable_name: Some(sub.durable.to_string()),
         filter_subject: sub.subject.to_string(),
         ack_policy: AckPolicy::Explicit,
-        deliver_policy: DeliverPolicy::All,
+        deliver_policy: match start {
+            StartAt::First => DeliverPolicy::All,
+            StartAt::After(floor) => DeliverPolicy::ByStartSequence {
+                start_sequence: floor + 1,
+            },
+        },
         ack_wait: sub.ack_wait,
-        max_deliver: sub.max_deliver.map_or(-1, i64::from),
+        max_deliver: sub.server_max_deliver(),
         max_ack_pending: sub.max_ack_pending,
         ..Default::default()
     }
 }
 
-/// The settings of `existing` that differ from `want`.
-pub fn consumer_diffs(want: &pull::Config, existing: &consumer::Config) -> Vec<String> {
-    let mut diffs = Vec::new();
+/// How an existing durable compares with the file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConsumerDrift {
+    /// Differences that change what the handler gets: errors.
+    pub conflicts: Vec<String>,
+    /// Fields the runtime manages that differ, one entry each ("field: old → new").
+    pub updates: Vec<String>,
+    /// `existing` with the managed fields set as the runtime needs them.
+    pub updated: consumer::Config,
+}
+
+/// Compares an existing durable with what `sub` needs. Conflicts are what
+/// would change the messages handlers get (push delivery, filter, ack
+/// policy, headers only, memory storage, priority groups, where it
+/// started); the rest — ack_wait, max_deliver, backoff, max_ack_pending and
+/// the pull limits that would refuse the runtime's pulls or delete an idle
+/// durable — the runtime sets in place.
+pub fn consumer_drift(sub: &SubscriberConfig, existing: &consumer::Config) -> ConsumerDrift {
+    let want = consumer_config(sub, StartAt::First);
+    let mut conflicts = Vec::new();
     if let Some(deliver) = &existing.deliver_subject {
-        diffs.push(format!("it is a push consumer (deliver_subject {deliver:?}); the runtime needs a pull consumer"));
+        conflicts.push(format!("it is a push consumer (deliver_subject {deliver:?}); the runtime needs a pull consumer"));
     }
     let filters: Vec<&str> = if existing.filter_subjects.is_empty() {
         vec![existing.filter_subject.as_str()]
@@ -276,50 +328,121 @@ pub fn consumer_diffs(want: &pull::Config, existing: &consumer::Config) -> Vec<S
             .collect()
     };
     if filters != [want.filter_subject.as_str()] {
-        diffs.push(format!(
+        conflicts.push(format!(
             "subject: server filters {filters:?}, file says {:?}",
             want.filter_subject
         ));
     }
     if existing.ack_policy != AckPolicy::Explicit {
-        diffs.push(format!(
+        conflicts.push(format!(
             "ack policy: server has {:?}, the runtime needs explicit acks",
             existing.ack_policy
         ));
     }
-    if existing.ack_wait != want.ack_wait {
-        diffs.push(format!(
-            "ack_wait: server has {:?}, file says {:?}",
-            existing.ack_wait, want.ack_wait
+    if !matches!(
+        existing.deliver_policy,
+        DeliverPolicy::All | DeliverPolicy::ByStartSequence { .. }
+    ) {
+        conflicts.push(format!(
+            "deliver policy: server has {:?}, the runtime delivers the whole stream (all)",
+            existing.deliver_policy
         ));
     }
-    if existing.max_deliver != want.max_deliver {
-        diffs.push(format!(
-            "max_deliver: server has {}, file says {}",
-            existing.max_deliver, want.max_deliver
+    if existing.headers_only {
+        conflicts.push(
+            "headers_only: the server delivers headers without payloads; handlers need the payload"
+                .into(),
+        );
+    }
+    if existing.memory_storage {
+        conflicts.push("storage: the server keeps this durable's state in memory (lost on a restart); the runtime needs file storage".into());
+    }
+    if !existing.priority_groups.is_empty() {
+        conflicts.push(format!(
+            "priority groups {:?}: the runtime's pulls name no group",
+            existing.priority_groups
         ));
     }
-    if existing.backoff != want.backoff {
-        diffs.push(format!(
-            "backoff: server has {:?}, file says {:?}",
-            existing.backoff, want.backoff
-        ));
+
+    let mut updated = existing.clone();
+    let mut updates = Vec::new();
+    let mut set = |field: &str, old: String, new: String| {
+        if old != new {
+            updates.push(format!("{field}: {old} → {new}"));
+        }
+    };
+    set(
+        "ack_wait",
+        format!("{:?}", existing.ack_wait),
+        format!("{:?}", want.ack_wait),
+    );
+    updated.ack_wait = want.ack_wait;
+    set(
+        "max_deliver",
+        existing.max_deliver.to_string(),
+        want.max_deliver.to_string(),
+    );
+    updated.max_deliver = want.max_deliver;
+    set("backoff", format!("{:?}", existing.backoff), "[]".into());
+    updated.backoff = Vec::new();
+    set(
+        "max_ack_pending",
+        existing.max_ack_pending.to_string(),
+        want.max_ack_pending.to_string(),
+    );
+    updated.max_ack_pending = want.max_ack_pending;
+    if existing.max_batch > 0 && (existing.max_batch as usize) < sub.batch_size {
+        set(
+            "max_batch",
+            existing.max_batch.to_string(),
+            "no limit".into(),
+        );
+        updated.max_batch = 0;
     }
-    if existing.max_ack_pending != want.max_ack_pending {
-        diffs.push(format!(
-            "max_ack_pending: server has {}, file says {}",
-            existing.max_ack_pending, want.max_ack_pending
-        ));
+    if !existing.max_expires.is_zero() && existing.max_expires < sub.pull_timeout {
+        set(
+            "max_expires",
+            format!("{:?}", existing.max_expires),
+            "no limit".into(),
+        );
+        updated.max_expires = std::time::Duration::ZERO;
     }
-    diffs
+    if !existing.inactive_threshold.is_zero() {
+        set(
+            "inactive_threshold",
+            format!("{:?}", existing.inactive_threshold),
+            "none (a durable is never removed when idle)".into(),
+        );
+        updated.inactive_threshold = std::time::Duration::ZERO;
+    }
+    ConsumerDrift {
+        conflicts,
+        updates,
+        updated,
+    }
 }
 
-/// Creates the subscriber's durable pull consumer, or verifies the existing one.
+/// Creates the subscriber's durable pull consumer, or verifies the existing
+/// one and sets the fields the runtime manages in place (with a notice).
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     sub: &SubscriberConfig,
 ) -> Result<PullConsumer, SetupError> {
+    ensure_consumer_at(js, sub, StartAt::First).await
+}
+
+/// `ensure_consumer`, creating a missing durable at `start`.
+pub async fn ensure_consumer_at(
+    js: &jetstream::Context,
+    sub: &SubscriberConfig,
+    start: StartAt,
+) -> Result<PullConsumer, SetupError> {
     let stream = js.get_stream(sub.stream.as_str()).await.map_err(|e| {
+        if is_stream_not_found(&e) {
+            return SetupError::StreamGone {
+                stream: sub.stream.to_string(),
+            };
+        }
         server(
             format!(
                 "cannot look up stream {:?} of subscriber {:?}",
@@ -330,45 +453,67 @@ pub async fn ensure_consumer(
             false,
         )
     })?;
-    let want = consumer_config(sub);
+    let bind_error = |e| {
+        server(
+            format!("cannot bind durable consumer {:?}", sub.durable.as_str()),
+            e,
+            false,
+        )
+    };
     match stream.consumer_info(sub.durable.as_str()).await {
         Ok(info) => {
-            let diffs = consumer_diffs(&want, &info.config);
-            if !diffs.is_empty() {
+            let drift = consumer_drift(sub, &info.config);
+            if !drift.conflicts.is_empty() {
                 return Err(SetupError::ConsumerDiffers {
                     subscriber: sub.name.clone(),
                     stream: sub.stream.to_string(),
                     durable: sub.durable.to_string(),
-                    diffs,
+                    diffs: drift.conflicts,
                 });
             }
+            if drift.updates.is_empty() {
+                return stream
+                    .get_consumer(sub.durable.as_str())
+                    .await
+                    .map_err(bind_error);
+            }
+            stream.update_consumer(drift.updated).await.map_err(|e| {
+                server(
+                    format!(
+                        "cannot update durable consumer {:?} on stream {:?} ({})",
+                        sub.durable.as_str(),
+                        sub.stream.as_str(),
+                        drift.updates.join("; ")
+                    ),
+                    e,
+                    true,
+                )
+            })?;
+            tracing::warn!(subscriber = %sub.name, durable = %sub.durable, stream = %sub.stream, "updated the durable consumer in place: {}", drift.updates.join("; "));
             stream
                 .get_consumer(sub.durable.as_str())
                 .await
-                .map_err(|e| {
-                    server(
-                        format!("cannot bind durable consumer {:?}", sub.durable.as_str()),
-                        e,
-                        false,
-                    )
-                })
+                .map_err(bind_error)
         }
         Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {
-            let created = stream.create_consumer(want).await.map_err(|e| {
-                let invalid =
-                    matches!(e.kind(), jetstream::stream::ConsumerErrorKind::JetStream(_));
-                server(
-                    format!(
-                        "cannot create durable consumer {:?} on stream {:?} for subscriber {:?}",
-                        sub.durable.as_str(),
-                        sub.stream.as_str(),
-                        sub.name
-                    ),
-                    e,
-                    invalid,
-                )
-            })?;
-            tracing::info!(subscriber = %sub.name, durable = %sub.durable, stream = %sub.stream, "created durable consumer");
+            let created = stream
+                .create_consumer(consumer_config(sub, start))
+                .await
+                .map_err(|e| {
+                    let invalid =
+                        matches!(e.kind(), jetstream::stream::ConsumerErrorKind::JetStream(_));
+                    server(
+                        format!(
+                            "cannot create durable consumer {:?} on stream {:?} for subscriber {:?}",
+                            sub.durable.as_str(),
+                            sub.stream.as_str(),
+                            sub.name
+                        ),
+                        e,
+                        invalid,
+                    )
+                })?;
+            tracing::info!(subscriber = %sub.name, durable = %sub.durable, stream = %sub.stream, ?start, "created durable consumer");
             Ok(created)
         }
         Err(e) => Err(server(
@@ -376,5 +521,94 @@ pub async fn ensure_consumer(
             e,
             false,
         )),
+    }
+}
+
+/// Checks, on the server, that every subject whose publishes must be
+/// stored is captured by a stream: each subscriber's `dead_letter`, and
+/// each `[[publishers]]` subject with a `stream` (by that stream).
+pub async fn check_captured(js: &jetstream::Context, config: &Config) -> Result<(), SetupError> {
+    for (i, s) in config.subscribers.iter().enumerate() {
+        let Some(dl) = &s.dead_letter else { continue };
+        if js.stream_by_subject(dl.as_str()).await.is_err() {
+            return Err(SetupError::NotCaptured {
+                key: format!("subscribers[{i}] ({:?}).dead_letter", s.name),
+                subject: dl.to_string(),
+                expected: None,
+            });
+        }
+    }
+    for (i, p) in config.publishers.iter().enumerate() {
+        let Some(stream) = &p.stream else { continue };
+        let mut handle = js.get_stream(stream.as_str()).await.map_err(|e| {
+            if is_stream_not_found(&e) {
+                return SetupError::StreamMissing {
+                    stream: stream.to_string(),
+                    used_by: format!("stream of publisher {:?}", p.subject.as_str()),
+                };
+            }
+            server(
+                format!("cannot look up stream {:?}", stream.as_str()),
+                e,
+                false,
+            )
+        })?;
+        let info = handle.info().await.map_err(|e| {
+            server(
+                format!("cannot look up stream {:?}", stream.as_str()),
+                e,
+                false,
+            )
+        })?;
+        let captured = info
+            .config
+            .subjects
+            .iter()
+            .any(|s| crate::config::values::subject_covers(s, p.subject.as_str()));
+        if !captured {
+            return Err(SetupError::NotCaptured {
+                key: format!("publishers[{i}] ({:?}).stream", p.subject.as_str()),
+                subject: p.subject.to_string(),
+                expected: Some(stream.to_string()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Warns when a subscriber's redeliveries can outlast the duplicate window
+/// of a stream its outputs go to: a redelivery after the window stores
+/// those outputs again.
+pub async fn warn_duplicate_windows(js: &jetstream::Context, config: &Config) {
+    for sub in &config.subscribers {
+        let Some(span) = sub.redelivery_span() else {
+            continue;
+        };
+        for st in &config.streams {
+            let reached = st.subjects.iter().any(|s| {
+                sub.publish
+                    .iter()
+                    .any(|p| p.covers(s.as_str()) || s.covers(p.as_str()))
+            });
+            if !reached {
+                continue;
+            }
+            let Ok(mut handle) = js.get_stream(st.name.as_str()).await else {
+                continue;
+            };
+            let Ok(info) = handle.info().await else {
+                continue;
+            };
+            let window = info.config.duplicate_window;
+            if span > window {
+                tracing::warn!(
+                    subscriber = %sub.name,
+                    stream = %st.name,
+                    "max_deliver × (limits.timeout + backoff) allows {} between a message's first and last handled delivery, longer than the stream's duplicate_window of {}: outputs of a delivery after the window are stored again",
+                    humantime::format_duration(span),
+                    humantime::format_duration(window)
+                );
+            }
+        }
     }
 }

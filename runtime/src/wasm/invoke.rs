@@ -6,12 +6,10 @@
 
 use super::guest_log::{GuestLog, GuestOutput};
 use super::host::{
-    HandleError, HostState, InFlight, MemoryLimiter, MessageHandle, Service, ServicePre,
-    SubscriberHost,
+    HandleError, HostState, MemoryLimiter, MessageHandle, Service, ServicePre, SubscriberHost,
 };
 use crate::config::Instances;
-use crate::nats::ack::{FailureCause, Outcome};
-use async_nats::jetstream::AckKind;
+use crate::settle::{FailureCause, InFlight, Outcome, Settler};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -156,7 +154,7 @@ impl Handler {
                     .await
                     .map_err(Failure::Call)
             };
-            run_with_limits(call, self.timeout, self.heartbeat, &msg).await
+            run_with_limits(call, self.timeout, self.heartbeat, &self.host.settler, &msg).await
         };
         let memory_exceeded = warm.store.data().limiter.exceeded;
         let outcome = classify(result, memory_exceeded, self.timeout, &warm.output);
@@ -178,6 +176,7 @@ async fn run_with_limits<F: Future>(
     call: F,
     limit: Duration,
     heartbeat: Duration,
+    settler: &Settler,
     msg: &InFlight,
 ) -> Option<F::Output> {
     let deadline = tokio::time::sleep(limit);
@@ -189,10 +188,8 @@ async fn run_with_limits<F: Future>(
             out = &mut call => return Some(out),
             _ = &mut deadline => return None,
             _ = beat.tick() => {
-                if !msg.settled_by_guest() {
-                    if let Err(e) = msg.message.ack_with(AckKind::Progress).await {
-                        tracing::debug!("in-progress signal failed: {e}");
-                    }
+                if let Err(e) = settler.in_progress(msg).await {
+                    tracing::debug!("no in-progress signal: {e}");
                 }
             }
         }

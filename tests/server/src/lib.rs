@@ -94,6 +94,11 @@ impl NatsServer {
         (child, url)
     }
 
+    /// The server's process id (to signal it: a stalled or paused server).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The client URL, `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url

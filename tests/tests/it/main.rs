@@ -6,6 +6,7 @@ mod flow;
 mod guests;
 mod languages;
 mod publish;
+mod reliability;
 mod resilience;
 mod scaffold;
 mod semantics;

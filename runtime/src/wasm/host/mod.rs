@@ -6,9 +6,9 @@ mod types;
 
 pub use publisher::PublishRoutes;
 
-use crate::config::{Subject, SubscriberConfig};
+use crate::config::{OutputIds, Subject, SubscriberConfig};
+use crate::settle::{InFlight, Settler};
 use async_nats::jetstream;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -52,6 +52,11 @@ pub struct SubscriberHost {
     pub config: WasiConfigVariables,
     /// Linear-memory cap.
     pub memory: u64,
+    /// The `Nats-Msg-Id` scheme of outputs.
+    pub output_ids: OutputIds,
+    /// Settles the subscriber's deliveries (the guest's ack, nak, term and
+    /// in-progress go through it too).
+    pub settler: Arc<Settler>,
 }
 
 impl SubscriberHost {
@@ -62,6 +67,12 @@ impl SubscriberHost {
         jetstream: jetstream::Context,
         routes: Arc<PublishRoutes>,
     ) -> Self {
+        let settler = Arc::new(Settler::new(
+            sub,
+            client.clone(),
+            jetstream.clone(),
+            &routes,
+        ));
         SubscriberHost {
             name: sub.name.as_str().into(),
             durable: sub.durable.to_string(),
@@ -71,60 +82,9 @@ impl SubscriberHost {
             routes,
             config: sub.config.iter().collect(),
             memory: sub.memory,
+            output_ids: sub.output_ids,
+            settler,
         }
-    }
-}
-
-/// The delivery being handled, shared with `dispatch`.
-pub struct InFlight {
-    /// The JetStream message.
-    pub message: jetstream::Message,
-    /// Stream and sequence, for `Nats-Msg-Id`s.
-    pub stream: String,
-    /// Stream sequence.
-    pub sequence: u64,
-    /// Delivery details given to the guest.
-    pub delivery: Delivery,
-    /// Set once the guest acked, nak'd or termed.
-    pub settled: AtomicBool,
-    /// Publishes made so far (numbers the `Nats-Msg-Id`s).
-    pub published: AtomicU32,
-}
-
-impl InFlight {
-    /// A JetStream delivery about to be handled, or the message back with
-    /// why it is not one (its reply subject is not an ack subject).
-    #[allow(clippy::result_large_err)]
-    pub fn new(message: jetstream::Message) -> Result<Self, (jetstream::Message, String)> {
-        let delivery = match message.info() {
-            Ok(i) => Delivery {
-                stream: i.stream.to_string(),
-                consumer: i.consumer.to_string(),
-                stream_sequence: i.stream_sequence,
-                consumer_sequence: i.consumer_sequence,
-                delivered: u32::try_from(i.delivered.max(0)).unwrap_or(u32::MAX),
-                pending: i.pending,
-                published_unix_ns: u64::try_from(i.published.unix_timestamp_nanos().max(0))
-                    .unwrap_or(u64::MAX),
-            },
-            Err(e) => {
-                let e = e.to_string();
-                return Err((message, e));
-            }
-        };
-        Ok(InFlight {
-            stream: delivery.stream.clone(),
-            sequence: delivery.stream_sequence,
-            delivery,
-            message,
-            settled: AtomicBool::new(false),
-            published: AtomicU32::new(0),
-        })
-    }
-
-    /// Whether the guest settled the message.
-    pub fn settled_by_guest(&self) -> bool {
-        self.settled.load(Ordering::Acquire)
     }
 }
 

@@ -10,7 +10,6 @@ use crate::config::Subject;
 use crate::nats::publish::{self, PublishError, Route};
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use crate::nats::publish::PublishRoutes;
@@ -81,16 +80,21 @@ impl Host for HostState {
             Err(e) => return Ok(Err(e)),
         };
         let route = self.sub.routes.route(&subject);
-        if let Route::JetStream(_) = route {
-            let n = self.msg.published.fetch_add(1, Ordering::Relaxed);
-            if map.get("Nats-Msg-Id").is_none() {
-                let id = format!(
-                    "{}:{}:{}:{}",
-                    self.msg.stream, self.sub.durable, self.msg.sequence, n
+        let output_id = match route {
+            Route::JetStream(_) if map.get("Nats-Msg-Id").is_none() => {
+                let input = format!(
+                    "{}:{}:{}",
+                    self.msg.stream, self.sub.durable, self.msg.sequence
                 );
-                map.insert("Nats-Msg-Id", id.as_str());
+                let id = self
+                    .msg
+                    .outputs
+                    .id(self.sub.output_ids, &input, &subject, &data);
+                map.insert("Nats-Msg-Id", id.id.as_str());
+                Some(id)
             }
-        }
+            _ => None,
+        };
         let sent = publish::publish(
             &self.sub.client,
             &self.sub.jetstream,
@@ -100,6 +104,9 @@ impl Host for HostState {
             data.into(),
         )
         .await;
+        if let (Ok(_), Some(id)) = (&sent, &output_id) {
+            self.msg.outputs.stored(id);
+        }
         Ok(sent
             .map(|ack| {
                 ack.map(|a| PublishAck {

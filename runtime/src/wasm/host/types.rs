@@ -1,11 +1,10 @@
 //! Host of `natsapp:handler/types`: the `message` resource lent to `handle`.
-//! Settling from the guest goes straight to the server and marks the
-//! delivery settled, so the runtime adds nothing afterwards.
+//! The guest's ack, nak, term and in-progress go through the subscriber's
+//! settler (`settle`), like the runtime's own.
 
 use super::generated::natsapp::handler::types::{Delivery, Error, Host, HostMessage};
 use super::{HostState, MessageHandle};
-use async_nats::jetstream::AckKind;
-use std::sync::atomic::Ordering;
+use crate::settle::{GuestSettle, GuestSettleError};
 use std::time::Duration;
 use wasmtime::component::Resource;
 
@@ -33,32 +32,19 @@ impl HostState {
         Ok(())
     }
 
-    /// Sends a settling acknowledgement (`ack`, `nak`, `term`) once.
-    async fn settle(
-        &mut self,
-        kind: AckKind,
-        reason: Option<String>,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        if self.msg.settled.swap(true, Ordering::AcqRel) {
-            return Ok(Err(Error::Denied("the message is already settled".into())));
+    /// The guest's own ack, nak or term, once.
+    async fn settle(&mut self, what: GuestSettle) -> wasmtime::Result<Result<(), Error>> {
+        let settler = self.sub.settler.clone();
+        Ok(settler.by_guest(&self.msg, what).await.map_err(guest_error))
+    }
+}
+
+fn guest_error(e: GuestSettleError) -> Error {
+    match e {
+        GuestSettleError::AlreadySettled => Error::Denied(e.to_string()),
+        GuestSettleError::Unavailable(e) => {
+            Error::Unavailable(crate::telemetry::ErrorChain(&e).to_string())
         }
-        let msg = &self.msg.message;
-        let result = match (kind, reason) {
-            (AckKind::Term, Some(reason)) => match &msg.reply {
-                Some(reply) => self
-                    .sub
-                    .client
-                    .publish(reply.clone(), format!("+TERM {reason}").into())
-                    .await
-                    .map_err(|e| e.to_string()),
-                None => Err("not a JetStream message".to_string()),
-            },
-            (kind, _) => msg.ack_with(kind).await.map_err(|e| e.to_string()),
-        };
-        Ok(result.map_err(|e| {
-            self.msg.settled.store(false, Ordering::Release);
-            Error::Unavailable(e)
-        }))
     }
 }
 
@@ -92,7 +78,16 @@ impl HostMessage for HostState {
 
     async fn delivery(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<Delivery> {
         self.check(&handle)?;
-        Ok(self.msg.delivery.clone())
+        let d = &self.msg.delivery;
+        Ok(Delivery {
+            stream: d.stream.clone(),
+            consumer: d.consumer.clone(),
+            stream_sequence: d.stream_sequence,
+            consumer_sequence: d.consumer_sequence,
+            delivered: d.delivered,
+            pending: d.pending,
+            published_unix_ns: d.published_unix_ns,
+        })
     }
 
     async fn ack(
@@ -100,7 +95,7 @@ impl HostMessage for HostState {
         handle: Resource<MessageHandle>,
     ) -> wasmtime::Result<Result<(), Error>> {
         self.check(&handle)?;
-        self.settle(AckKind::Ack, None).await
+        self.settle(GuestSettle::Ack).await
     }
 
     async fn nak(
@@ -109,7 +104,7 @@ impl HostMessage for HostState {
         delay_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), Error>> {
         self.check(&handle)?;
-        self.settle(AckKind::Nak(delay_ms.map(Duration::from_millis)), None)
+        self.settle(GuestSettle::Nak(delay_ms.map(Duration::from_millis)))
             .await
     }
 
@@ -122,7 +117,7 @@ impl HostMessage for HostState {
         if let Some(r) = &reason {
             tracing::info!(subscriber = %self.sub.name, reason = %r, "handler terminated the message");
         }
-        self.settle(AckKind::Term, reason).await
+        self.settle(GuestSettle::Term(reason)).await
     }
 
     async fn in_progress(
@@ -130,15 +125,8 @@ impl HostMessage for HostState {
         handle: Resource<MessageHandle>,
     ) -> wasmtime::Result<Result<(), Error>> {
         self.check(&handle)?;
-        if self.msg.settled_by_guest() {
-            return Ok(Err(Error::Denied("the message is already settled".into())));
-        }
-        Ok(self
-            .msg
-            .message
-            .ack_with(AckKind::Progress)
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string())))
+        let settler = self.sub.settler.clone();
+        Ok(settler.in_progress(&self.msg).await.map_err(guest_error))
     }
 
     async fn drop(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<()> {

@@ -1,23 +1,32 @@
 //! Step 4 of the data flow: the pull loop of one subscriber. A permit is
 //! taken before each fetch and the fetch never asks for more messages than
 //! permits held, so at most `concurrency` handlers run and nothing waits
-//! unhandled in the client. On shutdown the loop stops fetching and naks
-//! whatever was fetched but not started.
+//! unhandled in the client. A failed pull is handled by kind (`recover`);
+//! a watcher keeps the consumer's ack floor and pause state (`watch`). On
+//! shutdown the loop stops fetching and hands back whatever was fetched but
+//! not started; handlers still running when the grace period ends are
+//! abandoned to the settler.
 
+pub mod recover;
+pub mod watch;
+
+use crate::config::StreamConfig;
 use crate::dispatch::Subscriber;
-use crate::nats::setup;
-use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use crate::fatal::Fatal;
+use crate::settle::InFlight;
+use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::{FutureExt, StreamExt};
+use recover::{Failure, Recovered};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Longest pause between failed pulls.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
-/// What the loop shares with the service.
+/// What the loops share with the service.
 pub struct PullContext {
     /// Cancelled when the service stops pulling.
     pub stop_pulling: CancellationToken,
@@ -25,14 +34,19 @@ pub struct PullContext {
     pub abandon: CancellationToken,
     /// Tracks handler tasks so shutdown can wait for them.
     pub tracker: TaskTracker,
-    /// JetStream, to rebuild the consumer after it disappears.
+    /// JetStream, to diagnose failures and set streams and consumers up again.
     pub jetstream: jetstream::Context,
+    /// The `[[streams]]` of the file (a declared one lost by the server is declared again).
+    pub streams: Vec<StreamConfig>,
+    /// Where a subscriber that cannot go on says why.
+    pub fatal: mpsc::UnboundedSender<Fatal>,
 }
 
 /// Pulls and dispatches until `ctx.stop_pulling` is cancelled.
 pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<PullContext>) {
     let cfg = &sub.config;
     let permits = Arc::new(Semaphore::new(cfg.concurrency));
+    let watcher = tokio::spawn(watch::run(sub.clone(), ctx.clone()));
     let mut failures = 0u32;
     'pull: loop {
         let first = tokio::select! {
@@ -71,10 +85,10 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                 biased;
                 _ = ctx.stop_pulling.cancelled() => {
                     // Fetched but never started: hand back at once.
-                    while let Some(Some(Ok(m))) = batch.next().now_or_never() {
-                        sub.stats.returned_unstarted();
-                        if let Err(e) = m.ack_with(AckKind::Nak(None)).await {
-                            tracing::warn!(subscriber = %cfg.name, "could not hand back a fetched message: {e}");
+                    while let Some(Some(Ok(message))) = batch.next().now_or_never() {
+                        match InFlight::new(message) {
+                            Ok(msg) => sub.settler().hand_back(&msg).await,
+                            Err((message, why)) => sub.settler().not_a_delivery(&message, &why).await,
                         }
                     }
                     break 'pull;
@@ -84,31 +98,35 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                     Some(Ok(message)) => {
                         failures = 0;
                         let permit = held.pop().expect("a batch never returns more messages than asked for");
+                        let msg = match InFlight::new(message) {
+                            Ok(msg) => Arc::new(msg),
+                            Err((message, why)) => {
+                                sub.settler().not_a_delivery(&message, &why).await;
+                                continue;
+                            }
+                        };
                         let (sub, abandon) = (sub.clone(), ctx.abandon.clone());
                         ctx.tracker.spawn(async move {
                             let _permit = permit;
-                            let reply = message.reply.clone();
                             tokio::select! {
-                                _ = sub.dispatch(message) => {}
-                                _ = abandon.cancelled() => {
-                                    abandoned(&sub, reply).await;
-                                }
+                                _ = sub.dispatch(msg.clone()) => {}
+                                _ = abandon.cancelled() => sub.settler().abandoned(&msg).await,
                             }
                         });
                     }
                     Some(Err(e)) => {
                         failures += 1;
-                        tracing::warn!(subscriber = %cfg.name, "pull failed: {e}");
-                        if !pause(&ctx, failures).await {
-                            break 'pull;
-                        }
-                        if failures >= 3 {
-                            match setup::ensure_consumer(&ctx.jetstream, cfg).await {
-                                Ok(c) => {
-                                    tracing::warn!(subscriber = %cfg.name, durable = %cfg.durable, "durable consumer verified or recreated after repeated pull failures");
-                                    consumer = c;
+                        let failure = Failure::of_pull(&e.to_string());
+                        match recover::recover(&sub, &ctx, failure).await {
+                            Ok(Recovered::Consumer(c)) => consumer = *c,
+                            Ok(Recovered::Nothing) => {
+                                if !pause(&ctx, failures).await {
+                                    break 'pull;
                                 }
-                                Err(e) => tracing::error!(subscriber = %cfg.name, "{e}"),
+                            }
+                            Err(fatal) => {
+                                let _ = ctx.fatal.send(fatal);
+                                break 'pull;
                             }
                         }
                         break;
@@ -117,6 +135,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             }
         }
     }
+    watcher.abort();
     tracing::debug!(subscriber = %cfg.name, "stopped pulling");
 }
 
@@ -128,25 +147,4 @@ async fn pause(ctx: &PullContext, failures: u32) -> bool {
         _ = tokio::time::sleep(wait) => true,
         _ = ctx.stop_pulling.cancelled() => false,
     }
-}
-
-/// The grace period ended with the handler still running: nak so another
-/// replica (or the next start) handles it at once.
-async fn abandoned(sub: &Subscriber, reply: Option<async_nats::Subject>) {
-    tracing::warn!(subscriber = %sub.config.name, "graceful_timeout reached with the handler still running; the message is nak'd for redelivery");
-    let result = match reply {
-        Some(reply) => sub
-            .host
-            .client
-            .publish(reply, AckKind::Nak(None).into())
-            .await
-            .map_err(|e| e.to_string()),
-        None => Err("no ack subject".into()),
-    };
-    sub.stats.failed(crate::nats::ack::FailureCause::Timeout);
-    sub.stats.settled(if result.is_ok() {
-        crate::stats::Settled::Naked
-    } else {
-        crate::stats::Settled::Error
-    });
 }

@@ -1,0 +1,199 @@
+//! What a failed pull means and what to do about it, by kind: a transient
+//! failure (no leader during an election, a lost connection) is retried
+//! with backoff; a deleted durable is recreated above the ack floor last
+//! observed, never replaying acknowledged history; a stream lost by the
+//! server (a memory stream after a restart) is declared again when the file
+//! may declare it; a durable changed under the runtime is set right; what
+//! cannot be repaired stops the service with the reason.
+
+use super::PullContext;
+use crate::dispatch::Subscriber;
+use crate::fatal::Fatal;
+use crate::nats::setup::{self, SetupError, StartAt};
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use std::time::Duration;
+
+/// A pull failure, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The server said the durable was deleted.
+    ConsumerDeleted,
+    /// The server refused the pull because of a consumer limit (max batch,
+    /// max expires, max waiting): the durable was changed under the runtime.
+    ConsumerLimit(String),
+    /// Anything else: the server is asked what is wrong.
+    Unknown(String),
+}
+
+impl Failure {
+    /// Classifies a pull error by the status the server sent with it.
+    pub fn of_pull(error: &str) -> Failure {
+        let lower = error.to_ascii_lowercase();
+        if lower.contains("consumer deleted") {
+            Failure::ConsumerDeleted
+        } else if lower.contains("exceeded maxrequestbatch")
+            || lower.contains("exceeded maxrequestexpires")
+            || lower.contains("exceeded maxwaiting")
+        {
+            Failure::ConsumerLimit(error.to_string())
+        } else {
+            Failure::Unknown(error.to_string())
+        }
+    }
+}
+
+/// What recovery did.
+pub enum Recovered {
+    /// The durable was recreated or set right: pull from this one.
+    Consumer(Box<PullConsumer>),
+    /// Nothing to repair (a transient failure): pull again after a pause.
+    Nothing,
+}
+
+/// What the server says about a subscriber's stream and durable.
+enum Diagnosis {
+    Healthy,
+    StreamGone,
+    ConsumerGone,
+    Unreachable(String),
+}
+
+async fn diagnose(ctx: &PullContext, sub: &Subscriber) -> Diagnosis {
+    let cfg = &sub.config;
+    let stream = match ctx.jetstream.get_stream(cfg.stream.as_str()).await {
+        Ok(s) => s,
+        Err(e) if setup::is_stream_not_found(&e) => return Diagnosis::StreamGone,
+        Err(e) => return Diagnosis::Unreachable(e.to_string()),
+    };
+    match stream.consumer_info(cfg.durable.as_str()).await {
+        Ok(_) => Diagnosis::Healthy,
+        Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => Diagnosis::ConsumerGone,
+        Err(e) => Diagnosis::Unreachable(e.to_string()),
+    }
+}
+
+/// Acts on `failure`; `Err` when the subscriber cannot go on.
+pub async fn recover(
+    sub: &Subscriber,
+    ctx: &PullContext,
+    failure: Failure,
+) -> Result<Recovered, Fatal> {
+    let cfg = &sub.config;
+    let fatal = |source: SetupError| Fatal::Subscriber {
+        subscriber: cfg.name.clone(),
+        source,
+    };
+    if let Failure::ConsumerLimit(why) = &failure {
+        tracing::warn!(subscriber = %cfg.name, durable = %cfg.durable, "the server refused a pull ({why}); setting the durable right");
+        return setup::ensure_consumer(&ctx.jetstream, cfg)
+            .await
+            .map(|c| Recovered::Consumer(Box::new(c)))
+            .or_else(|e| transient_or_fatal(e).map_err(fatal));
+    }
+    let mut diagnosis = diagnose(ctx, sub).await;
+    if matches!(diagnosis, Diagnosis::ConsumerGone) && failure != Failure::ConsumerDeleted {
+        // A durable briefly without a leader can look missing: ask again.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        diagnosis = diagnose(ctx, sub).await;
+    }
+    match diagnosis {
+        Diagnosis::Healthy => {
+            if let Failure::Unknown(why) = failure {
+                tracing::warn!(subscriber = %cfg.name, "pull failed: {why}; pulling again");
+            }
+            Ok(Recovered::Nothing)
+        }
+        Diagnosis::Unreachable(why) => {
+            tracing::warn!(subscriber = %cfg.name, "pull failed and the server cannot say why now ({why}); pulling again");
+            Ok(Recovered::Nothing)
+        }
+        Diagnosis::ConsumerGone => {
+            if let Ok(stream) = ctx.jetstream.get_stream(cfg.stream.as_str()).await {
+                sub.settler()
+                    .ledger
+                    .observe_stream(super::watch::created_ns(&stream));
+            }
+            let floor = sub.settler().ledger.floor();
+            let start = if floor == 0 {
+                StartAt::First
+            } else {
+                StartAt::After(floor)
+            };
+            let consumer = match setup::ensure_consumer_at(&ctx.jetstream, cfg, start).await {
+                Ok(c) => c,
+                Err(e) => return transient_or_fatal(e).map_err(fatal),
+            };
+            sub.settler().stats.consumer_recreated();
+            tracing::error!(
+                subscriber = %cfg.name, durable = %cfg.durable, stream = %cfg.stream,
+                "the durable consumer was deleted while running; recreated from the ack floor last observed (stream sequence {floor}): acknowledged history is not replayed, messages above the floor already handled here are acked again without the handler (counted as replayed), others above it may be handled again"
+            );
+            Ok(Recovered::Consumer(Box::new(consumer)))
+        }
+        Diagnosis::StreamGone => {
+            let declared = ctx
+                .streams
+                .iter()
+                .find(|s| s.name == cfg.stream && s.declare);
+            let Some(declared) = declared else {
+                return Err(fatal(SetupError::StreamGone {
+                    stream: cfg.stream.to_string(),
+                }));
+            };
+            if let Err(e) = setup::ensure_stream(&ctx.jetstream, declared).await {
+                return transient_or_fatal(e).map_err(fatal);
+            }
+            if let Ok(stream) = ctx.jetstream.get_stream(cfg.stream.as_str()).await {
+                sub.settler()
+                    .ledger
+                    .observe_stream(super::watch::created_ns(&stream));
+            }
+            let consumer =
+                match setup::ensure_consumer_at(&ctx.jetstream, cfg, StartAt::First).await {
+                    Ok(c) => c,
+                    Err(e) => return transient_or_fatal(e).map_err(fatal),
+                };
+            sub.settler().stats.consumer_recreated();
+            tracing::error!(subscriber = %cfg.name, stream = %cfg.stream, "the stream was gone from the server (a memory stream lost in a restart, or deleted); declared it again with its durable");
+            Ok(Recovered::Consumer(Box::new(consumer)))
+        }
+    }
+}
+
+/// A setup error during recovery: the server's health is retried, the
+/// configuration's fault is fatal.
+fn transient_or_fatal(e: SetupError) -> Result<Recovered, SetupError> {
+    if e.is_configuration() {
+        Err(e)
+    } else {
+        tracing::warn!("{}", crate::telemetry::ErrorChain(&e));
+        Ok(Recovered::Nothing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_errors_by_kind() {
+        let status = |s: &str| format!("error while processing messages from the stream: {s}");
+        assert_eq!(
+            Failure::of_pull(&status(r#"409, Some("Consumer Deleted")"#)),
+            Failure::ConsumerDeleted
+        );
+        assert!(matches!(
+            Failure::of_pull(&status(r#"409, Some("Exceeded MaxRequestBatch of 1")"#)),
+            Failure::ConsumerLimit(_)
+        ));
+        assert!(matches!(
+            Failure::of_pull(&status(r#"409, Some("Exceeded MaxRequestExpires of 1s")"#)),
+            Failure::ConsumerLimit(_)
+        ));
+        assert!(matches!(
+            Failure::of_pull(&status(r#"503, Some("No Responders")"#)),
+            Failure::Unknown(_)
+        ));
+    }
+}

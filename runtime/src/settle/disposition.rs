@@ -1,0 +1,402 @@
+//! How one delivery is settled, decided by pure functions from the
+//! handler's outcome, what the guest did itself, the delivery count and the
+//! consumer policy. `settle` applies the decision; nothing else decides
+//! ack/nak/term.
+
+use std::time::Duration;
+
+/// Why a handler invocation failed without the guest deciding anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureCause {
+    /// A wasm trap (unreachable, out-of-bounds, stack overflow, …).
+    Trap,
+    /// A Rust guest panic (a trap preceded by a panic message).
+    Panic,
+    /// The per-message time limit (`limits.timeout`) ran out.
+    Timeout,
+    /// The guest tried to grow its memory past `limits.memory`.
+    Memory,
+    /// The component could not be instantiated for this message.
+    Instantiate,
+}
+
+impl FailureCause {
+    /// Every cause, for statistics.
+    pub const ALL: [FailureCause; 5] = [
+        Self::Trap,
+        Self::Panic,
+        Self::Timeout,
+        Self::Memory,
+        Self::Instantiate,
+    ];
+
+    /// The label used in logs and statistics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trap => "trap",
+            Self::Panic => "panic",
+            Self::Timeout => "timeout",
+            Self::Memory => "memory_limit",
+            Self::Instantiate => "instantiate",
+        }
+    }
+}
+
+/// What came of one `handle` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `handle` returned `ok`.
+    Ok,
+    /// `handle` returned `retry`.
+    Retry {
+        /// Delay the guest asked for.
+        delay: Option<Duration>,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// `handle` returned `reject`.
+    Reject(String),
+    /// The invocation failed: trap, panic, limit.
+    Failed {
+        /// The cause, for statistics.
+        cause: FailureCause,
+        /// A readable description, for the log and the dead-letter copy.
+        detail: String,
+    },
+}
+
+/// The consumer policy the decision needs.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// `None`: unlimited deliveries.
+    pub max_deliver: Option<u32>,
+    /// Redelivery delays by delivery count (1-based, last step repeats).
+    pub backoff: Vec<Duration>,
+    /// Whether a dead-letter subject is configured.
+    pub dead_letter: bool,
+}
+
+impl Policy {
+    /// The backoff step for a message delivered `delivered` times.
+    pub fn backoff_step(&self, delivered: u32) -> Option<Duration> {
+        let last = self.backoff.len().checked_sub(1)?;
+        let i = (delivered.max(1) as usize - 1).min(last);
+        Some(self.backoff[i])
+    }
+}
+
+/// What the guest did to the message itself during `handle`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ByGuest {
+    /// Nothing: the runtime settles it.
+    #[default]
+    Nothing,
+    /// It acked or nak'd: already sent; the runtime adds nothing.
+    Settled,
+    /// It asked for a term (with its reason): the runtime terms it after
+    /// `handle` returns, dead-lettering it first like a reject.
+    Term(Option<String>),
+}
+
+/// What the runtime does with the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// The guest settled it already: add nothing.
+    Leave,
+    /// Acknowledge.
+    Ack,
+    /// Negatively acknowledge, redelivering after the delay (or at once).
+    Nak(Option<Duration>),
+    /// Terminate; publish a dead-letter copy first when `dead_letter`.
+    Term {
+        /// Why, for the log, the server and the dead-letter copy.
+        reason: String,
+        /// Copy to the dead-letter subject before terminating.
+        dead_letter: bool,
+    },
+}
+
+/// Decides how to settle a message from the handler's outcome.
+///
+/// `by_guest`: what the guest did itself.
+/// `delivered`: the delivery count of this delivery (1 on the first).
+pub fn disposition(
+    outcome: &Outcome,
+    by_guest: &ByGuest,
+    delivered: u32,
+    policy: &Policy,
+) -> Disposition {
+    match by_guest {
+        ByGuest::Settled => return Disposition::Leave,
+        ByGuest::Term(reason) => {
+            return Disposition::Term {
+                reason: reason
+                    .clone()
+                    .unwrap_or_else(|| "terminated by the handler".into()),
+                dead_letter: policy.dead_letter,
+            }
+        }
+        ByGuest::Nothing => {}
+    }
+    let (delay, why) = match outcome {
+        Outcome::Ok => return Disposition::Ack,
+        Outcome::Reject(reason) => {
+            return Disposition::Term {
+                reason: reason.clone(),
+                dead_letter: policy.dead_letter,
+            }
+        }
+        Outcome::Retry { delay, reason } => (*delay, reason.as_str()),
+        Outcome::Failed { detail, .. } => (None, detail.as_str()),
+    };
+    match policy.max_deliver {
+        Some(max) if delivered >= max => Disposition::Term {
+            reason: format!("max_deliver ({max}) reached; last failure: {why}"),
+            dead_letter: policy.dead_letter,
+        },
+        _ => Disposition::Nak(delay.or_else(|| policy.backoff_step(delivered))),
+    }
+}
+
+/// A delivery past `max_deliver` is never handled: the server delivers it
+/// once more only when the runtime did not finish its last handled delivery
+/// (a shutdown, a crash, a nak). It is dead-lettered or terminated, so no
+/// message leaves the consumer unseen.
+pub fn past_max_deliver(delivered: u32, policy: &Policy) -> Option<Disposition> {
+    let max = policy.max_deliver?;
+    (delivered > max).then(|| Disposition::Term {
+        reason: format!(
+            "max_deliver ({max}) reached: delivery {max} did not finish (the handler nak'd it, or the runtime stopped or crashed while handling it)"
+        ),
+        dead_letter: policy.dead_letter,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Option<Duration> {
+        Some(Duration::from_secs(s))
+    }
+
+    #[test]
+    fn table() {
+        let plain = Policy {
+            max_deliver: Some(3),
+            backoff: vec![],
+            dead_letter: false,
+        };
+        let backoff = Policy {
+            max_deliver: Some(5),
+            backoff: vec![Duration::from_secs(1), Duration::from_secs(10)],
+            dead_letter: true,
+        };
+        let unlimited = Policy {
+            max_deliver: None,
+            backoff: vec![],
+            dead_letter: false,
+        };
+        let retry = |d: Option<Duration>| Outcome::Retry {
+            delay: d,
+            reason: "busy".into(),
+        };
+        let trap = Outcome::Failed {
+            cause: FailureCause::Trap,
+            detail: "wasm trap: unreachable".into(),
+        };
+        let term = |reason: &str, dead_letter| Disposition::Term {
+            reason: reason.into(),
+            dead_letter,
+        };
+
+        let table: Vec<(&str, Outcome, ByGuest, u32, &Policy, Disposition)> = vec![
+            (
+                "ok acks",
+                Outcome::Ok,
+                ByGuest::Nothing,
+                1,
+                &plain,
+                Disposition::Ack,
+            ),
+            (
+                "ok on last delivery acks",
+                Outcome::Ok,
+                ByGuest::Nothing,
+                3,
+                &plain,
+                Disposition::Ack,
+            ),
+            (
+                "guest settled: nothing more",
+                Outcome::Ok,
+                ByGuest::Settled,
+                1,
+                &plain,
+                Disposition::Leave,
+            ),
+            (
+                "guest settled then failed: nothing more",
+                trap.clone(),
+                ByGuest::Settled,
+                1,
+                &plain,
+                Disposition::Leave,
+            ),
+            (
+                "retry with delay naks with it",
+                retry(secs(7)),
+                ByGuest::Nothing,
+                1,
+                &backoff,
+                Disposition::Nak(secs(7)),
+            ),
+            (
+                "retry without delay uses backoff step 1",
+                retry(None),
+                ByGuest::Nothing,
+                1,
+                &backoff,
+                Disposition::Nak(secs(1)),
+            ),
+            (
+                "backoff step 2",
+                retry(None),
+                ByGuest::Nothing,
+                2,
+                &backoff,
+                Disposition::Nak(secs(10)),
+            ),
+            (
+                "last backoff step repeats",
+                retry(None),
+                ByGuest::Nothing,
+                4,
+                &backoff,
+                Disposition::Nak(secs(10)),
+            ),
+            (
+                "no backoff: immediate nak",
+                retry(None),
+                ByGuest::Nothing,
+                1,
+                &plain,
+                Disposition::Nak(None),
+            ),
+            (
+                "trap naks with backoff",
+                trap.clone(),
+                ByGuest::Nothing,
+                2,
+                &backoff,
+                Disposition::Nak(secs(10)),
+            ),
+            (
+                "reject terms",
+                Outcome::Reject("bad order".into()),
+                ByGuest::Nothing,
+                1,
+                &plain,
+                term("bad order", false),
+            ),
+            (
+                "reject terms with dead letter",
+                Outcome::Reject("bad".into()),
+                ByGuest::Nothing,
+                1,
+                &backoff,
+                term("bad", true),
+            ),
+            (
+                "retry at max_deliver terms",
+                retry(None),
+                ByGuest::Nothing,
+                3,
+                &plain,
+                term("max_deliver (3) reached; last failure: busy", false),
+            ),
+            (
+                "trap at max_deliver terms with dead letter",
+                trap.clone(),
+                ByGuest::Nothing,
+                5,
+                &backoff,
+                term(
+                    "max_deliver (5) reached; last failure: wasm trap: unreachable",
+                    true,
+                ),
+            ),
+            (
+                "unlimited never terms on failure",
+                trap.clone(),
+                ByGuest::Nothing,
+                10_000,
+                &unlimited,
+                Disposition::Nak(None),
+            ),
+        ];
+        for (name, outcome, by_guest, delivered, policy, want) in table {
+            assert_eq!(
+                disposition(&outcome, &by_guest, delivered, policy),
+                want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn guest_term_dead_letters_like_a_reject() {
+        let policy = Policy {
+            max_deliver: Some(3),
+            backoff: vec![],
+            dead_letter: true,
+        };
+        for outcome in [Outcome::Ok, Outcome::Reject("ignored".into())] {
+            assert_eq!(
+                disposition(
+                    &outcome,
+                    &ByGuest::Term(Some("duplicate order".into())),
+                    1,
+                    &policy
+                ),
+                Disposition::Term {
+                    reason: "duplicate order".into(),
+                    dead_letter: true
+                }
+            );
+        }
+        assert_eq!(
+            disposition(&Outcome::Ok, &ByGuest::Term(None), 2, &policy),
+            Disposition::Term {
+                reason: "terminated by the handler".into(),
+                dead_letter: true
+            }
+        );
+    }
+
+    #[test]
+    fn deliveries_past_max_deliver_are_settled_unhandled() {
+        let policy = |max_deliver, dead_letter| Policy {
+            max_deliver,
+            backoff: vec![],
+            dead_letter,
+        };
+        assert_eq!(past_max_deliver(3, &policy(Some(3), true)), None);
+        assert_eq!(past_max_deliver(1_000, &policy(None, true)), None);
+        for (dead_letter, delivered) in [(true, 4), (false, 4), (true, 9)] {
+            match past_max_deliver(delivered, &policy(Some(3), dead_letter)) {
+                Some(Disposition::Term {
+                    reason,
+                    dead_letter: dl,
+                }) => {
+                    assert_eq!(dl, dead_letter);
+                    assert!(
+                        reason.starts_with("max_deliver (3) reached: delivery 3 did not finish"),
+                        "{reason}"
+                    );
+                }
+                other => panic!("delivery {delivered}: {other:?}"),
+            }
+        }
+    }
+}

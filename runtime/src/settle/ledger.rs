@@ -1,0 +1,105 @@
+//! What one subscriber has finished: the consumer's ack floor as last seen
+//! on the server, and the latest stream sequences this process acked or
+//! terminated. After a durable is recreated from that floor, or a server
+//! restart loses acks (its floor may even move back), a delivery of a
+//! sequence in the ledger is one already handled: it is acked again
+//! without running the handler, and counted.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Most sequences remembered (a few MiB); past it the lowest are forgotten.
+const MAX_REMEMBERED: usize = 100_000;
+
+/// The consumer's ack floor and the sequences a subscriber finished.
+#[derive(Debug, Default)]
+pub struct AckLedger {
+    stream_created_ns: AtomicU64,
+    floor: AtomicU64,
+    done: Mutex<BTreeSet<u64>>,
+}
+
+impl AckLedger {
+    /// Records when the stream was created (nanoseconds since the epoch).
+    /// A stream created again under the same name numbers its messages
+    /// anew: what the ledger knew is forgotten, and `true` says so.
+    pub fn observe_stream(&self, created_ns: u64) -> bool {
+        let before = self.stream_created_ns.swap(created_ns, Ordering::AcqRel);
+        if before == 0 || before == created_ns {
+            return false;
+        }
+        self.floor.store(0, Ordering::Release);
+        self.done.lock().expect("ledger lock").clear();
+        true
+    }
+
+    /// The stream sequence of the consumer's ack floor as last observed
+    /// (every message at or below it is acknowledged on the server).
+    pub fn floor(&self) -> u64 {
+        self.floor.load(Ordering::Acquire)
+    }
+
+    /// Records the consumer's ack floor seen on the server.
+    pub fn observe_floor(&self, floor: u64) {
+        self.floor.fetch_max(floor, Ordering::AcqRel);
+    }
+
+    /// Records that `sequence` was acked or terminated by this process.
+    pub fn finished(&self, sequence: u64) {
+        let mut done = self.done.lock().expect("ledger lock");
+        done.insert(sequence);
+        if done.len() > MAX_REMEMBERED {
+            done.pop_first();
+        }
+    }
+
+    /// Whether `sequence` was already finished here.
+    pub fn already_finished(&self, sequence: u64) -> bool {
+        self.done.lock().expect("ledger lock").contains(&sequence)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_what_it_finished_and_the_highest_floor() {
+        let l = AckLedger::default();
+        for s in [3, 5, 9] {
+            l.finished(s);
+        }
+        assert!(l.already_finished(5) && !l.already_finished(4));
+        l.observe_floor(5);
+        l.observe_floor(4);
+        assert_eq!(l.floor(), 5, "the floor recorded never moves back");
+        assert!(
+            l.already_finished(3),
+            "a server that lost acks may deliver messages below its old floor again"
+        );
+    }
+
+    #[test]
+    fn a_stream_created_again_starts_a_new_ledger() {
+        let l = AckLedger::default();
+        assert!(!l.observe_stream(100));
+        l.finished(7);
+        l.observe_floor(7);
+        assert!(!l.observe_stream(100));
+        assert!(l.already_finished(7));
+        assert!(l.observe_stream(200));
+        assert_eq!(l.floor(), 0);
+        assert!(!l.already_finished(7));
+    }
+
+    #[test]
+    fn is_bounded() {
+        let l = AckLedger::default();
+        for s in 1..=(MAX_REMEMBERED as u64 + 10) {
+            l.finished(s);
+        }
+        assert!(!l.already_finished(10));
+        assert!(l.already_finished(11));
+    }
+}

@@ -1,0 +1,444 @@
+//! Step 6 of the data flow: settling. Every acknowledgement a delivery gets
+//! — ack, nak, term, in-progress, and the dead-letter copy before a term —
+//! is written here and counted here, whoever asked for it: the runtime after
+//! `handle` (`disposition`), the guest during it, the in-progress heartbeat,
+//! and the scheduler at shutdown.
+//!
+//! The promise kept here: no delivery leaves the consumer without a
+//! handler's success, a dead-letter copy (when `dead_letter` is set), or a
+//! term the configuration asked for. The server's `max_deliver` is one more
+//! than the file's (see `SubscriberConfig::server_max_deliver`), so any
+//! handled delivery may be nak'd safely; the extra one is only settled.
+
+pub mod dead_letter;
+pub mod disposition;
+pub mod ledger;
+
+use crate::config::{defaults, Subject, SubscriberConfig};
+use crate::nats::ack::{self, Ack, AckError};
+use crate::nats::publish::{self, PublishError, PublishRoutes, Route};
+use crate::outputs::Outputs;
+use crate::stats::{Settled, SubscriberStats};
+use crate::telemetry::ErrorChain;
+use async_nats::jetstream;
+pub use disposition::{
+    disposition, past_max_deliver, ByGuest, Disposition, FailureCause, Outcome, Policy,
+};
+use ledger::AckLedger;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a confirmed ack (`double_ack`) waits for the server.
+const CONFIRM_WAIT: Duration = Duration::from_secs(10);
+/// Longest pause between attempts to dead-letter a message on its last delivery.
+const MAX_COPY_RETRY_PAUSE: Duration = Duration::from_secs(5);
+
+/// Where and how a JetStream delivery was delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryInfo {
+    /// The stream.
+    pub stream: String,
+    /// The consumer.
+    pub consumer: String,
+    /// Sequence in the stream.
+    pub stream_sequence: u64,
+    /// Sequence in the consumer.
+    pub consumer_sequence: u64,
+    /// Deliveries so far, this one included.
+    pub delivered: u32,
+    /// Messages pending in the consumer after this one.
+    pub pending: u64,
+    /// When it was stored, in nanoseconds since the Unix epoch.
+    pub published_unix_ns: u64,
+}
+
+/// One delivery from fetch to settlement.
+pub struct InFlight {
+    /// The JetStream message.
+    pub message: jetstream::Message,
+    /// Its stream.
+    pub stream: String,
+    /// Its stream sequence.
+    pub sequence: u64,
+    /// Its delivery details.
+    pub delivery: DeliveryInfo,
+    /// The outputs the handler stored for it (their `Nats-Msg-Id`s).
+    pub outputs: Outputs,
+    by_guest: Mutex<ByGuest>,
+}
+
+impl InFlight {
+    /// A JetStream delivery, or the message back with why it is not one
+    /// (its reply subject is not an ack subject).
+    #[allow(clippy::result_large_err)]
+    pub fn new(message: jetstream::Message) -> Result<Self, (jetstream::Message, String)> {
+        let delivery = match message.info() {
+            Ok(i) => DeliveryInfo {
+                stream: i.stream.to_string(),
+                consumer: i.consumer.to_string(),
+                stream_sequence: i.stream_sequence,
+                consumer_sequence: i.consumer_sequence,
+                delivered: u32::try_from(i.delivered.max(0)).unwrap_or(u32::MAX),
+                pending: i.pending,
+                published_unix_ns: u64::try_from(i.published.unix_timestamp_nanos().max(0))
+                    .unwrap_or(u64::MAX),
+            },
+            Err(e) => {
+                let e = e.to_string();
+                return Err((message, e));
+            }
+        };
+        Ok(InFlight {
+            stream: delivery.stream.clone(),
+            sequence: delivery.stream_sequence,
+            delivery,
+            message,
+            outputs: Outputs::default(),
+            by_guest: Mutex::new(ByGuest::Nothing),
+        })
+    }
+
+    /// What the guest did to the message itself.
+    pub fn by_guest(&self) -> ByGuest {
+        self.by_guest.lock().expect("by_guest lock").clone()
+    }
+
+    /// Whether the guest settled the message (or asked for its term).
+    pub fn settled_by_guest(&self) -> bool {
+        *self.by_guest.lock().expect("by_guest lock") != ByGuest::Nothing
+    }
+}
+
+/// Why a guest's own ack, nak or term was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestSettleError {
+    /// It was settled before.
+    #[error("the message is already settled")]
+    AlreadySettled,
+    /// The acknowledgement could not be sent.
+    #[error(transparent)]
+    Unavailable(#[from] AckError),
+}
+
+/// A guest's own settlement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestSettle {
+    /// `msg.ack()`
+    Ack,
+    /// `msg.nak(delay)`
+    Nak(Option<Duration>),
+    /// `msg.term(reason)`
+    Term(Option<String>),
+}
+
+/// Settles one subscriber's deliveries.
+pub struct Settler {
+    subscriber: Arc<str>,
+    durable: String,
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    dead_letter: Option<(Subject, Duration)>,
+    policy: Policy,
+    double_ack: bool,
+    /// The subscriber's counters.
+    pub stats: Arc<SubscriberStats>,
+    /// What the subscriber has finished.
+    pub ledger: Arc<AckLedger>,
+}
+
+impl Settler {
+    /// The settler of `sub`, publishing dead-letter copies through `client`.
+    pub fn new(
+        sub: &SubscriberConfig,
+        client: async_nats::Client,
+        jetstream: jetstream::Context,
+        routes: &PublishRoutes,
+    ) -> Self {
+        let dead_letter = sub.dead_letter.clone().map(|subject| {
+            let wait = match routes.route(subject.as_str()) {
+                Route::JetStream(wait) => wait,
+                Route::Core => defaults::PUBLISH_TIMEOUT,
+            };
+            (subject, wait)
+        });
+        Settler {
+            subscriber: sub.name.as_str().into(),
+            durable: sub.durable.to_string(),
+            client,
+            jetstream,
+            dead_letter,
+            policy: Policy {
+                max_deliver: sub.max_deliver,
+                backoff: sub.backoff.clone(),
+                dead_letter: sub.dead_letter.is_some(),
+            },
+            double_ack: sub.double_ack,
+            stats: Arc::new(SubscriberStats::default()),
+            ledger: Arc::new(AckLedger::default()),
+        }
+    }
+
+    /// The policy decisions are made with.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Whether the server will not deliver `msg` again after this delivery.
+    fn last_delivery(&self, msg: &InFlight) -> bool {
+        self.policy
+            .max_deliver
+            .is_some_and(|max| msg.delivery.delivered > max)
+    }
+
+    async fn send(&self, msg: &InFlight, what: Ack) -> Result<(), AckError> {
+        let reply = msg
+            .message
+            .reply
+            .as_ref()
+            .expect("an InFlight always has its ack subject");
+        ack::send(&self.client, reply, &what).await
+    }
+
+    /// Applies the runtime's decision and counts it.
+    pub async fn apply(&self, msg: &InFlight, decision: Disposition) {
+        let result = match decision {
+            Disposition::Leave => Ok(Settled::ByGuest),
+            Disposition::Ack => self.ack(msg).await.map(|()| Settled::Acked),
+            Disposition::Nak(delay) => self
+                .send(msg, Ack::Nak(delay))
+                .await
+                .map(|()| Settled::Naked),
+            Disposition::Term {
+                reason,
+                dead_letter: false,
+            } => self.term(msg, reason).await.map(|()| Settled::Termed),
+            Disposition::Term {
+                reason,
+                dead_letter: true,
+            } => self.dead_letter_and_term(msg, reason).await,
+        };
+        match result {
+            Ok(how) => self.stats.settled(how),
+            Err(e) => {
+                self.stats.settled(Settled::Error);
+                tracing::warn!(subscriber = %self.subscriber, seq = msg.sequence, "{}; the server redelivers the message after ack_wait", ErrorChain(&e));
+            }
+        }
+    }
+
+    async fn ack(&self, msg: &InFlight) -> Result<(), AckError> {
+        if self.double_ack {
+            let reply = msg.message.reply.as_ref().expect("an ack subject");
+            ack::send_confirmed(&self.client, reply, CONFIRM_WAIT).await?;
+        } else {
+            self.send(msg, Ack::Ack).await?;
+        }
+        self.ledger.finished(msg.sequence);
+        Ok(())
+    }
+
+    async fn term(&self, msg: &InFlight, reason: String) -> Result<(), AckError> {
+        self.send(msg, Ack::Term(reason)).await?;
+        self.ledger.finished(msg.sequence);
+        Ok(())
+    }
+
+    /// Copies `msg` to the dead-letter subject, then terms it. When the
+    /// copy fails the message is kept: nak'd with backoff while the server
+    /// will deliver it again, else retried in place (with in-progress
+    /// signals) until the copy is stored or the grace period of a shutdown
+    /// abandons it.
+    async fn dead_letter_and_term(
+        &self,
+        msg: &InFlight,
+        reason: String,
+    ) -> Result<Settled, AckError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.copy(msg, &reason).await {
+                Ok(fit) => {
+                    if fit != dead_letter::Fit::Whole {
+                        self.stats.dead_letter_trimmed();
+                        tracing::warn!(subscriber = %self.subscriber, seq = msg.sequence, "the dead-letter copy leaves out {} to fit the size limit", match fit {
+                            dead_letter::Fit::WithoutPayload => "the payload",
+                            _ => "the payload and the original headers",
+                        });
+                    }
+                    self.term(msg, reason).await?;
+                    return Ok(Settled::DeadLettered);
+                }
+                Err(e) if !self.last_delivery(msg) => {
+                    tracing::error!(subscriber = %self.subscriber, seq = msg.sequence, "{}; the message is kept and redelivered", ErrorChain(&e));
+                    let delay = self.policy.backoff_step(msg.delivery.delivered);
+                    self.send(msg, Ack::Nak(delay)).await?;
+                    return Ok(Settled::Naked);
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::error!(subscriber = %self.subscriber, seq = msg.sequence, attempt, "{}; this is the message's last delivery, so the copy is retried until it is stored", ErrorChain(&e));
+                    let pause = (Duration::from_millis(250) * 2u32.saturating_pow(attempt.min(5)))
+                        .min(MAX_COPY_RETRY_PAUSE);
+                    tokio::time::sleep(pause).await;
+                    if let Err(e) = self.send(msg, Ack::Progress).await {
+                        tracing::debug!("in-progress signal failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes the largest dead-letter copy of `msg` the server accepts.
+    async fn copy(&self, msg: &InFlight, reason: &str) -> Result<dead_letter::Fit, CopyError> {
+        let (subject, wait) = self
+            .dead_letter
+            .as_ref()
+            .expect("a dead-letter disposition needs a dead-letter subject");
+        let id = format!("dlq:{}:{}:{}", msg.stream, self.durable, msg.sequence);
+        let max_payload = self.client.server_info().max_payload;
+        let copies = dead_letter::copies(
+            &msg.message,
+            &msg.delivery,
+            &self.subscriber,
+            reason,
+            &id,
+            max_payload,
+        );
+        let last = copies.len() - 1;
+        for (i, copy) in copies.into_iter().enumerate() {
+            let sent = publish::publish(
+                &self.client,
+                &self.jetstream,
+                Route::JetStream(*wait),
+                subject.to_string(),
+                copy.headers,
+                copy.payload,
+            )
+            .await;
+            match sent {
+                Ok(_) => return Ok(copy.fit),
+                Err(PublishError::Invalid { .. }) if i < last => continue,
+                Err(source) => {
+                    return Err(CopyError {
+                        subject: subject.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+        unreachable!("the last copy either succeeds or returns its error")
+    }
+
+    /// A guest's own settlement. Ack and nak are sent now; a term is sent
+    /// when `handle` returns, after the dead-letter copy.
+    pub async fn by_guest(
+        &self,
+        msg: &InFlight,
+        what: GuestSettle,
+    ) -> Result<(), GuestSettleError> {
+        {
+            let mut by_guest = msg.by_guest.lock().expect("by_guest lock");
+            if *by_guest != ByGuest::Nothing {
+                return Err(GuestSettleError::AlreadySettled);
+            }
+            *by_guest = match &what {
+                GuestSettle::Term(reason) => ByGuest::Term(reason.clone()),
+                _ => ByGuest::Settled,
+            };
+        }
+        let sent = match what {
+            GuestSettle::Term(_) => return Ok(()),
+            GuestSettle::Ack => self.send(msg, Ack::Ack).await,
+            GuestSettle::Nak(delay) => self.send(msg, Ack::Nak(delay)).await,
+        };
+        match sent {
+            Ok(()) => {
+                if matches!(what, GuestSettle::Ack) {
+                    self.ledger.finished(msg.sequence);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                *msg.by_guest.lock().expect("by_guest lock") = ByGuest::Nothing;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Tells the server the handler is still working on `msg`, unless the
+    /// guest settled it already.
+    pub async fn in_progress(&self, msg: &InFlight) -> Result<(), GuestSettleError> {
+        if msg.settled_by_guest() {
+            return Err(GuestSettleError::AlreadySettled);
+        }
+        Ok(self.send(msg, Ack::Progress).await?)
+    }
+
+    /// A delivery of a message this process already finished (its ack was
+    /// lost, or the durable was recreated below it): acked again without
+    /// running the handler.
+    pub async fn already_finished(&self, msg: &InFlight) {
+        tracing::info!(subscriber = %self.subscriber, seq = msg.sequence, "delivered again although already handled here; acked without running the handler");
+        let how = match self.send(msg, Ack::Ack).await {
+            Ok(()) => Settled::Replayed,
+            Err(_) => Settled::Error,
+        };
+        self.stats.settled(how);
+    }
+
+    /// A message fetched but never started (shutdown): handed back for
+    /// redelivery, or settled when the server would not deliver it again.
+    pub async fn hand_back(&self, msg: &InFlight) {
+        if let Some(decision) = past_max_deliver(msg.delivery.delivered, &self.policy) {
+            self.stats.started();
+            self.stats.past_max_deliver();
+            self.apply(msg, decision).await;
+            return;
+        }
+        self.stats.returned_unstarted();
+        if let Err(e) = self.send(msg, Ack::Nak(None)).await {
+            tracing::warn!(subscriber = %self.subscriber, seq = msg.sequence, "could not hand back a fetched message ({e}); the server redelivers it after ack_wait");
+        }
+    }
+
+    /// The grace period of a shutdown ended with `msg` still being handled:
+    /// nak'd so another replica (or the next start) takes it at once. A
+    /// handled delivery is never the server's last, so this loses nothing.
+    pub async fn abandoned(&self, msg: &InFlight) {
+        if self.last_delivery(msg) {
+            tracing::error!(subscriber = %self.subscriber, seq = msg.sequence, "graceful_timeout reached before the dead-letter copy of this message's last delivery was stored: the server will not deliver it again");
+            self.stats.settled(Settled::Error);
+            return;
+        }
+        tracing::warn!(subscriber = %self.subscriber, seq = msg.sequence, "graceful_timeout reached with the handler still running; the message is nak'd for redelivery");
+        self.stats.failed(FailureCause::Timeout);
+        let how = match self.send(msg, Ack::Nak(None)).await {
+            Ok(()) => Settled::Naked,
+            Err(_) => Settled::Error,
+        };
+        self.stats.settled(how);
+    }
+
+    /// A message whose reply subject is not a JetStream ack subject: nak'd
+    /// so the server redelivers it.
+    pub async fn not_a_delivery(&self, message: &jetstream::Message, why: &str) {
+        tracing::error!(subscriber = %self.subscriber, "not a JetStream delivery ({why}); asking for redelivery");
+        self.stats.started();
+        let sent = match &message.reply {
+            Some(reply) => ack::send(&self.client, reply, &Ack::Nak(None))
+                .await
+                .is_ok(),
+            None => false,
+        };
+        self.stats
+            .settled(if sent { Settled::Naked } else { Settled::Error });
+    }
+}
+
+/// The dead-letter copy could not be stored.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot store the dead-letter copy on {subject:?}")]
+pub struct CopyError {
+    subject: String,
+    #[source]
+    source: PublishError,
+}

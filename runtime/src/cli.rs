@@ -129,7 +129,11 @@ pub fn main() -> ExitCode {
                 }
             };
             runtime.block_on(async {
-                natsapp_wasm::run(config, shutdown_signal())
+                // Listen before starting: a SIGTERM while components compile
+                // or the service connects is a graceful stop too, not death
+                // by the signal's default action.
+                let signals = Signals::listen();
+                natsapp_wasm::run(config, shutdown_signal(signals))
                     .await
                     .map(|_| ())
             })
@@ -144,41 +148,50 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// SIGINT and SIGTERM, listened to from the moment this is made.
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                streams: signal(SignalKind::interrupt())
+                    .ok()
+                    .zip(signal(SignalKind::terminate()).ok()),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Waits for the next SIGINT or SIGTERM and names it.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.streams {
+            return tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
 /// Resolves on the first SIGINT or SIGTERM. A second one during the
 /// graceful stop ends the process at once (exit 130); messages still in
 /// flight are then redelivered by the server after their ack_wait.
-async fn shutdown_signal() {
-    let first = next_signal().await;
+async fn shutdown_signal(mut signals: Signals) {
+    let first = signals.next().await;
     tracing::info!("{first} received");
-    tokio::spawn(async {
-        let second = next_signal().await;
+    tokio::spawn(async move {
+        let second = signals.next().await;
         eprintln!("{second} received again: exiting now; messages in flight are redelivered after their ack_wait");
         std::process::exit(130);
     });
-}
-
-/// Waits for SIGINT or SIGTERM and names it.
-async fn next_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
-    }
 }

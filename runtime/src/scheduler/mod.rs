@@ -3,8 +3,8 @@
 //! permits held, so at most `concurrency` handlers run and nothing waits
 //! unhandled in the client. A failed pull is handled by kind (`recover`);
 //! a watcher keeps the consumer's ack floor and pause state (`watch`). On
-//! shutdown the loop stops fetching and hands back whatever was fetched but
-//! not started; handlers still running when the grace period ends are
+//! shutdown the loop stops fetching and hands back whatever its open pull
+//! delivers; handlers still running when the grace period ends are
 //! abandoned to the settler.
 
 pub mod recover;
@@ -15,7 +15,7 @@ use crate::dispatch::Subscriber;
 use crate::fatal::Fatal;
 use crate::settle::InFlight;
 use async_nats::jetstream::{self, consumer::PullConsumer};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use recover::{Failure, Recovered};
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,13 +84,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             tokio::select! {
                 biased;
                 _ = ctx.stop_pulling.cancelled() => {
-                    // Fetched but never started: hand back at once.
-                    while let Some(Some(Ok(message))) = batch.next().now_or_never() {
-                        match InFlight::new(message) {
-                            Ok(msg) => sub.settler().hand_back(&msg).await,
-                            Err((message, why)) => sub.settler().not_a_delivery(&message, &why).await,
-                        }
-                    }
+                    hand_back(&sub, batch).await;
                     break 'pull;
                 }
                 item = batch.next() => match item {
@@ -137,6 +131,26 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
     }
     watcher.abort();
     tracing::debug!(subscriber = %cfg.name, "stopped pulling");
+}
+
+/// How long shutdown keeps reading an open pull request for messages the
+/// server already sent to it.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(1);
+
+/// Shutdown with a pull request open: what it delivers now and in the next
+/// moment (messages the server sent before it saw the request go) is handed
+/// back unstarted. A delivery into a request nobody reads any more counts
+/// as one of the message's deliveries and waits out ack_wait; on its last
+/// allowed delivery it would never come back.
+async fn hand_back(sub: &Subscriber, mut batch: jetstream::consumer::pull::Batch) {
+    let until = tokio::time::Instant::now() + sub.config.pull_timeout.min(HAND_BACK_WAIT);
+    while let Ok(Some(item)) = tokio::time::timeout_at(until, batch.next()).await {
+        let Ok(message) = item else { break };
+        match InFlight::new(message) {
+            Ok(msg) => sub.settler().hand_back(&msg).await,
+            Err((message, why)) => sub.settler().not_a_delivery(&message, &why).await,
+        }
+    }
 }
 
 /// Waits before the next try, longer after each failure; false when stopping.

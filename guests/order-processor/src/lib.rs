@@ -1,7 +1,8 @@
 //! The Python wrapper's "Real-World Example", ported: validates an order,
 //! reserves inventory for each item and publishes the order's status.
 //! Invalid orders are rejected (terminated, dead-lettered when configured);
-//! a failed publish is retried.
+//! a failed publish is retried. The optional config value `work_ms`
+//! simulates slow work: the handler sleeps that many milliseconds first.
 
 use natsapp_guest::{export_handler, Data, Error, Handler, Message, Result};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,7 @@ struct OrderProcessor;
 
 impl Handler for OrderProcessor {
     fn handle(data: Data, _msg: &Message) -> Result {
+        simulate_work()?;
         let order: OrderCreated = data.json()?;
         if order.order_id.is_empty() || order.items.is_empty() || order.total_amount < 0.0 {
             return Err(Error::reject(format!("invalid order {:?}: needs an id, items and a non-negative total", order.order_id)));
@@ -61,6 +63,14 @@ impl Handler for OrderProcessor {
 }
 
 export_handler!(OrderProcessor);
+
+/// Sleeps `work_ms` milliseconds when that config value is set (default 0).
+fn simulate_work() -> Result {
+    let Some(value) = natsapp_guest::config::get("work_ms") else { return Ok(()) };
+    let ms: u64 = value.parse().map_err(|_| Error::reject(format!("config work_ms = {value:?} is not a number of milliseconds")))?;
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    Ok(())
+}
 
 /// UTC date and time from the WASI wall clock, without a date crate.
 struct Utc {

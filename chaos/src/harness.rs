@@ -52,6 +52,8 @@ impl Harness {
             concurrency: 4,
             max_deliver: 5,
             work: Duration::ZERO,
+            slow_every: 0,
+            slow: Duration::ZERO,
             graceful_timeout: timing.graceful,
         };
         spec(&mut service);

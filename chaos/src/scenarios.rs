@@ -175,19 +175,22 @@ async fn runtime_stop(
     h.finish(scenario.name(), load, timing.settle_within).await
 }
 
-/// [rolling-max-deliver]: slow handlers (up to 300 ms per order, more work
-/// than 4 handlers can keep up with, so a backlog builds) on a consumer
-/// with max_deliver 2 and a grace period shorter than one message's work:
-/// every SIGTERM abandons the handlers at work. Three times, SIGTERM the
-/// runtime while messages are in flight and start a new one; the second and
-/// third come as soon as the new runtime is at work, so the messages it
-/// was handed back (redelivered first) are abandoned on their last allowed
-/// delivery. They must end up dead-lettered, not dropped.
+/// [rolling-max-deliver]: slow handlers (more work than 4 handlers can
+/// keep up with, so a backlog builds; every 20th order takes 400 ms) on a
+/// consumer with max_deliver 2 and a grace period shorter than the slow
+/// orders' work: a SIGTERM abandons the handlers at work. Three times,
+/// SIGTERM the runtime while messages are in flight and start a new one;
+/// the second and third come as soon as the new runtime is at work, so
+/// slow messages it was handed back (redelivered first) are abandoned on
+/// their last allowed delivery. They must end up dead-lettered, not dropped.
 async fn rolling_max_deliver(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result<Row> {
-    let work = timing.work(Duration::from_millis(300), 2.5);
+    let work = timing.work(Duration::from_millis(300), 2.0);
+    let slow = Duration::from_millis(400);
     let mut h = Harness::new(Servers::start_single().await?, artifacts, timing, |s| {
         s.max_deliver = 2;
         s.work = work;
+        s.slow_every = 20;
+        s.slow = slow;
         s.concurrency = 4;
         s.graceful_timeout = (work / 2).max(Duration::from_millis(1));
     })
@@ -203,12 +206,13 @@ async fn rolling_max_deliver(artifacts: &Artifacts, timing: &Timing) -> anyhow::
         let state = verify::consumer_state(&h.js).await?;
         h.stop_runtime(current, Stop::Term).await?;
         h.note(format!(
-            "rolling restart: r{current} sent SIGTERM with {} delivered and unacknowledged, {} pending (work {work:?} per order)",
+            "rolling restart: r{current} sent SIGTERM with {} delivered and unacknowledged, {} pending (work {work:?} per order, {slow:?} for every 20th)",
             state.ack_pending, state.pending
         ));
         current = h.start_runtime(None).await?;
     }
-    let processing = work.mul_f64(timing.messages as f64 / 4.0 * 2.0);
+    let processing =
+        (work.mul_f64(0.95) + slow.mul_f64(0.05)).mul_f64(timing.messages as f64 / 4.0 * 2.0);
     h.finish(
         Scenario::RollingMaxDeliver.name(),
         load,

@@ -35,6 +35,10 @@ pub struct ServiceSpec {
     pub max_deliver: i64,
     /// Simulated work per message (the guest's `work_ms` config value).
     pub work: Duration,
+    /// Every this many messages (by stream sequence) take `slow` instead; 0: none.
+    pub slow_every: u64,
+    /// The work of those messages (the guest's `slow_ms`).
+    pub slow: Duration,
     /// The graceful stop's bound.
     pub graceful_timeout: Duration,
 }
@@ -96,12 +100,14 @@ impl ServiceSpec {
              dead_letter = \"dlq.order\"\n\
              limits = {{ memory = \"64MiB\", timeout = \"5s\" }}\n\
              outputs = {{ ids = \"sequence\" }}\n\
-             config = {{ status_subject = \"order.status\", inventory_subject = \"inventory.updates\", work_ms = \"{work}\" }}\n",
+             config = {{ status_subject = \"order.status\", inventory_subject = \"inventory.updates\", work_ms = \"{work}\", slow_every = \"{slow_every}\", slow_ms = \"{slow}\" }}\n",
             component = self.component.display().to_string(),
             c = self.concurrency,
             ack_wait = Self::ACK_WAIT.as_secs(),
             max_deliver = self.max_deliver,
             work = self.work.as_millis(),
+            slow_every = self.slow_every,
+            slow = self.slow.as_millis(),
         );
         t
     }

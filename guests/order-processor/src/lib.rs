@@ -1,8 +1,9 @@
 //! The Python wrapper's "Real-World Example", ported: validates an order,
 //! reserves inventory for each item and publishes the order's status.
 //! Invalid orders are rejected (terminated, dead-lettered when configured);
-//! a failed publish is retried. The optional config value `work_ms`
-//! simulates slow work: the handler sleeps that many milliseconds first.
+//! a failed publish is retried. Optional config values simulate slow work:
+//! the handler sleeps `work_ms` milliseconds first, or `slow_ms` for every
+//! `slow_every`-th message of the stream.
 
 use natsapp_guest::{export_handler, Data, Error, Handler, Message, Result};
 use serde::{Deserialize, Serialize};
@@ -39,8 +40,8 @@ struct OrderProcessed {
 struct OrderProcessor;
 
 impl Handler for OrderProcessor {
-    fn handle(data: Data, _msg: &Message) -> Result {
-        simulate_work()?;
+    fn handle(data: Data, msg: &Message) -> Result {
+        simulate_work(msg.delivery().stream_sequence)?;
         let order: OrderCreated = data.json()?;
         if order.order_id.is_empty() || order.items.is_empty() || order.total_amount < 0.0 {
             return Err(Error::reject(format!("invalid order {:?}: needs an id, items and a non-negative total", order.order_id)));
@@ -64,11 +65,18 @@ impl Handler for OrderProcessor {
 
 export_handler!(OrderProcessor);
 
-/// Sleeps `work_ms` milliseconds when that config value is set (default 0).
-fn simulate_work() -> Result {
-    let Some(value) = natsapp_guest::config::get("work_ms") else { return Ok(()) };
-    let ms: u64 = value.parse().map_err(|_| Error::reject(format!("config work_ms = {value:?} is not a number of milliseconds")))?;
-    std::thread::sleep(std::time::Duration::from_millis(ms));
+/// Sleeps `work_ms` milliseconds, or `slow_ms` when the stream sequence
+/// is a multiple of `slow_every` (all default to 0: no sleep).
+fn simulate_work(sequence: u64) -> Result {
+    let ms = |key: &str| -> std::result::Result<u64, Error> {
+        match natsapp_guest::config::get(key) {
+            None => Ok(0),
+            Some(v) => v.parse().map_err(|_| Error::reject(format!("config {key} = {v:?} is not a number"))),
+        }
+    };
+    let every = ms("slow_every")?;
+    let sleep = if every > 0 && sequence % every == 0 { ms("slow_ms")? } else { ms("work_ms")? };
+    std::thread::sleep(std::time::Duration::from_millis(sleep));
     Ok(())
 }
 

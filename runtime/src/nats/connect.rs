@@ -135,15 +135,51 @@ fn fatal_event(event: &Event, allow_reconnect: bool, attempts: Option<usize>) ->
         Event::ServerError(ServerError::AuthorizationViolation) => {
             Some(Fatal::Denied("authorization violation".into()))
         }
-        // The service's own JetStream requests and acks (`$JS.…`) or its
-        // subscriptions refused: nothing can be pulled or settled. A guest's
-        // publish refused by the server is that guest's error, not fatal.
+        // The service's pulls or its subscriptions refused: nothing can be
+        // pulled. A guest's publish refused by the server is that guest's
+        // error, never fatal.
         Event::ServerError(ServerError::Other(e))
             if e.to_ascii_lowercase().contains("permissions violation")
-                && (e.contains("$JS.") || e.contains("Subscription")) =>
+                && (e.contains("$JS.API.CONSUMER.MSG.NEXT.") || e.contains("Subscription")) =>
         {
             Some(Fatal::Denied(e.clone()))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_that_end_the_service() {
+        let fatal = |e: Event, allow| fatal_event(&e, allow, Some(3)).map(|f| f.to_string());
+        assert_eq!(fatal(Event::Disconnected, true), None);
+        assert_eq!(
+            fatal(Event::Disconnected, false).as_deref(),
+            Some("the connection to NATS was lost and nats.allow_reconnect is false")
+        );
+        assert_eq!(
+            fatal(Event::ClientError(ClientError::MaxReconnects), true).as_deref(),
+            Some("the connection to NATS is closed: nats.max_reconnect_attempts (3) reconnect attempts failed")
+        );
+        assert!(fatal(
+            Event::ServerError(ServerError::AuthorizationViolation),
+            true
+        )
+        .is_some());
+        let denied = |subject: &str| {
+            Event::ServerError(ServerError::Other(format!(
+                "Permissions Violation for Publish to \"{subject}\""
+            )))
+        };
+        assert!(fatal(denied("$JS.API.CONSUMER.MSG.NEXT.IN.kit"), true).is_some());
+        assert_eq!(
+            fatal(denied("acme.payments.x"), true),
+            None,
+            "a guest's publish refused by the server is not fatal"
+        );
+        assert_eq!(fatal(Event::LameDuckMode, true), None);
     }
 }

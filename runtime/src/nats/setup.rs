@@ -4,7 +4,7 @@
 
 use crate::config::{Config, Retention, Storage, StreamConfig, SubscriberConfig};
 use async_nats::jetstream::consumer::{self, pull, AckPolicy, DeliverPolicy, PullConsumer};
-use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::context::{GetStreamByNameErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, context::ConsumerInfoErrorKind, ErrorCode};
 use std::collections::BTreeSet;
@@ -530,12 +530,25 @@ pub async fn ensure_consumer_at(
 pub async fn check_captured(js: &jetstream::Context, config: &Config) -> Result<(), SetupError> {
     for (i, s) in config.subscribers.iter().enumerate() {
         let Some(dl) = &s.dead_letter else { continue };
-        if js.stream_by_subject(dl.as_str()).await.is_err() {
-            return Err(SetupError::NotCaptured {
-                key: format!("subscribers[{i}] ({:?}).dead_letter", s.name),
-                subject: dl.to_string(),
-                expected: None,
-            });
+        match js.stream_by_subject(dl.as_str()).await {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), GetStreamByNameErrorKind::NotFound) => {
+                return Err(SetupError::NotCaptured {
+                    key: format!("subscribers[{i}] ({:?}).dead_letter", s.name),
+                    subject: dl.to_string(),
+                    expected: None,
+                })
+            }
+            Err(e) => {
+                return Err(server(
+                    format!(
+                        "cannot look up the stream of dead-letter subject {:?}",
+                        dl.as_str()
+                    ),
+                    e,
+                    false,
+                ))
+            }
         }
     }
     for (i, p) in config.publishers.iter().enumerate() {

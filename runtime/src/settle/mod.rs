@@ -364,13 +364,22 @@ impl Settler {
         }
     }
 
-    /// Tells the server the handler is still working on `msg`, unless the
-    /// guest settled it already.
+    /// The guest's `in_progress`: refused once it settled the message.
     pub async fn in_progress(&self, msg: &InFlight) -> Result<(), GuestSettleError> {
         if msg.settled_by_guest() {
             return Err(GuestSettleError::AlreadySettled);
         }
         Ok(self.send(msg, Ack::Progress).await?)
+    }
+
+    /// The runtime's heartbeat while the handler runs: keeps the server
+    /// from redelivering `msg` for as long as it is still the runtime's to
+    /// settle (a term the guest asked for is sent only when it returns).
+    pub async fn heartbeat(&self, msg: &InFlight) -> Result<(), AckError> {
+        if msg.by_guest() == ByGuest::Settled {
+            return Ok(());
+        }
+        self.send(msg, Ack::Progress).await
     }
 
     /// A delivery of a message this process already finished (its ack was

@@ -188,8 +188,8 @@ async fn run_with_limits<F: Future>(
             out = &mut call => return Some(out),
             _ = &mut deadline => return None,
             _ = beat.tick() => {
-                if let Err(e) = settler.in_progress(msg).await {
-                    tracing::debug!("no in-progress signal: {e}");
+                if let Err(e) = settler.heartbeat(msg).await {
+                    tracing::debug!("in-progress signal failed: {e}");
                 }
             }
         }

@@ -4,6 +4,7 @@
 use crate::kit_service;
 use async_nats::jetstream::{consumer::pull, stream};
 use natsapp_wasm_tests::*;
+use std::time::Duration;
 
 async fn start_error(file: &ServiceFile) -> natsapp_wasm::Error {
     match natsapp_wasm::Service::start(file.config()).await {
@@ -73,36 +74,51 @@ async fn an_existing_stream_that_differs_is_not_changed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_existing_durable_that_differs_is_not_changed() {
+async fn an_existing_durable_is_updated_where_the_runtime_manages_it_and_refused_where_it_differs()
+{
     let server = NatsServer::start();
     let file = ServiceFile::new(
         &server,
         &kit_service(r#"consumer = { ack_wait = "30s", max_deliver = 5 }"#),
     );
-    // The first start creates the streams and the durable; a second with
-    // different settings must refuse.
     drop(Running::start(&file).await.stop().await);
-    let changed = ServiceFile::new(
+    let js = server.jetstream().await;
+    let config = || async {
+        let c: async_nats::jetstream::consumer::Consumer<pull::Config> = js
+            .get_stream("IN")
+            .await
+            .unwrap()
+            .get_consumer("kit")
+            .await
+            .unwrap();
+        c.cached_info().config.clone()
+    };
+    assert_eq!(config().await.max_deliver, 6, "one more than the file's");
+
+    // ack_wait and max_deliver are the runtime's to manage: set in place.
+    let managed = ServiceFile::new(
         &server,
         &kit_service(r#"consumer = { ack_wait = "45s", max_deliver = 7 }"#),
     );
-    let e = start_error(&changed).await;
+    drop(Running::start(&managed).await.stop().await);
+    let c = config().await;
+    assert_eq!((c.ack_wait, c.max_deliver), (Duration::from_secs(45), 8));
+
+    // Another filter subject changes what the handler gets: refused, untouched.
+    let other = ServiceFile::new(
+        &server,
+        &kit_service(r#"consumer = { ack_wait = "45s", max_deliver = 7 }"#)
+            .replace("subject = \"in.kit\"", "subject = \"in.other\""),
+    );
+    let e = start_error(&other).await;
     assert_eq!(
         e.to_string(),
-        r#"durable consumer "kit" on stream "IN" differs from subscriber "kit": ack_wait: server has 30s, file says 45s; max_deliver: server has 5, file says 7; delete the consumer or change the file (the runtime never changes it)"#
+        r#"durable consumer "kit" on stream "IN" differs from subscriber "kit": subject: server filters ["in.kit"], file says "in.other"; delete the consumer or change the file (the runtime changes only the fields it manages)"#
     );
     assert_eq!(e.exit_code(), 2);
-    let js = server.jetstream().await;
-    let c: async_nats::jetstream::consumer::Consumer<pull::Config> = js
-        .get_stream("IN")
-        .await
-        .unwrap()
-        .get_consumer("kit")
-        .await
-        .unwrap();
     assert_eq!(
-        c.cached_info().config.max_deliver,
-        5,
+        config().await.filter_subject,
+        "in.kit",
         "the durable was changed"
     );
 }

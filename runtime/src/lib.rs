@@ -29,6 +29,7 @@
 pub mod config;
 pub mod dispatch;
 pub mod fatal;
+pub mod grants;
 pub mod nats;
 pub mod outputs;
 pub mod plan;

@@ -43,6 +43,10 @@ enum Op {
     Info,
     /// Try publishing to `subject` and report the error on testkit.out.denied.
     TryPublish { subject: String },
+    /// Try a request to `subject` and report the outcome on testkit.out.denied.
+    TryRequest { subject: String },
+    /// Publish with these headers; report the outcome on testkit.out.headers.
+    PublishWithHeaders { subject: String, data: String, headers: Vec<(String, String)> },
     /// Write a line to stdout and one to stderr.
     Log { stdout: String, stderr: String },
     /// Probe the sandbox: environment, files, network; report what worked.
@@ -161,6 +165,19 @@ impl Handler for TestKit {
             Op::TryPublish { subject } => {
                 let result = natsapp_guest::publish(&subject, "x").map(|_| ()).map_err(|e| e.to_string());
                 report("denied", json!({"result": format!("{result:?}")}))
+            }
+            Op::TryRequest { subject } => {
+                let result = natsapp_guest::request(&subject, "x", Duration::from_millis(500))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                report("denied", json!({"result": format!("{result:?}")}))
+            }
+            Op::PublishWithHeaders { subject, data, headers } => {
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                let result = natsapp_guest::publish_with_headers(&subject, data, &headers)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                report("headers", json!({"result": format!("{result:?}")}))
             }
             Op::Log { stdout, stderr } => {
                 println!("{stdout}");

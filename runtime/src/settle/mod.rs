@@ -98,6 +98,14 @@ impl InFlight {
         })
     }
 
+    /// The subject its acknowledgements go to.
+    pub fn ack_subject(&self) -> &async_nats::Subject {
+        self.message
+            .reply
+            .as_ref()
+            .expect("a JetStream delivery (InFlight::new checked) has an ack subject")
+    }
+
     /// What the guest did to the message itself.
     pub fn by_guest(&self) -> ByGuest {
         self.by_guest.lock().expect("by_guest lock").clone()
@@ -191,12 +199,7 @@ impl Settler {
     }
 
     async fn send(&self, msg: &InFlight, what: Ack) -> Result<(), AckError> {
-        let reply = msg
-            .message
-            .reply
-            .as_ref()
-            .expect("an InFlight always has its ack subject");
-        ack::send(&self.client, reply, &what).await
+        ack::send(&self.client, msg.ack_subject(), &what).await
     }
 
     /// Applies the runtime's decision and counts it.
@@ -228,8 +231,7 @@ impl Settler {
 
     async fn ack(&self, msg: &InFlight) -> Result<(), AckError> {
         if self.double_ack {
-            let reply = msg.message.reply.as_ref().expect("an ack subject");
-            ack::send_confirmed(&self.client, reply, CONFIRM_WAIT).await?;
+            ack::send_confirmed(&self.client, msg.ack_subject(), CONFIRM_WAIT).await?;
         } else {
             self.send(msg, Ack::Ack).await?;
         }

@@ -8,6 +8,10 @@
 //! stale entry. Location: `NATSAPP_CACHE_DIR`, else
 //! `$XDG_CACHE_HOME/natsapp-wasm`, else `~/.cache/natsapp-wasm`;
 //! `NATSAPP_CACHE_DIR=off` disables it.
+//!
+//! Loading an entry runs the native code in it, so the folder must be the
+//! running user's and writable by no one else: otherwise the runtime
+//! refuses to start ([`ComponentCache::verify`]).
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -47,6 +51,27 @@ impl ComponentCache {
     /// The folder, when caching is on.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+
+    /// Refuses a cache folder another user could write code into: it must
+    /// be owned by the running user and not writable by group or others.
+    /// A missing folder is fine (it is created private when first used).
+    pub fn verify(&self) -> Result<(), UntrustedCache> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let meta = match std::fs::metadata(dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(UntrustedCache {
+                    dir: dir.clone(),
+                    why: format!("cannot inspect it: {e}"),
+                })
+            }
+        };
+        trust(&meta).map_err(|why| UntrustedCache {
+            dir: dir.clone(),
+            why,
+        })
     }
 
     /// Removes every entry; returns how many were removed.
@@ -110,6 +135,41 @@ impl ComponentCache {
     }
 }
 
+/// A cache folder that could hold code written by someone else.
+#[derive(Debug, thiserror::Error)]
+#[error("refusing the compiled-component cache {}: {why}; loading it would run native code from it (fix its owner and mode, choose another folder with NATSAPP_CACHE_DIR, or set NATSAPP_CACHE_DIR=off)", dir.display())]
+pub struct UntrustedCache {
+    /// The folder.
+    pub dir: PathBuf,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+#[cfg(unix)]
+fn trust(meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!(
+            "it is owned by uid {}, not by the running user (uid {me})",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "its mode {:o} lets other users write to it",
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn trust(_meta: &std::fs::Metadata) -> Result<(), String> {
+    Ok(())
+}
+
 /// Whether a load used the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheUse {
@@ -123,7 +183,7 @@ pub enum CacheUse {
 
 fn store(entry: &Path, component: &Component) -> anyhow::Result<()> {
     let dir = entry.parent().expect("entries live in a folder");
-    std::fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
     let compiled = component.serialize()?;
     let tmp = tempfile_in(dir)?;
     std::fs::write(&tmp, compiled)?;
@@ -131,6 +191,15 @@ fn store(entry: &Path, component: &Component) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     })?;
     Ok(())
+}
+
+/// Creates `dir` (and its parents) readable and writable by the user only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// A fresh name in `dir` for writing before the rename that publishes it.
@@ -165,6 +234,24 @@ mod tests {
         assert_eq!(c.dir(), Some(Path::new("/h/.cache/natsapp-wasm")));
         let c = ComponentCache::locate(env(&[("NATSAPP_CACHE_DIR", "off"), ("HOME", "/h")]));
         assert_eq!(c.dir(), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_others_can_write_to_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ComponentCache::at(Some(dir.path().to_path_buf()));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        cache.verify().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = cache.verify().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("refusing the compiled-component cache {}: its mode 777 lets other users write to it", dir.path().display())),
+            "{e}"
+        );
+        let missing = ComponentCache::at(Some(dir.path().join("not-yet")));
+        missing.verify().unwrap();
     }
 
     #[test]

@@ -53,13 +53,16 @@ impl GuestOutput {
     fn emit(&self, stderr: bool, line: &[u8]) {
         let line = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
         let line = line.trim_end_matches(['\r', '\n']);
+        // Every line costs its newline too: a flood of empty lines uses up
+        // the budget like any other output.
+        let cost = line.len() + 1;
         let left = self
             .budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                b.checked_sub(line.len().min(b))
+                b.checked_sub(cost.min(b))
             });
         match left {
-            Ok(b) if b > line.len() => {}
+            Ok(b) if b >= cost => {}
             Ok(b) if b > 0 => {
                 tracing::warn!(subscriber = %self.subscriber, "guest output beyond {BUDGET} bytes for this message is dropped");
             }
@@ -196,5 +199,22 @@ impl tokio::io::AsyncWrite for LineWriter {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_lines_use_up_the_budget_too() {
+        let out = GuestOutput::new("kit".into());
+        for _ in 0..BUDGET {
+            out.emit(false, b"\n");
+        }
+        assert_eq!(out.budget.load(Ordering::Relaxed), 0);
+        out.reset();
+        out.emit(false, b"twelve bytes\n");
+        assert_eq!(out.budget.load(Ordering::Relaxed), BUDGET - 13);
     }
 }

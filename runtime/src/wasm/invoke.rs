@@ -17,6 +17,12 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
+/// Host resources (WASI streams, pollables, lent messages) one store may
+/// hold at once: far more than a handler needs, far fewer than wasmtime's
+/// default of a million, so a guest that leaks them traps early instead of
+/// growing the host's memory.
+const MAX_HOST_RESOURCES: usize = 10_000;
+
 /// A subscriber's compiled handler, ready to run messages.
 pub struct Handler {
     pre: ServicePre<HostState>,
@@ -71,9 +77,11 @@ impl Handler {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HOST_RESOURCES);
         let state = HostState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimiter {
                 max: self.host.memory,
                 exceeded: false,

@@ -109,6 +109,7 @@ impl WasmRuntime {
     /// pool of `pool` slots (copy-on-write memory initialisation, so a fresh
     /// instance costs little), caching compiled components in `cache`.
     pub fn new(cache: cache::ComponentCache, pool: PoolSize) -> wasmtime::Result<Self> {
+        cache.verify()?;
         let mut config = Config::new();
         let n = pool.instances;
         if (n + decommit_queue()).saturating_mul(MEMORIES_PER_COMPONENT) <= MAX_POOLED_MEMORIES {

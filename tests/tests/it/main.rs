@@ -4,6 +4,7 @@ mod cli;
 mod concurrency;
 mod flow;
 mod guests;
+mod hostile;
 mod languages;
 mod publish;
 mod reliability;

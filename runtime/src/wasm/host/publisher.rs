@@ -1,12 +1,12 @@
 //! Host of `natsapp:handler/publisher`: the guest's `publish` and `request`,
-//! limited to the subscriber's allow-list.
+//! limited by `grants` (the allow-list, the system-subject fence, the reply
+//! path, the `Nats-*` headers).
 
 use super::generated::natsapp::handler::publisher::{Host, PublishAck, Response};
 use super::generated::natsapp::handler::types::Error;
-use super::types::header_pairs;
+use super::types::{header_pairs, REPLY_TO};
 use super::HostState;
-use crate::config::values::check_subject;
-use crate::config::Subject;
+use crate::grants::{check_guest_headers, check_subject_grant, Refused, Use};
 use crate::nats::publish::{self, PublishError, Route};
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use std::str::FromStr;
@@ -27,31 +27,31 @@ fn header_map(pairs: Vec<(String, String)>) -> Result<HeaderMap, Error> {
     Ok(map)
 }
 
-/// Checks a guest-given subject's syntax and `subscriber`'s allow-list.
-fn allowed(subscriber: &str, allow: &[Subject], subject: &str, what: &str) -> Result<(), Error> {
-    check_subject(subject).map_err(Error::Invalid)?;
-    if subject.split('.').any(|t| t == "*" || t == ">") {
-        return Err(Error::Invalid(format!(
-            "cannot {what} to a wildcard subject {subject:?}"
-        )));
-    }
-    if allow.iter().any(|p| p.matches(subject)) {
-        return Ok(());
-    }
-    let allowed: Vec<&str> = allow.iter().map(|s| s.as_str()).collect();
-    Err(Error::Denied(format!(
-        "subscriber {subscriber:?} may not {what} to {subject:?} (allowed: {})",
-        if allowed.is_empty() {
-            "nothing".to_string()
-        } else {
-            allowed.join(", ")
+impl From<Refused> for Error {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Invalid(m) => Error::Invalid(m),
+            Refused::Denied(m) => Error::Denied(m),
         }
-    )))
+    }
 }
 
 impl HostState {
-    fn allowed(&self, subject: &str, what: &str) -> Result<(), Error> {
-        allowed(&self.sub.name, &self.sub.allow, subject, what)
+    fn allowed(&self, subject: &str, what: Use) -> Result<(), Error> {
+        let reply_to = self
+            .msg
+            .message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(REPLY_TO))
+            .map(|v| v.as_str());
+        Ok(check_subject_grant(
+            &self.sub.name,
+            &self.sub.allow,
+            subject,
+            what,
+            reply_to,
+        )?)
     }
 }
 
@@ -72,13 +72,17 @@ impl Host for HostState {
         data: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<Option<PublishAck>, Error>> {
-        if let Err(e) = self.allowed(&subject, "publish") {
+        if let Err(e) = self.allowed(&subject, Use::Publish) {
             return Ok(Err(e));
         }
         let mut map = match header_map(headers) {
             Ok(m) => m,
             Err(e) => return Ok(Err(e)),
         };
+        let namespace = format!("{}:{}", self.msg.stream, self.sub.durable);
+        if let Err(e) = check_guest_headers(&mut map, &namespace) {
+            return Ok(Err(e.into()));
+        }
         let route = self.sub.routes.route(&subject);
         let output_id = match route {
             Route::JetStream(_) if map.get("Nats-Msg-Id").is_none() => {
@@ -125,13 +129,17 @@ impl Host for HostState {
         headers: Vec<(String, String)>,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Response, Error>> {
-        if let Err(e) = self.allowed(&subject, "send a request") {
+        if let Err(e) = self.allowed(&subject, Use::Request) {
             return Ok(Err(e));
         }
-        let map = match header_map(headers) {
+        let mut map = match header_map(headers) {
             Ok(m) => m,
             Err(e) => return Ok(Err(e)),
         };
+        let namespace = format!("{}:{}", self.msg.stream, self.sub.durable);
+        if let Err(e) = check_guest_headers(&mut map, &namespace) {
+            return Ok(Err(e.into()));
+        }
         let request = async_nats::Request::new()
             .payload(data.into())
             .headers(map)
@@ -158,39 +166,6 @@ impl Host for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn subjects(list: &[&str]) -> Vec<Subject> {
-        list.iter()
-            .map(|s| Subject::try_from(s.to_string()).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn allow_list() {
-        let allow = subjects(&["order.status", "inventory.>"]);
-        assert_eq!(allowed("s", &allow, "order.status", "publish"), Ok(()));
-        assert_eq!(allowed("s", &allow, "inventory.eu.item", "publish"), Ok(()));
-        assert_eq!(
-            allowed("s", &allow, "order.created", "publish"),
-            Err(Error::Denied(
-                "subscriber \"s\" may not publish to \"order.created\" (allowed: order.status, inventory.>)".into()
-            ))
-        );
-        assert_eq!(
-            allowed("s", &[], "a.b", "send a request"),
-            Err(Error::Denied(
-                "subscriber \"s\" may not send a request to \"a.b\" (allowed: nothing)".into()
-            ))
-        );
-        assert!(matches!(
-            allowed("s", &allow, "inventory.*", "publish"),
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            allowed("s", &allow, "bad subject", "publish"),
-            Err(Error::Invalid(_))
-        ));
-    }
 
     #[test]
     fn headers_are_validated_not_asserted() {

@@ -1,0 +1,152 @@
+//! Guests that reach for what is not theirs: system subjects behind a
+//! wildcard allow-list, another subscriber's output ids, the server's
+//! `Nats-*` controls. Each is refused inside the guest, nothing reaches
+//! the wire, and the message is settled as the README says.
+
+use crate::{kit_service, Kit};
+use natsapp_wasm_tests::*;
+use std::time::Duration;
+
+/// A kit service whose allow-list is `>`: everything but system subjects.
+async fn broad_kit() -> Kit {
+    Kit::start(kit_service("").replace(
+        "publish = [\"testkit.out.>\", \"out.>\", \"svc.>\"]",
+        "publish = [\">\"]",
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_allow_list_does_not_reach_system_subjects() {
+    let kit = broad_kit().await;
+    let mut denied = subscribe(&kit.client, "testkit.out.denied").await;
+    let mut spy = subscribe(&kit.client, "$JS.API.STREAM.DELETE.>").await;
+    let cases = [
+        ("try_request", "$JS.API.STREAM.DELETE.IN"),
+        ("try_publish", "$JS.ACK.IN.kit.1.1.1.1700000000000000000.0"),
+        ("try_publish", "$SYS.REQ.SERVER.PING"),
+        ("try_request", "$KV.CONFIG.key"),
+        ("try_publish", "$O.BUCKET.C.x"),
+        ("try_request", "$SRV.PING"),
+        ("try_publish", "_INBOX.someone.else"),
+    ];
+    for (op, subject) in cases {
+        js_publish(
+            &kit.js,
+            "in.kit",
+            serde_json::json!({"op": op, "subject": subject}).to_string(),
+        )
+        .await;
+        let report = next_json(&mut denied, Duration::from_secs(10)).await;
+        let result = report["result"].as_str().unwrap().to_string();
+        assert!(
+            result.starts_with(r#"Err("denied: subscriber \"kit\" may not"#)
+                && result.contains(&format!("system subject \\\"{subject}\\\""))
+                && result.contains("a wildcard never covers"),
+            "{subject}: {result}"
+        );
+    }
+    drained(&kit.js, "IN", "kit").await;
+    assert_eq!(
+        stream_messages(&kit.js, "IN").await,
+        cases.len() as u64,
+        "IN was not deleted"
+    );
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            futures::StreamExt::next(&mut spy)
+        )
+        .await
+        .is_err(),
+        "nothing reached $JS.API"
+    );
+    let s = settled_stats(&kit.running, "kit").await;
+    assert_eq!((s.acked, s.naked, s.termed), (cases.len() as u64, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_forge_another_subscribers_output_ids_or_set_server_controls() {
+    let kit = broad_kit().await;
+    let mut result = subscribe(&kit.client, "testkit.out.headers").await;
+    // An id a neighbour's runtime would give one of its outputs: the guest's
+    // id is kept inside its own subscriber's namespace, so it suppresses
+    // nothing of theirs.
+    let forged = "ORDERS:neighbour:7:0";
+    js_publish(
+        &kit.js,
+        "in.kit",
+        serde_json::json!({"op": "publish_with_headers", "subject": "out.x", "data": "mine",
+                           "headers": [["Nats-Msg-Id", forged]]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut result, Duration::from_secs(10)).await["result"],
+        "Ok(())"
+    );
+    stream_has(&kit.js, "OUT", 1).await;
+    let stored = kit
+        .js
+        .get_stream("OUT")
+        .await
+        .unwrap()
+        .get_raw_message(1)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some(format!("IN:kit:{forged}").as_str())
+    );
+
+    for control in ["Nats-Rollup", "Nats-TTL", "Nats-Expected-Last-Sequence"] {
+        js_publish(
+            &kit.js,
+            "in.kit",
+            serde_json::json!({"op": "publish_with_headers", "subject": "out.x", "data": "x",
+                               "headers": [[control, "1"]]})
+            .to_string(),
+        )
+        .await;
+        let r = next_json(&mut result, Duration::from_secs(10)).await["result"].clone();
+        assert!(
+            r.as_str()
+                .unwrap()
+                .contains(&format!("denied: header \\\"{control}\\\" is reserved")),
+            "{control}: {r}"
+        );
+    }
+    drained(&kit.js, "IN", "kit").await;
+    assert_eq!(
+        stream_messages(&kit.js, "OUT").await,
+        1,
+        "no control header reached the stream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_path_is_open_whatever_the_allow_list() {
+    let kit = Kit::start(kit_service("").replace(
+        "publish = [\"testkit.out.>\", \"out.>\", \"svc.>\"]",
+        "publish = []",
+    ))
+    .await;
+    let inbox = kit.client.new_inbox();
+    let mut answers = subscribe(&kit.client, &inbox).await;
+    js_publish_with_headers(
+        &kit.js,
+        "in.kit",
+        &[("Reply-To", inbox.as_str())],
+        r#"{"op":"reply","data":"pong"}"#,
+    )
+    .await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::StreamExt::next(&mut answers),
+    )
+    .await
+    .expect("an answer in time")
+    .unwrap();
+    assert_eq!(&answer.payload[..], b"pong");
+    drained(&kit.js, "IN", "kit").await;
+}

@@ -235,9 +235,9 @@ impl SubscriberConfig {
         self.max_deliver.map_or(-1, |n| i64::from(n) + 1)
     }
 
-    /// The longest time from a message's first delivery to its last
-    /// handled one: every delivery runs to the time limit and waits its
-    /// backoff step. `None` when deliveries are unlimited.
+    /// The longest time from a message's first delivery to the start of
+    /// its last handled one: every delivery before it runs to the time
+    /// limit and waits its backoff step. `None` when deliveries are unlimited.
     pub fn redelivery_span(&self) -> Option<Duration> {
         let max = self.max_deliver?;
         let step = |d: u32| {
@@ -247,7 +247,7 @@ impl SubscriberConfig {
                 .copied()
                 .unwrap_or_default()
         };
-        Some((1..max).map(|d| self.timeout + step(d)).sum::<Duration>() + self.timeout)
+        Some((1..max).map(|d| self.timeout + step(d)).sum::<Duration>())
     }
 }
 

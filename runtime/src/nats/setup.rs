@@ -617,7 +617,7 @@ pub async fn warn_duplicate_windows(js: &jetstream::Context, config: &Config) {
                 tracing::warn!(
                     subscriber = %sub.name,
                     stream = %st.name,
-                    "max_deliver × (limits.timeout + backoff) allows {} between a message's first and last handled delivery, longer than the stream's duplicate_window of {}: outputs of a delivery after the window are stored again",
+                    "(max_deliver - 1) × (limits.timeout + backoff) allows {} between a message's first and last handled delivery, longer than the stream's duplicate_window of {}: outputs published again after the window are stored again",
                     humantime::format_duration(span),
                     humantime::format_duration(window)
                 );

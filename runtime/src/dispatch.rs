@@ -18,6 +18,8 @@ pub struct Subscriber {
     pub handler: Handler,
     /// Capabilities and NATS handles shared with the guest's stores.
     pub host: Arc<SubscriberHost>,
+    /// Its tenant's concurrency quota, shared with the tenant's other subscribers.
+    pub tenant_permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Subscriber {

@@ -22,6 +22,9 @@ pub enum Fatal {
     /// The server refused the service's credentials or permissions.
     #[error("NATS refused the service: {0}")]
     Denied(String),
+    /// No subscriber could be set up (every tenant failed).
+    #[error("no subscriber runs: {0}")]
+    NothingRuns(String),
     /// A subscriber's stream or durable is gone and cannot be set up again.
     #[error("subscriber {subscriber:?} cannot go on")]
     Subscriber {

@@ -38,6 +38,7 @@ pub mod scheduler;
 pub mod settle;
 pub mod stats;
 pub mod telemetry;
+mod tenant;
 pub mod wasm;
 
 use crate::config::{Config, ConfigError};
@@ -106,6 +107,29 @@ impl Error {
     }
 }
 
+/// A connection subscribers publish, pull and settle through: the
+/// service's own, or a tenant's (with its concurrency quota).
+pub(crate) struct Connection {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    permits: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// JetStream on `client`, waiting for PubAcks as long as the longest
+/// publisher timeout.
+fn jetstream_context(config: &Config, client: async_nats::Client) -> jetstream::Context {
+    let max_publish_wait = config
+        .publishers
+        .iter()
+        .map(|p| p.timeout)
+        .max()
+        .unwrap_or(config::defaults::PUBLISH_TIMEOUT);
+    jetstream::ContextBuilder::new()
+        .ack_timeout(max_publish_wait.max(config::defaults::PUBLISH_TIMEOUT))
+        .backpressure_on_inflight(true)
+        .build(client)
+}
+
 /// How long shutdown waits for the last acknowledgements to reach the server.
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -125,7 +149,6 @@ pub struct Service {
     config: Config,
     client: async_nats::Client,
     subscribers: Vec<(Arc<Subscriber>, PullConsumer)>,
-    jetstream: jetstream::Context,
     connection: mpsc::UnboundedReceiver<Fatal>,
     stats: Stats,
     _wasm: WasmRuntime,
@@ -143,49 +166,82 @@ impl Service {
         }
         let (connection_tx, connection) = mpsc::unbounded_channel();
         let client =
-            nats::connect::connect(&config.service.name, &config.nats, connection_tx).await?;
-        let max_publish_wait = config
-            .publishers
-            .iter()
-            .map(|p| p.timeout)
-            .max()
-            .unwrap_or(config::defaults::PUBLISH_TIMEOUT);
-        let js = jetstream::ContextBuilder::new()
-            .ack_timeout(max_publish_wait.max(config::defaults::PUBLISH_TIMEOUT))
-            .backpressure_on_inflight(true)
-            .build(client.clone());
+            nats::connect::connect(&config.service.name, &config.nats, connection_tx.clone())
+                .await?;
+        let js = jetstream_context(&config, client.clone());
         setup::ensure_streams(&js, &config).await?;
-        setup::check_captured(&js, &config).await?;
+        setup::check_publishers(&js, &config).await?;
         setup::warn_duplicate_windows(&js, &config).await;
         let routes = Arc::new(PublishRoutes::new(&config));
+        let own = Connection {
+            client: client.clone(),
+            jetstream: js.clone(),
+            permits: None,
+        };
+        let tenants = tenant::connect_all(&config, &connection_tx).await;
         let mut subscribers = Vec::with_capacity(config.subscribers.len());
+        let mut stats = Stats {
+            client: Some(client.clone()),
+            subscribers: Vec::new(),
+        };
+        let mut first_failure = None;
         for (s, pre) in config.subscribers.iter().zip(compiled) {
-            let consumer = setup::ensure_consumer(&js, s).await?;
+            let set_up = match &s.tenant {
+                None => Ok(&own),
+                Some(name) => tenants[name].as_ref().map_err(|e| e.to_string()),
+            };
+            let set_up = match set_up {
+                Ok(conn) => setup::ensure_subscriber(&conn.jetstream, &config, s)
+                    .await
+                    .map(|consumer| (conn, consumer))
+                    .map_err(|e| match &s.tenant {
+                        None => Err(Error::from(e)),
+                        Some(_) => Ok(telemetry::ErrorChain(&e).to_string()),
+                    }),
+                Err(reason) => Err(Ok(reason)),
+            };
+            let (conn, consumer) = match set_up {
+                Ok(ok) => ok,
+                Err(Err(e)) => return Err(e),
+                Err(Ok(reason)) => {
+                    tracing::error!(tenant = s.tenant.as_deref().unwrap_or(""), subscriber = %s.name, "{reason}: this subscriber does not run; the others do");
+                    let stats_of = Arc::new(stats::SubscriberStats::default());
+                    stats_of.not_running(reason.clone());
+                    stats
+                        .subscribers
+                        .push((s.name.clone(), s.tenant.clone(), stats_of));
+                    first_failure.get_or_insert(reason);
+                    continue;
+                }
+            };
             let host = Arc::new(SubscriberHost::new(
                 s,
-                client.clone(),
-                js.clone(),
+                conn.client.clone(),
+                conn.jetstream.clone(),
                 routes.clone(),
             ));
             let sub = Subscriber {
                 config: s.clone(),
                 handler: Handler::new(pre, host.clone(), s.timeout, s.ack_wait, s.instances),
                 host,
+                tenant_permits: conn.permits.clone(),
             };
+            stats.subscribers.push((
+                s.name.clone(),
+                s.tenant.clone(),
+                sub.settler().stats.clone(),
+            ));
             subscribers.push((Arc::new(sub), consumer));
         }
-        let stats = Stats {
-            client: Some(client.clone()),
-            subscribers: subscribers
-                .iter()
-                .map(|(s, _)| (s.config.name.clone(), s.settler().stats.clone()))
-                .collect(),
-        };
+        if subscribers.is_empty() {
+            return Err(Error::Fatal(Fatal::NothingRuns(
+                first_failure.unwrap_or_else(|| "no subscriber".into()),
+            )));
+        }
         Ok(Service {
             config,
             client,
             subscribers,
-            jetstream: js,
             connection,
             stats,
             _wasm: wasm,
@@ -205,7 +261,6 @@ impl Service {
             stop_pulling: CancellationToken::new(),
             abandon: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            jetstream: self.jetstream.clone(),
             streams: self.config.streams.clone(),
             fatal: subscriber_fatal,
         });

@@ -23,6 +23,7 @@ use std::sync::Mutex;
 #[derive(Debug, Default)]
 pub struct Outputs {
     stored: Mutex<HashMap<String, u32>>,
+    attempts: std::sync::atomic::AtomicU32,
 }
 
 /// The id of one output and what to count once it is stored.
@@ -34,6 +35,14 @@ pub struct OutputId {
 }
 
 impl Outputs {
+    /// Counts one more publish or request by the handler; returns how many
+    /// it has made for this delivery, this one included.
+    pub fn attempt(&self) -> u32 {
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(1)
+    }
+
     /// The id for publishing `payload` to `subject` as the input `input`
     /// (`<stream>:<durable>:<sequence>`).
     pub fn id(&self, scheme: OutputIds, input: &str, subject: &str, payload: &[u8]) -> OutputId {

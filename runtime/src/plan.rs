@@ -60,6 +60,23 @@ impl Plan {
                 }
             }
         }
+        if !c.tenants.is_empty() {
+            let _ = writeln!(s, "tenants:");
+        }
+        for t in &c.tenants {
+            let grants = t.grant_publish.as_ref().map_or("any".to_string(), |g| {
+                g.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
+            });
+            let _ = writeln!(
+                s,
+                "  {}: own connection to {} as {:?}; quotas: concurrency {}, {} publishes per message; grants publish [{grants}]",
+                t.name,
+                t.nats.servers.join(", "),
+                t.nats.auth,
+                t.quotas.concurrency.map_or("unlimited".to_string(), |n| n.to_string()),
+                t.quotas.publishes_per_message,
+            );
+        }
         let _ = writeln!(s, "subscribers:");
         for sub in &c.subscribers {
             let size = std::fs::metadata(&sub.component)
@@ -67,8 +84,14 @@ impl Plan {
                 .unwrap_or(0);
             let _ = writeln!(
                 s,
-                "  {}: {} on stream {}, durable {}",
-                sub.name, sub.subject, sub.stream, sub.durable
+                "  {}: {} on stream {}, durable {}{}",
+                sub.name,
+                sub.subject,
+                sub.stream,
+                sub.durable,
+                sub.tenant
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(" (tenant {t})"))
             );
             let _ = writeln!(
                 s,

@@ -29,6 +29,9 @@ pub struct SubscriberStats {
     consumer_recreated: AtomicU64,
     paused: AtomicBool,
     ack_floor: AtomicU64,
+    quota_refused: AtomicU64,
+    concurrency_quota_waits: AtomicU64,
+    not_running: std::sync::OnceLock<String>,
     in_flight: AtomicU64,
     failed: [AtomicU64; FailureCause::ALL.len()],
     latency_count: AtomicU64,
@@ -125,6 +128,21 @@ impl SubscriberStats {
         self.consumer_recreated.fetch_add(1, Relaxed);
     }
 
+    /// The subscriber could not be set up and does not run.
+    pub fn not_running(&self, reason: String) {
+        let _ = self.not_running.set(reason);
+    }
+
+    /// A publish or request refused by the tenant's `publishes_per_message`.
+    pub fn quota_refused(&self) {
+        self.quota_refused.fetch_add(1, Relaxed);
+    }
+
+    /// A free handler slot waited for the tenant's `concurrency` quota.
+    pub fn concurrency_quota_wait(&self) {
+        self.concurrency_quota_waits.fetch_add(1, Relaxed);
+    }
+
     /// The consumer's ack floor (a stream sequence) seen on the server.
     pub fn set_ack_floor(&self, floor: u64) {
         self.ack_floor.store(floor, Relaxed);
@@ -157,11 +175,15 @@ impl SubscriberStats {
     }
 
     /// A consistent-enough copy of the counters.
-    pub fn snapshot(&self, name: &str) -> SubscriberSnapshot {
+    pub fn snapshot(&self, name: &str, tenant: Option<&str>) -> SubscriberSnapshot {
         let counts: [u64; BUCKETS] = std::array::from_fn(|i| self.latency_buckets[i].load(Relaxed));
         let n = self.latency_count.load(Relaxed);
         SubscriberSnapshot {
             name: name.to_string(),
+            tenant: tenant.map(str::to_string),
+            not_running: self.not_running.get().cloned(),
+            quota_refused: self.quota_refused.load(Relaxed),
+            concurrency_quota_waits: self.concurrency_quota_waits.load(Relaxed),
             received: self.received.load(Relaxed),
             acked: self.acked.load(Relaxed),
             naked: self.naked.load(Relaxed),
@@ -218,6 +240,14 @@ pub struct LatencySnapshot {
 pub struct SubscriberSnapshot {
     /// Subscriber name.
     pub name: String,
+    /// Its tenant (`None`: the service's own identity).
+    pub tenant: Option<String>,
+    /// Why it does not run, when it could not be set up.
+    pub not_running: Option<String>,
+    /// Publishes and requests refused by the tenant's `publishes_per_message`.
+    pub quota_refused: u64,
+    /// Times a free handler slot waited for the tenant's `concurrency` quota.
+    pub concurrency_quota_waits: u64,
     /// Messages received from the server.
     pub received: u64,
     /// Acked by the runtime.
@@ -283,7 +313,7 @@ pub struct StatsSnapshot {
 #[derive(Clone)]
 pub struct Stats {
     pub(crate) client: Option<async_nats::Client>,
-    pub(crate) subscribers: Vec<(String, Arc<SubscriberStats>)>,
+    pub(crate) subscribers: Vec<(String, Option<String>, Arc<SubscriberStats>)>,
 }
 
 impl Stats {
@@ -303,7 +333,7 @@ impl Stats {
             subscribers: self
                 .subscribers
                 .iter()
-                .map(|(n, s)| s.snapshot(n))
+                .map(|(n, t, s)| s.snapshot(n, t.as_deref()))
                 .collect(),
         }
     }
@@ -312,8 +342,8 @@ impl Stats {
     pub fn subscriber(&self, name: &str) -> Option<SubscriberSnapshot> {
         self.subscribers
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(n, s)| s.snapshot(n))
+            .find(|(n, _, _)| n == name)
+            .map(|(n, t, s)| s.snapshot(n, t.as_deref()))
     }
 }
 
@@ -332,7 +362,7 @@ mod tests {
         s.started();
         s.failed(FailureCause::Timeout);
         s.settled(Settled::DeadLettered);
-        let snap = s.snapshot("x");
+        let snap = s.snapshot("x", None);
         assert_eq!(
             (
                 snap.received,

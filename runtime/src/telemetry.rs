@@ -57,8 +57,13 @@ pub fn log_stats(snapshot: &StatsSnapshot) {
             .filter(|(_, n)| *n > 0)
             .map(|(c, n)| format!("{c}={n}"))
             .collect();
+        if let Some(reason) = &s.not_running {
+            tracing::warn!(subscriber = %s.name, tenant = s.tenant.as_deref().unwrap_or(""), "not running: {reason}");
+            continue;
+        }
         tracing::info!(
             subscriber = %s.name,
+            tenant = s.tenant.as_deref().unwrap_or(""),
             "received={} acked={} naked={} termed={} dead_lettered={} by_guest={} retried={} rejected={} failed=[{}] in_flight={} latency: mean={}us p50<={}us p99<={}us max={}us",
             s.received, s.acked, s.naked, s.termed, s.dead_lettered, s.settled_by_guest, s.retried, s.rejected,
             failed.join(" "), s.in_flight, s.latency.mean_us, s.latency.p50_us_at_most, s.latency.p99_us_at_most, s.latency.max_us,

@@ -49,7 +49,16 @@ pub struct ServiceFile {
 impl ServiceFile {
     /// Writes `toml` (with `{url}` replaced by the server's URL) to service.toml.
     pub fn new(server: &NatsServer, toml: &str) -> ServiceFile {
-        let dir = tempfile::tempdir().unwrap();
+        let file = ServiceFile {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        file.write(server, "service.toml", toml);
+        file
+    }
+
+    /// Writes another file (an included one) beside service.toml, with the
+    /// same placeholders replaced.
+    pub fn write(&self, server: &NatsServer, name: &str, toml: &str) {
         let text = toml
             .replace("{url}", server.url())
             .replace("{testkit}", guests::TESTKIT)
@@ -58,8 +67,9 @@ impl ServiceFile {
             .replace("{not_a_handler}", guests::NOT_A_HANDLER)
             .replace("{other_version}", guests::OTHER_VERSION)
             .replace("{unknown_import}", guests::UNKNOWN_IMPORT);
-        std::fs::write(dir.path().join("service.toml"), text).unwrap();
-        ServiceFile { dir }
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
     }
 
     /// The file's path.

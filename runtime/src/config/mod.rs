@@ -7,6 +7,7 @@
 //! against each other (this module). Every problem found by validation is
 //! reported at once.
 
+mod include;
 mod interpolate;
 pub mod raw;
 mod validate;
@@ -50,6 +51,10 @@ pub mod defaults {
     pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
     /// `publishers[].timeout`
     pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `quotas.concurrency` of a declared tenant
+    pub const TENANT_CONCURRENCY: usize = 32;
+    /// `quotas.publishes_per_message`
+    pub const PUBLISHES_PER_MESSAGE: u32 = 1000;
     /// `outputs.ids`
     pub const OUTPUT_IDS: super::raw::OutputIds = super::raw::OutputIds::Content;
     /// `instances`
@@ -71,8 +76,32 @@ pub struct Config {
     pub streams: Vec<StreamConfig>,
     /// `[[publishers]]`
     pub publishers: Vec<PublisherConfig>,
-    /// `[[subscribers]]`
+    /// `[[subscribers]]`, the included files' too.
     pub subscribers: Vec<SubscriberConfig>,
+    /// `[[tenants]]`, the included files' too.
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// `[[tenants]]`, validated.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    /// Its name.
+    pub name: String,
+    /// Its own connection: its identity, the service's other `[nats]` settings.
+    pub nats: NatsConfig,
+    /// Its quotas.
+    pub quotas: Quotas,
+    /// `grants.publish`: the most its subscribers may publish to (`None`: no bound).
+    pub grant_publish: Option<Vec<Subject>>,
+}
+
+/// Limits across the subscribers that share them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Handlers running at once (`None`: only each subscriber's `concurrency`).
+    pub concurrency: Option<usize>,
+    /// Publishes and requests one message's handler may make.
+    pub publishes_per_message: u32,
 }
 
 /// `[service]`, validated.
@@ -185,6 +214,10 @@ pub struct PublisherConfig {
 pub struct SubscriberConfig {
     /// Name in logs and statistics.
     pub name: String,
+    /// Its tenant (`None`: the service's own identity and no tenant quotas).
+    pub tenant: Option<String>,
+    /// Publishes and requests one message's handler may make (its tenant's quota).
+    pub publishes_per_message: u32,
     /// Absolute path of the component.
     pub component: PathBuf,
     /// Filter subject.
@@ -352,14 +385,20 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let text = interpolate(text, &env).map_err(|e| interpolation_error(path, text, e))?;
         let de = toml::Deserializer::parse(&text).map_err(|e| syntax_error(path, &text, "", &e))?;
-        let raw: RawFile = serde_path_to_error::deserialize(de)
+        let mut raw: RawFile = serde_path_to_error::deserialize(de)
             .map_err(|e| syntax_error(path, &text, &e.path().to_string(), e.inner()))?;
+        include::read_includes(path, &mut raw, &env)?;
         validate::Validator::new(path, &env).validate(raw)
     }
 
     /// The subscriber named `name`.
     pub fn subscriber(&self, name: &str) -> Option<&SubscriberConfig> {
         self.subscribers.iter().find(|s| s.name == name)
+    }
+
+    /// The tenant named `name`.
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.name == name)
     }
 }
 

@@ -25,6 +25,81 @@ pub struct RawFile {
     /// `[[subscribers]]`: one handler component per durable consumer.
     #[serde(default)]
     pub subscribers: Vec<RawSubscriber>,
+    /// `[[tenants]]`: teams whose subscribers run with their own NATS
+    /// identity, quotas and grants.
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+}
+
+/// A file named by `[service] include`: more tenants and subscribers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInclude {
+    /// `[[tenants]]`
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+    /// `[[subscribers]]`
+    #[serde(default)]
+    pub subscribers: Vec<RawSubscriber>,
+}
+
+/// `[[tenants]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    /// `name = "acme"`: named by its subscribers' `tenant`, in logs and statistics.
+    pub name: String,
+    /// `nats = { credentials = "acme.creds" }`: its own NATS identity.
+    #[serde(default)]
+    pub nats: RawTenantNats,
+    /// `quotas = { concurrency = 32, publishes_per_message = 1000 }`
+    #[serde(default)]
+    pub quotas: RawQuotas,
+    /// `grants = { publish = ["acme.>"] }`: the most its subscribers may be granted.
+    #[serde(default)]
+    pub grants: RawGrants,
+    /// The included file it came from (set when reading includes).
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
+}
+
+/// `[[tenants]] nats = { … }`: the tenant's identity; how to connect
+/// (reconnects, timeouts) is the service's `[nats]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenantNats {
+    /// `servers = ["nats://…"]`; default: `[nats] servers`.
+    pub servers: Option<Vec<String>>,
+    /// `credentials = "acme.creds"`
+    pub credentials: Option<PathBuf>,
+    /// `token = "${ACME_TOKEN}"`
+    pub token: Option<String>,
+    /// `user = "acme"` (with `password`)
+    pub user: Option<String>,
+    /// `password = "${ACME_PASSWORD}"`
+    pub password: Option<String>,
+    /// `nkey = "SU…"`
+    pub nkey: Option<String>,
+    /// `tls = { ca = …, cert = …, key = …, required = true }`
+    pub tls: Option<RawTls>,
+}
+
+/// `quotas = { … }`: limits across all of a tenant's subscribers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuotas {
+    /// `concurrency = 32`: handlers running at once across its subscribers.
+    pub concurrency: Option<usize>,
+    /// `publishes_per_message = 1000`: publishes and requests one message's handler may make.
+    pub publishes_per_message: Option<u32>,
+}
+
+/// `grants = { … }`: the most a tenant's subscribers may be granted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrants {
+    /// `publish = ["acme.>"]`: every subscriber's `publish` entry must lie within these.
+    pub publish: Option<Vec<Subject>>,
 }
 
 /// `[service]`
@@ -37,6 +112,11 @@ pub struct RawService {
     pub graceful_timeout: Option<Dur>,
     /// `stats_interval = "60s"`: log statistics this often (0 = only at shutdown).
     pub stats_interval: Option<Dur>,
+    /// `include = ["tenants/*.toml"]`: more `[[tenants]]` and
+    /// `[[subscribers]]` from other files (relative to this one; `*` and
+    /// `?` match within a name).
+    #[serde(default)]
+    pub include: Vec<String>,
 }
 
 /// `[nats]`
@@ -147,6 +227,12 @@ pub struct RawPublisher {
 pub struct RawSubscriber {
     /// `name = "process-order"`: used in logs and statistics.
     pub name: String,
+    /// `tenant = "acme"`: whose identity, quotas and grants it runs with
+    /// (absent: the service's own `[nats]`).
+    pub tenant: Option<String>,
+    /// The included file it came from (set when reading includes).
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
     /// `component = "handler.wasm"`: relative to this file.
     pub component: PathBuf,
     /// `subject = "order.created"`: the consumer's filter subject.

@@ -188,3 +188,146 @@ fn invalid_configs_print_exact_errors() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn tenants_from_included_files_with_their_own_paths_identity_and_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("tenants/acme")).unwrap();
+    std::fs::write(root.join("tenants/acme/charge.wasm"), b"").unwrap();
+    std::fs::write(root.join("tenants/acme/acme.creds"), b"").unwrap();
+    std::fs::write(
+        root.join("service.toml"),
+        r#"
+[service]
+name = "platform"
+include = ["tenants/*.toml"]
+[nats]
+servers = ["nats://a:4222"]
+reconnect_time_wait = "100ms"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("tenants/acme.toml"),
+        r#"
+[[tenants]]
+name = "acme"
+nats = { credentials = "acme/acme.creds" }
+quotas = { concurrency = 8 }
+grants = { publish = ["acme.>"] }
+
+[[subscribers]]
+name = "charge"
+tenant = "acme"
+component = "acme/charge.wasm"
+subject = "acme.charge"
+stream = "ACME"
+durable = "charge"
+publish = ["acme.payments.>"]
+"#,
+    )
+    .unwrap();
+    let c = Config::load_with_env(root.join("service.toml"), |_| None).unwrap();
+    let t = c.tenant("acme").unwrap();
+    assert_eq!(
+        t.nats.servers,
+        ["nats://a:4222"],
+        "servers default to [nats]"
+    );
+    assert_eq!(t.nats.reconnect_time_wait, Duration::from_millis(100));
+    assert!(matches!(&t.nats.auth, Auth::Credentials(p) if p.ends_with("tenants/acme/acme.creds")));
+    assert_eq!(
+        t.quotas,
+        Quotas {
+            concurrency: Some(8),
+            publishes_per_message: defaults::PUBLISHES_PER_MESSAGE
+        }
+    );
+    let s = c.subscriber("charge").unwrap();
+    assert_eq!(s.tenant.as_deref(), Some("acme"));
+    assert!(s.component.ends_with("tenants/acme/charge.wasm"));
+}
+
+#[test]
+fn a_subscriber_outside_its_tenants_grants_or_naming_no_tenant_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("h.wasm"), b"").unwrap();
+    let text = r#"
+[service]
+name = "platform"
+
+[[tenants]]
+name = "acme"
+grants = { publish = ["acme.>"] }
+
+[[subscribers]]
+name = "charge"
+tenant = "acme"
+component = "h.wasm"
+subject = "acme.charge"
+stream = "ACME"
+durable = "charge"
+publish = ["acme.payments.>", "beta.>", ">"]
+
+[[subscribers]]
+name = "lost"
+tenant = "acne"
+component = "h.wasm"
+subject = "x.y"
+stream = "X"
+durable = "lost"
+"#;
+    let path = dir.path().join("service.toml");
+    let e = Config::parse(&path, text, |_| None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: 3 problems:\n  subscribers[0] (\"charge\").publish: \"beta.>\" is outside tenant \"acme\"'s grants.publish (acme.>)\n  subscribers[0] (\"charge\").publish: \">\" is outside tenant \"acme\"'s grants.publish (acme.>)\n  subscribers[1] (\"lost\").tenant: no tenant \"acne\" (tenants: acme)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn an_included_file_with_a_mistake_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tenants")).unwrap();
+    std::fs::write(
+        dir.path().join("tenants/beta.toml"),
+        "[[tenants]]\nname = \"beta\"\nquotas = { cpus = 2 }\n",
+    )
+    .unwrap();
+    let path = dir.path().join("service.toml");
+    let e = Config::parse(
+        &path,
+        "[service]\nname = \"p\"\ninclude = [\"tenants/*.toml\", \"missing.toml\"]\n",
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}:3:12: tenants[0].quotas.cpus: unknown field `cpus`",
+            dir.path().join("tenants/beta.toml").display()
+        )),
+        "{e}"
+    );
+    let e = Config::parse(
+        &path,
+        "[service]\nname = \"p\"\ninclude = [\"missing.toml\"]\n",
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: service.include[0]: {} does not exist",
+            path.display(),
+            dir.path().join("missing.toml").display()
+        )
+    );
+}

@@ -2,7 +2,7 @@
 //! Resolves paths, defaults and environment overrides and checks fields
 //! against each other, collecting every problem with the key it is about.
 
-use super::raw::{self, RawFile, RawNats, RawSubscriber};
+use super::raw::{self, RawFile, RawNats, RawSubscriber, RawTenant, RawTls};
 use super::values::{Dur, Subject};
 use super::*;
 use std::collections::HashSet;
@@ -62,11 +62,12 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         let nats = self.nats(raw.nats);
         let streams = self.streams(raw.streams);
         let publishers = self.publishers(raw.publishers, &streams);
+        let tenants = self.tenants(raw.tenants, &nats);
         let subscribers: Vec<SubscriberConfig> = raw
             .subscribers
             .into_iter()
             .enumerate()
-            .filter_map(|(i, s)| self.subscriber(i, s, &streams, &publishers))
+            .filter_map(|(i, s)| self.subscriber(i, s, &streams, &publishers, &tenants))
             .collect();
         if subscribers.is_empty() && self.problems.is_empty() {
             self.problem(
@@ -99,6 +100,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             streams,
             publishers,
             subscribers,
+            tenants,
         })
     }
 
@@ -172,47 +174,17 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         };
         let allow_reconnect =
             raw.allow_reconnect.unwrap_or(true) && max_reconnect_attempts != Some(0);
-        let mut auth = Vec::new();
-        if let Some(p) = raw.credentials {
-            auth.push(("credentials", Auth::Credentials(self.resolve(&p))));
-        }
-        if let Some(t) = raw.token {
-            auth.push(("token", Auth::Token(t)));
-        }
-        match (raw.user, raw.password) {
-            (Some(u), Some(p)) => auth.push(("user", Auth::UserPassword(u, p))),
-            (Some(_), None) => self.problem("nats.user", "needs nats.password"),
-            (None, Some(_)) => self.problem("nats.password", "needs nats.user"),
-            (None, None) => {}
-        }
-        if let Some(seed) = raw.nkey {
-            auth.push(("nkey", Auth::NKey(seed)));
-        }
-        if auth.len() > 1 {
-            let names: Vec<&str> = auth.iter().map(|(n, _)| *n).collect();
-            self.problem(
-                "nats",
-                format!(
-                    "choose one way to authenticate, not {}",
-                    names.join(" and ")
-                ),
-            );
-        }
-        let tls = raw.tls.map(|t| {
-            let client = match (t.cert, t.key) {
-                (Some(c), Some(k)) => Some((self.resolve(&c), self.resolve(&k))),
-                (None, None) => None,
-                _ => {
-                    self.problem("nats.tls", "cert and key go together");
-                    None
-                }
-            };
-            TlsConfig {
-                ca: t.ca.map(|p| self.resolve(&p)),
-                client,
-                required: t.required,
-            }
-        });
+        let (auth, tls) = self.identity(
+            "nats",
+            Identity {
+                credentials: raw.credentials,
+                token: raw.token,
+                user: raw.user,
+                password: raw.password,
+                nkey: raw.nkey,
+                tls: raw.tls,
+            },
+        );
         NatsConfig {
             servers,
             allow_reconnect,
@@ -224,9 +196,114 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             connect_timeout: raw
                 .connect_timeout
                 .map_or(defaults::CONNECT_TIMEOUT, |d| d.0),
-            auth: auth.pop().map(|(_, a)| a).unwrap_or_default(),
+            auth,
             tls,
         }
+    }
+
+    /// How to authenticate and which TLS settings, from the keys under `key`.
+    fn identity(&mut self, key: &str, raw: Identity) -> (Auth, Option<TlsConfig>) {
+        let mut auth = Vec::new();
+        if let Some(p) = raw.credentials {
+            auth.push(("credentials", Auth::Credentials(self.resolve(&p))));
+        }
+        if let Some(t) = raw.token {
+            auth.push(("token", Auth::Token(t)));
+        }
+        match (raw.user, raw.password) {
+            (Some(u), Some(p)) => auth.push(("user", Auth::UserPassword(u, p))),
+            (Some(_), None) => self.problem(format!("{key}.user"), "needs password"),
+            (None, Some(_)) => self.problem(format!("{key}.password"), "needs user"),
+            (None, None) => {}
+        }
+        if let Some(seed) = raw.nkey {
+            auth.push(("nkey", Auth::NKey(seed)));
+        }
+        if auth.len() > 1 {
+            let names: Vec<&str> = auth.iter().map(|(n, _)| *n).collect();
+            self.problem(
+                key,
+                format!(
+                    "choose one way to authenticate, not {}",
+                    names.join(" and ")
+                ),
+            );
+        }
+        let tls = raw.tls.map(|t| {
+            let client = match (t.cert, t.key) {
+                (Some(c), Some(k)) => Some((self.resolve(&c), self.resolve(&k))),
+                (None, None) => None,
+                _ => {
+                    self.problem(format!("{key}.tls"), "cert and key go together");
+                    None
+                }
+            };
+            TlsConfig {
+                ca: t.ca.map(|p| self.resolve(&p)),
+                client,
+                required: t.required,
+            }
+        });
+        (auth.pop().map(|(_, a)| a).unwrap_or_default(), tls)
+    }
+
+    fn tenants(&mut self, raw: Vec<RawTenant>, base: &NatsConfig) -> Vec<TenantConfig> {
+        self.unique(raw.iter().map(|t| t.name.clone()), "tenants", "name");
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let key = format!("tenants[{i}] ({:?}){}", t.name, origin(&t.origin));
+                if t.name.trim().is_empty() {
+                    self.problem(format!("{key}.name"), "must not be empty");
+                }
+                let (auth, tls) = self.identity(
+                    &format!("{key}.nats"),
+                    Identity {
+                        credentials: t.nats.credentials,
+                        token: t.nats.token,
+                        user: t.nats.user,
+                        password: t.nats.password,
+                        nkey: t.nats.nkey,
+                        tls: t.nats.tls,
+                    },
+                );
+                let servers = t.nats.servers.unwrap_or_else(|| base.servers.clone());
+                if servers.is_empty() {
+                    self.problem(
+                        format!("{key}.nats.servers"),
+                        "must name at least one server",
+                    );
+                }
+                if t.quotas.concurrency == Some(0) {
+                    self.problem(format!("{key}.quotas.concurrency"), "must be 1 or more");
+                }
+                if t.quotas.publishes_per_message == Some(0) {
+                    self.problem(
+                        format!("{key}.quotas.publishes_per_message"),
+                        "must be 1 or more",
+                    );
+                }
+                TenantConfig {
+                    name: t.name,
+                    nats: NatsConfig {
+                        servers,
+                        auth,
+                        tls,
+                        ..base.clone()
+                    },
+                    quotas: Quotas {
+                        concurrency: Some(
+                            t.quotas.concurrency.unwrap_or(defaults::TENANT_CONCURRENCY),
+                        ),
+                        publishes_per_message: t
+                            .quotas
+                            .publishes_per_message
+                            .unwrap_or(defaults::PUBLISHES_PER_MESSAGE),
+                    },
+                    grant_publish: t.grants.publish,
+                }
+            })
+            .collect()
     }
 
     fn streams(&mut self, raw: Vec<raw::RawStream>) -> Vec<StreamConfig> {
@@ -307,8 +384,9 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         s: RawSubscriber,
         streams: &[StreamConfig],
         publishers: &[PublisherConfig],
+        tenants: &[TenantConfig],
     ) -> Option<SubscriberConfig> {
-        let key = format!("subscribers[{i}] ({:?})", s.name);
+        let key = format!("subscribers[{i}] ({:?}){}", s.name, origin(&s.origin));
         let before = self.problems.len();
         if s.name.trim().is_empty() {
             self.problem(format!("subscribers[{i}].name"), "must not be empty");
@@ -437,11 +515,52 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         let publish = s
             .publish
             .unwrap_or_else(|| publishers.iter().map(|p| p.subject.clone()).collect());
+        let tenant = match &s.tenant {
+            None => None,
+            Some(name) => match tenants.iter().find(|t| &t.name == name) {
+                Some(t) => Some(t),
+                None => {
+                    let known: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
+                    self.problem(
+                        format!("{key}.tenant"),
+                        format!(
+                            "no tenant {name:?} (tenants: {})",
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(grants) = tenant.and_then(|t| t.grant_publish.as_ref().map(|g| (t, g))) {
+            let (t, grants) = grants;
+            for p in &publish {
+                if !grants.iter().any(|g| g.covers(p.as_str())) {
+                    self.problem(
+                        format!("{key}.publish"),
+                        format!(
+                            "{:?} is outside tenant {:?}'s grants.publish ({})",
+                            p.as_str(),
+                            t.name,
+                            join(grants)
+                        ),
+                    );
+                }
+            }
+        }
         if self.problems.len() > before {
             return None;
         }
         Some(SubscriberConfig {
             name: s.name,
+            tenant: s.tenant,
+            publishes_per_message: tenant.map_or(defaults::PUBLISHES_PER_MESSAGE, |t| {
+                t.quotas.publishes_per_message
+            }),
             component,
             subject: s.subject,
             stream: s.stream,
@@ -463,6 +582,23 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             output_ids: s.outputs.ids.unwrap_or(defaults::OUTPUT_IDS),
         })
     }
+}
+
+/// The identity keys of `[nats]` or a tenant's `nats`.
+struct Identity {
+    credentials: Option<PathBuf>,
+    token: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    nkey: Option<String>,
+    tls: Option<RawTls>,
+}
+
+/// ` in FILE` for an entry from an included file.
+fn origin(file: &Option<PathBuf>) -> String {
+    file.as_ref()
+        .map(|f| format!(" in {}", f.display()))
+        .unwrap_or_default()
 }
 
 /// Removes `.` and `..` segments without touching the file system.

@@ -87,16 +87,32 @@ fn server(what: impl Into<String>, e: impl std::fmt::Display, invalid: bool) -> 
     }
 }
 
-/// Declares or verifies every stream the file names, then checks that every
-/// stream a publisher or subscriber uses exists.
+/// Whether `stream` is the input stream of a tenant's subscriber: such a
+/// stream lives in the tenant's account and is set up through its
+/// connection (`ensure_subscriber`), not the service's.
+fn tenant_input(config: &Config, stream: &str) -> bool {
+    config
+        .subscribers
+        .iter()
+        .any(|s| s.tenant.is_some() && s.stream.as_str() == stream)
+}
+
+/// On the service's own connection: declares or verifies the `[[streams]]`
+/// it serves, then checks that every stream its subscribers and the
+/// publishers use exists.
 pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<(), SetupError> {
-    for s in &config.streams {
+    for s in config
+        .streams
+        .iter()
+        .filter(|s| !tenant_input(config, s.name.as_str()))
+    {
         ensure_stream(js, s).await?;
     }
     let declared: BTreeSet<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
     let mut used: Vec<(String, String)> = config
         .subscribers
         .iter()
+        .filter(|s| s.tenant.is_none())
         .map(|s| {
             (
                 s.stream.to_string(),
@@ -113,24 +129,56 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
         })
     }));
     for (stream, used_by) in used {
-        if declared.contains(stream.as_str()) {
-            continue;
-        }
-        match js.get_stream(&stream).await {
-            Ok(_) => {}
-            Err(e) if is_stream_not_found(&e) => {
-                return Err(SetupError::StreamMissing { stream, used_by })
-            }
-            Err(e) => {
-                return Err(server(
-                    format!("cannot look up stream {stream:?}"),
-                    e,
-                    false,
-                ))
-            }
+        if !declared.contains(stream.as_str()) {
+            stream_exists(js, &stream, used_by).await?;
         }
     }
     Ok(())
+}
+
+async fn stream_exists(
+    js: &jetstream::Context,
+    stream: &str,
+    used_by: String,
+) -> Result<(), SetupError> {
+    match js.get_stream(stream).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_stream_not_found(&e) => Err(SetupError::StreamMissing {
+            stream: stream.to_string(),
+            used_by,
+        }),
+        Err(e) => Err(server(
+            format!("cannot look up stream {stream:?}"),
+            e,
+            false,
+        )),
+    }
+}
+
+/// Sets up one subscriber on `js` — its tenant's connection, or the
+/// service's: a tenant's input stream is declared (or verified) when the
+/// file lists it, else it must exist; its dead-letter subject must be
+/// captured by a stream; its durable is created or verified.
+pub async fn ensure_subscriber(
+    js: &jetstream::Context,
+    config: &Config,
+    sub: &SubscriberConfig,
+) -> Result<PullConsumer, SetupError> {
+    if sub.tenant.is_some() {
+        match config.streams.iter().find(|s| s.name == sub.stream) {
+            Some(st) => ensure_stream(js, st).await?,
+            None => {
+                stream_exists(
+                    js,
+                    sub.stream.as_str(),
+                    format!("stream of subscriber {:?}", sub.name),
+                )
+                .await?
+            }
+        }
+    }
+    check_dead_letter(js, config, sub).await?;
+    ensure_consumer(js, sub).await
 }
 
 /// Whether a stream lookup failed because the stream does not exist.
@@ -524,33 +572,43 @@ pub async fn ensure_consumer_at(
     }
 }
 
-/// Checks, on the server, that every subject whose publishes must be
-/// stored is captured by a stream: each subscriber's `dead_letter`, and
-/// each `[[publishers]]` subject with a `stream` (by that stream).
-pub async fn check_captured(js: &jetstream::Context, config: &Config) -> Result<(), SetupError> {
-    for (i, s) in config.subscribers.iter().enumerate() {
-        let Some(dl) = &s.dead_letter else { continue };
-        match js.stream_by_subject(dl.as_str()).await {
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), GetStreamByNameErrorKind::NotFound) => {
-                return Err(SetupError::NotCaptured {
-                    key: format!("subscribers[{i}] ({:?}).dead_letter", s.name),
-                    subject: dl.to_string(),
-                    expected: None,
-                })
-            }
-            Err(e) => {
-                return Err(server(
-                    format!(
-                        "cannot look up the stream of dead-letter subject {:?}",
-                        dl.as_str()
-                    ),
-                    e,
-                    false,
-                ))
-            }
+/// Checks, on the server, that `sub`'s dead-letter subject is captured by a stream.
+async fn check_dead_letter(
+    js: &jetstream::Context,
+    config: &Config,
+    sub: &SubscriberConfig,
+) -> Result<(), SetupError> {
+    let Some(dl) = &sub.dead_letter else {
+        return Ok(());
+    };
+    match js.stream_by_subject(dl.as_str()).await {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.kind(), GetStreamByNameErrorKind::NotFound) => {
+            let i = config
+                .subscribers
+                .iter()
+                .position(|s| s.name == sub.name)
+                .unwrap_or_default();
+            Err(SetupError::NotCaptured {
+                key: format!("subscribers[{i}] ({:?}).dead_letter", sub.name),
+                subject: dl.to_string(),
+                expected: None,
+            })
         }
+        Err(e) => Err(server(
+            format!(
+                "cannot look up the stream of dead-letter subject {:?}",
+                dl.as_str()
+            ),
+            e,
+            false,
+        )),
     }
+}
+
+/// Checks, on the server, that each `[[publishers]]` subject with a
+/// `stream` is captured by that stream.
+pub async fn check_publishers(js: &jetstream::Context, config: &Config) -> Result<(), SetupError> {
     for (i, p) in config.publishers.iter().enumerate() {
         let Some(stream) = &p.stream else { continue };
         let mut handle = js.get_stream(stream.as_str()).await.map_err(|e| {

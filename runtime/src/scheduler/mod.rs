@@ -34,8 +34,6 @@ pub struct PullContext {
     pub abandon: CancellationToken,
     /// Tracks handler tasks so shutdown can wait for them.
     pub tracker: TaskTracker,
-    /// JetStream, to diagnose failures and set streams and consumers up again.
-    pub jetstream: jetstream::Context,
     /// The `[[streams]]` of the file (a declared one lost by the server is declared again).
     pub streams: Vec<StreamConfig>,
     /// Where a subscriber that cannot go on says why.
@@ -53,12 +51,32 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
             _ = ctx.stop_pulling.cancelled() => break,
         };
-        let mut held = vec![first];
+        let first_of_tenant = match &sub.tenant_permits {
+            None => None,
+            Some(quota) => match quota.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    sub.settler().stats.concurrency_quota_wait();
+                    tokio::select! {
+                        p = quota.clone().acquire_owned() => Some(p.expect("semaphore is never closed")),
+                        _ = ctx.stop_pulling.cancelled() => break,
+                    }
+                }
+            },
+        };
+        let mut held = vec![(first, first_of_tenant)];
         while held.len() < cfg.batch_size {
-            match permits.clone().try_acquire_owned() {
-                Ok(p) => held.push(p),
-                Err(_) => break,
-            }
+            let Ok(p) = permits.clone().try_acquire_owned() else {
+                break;
+            };
+            let of_tenant = match &sub.tenant_permits {
+                None => None,
+                Some(quota) => match quota.clone().try_acquire_owned() {
+                    Ok(t) => Some(t),
+                    Err(_) => break,
+                },
+            };
+            held.push((p, of_tenant));
         }
         let request = consumer
             .batch()

@@ -59,9 +59,9 @@ enum Diagnosis {
     Unreachable(String),
 }
 
-async fn diagnose(ctx: &PullContext, sub: &Subscriber) -> Diagnosis {
+async fn diagnose(sub: &Subscriber) -> Diagnosis {
     let cfg = &sub.config;
-    let stream = match ctx.jetstream.get_stream(cfg.stream.as_str()).await {
+    let stream = match sub.host.jetstream.get_stream(cfg.stream.as_str()).await {
         Ok(s) => s,
         Err(e) if setup::is_stream_not_found(&e) => return Diagnosis::StreamGone,
         Err(e) => return Diagnosis::Unreachable(e.to_string()),
@@ -86,16 +86,16 @@ pub async fn recover(
     };
     if let Failure::ConsumerLimit(why) = &failure {
         tracing::warn!(subscriber = %cfg.name, durable = %cfg.durable, "the server refused a pull ({why}); setting the durable right");
-        return setup::ensure_consumer(&ctx.jetstream, cfg)
+        return setup::ensure_consumer(&sub.host.jetstream, cfg)
             .await
             .map(|c| Recovered::Consumer(Box::new(c)))
             .or_else(|e| transient_or_fatal(e).map_err(fatal));
     }
-    let mut diagnosis = diagnose(ctx, sub).await;
+    let mut diagnosis = diagnose(sub).await;
     if matches!(diagnosis, Diagnosis::ConsumerGone) && failure != Failure::ConsumerDeleted {
         // A durable briefly without a leader can look missing: ask again.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        diagnosis = diagnose(ctx, sub).await;
+        diagnosis = diagnose(sub).await;
     }
     match diagnosis {
         Diagnosis::Healthy => {
@@ -109,7 +109,7 @@ pub async fn recover(
             Ok(Recovered::Nothing)
         }
         Diagnosis::ConsumerGone => {
-            if let Ok(stream) = ctx.jetstream.get_stream(cfg.stream.as_str()).await {
+            if let Ok(stream) = sub.host.jetstream.get_stream(cfg.stream.as_str()).await {
                 sub.settler()
                     .ledger
                     .observe_stream(super::watch::created_ns(&stream));
@@ -120,7 +120,7 @@ pub async fn recover(
             } else {
                 StartAt::After(floor)
             };
-            let consumer = match setup::ensure_consumer_at(&ctx.jetstream, cfg, start).await {
+            let consumer = match setup::ensure_consumer_at(&sub.host.jetstream, cfg, start).await {
                 Ok(c) => c,
                 Err(e) => return transient_or_fatal(e).map_err(fatal),
             };
@@ -141,16 +141,16 @@ pub async fn recover(
                     stream: cfg.stream.to_string(),
                 }));
             };
-            if let Err(e) = setup::ensure_stream(&ctx.jetstream, declared).await {
+            if let Err(e) = setup::ensure_stream(&sub.host.jetstream, declared).await {
                 return transient_or_fatal(e).map_err(fatal);
             }
-            if let Ok(stream) = ctx.jetstream.get_stream(cfg.stream.as_str()).await {
+            if let Ok(stream) = sub.host.jetstream.get_stream(cfg.stream.as_str()).await {
                 sub.settler()
                     .ledger
                     .observe_stream(super::watch::created_ns(&stream));
             }
             let consumer =
-                match setup::ensure_consumer_at(&ctx.jetstream, cfg, StartAt::First).await {
+                match setup::ensure_consumer_at(&sub.host.jetstream, cfg, StartAt::First).await {
                     Ok(c) => c,
                     Err(e) => return transient_or_fatal(e).map_err(fatal),
                 };

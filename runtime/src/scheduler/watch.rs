@@ -22,7 +22,7 @@ pub async fn run(sub: Arc<Subscriber>, ctx: Arc<PullContext>) {
             _ = tick.tick() => {}
             _ = ctx.stop_pulling.cancelled() => return,
         }
-        let Ok(stream) = ctx.jetstream.get_stream(cfg.stream.as_str()).await else {
+        let Ok(stream) = sub.host.jetstream.get_stream(cfg.stream.as_str()).await else {
             continue;
         };
         if settler.ledger.observe_stream(created_ns(&stream)) {

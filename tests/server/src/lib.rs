@@ -38,6 +38,9 @@ pub fn nats_server_bin() -> PathBuf {
     );
 }
 
+/// The configuration file `with_config` writes into a server's folder.
+const CONFIG_FILE: &str = "server.conf";
+
 /// A nats-server with JetStream, on a random loopback port, for one test.
 pub struct NatsServer {
     child: Child,
@@ -49,6 +52,16 @@ impl NatsServer {
     /// Starts a server and waits until it listens.
     pub fn start() -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
+        let (child, url) = Self::spawn(&dir, "-1");
+        NatsServer { child, url, dir }
+    }
+
+    /// Starts a server with `config` (nats-server's configuration syntax,
+    /// e.g. an `accounts { … }` block) written to its folder; the port, the
+    /// store and JetStream come from the command line as for [`start`](Self::start).
+    pub fn with_config(config: &str) -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), config).unwrap();
         let (child, url) = Self::spawn(&dir, "-1");
         NatsServer { child, url, dir }
     }
@@ -70,7 +83,12 @@ impl NatsServer {
 
     fn spawn(dir: &tempfile::TempDir, port: &str) -> (Child, String) {
         let bin = nats_server_bin();
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        let config = dir.path().join(CONFIG_FILE);
+        if config.exists() {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
             .arg(dir.path().join("js"))
             .arg("--ports_file_dir")

@@ -12,6 +12,7 @@ mod resilience;
 mod scaffold;
 mod semantics;
 mod startup;
+mod tenants;
 
 /// A service with the testkit guest on `in.kit` (stream IN) and an OUT
 /// stream capturing `out.>`; `extra` is appended to the subscriber.

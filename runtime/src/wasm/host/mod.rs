@@ -54,6 +54,8 @@ pub struct SubscriberHost {
     pub memory: u64,
     /// The `Nats-Msg-Id` scheme of outputs.
     pub output_ids: OutputIds,
+    /// Publishes and requests one message's handler may make.
+    pub publishes_per_message: u32,
     /// Settles the subscriber's deliveries (the guest's ack, nak, term and
     /// in-progress go through it too).
     pub settler: Arc<Settler>,
@@ -83,6 +85,7 @@ impl SubscriberHost {
             config: sub.config.iter().collect(),
             memory: sub.memory,
             output_ids: sub.output_ids,
+            publishes_per_message: sub.publishes_per_message,
             settler,
         }
     }

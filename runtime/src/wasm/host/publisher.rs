@@ -37,7 +37,17 @@ impl From<Refused> for Error {
 }
 
 impl HostState {
+    /// Checks the grant of `subject` and counts the call against the
+    /// tenant's `publishes_per_message` quota.
     fn allowed(&self, subject: &str, what: Use) -> Result<(), Error> {
+        let quota = self.sub.publishes_per_message;
+        if self.msg.outputs.attempt() > quota {
+            self.sub.settler.stats.quota_refused();
+            return Err(Error::Denied(format!(
+                "quota: subscriber {:?} may publish or send requests {quota} times per message (publishes_per_message)",
+                &*self.sub.name
+            )));
+        }
         let reply_to = self
             .msg
             .message

@@ -1,0 +1,154 @@
+//! Tenants on a server with one account each: their own connections,
+//! their files, their quotas, and a tenant that cannot connect not
+//! stopping the others.
+
+use natsapp_wasm_tests::*;
+use std::time::Duration;
+
+const ACCOUNTS: &str = r#"
+accounts {
+  SVC: { jetstream: enabled, users: [ { user: svc, password: svc } ] }
+  ACME: { jetstream: enabled, users: [ { user: acme, password: acme } ] }
+  BETA: { jetstream: enabled, users: [ { user: beta, password: beta } ] }
+}
+"#;
+
+const SERVICE: &str = r#"
+[service]
+name = "platform"
+graceful_timeout = "5s"
+include = ["tenants/*.toml"]
+
+[nats]
+servers = ["{url}"]
+user = "svc"
+password = "svc"
+
+[[streams]]
+name = "ACME_IN"
+subjects = ["acme.in"]
+
+[[streams]]
+name = "BETA_IN"
+subjects = ["beta.in"]
+"#;
+
+fn tenant(name: &str, password: &str, extra: &str) -> String {
+    let upper = name.to_uppercase();
+    format!(
+        r#"
+[[tenants]]
+name = "{name}"
+nats = {{ user = "{name}", password = "{password}" }}
+quotas = {{ publishes_per_message = 3 }}
+
+[[subscribers]]
+name = "{name}-kit"
+tenant = "{name}"
+component = "{{testkit}}"
+subject = "{name}.in"
+stream = "{upper}_IN"
+durable = "kit"
+{extra}
+"#
+    )
+}
+
+async fn connect(server: &NatsServer, user: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+        .connect(server.url())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_run_side_by_side_each_in_its_own_account() {
+    let server = NatsServer::with_config(ACCOUNTS);
+    let file = ServiceFile::new(&server, SERVICE);
+    // Acme's allow-list reaches beta's subjects; its account does not.
+    file.write(
+        &server,
+        "tenants/acme.toml",
+        &tenant("acme", "acme", "publish = [\"testkit.out.>\", \"beta.>\"]"),
+    );
+    file.write(
+        &server,
+        "tenants/beta.toml",
+        &tenant("beta", "beta", "publish = [\"testkit.out.>\"]"),
+    );
+    file.write(&server, "tenants/gamma.toml", &tenant("gamma", "wrong", ""));
+    let running = Running::start(&file).await;
+
+    let gamma = running.subscriber("gamma-kit");
+    assert_eq!(gamma.tenant.as_deref(), Some("gamma"));
+    let reason = gamma.not_running.expect("gamma's subscriber does not run");
+    assert!(
+        reason.starts_with("tenant \"gamma\": cannot connect to NATS"),
+        "{reason}"
+    );
+
+    let acme = connect(&server, "acme").await;
+    let beta = connect(&server, "beta").await;
+    let acme_js = async_nats::jetstream::new(acme.clone());
+    let beta_js = async_nats::jetstream::new(beta.clone());
+    let mut acme_denied = subscribe(&acme, "testkit.out.denied").await;
+    let mut beta_spy = subscribe(&beta, "beta.note").await;
+    js_publish(
+        &acme_js,
+        "acme.in",
+        r#"{"op":"try_publish","subject":"beta.note"}"#,
+    )
+    .await;
+    let report = next_json(&mut acme_denied, Duration::from_secs(10)).await;
+    assert_eq!(
+        report["result"], "Ok(())",
+        "published in acme's own account"
+    );
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            futures::StreamExt::next(&mut beta_spy)
+        )
+        .await
+        .is_err(),
+        "nothing crossed into beta's account"
+    );
+
+    js_publish(&beta_js, "beta.in", r#"{"op":"ok"}"#).await;
+    drained(&acme_js, "ACME_IN", "kit").await;
+    drained(&beta_js, "BETA_IN", "kit").await;
+    let acme_stats = settled_stats(&running, "acme-kit").await;
+    let beta_stats = settled_stats(&running, "beta-kit").await;
+    assert_eq!(acme_stats.tenant.as_deref(), Some("acme"));
+    assert_eq!((acme_stats.acked, beta_stats.acked), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_publishes_per_message_quota_is_enforced_and_counted() {
+    let server = NatsServer::with_config(ACCOUNTS);
+    let file = ServiceFile::new(&server, SERVICE);
+    file.write(
+        &server,
+        "tenants/acme.toml",
+        &tenant("acme", "acme", "publish = [\"testkit.out.>\"]"),
+    );
+    let running = Running::start(&file).await;
+    let acme = connect(&server, "acme").await;
+    let js = async_nats::jetstream::new(acme.clone());
+    let flood: Vec<(String, String)> = (0..5)
+        .map(|i| ("testkit.out.flood".to_string(), i.to_string()))
+        .collect();
+    js_publish(
+        &js,
+        "acme.in",
+        serde_json::json!({"op": "outputs", "first": flood, "then": []}).to_string(),
+    )
+    .await;
+    drained(&js, "ACME_IN", "kit").await;
+    let s = settled_stats(&running, "acme-kit").await;
+    assert_eq!(
+        (s.quota_refused, s.termed, s.naked),
+        (1, 1, 0),
+        "the fourth publish is denied, which rejects the message: {s:?}"
+    );
+}

@@ -43,6 +43,8 @@ enum Op {
     Info,
     /// Try publishing to `subject` and report the error on testkit.out.denied.
     TryPublish { subject: String },
+    /// Try publishing `size` bytes to `subject`; report the outcome on testkit.out.denied.
+    TryPublishBytes { subject: String, size: usize },
     /// Try a request to `subject` and report the outcome on testkit.out.denied.
     TryRequest { subject: String },
     /// Publish with these headers; report the outcome on testkit.out.headers.
@@ -164,6 +166,10 @@ impl Handler for TestKit {
             }
             Op::TryPublish { subject } => {
                 let result = natsapp_guest::publish(&subject, "x").map(|_| ()).map_err(|e| e.to_string());
+                report("denied", json!({"result": format!("{result:?}")}))
+            }
+            Op::TryPublishBytes { subject, size } => {
+                let result = natsapp_guest::publish(&subject, vec![b'x'; size]).map(|_| ()).map_err(|e| e.to_string());
                 report("denied", json!({"result": format!("{result:?}")}))
             }
             Op::TryRequest { subject } => {

@@ -110,9 +110,19 @@ pub async fn publish(
             client
                 .publish_with_headers(subject.clone(), headers, payload)
                 .await
-                .map_err(|e| PublishError::Unavailable {
-                    subject,
-                    message: e.to_string(),
+                .map_err(|e| match e.kind() {
+                    // Too large or malformed: retrying cannot fix it.
+                    async_nats::client::PublishErrorKind::MaxPayloadExceeded
+                    | async_nats::client::PublishErrorKind::InvalidSubject => {
+                        PublishError::Invalid {
+                            subject: subject.clone(),
+                            message: e.to_string(),
+                        }
+                    }
+                    async_nats::client::PublishErrorKind::Send => PublishError::Unavailable {
+                        subject: subject.clone(),
+                        message: e.to_string(),
+                    },
                 })?;
             Ok(None)
         }

@@ -150,3 +150,31 @@ async fn the_reply_path_is_open_whatever_the_allow_list() {
     assert_eq!(&answer.payload[..], b"pong");
     drained(&kit.js, "IN", "kit").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_over_max_payload_is_invalid_not_retried() {
+    let kit = broad_kit().await;
+    let mut denied = subscribe(&kit.client, "testkit.out.denied").await;
+    let size = kit.client.server_info().max_payload + 1;
+    for subject in ["svc.core", "out.stored"] {
+        js_publish(
+            &kit.js,
+            "in.kit",
+            serde_json::json!({"op": "try_publish_bytes", "subject": subject, "size": size})
+                .to_string(),
+        )
+        .await;
+        let result = next_json(&mut denied, Duration::from_secs(10)).await["result"].clone();
+        assert!(
+            result.as_str().unwrap().starts_with(r#"Err("invalid: "#),
+            "{subject}: {result}"
+        );
+    }
+    drained(&kit.js, "IN", "kit").await;
+    let s = settled_stats(&kit.running, "kit").await;
+    assert_eq!(
+        (s.acked, s.naked),
+        (2, 0),
+        "handled once each, never retried: {s:?}"
+    );
+}

@@ -113,6 +113,7 @@ pub(crate) struct Connection {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     permits: Option<Arc<tokio::sync::Semaphore>>,
+    cpu: Option<Arc<wasm::cpu::CpuBudget>>,
 }
 
 /// JetStream on `client`, waiting for PubAcks as long as the longest
@@ -177,6 +178,7 @@ impl Service {
             client: client.clone(),
             jetstream: js.clone(),
             permits: None,
+            cpu: None,
         };
         let tenants = tenant::connect_all(&config, &connection_tx).await;
         let mut subscribers = Vec::with_capacity(config.subscribers.len());
@@ -214,12 +216,14 @@ impl Service {
                     continue;
                 }
             };
-            let host = Arc::new(SubscriberHost::new(
+            let mut host = SubscriberHost::new(
                 s,
                 conn.client.clone(),
                 conn.jetstream.clone(),
                 routes.clone(),
-            ));
+            );
+            host.cpu = conn.cpu.clone();
+            let host = Arc::new(host);
             let sub = Subscriber {
                 config: s.clone(),
                 handler: Handler::new(pre, host.clone(), s.timeout, s.ack_wait, s.instances),

@@ -6,6 +6,7 @@
 
 use crate::config::Config;
 use crate::fatal::Fatal;
+use crate::wasm::cpu::CpuBudget;
 use crate::{jetstream_context, Connection};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub(crate) async fn connect_all(
                 jetstream: jetstream_context(config, client.clone()),
                 client,
                 permits: t.quotas.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+                cpu: t.quotas.cpu.map(|c| Arc::new(CpuBudget::new(c))),
             })
             .map_err(|e| format!("tenant {:?}: {e}", t.name));
         if let Err(e) = &connected {

@@ -4,7 +4,7 @@
 //!   cargo bench -p natsapp-wasm --bench throughput -- [--messages N] [--json PATH] [--rate R]
 //!       [--seconds S] [--rounds R] [--only SECTION,…]
 //!
-//! Sections: throughput, calls, python, latency, startup, idle (all by default).
+//! Sections: throughput, noisy, calls, python, latency, startup, idle (all by default).
 //! Throughput cases run in R rounds (default 3), each round every case once,
 //! and report the median.
 //!
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 mod broker;
 mod instance;
+mod noisy;
 mod python;
 mod report;
 mod service;
@@ -43,8 +44,9 @@ const CONCURRENCY: usize = 100;
 const PAYLOAD: usize = 128;
 
 const RAW: &str = "raw async-nats (batch ≤ free permits, 100 at once, ack each)";
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "throughput",
+    "noisy",
     "calls",
     "python",
     "latency",
@@ -188,6 +190,9 @@ async fn main() {
     }
     if a.runs("calls") {
         rows.extend(b.calls().await);
+    }
+    if a.runs("noisy") {
+        rows.extend(b.noisy().await);
     }
     if a.runs("latency") {
         rows.extend(b.latency(a.rate, a.seconds).await);

@@ -55,6 +55,8 @@ pub mod defaults {
     pub const TENANT_CONCURRENCY: usize = 32;
     /// `quotas.publishes_per_message`
     pub const PUBLISHES_PER_MESSAGE: u32 = 1000;
+    /// `quotas.cpu` of a declared tenant, in cores
+    pub const TENANT_CPU: f64 = 1.0;
     /// `outputs.ids`
     pub const OUTPUT_IDS: super::raw::OutputIds = super::raw::OutputIds::Content;
     /// `instances`
@@ -96,12 +98,14 @@ pub struct TenantConfig {
 }
 
 /// Limits across the subscribers that share them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quotas {
     /// Handlers running at once (`None`: only each subscriber's `concurrency`).
     pub concurrency: Option<usize>,
     /// Publishes and requests one message's handler may make.
     pub publishes_per_message: u32,
+    /// Cores' worth of guest execution (`None`: no CPU quota).
+    pub cpu: Option<f64>,
 }
 
 /// `[service]`, validated.

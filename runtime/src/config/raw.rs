@@ -92,6 +92,31 @@ pub struct RawQuotas {
     pub concurrency: Option<usize>,
     /// `publishes_per_message = 1000`: publishes and requests one message's handler may make.
     pub publishes_per_message: Option<u32>,
+    /// `cpu = "0.5"`: cores' worth of guest execution across its subscribers.
+    pub cpu: Option<Cores>,
+}
+
+/// A number of cores, written `"0.5"` or `0.5`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct Cores(pub f64);
+
+impl TryFrom<toml::Value> for Cores {
+    type Error = String;
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        let n = match &v {
+            toml::Value::String(s) => s.trim().parse::<f64>().ok(),
+            toml::Value::Float(f) => Some(*f),
+            toml::Value::Integer(i) => Some(*i as f64),
+            _ => None,
+        };
+        match n {
+            Some(n) if n > 0.0 && n.is_finite() => Ok(Cores(n)),
+            _ => Err(format!(
+                "invalid cpu quota {v}: write cores as \"0.5\" or 2, more than zero"
+            )),
+        }
+    }
 }
 
 /// `grants = { … }`: the most a tenant's subscribers may be granted.

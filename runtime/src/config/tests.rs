@@ -241,7 +241,8 @@ publish = ["acme.payments.>"]
         t.quotas,
         Quotas {
             concurrency: Some(8),
-            publishes_per_message: defaults::PUBLISHES_PER_MESSAGE
+            publishes_per_message: defaults::PUBLISHES_PER_MESSAGE,
+            cpu: Some(defaults::TENANT_CPU),
         }
     );
     let s = c.subscriber("charge").unwrap();

@@ -299,6 +299,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                             .quotas
                             .publishes_per_message
                             .unwrap_or(defaults::PUBLISHES_PER_MESSAGE),
+                        cpu: Some(t.quotas.cpu.map_or(defaults::TENANT_CPU, |c| c.0)),
                     },
                     grant_publish: t.grants.publish,
                 }

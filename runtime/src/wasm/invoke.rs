@@ -10,6 +10,7 @@ use super::host::{
 };
 use crate::config::Instances;
 use crate::settle::{FailureCause, InFlight, Outcome, Settler};
+use crate::wasm::cpu::CpuBudget;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -88,12 +89,37 @@ impl Handler {
             },
             sub: self.host.clone(),
             msg: msg.clone(),
+            cpu_reserved: false,
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-        match tokio::time::timeout(self.timeout, self.pre.instantiate_async(&mut store)).await {
+        // At every tick a running guest yields; when its tenant has spent its
+        // CPU quota it stays parked until the budget refills.
+        store.epoch_deadline_callback(|mut ctx| {
+            let data = ctx.data_mut();
+            let Some(budget) = data.sub.cpu.clone() else {
+                return Ok(UpdateDeadline::Yield(1));
+            };
+            if std::mem::take(&mut data.cpu_reserved) {
+                budget.release(super::EPOCH_TICK);
+            }
+            // Admitted now, or once parked long enough: either way the
+            // guest runs its next tick on a reservation.
+            data.cpu_reserved = true;
+            Ok(match budget.admit(super::EPOCH_TICK) {
+                None => UpdateDeadline::Yield(1),
+                Some(wait) => UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(async move { budget.admitted(super::EPOCH_TICK, wait).await }),
+                ),
+            })
+        });
+        let instantiate = metered(
+            self.pre.instantiate_async(&mut store),
+            self.host.cpu.as_deref(),
+        );
+        match tokio::time::timeout(self.timeout, instantiate).await {
             Ok(Ok(service)) => Ok(Warm {
                 store,
                 service,
@@ -162,8 +188,14 @@ impl Handler {
                     .await
                     .map_err(Failure::Call)
             };
+            let call = metered(call, self.host.cpu.as_deref());
             run_with_limits(call, self.timeout, self.heartbeat, &self.host.settler, &msg).await
         };
+        if std::mem::take(&mut warm.store.data_mut().cpu_reserved) {
+            if let Some(budget) = &self.host.cpu {
+                budget.release(super::EPOCH_TICK);
+            }
+        }
         let memory_exceeded = warm.store.data().limiter.exceeded;
         let outcome = classify(result, memory_exceeded, self.timeout, &warm.output);
         if let Instances::Reuse { max_uses } = self.instances {
@@ -176,6 +208,22 @@ impl Handler {
         }
         outcome
     }
+}
+
+/// Runs `work`, charging the time each poll takes (the guest running, and
+/// the host functions it calls) to `budget`.
+async fn metered<F: Future>(work: F, budget: Option<&CpuBudget>) -> F::Output {
+    let Some(budget) = budget else {
+        return work.await;
+    };
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        let started = std::time::Instant::now();
+        let polled = work.as_mut().poll(cx);
+        budget.charge(started.elapsed());
+        polled
+    })
+    .await
 }
 
 /// Polls `call` until it finishes or `limit` passes, sending in-progress

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod component;
+pub mod cpu;
 pub mod guest_log;
 pub mod host;
 pub mod invoke;

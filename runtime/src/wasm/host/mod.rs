@@ -56,6 +56,8 @@ pub struct SubscriberHost {
     pub output_ids: OutputIds,
     /// Publishes and requests one message's handler may make.
     pub publishes_per_message: u32,
+    /// Its tenant's CPU quota, shared with the tenant's other subscribers.
+    pub cpu: Option<Arc<crate::wasm::cpu::CpuBudget>>,
     /// Settles the subscriber's deliveries (the guest's ack, nak, term and
     /// in-progress go through it too).
     pub settler: Arc<Settler>,
@@ -86,6 +88,7 @@ impl SubscriberHost {
             memory: sub.memory,
             output_ids: sub.output_ids,
             publishes_per_message: sub.publishes_per_message,
+            cpu: None,
             settler,
         }
     }
@@ -145,6 +148,9 @@ pub struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) sub: Arc<SubscriberHost>,
     pub(crate) msg: Arc<InFlight>,
+    /// The guest runs its current epoch tick on a reservation of its
+    /// tenant's CPU budget (returned at the next tick).
+    pub(crate) cpu_reserved: bool,
 }
 
 impl WasiView for HostState {

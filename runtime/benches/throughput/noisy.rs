@@ -1,0 +1,158 @@
+//! The noisy-neighbour figure: tenant "quiet" (the Rust no-op, 100 at once)
+//! drains a preloaded stream while tenant "noisy", in the same process,
+//! runs 16 guests that spin until their 5 s time limit. The quiet tenant's
+//! throughput is reported as a ratio of its throughput alone, same run.
+//!
+//! Every case starts the quiet tenant's durable paused, waits until the
+//! noisy guests are all spinning (16 messages awaiting ack), then resumes
+//! it and times the drain, so the spinning is under way for the whole
+//! measurement.
+
+use super::*;
+
+/// Spinning guests of the noisy tenant.
+const SPINNERS: usize = 16;
+
+/// How the noisy subscriber runs in each case.
+#[derive(Clone, Copy)]
+enum Noise {
+    /// No noisy subscriber.
+    None,
+    /// In the service's implicit tenant: no quotas at all.
+    Unbounded,
+    /// A tenant with this CPU quota (cores); `None`: the default quotas.
+    Tenant(Option<f64>),
+}
+
+impl Bench {
+    pub(crate) async fn noisy(&self) -> Vec<Row> {
+        let n = self.n.min(5_000);
+        let testkit = guest("wasm32-wasip2/release/testkit.wasm");
+        let cases = [
+            ("quiet tenant alone", Noise::None),
+            (
+                "quiet tenant, noisy subscriber without quotas (before tenants)",
+                Noise::Unbounded,
+            ),
+            (
+                "quiet tenant, noisy tenant at the default quotas (cpu 1)",
+                Noise::Tenant(None),
+            ),
+            (
+                "quiet tenant, noisy tenant with cpu = 0.1",
+                Noise::Tenant(Some(0.1)),
+            ),
+        ];
+        let mut rows = Vec::new();
+        let mut alone = None;
+        for (i, (case, noise)) in cases.into_iter().enumerate() {
+            let rate = self.noisy_case(i, noise, &testkit, n).await;
+            eprintln!("{case}: {rate:.0} msgs/s");
+            let base = *alone.get_or_insert(rate);
+            rows.push(Row {
+                case: format!("noisy neighbour: {case}"),
+                msgs_per_s: Some(rate),
+                note: format!("{:.2}× the quiet tenant alone ({n} messages)", rate / base),
+                ..Default::default()
+            });
+        }
+        rows
+    }
+
+    async fn noisy_case(&self, case: usize, noise: Noise, testkit: &Path, n: usize) -> f64 {
+        let (quiet, noisy) = (format!("QUIET{case}"), format!("NOISY{case}"));
+        let quiet_subject = format!("quiet{case}.in");
+        let noisy_subject = format!("noisy{case}.in");
+        preload(&self.js, &quiet, &quiet_subject, n).await;
+        create_stream(&self.js, &noisy, &[&noisy_subject]).await;
+        for _ in 0..SPINNERS * 4 {
+            self.js
+                .publish(noisy_subject.clone(), r#"{"op":"spin"}"#.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let mut toml = format!(
+            "[service]\nname = \"noisy-bench\"\ngraceful_timeout = \"1s\"\n[nats]\nservers = [\"{}\"]\n\
+             [[streams]]\nname = \"{quiet}\"\nsubjects = [\"{quiet_subject}\"]\ndeclare = false\n\
+             [[streams]]\nname = \"{noisy}\"\nsubjects = [\"{noisy_subject}\"]\ndeclare = false\n\
+             [[tenants]]\nname = \"quiet\"\nquotas = {{ concurrency = {CONCURRENCY} }}\n\
+             [[subscribers]]\nname = \"quiet\"\ntenant = \"quiet\"\ncomponent = \"{}\"\nsubject = \"{quiet_subject}\"\n\
+             stream = \"{quiet}\"\ndurable = \"quiet\"\nconcurrency = {CONCURRENCY}\n\
+             pull = {{ batch_size = {BATCH}, timeout = \"1s\" }}\n",
+            self.server.url(),
+            self.noop.display()
+        );
+        let noisy_tenant = match noise {
+            Noise::None => None,
+            Noise::Unbounded => Some(String::new()),
+            Noise::Tenant(cpu) => {
+                let cpu = cpu.map_or(String::new(), |c| format!(", cpu = \"{c}\""));
+                toml += &format!(
+                    "[[tenants]]\nname = \"noisy\"\nquotas = {{ concurrency = {SPINNERS}{cpu} }}\n"
+                );
+                Some("tenant = \"noisy\"\n".to_string())
+            }
+        };
+        if let Some(tenant) = &noisy_tenant {
+            toml += &format!(
+                "[[subscribers]]\nname = \"noisy\"\n{tenant}component = \"{}\"\nsubject = \"{noisy_subject}\"\n\
+                 stream = \"{noisy}\"\ndurable = \"noisy\"\nconcurrency = {SPINNERS}\nlimits = {{ timeout = \"5s\" }}\n",
+                testkit.display()
+            );
+        }
+        self.create_paused_durable(&toml, &quiet).await;
+        let child = spawn(&toml, self.dir.path(), &self.warm_cache);
+        if noisy_tenant.is_some() {
+            let s = self.js.get_stream(&noisy).await.unwrap();
+            let t0 = Instant::now();
+            loop {
+                within(t0, "the noisy guests to spin");
+                if let Ok(info) = s.consumer_info("noisy").await {
+                    if info.num_ack_pending >= SPINNERS {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } else {
+            consumer_exists(&self.js, &quiet, "quiet").await;
+        }
+        let stream = self.js.get_stream(&quiet).await.unwrap();
+        stream.resume_consumer("quiet").await.unwrap();
+        let took = time_drain(&self.js, &quiet, "quiet", n).await;
+        stop(child);
+        delete_streams(&self.js, &[&quiet, &noisy]).await;
+        n as f64 / took.as_secs_f64()
+    }
+
+    /// Creates the quiet subscriber's durable as the runtime would, paused
+    /// for a minute: the runtime waits on a paused consumer.
+    async fn create_paused_durable(&self, toml: &str, stream: &str) {
+        let file = self.dir.path().join("noisy-check.toml");
+        let config = natsapp_wasm::config::Config::parse(&file, toml, |_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sub = config.subscriber("quiet").unwrap();
+        let mut want = natsapp_wasm::nats::setup::consumer_config(
+            sub,
+            natsapp_wasm::nats::setup::StartAt::First,
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        want.pause_until = Some(
+            async_nats::datetime::DateTime::from_unix_timestamp_nanos(
+                (now + Duration::from_secs(60)).as_nanos() as i128,
+            )
+            .unwrap(),
+        );
+        self.js
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .create_consumer(want)
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,158 @@
+//! A tenant's CPU quota (`quotas.cpu`, in cores): the time its guests
+//! actually run is metered per poll of their futures (not epoch ticks,
+//! which would count time a parked guest did not run) and drawn from a
+//! token bucket that refills at `cpu` seconds per second. At every epoch
+//! tick a guest must be admitted for the next tick, which reserves a tick
+//! from the bucket (returned at the following tick, when the metered time
+//! has been charged instead); a guest whose tenant is over budget is parked
+//! until it can be admitted. Reserving keeps many parked guests from all
+//! waking into the same refill, so a tenant spinning its guests cannot take
+//! more than its share of the cores from the others — nor from the NATS
+//! I/O of the process.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How much unused quota may accumulate, per core: a short burst, never a backlog.
+const BURST: Duration = Duration::from_millis(50);
+
+/// One tenant's CPU budget.
+#[derive(Debug)]
+pub struct CpuBudget {
+    cores: f64,
+    state: Mutex<Bucket>,
+    spent_ns: AtomicU64,
+    parked: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// Nanoseconds of CPU time that may be spent now (negative: owed).
+    tokens: i64,
+    refilled: Instant,
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+impl CpuBudget {
+    /// A budget of `cores` cores' worth of guest execution.
+    pub fn new(cores: f64) -> CpuBudget {
+        CpuBudget {
+            cores,
+            state: Mutex::new(Bucket {
+                tokens: (BURST.as_nanos() as f64 * cores) as i64,
+                refilled: Instant::now(),
+            }),
+            spent_ns: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
+        }
+    }
+
+    fn refill(&self, b: &mut Bucket, now: Instant) {
+        let earned = (now.duration_since(b.refilled).as_nanos() as f64 * self.cores) as i64;
+        let cap = (BURST.as_nanos() as f64 * self.cores) as i64;
+        b.tokens = b.tokens.saturating_add(earned).min(cap);
+        b.refilled = now;
+    }
+
+    /// Charges `spent` of guest execution.
+    pub fn charge(&self, spent: Duration) {
+        self.spent_ns.fetch_add(
+            u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        let mut b = self.state.lock().expect("cpu budget lock");
+        self.refill(&mut b, Instant::now());
+        b.tokens = b.tokens.saturating_sub(nanos(spent));
+    }
+
+    /// Admits a guest for its next `tick`, reserving it from the bucket,
+    /// or says how long to park it first (counting the parking).
+    pub fn admit(&self, tick: Duration) -> Option<Duration> {
+        let mut b = self.state.lock().expect("cpu budget lock");
+        self.refill(&mut b, Instant::now());
+        if b.tokens > 0 {
+            b.tokens = b.tokens.saturating_sub(nanos(tick));
+            return None;
+        }
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        Some(
+            Duration::from_secs_f64(-b.tokens as f64 / 1e9 / self.cores)
+                .max(Duration::from_millis(1)),
+        )
+    }
+
+    /// Returns a reservation made by [`admit`](Self::admit): the time the
+    /// guest actually ran was charged by the metering.
+    pub fn release(&self, tick: Duration) {
+        let mut b = self.state.lock().expect("cpu budget lock");
+        b.tokens = b.tokens.saturating_add(nanos(tick));
+    }
+
+    /// Parks until a guest can be admitted, then admits it.
+    pub async fn admitted(&self, tick: Duration, mut wait: Duration) {
+        loop {
+            tokio::time::sleep(wait).await;
+            match self.admit(tick) {
+                None => return,
+                Some(w) => wait = w,
+            }
+        }
+    }
+
+    /// Guest execution charged so far.
+    pub fn spent(&self) -> Duration {
+        Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed))
+    }
+
+    /// Times a guest was parked for this budget.
+    pub fn parked(&self) -> u64 {
+        self.parked.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICK: Duration = Duration::from_millis(10);
+
+    #[test]
+    fn spending_past_the_budget_parks_for_the_deficit() {
+        let b = CpuBudget::new(0.5);
+        assert_eq!(b.admit(TICK), None, "a fresh budget has its burst");
+        b.charge(Duration::from_millis(120));
+        b.release(TICK);
+        let park = b.admit(TICK).expect("over budget");
+        // 120 ms spent, 25 ms of burst: about 95 ms owed at half a core.
+        assert!(
+            park > Duration::from_millis(170) && park <= Duration::from_millis(190),
+            "{park:?}"
+        );
+        assert_eq!((b.parked(), b.spent()), (1, Duration::from_millis(120)));
+    }
+
+    #[test]
+    fn reservations_keep_waking_guests_from_all_running_at_once() {
+        let b = CpuBudget::new(1.0);
+        let admitted = (0..16).filter(|_| b.admit(TICK).is_none()).count();
+        // 50 ms of burst admits five 10 ms ticks (a sixth on what the
+        // test's own microseconds earned), not sixteen.
+        assert!((5..=6).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn the_budget_refills_at_its_rate_up_to_a_burst() {
+        let b = CpuBudget::new(2.0);
+        b.charge(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            b.admit(TICK),
+            None,
+            "60 ms at two cores repays the 50 ms owed"
+        );
+    }
+}

@@ -63,6 +63,7 @@ impl ServiceFile {
             .replace("{url}", server.url())
             .replace("{testkit}", guests::TESTKIT)
             .replace("{echo}", guests::ECHO)
+            .replace("{noop}", guests::NOOP)
             .replace("{order_processor}", guests::ORDER_PROCESSOR)
             .replace("{not_a_handler}", guests::NOT_A_HANDLER)
             .replace("{other_version}", guests::OTHER_VERSION)

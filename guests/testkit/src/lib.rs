@@ -45,6 +45,14 @@ enum Op {
     TryPublish { subject: String },
     /// Try publishing `size` bytes to `subject`; report the outcome on testkit.out.denied.
     TryPublishBytes { subject: String, size: usize },
+    /// Recurse `depth` frames deep (a stack overflow when deep enough).
+    Recurse { depth: u64 },
+    /// Publish to testkit.out.flood `n` times, stopping at the first error, and report how far it got.
+    PublishFlood { n: u64 },
+    /// Print `n` empty lines.
+    EmptyLines { n: u64 },
+    /// Send `n` requests to `subject` (no responders), ignoring the errors.
+    RequestLoop { subject: String, n: u64 },
     /// Try a request to `subject` and report the outcome on testkit.out.denied.
     TryRequest { subject: String },
     /// Publish with these headers; report the outcome on testkit.out.headers.
@@ -171,6 +179,44 @@ impl Handler for TestKit {
             Op::TryPublishBytes { subject, size } => {
                 let result = natsapp_guest::publish(&subject, vec![b'x'; size]).map(|_| ()).map_err(|e| e.to_string());
                 report("denied", json!({"result": format!("{result:?}")}))
+            }
+            Op::Recurse { depth } => {
+                fn down(n: u64) -> u64 {
+                    if n == 0 {
+                        0
+                    } else {
+                        std::hint::black_box(down(n - 1)) + 1
+                    }
+                }
+                report("recurse", json!({"depth": down(depth)}))
+            }
+            Op::PublishFlood { n } => {
+                let mut published = 0u64;
+                let mut error = None;
+                for i in 0..n {
+                    match natsapp_guest::publish("testkit.out.flood", i.to_string()) {
+                        Ok(_) => published += 1,
+                        Err(e) => {
+                            error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                // The report itself is a publish: over the quota it is refused too.
+                let _ = report("flood_result", json!({"published": published, "error": error}));
+                Ok(())
+            }
+            Op::EmptyLines { n } => {
+                for _ in 0..n {
+                    println!();
+                }
+                Ok(())
+            }
+            Op::RequestLoop { subject, n } => {
+                for _ in 0..n {
+                    let _ = natsapp_guest::request(&subject, "x", Duration::from_millis(100));
+                }
+                Ok(())
             }
             Op::TryRequest { subject } => {
                 let result = natsapp_guest::request(&subject, "x", Duration::from_millis(500))

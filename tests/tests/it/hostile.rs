@@ -178,3 +178,100 @@ async fn a_payload_over_max_payload_is_invalid_not_retried() {
         "handled once each, never retried: {s:?}"
     );
 }
+
+/// The kit service (`extra` added to the hostile subscriber) with a
+/// well-behaved neighbour subscriber, the Rust no-op, on `in.neighbour`.
+async fn with_neighbour(extra: &str) -> Kit {
+    let text = kit_service(extra)
+        + r#"
+[[subscribers]]
+name = "neighbour"
+component = "{noop}"
+subject = "in.neighbour"
+stream = "IN"
+durable = "neighbour"
+concurrency = 4
+"#;
+    Kit::start(text).await
+}
+
+/// Publishes `n` messages for the neighbour and waits until it acked them all.
+async fn neighbour_keeps_handling(kit: &Kit, n: u64) {
+    let before = kit.running.subscriber("neighbour").acked;
+    for _ in 0..n {
+        js_publish(&kit.js, "in.neighbour", "x").await;
+    }
+    stats_until(
+        &kit.running,
+        "neighbour",
+        "the neighbour handled its messages",
+        |s| s.acked == before + n,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_is_a_contained_trap() {
+    let kit = with_neighbour("consumer = { max_deliver = 1 }").await;
+    js_publish(&kit.js, "in.kit", r#"{"op":"recurse","depth":100000000}"#).await;
+    neighbour_keeps_handling(&kit, 20).await;
+    let s = stats_until(&kit.running, "kit", "the overflow settled", |s| {
+        s.termed == 1 && s.in_flight == 0
+    })
+    .await;
+    assert_eq!(
+        (s.failed(natsapp_wasm::settle::FailureCause::Trap), s.naked),
+        (1, 0),
+        "a trap on the last allowed delivery terminates it: {s:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_flood_stops_at_the_per_message_quota() {
+    let kit = with_neighbour("").await;
+    let mut flood = subscribe(&kit.client, "testkit.out.flood").await;
+    js_publish(&kit.js, "in.kit", r#"{"op":"publish_flood","n":1000000}"#).await;
+    let s = stats_until(&kit.running, "kit", "the flood handled", |s| s.acked == 1).await;
+    // The 1001st publish, and the report the guest tries after it.
+    assert_eq!(s.quota_refused, 2, "{s:?}");
+    let mut received = 0;
+    while tokio::time::timeout(
+        Duration::from_millis(500),
+        futures::StreamExt::next(&mut flood),
+    )
+    .await
+    .is_ok()
+    {
+        received += 1;
+    }
+    assert_eq!(
+        received, 1000,
+        "publishes_per_message (1000 by default) stopped it"
+    );
+    neighbour_keeps_handling(&kit, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_empty_lines_is_cut_by_the_output_budget() {
+    let kit = with_neighbour("").await;
+    js_publish(&kit.js, "in.kit", r#"{"op":"empty_lines","n":200000}"#).await;
+    neighbour_keeps_handling(&kit, 20).await;
+    stats_until(&kit.running, "kit", "the flood handled", |s| s.acked == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_loop_without_responders_stops_at_the_quota() {
+    let kit = with_neighbour("").await;
+    js_publish(
+        &kit.js,
+        "in.kit",
+        r#"{"op":"request_loop","subject":"svc.nobody","n":100000}"#,
+    )
+    .await;
+    neighbour_keeps_handling(&kit, 20).await;
+    let s = stats_until(&kit.running, "kit", "the loop handled", |s| s.acked == 1).await;
+    assert_eq!(
+        s.quota_refused, 99_000,
+        "every request past the 1000th was refused: {s:?}"
+    );
+}

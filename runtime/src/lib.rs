@@ -114,6 +114,7 @@ pub(crate) struct Connection {
     jetstream: jetstream::Context,
     permits: Option<Arc<tokio::sync::Semaphore>>,
     cpu: Option<Arc<wasm::cpu::CpuBudget>>,
+    memory: Option<Arc<wasm::memory::MemoryPool>>,
 }
 
 /// JetStream on `client`, waiting for PubAcks as long as the longest
@@ -179,6 +180,7 @@ impl Service {
             jetstream: js.clone(),
             permits: None,
             cpu: None,
+            memory: None,
         };
         let tenants = tenant::connect_all(&config, &connection_tx).await;
         let mut subscribers = Vec::with_capacity(config.subscribers.len());
@@ -223,6 +225,7 @@ impl Service {
                 routes.clone(),
             );
             host.cpu = conn.cpu.clone();
+            host.memory_pool = conn.memory.clone();
             let host = Arc::new(host);
             let sub = Subscriber {
                 config: s.clone(),

@@ -7,6 +7,7 @@
 use crate::config::Config;
 use crate::fatal::Fatal;
 use crate::wasm::cpu::CpuBudget;
+use crate::wasm::memory::MemoryPool;
 use crate::{jetstream_context, Connection};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub(crate) async fn connect_all(
                 client,
                 permits: t.quotas.concurrency.map(|n| Arc::new(Semaphore::new(n))),
                 cpu: t.quotas.cpu.map(|c| Arc::new(CpuBudget::new(c))),
+                memory: t.quotas.memory.map(|m| Arc::new(MemoryPool::new(m))),
             })
             .map_err(|e| format!("tenant {:?}: {e}", t.name));
         if let Err(e) = &connected {

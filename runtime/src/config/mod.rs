@@ -57,6 +57,8 @@ pub mod defaults {
     pub const PUBLISHES_PER_MESSAGE: u32 = 1000;
     /// `quotas.cpu` of a declared tenant, in cores
     pub const TENANT_CPU: f64 = 1.0;
+    /// `quotas.memory` of a declared tenant
+    pub const TENANT_MEMORY: u64 = 1 << 30;
     /// `outputs.ids`
     pub const OUTPUT_IDS: super::raw::OutputIds = super::raw::OutputIds::Content;
     /// `instances`
@@ -106,6 +108,8 @@ pub struct Quotas {
     pub publishes_per_message: u32,
     /// Cores' worth of guest execution (`None`: no CPU quota).
     pub cpu: Option<f64>,
+    /// Bytes of guest memory its live instances may hold (`None`: no quota).
+    pub memory: Option<u64>,
 }
 
 /// `[service]`, validated.

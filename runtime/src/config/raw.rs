@@ -94,6 +94,8 @@ pub struct RawQuotas {
     pub publishes_per_message: Option<u32>,
     /// `cpu = "0.5"`: cores' worth of guest execution across its subscribers.
     pub cpu: Option<Cores>,
+    /// `memory = "512MiB"`: guest memory its live instances may hold together.
+    pub memory: Option<ByteSize>,
 }
 
 /// A number of cores, written `"0.5"` or `0.5`.

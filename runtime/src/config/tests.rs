@@ -243,6 +243,7 @@ publish = ["acme.payments.>"]
             concurrency: Some(8),
             publishes_per_message: defaults::PUBLISHES_PER_MESSAGE,
             cpu: Some(defaults::TENANT_CPU),
+            memory: Some(defaults::TENANT_MEMORY),
         }
     );
     let s = c.subscriber("charge").unwrap();

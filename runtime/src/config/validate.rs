@@ -300,6 +300,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                             .publishes_per_message
                             .unwrap_or(defaults::PUBLISHES_PER_MESSAGE),
                         cpu: Some(t.quotas.cpu.map_or(defaults::TENANT_CPU, |c| c.0)),
+                        memory: Some(t.quotas.memory.map_or(defaults::TENANT_MEMORY, |m| m.0)),
                     },
                     grant_publish: t.grants.publish,
                 }

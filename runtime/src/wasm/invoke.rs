@@ -83,10 +83,7 @@ impl Handler {
         let state = HostState {
             wasi,
             table,
-            limiter: MemoryLimiter {
-                max: self.host.memory,
-                exceeded: false,
-            },
+            limiter: MemoryLimiter::new(self.host.memory, self.host.memory_pool.clone()),
             sub: self.host.clone(),
             msg: msg.clone(),
             cpu_reserved: false,

@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod guest_log;
 pub mod host;
 pub mod invoke;
+pub mod memory;
 
 use host::HostState;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -152,3 +152,37 @@ async fn a_tenants_publishes_per_message_quota_is_enforced_and_counted() {
         "the fourth publish is denied, which rejects the message: {s:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_memory_quota_holds_across_its_instances() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &crate::with_dlq(
+            "consumer = { max_deliver = 1 }\ndead_letter = \"dlq.kit\"\ntenant = \"acme\"\nlimits = { memory = \"128MiB\" }",
+        )
+            .replace(
+                "[[subscribers]]",
+                "[[tenants]]\nname = \"acme\"\nquotas = { memory = \"40MiB\" }\n\n[[subscribers]]",
+            ),
+    );
+    let running = Running::start(&file).await;
+    let js = server.jetstream().await;
+    // 20 MiB in a growing vector takes the memory from 33 to 65 MiB in one
+    // step: within the subscriber's 128 MiB per instance, past the
+    // tenant's 40 MiB.
+    js_publish(&js, "in.kit", r#"{"op":"alloc","mib":20}"#).await;
+    let dl = crate::dead_letter(&js, 1).await;
+    let reason = crate::header(&dl, "Natsapp-Reason");
+    assert!(
+        reason.contains("the tenant's memory quota of 41943040 bytes is held by its instances"),
+        "{reason}"
+    );
+    let s = settled_stats(&running, "kit").await;
+    assert_eq!(
+        s.failed(natsapp_wasm::settle::FailureCause::Memory),
+        1,
+        "{s:?}"
+    );
+    assert_eq!(s.tenant.as_deref(), Some("acme"));
+}

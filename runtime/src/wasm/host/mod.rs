@@ -58,6 +58,8 @@ pub struct SubscriberHost {
     pub publishes_per_message: u32,
     /// Its tenant's CPU quota, shared with the tenant's other subscribers.
     pub cpu: Option<Arc<crate::wasm::cpu::CpuBudget>>,
+    /// Its tenant's memory quota, shared likewise.
+    pub memory_pool: Option<Arc<crate::wasm::memory::MemoryPool>>,
     /// Settles the subscriber's deliveries (the guest's ack, nak, term and
     /// in-progress go through it too).
     pub settler: Arc<Settler>,
@@ -89,57 +91,13 @@ impl SubscriberHost {
             output_ids: sub.output_ids,
             publishes_per_message: sub.publishes_per_message,
             cpu: None,
+            memory_pool: None,
             settler,
         }
     }
 }
 
-/// Records that a guest asked for more memory than its limit.
-#[derive(Default)]
-pub struct MemoryLimiter {
-    /// The cap, in bytes.
-    pub max: u64,
-    /// Set when a growth was refused.
-    pub exceeded: bool,
-}
-
-/// The error that turns a refused `memory.grow` into a trap.
-#[derive(Debug, thiserror::Error)]
-#[error("memory limit of {limit} bytes exceeded (asked for {desired} bytes)")]
-pub struct MemoryLimitExceeded {
-    /// The cap.
-    pub limit: u64,
-    /// What the guest wanted.
-    pub desired: u64,
-}
-
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.max {
-            self.exceeded = true;
-            return Err(MemoryLimitExceeded {
-                limit: self.max,
-                desired: desired as u64,
-            }
-            .into());
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-}
+pub use super::memory::{MemoryLimitExceeded, MemoryLimiter};
 
 /// The data of one store: one message, one instance.
 pub struct HostState {

@@ -1,0 +1,169 @@
+//! Guest memory limits: `limits.memory` caps one instance — all of its
+//! linear memories together, not each one — and a tenant's `quotas.memory`
+//! caps the memory all its live instances hold at once (a warm instance
+//! holds its memory until it is dropped). A growth past either fails with
+//! a trap the runtime counts as `memory_limit`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The memory a tenant's live instances hold, against its quota.
+#[derive(Debug)]
+pub struct MemoryPool {
+    quota: u64,
+    held: AtomicU64,
+}
+
+impl MemoryPool {
+    /// A pool of `quota` bytes.
+    pub fn new(quota: u64) -> MemoryPool {
+        MemoryPool {
+            quota,
+            held: AtomicU64::new(0),
+        }
+    }
+
+    fn reserve(&self, bytes: u64) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|total| *total <= self.quota)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: u64) {
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+/// One store's memory limiter.
+#[derive(Default)]
+pub struct MemoryLimiter {
+    /// The cap of one instance, in bytes (`limits.memory`).
+    pub max: u64,
+    /// The tenant's pool, when it has a memory quota.
+    pub pool: Option<Arc<MemoryPool>>,
+    /// Bytes this store's memories hold.
+    held: u64,
+    /// Set when a growth was refused.
+    pub exceeded: bool,
+}
+
+/// The error that turns a refused `memory.grow` into a trap.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryLimitExceeded {
+    /// Past `limits.memory`.
+    #[error("memory limit of {limit} bytes exceeded (the instance would hold {desired} bytes)")]
+    Instance {
+        /// The cap.
+        limit: u64,
+        /// What the instance would hold.
+        desired: u64,
+    },
+    /// Past the tenant's `quotas.memory`.
+    #[error("the tenant's memory quota of {quota} bytes is held by its instances (this one asked for {asked} more)")]
+    Tenant {
+        /// The quota.
+        quota: u64,
+        /// The growth refused.
+        asked: u64,
+    },
+}
+
+impl MemoryLimiter {
+    /// A limiter of `max` bytes per instance, drawing on `pool`.
+    pub fn new(max: u64, pool: Option<Arc<MemoryPool>>) -> MemoryLimiter {
+        MemoryLimiter {
+            max,
+            pool,
+            held: 0,
+            exceeded: false,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grow = (desired as u64).saturating_sub(current as u64);
+        let total = self.held.saturating_add(grow);
+        if total > self.max {
+            self.exceeded = true;
+            return Err(MemoryLimitExceeded::Instance {
+                limit: self.max,
+                desired: total,
+            }
+            .into());
+        }
+        if let Some(pool) = &self.pool {
+            if !pool.reserve(grow) {
+                self.exceeded = true;
+                return Err(MemoryLimitExceeded::Tenant {
+                    quota: pool.quota,
+                    asked: grow,
+                }
+                .into());
+            }
+        }
+        self.held = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.release(self.held);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_instance_limit_covers_all_its_memories() {
+        let mut l = MemoryLimiter::new(10 * MIB as u64, None);
+        assert!(l.memory_growing(0, 6 * MIB, None).unwrap());
+        // A second memory of the same instance: 6 + 6 MiB is past 10 MiB.
+        assert!(l.memory_growing(0, 6 * MIB, None).is_err());
+        assert!(l.exceeded);
+    }
+
+    #[test]
+    fn the_tenant_pool_is_shared_and_given_back() {
+        let pool = Arc::new(MemoryPool::new(10 * MIB as u64));
+        let mut a = MemoryLimiter::new(64 * MIB as u64, Some(pool.clone()));
+        let mut b = MemoryLimiter::new(64 * MIB as u64, Some(pool.clone()));
+        assert!(a.memory_growing(0, 8 * MIB, None).unwrap());
+        let refused = b.memory_growing(0, 4 * MIB, None).unwrap_err();
+        assert!(refused
+            .to_string()
+            .starts_with("the tenant's memory quota of 10485760 bytes"));
+        drop(a);
+        assert_eq!(pool.held(), 0);
+        assert!(b.memory_growing(0, 4 * MIB, None).unwrap());
+    }
+}

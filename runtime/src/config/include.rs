@@ -47,7 +47,8 @@ pub(super) fn read_includes(
                 raw.tenants.push(t);
             }
             for mut s in included.subscribers {
-                s.component = rebase(&base, &s.component);
+                let path = s.component.path_mut();
+                *path = rebase(&base, path);
                 s.origin = Some(file.clone());
                 raw.subscribers.push(s);
             }

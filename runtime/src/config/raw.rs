@@ -260,8 +260,9 @@ pub struct RawSubscriber {
     /// The included file it came from (set when reading includes).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
-    /// `component = "handler.wasm"`: relative to this file.
-    pub component: PathBuf,
+    /// `component = "handler.wasm"` (relative to this file), or
+    /// `component = { path = "handler.wasm", sha256 = "…" }` to pin its bytes.
+    pub component: RawComponent,
     /// `subject = "order.created"`: the consumer's filter subject.
     pub subject: Subject,
     /// `stream = "ORDER_EVENTS"`
@@ -320,6 +321,30 @@ pub enum OutputIds {
     /// Input + how many outputs this call already stored: payloads may
     /// differ between deliveries (timestamps); the order may not.
     Sequence,
+}
+
+/// A component file, optionally pinned by its SHA-256.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawComponent {
+    /// `"handler.wasm"`
+    Path(PathBuf),
+    /// `{ path = "handler.wasm", sha256 = "…" }`
+    Pinned {
+        /// The file.
+        path: PathBuf,
+        /// The SHA-256 of its bytes, 64 hexadecimal digits.
+        sha256: String,
+    },
+}
+
+impl RawComponent {
+    /// The file.
+    pub fn path_mut(&mut self) -> &mut PathBuf {
+        match self {
+            RawComponent::Path(p) | RawComponent::Pinned { path: p, .. } => p,
+        }
+    }
 }
 
 /// How instances are used.

@@ -333,3 +333,42 @@ fn an_included_file_with_a_mistake_is_named() {
         )
     );
 }
+
+#[test]
+fn a_pinned_component_must_have_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("h.wasm"), b"component bytes").unwrap();
+    let other = "e51a41f0ff3a5937d3bd1e2a6c91a53d64ef5c88e9bb4c2457bb1b0e14f55ad9";
+    let text = |sha: &str| {
+        format!(
+            "[service]\nname = \"p\"\n[[subscribers]]\nname = \"s\"\ncomponent = {{ path = \"h.wasm\", sha256 = \"{sha}\" }}\nsubject = \"a.b\"\nstream = \"S\"\ndurable = \"d\"\n"
+        )
+    };
+    let path = dir.path().join("service.toml");
+    let digest: String = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(b"component bytes")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    Config::parse(&path, &text(&digest), |_| None).unwrap();
+    let e = Config::parse(&path, &text(other), |_| None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: subscribers[0] (\"s\").component.sha256: {} has SHA-256 {digest}, the file pins {other}: refusing a component that is not the one pinned",
+            path.display(),
+            dir.path().join("h.wasm").display()
+        )
+    );
+    let e = Config::parse(&path, &text("abc"), |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with("\"abc\" is not a SHA-256 (64 hexadecimal digits)"),
+        "{e}"
+    );
+}

@@ -247,6 +247,37 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         (auth.pop().map(|(_, a)| a).unwrap_or_default(), tls)
     }
 
+    /// Checks that the file `component` has the SHA-256 `want`.
+    fn pinned(&mut self, key: &str, component: &Path, want: &str) {
+        use sha2::{Digest, Sha256};
+        let want = want.trim().to_ascii_lowercase();
+        if want.len() != 64 || !want.chars().all(|c| c.is_ascii_hexdigit()) {
+            self.problem(
+                key,
+                format!("{want:?} is not a SHA-256 (64 hexadecimal digits)"),
+            );
+            return;
+        }
+        match std::fs::read(component) {
+            Ok(bytes) => {
+                let have: String = Sha256::digest(&bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                if have != want {
+                    self.problem(
+                        key,
+                        format!(
+                            "{} has SHA-256 {have}, the file pins {want}: refusing a component that is not the one pinned",
+                            component.display()
+                        ),
+                    );
+                }
+            }
+            Err(e) => self.problem(key, format!("cannot read {}: {e}", component.display())),
+        }
+    }
+
     fn tenants(&mut self, raw: Vec<RawTenant>, base: &NatsConfig) -> Vec<TenantConfig> {
         self.unique(raw.iter().map(|t| t.name.clone()), "tenants", "name");
         raw.into_iter()
@@ -393,9 +424,17 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         if s.name.trim().is_empty() {
             self.problem(format!("subscribers[{i}].name"), "must not be empty");
         }
-        let component = self.resolve(&s.component);
+        let (path, pin) = match &s.component {
+            raw::RawComponent::Path(p) => (p, None),
+            raw::RawComponent::Pinned { path, sha256 } => (path, Some(sha256)),
+        };
+        let component = self.resolve(path);
         match std::fs::metadata(&component) {
-            Ok(m) if m.is_file() => {}
+            Ok(m) if m.is_file() => {
+                if let Some(want) = pin {
+                    self.pinned(&format!("{key}.component.sha256"), &component, want);
+                }
+            }
             Ok(_) => self.problem(
                 format!("{key}.component"),
                 format!("{} is not a file", component.display()),

@@ -152,6 +152,8 @@ pub struct Service {
     client: async_nats::Client,
     subscribers: Vec<(Arc<Subscriber>, PullConsumer)>,
     connection: mpsc::UnboundedReceiver<Fatal>,
+    stop_pulling: CancellationToken,
+    tenant_watches: Vec<tokio::task::JoinHandle<()>>,
     stats: Stats,
     _wasm: WasmRuntime,
 }
@@ -168,8 +170,7 @@ impl Service {
         }
         let (connection_tx, connection) = mpsc::unbounded_channel();
         let client =
-            nats::connect::connect(&config.service.name, &config.nats, connection_tx.clone())
-                .await?;
+            nats::connect::connect(&config.service.name, &config.nats, connection_tx).await?;
         let js = jetstream_context(&config, client.clone());
         setup::ensure_streams(&js, &config).await?;
         setup::check_publishers(&js, &config).await?;
@@ -182,7 +183,12 @@ impl Service {
             cpu: None,
             memory: None,
         };
-        let tenants = tenant::connect_all(&config, &connection_tx).await;
+        let mut tenants = tenant::connect_all(&config).await;
+        let stop_pulling = CancellationToken::new();
+        let tenant_stop: std::collections::HashMap<String, CancellationToken> = tenants
+            .keys()
+            .map(|name| (name.clone(), stop_pulling.child_token()))
+            .collect();
         let mut subscribers = Vec::with_capacity(config.subscribers.len());
         let mut stats = Stats {
             client: Some(client.clone()),
@@ -192,7 +198,7 @@ impl Service {
         for (s, pre) in config.subscribers.iter().zip(compiled) {
             let set_up = match &s.tenant {
                 None => Ok(&own),
-                Some(name) => tenants[name].as_ref().map_err(|e| e.to_string()),
+                Some(name) => tenants[name].connection.as_ref().map_err(|e| e.to_string()),
             };
             let set_up = match set_up {
                 Ok(conn) => setup::ensure_subscriber(&conn.jetstream, &config, s)
@@ -232,6 +238,10 @@ impl Service {
                 handler: Handler::new(pre, host.clone(), s.timeout, s.ack_wait, s.instances),
                 host,
                 tenant_permits: conn.permits.clone(),
+                stop: match &s.tenant {
+                    None => stop_pulling.child_token(),
+                    Some(name) => tenant_stop[name].child_token(),
+                },
             };
             stats.subscribers.push((
                 s.name.clone(),
@@ -245,11 +255,27 @@ impl Service {
                 first_failure.unwrap_or_else(|| "no subscriber".into()),
             )));
         }
+        // A tenant's connection gone for good stops its subscribers only.
+        let tenant_watches = tenants
+            .drain()
+            .filter_map(|(name, t)| {
+                let running: Vec<_> = subscribers
+                    .iter()
+                    .filter(|(s, _)| s.config.tenant.as_deref() == Some(name.as_str()))
+                    .map(|(s, _)| s.settler().stats.clone())
+                    .collect();
+                let stop = tenant_stop[&name].clone();
+                (!running.is_empty())
+                    .then(|| tokio::spawn(tenant::watch(name, t.lost, stop, running)))
+            })
+            .collect();
         Ok(Service {
             config,
             client,
             subscribers,
             connection,
+            stop_pulling,
+            tenant_watches,
             stats,
             _wasm: wasm,
         })
@@ -265,7 +291,6 @@ impl Service {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<StatsSnapshot, Error> {
         let (subscriber_fatal, mut subscriber_failed) = mpsc::unbounded_channel();
         let ctx = Arc::new(scheduler::PullContext {
-            stop_pulling: CancellationToken::new(),
             abandon: CancellationToken::new(),
             tracker: TaskTracker::new(),
             streams: self.config.streams.clone(),
@@ -301,7 +326,10 @@ impl Service {
             ),
             Some(reason) => tracing::error!("stopping: {}", telemetry::ErrorChain(reason)),
         }
-        ctx.stop_pulling.cancel();
+        self.stop_pulling.cancel();
+        for w in &self.tenant_watches {
+            w.abort();
+        }
         for l in loops {
             let _ = l.await;
         }

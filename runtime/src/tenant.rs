@@ -1,8 +1,9 @@
 //! Step 2b of the data flow: one NATS connection per tenant, with the
 //! tenant's own identity, so the server's accounts and permissions isolate
 //! tenants too, not only the runtime's allow-lists; and the semaphore of
-//! its concurrency quota. A tenant that cannot connect is reported, and its
-//! subscribers do not run; the others do.
+//! its quotas. A tenant that cannot connect, or whose connection is gone
+//! for good, is reported and its subscribers do not run (or stop); the
+//! others go on.
 
 use crate::config::Config;
 use crate::fatal::Fatal;
@@ -13,11 +14,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 
+/// A tenant's connection (or why it has none) and what ends it.
+pub(crate) struct Tenant {
+    /// Its connection, or why it could not connect.
+    pub(crate) connection: Result<Connection, String>,
+    /// Why its connection is gone for good, when it is.
+    pub(crate) lost: mpsc::UnboundedReceiver<Fatal>,
+}
+
 /// Connects every tenant that has subscribers; a tenant's error is its own.
-pub(crate) async fn connect_all(
-    config: &Config,
-    fatal: &mpsc::UnboundedSender<Fatal>,
-) -> HashMap<String, Result<Connection, String>> {
+pub(crate) async fn connect_all(config: &Config) -> HashMap<String, Tenant> {
     let mut out = HashMap::new();
     for t in &config.tenants {
         if !config
@@ -28,7 +34,8 @@ pub(crate) async fn connect_all(
             continue;
         }
         let name = format!("{}/{}", config.service.name, t.name);
-        let connected = crate::nats::connect::connect(&name, &t.nats, fatal.clone())
+        let (fatal, lost) = mpsc::unbounded_channel();
+        let connected = crate::nats::connect::connect(&name, &t.nats, fatal)
             .await
             .map(|client| Connection {
                 jetstream: jetstream_context(config, client.clone()),
@@ -41,7 +48,30 @@ pub(crate) async fn connect_all(
         if let Err(e) = &connected {
             tracing::error!(tenant = %t.name, "{e}");
         }
-        out.insert(t.name.clone(), connected);
+        out.insert(
+            t.name.clone(),
+            Tenant {
+                connection: connected,
+                lost,
+            },
+        );
     }
     out
+}
+
+/// Waits until the tenant's connection is gone for good, then stops its
+/// subscribers (`stop`) and reports them not running.
+pub(crate) async fn watch(
+    name: String,
+    mut lost: mpsc::UnboundedReceiver<Fatal>,
+    stop: tokio_util::sync::CancellationToken,
+    subscribers: Vec<Arc<crate::stats::SubscriberStats>>,
+) {
+    let reason = lost.recv().await.unwrap_or(Fatal::ConnectionClosed);
+    let reason = format!("tenant {name:?}: {}", crate::telemetry::ErrorChain(&reason));
+    tracing::error!(tenant = %name, "{reason}: its subscribers stop; the others go on");
+    for s in &subscribers {
+        s.not_running(reason.clone());
+    }
+    stop.cancel();
 }

@@ -28,8 +28,6 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 /// What the loops share with the service.
 pub struct PullContext {
-    /// Cancelled when the service stops pulling.
-    pub stop_pulling: CancellationToken,
     /// Cancelled when in-flight handlers must be abandoned (grace period over).
     pub abandon: CancellationToken,
     /// Tracks handler tasks so shutdown can wait for them.
@@ -40,16 +38,17 @@ pub struct PullContext {
     pub fatal: mpsc::UnboundedSender<Fatal>,
 }
 
-/// Pulls and dispatches until `ctx.stop_pulling` is cancelled.
+/// Pulls and dispatches until the subscriber's `stop` is cancelled (the
+/// service stops, or its tenant's connection is gone for good).
 pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<PullContext>) {
     let cfg = &sub.config;
     let permits = Arc::new(Semaphore::new(cfg.concurrency));
-    let watcher = tokio::spawn(watch::run(sub.clone(), ctx.clone()));
+    let watcher = tokio::spawn(watch::run(sub.clone()));
     let mut failures = 0u32;
     'pull: loop {
         let first = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            _ = ctx.stop_pulling.cancelled() => break,
+            _ = sub.stop.cancelled() => break,
         };
         let first_of_tenant = match &sub.tenant_permits {
             None => None,
@@ -59,7 +58,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                     sub.settler().stats.concurrency_quota_wait();
                     tokio::select! {
                         p = quota.clone().acquire_owned() => Some(p.expect("semaphore is never closed")),
-                        _ = ctx.stop_pulling.cancelled() => break,
+                        _ = sub.stop.cancelled() => break,
                     }
                 }
             },
@@ -85,14 +84,14 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             .messages();
         let batch = tokio::select! {
             b = request => b,
-            _ = ctx.stop_pulling.cancelled() => break,
+            _ = sub.stop.cancelled() => break,
         };
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
                 failures += 1;
                 tracing::warn!(subscriber = %cfg.name, "pull request failed: {e}");
-                if !pause(&ctx, failures).await {
+                if !pause(&sub.stop, failures).await {
                     break;
                 }
                 continue;
@@ -101,7 +100,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
         loop {
             tokio::select! {
                 biased;
-                _ = ctx.stop_pulling.cancelled() => {
+                _ = sub.stop.cancelled() => {
                     hand_back(&sub, batch).await;
                     break 'pull;
                 }
@@ -132,7 +131,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                         match recover::recover(&sub, &ctx, failure).await {
                             Ok(Recovered::Consumer(c)) => consumer = *c,
                             Ok(Recovered::Nothing) => {
-                                if !pause(&ctx, failures).await {
+                                if !pause(&sub.stop, failures).await {
                                     break 'pull;
                                 }
                             }
@@ -172,11 +171,11 @@ async fn hand_back(sub: &Subscriber, mut batch: jetstream::consumer::pull::Batch
 }
 
 /// Waits before the next try, longer after each failure; false when stopping.
-async fn pause(ctx: &PullContext, failures: u32) -> bool {
+async fn pause(stop: &CancellationToken, failures: u32) -> bool {
     let wait =
         (Duration::from_millis(100) * 2u32.saturating_pow(failures.min(6))).min(MAX_RETRY_PAUSE);
     tokio::select! {
         _ = tokio::time::sleep(wait) => true,
-        _ = ctx.stop_pulling.cancelled() => false,
+        _ = stop.cancelled() => false,
     }
 }

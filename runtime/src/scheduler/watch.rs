@@ -4,7 +4,6 @@
 //! resumes the consumer. A paused consumer is not drift: the runtime keeps
 //! its pulls waiting and goes on when the server resumes it.
 
-use super::PullContext;
 use crate::dispatch::Subscriber;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,14 +12,14 @@ use std::time::Duration;
 pub const EVERY: Duration = Duration::from_secs(2);
 
 /// Looks at the durable every [`EVERY`] until the service stops pulling.
-pub async fn run(sub: Arc<Subscriber>, ctx: Arc<PullContext>) {
+pub async fn run(sub: Arc<Subscriber>) {
     let cfg = &sub.config;
     let settler = sub.settler();
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = ctx.stop_pulling.cancelled() => return,
+            _ = sub.stop.cancelled() => return,
         }
         let Ok(stream) = sub.host.jetstream.get_stream(cfg.stream.as_str()).await else {
             continue;

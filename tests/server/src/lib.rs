@@ -117,6 +117,17 @@ impl NatsServer {
         (child, url)
     }
 
+    /// Replaces the configuration `with_config` wrote and has the server
+    /// reload it (SIGHUP), as an operator would.
+    pub fn reload(&self, config: &str) {
+        std::fs::write(self.dir.path().join(CONFIG_FILE), config).unwrap();
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -HUP {} failed", self.child.id());
+    }
+
     /// The server's process id (to signal it: a stalled or paused server).
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -186,3 +186,41 @@ async fn a_tenants_memory_quota_holds_across_its_instances() {
     );
     assert_eq!(s.tenant.as_deref(), Some("acme"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_connection_is_refused_later_stops_alone() {
+    let server = NatsServer::with_config(ACCOUNTS);
+    let text = SERVICE.replace(
+        "password = \"svc\"\n",
+        "password = \"svc\"\nreconnect_time_wait = \"100ms\"\nmax_reconnect_attempts = 3\n",
+    );
+    let file = ServiceFile::new(&server, &text);
+    file.write(&server, "tenants/acme.toml", &tenant("acme", "acme", ""));
+    file.write(&server, "tenants/beta.toml", &tenant("beta", "beta", ""));
+    let running = Running::start(&file).await;
+
+    // The operator removes acme's user: the server drops its connection
+    // and refuses it from then on.
+    server.reload(&ACCOUNTS.replace("users: [ { user: acme, password: acme } ]", "users: []"));
+    let acme = stats_until(&running, "acme-kit", "acme's subscriber stopped", |s| {
+        s.not_running.is_some()
+    })
+    .await;
+    assert!(
+        acme.not_running
+            .as_deref()
+            .unwrap()
+            .starts_with("tenant \"acme\": "),
+        "{acme:?}"
+    );
+
+    let beta = connect(&server, "beta").await;
+    let beta_js = async_nats::jetstream::new(beta);
+    js_publish(&beta_js, "beta.in", r#"{"op":"ok"}"#).await;
+    stats_until(&running, "beta-kit", "beta still handling", |s| {
+        s.acked == 1
+    })
+    .await;
+    assert!(running.subscriber("beta-kit").not_running.is_none());
+    running.stop().await;
+}

@@ -1,0 +1,137 @@
+//! Step 3 of the data flow: streams and durable pull consumers. Declares what
+//! is missing and may be declared; verifies what exists; never silently
+//! changes or ignores a stream or consumer that differs from the file
+//! (`streams`), and sets the fields of a durable the runtime manages in place
+//! (`consumers`).
+
+mod consumers;
+mod streams;
+
+pub use consumers::*;
+pub use streams::*;
+
+use crate::config::{Config, Retention, Storage, StreamConfig, SubscriberConfig};
+use async_nats::jetstream::consumer::{self, pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::context::{GetStreamByNameErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, context::ConsumerInfoErrorKind, ErrorCode};
+use std::collections::BTreeSet;
+
+/// Why streams or consumers cannot be used as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A stream that must exist does not.
+    #[error("stream {stream:?} ({used_by}) is neither declared in [[streams]] nor present on the server")]
+    StreamMissing {
+        /// The stream.
+        stream: String,
+        /// Which entry needs it.
+        used_by: String,
+    },
+    /// A stream exists with other settings than the file's.
+    #[error("stream {stream:?} on the server differs from [[streams]] in the file: {}; change the file or the stream (the runtime never changes it)", diffs.join("; "))]
+    StreamDiffers {
+        /// The stream.
+        stream: String,
+        /// One entry per differing field.
+        diffs: Vec<String>,
+    },
+    /// A durable exists with settings that change what the handler gets.
+    #[error("durable consumer {durable:?} on stream {stream:?} differs from subscriber {subscriber:?}: {}; delete the consumer or change the file (the runtime changes only the fields it manages)", diffs.join("; "))]
+    ConsumerDiffers {
+        /// The subscriber.
+        subscriber: String,
+        /// The stream.
+        stream: String,
+        /// The durable.
+        durable: String,
+        /// One entry per differing field.
+        diffs: Vec<String>,
+    },
+    /// A subject that must be stored (a dead letter, a publisher with a
+    /// stream) is captured by no stream.
+    #[error("{key}: no stream on the server captures {subject:?}{}; a publish there would not be stored", expected.as_ref().map(|s| format!(" (stream {s:?} does not)")).unwrap_or_default())]
+    NotCaptured {
+        /// The key in service.toml.
+        key: String,
+        /// The subject.
+        subject: String,
+        /// The stream the file names for it, if any.
+        expected: Option<String>,
+    },
+    /// A stream the service needs is gone and may not be declared again.
+    #[error("stream {stream:?} is gone from the server")]
+    StreamGone {
+        /// The stream.
+        stream: String,
+    },
+    /// The server refused or failed a request.
+    #[error("{what}: {message}")]
+    Server {
+        /// What was being done.
+        what: String,
+        /// The server's or client's answer.
+        message: String,
+        /// The server said the request itself is invalid (a configuration problem).
+        invalid: bool,
+    },
+}
+
+impl SetupError {
+    /// True when the file, not the server's health, is at fault.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            SetupError::Server { invalid, .. } => *invalid,
+            _ => true,
+        }
+    }
+}
+
+fn server(what: impl Into<String>, e: impl std::fmt::Display, invalid: bool) -> SetupError {
+    SetupError::Server {
+        what: what.into(),
+        message: e.to_string(),
+        invalid,
+    }
+}
+
+/// Whether `stream` is the input stream of a tenant's subscriber: such a
+/// stream lives in the tenant's account and is set up through its
+/// connection (`ensure_subscriber`), not the service's.
+fn tenant_input(config: &Config, stream: &str) -> bool {
+    config
+        .subscribers
+        .iter()
+        .any(|s| s.tenant.is_some() && s.stream.as_str() == stream)
+}
+
+/// Sets up one subscriber on `js` — its tenant's connection, or the
+/// service's: a tenant's input stream is declared (or verified) when the
+/// file lists it, else it must exist; its dead-letter subject must be
+/// captured by a stream; its durable is created or verified.
+pub async fn ensure_subscriber(
+    js: &jetstream::Context,
+    config: &Config,
+    sub: &SubscriberConfig,
+) -> Result<PullConsumer, SetupError> {
+    if sub.tenant.is_some() {
+        match config.streams.iter().find(|s| s.name == sub.stream) {
+            Some(st) => ensure_stream(js, st).await?,
+            None => {
+                stream_exists(
+                    js,
+                    sub.stream.as_str(),
+                    format!("stream of subscriber {:?}", sub.name),
+                )
+                .await?
+            }
+        }
+    }
+    check_dead_letter(js, config, sub).await?;
+    ensure_consumer(js, sub).await
+}
+
+/// Whether a stream lookup failed because the stream does not exist.
+pub fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), GetStreamErrorKind::JetStream(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}

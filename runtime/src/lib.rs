@@ -115,6 +115,7 @@ pub(crate) struct Connection {
     permits: Option<Arc<tokio::sync::Semaphore>>,
     cpu: Option<Arc<wasm::cpu::CpuBudget>>,
     memory: Option<Arc<wasm::memory::MemoryPool>>,
+    publish: Option<Arc<wasm::rate::PublishQuota>>,
 }
 
 /// JetStream on `client`, waiting for PubAcks as long as the longest
@@ -182,6 +183,7 @@ impl Service {
             permits: None,
             cpu: None,
             memory: None,
+            publish: None,
         };
         let mut tenants = tenant::connect_all(&config).await;
         let stop_pulling = CancellationToken::new();
@@ -232,6 +234,7 @@ impl Service {
             );
             host.cpu = conn.cpu.clone();
             host.memory_pool = conn.memory.clone();
+            host.publish_quota = conn.publish.clone();
             let host = Arc::new(host);
             let sub = Subscriber {
                 config: s.clone(),

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::fatal::Fatal;
 use crate::wasm::cpu::CpuBudget;
 use crate::wasm::memory::MemoryPool;
+use crate::wasm::rate::{PublishQuota, RateLimit};
 use crate::{jetstream_context, Connection};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,10 @@ pub(crate) async fn connect_all(config: &Config) -> HashMap<String, Tenant> {
                 permits: t.quotas.concurrency.map(|n| Arc::new(Semaphore::new(n))),
                 cpu: t.quotas.cpu.map(|c| Arc::new(CpuBudget::new(c))),
                 memory: t.quotas.memory.map(|m| Arc::new(MemoryPool::new(m))),
+                publish: Some(Arc::new(PublishQuota {
+                    rate: t.quotas.publish_rate.map(RateLimit::new),
+                    bytes: t.quotas.publish_bytes.map(RateLimit::new),
+                })),
             })
             .map_err(|e| format!("tenant {:?}: {e}", t.name));
         if let Err(e) = &connected {

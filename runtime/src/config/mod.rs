@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-pub use values::{ByteSize, Dur, Name, Subject};
+pub use values::{ByteSize, Dur, Name, PerSecond, Subject};
 
 /// Defaults, in one place so the README can quote them.
 pub mod defaults {
@@ -59,6 +59,10 @@ pub mod defaults {
     pub const TENANT_CPU: f64 = 1.0;
     /// `quotas.memory` of a declared tenant
     pub const TENANT_MEMORY: u64 = 1 << 30;
+    /// `quotas.publish_rate` of a declared tenant, per second
+    pub const TENANT_PUBLISH_RATE: u64 = 10_000;
+    /// `quotas.publish_bytes` of a declared tenant, per second
+    pub const TENANT_PUBLISH_BYTES: u64 = 64 << 20;
     /// `outputs.ids`
     pub const OUTPUT_IDS: super::raw::OutputIds = super::raw::OutputIds::Content;
     /// `instances`
@@ -110,6 +114,10 @@ pub struct Quotas {
     pub cpu: Option<f64>,
     /// Bytes of guest memory its live instances may hold (`None`: no quota).
     pub memory: Option<u64>,
+    /// Publishes and requests per second (`None`: no quota).
+    pub publish_rate: Option<u64>,
+    /// Payload bytes published per second (`None`: no quota).
+    pub publish_bytes: Option<u64>,
 }
 
 /// `[service]`, validated.

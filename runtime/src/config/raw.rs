@@ -2,7 +2,7 @@
 //! are checked for syntax here (see `values`); how they fit together is
 //! checked in `validate`.
 
-use super::values::{ByteSize, Dur, Name, Subject};
+use super::values::{ByteSize, Dur, Name, PerSecond, Subject};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -96,6 +96,10 @@ pub struct RawQuotas {
     pub cpu: Option<Cores>,
     /// `memory = "512MiB"`: guest memory its live instances may hold together.
     pub memory: Option<ByteSize>,
+    /// `publish_rate = "5000/s"`: publishes and requests per second across its subscribers.
+    pub publish_rate: Option<PerSecond>,
+    /// `publish_bytes = "10MiB/s"`: payload bytes published per second across its subscribers.
+    pub publish_bytes: Option<PerSecond>,
 }
 
 /// A number of cores, written `"0.5"` or `0.5`.

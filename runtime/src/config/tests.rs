@@ -244,6 +244,8 @@ publish = ["acme.payments.>"]
             publishes_per_message: defaults::PUBLISHES_PER_MESSAGE,
             cpu: Some(defaults::TENANT_CPU),
             memory: Some(defaults::TENANT_MEMORY),
+            publish_rate: Some(defaults::TENANT_PUBLISH_RATE),
+            publish_bytes: Some(defaults::TENANT_PUBLISH_BYTES),
         }
     );
     let s = c.subscriber("charge").unwrap();

@@ -58,6 +58,26 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// A rate per second written `"5000/s"` (a count) or `"10MiB/s"` (bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PerSecond(pub u64);
+
+impl TryFrom<String> for PerSecond {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let amount = s
+            .trim()
+            .strip_suffix("/s")
+            .ok_or_else(|| format!("invalid rate {s:?}: write it as \"5000/s\" or \"10MiB/s\""))?;
+        match ByteSize::parse(amount) {
+            Ok(ByteSize(n)) if n > 0 => Ok(PerSecond(n)),
+            Ok(_) => Err(format!("invalid rate {s:?}: it must be more than zero")),
+            Err(e) => Err(format!("invalid rate {s:?}: {e}")),
+        }
+    }
+}
+
 /// A size in bytes written as `"64MiB"`, `"512KiB"`, `"1GB"` or a plain number of bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);

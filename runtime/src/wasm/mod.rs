@@ -10,6 +10,7 @@ pub mod guest_log;
 pub mod host;
 pub mod invoke;
 pub mod memory;
+pub mod rate;
 
 use host::HostState;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -224,3 +224,34 @@ async fn a_tenant_whose_connection_is_refused_later_stops_alone() {
     assert!(running.subscriber("beta-kit").not_running.is_none());
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_flood_is_refused_past_the_tenants_rate() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &crate::kit_service("tenant = \"acme\"").replace(
+            "[[subscribers]]",
+            "[[tenants]]\nname = \"acme\"\nquotas = { publish_rate = \"100/s\" }\n\n[[subscribers]]",
+        ),
+    );
+    let running = Running::start(&file).await;
+    let client = server.client().await;
+    let js = server.jetstream().await;
+    let mut flood = subscribe(&client, "testkit.out.flood").await;
+    js_publish(&js, "in.kit", r#"{"op":"publish_flood","n":1000}"#).await;
+    let s = stats_until(&running, "kit", "the flood handled", |s| s.acked == 1).await;
+    let mut received = 0;
+    while tokio::time::timeout(
+        Duration::from_millis(500),
+        futures::StreamExt::next(&mut flood),
+    )
+    .await
+    .is_ok()
+    {
+        received += 1;
+    }
+    // A full second's worth (100), plus what refilled while the guest ran.
+    assert!((100..150).contains(&received), "{received} published");
+    assert!(s.quota_refused >= 1, "{s:?}");
+}

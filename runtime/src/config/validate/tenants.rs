@@ -136,6 +136,16 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                             .unwrap_or(defaults::PUBLISHES_PER_MESSAGE),
                         cpu: Some(t.quotas.cpu.map_or(defaults::TENANT_CPU, |c| c.0)),
                         memory: Some(t.quotas.memory.map_or(defaults::TENANT_MEMORY, |m| m.0)),
+                        publish_rate: Some(
+                            t.quotas
+                                .publish_rate
+                                .map_or(defaults::TENANT_PUBLISH_RATE, |r| r.0),
+                        ),
+                        publish_bytes: Some(
+                            t.quotas
+                                .publish_bytes
+                                .map_or(defaults::TENANT_PUBLISH_BYTES, |r| r.0),
+                        ),
                     },
                     grant_publish: t.grants.publish,
                 }

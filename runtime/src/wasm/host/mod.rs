@@ -60,6 +60,8 @@ pub struct SubscriberHost {
     pub cpu: Option<Arc<crate::wasm::cpu::CpuBudget>>,
     /// Its tenant's memory quota, shared likewise.
     pub memory_pool: Option<Arc<crate::wasm::memory::MemoryPool>>,
+    /// Its tenant's publish quotas, shared likewise.
+    pub publish_quota: Option<Arc<crate::wasm::rate::PublishQuota>>,
     /// Settles the subscriber's deliveries (the guest's ack, nak, term and
     /// in-progress go through it too).
     pub settler: Arc<Settler>,
@@ -92,6 +94,7 @@ impl SubscriberHost {
             publishes_per_message: sub.publishes_per_message,
             cpu: None,
             memory_pool: None,
+            publish_quota: None,
             settler,
         }
     }

@@ -63,6 +63,21 @@ impl HostState {
             reply_to,
         )?)
     }
+
+    /// Pays for a publish or request of `bytes` from the tenant's publish
+    /// quotas; refused at once when they are spent.
+    fn pay(&self, bytes: usize) -> Result<(), Error> {
+        let Some(quota) = &self.sub.publish_quota else {
+            return Ok(());
+        };
+        quota.pay(bytes).map_err(|which| {
+            self.sub.settler.stats.quota_refused();
+            Error::Denied(format!(
+                "quota: subscriber {:?}'s tenant has used its {which}",
+                &*self.sub.name
+            ))
+        })
+    }
 }
 
 impl From<PublishError> for Error {
@@ -82,7 +97,10 @@ impl Host for HostState {
         data: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<Option<PublishAck>, Error>> {
-        if let Err(e) = self.allowed(&subject, Use::Publish) {
+        if let Err(e) = self
+            .allowed(&subject, Use::Publish)
+            .and_then(|()| self.pay(data.len()))
+        {
             return Ok(Err(e));
         }
         let mut map = match header_map(headers) {
@@ -139,7 +157,10 @@ impl Host for HostState {
         headers: Vec<(String, String)>,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Response, Error>> {
-        if let Err(e) = self.allowed(&subject, Use::Request) {
+        if let Err(e) = self
+            .allowed(&subject, Use::Request)
+            .and_then(|()| self.pay(data.len()))
+        {
             return Ok(Err(e));
         }
         let mut map = match header_map(headers) {

@@ -1,17 +1,19 @@
 //! The noisy-neighbour figure: tenant "quiet" (the Rust no-op, 100 at once)
 //! drains a preloaded stream while tenant "noisy", in the same process,
-//! runs 16 guests that spin until their 5 s time limit. The quiet tenant's
+//! runs 16 guests that (a) spin until their 5 s time limit, (b) flood
+//! publishes, or (c) allocate past their memory limit. The quiet tenant's
 //! throughput is reported as a ratio of its throughput alone, same run.
 //!
 //! Every case starts the quiet tenant's durable paused, waits until the
-//! noisy guests are all spinning (16 messages awaiting ack), then resumes
-//! it and times the drain, so the spinning is under way for the whole
-//! measurement.
+//! noisy tenant has taken 16 messages, then resumes it and times the
+//! drain, so the noise is under way for the whole measurement.
 
 use super::*;
 
-/// Spinning guests of the noisy tenant.
+/// Guests of the noisy tenant at once.
 const SPINNERS: usize = 16;
+/// Messages preloaded for the noisy tenant: enough to outlast the quiet drain.
+const NOISY_MESSAGES: usize = 5_000;
 
 /// How the noisy subscriber runs in each case.
 #[derive(Clone, Copy)]
@@ -28,25 +30,51 @@ impl Bench {
     pub(crate) async fn noisy(&self) -> Vec<Row> {
         let n = self.n.min(5_000);
         let testkit = guest("wasm32-wasip2/release/testkit.wasm");
+        const SPIN: &str = r#"{"op":"spin"}"#;
+        const FLOOD: &str = r#"{"op":"publish_flood","n":1000000}"#;
+        const BOMB: &str = r#"{"op":"alloc","mib":256}"#;
         let cases = [
-            ("quiet tenant alone", Noise::None),
+            ("quiet tenant alone", Noise::None, SPIN),
             (
-                "quiet tenant, noisy subscriber without quotas (before tenants)",
+                "(a) spinning, noisy subscriber without quotas (before tenants)",
                 Noise::Unbounded,
+                SPIN,
             ),
             (
-                "quiet tenant, noisy tenant at the default quotas (cpu 1)",
+                "(a) spinning, noisy tenant at the default quotas (cpu 1)",
                 Noise::Tenant(None),
+                SPIN,
             ),
             (
-                "quiet tenant, noisy tenant with cpu = 0.1",
+                "(a) spinning, noisy tenant with cpu = 0.1",
                 Noise::Tenant(Some(0.1)),
+                SPIN,
+            ),
+            (
+                "(b) publish flood, noisy tenant at the default quotas",
+                Noise::Tenant(None),
+                FLOOD,
+            ),
+            (
+                "(b) publish flood, noisy tenant with cpu = 0.1",
+                Noise::Tenant(Some(0.1)),
+                FLOOD,
+            ),
+            (
+                "(c) memory bombs, noisy tenant at the default quotas",
+                Noise::Tenant(None),
+                BOMB,
+            ),
+            (
+                "(c) memory bombs, noisy tenant with cpu = 0.1",
+                Noise::Tenant(Some(0.1)),
+                BOMB,
             ),
         ];
         let mut rows = Vec::new();
         let mut alone = None;
-        for (i, (case, noise)) in cases.into_iter().enumerate() {
-            let rate = self.noisy_case(i, noise, &testkit, n).await;
+        for (i, (case, noise, op)) in cases.into_iter().enumerate() {
+            let rate = self.noisy_case(i, noise, op, &testkit, n).await;
             eprintln!("{case}: {rate:.0} msgs/s");
             let base = *alone.get_or_insert(rate);
             rows.push(Row {
@@ -59,19 +87,31 @@ impl Bench {
         rows
     }
 
-    async fn noisy_case(&self, case: usize, noise: Noise, testkit: &Path, n: usize) -> f64 {
+    async fn noisy_case(
+        &self,
+        case: usize,
+        noise: Noise,
+        op: &str,
+        testkit: &Path,
+        n: usize,
+    ) -> f64 {
         let (quiet, noisy) = (format!("QUIET{case}"), format!("NOISY{case}"));
         let quiet_subject = format!("quiet{case}.in");
         let noisy_subject = format!("noisy{case}.in");
         preload(&self.js, &quiet, &quiet_subject, n).await;
         create_stream(&self.js, &noisy, &[&noisy_subject]).await;
-        for _ in 0..SPINNERS * 4 {
-            self.js
-                .publish(noisy_subject.clone(), r#"{"op":"spin"}"#.into())
-                .await
-                .unwrap()
-                .await
-                .unwrap();
+        // Enough noise to outlast the quiet tenant's drain.
+        let mut acks = Vec::new();
+        for _ in 0..NOISY_MESSAGES {
+            acks.push(
+                self.js
+                    .publish(noisy_subject.clone(), op.to_string().into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for ack in acks {
+            ack.await.unwrap();
         }
         let mut toml = format!(
             "[service]\nname = \"noisy-bench\"\ngraceful_timeout = \"1s\"\n[nats]\nservers = [\"{}\"]\n\
@@ -98,7 +138,8 @@ impl Bench {
         if let Some(tenant) = &noisy_tenant {
             toml += &format!(
                 "[[subscribers]]\nname = \"noisy\"\n{tenant}component = \"{}\"\nsubject = \"{noisy_subject}\"\n\
-                 stream = \"{noisy}\"\ndurable = \"noisy\"\nconcurrency = {SPINNERS}\nlimits = {{ timeout = \"5s\" }}\n",
+                 stream = \"{noisy}\"\ndurable = \"noisy\"\nconcurrency = {SPINNERS}\nlimits = {{ timeout = \"5s\" }}\n\
+                 publish = [\"testkit.out.>\"]\n",
                 testkit.display()
             );
         }
@@ -108,9 +149,9 @@ impl Bench {
             let s = self.js.get_stream(&noisy).await.unwrap();
             let t0 = Instant::now();
             loop {
-                within(t0, "the noisy guests to spin");
+                within(t0, "the noisy tenant to take its messages");
                 if let Ok(info) = s.consumer_info("noisy").await {
-                    if info.num_ack_pending >= SPINNERS {
+                    if info.delivered.stream_sequence >= SPINNERS as u64 {
                         break;
                     }
                 }

@@ -4,7 +4,7 @@
 //!   cargo bench -p natsapp-wasm --bench throughput -- [--messages N] [--json PATH] [--rate R]
 //!       [--seconds S] [--rounds R] [--only SECTION,…]
 //!
-//! Sections: throughput, noisy, calls, python, latency, startup, idle (all by default).
+//! Sections: throughput, noisy, tenants, calls, python, latency, startup, idle (all by default).
 //! Throughput cases run in R rounds (default 3), each round every case once,
 //! and report the median.
 //!
@@ -32,6 +32,7 @@ mod noisy;
 mod python;
 mod report;
 mod service;
+mod tenants;
 
 use broker::*;
 use instance::*;
@@ -44,9 +45,10 @@ const CONCURRENCY: usize = 100;
 const PAYLOAD: usize = 128;
 
 const RAW: &str = "raw async-nats (batch ≤ free permits, 100 at once, ack each)";
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "throughput",
     "noisy",
+    "tenants",
     "calls",
     "python",
     "latency",
@@ -193,6 +195,9 @@ async fn main() {
     }
     if a.runs("noisy") {
         rows.extend(b.noisy().await);
+    }
+    if a.runs("tenants") {
+        rows.extend(b.tenants().await);
     }
     if a.runs("latency") {
         rows.extend(b.latency(a.rate, a.seconds).await);

@@ -108,13 +108,17 @@ impl Bench {
         let took = started.expect("a delivery before draining").elapsed();
         let (peak, _) = rss_mib(child.id());
         stop(child);
+        self.delete_case_streams(case).await;
+        ((per * SUBSCRIBERS) as f64 / took.as_secs_f64(), peak)
+    }
+
+    async fn delete_case_streams(&self, case: usize) {
         let names: Vec<String> = (0..SUBSCRIBERS).map(|k| format!("T{case}_{k}")).collect();
         delete_streams(
             &self.js,
             &names.iter().map(String::as_str).collect::<Vec<_>>(),
         )
         .await;
-        ((per * SUBSCRIBERS) as f64 / took.as_secs_f64(), peak)
     }
 
     /// RSS of the service idle with its subscribers as `tenants` tenants.
@@ -139,12 +143,7 @@ impl Bench {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (_, rss) = rss_mib(child.id());
         stop(child);
-        let names: Vec<String> = (0..SUBSCRIBERS).map(|k| format!("T{case}_{k}")).collect();
-        delete_streams(
-            &self.js,
-            &names.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
-        .await;
+        self.delete_case_streams(case).await;
         rss
     }
 }

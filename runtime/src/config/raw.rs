@@ -64,7 +64,8 @@ pub struct RawTenant {
 }
 
 /// `[[tenants]] nats = { … }`: the tenant's identity; how to connect
-/// (reconnects, timeouts) is the service's `[nats]`.
+/// (reconnects, timeouts) is the service's `[nats]`. Not `RawNats`: a
+/// tenant chooses who it is, never how the service connects.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTenantNats {

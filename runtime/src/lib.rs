@@ -155,6 +155,7 @@ pub struct Service {
     connection: mpsc::UnboundedReceiver<Fatal>,
     stop_pulling: CancellationToken,
     tenant_watches: Vec<tokio::task::JoinHandle<()>>,
+    tenant_clients: Vec<async_nats::Client>,
     stats: Stats,
     _wasm: WasmRuntime,
 }
@@ -258,6 +259,10 @@ impl Service {
                 first_failure.unwrap_or_else(|| "no subscriber".into()),
             )));
         }
+        let tenant_clients = tenants
+            .values()
+            .filter_map(|t| t.connection.as_ref().ok().map(|c| c.client.clone()))
+            .collect();
         // A tenant's connection gone for good stops its subscribers only.
         let tenant_watches = tenants
             .drain()
@@ -279,6 +284,7 @@ impl Service {
             connection,
             stop_pulling,
             tenant_watches,
+            tenant_clients,
             stats,
             _wasm: wasm,
         })
@@ -347,12 +353,20 @@ impl Service {
         if let Some(p) = periodic {
             p.abort();
         }
-        match tokio::time::timeout(FLUSH_WAIT, self.client.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("could not flush the last acknowledgements: {e}"),
-            Err(_) => tracing::warn!(
-                "the last acknowledgements were not flushed within {FLUSH_WAIT:?} (is the server gone?); the server redelivers those messages after ack_wait"
-            ),
+        // Every connection acks went out on: the service's and the tenants'.
+        let mut clients = vec![self.client.clone()];
+        clients.extend(self.tenant_clients.iter().cloned());
+        let flushes = clients
+            .iter()
+            .map(|c| tokio::time::timeout(FLUSH_WAIT, c.flush()));
+        for flushed in futures::future::join_all(flushes).await {
+            match flushed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("could not flush the last acknowledgements: {e}"),
+                Err(_) => tracing::warn!(
+                    "the last acknowledgements were not flushed within {FLUSH_WAIT:?} (is the server gone?); the server redelivers those messages after ack_wait"
+                ),
+            }
         }
         let snapshot = self.stats.snapshot();
         telemetry::log_stats(&snapshot);

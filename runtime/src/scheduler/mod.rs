@@ -110,7 +110,10 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                         failures = 0;
                         let permit = held.pop().expect("a batch never returns more messages than asked for");
                         let msg = match InFlight::new(message) {
-                            Ok(msg) => Arc::new(msg),
+                            Ok(mut msg) => {
+                                msg.ledger_generation = sub.settler().ledger.generation();
+                                Arc::new(msg)
+                            }
                             Err((message, why)) => {
                                 sub.settler().not_a_delivery(&message, &why).await;
                                 continue;
@@ -120,6 +123,9 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                         ctx.tracker.spawn(async move {
                             let _permit = permit;
                             tokio::select! {
+                                // Dispatch first: it counts the delivery
+                                // before an abandonment can settle it.
+                                biased;
                                 _ = sub.dispatch(msg.clone()) => {}
                                 _ = abandon.cancelled() => sub.settler().abandoned(&msg).await,
                             }

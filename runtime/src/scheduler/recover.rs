@@ -62,7 +62,13 @@ enum Diagnosis {
 async fn diagnose(sub: &Subscriber) -> Diagnosis {
     let cfg = &sub.config;
     let stream = match sub.host.jetstream.get_stream(cfg.stream.as_str()).await {
-        Ok(s) => s,
+        Ok(s) => {
+            // A stream created again numbers its messages anew.
+            sub.settler()
+                .ledger
+                .observe_stream(super::watch::created_ns(&s));
+            s
+        }
         Err(e) if setup::is_stream_not_found(&e) => return Diagnosis::StreamGone,
         Err(e) => return Diagnosis::Unreachable(e.to_string()),
     };

@@ -16,6 +16,7 @@ const MAX_REMEMBERED: usize = 100_000;
 #[derive(Debug, Default)]
 pub struct AckLedger {
     stream_created_ns: AtomicU64,
+    generation: AtomicU64,
     floor: AtomicU64,
     done: Mutex<BTreeSet<u64>>,
 }
@@ -30,8 +31,18 @@ impl AckLedger {
             return false;
         }
         self.floor.store(0, Ordering::Release);
-        self.done.lock().expect("ledger lock").clear();
+        let mut done = self.done.lock().expect("ledger lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        done.clear();
         true
+    }
+
+    /// Which stream the ledger's sequences belong to: it changes when the
+    /// stream is created again. A delivery records it when fetched, so a
+    /// handler of the old stream finishing late cannot mark a sequence of
+    /// the new one as done.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The stream sequence of the consumer's ack floor as last observed
@@ -45,9 +56,13 @@ impl AckLedger {
         self.floor.fetch_max(floor, Ordering::AcqRel);
     }
 
-    /// Records that `sequence` was acked or terminated by this process.
-    pub fn finished(&self, sequence: u64) {
+    /// Records that `sequence`, fetched in ledger `generation`, was acked
+    /// or terminated by this process.
+    pub fn finished(&self, sequence: u64, generation: u64) {
         let mut done = self.done.lock().expect("ledger lock");
+        if generation != self.generation() {
+            return;
+        }
         done.insert(sequence);
         if done.len() > MAX_REMEMBERED {
             done.pop_first();
@@ -68,7 +83,7 @@ mod tests {
     fn remembers_what_it_finished_and_the_highest_floor() {
         let l = AckLedger::default();
         for s in [3, 5, 9] {
-            l.finished(s);
+            l.finished(s, 0);
         }
         assert!(l.already_finished(5) && !l.already_finished(4));
         l.observe_floor(5);
@@ -84,20 +99,25 @@ mod tests {
     fn a_stream_created_again_starts_a_new_ledger() {
         let l = AckLedger::default();
         assert!(!l.observe_stream(100));
-        l.finished(7);
+        l.finished(7, 0);
         l.observe_floor(7);
         assert!(!l.observe_stream(100));
         assert!(l.already_finished(7));
         assert!(l.observe_stream(200));
         assert_eq!(l.floor(), 0);
         assert!(!l.already_finished(7));
+        l.finished(9, 0);
+        assert!(
+            !l.already_finished(9),
+            "a handler of the old stream finishing late marks nothing of the new one"
+        );
     }
 
     #[test]
     fn is_bounded() {
         let l = AckLedger::default();
         for s in 1..=(MAX_REMEMBERED as u64 + 10) {
-            l.finished(s);
+            l.finished(s, 0);
         }
         assert!(!l.already_finished(10));
         assert!(l.already_finished(11));

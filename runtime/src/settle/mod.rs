@@ -64,6 +64,8 @@ pub struct InFlight {
     pub delivery: DeliveryInfo,
     /// The outputs the handler stored for it (their `Nats-Msg-Id`s).
     pub outputs: Outputs,
+    /// The settle ledger's generation when it was fetched (see `AckLedger::generation`).
+    pub ledger_generation: u64,
     by_guest: Mutex<ByGuest>,
 }
 
@@ -94,6 +96,7 @@ impl InFlight {
             delivery,
             message,
             outputs: Outputs::default(),
+            ledger_generation: 0,
             by_guest: Mutex::new(ByGuest::Nothing),
         })
     }
@@ -235,13 +238,13 @@ impl Settler {
         } else {
             self.send(msg, Ack::Ack).await?;
         }
-        self.ledger.finished(msg.sequence);
+        self.ledger.finished(msg.sequence, msg.ledger_generation);
         Ok(())
     }
 
     async fn term(&self, msg: &InFlight, reason: String) -> Result<(), AckError> {
         self.send(msg, Ack::Term(reason)).await?;
-        self.ledger.finished(msg.sequence);
+        self.ledger.finished(msg.sequence, msg.ledger_generation);
         Ok(())
     }
 
@@ -355,7 +358,7 @@ impl Settler {
         match sent {
             Ok(()) => {
                 if matches!(what, GuestSettle::Ack) {
-                    self.ledger.finished(msg.sequence);
+                    self.ledger.finished(msg.sequence, msg.ledger_generation);
                 }
                 Ok(())
             }

@@ -45,6 +45,10 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
     let permits = Arc::new(Semaphore::new(cfg.concurrency));
     let watcher = tokio::spawn(watch::run(sub.clone()));
     let mut failures = 0u32;
+    // After a pull that brought nothing, the next asks for one message: an
+    // idle subscriber then holds one handler slot (and one of its tenant's)
+    // while it waits, not a whole batch its siblings could use.
+    let mut idle = false;
     'pull: loop {
         let first = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
@@ -64,7 +68,8 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             },
         };
         let mut held = vec![(first, first_of_tenant)];
-        while held.len() < cfg.batch_size {
+        let want = if idle { 1 } else { cfg.batch_size };
+        while held.len() < want {
             let Ok(p) = permits.clone().try_acquire_owned() else {
                 break;
             };
@@ -77,9 +82,10 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             };
             held.push((p, of_tenant));
         }
+        let asked = held.len();
         let request = consumer
             .batch()
-            .max_messages(held.len())
+            .max_messages(asked)
             .expires(cfg.pull_timeout)
             .messages();
         let batch = tokio::select! {
@@ -105,7 +111,10 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                     break 'pull;
                 }
                 item = batch.next() => match item {
-                    None => break,
+                    None => {
+                        idle = held.len() == asked;
+                        break;
+                    }
                     Some(Ok(message)) => {
                         failures = 0;
                         let permit = held.pop().expect("a batch never returns more messages than asked for");

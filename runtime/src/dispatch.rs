@@ -18,8 +18,6 @@ pub struct Subscriber {
     pub handler: Handler,
     /// Capabilities and NATS handles shared with the guest's stores.
     pub host: Arc<SubscriberHost>,
-    /// Its tenant's concurrency quota, shared with the tenant's other subscribers.
-    pub tenant_permits: Option<Arc<tokio::sync::Semaphore>>,
     /// Cancelled when it must stop pulling: the service stops, or its
     /// tenant's connection is gone for good.
     pub stop: tokio_util::sync::CancellationToken,

@@ -112,10 +112,7 @@ impl Error {
 pub(crate) struct Connection {
     client: async_nats::Client,
     jetstream: jetstream::Context,
-    permits: Option<Arc<tokio::sync::Semaphore>>,
-    cpu: Option<Arc<wasm::cpu::CpuBudget>>,
-    memory: Option<Arc<wasm::memory::MemoryPool>>,
-    publish: Option<Arc<wasm::rate::PublishQuota>>,
+    quotas: wasm::host::SharedQuotas,
 }
 
 /// JetStream on `client`, waiting for PubAcks as long as the longest
@@ -181,10 +178,7 @@ impl Service {
         let own = Connection {
             client: client.clone(),
             jetstream: js.clone(),
-            permits: None,
-            cpu: None,
-            memory: None,
-            publish: None,
+            quotas: Default::default(),
         };
         let mut tenants = tenant::connect_all(&config).await;
         let stop_pulling = CancellationToken::new();
@@ -199,24 +193,21 @@ impl Service {
         };
         let mut first_failure = None;
         for (s, pre) in config.subscribers.iter().zip(compiled) {
-            let set_up = match &s.tenant {
+            let conn = match &s.tenant {
                 None => Ok(&own),
-                Some(name) => tenants[name].connection.as_ref().map_err(|e| e.to_string()),
+                Some(name) => tenants[name].connection.as_ref().map_err(Clone::clone),
             };
-            let set_up = match set_up {
-                Ok(conn) => setup::ensure_subscriber(&conn.jetstream, &config, s)
-                    .await
-                    .map(|consumer| (conn, consumer))
-                    .map_err(|e| match &s.tenant {
-                        None => Err(Error::from(e)),
-                        Some(_) => Ok(telemetry::ErrorChain(&e).to_string()),
-                    }),
-                Err(reason) => Err(Ok(reason)),
+            let set_up = match conn {
+                Err(reason) => Err(reason),
+                Ok(conn) => match setup::ensure_subscriber(&conn.jetstream, &config, s).await {
+                    Ok(consumer) => Ok((conn, consumer)),
+                    Err(e) if s.tenant.is_none() => return Err(e.into()),
+                    Err(e) => Err(telemetry::ErrorChain(&e).to_string()),
+                },
             };
             let (conn, consumer) = match set_up {
                 Ok(ok) => ok,
-                Err(Err(e)) => return Err(e),
-                Err(Ok(reason)) => {
+                Err(reason) => {
                     tracing::error!(tenant = s.tenant.as_deref().unwrap_or(""), subscriber = %s.name, "{reason}: this subscriber does not run; the others do");
                     let stats_of = Arc::new(stats::SubscriberStats::default());
                     stats_of.not_running(reason.clone());
@@ -233,15 +224,12 @@ impl Service {
                 conn.jetstream.clone(),
                 routes.clone(),
             );
-            host.cpu = conn.cpu.clone();
-            host.memory_pool = conn.memory.clone();
-            host.publish_quota = conn.publish.clone();
+            host.quotas = conn.quotas.clone();
             let host = Arc::new(host);
             let sub = Subscriber {
                 config: s.clone(),
                 handler: Handler::new(pre, host.clone(), s.timeout, s.ack_wait, s.instances),
                 host,
-                tenant_permits: conn.permits.clone(),
                 stop: match &s.tenant {
                     None => stop_pulling.child_token(),
                     Some(name) => tenant_stop[name].child_token(),

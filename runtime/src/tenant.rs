@@ -8,6 +8,7 @@
 use crate::config::Config;
 use crate::fatal::Fatal;
 use crate::wasm::cpu::CpuBudget;
+use crate::wasm::host::SharedQuotas;
 use crate::wasm::memory::MemoryPool;
 use crate::wasm::rate::{PublishQuota, RateLimit};
 use crate::{jetstream_context, Connection};
@@ -41,13 +42,15 @@ pub(crate) async fn connect_all(config: &Config) -> HashMap<String, Tenant> {
             .map(|client| Connection {
                 jetstream: jetstream_context(config, client.clone()),
                 client,
-                permits: t.quotas.concurrency.map(|n| Arc::new(Semaphore::new(n))),
-                cpu: t.quotas.cpu.map(|c| Arc::new(CpuBudget::new(c))),
-                memory: t.quotas.memory.map(|m| Arc::new(MemoryPool::new(m))),
-                publish: Some(Arc::new(PublishQuota {
-                    rate: t.quotas.publish_rate.map(RateLimit::new),
-                    bytes: t.quotas.publish_bytes.map(RateLimit::new),
-                })),
+                quotas: SharedQuotas {
+                    concurrency: t.quotas.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+                    cpu: t.quotas.cpu.map(|c| Arc::new(CpuBudget::new(c))),
+                    memory: t.quotas.memory.map(|m| Arc::new(MemoryPool::new(m))),
+                    publish: Some(Arc::new(PublishQuota {
+                        rate: t.quotas.publish_rate.map(RateLimit::new),
+                        bytes: t.quotas.publish_bytes.map(RateLimit::new),
+                    })),
+                },
             })
             .map_err(|e| format!("tenant {:?}: {e}", t.name));
         if let Err(e) = &connected {

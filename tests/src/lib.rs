@@ -158,6 +158,21 @@ pub async fn subscribe(client: &async_nats::Client, subject: &str) -> async_nats
     sub
 }
 
+/// Whether nothing arrives on `sub` for `within`.
+pub async fn silent(sub: &mut async_nats::Subscriber, within: Duration) -> bool {
+    use futures::StreamExt;
+    tokio::time::timeout(within, sub.next()).await.is_err()
+}
+
+/// How many messages arrive on `sub` before it is silent for `quiet`.
+pub async fn count_until_silent(sub: &mut async_nats::Subscriber, quiet: Duration) -> usize {
+    let mut n = 0;
+    while !silent(sub, quiet).await {
+        n += 1;
+    }
+    n
+}
+
 /// The next message on `sub` within `within`, parsed as JSON.
 pub async fn next_json(sub: &mut async_nats::Subscriber, within: Duration) -> serde_json::Value {
     use futures::StreamExt;

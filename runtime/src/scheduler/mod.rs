@@ -54,14 +54,15 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
             _ = sub.stop.cancelled() => break,
         };
-        let first_of_tenant = match &sub.tenant_permits {
+        let quota = sub.host.quotas.concurrency.as_ref();
+        let first_of_tenant = match quota {
             None => None,
-            Some(quota) => match quota.clone().try_acquire_owned() {
+            Some(q) => match q.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {
                     sub.settler().stats.concurrency_quota_wait();
                     tokio::select! {
-                        p = quota.clone().acquire_owned() => Some(p.expect("semaphore is never closed")),
+                        p = q.clone().acquire_owned() => Some(p.expect("semaphore is never closed")),
                         _ = sub.stop.cancelled() => break,
                     }
                 }
@@ -73,12 +74,10 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             let Ok(p) = permits.clone().try_acquire_owned() else {
                 break;
             };
-            let of_tenant = match &sub.tenant_permits {
+            let of_tenant = match quota.map(|q| q.clone().try_acquire_owned()) {
                 None => None,
-                Some(quota) => match quota.clone().try_acquire_owned() {
-                    Ok(t) => Some(t),
-                    Err(_) => break,
-                },
+                Some(Ok(t)) => Some(t),
+                Some(Err(_)) => break,
             };
             held.push((p, of_tenant));
         }

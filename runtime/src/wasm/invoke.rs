@@ -83,7 +83,7 @@ impl Handler {
         let state = HostState {
             wasi,
             table,
-            limiter: MemoryLimiter::new(self.host.memory, self.host.memory_pool.clone()),
+            limiter: MemoryLimiter::new(self.host.memory, self.host.quotas.memory.clone()),
             sub: self.host.clone(),
             msg: msg.clone(),
             cpu_reserved: false,
@@ -95,7 +95,7 @@ impl Handler {
         // CPU quota it stays parked until the budget refills.
         store.epoch_deadline_callback(|mut ctx| {
             let data = ctx.data_mut();
-            let Some(budget) = data.sub.cpu.clone() else {
+            let Some(budget) = data.sub.quotas.cpu.clone() else {
                 return Ok(UpdateDeadline::Yield(1));
             };
             if std::mem::take(&mut data.cpu_reserved) {
@@ -114,7 +114,7 @@ impl Handler {
         });
         let instantiate = metered(
             self.pre.instantiate_async(&mut store),
-            self.host.cpu.as_deref(),
+            self.host.quotas.cpu.as_deref(),
         );
         match tokio::time::timeout(self.timeout, instantiate).await {
             Ok(Ok(service)) => Ok(Warm {
@@ -185,11 +185,11 @@ impl Handler {
                     .await
                     .map_err(Failure::Call)
             };
-            let call = metered(call, self.host.cpu.as_deref());
+            let call = metered(call, self.host.quotas.cpu.as_deref());
             run_with_limits(call, self.timeout, self.heartbeat, &self.host.settler, &msg).await
         };
         if std::mem::take(&mut warm.store.data_mut().cpu_reserved) {
-            if let Some(budget) = &self.host.cpu {
+            if let Some(budget) = &self.host.quotas.cpu {
                 budget.release(super::EPOCH_TICK);
             }
         }

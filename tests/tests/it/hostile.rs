@@ -53,12 +53,7 @@ async fn a_wildcard_allow_list_does_not_reach_system_subjects() {
         "IN was not deleted"
     );
     assert!(
-        tokio::time::timeout(
-            Duration::from_millis(300),
-            futures::StreamExt::next(&mut spy)
-        )
-        .await
-        .is_err(),
+        silent(&mut spy, Duration::from_millis(300)).await,
         "nothing reached $JS.API"
     );
     let s = settled_stats(&kit.running, "kit").await;
@@ -234,16 +229,7 @@ async fn a_publish_flood_stops_at_the_per_message_quota() {
     let s = stats_until(&kit.running, "kit", "the flood handled", |s| s.acked == 1).await;
     // The 1001st publish, and the report the guest tries after it.
     assert_eq!(s.quota_refused, 2, "{s:?}");
-    let mut received = 0;
-    while tokio::time::timeout(
-        Duration::from_millis(500),
-        futures::StreamExt::next(&mut flood),
-    )
-    .await
-    .is_ok()
-    {
-        received += 1;
-    }
+    let received = count_until_silent(&mut flood, Duration::from_millis(500)).await;
     assert_eq!(
         received, 1000,
         "publishes_per_message (1000 by default) stopped it"

@@ -34,12 +34,27 @@ pub use generated::{Service, ServicePre};
 /// The `message` resource's host value: the delivery lent for one call.
 pub struct MessageHandle;
 
+/// The state of a tenant's quotas, shared by its subscribers. Empty for
+/// the service's own subscribers, which have none.
+#[derive(Clone, Default)]
+pub struct SharedQuotas {
+    /// Handlers running at once (`quotas.concurrency`).
+    pub concurrency: Option<Arc<tokio::sync::Semaphore>>,
+    /// Guest execution (`quotas.cpu`).
+    pub cpu: Option<Arc<crate::wasm::cpu::CpuBudget>>,
+    /// Guest memory of live instances (`quotas.memory`).
+    pub memory: Option<Arc<crate::wasm::memory::MemoryPool>>,
+    /// Publishes and bytes per second (`quotas.publish_rate`, `publish_bytes`).
+    pub publish: Option<Arc<crate::wasm::rate::PublishQuota>>,
+}
+
 /// What every store of one subscriber shares: its name, capabilities and NATS handles.
 pub struct SubscriberHost {
     /// Subscriber name, for logs.
     pub name: Arc<str>,
-    /// The durable consumer, for `Nats-Msg-Id`s.
-    pub durable: String,
+    /// `<stream>:<durable>`: the namespace of the `Nats-Msg-Id`s of its
+    /// outputs, the guest's own included.
+    pub id_namespace: String,
     /// Core NATS client.
     pub client: async_nats::Client,
     /// JetStream context.
@@ -56,12 +71,8 @@ pub struct SubscriberHost {
     pub output_ids: OutputIds,
     /// Publishes and requests one message's handler may make.
     pub publishes_per_message: u32,
-    /// Its tenant's CPU quota, shared with the tenant's other subscribers.
-    pub cpu: Option<Arc<crate::wasm::cpu::CpuBudget>>,
-    /// Its tenant's memory quota, shared likewise.
-    pub memory_pool: Option<Arc<crate::wasm::memory::MemoryPool>>,
-    /// Its tenant's publish quotas, shared likewise.
-    pub publish_quota: Option<Arc<crate::wasm::rate::PublishQuota>>,
+    /// Its tenant's quotas, shared with the tenant's other subscribers.
+    pub quotas: SharedQuotas,
     /// Settles the subscriber's deliveries (the guest's ack, nak, term and
     /// in-progress go through it too).
     pub settler: Arc<Settler>,
@@ -83,7 +94,7 @@ impl SubscriberHost {
         ));
         SubscriberHost {
             name: sub.name.as_str().into(),
-            durable: sub.durable.to_string(),
+            id_namespace: format!("{}:{}", sub.stream, sub.durable),
             client,
             jetstream,
             allow: sub.publish.clone(),
@@ -92,9 +103,7 @@ impl SubscriberHost {
             memory: sub.memory,
             output_ids: sub.output_ids,
             publishes_per_message: sub.publishes_per_message,
-            cpu: None,
-            memory_pool: None,
-            publish_quota: None,
+            quotas: SharedQuotas::default(),
             settler,
         }
     }

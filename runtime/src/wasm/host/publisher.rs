@@ -67,7 +67,7 @@ impl HostState {
     /// Pays for a publish or request of `bytes` from the tenant's publish
     /// quotas; refused at once when they are spent.
     fn pay(&self, bytes: usize) -> Result<(), Error> {
-        let Some(quota) = &self.sub.publish_quota else {
+        let Some(quota) = &self.sub.quotas.publish else {
             return Ok(());
         };
         quota.pay(bytes).map_err(|which| {
@@ -107,17 +107,13 @@ impl Host for HostState {
             Ok(m) => m,
             Err(e) => return Ok(Err(e)),
         };
-        let namespace = format!("{}:{}", self.msg.stream, self.sub.durable);
-        if let Err(e) = check_guest_headers(&mut map, &namespace) {
+        if let Err(e) = check_guest_headers(&mut map, &self.sub.id_namespace) {
             return Ok(Err(e.into()));
         }
         let route = self.sub.routes.route(&subject);
         let output_id = match route {
             Route::JetStream(_) if map.get("Nats-Msg-Id").is_none() => {
-                let input = format!(
-                    "{}:{}:{}",
-                    self.msg.stream, self.sub.durable, self.msg.sequence
-                );
+                let input = format!("{}:{}", self.sub.id_namespace, self.msg.sequence);
                 let id = self
                     .msg
                     .outputs
@@ -167,8 +163,7 @@ impl Host for HostState {
             Ok(m) => m,
             Err(e) => return Ok(Err(e)),
         };
-        let namespace = format!("{}:{}", self.msg.stream, self.sub.durable);
-        if let Err(e) = check_guest_headers(&mut map, &namespace) {
+        if let Err(e) = check_guest_headers(&mut map, &self.sub.id_namespace) {
             return Ok(Err(e.into()));
         }
         let request = async_nats::Request::new()

@@ -190,7 +190,15 @@ impl Service {
         let mut stats = Stats {
             client: Some(client.clone()),
             subscribers: Vec::new(),
+            tenants: tenants
+                .iter()
+                .filter_map(|(name, t)| {
+                    let quotas = t.connection.as_ref().ok()?.quotas.clone();
+                    Some((name.clone(), quotas))
+                })
+                .collect(),
         };
+        stats.tenants.sort_by(|a, b| a.0.cmp(&b.0));
         let mut first_failure = None;
         for (s, pre) in config.subscribers.iter().zip(compiled) {
             let conn = match &s.tenant {

@@ -1,8 +1,10 @@
 //! Statistics: per-subscriber counters updated on the message path with
 //! relaxed atomics, and a serialisable snapshot for logs and the library API
-//! (the equivalent of the Python wrapper's `get_subscription_stats`).
+//! (the equivalent of the Python wrapper's `get_subscription_stats`), with
+//! each tenant's use of its quotas.
 
 use crate::settle::FailureCause;
+use crate::wasm::host::SharedQuotas;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -307,6 +309,43 @@ pub struct StatsSnapshot {
     pub total_subscribers: usize,
     /// Per subscriber.
     pub subscribers: Vec<SubscriberSnapshot>,
+    /// Per tenant with subscribers: the use of its quotas.
+    pub tenants: Vec<TenantSnapshot>,
+}
+
+/// How much of its quotas a tenant uses.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TenantSnapshot {
+    /// Tenant name.
+    pub name: String,
+    /// `quotas.cpu`, in cores.
+    pub cpu_quota: Option<f64>,
+    /// Guest execution metered against the CPU quota, in seconds.
+    pub guest_cpu_seconds: f64,
+    /// Guest execution per second since the tenant connected, in cores.
+    pub guest_cpu_cores: f64,
+    /// Times one of its guests was parked because the tenant was over its CPU quota.
+    pub cpu_parked: u64,
+    /// `quotas.memory`, in bytes.
+    pub memory_quota: Option<u64>,
+    /// Guest memory its live instances hold now, in bytes.
+    pub memory_held: u64,
+}
+
+impl TenantSnapshot {
+    fn of(name: &str, quotas: &SharedQuotas) -> TenantSnapshot {
+        let cpu = quotas.cpu.as_deref();
+        let memory = quotas.memory.as_deref();
+        TenantSnapshot {
+            name: name.to_string(),
+            cpu_quota: cpu.map(|c| c.cores()),
+            guest_cpu_seconds: cpu.map_or(0.0, |c| c.spent().as_secs_f64()),
+            guest_cpu_cores: cpu.map_or(0.0, |c| c.cores_used()),
+            cpu_parked: cpu.map_or(0, |c| c.parked()),
+            memory_quota: memory.map(|m| m.quota()),
+            memory_held: memory.map_or(0, |m| m.held()),
+        }
+    }
 }
 
 /// A cheap handle to read the running service's statistics.
@@ -314,6 +353,7 @@ pub struct StatsSnapshot {
 pub struct Stats {
     pub(crate) client: Option<async_nats::Client>,
     pub(crate) subscribers: Vec<(String, Option<String>, Arc<SubscriberStats>)>,
+    pub(crate) tenants: Vec<(String, SharedQuotas)>,
 }
 
 impl Stats {
@@ -335,7 +375,20 @@ impl Stats {
                 .iter()
                 .map(|(n, t, s)| s.snapshot(n, t.as_deref()))
                 .collect(),
+            tenants: self
+                .tenants
+                .iter()
+                .map(|(n, q)| TenantSnapshot::of(n, q))
+                .collect(),
         }
+    }
+
+    /// One tenant's statistics.
+    pub fn tenant(&self, name: &str) -> Option<TenantSnapshot> {
+        self.tenants
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(n, q)| TenantSnapshot::of(n, q))
     }
 
     /// One subscriber's statistics.

@@ -69,4 +69,18 @@ pub fn log_stats(snapshot: &StatsSnapshot) {
             failed.join(" "), s.in_flight, s.latency.mean_us, s.latency.p50_us_at_most, s.latency.p99_us_at_most, s.latency.max_us,
         );
     }
+    for t in &snapshot.tenants {
+        let cpu = match t.cpu_quota {
+            Some(quota) => format!(
+                "guest_cpu_seconds={:.3} guest_cpu_cores={:.3} cpu_quota={quota} cpu_parked={}",
+                t.guest_cpu_seconds, t.guest_cpu_cores, t.cpu_parked
+            ),
+            None => "cpu_quota=none".to_string(),
+        };
+        let memory = match t.memory_quota {
+            Some(quota) => format!("memory_held={} memory_quota={quota}", t.memory_held),
+            None => "memory_quota=none".to_string(),
+        };
+        tracing::info!(tenant = %t.name, "quotas: {cpu} {memory}");
+    }
 }

@@ -21,6 +21,7 @@ const BURST: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct CpuBudget {
     cores: f64,
+    since: Instant,
     state: Mutex<Bucket>,
     spent_ns: AtomicU64,
     parked: AtomicU64,
@@ -42,6 +43,7 @@ impl CpuBudget {
     pub fn new(cores: f64) -> CpuBudget {
         CpuBudget {
             cores,
+            since: Instant::now(),
             state: Mutex::new(Bucket {
                 tokens: (BURST.as_nanos() as f64 * cores) as i64,
                 refilled: Instant::now(),
@@ -106,6 +108,17 @@ impl CpuBudget {
     /// Guest execution charged so far.
     pub fn spent(&self) -> Duration {
         Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed))
+    }
+
+    /// The quota, in cores.
+    pub fn cores(&self) -> f64 {
+        self.cores
+    }
+
+    /// Guest execution per second of wall-clock time since the budget was
+    /// made, in cores: what the quota bounds.
+    pub fn cores_used(&self) -> f64 {
+        self.spent().as_secs_f64() / self.since.elapsed().as_secs_f64().max(1e-9)
     }
 
     /// Times a guest was parked for this budget.

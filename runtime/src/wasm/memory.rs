@@ -35,6 +35,11 @@ impl MemoryPool {
         self.held.fetch_sub(bytes, Ordering::AcqRel);
     }
 
+    /// The quota, in bytes.
+    pub fn quota(&self) -> u64 {
+        self.quota
+    }
+
     /// Bytes held now.
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Acquire)

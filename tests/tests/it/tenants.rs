@@ -148,18 +148,28 @@ async fn a_tenants_publishes_per_message_quota_is_enforced_and_counted() {
     );
 }
 
+/// A kit `service` (no server accounts) whose subscriber is tenant acme's,
+/// with these `quotas`.
+fn in_tenant_acme(service: String, quotas: &str) -> String {
+    service
+        .replace(
+            "[[subscribers]]",
+            &format!("[[tenants]]\nname = \"acme\"\nquotas = {{ {quotas} }}\n\n[[subscribers]]"),
+        )
+        .replace("durable = \"kit\"", "durable = \"kit\"\ntenant = \"acme\"")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_memory_quota_holds_across_its_instances() {
     let server = NatsServer::start();
     let file = ServiceFile::new(
         &server,
-        &crate::with_dlq(
-            "consumer = { max_deliver = 1 }\ndead_letter = \"dlq.kit\"\ntenant = \"acme\"\nlimits = { memory = \"128MiB\" }",
-        )
-            .replace(
-                "[[subscribers]]",
-                "[[tenants]]\nname = \"acme\"\nquotas = { memory = \"40MiB\" }\n\n[[subscribers]]",
+        &in_tenant_acme(
+            crate::with_dlq(
+                "consumer = { max_deliver = 1 }\ndead_letter = \"dlq.kit\"\nlimits = { memory = \"128MiB\" }",
             ),
+            "memory = \"40MiB\"",
+        ),
     );
     let running = Running::start(&file).await;
     let js = server.jetstream().await;
@@ -180,6 +190,45 @@ async fn a_tenants_memory_quota_holds_across_its_instances() {
         "{s:?}"
     );
     assert_eq!(s.tenant.as_deref(), Some("acme"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_cpu_quota_bounds_its_spinning_guests_and_counts_the_parking() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &in_tenant_acme(
+            crate::kit_service(
+                "concurrency = 4\nconsumer = { max_deliver = 1 }\nlimits = { timeout = \"1s\" }",
+            ),
+            "cpu = \"0.2\"",
+        ),
+    );
+    let running = Running::start(&file).await;
+    let js = server.jetstream().await;
+    let started = std::time::Instant::now();
+    for _ in 0..4 {
+        js_publish(&js, "in.kit", r#"{"op":"spin"}"#).await;
+    }
+    let s = stats_until(&running, "kit", "the spinners timed out", |s| s.termed == 4).await;
+    let window = started.elapsed().as_secs_f64();
+    assert_eq!(
+        s.failed(natsapp_wasm::settle::FailureCause::Timeout),
+        4,
+        "{s:?}"
+    );
+    let t = running.stats.tenant("acme").expect("acme's statistics");
+    assert_eq!(t.cpu_quota, Some(0.2));
+    // Four guests spinning for a second would use two cores unbounded; the
+    // quota holds them to a fifth of one, plus its 10 ms burst and one
+    // 10 ms tick each guest was admitted for.
+    let allowed = 0.2 * window + 0.01 + 4.0 * 0.01;
+    assert!(
+        t.guest_cpu_seconds > 0.0 && t.guest_cpu_seconds <= allowed,
+        "{:.3} s of guest CPU in {window:.2} s (at most {allowed:.3}): {t:?}",
+        t.guest_cpu_seconds
+    );
+    assert!(t.cpu_parked > 0, "over quota, guests were parked: {t:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

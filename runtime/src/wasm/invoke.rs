@@ -201,9 +201,22 @@ impl Handler {
             let fresh_enough = max_uses.is_none_or(|m| warm.uses < m);
             if healthy && fresh_enough && warm.store.data_mut().table.delete(handle).is_ok() {
                 self.warm.lock().expect("pool lock").push(warm);
+                return outcome;
             }
         }
+        self.retire(warm);
         outcome
+    }
+
+    /// Drops an instance. Its memory goes back to the pool, which zeroes
+    /// or unmaps what the guest touched: time spent on the guest's behalf,
+    /// charged to its tenant's CPU quota like its execution.
+    fn retire(&self, warm: Warm) {
+        let started = std::time::Instant::now();
+        drop(warm);
+        if let Some(budget) = &self.host.quotas.cpu {
+            budget.charge(started.elapsed());
+        }
     }
 }
 

@@ -369,6 +369,21 @@ pub fn spawn_run(file: &ServiceFile, log: &Path, env: &[(&str, &str)]) -> std::p
     cmd.spawn().unwrap()
 }
 
+/// Waits up to `within` for `child` to exit by itself; its exit code.
+pub fn wait_exit(child: &mut std::process::Child, within: Duration) -> i32 {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().expect("exited by itself, not by a signal");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "natsapp-wasm did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends SIGTERM to `child`.
 pub fn sigterm(child: &std::process::Child) {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);

@@ -51,6 +51,8 @@ enum Op {
     PublishFlood { n: u64 },
     /// Print `n` empty lines.
     EmptyLines { n: u64 },
+    /// Create `n` host resources (clock pollables) and never drop them.
+    LeakResources { n: u64 },
     /// Send `n` requests to `subject` (no responders), ignoring the errors.
     RequestLoop { subject: String, n: u64 },
     /// Try a request to `subject` and report the outcome on testkit.out.denied.
@@ -211,6 +213,12 @@ impl Handler for TestKit {
                     println!();
                 }
                 Ok(())
+            }
+            Op::LeakResources { n } => {
+                for _ in 0..n {
+                    std::mem::forget(wasi::clocks::monotonic_clock::subscribe_duration(1_000_000_000));
+                }
+                report("leaked", json!({"resources": n}))
             }
             Op::RequestLoop { subject, n } => {
                 for _ in 0..n {

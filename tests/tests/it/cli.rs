@@ -130,20 +130,6 @@ async fn run_with_two_in_flight(
     (child, js)
 }
 
-fn wait_exit(child: &mut std::process::Child, within: Duration) -> i32 {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().expect("exited by itself, not by a signal");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "natsapp-wasm did not exit within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_messages_in_flight_settles_everything_and_exits_0() {
     let server = NatsServer::start();

@@ -3,7 +3,7 @@
 //! `Nats-*` controls. Each is refused inside the guest, nothing reaches
 //! the wire, and the message is settled as the README says.
 
-use crate::{kit_service, Kit};
+use crate::{kit_service, with_dlq, Kit};
 use natsapp_wasm_tests::*;
 use std::time::Duration;
 
@@ -177,8 +177,11 @@ async fn a_payload_over_max_payload_is_invalid_not_retried() {
 /// The kit service (`extra` added to the hostile subscriber) with a
 /// well-behaved neighbour subscriber, the Rust no-op, on `in.neighbour`.
 async fn with_neighbour(extra: &str) -> Kit {
-    let text = kit_service(extra)
-        + r#"
+    Kit::start(kit_service(extra) + NEIGHBOUR).await
+}
+
+/// The well-behaved neighbour subscriber.
+const NEIGHBOUR: &str = r#"
 [[subscribers]]
 name = "neighbour"
 component = "{noop}"
@@ -187,8 +190,6 @@ stream = "IN"
 durable = "neighbour"
 concurrency = 4
 "#;
-    Kit::start(text).await
-}
 
 /// Publishes `n` messages for the neighbour and waits until it acked them all.
 async fn neighbour_keeps_handling(kit: &Kit, n: u64) {
@@ -260,4 +261,147 @@ async fn a_request_loop_without_responders_stops_at_the_quota() {
         s.quota_refused, 99_000,
         "every request past the 1000th was refused: {s:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_never_drops_its_host_resources_hits_the_table_bound() {
+    let kit = with_neighbour("consumer = { max_deliver = 1 }").await;
+    let mut leaked = subscribe(&kit.client, "testkit.out.leaked").await;
+    js_publish(&kit.js, "in.kit", r#"{"op":"leak_resources","n":1000}"#).await;
+    assert_eq!(
+        next_json(&mut leaked, Duration::from_secs(10)).await["resources"],
+        1000,
+        "a thousand resources are well within the bound"
+    );
+    js_publish(&kit.js, "in.kit", r#"{"op":"leak_resources","n":1000000}"#).await;
+    neighbour_keeps_handling(&kit, 20).await;
+    let s = stats_until(&kit.running, "kit", "the leak settled", |s| {
+        s.acked + s.termed == 2 && s.in_flight == 0
+    })
+    .await;
+    assert_eq!(
+        (
+            s.acked,
+            s.termed,
+            s.failed(natsapp_wasm::settle::FailureCause::Trap)
+        ),
+        (1, 1, 1),
+        "the million-resource guest traps at the table's bound: {s:?}"
+    );
+    assert!(
+        silent(&mut leaked, Duration::from_millis(300)).await,
+        "the trapping guest never reported"
+    );
+}
+
+/// The corpus: what each hostile guest does, and the words the dead-letter
+/// copy's `Natsapp-Reason` carries for those that fail.
+const CORPUS: [(&str, Option<&str>); 8] = [
+    (r#"{"op":"spin"}"#, Some("time limit")),
+    (r#"{"op":"alloc","mib":512}"#, Some("memory limit")),
+    (
+        r#"{"op":"recurse","depth":100000000}"#,
+        Some("call stack exhausted"),
+    ),
+    (r#"{"op":"panic","message":"hostile"}"#, Some("hostile")),
+    (
+        r#"{"op":"leak_resources","n":1000000}"#,
+        Some("resource table has no free keys"),
+    ),
+    (r#"{"op":"publish_flood","n":1000000}"#, None),
+    (r#"{"op":"empty_lines","n":1000000}"#, None),
+    (
+        r#"{"op":"request_loop","subject":"svc.nobody","n":100000}"#,
+        None,
+    ),
+];
+
+/// The most memory the process may hold at its peak with the whole corpus
+/// in flight (about 56 MiB here): the engine, one memory bomb at its 64 MiB
+/// default limit, the rest small. Buffering the flood's million publishes
+/// or the million lines on the host would go far past it.
+const PEAK_RSS_LIMIT_MIB: u64 = 256;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_corpus_at_once_leaves_the_process_up_bounded_and_serving() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &(with_dlq(
+            "concurrency = 8\nconsumer = { max_deliver = 1 }\ndead_letter = \"dlq.kit\"\nlimits = { timeout = \"5s\" }",
+        ) + NEIGHBOUR),
+    );
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = spawn_run(&file, log.path(), &[]);
+    let js = server.jetstream().await;
+    durable_exists(&js, "IN", "kit").await;
+    durable_exists(&js, "IN", "neighbour").await;
+    for (op, _) in CORPUS {
+        js_publish(&js, "in.kit", op).await;
+    }
+    for _ in 0..200 {
+        js_publish(&js, "in.neighbour", "x").await;
+    }
+    drained(&js, "IN", "neighbour").await;
+    drained(&js, "IN", "kit").await;
+    let failing: Vec<&str> = CORPUS.iter().filter_map(|(_, reason)| *reason).collect();
+    stream_has(&js, "DLQ", failing.len() as u64).await;
+    let dlq = js.get_stream("DLQ").await.unwrap();
+    let mut reasons = Vec::new();
+    for seq in 1..=failing.len() as u64 {
+        let copy = dlq.get_raw_message(seq).await.unwrap();
+        reasons.push(crate::header(&copy, "Natsapp-Reason").to_string());
+    }
+    for words in &failing {
+        assert!(
+            reasons.iter().any(|r| r.contains(words)),
+            "no dead-letter reason mentions {words:?}: {reasons:#?} ({} in DLQ)",
+            stream_messages(&js, "DLQ").await
+        );
+    }
+    let peak_mib = peak_rss_mib(child.id());
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the runtime stayed up through the corpus"
+    );
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), 0);
+    assert!(
+        peak_mib < PEAK_RSS_LIMIT_MIB,
+        "peak RSS {peak_mib} MiB with the corpus in flight (limit {PEAK_RSS_LIMIT_MIB} MiB)"
+    );
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let stats_of = |name: &str| {
+        text.lines()
+            .rev()
+            .find(|l| l.contains(&format!("subscriber={name}")) && l.contains("received="))
+            .unwrap_or_else(|| panic!("no statistics for {name} in:\n{text}"))
+            .to_string()
+    };
+    let kit = stats_of("kit");
+    for counted in [
+        "received=8 acked=3 naked=0 termed=5 dead_lettered=5",
+        "timeout=1",
+        "memory_limit=1",
+        "trap=2",
+        "panic=1",
+    ] {
+        assert!(kit.contains(counted), "{counted:?} not in {kit}");
+    }
+    assert!(
+        stats_of("neighbour").contains("received=200 acked=200 naked=0 termed=0"),
+        "{}",
+        stats_of("neighbour")
+    );
+}
+
+/// The highest resident set of process `pid` so far, in MiB (`VmHWM`).
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"));
+    kib / 1024
 }

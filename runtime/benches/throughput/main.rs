@@ -194,7 +194,7 @@ async fn main() {
         rows.extend(b.calls().await);
     }
     if a.runs("noisy") {
-        rows.extend(b.noisy().await);
+        rows.extend(b.noisy(a.rounds).await);
     }
     if a.runs("tenants") {
         rows.extend(b.tenants().await);

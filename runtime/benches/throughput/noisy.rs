@@ -2,11 +2,15 @@
 //! drains a preloaded stream while tenant "noisy", in the same process,
 //! runs 16 guests that (a) spin until their 5 s time limit, (b) flood
 //! publishes, or (c) allocate past their memory limit. The quiet tenant's
-//! throughput is reported as a ratio of its throughput alone, same run.
+//! throughput is reported as a ratio of its throughput alone, as medians of
+//! interleaved rounds, with the noisy tenant's guest CPU as the runtime
+//! metered it (its shutdown statistics) next to its quota.
 //!
 //! Every case starts the quiet tenant's durable paused, waits until the
 //! noisy tenant has taken 16 messages, then resumes it and times the
-//! drain, so the noise is under way for the whole measurement.
+//! drain, so the noise is under way for the whole measurement. The drain
+//! is five times `--messages`: at 20,000 the quiet tenant alone would be
+//! done in a quarter of a second, too short to measure against noise.
 
 use super::*;
 
@@ -14,6 +18,8 @@ use super::*;
 const SPINNERS: usize = 16;
 /// Messages preloaded for the noisy tenant: enough to outlast the quiet drain.
 const NOISY_MESSAGES: usize = 5_000;
+/// The quiet drain, in multiples of `--messages`.
+const DRAIN_FACTOR: usize = 5;
 
 /// How the noisy subscriber runs in each case.
 #[derive(Clone, Copy)]
@@ -22,15 +28,17 @@ enum Noise {
     None,
     /// In the service's implicit tenant: no quotas at all.
     Unbounded,
-    /// A tenant with this CPU quota (cores); `None`: the default quotas.
-    Tenant(Option<f64>),
+    /// A tenant with this CPU quota (cores; `None`: the default) and this
+    /// `publish_rate` (`None`: the default).
+    Tenant(Option<f64>, Option<&'static str>),
 }
 
 impl Bench {
-    pub(crate) async fn noisy(&self) -> Vec<Row> {
+    pub(crate) async fn noisy(&self, rounds: usize) -> Vec<Row> {
         // The unquoted spinners bring the quiet tenant down to a few hundred
-        // messages a second: it drains fewer there, the rest drain all N.
+        // messages a second: it drains fewer there.
         let few = self.n.min(2_000);
+        let drain = self.n * DRAIN_FACTOR;
         let testkit = guest("wasm32-wasip2/release/testkit.wasm");
         const SPIN: &str = r#"{"op":"spin"}"#;
         const FLOOD: &str = r#"{"op":"publish_flood","n":1000000}"#;
@@ -44,54 +52,105 @@ impl Bench {
             ),
             (
                 "(a) spinning, noisy tenant at the default quotas (cpu 1)",
-                Noise::Tenant(None),
+                Noise::Tenant(None, None),
                 SPIN,
             ),
             (
                 "(a) spinning, noisy tenant with cpu = 0.1",
-                Noise::Tenant(Some(0.1)),
+                Noise::Tenant(Some(0.1), None),
                 SPIN,
             ),
             (
                 "(b) publish flood, noisy tenant at the default quotas",
-                Noise::Tenant(None),
+                Noise::Tenant(None, None),
                 FLOOD,
             ),
             (
                 "(b) publish flood, noisy tenant with cpu = 0.1",
-                Noise::Tenant(Some(0.1)),
+                Noise::Tenant(Some(0.1), None),
+                FLOOD,
+            ),
+            (
+                "(b) publish flood, noisy tenant with cpu = 0.1 and publish_rate = 1000/s",
+                Noise::Tenant(Some(0.1), Some("1000/s")),
                 FLOOD,
             ),
             (
                 "(c) memory bombs, noisy tenant at the default quotas",
-                Noise::Tenant(None),
+                Noise::Tenant(None, None),
                 BOMB,
             ),
             (
                 "(c) memory bombs, noisy tenant with cpu = 0.1",
-                Noise::Tenant(Some(0.1)),
+                Noise::Tenant(Some(0.1), None),
                 BOMB,
             ),
         ];
-        let mut rows = Vec::new();
-        let mut alone = None;
-        for (i, (case, noise, op)) in cases.into_iter().enumerate() {
-            let n = if matches!(noise, Noise::Unbounded) {
-                few
-            } else {
-                self.n
-            };
-            let rate = self.noisy_case(i, noise, op, &testkit, n).await;
-            eprintln!("{case}: {rate:.0} msgs/s");
-            let base = *alone.get_or_insert(rate);
-            rows.push(Row {
-                case: format!("noisy neighbour: {case}"),
-                msgs_per_s: Some(rate),
-                note: format!("{:.2}× the quiet tenant alone ({n} messages)", rate / base),
-                ..Default::default()
-            });
+        let mut samples: Vec<(usize, f64, Option<f64>)> = Vec::new();
+        for round in 1..=rounds {
+            eprintln!("noisy neighbour: round {round} of {rounds}");
+            for (i, (case, noise, op)) in cases.iter().enumerate() {
+                // One round of the unquoted case says enough: 0.00×.
+                if matches!(noise, Noise::Unbounded) && round > 1 {
+                    continue;
+                }
+                let n = if matches!(noise, Noise::Unbounded) {
+                    few
+                } else {
+                    drain
+                };
+                let (rate, cpu) = self.noisy_case(i, *noise, op, &testkit, n).await;
+                let cpu_note =
+                    cpu.map_or(String::new(), |c| format!(", noisy guest CPU {c:.3} cores"));
+                eprintln!("{case}: {rate:.0} msgs/s{cpu_note}");
+                samples.push((i, rate, cpu));
+            }
         }
-        rows
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[0], v[v.len() - 1])
+        };
+        let rates_of = |i: usize| {
+            samples
+                .iter()
+                .filter(|s| s.0 == i)
+                .map(|s| s.1)
+                .collect::<Vec<_>>()
+        };
+        let (alone, ..) = median(rates_of(0));
+        cases
+            .iter()
+            .enumerate()
+            .map(|(i, (case, noise, _))| {
+                let rates = rates_of(i);
+                let runs = rates.len();
+                let (rate, lo, hi) = median(rates);
+                let ratios = if runs > 1 {
+                    format!(" (median of {runs}: {:.2}–{:.2}×)", lo / alone, hi / alone)
+                } else {
+                    String::new()
+                };
+                let cpus: Vec<f64> = samples
+                    .iter()
+                    .filter(|s| s.0 == i)
+                    .filter_map(|s| s.2)
+                    .collect();
+                let cpu = match (noise, cpus.is_empty()) {
+                    (Noise::Tenant(quota, _), false) => format!(
+                        "; noisy guest CPU {:.3} cores, quota {}",
+                        median(cpus).0,
+                        quota.unwrap_or(natsapp_wasm::config::defaults::TENANT_CPU)
+                    ),
+                    _ => String::new(),
+                };
+                Row {
+                    case: format!("noisy neighbour: {case}"),
+                    msgs_per_s: Some(rate),
+                    note: format!("{:.2}× the quiet tenant alone{ratios}{cpu}", rate / alone),
+                    ..Default::default()
+                }
+            })
+            .collect()
     }
 
     async fn noisy_case(
@@ -101,7 +160,7 @@ impl Bench {
         op: &str,
         testkit: &Path,
         n: usize,
-    ) -> f64 {
+    ) -> (f64, Option<f64>) {
         let (quiet, noisy) = (format!("QUIET{case}"), format!("NOISY{case}"));
         let quiet_subject = format!("quiet{case}.in");
         let noisy_subject = format!("noisy{case}.in");
@@ -134,10 +193,13 @@ impl Bench {
         let noisy_tenant = match noise {
             Noise::None => None,
             Noise::Unbounded => Some(String::new()),
-            Noise::Tenant(cpu) => {
-                let cpu = cpu.map_or(String::new(), |c| format!(", cpu = \"{c}\""));
+            Noise::Tenant(cpu, publish_rate) => {
+                let mut quotas = cpu.map_or(String::new(), |c| format!(", cpu = \"{c}\""));
+                if let Some(rate) = publish_rate {
+                    quotas += &format!(", publish_rate = \"{rate}\"");
+                }
                 toml += &format!(
-                    "[[tenants]]\nname = \"noisy\"\nquotas = {{ concurrency = {SPINNERS}{cpu} }}\n"
+                    "[[tenants]]\nname = \"noisy\"\nquotas = {{ concurrency = {SPINNERS}{quotas} }}\n"
                 );
                 Some("tenant = \"noisy\"\n".to_string())
             }
@@ -151,7 +213,8 @@ impl Bench {
             );
         }
         self.create_paused_durable(&toml, &quiet).await;
-        let child = spawn(&toml, self.dir.path(), &self.warm_cache);
+        let log = self.dir.path().join(format!("noisy-{case}.log"));
+        let child = spawn_logging_quotas(&toml, self.dir.path(), &self.warm_cache, &log);
         if noisy_tenant.is_some() {
             let s = self.js.get_stream(&noisy).await.unwrap();
             let t0 = Instant::now();
@@ -172,7 +235,8 @@ impl Bench {
         let took = time_drain(&self.js, &quiet, "quiet", n).await;
         stop(child);
         delete_streams(&self.js, &[&quiet, &noisy]).await;
-        n as f64 / took.as_secs_f64()
+        let cpu = noisy_guest_cpu(&std::fs::read_to_string(&log).unwrap_or_default());
+        (n as f64 / took.as_secs_f64(), cpu)
     }
 
     /// Creates the quiet subscriber's durable as the runtime would, paused
@@ -203,4 +267,16 @@ impl Bench {
             .await
             .unwrap();
     }
+}
+
+/// The noisy tenant's guest CPU, in cores, from the runtime's last
+/// statistics (`tenant=noisy … guest_cpu_cores=X`).
+fn noisy_guest_cpu(log: &str) -> Option<f64> {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("tenant=noisy") && l.contains("guest_cpu_cores="))?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("guest_cpu_cores="))?
+        .parse()
+        .ok()
 }

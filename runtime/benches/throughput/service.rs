@@ -49,6 +49,25 @@ pub(crate) fn service_toml(url: &str, stream: &str, subjects: &str, subs: &[Sub]
 }
 
 pub(crate) fn spawn(toml: &str, dir: &Path, cache: &Path) -> Child {
+    runtime_command(toml, dir, cache)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Like [`spawn`], with the runtime's log (warnings and its statistics,
+/// which carry each tenant's use of its quotas) written to `log`.
+pub(crate) fn spawn_logging_quotas(toml: &str, dir: &Path, cache: &Path, log: &Path) -> Child {
+    runtime_command(toml, dir, cache)
+        .env("RUST_LOG", "warn,natsapp_wasm::telemetry=info")
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// `natsapp-wasm run` on `toml`, written to a new file in `dir`.
+fn runtime_command(toml: &str, dir: &Path, cache: &Path) -> Command {
     let file = dir.join(format!(
         "service-{}.toml",
         std::time::SystemTime::now()
@@ -57,15 +76,13 @@ pub(crate) fn spawn(toml: &str, dir: &Path, cache: &Path) -> Child {
             .as_nanos()
     ));
     std::fs::write(&file, toml).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_natsapp-wasm"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_natsapp-wasm"));
+    command
         .arg("run")
         .arg(&file)
         .env("NATSAPP_CACHE_DIR", cache)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+        .stdout(Stdio::null());
+    command
 }
 
 pub(crate) fn stop(mut child: Child) {

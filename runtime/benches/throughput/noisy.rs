@@ -11,6 +11,9 @@
 //! drain, so the noise is under way for the whole measurement. The drain
 //! is five times `--messages`: at 20,000 the quiet tenant alone would be
 //! done in a quarter of a second, too short to measure against noise.
+//! Each row also gives the CPU the runtime and nats-server used during the
+//! drain; `NATSAPP_BENCH_PERF=DIR` records a perf profile of the runtime
+//! for each drain into DIR.
 
 use super::*;
 
@@ -86,7 +89,7 @@ impl Bench {
                 BOMB,
             ),
         ];
-        let mut samples: Vec<(usize, f64, Option<f64>)> = Vec::new();
+        let mut samples: Vec<(usize, Drain)> = Vec::new();
         for round in 1..=rounds {
             eprintln!("noisy neighbour: round {round} of {rounds}");
             for (i, (case, noise, op)) in cases.iter().enumerate() {
@@ -99,24 +102,27 @@ impl Bench {
                 } else {
                     drain
                 };
-                let (rate, cpu) = self.noisy_case(i, *noise, op, &testkit, n).await;
-                let cpu_note =
-                    cpu.map_or(String::new(), |c| format!(", noisy guest CPU {c:.3} cores"));
-                eprintln!("{case}: {rate:.0} msgs/s{cpu_note}");
-                samples.push((i, rate, cpu));
+                let drain = self.noisy_case(i, *noise, op, &testkit, n).await;
+                eprintln!(
+                    "{case}: {:.0} msgs/s, {}",
+                    drain.rate,
+                    drain.cpu_note(drain.noisy_guest_cpu)
+                );
+                samples.push((i, drain));
             }
         }
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             (v[v.len() / 2], v[0], v[v.len() - 1])
         };
-        let rates_of = |i: usize| {
+        let of = |i: usize, field: fn(&Drain) -> Option<f64>| {
             samples
                 .iter()
                 .filter(|s| s.0 == i)
-                .map(|s| s.1)
+                .filter_map(|s| field(&s.1))
                 .collect::<Vec<_>>()
         };
+        let rates_of = |i: usize| of(i, |d| Some(d.rate));
         let (alone, ..) = median(rates_of(0));
         cases
             .iter()
@@ -130,19 +136,24 @@ impl Bench {
                 } else {
                     String::new()
                 };
-                let cpus: Vec<f64> = samples
-                    .iter()
-                    .filter(|s| s.0 == i)
-                    .filter_map(|s| s.2)
-                    .collect();
-                let cpu = match (noise, cpus.is_empty()) {
-                    (Noise::Tenant(quota, _), false) => format!(
-                        "; noisy guest CPU {:.3} cores, quota {}",
-                        median(cpus).0,
+                let processes = Drain {
+                    rate,
+                    noisy_guest_cpu: None,
+                    runtime_cores: median(of(i, |d| Some(d.runtime_cores))).0,
+                    server_cores: median(of(i, |d| Some(d.server_cores))).0,
+                };
+                let guest = of(i, |d| d.noisy_guest_cpu);
+                let quota = match noise {
+                    Noise::Tenant(quota, _) if !guest.is_empty() => format!(
+                        ", quota {}",
                         quota.unwrap_or(natsapp_wasm::config::defaults::TENANT_CPU)
                     ),
                     _ => String::new(),
                 };
+                let cpu = format!(
+                    "; {}{quota}",
+                    processes.cpu_note((!guest.is_empty()).then(|| median(guest).0))
+                );
                 Row {
                     case: format!("noisy neighbour: {case}"),
                     msgs_per_s: Some(rate),
@@ -160,7 +171,7 @@ impl Bench {
         op: &str,
         testkit: &Path,
         n: usize,
-    ) -> (f64, Option<f64>) {
+    ) -> Drain {
         let (quiet, noisy) = (format!("QUIET{case}"), format!("NOISY{case}"));
         let quiet_subject = format!("quiet{case}.in");
         let noisy_subject = format!("noisy{case}.in");
@@ -230,13 +241,35 @@ impl Bench {
         } else {
             consumer_exists(&self.js, &quiet, "quiet").await;
         }
+        let profile = std::env::var_os("NATSAPP_BENCH_PERF").map(|dir| {
+            perf_record(
+                child.id(),
+                &Path::new(&dir).join(format!("noisy-{case}.data")),
+            )
+        });
         let stream = self.js.get_stream(&quiet).await.unwrap();
         stream.resume_consumer("quiet").await.unwrap();
+        // The drain is timed from its first delivery; the processes' CPU
+        // over the whole wait, from the resume.
+        let watched = Instant::now();
+        let cpu_before = (cpu_seconds(child.id()), cpu_seconds(self.server.pid()));
         let took = time_drain(&self.js, &quiet, "quiet", n).await;
+        let (runtime_cpu, server_cpu) = (
+            cpu_seconds(child.id()) - cpu_before.0,
+            cpu_seconds(self.server.pid()) - cpu_before.1,
+        );
+        let watched = watched.elapsed().as_secs_f64();
+        if let Some(perf) = profile {
+            interrupt(perf);
+        }
         stop(child);
         delete_streams(&self.js, &[&quiet, &noisy]).await;
-        let cpu = noisy_guest_cpu(&std::fs::read_to_string(&log).unwrap_or_default());
-        (n as f64 / took.as_secs_f64(), cpu)
+        Drain {
+            rate: n as f64 / took.as_secs_f64(),
+            noisy_guest_cpu: noisy_guest_cpu(&std::fs::read_to_string(&log).unwrap_or_default()),
+            runtime_cores: runtime_cpu / watched,
+            server_cores: server_cpu / watched,
+        }
     }
 
     /// Creates the quiet subscriber's durable as the runtime would, paused
@@ -267,6 +300,64 @@ impl Bench {
             .await
             .unwrap();
     }
+}
+
+/// One quiet drain: its rate and where the CPU went meanwhile.
+struct Drain {
+    rate: f64,
+    /// The noisy tenant's guest CPU over the runtime's life, in cores.
+    noisy_guest_cpu: Option<f64>,
+    /// The runtime process's CPU during the drain, in cores.
+    runtime_cores: f64,
+    /// nats-server's CPU during the drain, in cores.
+    server_cores: f64,
+}
+
+impl Drain {
+    fn cpu_note(&self, noisy_guest_cpu: Option<f64>) -> String {
+        let guest =
+            noisy_guest_cpu.map_or(String::new(), |c| format!("noisy guest CPU {c:.3} cores, "));
+        format!(
+            "{guest}runtime {:.2} cores, nats-server {:.2} cores",
+            self.runtime_cores, self.server_cores
+        )
+    }
+}
+
+/// CPU time process `pid` has used (user and system), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Samples the runtime `pid` (cpu-clock, call graphs) into `data` until
+/// interrupted: `NATSAPP_BENCH_PERF=DIR` profiles each case's drain.
+fn perf_record(pid: u32, data: &Path) -> std::process::Child {
+    let perf = Command::new("perf")
+        .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-q", "-o"])
+        .arg(data)
+        .args(["-p", &pid.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("perf is not installed (apt-get install linux-perf)");
+    std::thread::sleep(Duration::from_millis(300));
+    perf
+}
+
+fn interrupt(mut perf: std::process::Child) {
+    unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+    let _ = perf.wait();
 }
 
 /// The noisy tenant's guest CPU, in cores, from the runtime's last

@@ -330,6 +330,8 @@ pub struct TenantSnapshot {
     pub memory_quota: Option<u64>,
     /// Guest memory its live instances hold now, in bytes.
     pub memory_held: u64,
+    /// Idle warm instances dropped to make room for a growth under `memory`.
+    pub idle_instances_reclaimed: u64,
 }
 
 impl TenantSnapshot {
@@ -344,6 +346,7 @@ impl TenantSnapshot {
             cpu_parked: cpu.map_or(0, |c| c.parked()),
             memory_quota: memory.map(|m| m.quota()),
             memory_held: memory.map_or(0, |m| m.held()),
+            idle_instances_reclaimed: memory.map_or(0, |m| m.reclaimed()),
         }
     }
 }

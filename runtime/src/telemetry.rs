@@ -78,7 +78,10 @@ pub fn log_stats(snapshot: &StatsSnapshot) {
             None => "cpu_quota=none".to_string(),
         };
         let memory = match t.memory_quota {
-            Some(quota) => format!("memory_held={} memory_quota={quota}", t.memory_held),
+            Some(quota) => format!(
+                "memory_held={} memory_quota={quota} idle_instances_reclaimed={}",
+                t.memory_held, t.idle_instances_reclaimed
+            ),
             None => "memory_quota=none".to_string(),
         };
         tracing::info!(tenant = %t.name, "quotas: {cpu} {memory}");

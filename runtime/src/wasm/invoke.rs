@@ -31,7 +31,8 @@ pub struct Handler {
     timeout: Duration,
     heartbeat: Duration,
     instances: Instances,
-    warm: Mutex<Vec<Warm>>,
+    /// Idle instances kept for reuse.
+    warm: Arc<Mutex<Vec<Warm>>>,
 }
 
 /// An instantiated component with its store.
@@ -58,13 +59,24 @@ impl Handler {
         ack_wait: Duration,
         instances: Instances,
     ) -> Self {
+        let warm = Arc::new(Mutex::new(Vec::<Warm>::new()));
+        if let (Instances::Reuse { .. }, Some(pool)) = (&instances, &host.quotas.memory) {
+            // The tenant's memory pool drops these idle instances when one
+            // of its running instances needs the room.
+            let idle = Arc::downgrade(&warm);
+            pool.reclaim_with(Box::new(move || {
+                let Some(idle) = idle.upgrade() else { return 0 };
+                let dropped = std::mem::take(&mut *idle.lock().expect("pool lock"));
+                dropped.len()
+            }));
+        }
         Handler {
             pre,
             host,
             timeout,
             heartbeat: ack_wait / 2,
             instances,
-            warm: Mutex::new(Vec::new()),
+            warm,
         }
     }
 

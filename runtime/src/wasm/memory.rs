@@ -1,17 +1,35 @@
 //! Guest memory limits: `limits.memory` caps one instance — all of its
 //! linear memories together, not each one — and a tenant's `quotas.memory`
 //! caps the memory all its live instances hold at once (a warm instance
-//! holds its memory until it is dropped). A growth past either fails with
-//! a trap the runtime counts as `memory_limit`.
+//! holds its memory until it is dropped, or until a growth of the same
+//! tenant needs it). A growth past either fails with a trap the runtime
+//! counts as `memory_limit`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// The memory a tenant's live instances hold, against its quota.
-#[derive(Debug)]
+/// Drops a subscriber's idle warm instances; returns how many it dropped.
+pub type Reclaim = Box<dyn Fn() -> usize + Send + Sync>;
+
+/// The memory a tenant's live instances hold, against its quota. When a
+/// growth does not fit, the idle warm instances of the tenant's
+/// subscribers are dropped to make room before it is refused, so one
+/// subscriber's idle instances cannot starve a sibling.
 pub struct MemoryPool {
     quota: u64,
     held: AtomicU64,
+    reclaimers: Mutex<Vec<Reclaim>>,
+    reclaimed: AtomicU64,
+}
+
+impl std::fmt::Debug for MemoryPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryPool")
+            .field("quota", &self.quota)
+            .field("held", &self.held())
+            .field("reclaimed", &self.reclaimed())
+            .finish()
+    }
 }
 
 impl MemoryPool {
@@ -20,15 +38,39 @@ impl MemoryPool {
         MemoryPool {
             quota,
             held: AtomicU64::new(0),
+            reclaimers: Mutex::new(Vec::new()),
+            reclaimed: AtomicU64::new(0),
         }
     }
 
+    /// Registers a subscriber's way to drop its idle instances.
+    pub fn reclaim_with(&self, reclaim: Reclaim) {
+        self.reclaimers
+            .lock()
+            .expect("reclaimers lock")
+            .push(reclaim);
+    }
+
     fn reserve(&self, bytes: u64) -> bool {
-        self.held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(bytes).filter(|total| *total <= self.quota)
-            })
-            .is_ok()
+        let fits = || {
+            self.held
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                    held.checked_add(bytes).filter(|total| *total <= self.quota)
+                })
+                .is_ok()
+        };
+        if fits() {
+            return true;
+        }
+        let dropped: usize = self
+            .reclaimers
+            .lock()
+            .expect("reclaimers lock")
+            .iter()
+            .map(|reclaim| reclaim())
+            .sum();
+        self.reclaimed.fetch_add(dropped as u64, Ordering::Relaxed);
+        dropped > 0 && fits()
     }
 
     fn release(&self, bytes: u64) {
@@ -43,6 +85,11 @@ impl MemoryPool {
     /// Bytes held now.
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Acquire)
+    }
+
+    /// Idle instances dropped so far to make room for a growth.
+    pub fn reclaimed(&self) -> u64 {
+        self.reclaimed.load(Ordering::Relaxed)
     }
 }
 
@@ -170,5 +217,27 @@ mod tests {
         drop(a);
         assert_eq!(pool.held(), 0);
         assert!(b.memory_growing(0, 4 * MIB, None).unwrap());
+    }
+
+    #[test]
+    fn idle_instances_are_dropped_to_make_room() {
+        let pool = Arc::new(MemoryPool::new(10 * MIB as u64));
+        let idle = Arc::new(Mutex::new(vec![MemoryLimiter::new(
+            64 * MIB as u64,
+            Some(pool.clone()),
+        )]));
+        assert!(idle.lock().unwrap()[0]
+            .memory_growing(0, 8 * MIB, None)
+            .unwrap());
+        let held = idle.clone();
+        pool.reclaim_with(Box::new(move || {
+            std::mem::take(&mut *held.lock().unwrap()).len()
+        }));
+        let mut running = MemoryLimiter::new(64 * MIB as u64, Some(pool.clone()));
+        assert!(running.memory_growing(0, 4 * MIB, None).unwrap());
+        assert_eq!((pool.held(), pool.reclaimed()), (4 * MIB as u64, 1));
+        // Nothing idle left: past the quota is refused.
+        assert!(running.memory_growing(4 * MIB, 12 * MIB, None).is_err());
+        assert_eq!(pool.reclaimed(), 1);
     }
 }

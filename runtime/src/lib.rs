@@ -26,6 +26,7 @@
 //! handlers within the grace period and settles every fetched message.
 //! [`run`] does both.
 
+pub mod admin;
 pub mod config;
 pub mod dispatch;
 pub mod fatal;
@@ -81,13 +82,16 @@ pub enum Error {
     /// The service stopped because it lost what it needs to run.
     #[error(transparent)]
     Fatal(#[from] Fatal),
+    /// The admin endpoint cannot listen on its address.
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
 }
 
 impl Error {
     /// True when the configuration (file, components, streams, consumers) is at fault.
     pub fn is_configuration(&self) -> bool {
         match self {
-            Error::Config(_) | Error::Component(_) => true,
+            Error::Config(_) | Error::Component(_) | Error::Admin(_) => true,
             Error::Connect(e) => matches!(
                 e,
                 ConnectError::BadUrl { .. } | ConnectError::Credentials { .. }
@@ -154,6 +158,7 @@ pub struct Service {
     tenant_watches: Vec<tokio::task::JoinHandle<()>>,
     tenant_clients: Vec<async_nats::Client>,
     stats: Stats,
+    admin: Option<admin::Admin>,
     _wasm: WasmRuntime,
 }
 
@@ -273,6 +278,12 @@ impl Service {
                     .then(|| tokio::spawn(tenant::watch(name, t.lost, stop, running)))
             })
             .collect();
+        let admin = match config.service.admin {
+            Some(addr) => {
+                Some(admin::Admin::serve(addr, &config.service.name, stats.clone()).await?)
+            }
+            None => None,
+        };
         Ok(Service {
             config,
             client,
@@ -282,8 +293,14 @@ impl Service {
             tenant_watches,
             tenant_clients,
             stats,
+            admin,
             _wasm: wasm,
         })
+    }
+
+    /// Where the admin endpoint listens, when `[service] admin` is set.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(admin::Admin::addr)
     }
 
     /// A handle to the service's statistics, valid while and after it runs.
@@ -330,6 +347,9 @@ impl Service {
                 self.config.service.graceful_timeout
             ),
             Some(reason) => tracing::error!("stopping: {}", telemetry::ErrorChain(reason)),
+        }
+        if let Some(admin) = &self.admin {
+            admin.draining();
         }
         self.stop_pulling.cancel();
         for w in &self.tenant_watches {

@@ -217,6 +217,8 @@ impl SubscriberStats {
                 p50_us_at_most: self.percentile_us(&counts, n, 0.50),
                 p99_us_at_most: self.percentile_us(&counts, n, 0.99),
                 max_us: self.latency_max_us.load(Relaxed),
+                sum_us: self.latency_sum_us.load(Relaxed),
+                buckets: counts.to_vec(),
             },
         }
     }
@@ -235,6 +237,12 @@ pub struct LatencySnapshot {
     pub p99_us_at_most: u64,
     /// Slowest call, microseconds.
     pub max_us: u64,
+    /// All calls together, microseconds.
+    pub sum_us: u64,
+    /// Calls by duration: entry `i` counts those under 2^i microseconds
+    /// (and at least 2^(i-1)).
+    #[serde(skip)]
+    pub buckets: Vec<u64>,
 }
 
 /// One subscriber's statistics.

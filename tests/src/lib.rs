@@ -89,6 +89,8 @@ impl ServiceFile {
 pub struct Running {
     /// Its statistics.
     pub stats: natsapp_wasm::stats::Stats,
+    /// Where its admin endpoint listens, when the file sets one.
+    pub admin: Option<std::net::SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<
         tokio::task::JoinHandle<Result<natsapp_wasm::stats::StatsSnapshot, natsapp_wasm::Error>>,
@@ -103,12 +105,14 @@ impl Running {
             .await
             .unwrap_or_else(|e| panic!("service did not start: {e}"));
         let stats = service.stats();
+        let admin = service.admin_addr();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(service.run(async {
             let _ = rx.await;
         }));
         Running {
             stats,
+            admin,
             stop: Some(tx),
             task: Some(task),
         }
@@ -382,6 +386,31 @@ pub fn wait_exit(child: &mut std::process::Child, within: Duration) -> i32 {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `GET path` on `addr` over HTTP/1.1: the status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8(response).expect("a UTF-8 response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head}"));
+    (status, body.to_string())
 }
 
 /// Sends SIGTERM to `child`.

@@ -131,6 +131,8 @@ pub struct ServiceConfig {
     pub stats_interval: Option<Duration>,
     /// NATS_DEBUG: debug logging and periodic statistics.
     pub debug: bool,
+    /// Where /metrics, /healthz and /readyz are served (`None`: off).
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 /// How to authenticate to NATS.

@@ -149,6 +149,9 @@ pub struct RawService {
     /// `?` match within a name).
     #[serde(default)]
     pub include: Vec<String>,
+    /// `admin = "127.0.0.1:9464"`: serve /metrics, /healthz and /readyz
+    /// over HTTP on this address (off when absent).
+    pub admin: Option<String>,
 }
 
 /// `[nats]`

@@ -1,5 +1,6 @@
 //! Integration tests: real nats-server per test, real components.
 
+mod admin;
 mod cli;
 mod concurrency;
 mod flow;

@@ -150,7 +150,7 @@ async fn a_tenants_publishes_per_message_quota_is_enforced_and_counted() {
 
 /// A kit `service` (no server accounts) whose subscriber is tenant acme's,
 /// with these `quotas`.
-fn in_tenant_acme(service: String, quotas: &str) -> String {
+pub(crate) fn in_tenant_acme(service: String, quotas: &str) -> String {
     service
         .replace(
             "[[subscribers]]",

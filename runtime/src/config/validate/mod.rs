@@ -137,11 +137,22 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             None if debug => Some(defaults::DEBUG_STATS_INTERVAL),
             None => None,
         };
+        let admin = raw.service.admin.as_deref().and_then(|a| match a.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(
+                    "service.admin",
+                    format!("{a:?} is not an address and port, like \"127.0.0.1:9464\""),
+                );
+                None
+            }
+        });
         ServiceConfig {
             name: raw.service.name.clone(),
             graceful_timeout,
             stats_interval,
             debug,
+            admin,
         }
     }
 

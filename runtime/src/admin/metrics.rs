@@ -1,0 +1,345 @@
+//! `/metrics`: the statistics as Prometheus metrics (text format 0.0.4),
+//! built from a snapshot at each scrape, so the message path keeps its
+//! relaxed counters and nothing is counted twice. Names follow Prometheus
+//! conventions: a `natsapp_` prefix, `_total` counters, base units in the
+//! name; every series carries `service`, a subscriber's also `subscriber`
+//! and `tenant` (empty for the service's own identity).
+
+use crate::stats::{StatsSnapshot, SubscriberSnapshot, TenantSnapshot};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+use prometheus::TextEncoder;
+
+/// The content type of what [`render`] returns.
+pub(super) const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Handler-duration buckets exposed: the statistics' powers of two from
+/// 2^4 µs (16 µs) to 2^24 µs (about 16.8 s), then +Inf.
+const FIRST_BUCKET: usize = 4;
+const LAST_BUCKET: usize = 24;
+
+/// The exposition of `snap` for `service`.
+pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<String> {
+    let mut m = Families {
+        service: service.to_string(),
+        out: Vec::new(),
+    };
+    m.one(
+        "natsapp_nats_connected",
+        "1 while the service's own NATS connection is up",
+        MetricType::GAUGE,
+        gauge(f64::from(u8::from(snap.connection_status == "connected"))),
+    );
+    let subs = &snap.subscribers;
+    m.per_subscriber(
+        subs,
+        "natsapp_messages_received_total",
+        "Deliveries received from the server",
+        MetricType::COUNTER,
+        |s| counter(s.received),
+    );
+    let outcomes: [(&str, fn(&SubscriberSnapshot) -> u64); 6] = [
+        ("acked", |s| s.acked),
+        ("naked", |s| s.naked),
+        ("termed", |s| s.termed),
+        ("dead_lettered", |s| s.dead_lettered),
+        ("by_guest", |s| s.settled_by_guest),
+        ("replayed", |s| s.replayed),
+    ];
+    m.family(
+        "natsapp_messages_settled_total",
+        "Deliveries settled, by outcome (dead_lettered ones are also termed)",
+        MetricType::COUNTER,
+        subs.iter()
+            .flat_map(|s| {
+                outcomes.iter().map(move |(outcome, n)| {
+                    (subscriber(s, &[("outcome", outcome)]), counter(n(s)))
+                })
+            })
+            .collect(),
+    );
+    m.family(
+        "natsapp_handler_failures_total",
+        "Handler invocations that failed, by cause",
+        MetricType::COUNTER,
+        subs.iter()
+            .flat_map(|s| {
+                s.failed
+                    .iter()
+                    .map(move |(cause, n)| (subscriber(s, &[("cause", cause)]), counter(*n)))
+            })
+            .collect(),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_handler_retries_total",
+        "Handlers that returned retry",
+        MetricType::COUNTER,
+        |s| counter(s.retried),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_handler_rejects_total",
+        "Handlers that returned reject",
+        MetricType::COUNTER,
+        |s| counter(s.rejected),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_settle_errors_total",
+        "Acks, naks and terms the server did not take (redelivered after ack_wait)",
+        MetricType::COUNTER,
+        |s| counter(s.settle_errors),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_past_max_deliver_total",
+        "Deliveries past max_deliver, dead-lettered or termed without the handler",
+        MetricType::COUNTER,
+        |s| counter(s.past_max_deliver),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_dead_letters_trimmed_total",
+        "Dead-letter copies that left out the payload (or more) to fit",
+        MetricType::COUNTER,
+        |s| counter(s.dead_letter_trimmed),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_consumers_recreated_total",
+        "Times the durable consumer was recreated after it disappeared",
+        MetricType::COUNTER,
+        |s| counter(s.consumer_recreated),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_quota_refused_total",
+        "Publishes and requests refused by a tenant quota",
+        MetricType::COUNTER,
+        |s| counter(s.quota_refused),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_concurrency_quota_waits_total",
+        "Times a free handler slot waited for the tenant's concurrency quota",
+        MetricType::COUNTER,
+        |s| counter(s.concurrency_quota_waits),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_handlers_in_flight",
+        "Handlers running now",
+        MetricType::GAUGE,
+        |s| gauge(s.in_flight as f64),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_subscriber_running",
+        "1 when the subscriber runs, 0 when it could not start or its tenant stopped",
+        MetricType::GAUGE,
+        |s| gauge(f64::from(u8::from(s.not_running.is_none()))),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_consumer_paused",
+        "1 while the durable consumer is paused on the server",
+        MetricType::GAUGE,
+        |s| gauge(f64::from(u8::from(s.paused))),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_consumer_ack_floor",
+        "The durable consumer's ack floor (stream sequence) when last looked at",
+        MetricType::GAUGE,
+        |s| gauge(s.ack_floor as f64),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_handler_duration_seconds",
+        "Handler call duration",
+        MetricType::HISTOGRAM,
+        duration,
+    );
+
+    let tenants = &snap.tenants;
+    let with_cpu: Vec<&TenantSnapshot> = tenants.iter().filter(|t| t.cpu_quota.is_some()).collect();
+    let with_memory: Vec<&TenantSnapshot> = tenants
+        .iter()
+        .filter(|t| t.memory_quota.is_some())
+        .collect();
+    m.per_tenant(
+        &with_cpu,
+        "natsapp_tenant_cpu_quota_cores",
+        "The tenant's cpu quota, in cores",
+        MetricType::GAUGE,
+        |t| gauge(t.cpu_quota.unwrap_or(0.0)),
+    );
+    m.per_tenant(
+        &with_cpu,
+        "natsapp_tenant_guest_cpu_seconds_total",
+        "Guest execution metered against the tenant's cpu quota",
+        MetricType::COUNTER,
+        |t| counter_f64(t.guest_cpu_seconds),
+    );
+    m.per_tenant(
+        &with_cpu,
+        "natsapp_tenant_cpu_parked_total",
+        "Times one of the tenant's guests was parked over its cpu quota",
+        MetricType::COUNTER,
+        |t| counter(t.cpu_parked),
+    );
+    m.per_tenant(
+        &with_memory,
+        "natsapp_tenant_memory_quota_bytes",
+        "The tenant's memory quota",
+        MetricType::GAUGE,
+        |t| gauge(t.memory_quota.unwrap_or(0) as f64),
+    );
+    m.per_tenant(
+        &with_memory,
+        "natsapp_tenant_memory_held_bytes",
+        "Guest memory the tenant's live instances hold",
+        MetricType::GAUGE,
+        |t| gauge(t.memory_held as f64),
+    );
+    m.per_tenant(
+        &with_memory,
+        "natsapp_tenant_idle_instances_reclaimed_total",
+        "Idle warm instances dropped to make room under the tenant's memory quota",
+        MetricType::COUNTER,
+        |t| counter(t.idle_instances_reclaimed),
+    );
+
+    TextEncoder::new().encode_to_string(&m.out)
+}
+
+/// The families of one scrape, every series labelled with the service.
+struct Families {
+    service: String,
+    out: Vec<MetricFamily>,
+}
+
+/// A series' labels (besides `service`) and its value.
+type Series = (Vec<(&'static str, String)>, Metric);
+
+impl Families {
+    fn family(&mut self, name: &str, help: &str, kind: MetricType, series: Vec<Series>) {
+        if series.is_empty() {
+            return;
+        }
+        let mut f = MetricFamily::default();
+        f.set_name(name.to_string());
+        f.set_help(help.to_string());
+        f.set_field_type(kind);
+        f.set_metric(
+            series
+                .into_iter()
+                .map(|(labels, mut metric)| {
+                    let mut pairs = vec![pair("service", &self.service)];
+                    pairs.extend(labels.iter().map(|(k, v)| pair(k, v)));
+                    metric.set_label(pairs);
+                    metric
+                })
+                .collect(),
+        );
+        self.out.push(f);
+    }
+
+    fn one(&mut self, name: &str, help: &str, kind: MetricType, metric: Metric) {
+        self.family(name, help, kind, vec![(Vec::new(), metric)]);
+    }
+
+    fn per_subscriber(
+        &mut self,
+        subs: &[SubscriberSnapshot],
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        value: fn(&SubscriberSnapshot) -> Metric,
+    ) {
+        let series = subs
+            .iter()
+            .map(|s| (subscriber(s, &[]), value(s)))
+            .collect();
+        self.family(name, help, kind, series);
+    }
+
+    fn per_tenant(
+        &mut self,
+        tenants: &[&TenantSnapshot],
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        value: fn(&TenantSnapshot) -> Metric,
+    ) {
+        let series = tenants
+            .iter()
+            .map(|t| (vec![("tenant", t.name.clone())], value(t)))
+            .collect();
+        self.family(name, help, kind, series);
+    }
+}
+
+/// A subscriber's labels, plus `extra`.
+fn subscriber(
+    s: &SubscriberSnapshot,
+    extra: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    let mut labels = vec![
+        ("subscriber", s.name.clone()),
+        ("tenant", s.tenant.clone().unwrap_or_default()),
+    ];
+    labels.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    labels
+}
+
+fn pair(name: &str, value: &str) -> LabelPair {
+    let mut p = LabelPair::default();
+    p.set_name(name.to_string());
+    p.set_value(value.to_string());
+    p
+}
+
+fn counter(v: u64) -> Metric {
+    counter_f64(v as f64)
+}
+
+fn counter_f64(v: f64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(v);
+    let mut m = Metric::default();
+    m.set_counter(c);
+    m
+}
+
+fn gauge(v: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(v);
+    Metric::from_gauge(g)
+}
+
+/// The handler-duration histogram from the statistics' power-of-two buckets.
+fn duration(s: &SubscriberSnapshot) -> Metric {
+    let counts = &s.latency.buckets;
+    let mut cumulative = 0;
+    let buckets = (0..=LAST_BUCKET)
+        .filter_map(|i| {
+            cumulative += counts.get(i).copied().unwrap_or(0);
+            (i >= FIRST_BUCKET).then(|| {
+                let mut b = Bucket::default();
+                b.set_upper_bound((1u64 << i) as f64 / 1e6);
+                b.set_cumulative_count(cumulative);
+                b
+            })
+        })
+        .collect();
+    let mut h = Histogram::default();
+    h.set_sample_count(s.latency.count);
+    h.set_sample_sum(s.latency.sum_us as f64 / 1e6);
+    h.set_bucket(buckets);
+    let mut m = Metric::default();
+    m.set_histogram(h);
+    m
+}

@@ -1,0 +1,159 @@
+//! The admin endpoint: `/metrics` scraped and validated by promtool,
+//! `/healthz`, and `/readyz` through a service's life.
+
+use crate::kit_service;
+use natsapp_wasm_tests::*;
+use std::time::Duration;
+
+/// The kit service with its admin endpoint on a port the system picks.
+fn with_admin(extra: &str) -> String {
+    kit_service(extra).replacen(
+        "graceful_timeout = \"5s\"",
+        "graceful_timeout = \"5s\"\nadmin = \"127.0.0.1:0\"",
+        1,
+    )
+}
+
+/// Runs `promtool check metrics` on `exposition`; its complaints, if any.
+fn promtool_check(exposition: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is not installed: run ./scripts/install-prereqs.sh (Debian package prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_statistics_count_and_pass_promtool() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &crate::tenants::in_tenant_acme(with_admin(""), "cpu = \"0.5\", memory = \"256MiB\""),
+    );
+    let running = Running::start(&file).await;
+    let admin = running.admin.expect("the admin endpoint listens");
+    let js = server.jetstream().await;
+    for _ in 0..3 {
+        js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;
+    }
+    js_publish(&js, "in.kit", r#"{"op":"reject","reason":"bad order"}"#).await;
+    drained(&js, "IN", "kit").await;
+    settled_stats(&running, "kit").await;
+
+    let (status, body) = http_get(admin, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    let labels = r#"service="kit-service",subscriber="kit",tenant="acme""#;
+    for line in [
+        format!("natsapp_messages_received_total{{{labels}}} 4"),
+        format!("natsapp_messages_settled_total{{{labels},outcome=\"acked\"}} 3"),
+        format!("natsapp_messages_settled_total{{{labels},outcome=\"termed\"}} 1"),
+        format!("natsapp_handler_rejects_total{{{labels}}} 1"),
+        format!("natsapp_handler_duration_seconds_count{{{labels}}} 4"),
+        format!("natsapp_handler_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 4"),
+        format!("natsapp_handlers_in_flight{{{labels}}} 0"),
+        format!("natsapp_subscriber_running{{{labels}}} 1"),
+        "natsapp_nats_connected{service=\"kit-service\"} 1".to_string(),
+        "natsapp_tenant_cpu_quota_cores{service=\"kit-service\",tenant=\"acme\"} 0.5".to_string(),
+        "natsapp_tenant_memory_quota_bytes{service=\"kit-service\",tenant=\"acme\"} 268435456"
+            .to_string(),
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "no line {line:?} in:\n{body}"
+        );
+    }
+    if let Err(said) = promtool_check(&body) {
+        panic!("promtool check metrics: {said}\n{body}");
+    }
+
+    assert_eq!(http_get(admin, "/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(
+        http_get(admin, "/readyz").await,
+        (200, "ready\n".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_503_while_the_process_drains_and_healthz_stays_200() {
+    let server = NatsServer::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let file = ServiceFile::new(
+        &server,
+        &with_admin("limits = { timeout = \"20s\" }").replace("127.0.0.1:0", &admin.to_string()),
+    );
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = spawn_run(&file, log.path(), &[]);
+    let js = server.jetstream().await;
+    durable_exists(&js, "IN", "kit").await;
+    assert_eq!(
+        http_get(admin, "/readyz").await,
+        (200, "ready\n".to_string())
+    );
+    js_publish(&js, "in.kit", r#"{"op":"sleep","ms":3000}"#).await;
+    eventually(Duration::from_secs(10), "the handler running", || async {
+        (consumer_counts(&js, "IN", "kit").await.1 == 1).then_some(())
+    })
+    .await;
+    sigterm(&child);
+    let (status, body) = eventually(Duration::from_secs(2), "/readyz to turn", || async {
+        let answer = http_get(admin, "/readyz").await;
+        (answer.0 != 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            503,
+            "not ready: shutting down: no new messages are pulled\n"
+        )
+    );
+    assert_eq!(
+        http_get(admin, "/healthz").await.0,
+        200,
+        "the process still serves"
+    );
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_address_in_use_is_a_configuration_error() {
+    let server = NatsServer::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let file = ServiceFile::new(&server, &with_admin("").replace("127.0.0.1:0", &addr));
+    let err = match natsapp_wasm::Service::start(file.config()).await {
+        Ok(_) => panic!("started with {addr} taken"),
+        Err(e) => e,
+    };
+    assert!(
+        err.to_string()
+            .starts_with(&format!("service.admin: cannot listen on {addr}: ")),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 2);
+}

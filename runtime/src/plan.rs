@@ -34,6 +34,9 @@ impl Plan {
             c.nats.servers.join(", "),
             secs(c.service.graceful_timeout)
         );
+        if let Some(admin) = c.service.admin {
+            let _ = writeln!(s, "admin: http://{admin} (/metrics, /healthz, /readyz)");
+        }
         let _ = writeln!(s, "streams:");
         for st in &c.streams {
             let subjects: Vec<&str> = st.subjects.iter().map(|x| x.as_str()).collect();

@@ -31,6 +31,7 @@ pub mod config;
 pub mod dispatch;
 pub mod fatal;
 pub mod grants;
+mod micro;
 pub mod nats;
 pub mod outputs;
 pub mod plan;
@@ -159,6 +160,7 @@ pub struct Service {
     tenant_clients: Vec<async_nats::Client>,
     stats: Stats,
     admin: Option<admin::Admin>,
+    micro: Option<micro::Micro>,
     _wasm: WasmRuntime,
 }
 
@@ -284,6 +286,7 @@ impl Service {
             }
             None => None,
         };
+        let micro = micro::start(&client, &config.service.name, stats.clone()).await;
         Ok(Service {
             config,
             client,
@@ -294,6 +297,7 @@ impl Service {
             tenant_clients,
             stats,
             admin,
+            micro,
             _wasm: wasm,
         })
     }
@@ -350,6 +354,10 @@ impl Service {
         }
         if let Some(admin) = &self.admin {
             admin.draining();
+        }
+        // A stopping replica leaves the $SRV group: PING lists live ones.
+        if let Some(m) = self.micro.take() {
+            m.stop().await;
         }
         self.stop_pulling.cancel();
         for w in &self.tenant_watches {

@@ -1,0 +1,103 @@
+//! The NATS micro-service API, on the service's own connection: the
+//! service answers `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` (by name and
+//! id) like any NATS service, and `<service>.health` with its connection
+//! status and statistics, the Python wrapper's health-check example built
+//! in. The statistics ride in the health endpoint's STATS `data`: the one
+//! endpoint there is, and it counts real requests.
+
+use crate::stats::Stats;
+use async_nats::service::ServiceExt;
+use futures::StreamExt;
+
+/// The running micro-service; [`stop`](Micro::stop) leaves the service group.
+pub(crate) struct Micro {
+    service: async_nats::service::Service,
+    health: tokio::task::JoinHandle<()>,
+}
+
+/// What `<service>.health` answers.
+#[derive(serde::Serialize)]
+struct Health {
+    service: String,
+    /// `healthy` while the service's connection is up and a subscriber runs.
+    status: &'static str,
+    timestamp: String,
+    stats: crate::stats::StatsSnapshot,
+}
+
+/// Registers `name` as a NATS service on `client`. A name NATS services
+/// cannot carry (only A-Z, a-z, 0-9, `-` and `_`) or a server that refuses
+/// leaves the service running without it, with a warning.
+pub(crate) async fn start(client: &async_nats::Client, name: &str, stats: Stats) -> Option<Micro> {
+    let for_stats = stats.clone();
+    let service = client
+        .service_builder()
+        .description(format!(
+            "natsapp-wasm {}: {} subscribers",
+            env!("CARGO_PKG_VERSION"),
+            stats.snapshot().total_subscribers
+        ))
+        .stats_handler(move |_endpoint, _| {
+            serde_json::to_value(for_stats.snapshot()).unwrap_or_default()
+        })
+        .start(name, env!("CARGO_PKG_VERSION"))
+        .await;
+    let service = match service {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("$SRV.PING, INFO and STATS are off: cannot register {name:?} as a NATS service: {e}");
+            return None;
+        }
+    };
+    let endpoint = service
+        .group(name)
+        .endpoint_builder()
+        .name("health")
+        .add("health")
+        .await;
+    let mut endpoint = match endpoint {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("{name}.health is off: {e}");
+            let _ = service.stop().await;
+            return None;
+        }
+    };
+    let name = name.to_string();
+    let health = tokio::spawn(async move {
+        while let Some(request) = endpoint.next().await {
+            let body = serde_json::to_vec(&health(&name, &stats)).unwrap_or_default();
+            if let Err(e) = request.respond(Ok(body.into())).await {
+                tracing::debug!("could not answer a health request: {e}");
+            }
+        }
+    });
+    tracing::info!(
+        "answering $SRV.PING, $SRV.INFO, $SRV.STATS and {}.health",
+        service.info().await.name
+    );
+    Some(Micro { service, health })
+}
+
+fn health(name: &str, stats: &Stats) -> Health {
+    let snapshot = stats.snapshot();
+    let running = snapshot.subscribers.iter().any(|s| s.not_running.is_none());
+    Health {
+        service: name.to_string(),
+        status: if snapshot.connection_status == "connected" && running {
+            "healthy"
+        } else {
+            "unhealthy"
+        },
+        timestamp: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        stats: snapshot,
+    }
+}
+
+impl Micro {
+    /// Stops answering: the service leaves the `$SRV` group.
+    pub(crate) async fn stop(self) {
+        self.health.abort();
+        let _ = self.service.stop().await;
+    }
+}

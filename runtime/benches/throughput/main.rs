@@ -217,7 +217,7 @@ async fn main() {
 impl Bench {
     /// natsapp-wasm draining a preloaded stream, per guest and instance mode.
     async fn throughput(&self) -> Vec<Sample> {
-        let cases: [(&str, &Path, &str, bool); 6] = [
+        let cases: [(&str, &Path, &str, bool); 7] = [
             (
                 "natsapp-wasm, Rust no-op, per-message instances",
                 &self.noop,
@@ -226,6 +226,12 @@ impl Bench {
             ),
             (
                 "natsapp-wasm, Rust no-op, reused instances",
+                &self.noop,
+                "reuse",
+                false,
+            ),
+            (
+                "natsapp-wasm, Rust no-op, reused instances, /metrics scraped every 100 ms",
                 &self.noop,
                 "reuse",
                 false,
@@ -263,6 +269,7 @@ impl Bench {
             } else {
                 self.n
             };
+            let scraped = case.contains("/metrics");
             // The compiled-component cache is warm, so start-up is not in the figure.
             let (rate, peak) = natsapp_throughput(
                 &self.server,
@@ -273,6 +280,7 @@ impl Bench {
                 component,
                 instances,
                 relays,
+                scraped,
                 n,
             )
             .await;

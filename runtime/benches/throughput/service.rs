@@ -99,13 +99,14 @@ pub(crate) async fn natsapp_throughput(
     component: &Path,
     instances: &str,
     relay: bool,
+    scraped: bool,
     n: usize,
 ) -> (f64, f64) {
     let stream = format!("B{case}");
     let subject = format!("b{case}.in");
     preload(js, &stream, &subject, n).await;
     let output = format!("{stream}.out");
-    let toml = service_toml(
+    let mut toml = service_toml(
         server.url(),
         &stream,
         &subject,
@@ -117,12 +118,51 @@ pub(crate) async fn natsapp_throughput(
             output: relay.then_some(output.as_str()),
         }],
     );
+    let admin = scraped.then(|| {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        toml = toml.replacen(
+            "[service]\n",
+            &format!("[service]\nadmin = \"{addr}\"\n"),
+            1,
+        );
+        addr
+    });
     let child = spawn(&toml, dir, cache);
+    let scraper = admin.map(|addr| tokio::spawn(scrape_every_100ms(addr)));
     let took = time_drain(js, &stream, "bench", n).await;
+    if let Some(scraper) = scraper {
+        scraper.abort();
+    }
     let (peak, _) = rss_mib(child.id());
     stop(child);
     delete_streams(js, &[&stream, &format!("{stream}_OUT")]).await;
     (n as f64 / took.as_secs_f64(), peak)
+}
+
+/// GETs `/metrics` from `addr` ten times a second, as a scraper would (if
+/// much more often), checking every answer.
+async fn scrape_every_100ms(addr: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await else {
+            continue;
+        };
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        conn.read_to_end(&mut response).await.unwrap();
+        const SERIES: &[u8] = b"natsapp_messages_received_total{";
+        assert!(
+            response.starts_with(b"HTTP/1.1 200")
+                && response.windows(SERIES.len()).any(|w| w == SERIES),
+            "/metrics did not answer with the statistics"
+        );
+    }
 }
 
 /// Waits until the service has created `durable` on `stream`.

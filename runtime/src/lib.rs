@@ -204,8 +204,16 @@ impl Service {
                     Some((name.clone(), quotas))
                 })
                 .collect(),
+            tenant_clients: tenants
+                .iter()
+                .filter_map(|(name, t)| {
+                    Some((name.clone(), t.connection.as_ref().ok()?.client.clone()))
+                })
+                .collect(),
+            loads: wasm.loads(),
         };
         stats.tenants.sort_by(|a, b| a.0.cmp(&b.0));
+        stats.tenant_clients.sort_by(|a, b| a.0.cmp(&b.0));
         let mut first_failure = None;
         for (s, pre) in config.subscribers.iter().zip(compiled) {
             let conn = match &s.tenant {

@@ -36,10 +36,60 @@ pub struct SubscriberStats {
     not_running: std::sync::OnceLock<String>,
     in_flight: AtomicU64,
     failed: [AtomicU64; FailureCause::ALL.len()],
-    latency_count: AtomicU64,
-    latency_sum_us: AtomicU64,
-    latency_max_us: AtomicU64,
-    latency_buckets: [AtomicU64; BUCKETS],
+    latency: Durations,
+    publish_latency: Durations,
+    publish_failures: AtomicU64,
+    warm_instances: AtomicU64,
+}
+
+/// A histogram of durations in power-of-two microsecond buckets.
+#[derive(Debug, Default)]
+struct Durations {
+    count: AtomicU64,
+    sum_us: AtomicU64,
+    max_us: AtomicU64,
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl Durations {
+    fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+        self.max_us.fetch_max(us, Relaxed);
+        let bucket = (64 - us.leading_zeros() as usize).min(BUCKETS - 1);
+        self.buckets[bucket].fetch_add(1, Relaxed);
+    }
+
+    fn snapshot(&self) -> LatencySnapshot {
+        let counts: [u64; BUCKETS] = std::array::from_fn(|i| self.buckets[i].load(Relaxed));
+        let n = self.count.load(Relaxed);
+        let max_us = self.max_us.load(Relaxed);
+        let sum_us = self.sum_us.load(Relaxed);
+        let percentile_us = |p: f64| {
+            if n == 0 {
+                return 0;
+            }
+            let rank = ((n as f64) * p).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return (1u64 << i).min(max_us);
+                }
+            }
+            max_us
+        };
+        LatencySnapshot {
+            count: n,
+            mean_us: if n == 0 { 0 } else { sum_us / n },
+            p50_us_at_most: percentile_us(0.50),
+            p99_us_at_most: percentile_us(0.99),
+            max_us,
+            sum_us,
+            buckets: counts.to_vec(),
+        }
+    }
 }
 
 /// What the runtime did with a message, for counting.
@@ -70,12 +120,21 @@ impl SubscriberStats {
 
     /// The handler finished after `latency`.
     pub fn finished(&self, latency: Duration) {
-        let us = latency.as_micros().min(u64::MAX as u128) as u64;
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_us.fetch_add(us, Relaxed);
-        self.latency_max_us.fetch_max(us, Relaxed);
-        let bucket = (64 - us.leading_zeros() as usize).min(BUCKETS - 1);
-        self.latency_buckets[bucket].fetch_add(1, Relaxed);
+        self.latency.record(latency);
+    }
+
+    /// A guest's JetStream publish got its PubAck after `waited`, or failed.
+    pub fn published(&self, waited: Duration, acked: bool) {
+        if acked {
+            self.publish_latency.record(waited);
+        } else {
+            self.publish_failures.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The subscriber keeps this many idle instances for reuse.
+    pub fn set_warm_instances(&self, n: usize) {
+        self.warm_instances.store(n as u64, Relaxed);
     }
 
     /// The handler returned `retry`.
@@ -161,25 +220,8 @@ impl SubscriberStats {
         self.naked.fetch_add(1, Relaxed);
     }
 
-    fn percentile_us(&self, counts: &[u64; BUCKETS], total: u64, p: f64) -> u64 {
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((total as f64) * p).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return (1u64 << i).min(self.latency_max_us.load(Relaxed));
-            }
-        }
-        self.latency_max_us.load(Relaxed)
-    }
-
     /// A consistent-enough copy of the counters.
     pub fn snapshot(&self, name: &str, tenant: Option<&str>) -> SubscriberSnapshot {
-        let counts: [u64; BUCKETS] = std::array::from_fn(|i| self.latency_buckets[i].load(Relaxed));
-        let n = self.latency_count.load(Relaxed);
         SubscriberSnapshot {
             name: name.to_string(),
             tenant: tenant.map(str::to_string),
@@ -207,27 +249,18 @@ impl SubscriberStats {
                 .map(|(i, c)| (c.as_str().to_string(), self.failed[i].load(Relaxed)))
                 .collect(),
             in_flight: self.in_flight.load(Relaxed),
-            latency: LatencySnapshot {
-                count: n,
-                mean_us: if n == 0 {
-                    0
-                } else {
-                    self.latency_sum_us.load(Relaxed) / n
-                },
-                p50_us_at_most: self.percentile_us(&counts, n, 0.50),
-                p99_us_at_most: self.percentile_us(&counts, n, 0.99),
-                max_us: self.latency_max_us.load(Relaxed),
-                sum_us: self.latency_sum_us.load(Relaxed),
-                buckets: counts.to_vec(),
-            },
+            latency: self.latency.snapshot(),
+            publish_latency: self.publish_latency.snapshot(),
+            publish_failures: self.publish_failures.load(Relaxed),
+            warm_instances: self.warm_instances.load(Relaxed),
         }
     }
 }
 
-/// Handler latency: mean, max and power-of-two upper bounds of p50 and p99.
+/// Durations: mean, max and power-of-two upper bounds of p50 and p99.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct LatencySnapshot {
-    /// Handler calls measured.
+    /// Durations measured.
     pub count: u64,
     /// Mean, microseconds.
     pub mean_us: u64,
@@ -235,12 +268,12 @@ pub struct LatencySnapshot {
     pub p50_us_at_most: u64,
     /// p99 is at most this many microseconds.
     pub p99_us_at_most: u64,
-    /// Slowest call, microseconds.
+    /// Longest, microseconds.
     pub max_us: u64,
-    /// All calls together, microseconds.
+    /// All together, microseconds.
     pub sum_us: u64,
-    /// Calls by duration: entry `i` counts those under 2^i microseconds
-    /// (and at least 2^(i-1)).
+    /// By duration: entry `i` counts those under 2^i microseconds (and at
+    /// least 2^(i-1)).
     #[serde(skip)]
     pub buckets: Vec<u64>,
 }
@@ -296,6 +329,12 @@ pub struct SubscriberSnapshot {
     pub in_flight: u64,
     /// Handler latency.
     pub latency: LatencySnapshot,
+    /// How long the guest's JetStream publishes waited for their PubAck.
+    pub publish_latency: LatencySnapshot,
+    /// The guest's JetStream publishes that got no PubAck (an error or a timeout).
+    pub publish_failures: u64,
+    /// Idle instances kept for reuse.
+    pub warm_instances: u64,
 }
 
 impl SubscriberSnapshot {
@@ -319,6 +358,43 @@ pub struct StatsSnapshot {
     pub subscribers: Vec<SubscriberSnapshot>,
     /// Per tenant with subscribers: the use of its quotas.
     pub tenants: Vec<TenantSnapshot>,
+    /// Per NATS connection: the service's own, then each tenant's.
+    pub connections: Vec<ConnectionSnapshot>,
+    /// Components loaded from the compiled-component cache at start.
+    pub components_from_cache: u64,
+    /// Components compiled at start (not in the cache, or caching off).
+    pub components_compiled: u64,
+}
+
+/// One NATS connection's traffic, from the client's own counters.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConnectionSnapshot {
+    /// The tenant whose connection it is (`None`: the service's own).
+    pub tenant: Option<String>,
+    /// Times it connected: the first time, then every reconnect.
+    pub connects: u64,
+    /// Messages received.
+    pub in_messages: u64,
+    /// Messages sent.
+    pub out_messages: u64,
+    /// Bytes received.
+    pub in_bytes: u64,
+    /// Bytes sent.
+    pub out_bytes: u64,
+}
+
+impl ConnectionSnapshot {
+    fn of(tenant: Option<&str>, client: &async_nats::Client) -> ConnectionSnapshot {
+        let s = client.statistics();
+        ConnectionSnapshot {
+            tenant: tenant.map(str::to_string),
+            connects: s.connects.load(Relaxed),
+            in_messages: s.in_messages.load(Relaxed),
+            out_messages: s.out_messages.load(Relaxed),
+            in_bytes: s.in_bytes.load(Relaxed),
+            out_bytes: s.out_bytes.load(Relaxed),
+        }
+    }
 }
 
 /// How much of its quotas a tenant uses.
@@ -365,6 +441,10 @@ pub struct Stats {
     pub(crate) client: Option<async_nats::Client>,
     pub(crate) subscribers: Vec<(String, Option<String>, Arc<SubscriberStats>)>,
     pub(crate) tenants: Vec<(String, SharedQuotas)>,
+    /// Each tenant's connection, when it has one.
+    pub(crate) tenant_clients: Vec<(String, async_nats::Client)>,
+    /// Components loaded at start: from the cache, compiled.
+    pub(crate) loads: (u64, u64),
 }
 
 impl Stats {
@@ -391,6 +471,18 @@ impl Stats {
                 .iter()
                 .map(|(n, q)| TenantSnapshot::of(n, q))
                 .collect(),
+            connections: self
+                .client
+                .iter()
+                .map(|c| ConnectionSnapshot::of(None, c))
+                .chain(
+                    self.tenant_clients
+                        .iter()
+                        .map(|(t, c)| ConnectionSnapshot::of(Some(t), c)),
+                )
+                .collect(),
+            components_from_cache: self.loads.0,
+            components_compiled: self.loads.1,
         }
     }
 

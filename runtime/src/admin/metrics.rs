@@ -5,7 +5,9 @@
 //! name; every series carries `service`, a subscriber's also `subscriber`
 //! and `tenant` (empty for the service's own identity).
 
-use crate::stats::{StatsSnapshot, SubscriberSnapshot, TenantSnapshot};
+use crate::stats::{
+    ConnectionSnapshot, LatencySnapshot, StatsSnapshot, SubscriberSnapshot, TenantSnapshot,
+};
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
@@ -14,8 +16,8 @@ use prometheus::TextEncoder;
 /// The content type of what [`render`] returns.
 pub(super) const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
-/// Handler-duration buckets exposed: the statistics' powers of two from
-/// 2^4 µs (16 µs) to 2^24 µs (about 16.8 s), then +Inf.
+/// Duration buckets exposed: the statistics' powers of two from 2^4 µs
+/// (16 µs) to 2^24 µs (about 16.8 s), then +Inf.
 const FIRST_BUCKET: usize = 4;
 const LAST_BUCKET: usize = 24;
 
@@ -160,7 +162,84 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         "natsapp_handler_duration_seconds",
         "Handler call duration",
         MetricType::HISTOGRAM,
-        duration,
+        |s| histogram(&s.latency),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_publish_duration_seconds",
+        "How long the guest's JetStream publishes waited for their PubAck",
+        MetricType::HISTOGRAM,
+        |s| histogram(&s.publish_latency),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_publish_failures_total",
+        "Guest JetStream publishes that got no PubAck (an error or a timeout)",
+        MetricType::COUNTER,
+        |s| counter(s.publish_failures),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_warm_instances",
+        "Idle instances kept for reuse",
+        MetricType::GAUGE,
+        |s| gauge(s.warm_instances as f64),
+    );
+
+    let connections: [(&str, &str, fn(&ConnectionSnapshot) -> u64); 5] = [
+        (
+            "natsapp_nats_connects_total",
+            "Times the connection connected: the first time, then every reconnect",
+            |c| c.connects,
+        ),
+        (
+            "natsapp_nats_in_messages_total",
+            "Messages the connection received",
+            |c| c.in_messages,
+        ),
+        (
+            "natsapp_nats_out_messages_total",
+            "Messages the connection sent",
+            |c| c.out_messages,
+        ),
+        (
+            "natsapp_nats_in_bytes_total",
+            "Bytes the connection received",
+            |c| c.in_bytes,
+        ),
+        (
+            "natsapp_nats_out_bytes_total",
+            "Bytes the connection sent",
+            |c| c.out_bytes,
+        ),
+    ];
+    for (name, help, value) in connections {
+        let series = snap
+            .connections
+            .iter()
+            .map(|c| {
+                (
+                    vec![("tenant", c.tenant.clone().unwrap_or_default())],
+                    counter(value(c)),
+                )
+            })
+            .collect();
+        m.family(name, help, MetricType::COUNTER, series);
+    }
+    m.family(
+        "natsapp_components_loaded_total",
+        "Components loaded at start, from the compiled-component cache or compiled",
+        MetricType::COUNTER,
+        vec![
+            (
+                vec![("cache", "hit".to_string())],
+                counter(snap.components_from_cache),
+            ),
+            (
+                vec![("cache", "miss".to_string())],
+                counter(snap.components_compiled),
+            ),
+        ],
     );
 
     let tenants = &snap.tenants;
@@ -320,9 +399,9 @@ fn gauge(v: f64) -> Metric {
     Metric::from_gauge(g)
 }
 
-/// The handler-duration histogram from the statistics' power-of-two buckets.
-fn duration(s: &SubscriberSnapshot) -> Metric {
-    let counts = &s.latency.buckets;
+/// A duration histogram from the statistics' power-of-two buckets.
+fn histogram(d: &LatencySnapshot) -> Metric {
+    let counts = &d.buckets;
     let mut cumulative = 0;
     let buckets = (0..=LAST_BUCKET)
         .filter_map(|i| {
@@ -336,8 +415,8 @@ fn duration(s: &SubscriberSnapshot) -> Metric {
         })
         .collect();
     let mut h = Histogram::default();
-    h.set_sample_count(s.latency.count);
-    h.set_sample_sum(s.latency.sum_us as f64 / 1e6);
+    h.set_sample_count(d.count);
+    h.set_sample_sum(d.sum_us as f64 / 1e6);
     h.set_bucket(buckets);
     let mut m = Metric::default();
     m.set_histogram(h);

@@ -103,6 +103,8 @@ impl WasmRuntime {
             };
             fail(format!("does not export {HANDLER_EXPORT} ({hint}): {e:#}"))
         })?;
+        let counted = usize::from(cached != super::cache::CacheUse::Hit);
+        self.loads[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(subscriber, component = %path.display(), ?cached, "component ready in {:?}", started.elapsed());
         Ok(pre)
     }

@@ -64,9 +64,11 @@ impl Handler {
             // The tenant's memory pool drops these idle instances when one
             // of its running instances needs the room.
             let idle = Arc::downgrade(&warm);
+            let stats = host.settler.stats.clone();
             pool.reclaim_with(Box::new(move || {
                 let Some(idle) = idle.upgrade() else { return 0 };
                 let dropped = std::mem::take(&mut *idle.lock().expect("pool lock"));
+                stats.set_warm_instances(0);
                 dropped.len()
             }));
         }
@@ -154,7 +156,12 @@ impl Handler {
     /// Runs `handle` for `msg` and says what came of it.
     pub async fn invoke(&self, msg: Arc<InFlight>) -> Outcome {
         let reused = match self.instances {
-            Instances::Reuse { .. } => self.warm.lock().expect("pool lock").pop(),
+            Instances::Reuse { .. } => {
+                let mut idle = self.warm.lock().expect("pool lock");
+                let warm = idle.pop();
+                self.host.settler.stats.set_warm_instances(idle.len());
+                warm
+            }
             Instances::PerMessage => None,
         };
         let mut warm = match reused {
@@ -212,7 +219,9 @@ impl Handler {
             let healthy = !matches!(outcome, Outcome::Failed { .. });
             let fresh_enough = max_uses.is_none_or(|m| warm.uses < m);
             if healthy && fresh_enough && warm.store.data_mut().table.delete(handle).is_ok() {
-                self.warm.lock().expect("pool lock").push(warm);
+                let mut idle = self.warm.lock().expect("pool lock");
+                idle.push(warm);
+                self.host.settler.stats.set_warm_instances(idle.len());
                 return outcome;
             }
         }

@@ -105,9 +105,20 @@ pub struct WasmRuntime {
     cache: cache::ComponentCache,
     linker: Linker<HostState>,
     ticker_stop: Arc<AtomicBool>,
+    /// Components loaded from the compiled-component cache, and compiled.
+    loads: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl WasmRuntime {
+    /// Components loaded so far: from the compiled-component cache, and compiled.
+    pub fn loads(&self) -> (u64, u64) {
+        let [cached, compiled] = &self.loads;
+        (
+            cached.load(std::sync::atomic::Ordering::Relaxed),
+            compiled.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// A runtime with the settings every store relies on, instances from a
     /// pool of `pool` slots (copy-on-write memory initialisation, so a fresh
     /// instance costs little), caching compiled components in `cache`.
@@ -149,6 +160,7 @@ impl WasmRuntime {
             })
             .map_err(wasmtime::Error::from)?;
         Ok(WasmRuntime {
+            loads: Default::default(),
             engine,
             cache,
             linker,

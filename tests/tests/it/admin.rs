@@ -57,6 +57,12 @@ async fn metrics_count_what_the_statistics_count_and_pass_promtool() {
         js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;
     }
     js_publish(&js, "in.kit", r#"{"op":"reject","reason":"bad order"}"#).await;
+    js_publish(
+        &js,
+        "in.kit",
+        r#"{"op":"publish","subject":"out.x","data":"y"}"#,
+    )
+    .await;
     drained(&js, "IN", "kit").await;
     settled_stats(&running, "kit").await;
 
@@ -64,12 +70,16 @@ async fn metrics_count_what_the_statistics_count_and_pass_promtool() {
     assert_eq!(status, 200, "{body}");
     let labels = r#"service="kit-service",subscriber="kit",tenant="acme""#;
     for line in [
-        format!("natsapp_messages_received_total{{{labels}}} 4"),
-        format!("natsapp_messages_settled_total{{{labels},outcome=\"acked\"}} 3"),
+        format!("natsapp_messages_received_total{{{labels}}} 5"),
+        format!("natsapp_messages_settled_total{{{labels},outcome=\"acked\"}} 4"),
         format!("natsapp_messages_settled_total{{{labels},outcome=\"termed\"}} 1"),
         format!("natsapp_handler_rejects_total{{{labels}}} 1"),
-        format!("natsapp_handler_duration_seconds_count{{{labels}}} 4"),
-        format!("natsapp_handler_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 4"),
+        format!("natsapp_handler_duration_seconds_count{{{labels}}} 5"),
+        format!("natsapp_handler_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 5"),
+        format!("natsapp_publish_duration_seconds_count{{{labels}}} 1"),
+        format!("natsapp_publish_failures_total{{{labels}}} 0"),
+        "natsapp_nats_connects_total{service=\"kit-service\",tenant=\"\"} 1".to_string(),
+        "natsapp_nats_connects_total{service=\"kit-service\",tenant=\"acme\"} 1".to_string(),
         format!("natsapp_handlers_in_flight{{{labels}}} 0"),
         format!("natsapp_subscriber_running{{{labels}}} 1"),
         "natsapp_nats_connected{service=\"kit-service\"} 1".to_string(),
@@ -82,6 +92,15 @@ async fn metrics_count_what_the_statistics_count_and_pass_promtool() {
             "no line {line:?} in:\n{body}"
         );
     }
+    let loaded: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("natsapp_components_loaded_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(
+        loaded, 1,
+        "the testkit component, from the cache or compiled:\n{body}"
+    );
     if let Err(said) = promtool_check(&body) {
         panic!("promtool check metrics: {said}\n{body}");
     }

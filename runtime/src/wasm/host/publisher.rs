@@ -123,6 +123,8 @@ impl Host for HostState {
             }
             _ => None,
         };
+        let acked_by_stream = matches!(route, Route::JetStream(_));
+        let started = std::time::Instant::now();
         let sent = publish::publish(
             &self.sub.client,
             &self.sub.jetstream,
@@ -132,6 +134,12 @@ impl Host for HostState {
             data.into(),
         )
         .await;
+        if acked_by_stream {
+            self.sub
+                .settler
+                .stats
+                .published(started.elapsed(), sent.is_ok());
+        }
         if let (Ok(_), Some(id)) = (&sent, &output_id) {
             self.msg.outputs.stored(id);
         }

@@ -13,6 +13,14 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log as text or as JSON lines (one object per event).
+    #[arg(
+        long,
+        global = true,
+        env = "NATSAPP_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: natsapp_wasm::telemetry::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -106,12 +114,13 @@ pub fn main() -> ExitCode {
     let config = match Config::load(file) {
         Ok(c) => c,
         Err(e) => {
-            natsapp_wasm::telemetry::init(false);
-            eprintln!("error: {e}");
+            natsapp_wasm::telemetry::init(false, cli.log_format);
+            report_error(cli.log_format, &e);
             return ExitCode::from(2);
         }
     };
-    natsapp_wasm::telemetry::init(config.service.debug);
+    natsapp_wasm::telemetry::init(config.service.debug, cli.log_format);
+    natsapp_wasm::telemetry::describe_service(&config);
     let result = match cli.command {
         Command::Check { .. } => natsapp_wasm::check(&config).map(|plan| print!("{plan}")),
         Command::Cache { .. } | Command::New { .. } => {
@@ -124,7 +133,10 @@ pub fn main() -> ExitCode {
             {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
+                    report_error(
+                        cli.log_format,
+                        &format!("cannot start the async runtime: {e}"),
+                    );
                     return ExitCode::from(1);
                 }
             };
@@ -142,9 +154,17 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            report_error(cli.log_format, &e);
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// The error that ends the process: `error: …` on stderr, or a JSON event.
+fn report_error(format: natsapp_wasm::telemetry::LogFormat, e: &dyn std::fmt::Display) {
+    match format {
+        natsapp_wasm::telemetry::LogFormat::Text => eprintln!("error: {e}"),
+        natsapp_wasm::telemetry::LogFormat::Json => tracing::error!("{e}"),
     }
 }
 

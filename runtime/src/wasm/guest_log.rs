@@ -1,5 +1,7 @@
-//! Guest stdout and stderr: each line goes to the runtime's log under the
-//! subscriber's name. Output past a per-message budget is dropped (never a
+//! Guest stdout and stderr go to the runtime's log under the subscriber's
+//! name. The lines a guest writes between two of its yields to the host
+//! (a Python traceback, a Rust panic message) become one log event, not
+//! one per line. Output past a per-message budget is dropped (never a
 //! trap); the last stderr lines are kept to explain a trap or panic.
 
 use bytes::Bytes;
@@ -26,6 +28,8 @@ pub struct GuestOutput {
     subscriber: Arc<str>,
     budget: AtomicUsize,
     stderr_tail: Mutex<String>,
+    /// Lines written since the last [`flush`](GuestOutput::flush): stdout's, stderr's.
+    pending: Mutex<[Vec<String>; 2]>,
 }
 
 impl GuestOutput {
@@ -35,6 +39,7 @@ impl GuestOutput {
             subscriber,
             budget: AtomicUsize::new(BUDGET),
             stderr_tail: Mutex::new(String::new()),
+            pending: Mutex::new([Vec::new(), Vec::new()]),
         })
     }
 
@@ -70,8 +75,10 @@ impl GuestOutput {
             }
             _ => return,
         }
+        if let Ok(mut pending) = self.pending.lock() {
+            pending[usize::from(stderr)].push(line.to_string());
+        }
         if stderr {
-            tracing::warn!(target: "guest", subscriber = %self.subscriber, "{line}");
             if let Ok(mut tail) = self.stderr_tail.lock() {
                 tail.push_str(line);
                 tail.push('\n');
@@ -83,9 +90,28 @@ impl GuestOutput {
                     tail.drain(..cut);
                 }
             }
-        } else {
-            tracing::info!(target: "guest", subscriber = %self.subscriber, "{line}");
         }
+    }
+
+    /// Logs what the guest wrote since the last flush: one event for its
+    /// stdout lines, one for its stderr lines.
+    pub fn flush(&self) {
+        let [out, err] = match self.pending.lock() {
+            Ok(mut pending) => std::mem::take(&mut *pending),
+            Err(_) => return,
+        };
+        if !out.is_empty() {
+            tracing::info!(target: "guest", subscriber = %self.subscriber, "{}", out.join("\n"));
+        }
+        if !err.is_empty() {
+            tracing::warn!(target: "guest", subscriber = %self.subscriber, "{}", err.join("\n"));
+        }
+    }
+}
+
+impl Drop for GuestOutput {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

@@ -126,9 +126,12 @@ impl Handler {
                 ),
             })
         });
-        let instantiate = metered(
-            self.pre.instantiate_async(&mut store),
-            self.host.quotas.cpu.as_deref(),
+        let instantiate = flushing(
+            metered(
+                self.pre.instantiate_async(&mut store),
+                self.host.quotas.cpu.as_deref(),
+            ),
+            &output,
         );
         match tokio::time::timeout(self.timeout, instantiate).await {
             Ok(Ok(service)) => Ok(Warm {
@@ -204,7 +207,7 @@ impl Handler {
                     .await
                     .map_err(Failure::Call)
             };
-            let call = metered(call, self.host.quotas.cpu.as_deref());
+            let call = flushing(metered(call, self.host.quotas.cpu.as_deref()), &warm.output);
             run_with_limits(call, self.timeout, self.heartbeat, &self.host.settler, &msg).await
         };
         if std::mem::take(&mut warm.store.data_mut().cpu_reserved) {
@@ -252,6 +255,18 @@ async fn metered<F: Future>(work: F, budget: Option<&CpuBudget>) -> F::Output {
         let started = std::time::Instant::now();
         let polled = work.as_mut().poll(cx);
         budget.charge(started.elapsed());
+        polled
+    })
+    .await
+}
+
+/// Runs `work`, logging the guest's output after each poll: what it wrote
+/// between two yields is one log event.
+async fn flushing<F: Future>(work: F, output: &GuestOutput) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        let polled = work.as_mut().poll(cx);
+        output.flush();
         polled
     })
     .await

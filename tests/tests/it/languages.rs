@@ -98,7 +98,7 @@ async fn exceptions_reach_the_log_with_their_traceback() {
             &kit_service("consumer = { max_deliver = 1 }").replace("{testkit}", component),
         );
         let log = tempfile::NamedTempFile::new().unwrap();
-        let mut child = spawn_run(&file, log.path(), &[]);
+        let mut child = spawn_run(&file, log.path(), &[("NATSAPP_LOG_FORMAT", "json")]);
         let js = server.jetstream().await;
         durable_exists(&js, "IN", "kit").await;
         js_publish(&js, "in.kit", r#"{"op":"raise","message":"bad value 42"}"#).await;
@@ -106,15 +106,17 @@ async fn exceptions_reach_the_log_with_their_traceback() {
         sigterm(&child);
         assert!(child.wait().unwrap().success());
         let text = std::fs::read_to_string(log.path()).unwrap();
-        for want in expected {
-            assert!(
-                text.lines().any(|l| l.contains(want)
-                    && l.contains("guest")
-                    && l.contains("subscriber")
-                    && l.contains("kit")),
-                "{component}: no guest log line with {want:?} under the subscriber's name:\n{text}"
-            );
-        }
+        // The whole traceback is one event of the guest's, under the subscriber's name.
+        assert!(
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .any(|e| e["target"] == "guest"
+                    && e["subscriber"] == "kit"
+                    && expected
+                        .iter()
+                        .all(|want| e["message"].as_str().unwrap().contains(want))),
+            "{component}: no one guest event with {expected:?}:\n{text}"
+        );
     }
 }
 

@@ -7,6 +7,7 @@ mod flow;
 mod guests;
 mod hostile;
 mod languages;
+mod logs;
 mod micro;
 mod publish;
 mod reliability;

@@ -10,7 +10,7 @@ cargo build --workspace --bins
 # The benchmark's smoke run (a few hundred messages, dev profile) keeps it
 # from rotting; it needs the guests, which the test crate's build builds.
 cargo build -p natsapp-wasm-tests
-cargo bench -p natsapp-wasm --bench throughput --profile dev -- --messages 300 --seconds 1 --rate 200
+cargo bench -p natsapp-wasm --bench throughput --profile dev -- --messages 300 --seconds 1 --rate 200 --rounds 1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -1,7 +1,7 @@
 //! Guest stdout and stderr go to the runtime's log under the subscriber's
-//! name. The lines a guest writes between two of its yields to the host
-//! (a Python traceback, a Rust panic message) become one log event, not
-//! one per line. Output past a per-message budget is dropped (never a
+//! name. What a guest writes during one call (a Python traceback, a Rust
+//! panic message) becomes one log event, not one per line; a long call's
+//! output is logged at its first yield a second after it was written. Output past a per-message budget is dropped (never a
 //! trap); the last stderr lines are kept to explain a trap or panic.
 
 use bytes::Bytes;
@@ -28,8 +28,15 @@ pub struct GuestOutput {
     subscriber: Arc<str>,
     budget: AtomicUsize,
     stderr_tail: Mutex<String>,
-    /// Lines written since the last [`flush`](GuestOutput::flush): stdout's, stderr's.
-    pending: Mutex<[Vec<String>; 2]>,
+    /// Lines written since the last [`flush`](GuestOutput::flush): stdout's,
+    /// stderr's, and when the first of them was written.
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: [Vec<String>; 2],
+    since: Option<std::time::Instant>,
 }
 
 impl GuestOutput {
@@ -39,7 +46,7 @@ impl GuestOutput {
             subscriber,
             budget: AtomicUsize::new(BUDGET),
             stderr_tail: Mutex::new(String::new()),
-            pending: Mutex::new([Vec::new(), Vec::new()]),
+            pending: Mutex::new(Pending::default()),
         })
     }
 
@@ -76,7 +83,8 @@ impl GuestOutput {
             _ => return,
         }
         if let Ok(mut pending) = self.pending.lock() {
-            pending[usize::from(stderr)].push(line.to_string());
+            pending.lines[usize::from(stderr)].push(line.to_string());
+            pending.since.get_or_insert_with(std::time::Instant::now);
         }
         if stderr {
             if let Ok(mut tail) = self.stderr_tail.lock() {
@@ -93,11 +101,24 @@ impl GuestOutput {
         }
     }
 
+    /// Logs what the guest wrote since the last flush when the first of it
+    /// is older than `age`: a running guest's output waits a little, so a
+    /// traceback it prints across one of its yields stays one event.
+    pub fn flush_older_than(&self, age: std::time::Duration) {
+        let due = self
+            .pending
+            .lock()
+            .is_ok_and(|p| p.since.is_some_and(|t| t.elapsed() >= age));
+        if due {
+            self.flush();
+        }
+    }
+
     /// Logs what the guest wrote since the last flush: one event for its
     /// stdout lines, one for its stderr lines.
     pub fn flush(&self) {
         let [out, err] = match self.pending.lock() {
-            Ok(mut pending) => std::mem::take(&mut *pending),
+            Ok(mut pending) => std::mem::take(&mut *pending).lines,
             Err(_) => return,
         };
         if !out.is_empty() {

@@ -260,13 +260,20 @@ async fn metered<F: Future>(work: F, budget: Option<&CpuBudget>) -> F::Output {
     .await
 }
 
-/// Runs `work`, logging the guest's output after each poll: what it wrote
-/// between two yields is one log event.
+/// How long a running guest's output may wait to be logged with what it
+/// writes next.
+const OUTPUT_GATHERING: Duration = Duration::from_secs(1);
+
+/// Runs `work`, logging the guest's output when it is done, or at a yield
+/// once the output has waited [`OUTPUT_GATHERING`].
 async fn flushing<F: Future>(work: F, output: &GuestOutput) -> F::Output {
     let mut work = std::pin::pin!(work);
     std::future::poll_fn(|cx| {
         let polled = work.as_mut().poll(cx);
-        output.flush();
+        match polled {
+            std::task::Poll::Ready(_) => output.flush(),
+            std::task::Poll::Pending => output.flush_older_than(OUTPUT_GATHERING),
+        }
         polled
     })
     .await

@@ -1,4 +1,5 @@
-//! Command line: `natsapp-wasm run FILE`, `natsapp-wasm check FILE` and
+//! Command line: `natsapp-wasm run FILE`, `natsapp-wasm check FILE`,
+//! `natsapp-wasm docs FILE` (AsyncAPI) and
 //! `natsapp-wasm new NAME --lang rust|python|js`, `natsapp-wasm cache dir|clear`.
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.
 
@@ -32,6 +33,11 @@ enum Command {
     },
     /// Validate the file and every component without connecting; print the plan.
     Check {
+        /// The service.toml file.
+        file: PathBuf,
+    },
+    /// Print an AsyncAPI 3.0 document (JSON) of the service's channels.
+    Docs {
         /// The service.toml file.
         file: PathBuf,
     },
@@ -107,7 +113,9 @@ fn cache(action: CacheAction) -> ExitCode {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let file = match cli.command {
-        Command::Run { ref file } | Command::Check { ref file } => file,
+        Command::Run { ref file } | Command::Check { ref file } | Command::Docs { ref file } => {
+            file
+        }
         Command::Cache { action } => return cache(action),
         Command::New { name, lang, dir } => return new_project(&dir, &name, lang),
     };
@@ -123,6 +131,11 @@ pub fn main() -> ExitCode {
     natsapp_wasm::telemetry::describe_service(&config);
     let result = match cli.command {
         Command::Check { .. } => natsapp_wasm::check(&config).map(|plan| print!("{plan}")),
+        Command::Docs { .. } => {
+            let doc = natsapp_wasm::asyncapi::document(&config);
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            Ok(())
+        }
         Command::Cache { .. } | Command::New { .. } => {
             unreachable!("handled before loading a configuration")
         }

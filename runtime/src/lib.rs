@@ -27,6 +27,7 @@
 //! [`run`] does both.
 
 pub mod admin;
+pub mod asyncapi;
 pub mod config;
 pub mod dispatch;
 pub mod fatal;

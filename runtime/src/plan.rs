@@ -151,7 +151,7 @@ impl Plan {
 /// How publishes to `pattern` go, from the file: JetStream when a
 /// `[[publishers]]` entry with a stream or a `[[streams]]` entry captures
 /// all of it, core NATS when nothing in the file captures any of it.
-fn route_of(c: &Config, pattern: &str) -> String {
+pub(crate) fn route_of(c: &Config, pattern: &str) -> String {
     let publisher = c
         .publishers
         .iter()

@@ -291,3 +291,66 @@ fn check_fills_the_cache_and_cache_clear_empties_it() {
     );
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn docs_writes_an_asyncapi_document_of_the_channels() {
+    let example = repo_root().join("examples/order-processor/service.toml");
+    let out = natsapp(&["docs", example.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("docs prints one JSON document");
+    assert_eq!(doc["asyncapi"], "3.0.0");
+    assert_eq!(doc["info"]["title"], "order-processor");
+    assert_eq!(
+        doc["servers"]["nats-1"],
+        serde_json::json!({"host": "localhost:4222", "protocol": "nats"})
+    );
+    let channels = doc["channels"].as_object().unwrap();
+    let channel_of = |operation: &str| {
+        let op = &doc["operations"][operation];
+        let reference = op["channel"]["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{operation}: {op}"));
+        let id = reference
+            .strip_prefix("#/channels/")
+            .expect("a local reference");
+        (
+            op["action"].as_str().unwrap().to_string(),
+            channels[id].clone(),
+        )
+    };
+    let (action, input) = channel_of("process-order");
+    assert_eq!(
+        (action.as_str(), &input["address"]),
+        ("receive", &"order.created".into())
+    );
+    assert_eq!(input["description"], "JetStream, stream ORDER_EVENTS");
+    let (action, status) = channel_of("process-order-publish-1");
+    assert_eq!(
+        (action.as_str(), &status["address"]),
+        ("send", &"order.status".into())
+    );
+    assert_eq!(
+        status["description"],
+        "JetStream, stream ORDER_STATUS, PubAck within 30s"
+    );
+    let (_, dead) = channel_of("process-order-dead-letter");
+    assert_eq!(dead["address"], "dlq.order");
+    // Every operation's channel resolves, and every channel is used.
+    let used: std::collections::BTreeSet<String> = doc["operations"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|op| channel_of(op).1["address"].as_str().unwrap().to_string())
+        .collect();
+    let declared: std::collections::BTreeSet<String> = channels
+        .values()
+        .map(|c| c["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(used, declared);
+}

@@ -136,6 +136,19 @@ fn jetstream_context(config: &Config, client: async_nats::Client) -> jetstream::
         .build(client)
 }
 
+/// The environment variables natsapp-wasm reads (service.toml's `${VAR}`
+/// references aside).
+pub const ENVIRONMENT_VARIABLES: [&str; 8] = [
+    "NATS_SERVERS",
+    "NATS_DEBUG",
+    "GRACEFUL_SHUTDOWN_TIMEOUT",
+    "NATSAPP_CACHE_DIR",
+    "NATSAPP_LOG_FORMAT",
+    "RUST_LOG",
+    "XDG_CACHE_HOME",
+    "HOME",
+];
+
 /// How long shutdown waits for the last acknowledgements to reach the server.
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod concurrency;
+mod deploy;
 mod flow;
 mod guests;
 mod hostile;

@@ -82,7 +82,7 @@ impl Durations {
         };
         LatencySnapshot {
             count: n,
-            mean_us: if n == 0 { 0 } else { sum_us / n },
+            mean_us: sum_us.checked_div(n).unwrap_or(0),
             p50_us_at_most: percentile_us(0.50),
             p99_us_at_most: percentile_us(0.99),
             max_us,

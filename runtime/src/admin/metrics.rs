@@ -41,7 +41,7 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         MetricType::COUNTER,
         |s| counter(s.received),
     );
-    let outcomes: [(&str, fn(&SubscriberSnapshot) -> u64); 6] = [
+    let outcomes: [(&str, Count<SubscriberSnapshot>); 6] = [
         ("acked", |s| s.acked),
         ("naked", |s| s.naked),
         ("termed", |s| s.termed),
@@ -186,7 +186,7 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         |s| gauge(s.warm_instances as f64),
     );
 
-    let connections: [(&str, &str, fn(&ConnectionSnapshot) -> u64); 5] = [
+    let connections: [(&str, &str, Count<ConnectionSnapshot>); 5] = [
         (
             "natsapp_nats_connects_total",
             "Times the connection connected: the first time, then every reconnect",
@@ -293,6 +293,9 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
 
     TextEncoder::new().encode_to_string(&m.out)
 }
+
+/// Reads one count off a snapshot.
+type Count<T> = fn(&T) -> u64;
 
 /// The families of one scrape, every series labelled with the service.
 struct Families {

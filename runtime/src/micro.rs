@@ -26,8 +26,10 @@ struct Health {
 }
 
 /// Registers `name` as a NATS service on `client`. A name NATS services
-/// cannot carry (only A-Z, a-z, 0-9, `-` and `_`) or a server that refuses
-/// leaves the service running without it, with a warning.
+/// cannot carry (only A-Z, a-z, 0-9, `-` and `_`) leaves the service
+/// running without it, with a warning; so does a user the server does not
+/// allow to subscribe to the endpoints (the refusal arrives later, as an
+/// event the connection logs and does not treat as fatal).
 pub(crate) async fn start(client: &async_nats::Client, name: &str, stats: Stats) -> Option<Micro> {
     let for_stats = stats.clone();
     let service = client

@@ -137,15 +137,24 @@ fn fatal_event(event: &Event, allow_reconnect: bool, attempts: Option<usize>) ->
         }
         // The service's pulls or its subscriptions refused: nothing can be
         // pulled. A guest's publish refused by the server is that guest's
-        // error, never fatal.
+        // error, never fatal; so are the micro-service endpoints (`$SRV.…`,
+        // `<service>.health`), which a user without those permissions
+        // simply does not serve.
         Event::ServerError(ServerError::Other(e))
             if e.to_ascii_lowercase().contains("permissions violation")
-                && (e.contains("$JS.API.CONSUMER.MSG.NEXT.") || e.contains("Subscription")) =>
+                && (e.contains("$JS.API.CONSUMER.MSG.NEXT.")
+                    || (e.contains("Subscription") && !micro_endpoint(e))) =>
         {
             Some(Fatal::Denied(e.clone()))
         }
         _ => None,
     }
+}
+
+/// Whether a refused subscription is one of the micro-service endpoints.
+fn micro_endpoint(error: &str) -> bool {
+    let refused = error.split('"').nth(1).unwrap_or_default();
+    refused.starts_with("$SRV.") || refused.ends_with(".health")
 }
 
 #[cfg(test)]
@@ -180,6 +189,19 @@ mod tests {
             None,
             "a guest's publish refused by the server is not fatal"
         );
+        let unsubscribable = |subject: &str| {
+            Event::ServerError(ServerError::Other(format!(
+                "Permissions Violation for Subscription to \"{subject}\""
+            )))
+        };
+        assert!(fatal(unsubscribable("_INBOX.abc.*"), true).is_some());
+        for endpoint in ["$SRV.PING", "$SRV.STATS.orders", "orders.health"] {
+            assert_eq!(
+                fatal(unsubscribable(endpoint), true),
+                None,
+                "{endpoint}: the micro-service is optional"
+            );
+        }
         assert_eq!(fatal(Event::LameDuckMode, true), None);
     }
 }

@@ -22,6 +22,10 @@ async fn gather(
     while let Ok(Some(m)) =
         tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut answers)).await
     {
+        // The server's "no responders" status is not an answer.
+        if m.status.is_some() {
+            continue;
+        }
         out.push(serde_json::from_slice(&m.payload).expect("a JSON answer"));
     }
     out
@@ -101,4 +105,46 @@ async fn health_answers_with_status_and_statistics_and_is_counted() {
     )
     .await;
     assert_eq!(stats[0]["endpoints"][0]["num_requests"], 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_not_allowed_the_endpoints_still_serves_its_messages() {
+    // The service's user may subscribe to its inboxes only: the server
+    // refuses the $SRV and health subscriptions, which must not stop it.
+    let server = NatsServer::with_config(
+        r#"
+accounts {
+  APP: {
+    jetstream: enabled
+    users: [
+      { user: svc, password: svc, permissions: { publish: { allow: [">"] }, subscribe: { allow: ["_INBOX.>"] } } }
+      { user: ops, password: ops }
+    ]
+  }
+}
+"#,
+    );
+    let file = ServiceFile::new(
+        &server,
+        &kit_service("").replace("[nats]\n", "[nats]\nuser = \"svc\"\npassword = \"svc\"\n"),
+    );
+    let running = Running::start(&file).await;
+    let ops = async_nats::ConnectOptions::with_user_and_password("ops".into(), "ops".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(ops.clone());
+    for _ in 0..5 {
+        js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;
+    }
+    drained(&js, "IN", "kit").await;
+    let s = settled_stats(&running, "kit").await;
+    assert_eq!(s.acked, 5, "{s:?}");
+    assert!(
+        gather(&ops, "$SRV.PING.kit-service", Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "no endpoint answers for this user"
+    );
+    assert_eq!(running.stats.snapshot().connection_status, "connected");
 }

@@ -67,8 +67,11 @@ impl Handler {
             let stats = host.settler.stats.clone();
             pool.reclaim_with(Box::new(move || {
                 let Some(idle) = idle.upgrade() else { return 0 };
-                let dropped = std::mem::take(&mut *idle.lock().expect("pool lock"));
-                stats.set_warm_instances(0);
+                let dropped = {
+                    let mut idle = idle.lock().expect("pool lock");
+                    stats.set_warm_instances(0);
+                    std::mem::take(&mut *idle)
+                };
                 dropped.len()
             }));
         }

@@ -70,7 +70,9 @@ impl MemoryPool {
             .map(|reclaim| reclaim())
             .sum();
         self.reclaimed.fetch_add(dropped as u64, Ordering::Relaxed);
-        dropped > 0 && fits()
+        // Also when nothing was dropped here: a sibling's reclaim or a
+        // retired instance may have made room meanwhile.
+        fits()
     }
 
     fn release(&self, bytes: u64) {

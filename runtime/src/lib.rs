@@ -182,6 +182,10 @@ impl Service {
     /// Compiles every component, connects, declares or verifies streams and
     /// durable consumers. Nothing is pulled yet.
     pub async fn start(config: Config) -> Result<Service, Error> {
+        let admin_listener = match config.service.admin {
+            Some(addr) => Some(admin::AdminListener::bind(addr).await?),
+            None => None,
+        };
         let wasm = WasmRuntime::new(ComponentCache::from_env(), PoolSize::for_config(&config))
             .map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut compiled = Vec::with_capacity(config.subscribers.len());
@@ -302,12 +306,7 @@ impl Service {
                     .then(|| tokio::spawn(tenant::watch(name, t.lost, stop, running)))
             })
             .collect();
-        let admin = match config.service.admin {
-            Some(addr) => {
-                Some(admin::Admin::serve(addr, &config.service.name, stats.clone()).await?)
-            }
-            None => None,
-        };
+        let admin = admin_listener.map(|l| l.serve(&config.service.name, stats.clone()));
         let micro = micro::start(&client, &config.service.name, stats.clone()).await;
         Ok(Service {
             config,

@@ -38,15 +38,28 @@ struct Probe {
     draining: AtomicBool,
 }
 
-impl Admin {
-    /// Listens on `addr` and serves the endpoint for `service`'s `stats`.
-    pub async fn serve(addr: SocketAddr, service: &str, stats: Stats) -> Result<Admin, AdminError> {
+/// The admin endpoint's socket, bound before the service starts so a
+/// port in use is found before anything connects; it serves once the
+/// service is set up (connections wait until then).
+pub struct AdminListener {
+    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+}
+
+impl AdminListener {
+    /// Binds `addr`.
+    pub async fn bind(addr: SocketAddr) -> Result<AdminListener, AdminError> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| AdminError { addr, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| AdminError { addr, source })?;
+        Ok(AdminListener { addr, listener })
+    }
+
+    /// Serves the endpoint for `service`'s `stats`.
+    pub fn serve(self, service: &str, stats: Stats) -> Admin {
         let state = Arc::new(Probe {
             service: service.to_string(),
             stats,
@@ -57,15 +70,22 @@ impl Admin {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(ready))
             .with_state(state.clone());
+        let listener = self.listener;
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("the admin endpoint stopped: {e}");
             }
         });
-        tracing::info!(%addr, "admin endpoint: /metrics, /healthz, /readyz");
-        Ok(Admin { addr, state, task })
+        tracing::info!(addr = %self.addr, "admin endpoint: /metrics, /healthz, /readyz");
+        Admin {
+            addr: self.addr,
+            state,
+            task,
+        }
     }
+}
 
+impl Admin {
     /// The address it listens on (the port chosen when `admin` named port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr

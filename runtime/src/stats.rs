@@ -362,8 +362,10 @@ pub struct StatsSnapshot {
     pub connections: Vec<ConnectionSnapshot>,
     /// Components loaded from the compiled-component cache at start.
     pub components_from_cache: u64,
-    /// Components compiled at start (not in the cache, or caching off).
+    /// Components compiled at start and stored in the cache.
     pub components_compiled: u64,
+    /// Components compiled at start with the cache off.
+    pub components_compiled_uncached: u64,
 }
 
 /// One NATS connection's traffic, from the client's own counters.
@@ -443,8 +445,9 @@ pub struct Stats {
     pub(crate) tenants: Vec<(String, SharedQuotas)>,
     /// Each tenant's connection, when it has one.
     pub(crate) tenant_clients: Vec<(String, async_nats::Client)>,
-    /// Components loaded at start: from the cache, compiled.
-    pub(crate) loads: (u64, u64),
+    /// Components loaded at start: from the cache, compiled into it,
+    /// compiled with it off.
+    pub(crate) loads: [u64; 3],
 }
 
 impl Stats {
@@ -481,8 +484,9 @@ impl Stats {
                         .map(|(t, c)| ConnectionSnapshot::of(Some(t), c)),
                 )
                 .collect(),
-            components_from_cache: self.loads.0,
-            components_compiled: self.loads.1,
+            components_from_cache: self.loads[0],
+            components_compiled: self.loads[1],
+            components_compiled_uncached: self.loads[2],
         }
     }
 

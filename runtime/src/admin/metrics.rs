@@ -239,6 +239,10 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
                 vec![("cache", "miss".to_string())],
                 counter(snap.components_compiled),
             ),
+            (
+                vec![("cache", "off".to_string())],
+                counter(snap.components_compiled_uncached),
+            ),
         ],
     );
 

@@ -103,7 +103,11 @@ impl WasmRuntime {
             };
             fail(format!("does not export {HANDLER_EXPORT} ({hint}): {e:#}"))
         })?;
-        let counted = usize::from(cached != super::cache::CacheUse::Hit);
+        let counted = match cached {
+            super::cache::CacheUse::Hit => 0,
+            super::cache::CacheUse::Miss => 1,
+            super::cache::CacheUse::Off => 2,
+        };
         self.loads[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(subscriber, component = %path.display(), ?cached, "component ready in {:?}", started.elapsed());
         Ok(pre)

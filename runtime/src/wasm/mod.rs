@@ -105,18 +105,18 @@ pub struct WasmRuntime {
     cache: cache::ComponentCache,
     linker: Linker<HostState>,
     ticker_stop: Arc<AtomicBool>,
-    /// Components loaded from the compiled-component cache, and compiled.
-    loads: [std::sync::atomic::AtomicU64; 2],
+    /// Components loaded: from the compiled-component cache, compiled and
+    /// stored in it, compiled with caching off.
+    loads: [std::sync::atomic::AtomicU64; 3],
 }
 
 impl WasmRuntime {
-    /// Components loaded so far: from the compiled-component cache, and compiled.
-    pub fn loads(&self) -> (u64, u64) {
-        let [cached, compiled] = &self.loads;
-        (
-            cached.load(std::sync::atomic::Ordering::Relaxed),
-            compiled.load(std::sync::atomic::Ordering::Relaxed),
-        )
+    /// Components loaded so far: from the compiled-component cache,
+    /// compiled and stored in it, compiled with caching off.
+    pub fn loads(&self) -> [u64; 3] {
+        self.loads
+            .each_ref()
+            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// A runtime with the settings every store relies on, instances from a

@@ -171,7 +171,6 @@ pub struct Service {
     connection: mpsc::UnboundedReceiver<Fatal>,
     stop_pulling: CancellationToken,
     tenant_watches: Vec<tokio::task::JoinHandle<()>>,
-    tenant_clients: Vec<async_nats::Client>,
     stats: Stats,
     admin: Option<admin::Admin>,
     micro: Option<micro::Micro>,
@@ -218,20 +217,17 @@ impl Service {
             tenants: tenants
                 .iter()
                 .filter_map(|(name, t)| {
-                    let quotas = t.connection.as_ref().ok()?.quotas.clone();
-                    Some((name.clone(), quotas))
-                })
-                .collect(),
-            tenant_clients: tenants
-                .iter()
-                .filter_map(|(name, t)| {
-                    Some((name.clone(), t.connection.as_ref().ok()?.client.clone()))
+                    let conn = t.connection.as_ref().ok()?;
+                    Some(stats::TenantHandles {
+                        name: name.clone(),
+                        quotas: conn.quotas.clone(),
+                        client: conn.client.clone(),
+                    })
                 })
                 .collect(),
             loads: wasm.loads(),
         };
-        stats.tenants.sort_by(|a, b| a.0.cmp(&b.0));
-        stats.tenant_clients.sort_by(|a, b| a.0.cmp(&b.0));
+        stats.tenants.sort_by(|a, b| a.name.cmp(&b.name));
         let mut first_failure = None;
         for (s, pre) in config.subscribers.iter().zip(compiled) {
             let conn = match &s.tenant {
@@ -288,10 +284,6 @@ impl Service {
                 first_failure.unwrap_or_else(|| "no subscriber".into()),
             )));
         }
-        let tenant_clients = tenants
-            .values()
-            .filter_map(|t| t.connection.as_ref().ok().map(|c| c.client.clone()))
-            .collect();
         // A tenant's connection gone for good stops its subscribers only.
         let tenant_watches = tenants
             .drain()
@@ -315,7 +307,6 @@ impl Service {
             connection,
             stop_pulling,
             tenant_watches,
-            tenant_clients,
             stats,
             admin,
             micro,
@@ -400,7 +391,7 @@ impl Service {
         }
         // Every connection acks went out on: the service's and the tenants'.
         let mut clients = vec![self.client.clone()];
-        clients.extend(self.tenant_clients.iter().cloned());
+        clients.extend(self.stats.tenants.iter().map(|t| t.client.clone()));
         let flushes = clients
             .iter()
             .map(|c| tokio::time::timeout(FLUSH_WAIT, c.flush()));

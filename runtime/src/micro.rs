@@ -65,6 +65,7 @@ pub(crate) async fn start(client: &async_nats::Client, name: &str, stats: Stats)
             return None;
         }
     };
+    tracing::info!("answering $SRV.PING, $SRV.INFO, $SRV.STATS and {name}.health");
     let name = name.to_string();
     let health = tokio::spawn(async move {
         while let Some(request) = endpoint.next().await {
@@ -74,10 +75,6 @@ pub(crate) async fn start(client: &async_nats::Client, name: &str, stats: Stats)
             }
         }
     });
-    tracing::info!(
-        "answering $SRV.PING, $SRV.INFO, $SRV.STATS and {}.health",
-        service.info().await.name
-    );
     Some(Micro { service, health })
 }
 

@@ -437,14 +437,21 @@ impl TenantSnapshot {
     }
 }
 
+/// What a connected tenant's statistics are read from.
+#[derive(Clone)]
+pub(crate) struct TenantHandles {
+    pub(crate) name: String,
+    pub(crate) quotas: SharedQuotas,
+    pub(crate) client: async_nats::Client,
+}
+
 /// A cheap handle to read the running service's statistics.
 #[derive(Clone)]
 pub struct Stats {
     pub(crate) client: Option<async_nats::Client>,
     pub(crate) subscribers: Vec<(String, Option<String>, Arc<SubscriberStats>)>,
-    pub(crate) tenants: Vec<(String, SharedQuotas)>,
-    /// Each tenant's connection, when it has one.
-    pub(crate) tenant_clients: Vec<(String, async_nats::Client)>,
+    /// The tenants that connected, by name.
+    pub(crate) tenants: Vec<TenantHandles>,
     /// Components loaded at start: from the cache, compiled into it,
     /// compiled with it off.
     pub(crate) loads: [u64; 3],
@@ -472,16 +479,16 @@ impl Stats {
             tenants: self
                 .tenants
                 .iter()
-                .map(|(n, q)| TenantSnapshot::of(n, q))
+                .map(|t| TenantSnapshot::of(&t.name, &t.quotas))
                 .collect(),
             connections: self
                 .client
                 .iter()
                 .map(|c| ConnectionSnapshot::of(None, c))
                 .chain(
-                    self.tenant_clients
+                    self.tenants
                         .iter()
-                        .map(|(t, c)| ConnectionSnapshot::of(Some(t), c)),
+                        .map(|t| ConnectionSnapshot::of(Some(&t.name), &t.client)),
                 )
                 .collect(),
             components_from_cache: self.loads[0],
@@ -494,8 +501,8 @@ impl Stats {
     pub fn tenant(&self, name: &str) -> Option<TenantSnapshot> {
         self.tenants
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(n, q)| TenantSnapshot::of(n, q))
+            .find(|t| t.name == name)
+            .map(|t| TenantSnapshot::of(&t.name, &t.quotas))
     }
 
     /// One subscriber's statistics.

@@ -82,6 +82,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             held.push((p, of_tenant));
         }
         let asked = held.len();
+        let request_ends = tokio::time::Instant::now() + cfg.pull_timeout;
         let request = consumer
             .batch()
             .max_messages(asked)
@@ -106,7 +107,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             tokio::select! {
                 biased;
                 _ = sub.stop.cancelled() => {
-                    hand_back(&sub, batch).await;
+                    hand_back(&sub, batch, request_ends).await;
                     break 'pull;
                 }
                 item = batch.next() => match item {
@@ -172,17 +173,30 @@ const HAND_BACK_WAIT: Duration = Duration::from_secs(1);
 /// moment (messages the server sent before it saw the request go) is handed
 /// back unstarted. A delivery into a request nobody reads any more counts
 /// as one of the message's deliveries and waits out ack_wait; on its last
-/// allowed delivery it would never come back.
-async fn hand_back(sub: &Subscriber, mut batch: jetstream::consumer::pull::Batch) {
+/// allowed delivery it would never come back. The hand-back asks for
+/// redelivery only after the request has expired (`request_ends`): at once,
+/// the server would deliver the message into the same open request again,
+/// and each hand-back would spend one of its deliveries.
+async fn hand_back(
+    sub: &Subscriber,
+    mut batch: jetstream::consumer::pull::Batch,
+    request_ends: tokio::time::Instant,
+) {
     let until = tokio::time::Instant::now() + sub.config.pull_timeout.min(HAND_BACK_WAIT);
     while let Ok(Some(item)) = tokio::time::timeout_at(until, batch.next()).await {
         let Ok(message) = item else { break };
+        let redeliver_after =
+            request_ends.saturating_duration_since(tokio::time::Instant::now()) + EXPIRY_MARGIN;
         match InFlight::new(message) {
-            Ok(msg) => sub.settler().hand_back(&msg).await,
+            Ok(msg) => sub.settler().hand_back(&msg, redeliver_after).await,
             Err((message, why)) => sub.settler().not_a_delivery(&message, &why).await,
         }
     }
 }
+
+/// Allowance for the server seeing a pull request's expiry later than the
+/// runtime computes it.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(200);
 
 /// Waits before the next try, longer after each failure; false when stopping.
 async fn pause(stop: &CancellationToken, failures: u32) -> bool {

@@ -1,4 +1,5 @@
-//! Command line: `natsapp-wasm run FILE`, `natsapp-wasm check FILE`,
+//! Command line: `natsapp-wasm run FILE` (SIGHUP reloads), `natsapp-wasm reload FILE`,
+//! `natsapp-wasm check FILE`,
 //! `natsapp-wasm docs FILE` (AsyncAPI) and
 //! `natsapp-wasm new NAME --lang rust|python|js`, `natsapp-wasm cache dir|clear`.
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.
@@ -26,9 +27,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service until SIGINT or SIGTERM, then stop gracefully.
+    /// Run the service until SIGINT or SIGTERM, then stop gracefully;
+    /// SIGHUP reloads the file and components.
     Run {
         /// The service.toml file.
+        file: PathBuf,
+    },
+    /// Ask every running replica of the file's service to reload (as SIGHUP
+    /// does): over NATS, on `<service>.reload`; prints each one's answer.
+    Reload {
+        /// The service.toml file (its [service] name and [nats] are used).
         file: PathBuf,
     },
     /// Validate the file and every component without connecting; print the plan.
@@ -113,9 +121,10 @@ fn cache(action: CacheAction) -> ExitCode {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let file = match cli.command {
-        Command::Run { ref file } | Command::Check { ref file } | Command::Docs { ref file } => {
-            file
-        }
+        Command::Run { ref file }
+        | Command::Check { ref file }
+        | Command::Docs { ref file }
+        | Command::Reload { ref file } => file,
         Command::Cache { action } => return cache(action),
         Command::New { name, lang, dir } => return new_project(&dir, &name, lang),
     };
@@ -139,7 +148,7 @@ pub fn main() -> ExitCode {
         Command::Cache { .. } | Command::New { .. } => {
             unreachable!("handled before loading a configuration")
         }
-        Command::Run { .. } => {
+        Command::Run { .. } | Command::Reload { .. } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -153,15 +162,10 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            runtime.block_on(async {
-                // Listen before starting: a SIGTERM while components compile
-                // or the service connects is a graceful stop too, not death
-                // by the signal's default action.
-                let signals = Signals::listen();
-                natsapp_wasm::run(config, shutdown_signal(signals))
-                    .await
-                    .map(|_| ())
-            })
+            if let Command::Reload { .. } = cli.command {
+                return runtime.block_on(reload(&config, cli.log_format));
+            }
+            runtime.block_on(run(config))
         }
     };
     match result {
@@ -170,6 +174,91 @@ pub fn main() -> ExitCode {
             report_error(cli.log_format, &e);
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Starts the service, reloads it on SIGHUP, stops it on SIGINT or SIGTERM.
+async fn run(config: Config) -> Result<(), natsapp_wasm::Error> {
+    // Listen before starting: a SIGTERM while components compile or the
+    // service connects is a graceful stop too, and a SIGHUP a reload once
+    // it runs, not death by the signal's default action.
+    let signals = Signals::listen();
+    let hangups = Hangups::listen();
+    let service = natsapp_wasm::Service::start(config).await?;
+    let reloading = tokio::spawn(hangups.reload(service.reloader()));
+    let result = service.run(shutdown_signal(signals)).await.map(|_| ());
+    reloading.abort();
+    result
+}
+
+/// SIGHUP, listened to from the moment this is made (its default action
+/// would end the process).
+struct Hangups {
+    #[cfg(unix)]
+    stream: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    fn listen() -> Hangups {
+        Hangups {
+            #[cfg(unix)]
+            stream: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Reloads the service on each SIGHUP; the reload logs and counts its outcome.
+    async fn reload(self, reloader: natsapp_wasm::reload::Reloader) {
+        #[cfg(unix)]
+        if let Some(mut stream) = self.stream {
+            while stream.recv().await.is_some() {
+                tracing::info!("SIGHUP received");
+                let _ = reloader.reload().await;
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (self, reloader);
+    }
+}
+
+/// `natsapp-wasm reload`: prints every replica's answer; exit 0 when at
+/// least one answered and all applied it.
+async fn reload(config: &Config, format: natsapp_wasm::telemetry::LogFormat) -> ExitCode {
+    let answers = match natsapp_wasm::reload::ask_running(config).await {
+        Ok(a) => a,
+        Err(e) => {
+            report_error(format, &e);
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    if answers.is_empty() {
+        report_error(
+            format,
+            &format!(
+                "no running replica of service {:?} answered on {}.reload within {:?}",
+                config.service.name,
+                config.service.name,
+                natsapp_wasm::reload::FIRST_ANSWER_WAIT
+            ),
+        );
+        return ExitCode::from(1);
+    }
+    for a in &answers {
+        match (&a.summary, &a.error) {
+            (Some(summary), _) if a.applied => {
+                println!("{} {}: applied: {summary}", a.service, a.id)
+            }
+            (_, error) => println!(
+                "{} {}: refused: {}",
+                a.service,
+                a.id,
+                error.as_deref().unwrap_or("no reason given")
+            ),
+        }
+    }
+    if answers.iter().all(|a| a.applied) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -21,6 +21,9 @@ pub struct Subscriber {
     /// Cancelled when it must stop pulling: the service stops, or its
     /// tenant's connection is gone for good.
     pub stop: tokio_util::sync::CancellationToken,
+    /// Its handlers running now: a subscriber retired by a reload is gone
+    /// once they have settled.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl Subscriber {

@@ -24,7 +24,9 @@
 //! configuration mistake surfaces before a message is touched);
 //! [`Service::run`] pulls until `shutdown` resolves, then finishes in-flight
 //! handlers within the grace period and settles every fetched message.
-//! [`run`] does both.
+//! [`run`] does both. `roster` keeps the running subscribers and tenants;
+//! `reload` moves them to a changed file and components (SIGHUP,
+//! `natsapp-wasm reload`, [`Service::reloader`]).
 
 pub mod admin;
 pub mod asyncapi;
@@ -36,6 +38,8 @@ mod micro;
 pub mod nats;
 pub mod outputs;
 pub mod plan;
+pub mod reload;
+mod roster;
 pub mod scaffold;
 pub mod scheduler;
 pub mod settle;
@@ -45,18 +49,14 @@ mod tenant;
 pub mod wasm;
 
 use crate::config::{Config, ConfigError};
-use crate::dispatch::Subscriber;
 use crate::fatal::Fatal;
 use crate::nats::connect::ConnectError;
-use crate::nats::publish::PublishRoutes;
 use crate::nats::setup::{self, SetupError};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::wasm::cache::ComponentCache;
 use crate::wasm::component::ComponentError;
-use crate::wasm::host::SubscriberHost;
-use crate::wasm::invoke::Handler;
 use crate::wasm::{PoolSize, WasmRuntime};
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -115,6 +115,7 @@ impl Error {
 
 /// A connection subscribers publish, pull and settle through: the
 /// service's own, or a tenant's (with its concurrency quota).
+#[derive(Clone)]
 pub(crate) struct Connection {
     client: async_nats::Client,
     jetstream: jetstream::Context,
@@ -165,16 +166,13 @@ pub fn check(config: &Config) -> Result<plan::Plan, Error> {
 
 /// A service that is connected, set up and ready to pull.
 pub struct Service {
-    config: Config,
-    client: async_nats::Client,
-    subscribers: Vec<(Arc<Subscriber>, PullConsumer)>,
+    roster: roster::Roster,
+    wasm: Arc<WasmRuntime>,
     connection: mpsc::UnboundedReceiver<Fatal>,
-    stop_pulling: CancellationToken,
-    tenant_watches: Vec<tokio::task::JoinHandle<()>>,
     stats: Stats,
     admin: Option<admin::Admin>,
     micro: Option<micro::Micro>,
-    _wasm: WasmRuntime,
+    reloads: (reload::Reloader, mpsc::Receiver<reload::Request>),
 }
 
 impl Service {
@@ -189,7 +187,12 @@ impl Service {
             .map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut compiled = Vec::with_capacity(config.subscribers.len());
         for s in &config.subscribers {
-            compiled.push(wasm.load(&s.component, &s.name)?);
+            let digest = reload::digest_of(&s.component).map_err(|e| ComponentError {
+                subscriber: s.name.clone(),
+                path: s.component.clone(),
+                message: format!("cannot read it: {e}"),
+            })?;
+            compiled.push((wasm.load(&s.component, &s.name)?, digest));
         }
         let (connection_tx, connection) = mpsc::unbounded_channel();
         let client =
@@ -198,43 +201,27 @@ impl Service {
         setup::ensure_streams(&js, &config).await?;
         setup::check_publishers(&js, &config).await?;
         setup::warn_duplicate_windows(&js, &config).await;
-        let routes = Arc::new(PublishRoutes::new(&config));
         let own = Connection {
             client: client.clone(),
             jetstream: js.clone(),
             quotas: Default::default(),
         };
-        let mut tenants = tenant::connect_all(&config).await;
-        let stop_pulling = CancellationToken::new();
-        let tenant_stop: std::collections::HashMap<String, CancellationToken> = tenants
-            .keys()
-            .map(|name| (name.clone(), stop_pulling.child_token()))
-            .collect();
-        let mut subscribers = Vec::with_capacity(config.subscribers.len());
-        let mut stats = Stats {
-            client: Some(client.clone()),
-            subscribers: Vec::new(),
-            tenants: tenants
+        let stats = Stats::new(Some(client.clone()), wasm.loads());
+        let mut roster = roster::Roster::new(config.clone(), own, stats.clone());
+        for t in &config.tenants {
+            if config
+                .subscribers
                 .iter()
-                .filter_map(|(name, t)| {
-                    let conn = t.connection.as_ref().ok()?;
-                    Some(stats::TenantHandles {
-                        name: name.clone(),
-                        quotas: conn.quotas.clone(),
-                        client: conn.client.clone(),
-                    })
-                })
-                .collect(),
-            loads: wasm.loads(),
-        };
-        stats.tenants.sort_by(|a, b| a.name.cmp(&b.name));
+                .any(|s| s.tenant.as_deref() == Some(t.name.as_str()))
+            {
+                let entry = roster.open_tenant(&config, t).await;
+                roster.register_tenant(&entry);
+                roster.tenants.insert(t.name.clone(), entry);
+            }
+        }
         let mut first_failure = None;
-        for (s, pre) in config.subscribers.iter().zip(compiled) {
-            let conn = match &s.tenant {
-                None => Ok(&own),
-                Some(name) => tenants[name].connection.as_ref().map_err(Clone::clone),
-            };
-            let set_up = match conn {
+        for (s, (pre, digest)) in config.subscribers.iter().zip(compiled) {
+            let set_up = match roster.connection_of(s) {
                 Err(reason) => Err(reason),
                 Ok(conn) => match setup::ensure_subscriber(&conn.jetstream, &config, s).await {
                     Ok(consumer) => Ok((conn, consumer)),
@@ -242,75 +229,39 @@ impl Service {
                     Err(e) => Err(telemetry::ErrorChain(&e).to_string()),
                 },
             };
-            let (conn, consumer) = match set_up {
-                Ok(ok) => ok,
+            let entry = match set_up {
+                Ok((conn, consumer)) => {
+                    roster.prepare(s, roster::Loaded { pre, digest }, conn, consumer, None)
+                }
                 Err(reason) => {
-                    tracing::error!(tenant = s.tenant.as_deref().unwrap_or(""), subscriber = %s.name, "{reason}: this subscriber does not run; the others do");
-                    let stats_of = Arc::new(stats::SubscriberStats::default());
-                    stats_of.not_running(reason.clone());
-                    stats
-                        .subscribers
-                        .push((s.name.clone(), s.tenant.clone(), stats_of));
-                    first_failure.get_or_insert(reason);
-                    continue;
+                    first_failure.get_or_insert(reason.clone());
+                    roster.not_running(s, digest, &reason)
                 }
             };
-            let mut host = SubscriberHost::new(
-                s,
-                conn.client.clone(),
-                conn.jetstream.clone(),
-                routes.clone(),
-            );
-            host.quotas = conn.quotas.clone();
-            let host = Arc::new(host);
-            let sub = Subscriber {
-                config: s.clone(),
-                handler: Handler::new(pre, host.clone(), s.timeout, s.ack_wait, s.instances),
-                host,
-                stop: match &s.tenant {
-                    None => stop_pulling.child_token(),
-                    Some(name) => tenant_stop[name].child_token(),
-                },
-            };
-            stats.subscribers.push((
-                s.name.clone(),
-                s.tenant.clone(),
-                sub.settler().stats.clone(),
-            ));
-            subscribers.push((Arc::new(sub), consumer));
+            roster.subscribers.insert(s.name.clone(), entry);
         }
-        if subscribers.is_empty() {
+        if !roster.subscribers.values().any(roster::Entry::runs) {
             return Err(Error::Fatal(Fatal::NothingRuns(
                 first_failure.unwrap_or_else(|| "no subscriber".into()),
             )));
         }
-        // A tenant's connection gone for good stops its subscribers only.
-        let tenant_watches = tenants
-            .drain()
-            .filter_map(|(name, t)| {
-                let running: Vec<_> = subscribers
-                    .iter()
-                    .filter(|(s, _)| s.config.tenant.as_deref() == Some(name.as_str()))
-                    .map(|(s, _)| s.settler().stats.clone())
-                    .collect();
-                let stop = tenant_stop[&name].clone();
-                (!running.is_empty())
-                    .then(|| tokio::spawn(tenant::watch(name, t.lost, stop, running)))
-            })
-            .collect();
         let admin = admin_listener.map(|l| l.serve(&config.service.name, stats.clone()));
-        let micro = micro::start(&client, &config.service.name, stats.clone()).await;
+        let reloads = reload::Reloader::channel();
+        let micro = micro::start(
+            &client,
+            &config.service.name,
+            stats.clone(),
+            reloads.0.clone(),
+        )
+        .await;
         Ok(Service {
-            config,
-            client,
-            subscribers,
+            roster,
+            wasm: Arc::new(wasm),
             connection,
-            stop_pulling,
-            tenant_watches,
             stats,
             admin,
             micro,
-            _wasm: wasm,
+            reloads,
         })
     }
 
@@ -324,23 +275,26 @@ impl Service {
         self.stats.clone()
     }
 
+    /// A handle that asks the running service to read its file and
+    /// components again (what SIGHUP does).
+    pub fn reloader(&self) -> reload::Reloader {
+        self.reloads.0.clone()
+    }
+
     /// Pulls and handles messages until `shutdown` resolves (or the
-    /// connection is lost for good), then stops gracefully.
+    /// connection is lost for good), then stops gracefully. Reloads asked
+    /// for through [`Service::reloader`] are applied in between.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<StatsSnapshot, Error> {
         let (subscriber_fatal, mut subscriber_failed) = mpsc::unbounded_channel();
         let ctx = Arc::new(scheduler::PullContext {
             abandon: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            streams: self.config.streams.clone(),
+            streams: std::sync::RwLock::new(self.roster.config.streams.clone()),
             fatal: subscriber_fatal,
         });
-        let loops: Vec<_> = self
-            .subscribers
-            .drain(..)
-            .map(|(sub, consumer)| tokio::spawn(scheduler::run(sub, consumer, ctx.clone())))
-            .collect();
-        tracing::info!(service = %self.config.service.name, subscribers = loops.len(), "running");
-        let periodic = self.config.service.stats_interval.map(|every| {
+        let running = self.roster.start_pulling(ctx.clone());
+        tracing::info!(service = %self.roster.config.service.name, subscribers = running, "running");
+        let periodic = self.roster.config.service.stats_interval.map(|every| {
             let stats = self.stats.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -350,17 +304,24 @@ impl Service {
                 }
             })
         });
-        let fatal = tokio::select! {
-            _ = shutdown => None,
-            // The client drops its event handler, and with it the only
-            // sender, when it gives up on the connection.
-            reason = self.connection.recv() => Some(reason.unwrap_or(Fatal::ConnectionClosed)),
-            Some(reason) = subscriber_failed.recv() => Some(reason),
+        tokio::pin!(shutdown);
+        let fatal = loop {
+            tokio::select! {
+                _ = &mut shutdown => break None,
+                // The client drops its event handler, and with it the only
+                // sender, when it gives up on the connection.
+                reason = self.connection.recv() => break Some(reason.unwrap_or(Fatal::ConnectionClosed)),
+                Some(reason) = subscriber_failed.recv() => break Some(reason),
+                Some(request) = self.reloads.1.recv() => {
+                    let outcome = reload::apply(&mut self.roster, &self.wasm).await;
+                    request.answer(outcome);
+                }
+            }
         };
+        let graceful_timeout = self.roster.config.service.graceful_timeout;
         match &fatal {
             None => tracing::info!(
-                "shutting down: no new pulls; waiting up to {:?} for in-flight handlers",
-                self.config.service.graceful_timeout
+                "shutting down: no new pulls; waiting up to {graceful_timeout:?} for in-flight handlers"
             ),
             Some(reason) => tracing::error!("stopping: {}", telemetry::ErrorChain(reason)),
         }
@@ -371,27 +332,21 @@ impl Service {
         if let Some(m) = self.micro.take() {
             m.stop().await;
         }
-        self.stop_pulling.cancel();
-        for w in &self.tenant_watches {
-            w.abort();
-        }
-        for l in loops {
-            let _ = l.await;
-        }
+        self.roster.stop_pulling().await;
         ctx.tracker.close();
-        if tokio::time::timeout(self.config.service.graceful_timeout, ctx.tracker.wait())
+        if tokio::time::timeout(graceful_timeout, ctx.tracker.wait())
             .await
             .is_err()
         {
             ctx.abandon.cancel();
             ctx.tracker.wait().await;
         }
+        self.roster.retirements_done().await;
         if let Some(p) = periodic {
             p.abort();
         }
         // Every connection acks went out on: the service's and the tenants'.
-        let mut clients = vec![self.client.clone()];
-        clients.extend(self.stats.tenants.iter().map(|t| t.client.clone()));
+        let clients = self.stats.clients();
         let flushes = clients
             .iter()
             .map(|c| tokio::time::timeout(FLUSH_WAIT, c.flush()));
@@ -407,8 +362,8 @@ impl Service {
         let snapshot = self.stats.snapshot();
         telemetry::log_stats(&snapshot);
         match fatal {
-            Some(reason) => Err(Error::Fatal(reason)),
             None => Ok(snapshot),
+            Some(reason) => Err(Error::Fatal(reason)),
         }
     }
 }

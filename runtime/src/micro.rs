@@ -4,6 +4,9 @@
 //! status and statistics, the Python wrapper's health-check example built
 //! in. The statistics ride in the health endpoint's STATS `data`: the one
 //! endpoint there is, and it counts real requests.
+//!
+//! `<service>.reload` (a plain subscription, not a queue group: every
+//! replica reloads) reloads the configuration and answers with the outcome.
 
 use crate::stats::Stats;
 use async_nats::service::ServiceExt;
@@ -13,6 +16,7 @@ use futures::StreamExt;
 pub(crate) struct Micro {
     service: async_nats::service::Service,
     health: tokio::task::JoinHandle<()>,
+    reload: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What `<service>.health` answers.
@@ -30,7 +34,12 @@ struct Health {
 /// running without it, with a warning; so does a user the server does not
 /// allow to subscribe to the endpoints (the refusal arrives later, as an
 /// event the connection logs and does not treat as fatal).
-pub(crate) async fn start(client: &async_nats::Client, name: &str, stats: Stats) -> Option<Micro> {
+pub(crate) async fn start(
+    client: &async_nats::Client,
+    name: &str,
+    stats: Stats,
+    reloader: crate::reload::Reloader,
+) -> Option<Micro> {
     let for_stats = stats.clone();
     let service = client
         .service_builder()
@@ -65,7 +74,20 @@ pub(crate) async fn start(client: &async_nats::Client, name: &str, stats: Stats)
             return None;
         }
     };
-    tracing::info!("answering $SRV.PING, $SRV.INFO, $SRV.STATS and {name}.health");
+    let reload = match client.subscribe(format!("{name}.reload")).await {
+        Ok(requests) => Some(tokio::spawn(answer_reloads(
+            client.clone(),
+            requests,
+            name.to_string(),
+            service.info().await.id,
+            reloader,
+        ))),
+        Err(e) => {
+            tracing::warn!("{name}.reload is off: {e}");
+            None
+        }
+    };
+    tracing::info!("answering $SRV.PING, $SRV.INFO, $SRV.STATS, {name}.health and {name}.reload");
     let name = name.to_string();
     let health = tokio::spawn(async move {
         while let Some(request) = endpoint.next().await {
@@ -75,7 +97,11 @@ pub(crate) async fn start(client: &async_nats::Client, name: &str, stats: Stats)
             }
         }
     });
-    Some(Micro { service, health })
+    Some(Micro {
+        service,
+        health,
+        reload,
+    })
 }
 
 fn health(name: &str, stats: &Stats) -> Health {
@@ -97,6 +123,37 @@ impl Micro {
     /// Stops answering: the service leaves the `$SRV` group.
     pub(crate) async fn stop(self) {
         self.health.abort();
+        if let Some(r) = self.reload {
+            r.abort();
+        }
         let _ = self.service.stop().await;
+    }
+}
+
+/// Reloads on each request to `<service>.reload` and answers with the outcome.
+async fn answer_reloads(
+    client: async_nats::Client,
+    mut requests: async_nats::Subscriber,
+    service: String,
+    id: String,
+    reloader: crate::reload::Reloader,
+) {
+    while let Some(request) = requests.next().await {
+        let Some(reply) = request.reply else { continue };
+        let outcome = reloader.reload().await;
+        let answer = crate::reload::Answer {
+            service: service.clone(),
+            id: id.clone(),
+            applied: outcome.is_ok(),
+            error: outcome
+                .as_ref()
+                .err()
+                .map(|e| crate::telemetry::ErrorChain(e.as_ref()).to_string()),
+            summary: outcome.ok(),
+        };
+        let body = serde_json::to_vec(&answer).unwrap_or_default();
+        if let Err(e) = client.publish(reply, body.into()).await {
+            tracing::debug!("could not answer a reload request: {e}");
+        }
     }
 }

@@ -360,12 +360,16 @@ pub struct StatsSnapshot {
     pub tenants: Vec<TenantSnapshot>,
     /// Per NATS connection: the service's own, then each tenant's.
     pub connections: Vec<ConnectionSnapshot>,
-    /// Components loaded from the compiled-component cache at start.
+    /// Components loaded from the compiled-component cache (at start and by reloads).
     pub components_from_cache: u64,
-    /// Components compiled at start and stored in the cache.
+    /// Components compiled and stored in the cache.
     pub components_compiled: u64,
-    /// Components compiled at start with the cache off.
+    /// Components compiled with the cache off.
     pub components_compiled_uncached: u64,
+    /// Reloads of the configuration applied.
+    pub reloads_applied: u64,
+    /// Reloads refused (the configuration before them kept running).
+    pub reloads_refused: u64,
 }
 
 /// One NATS connection's traffic, from the client's own counters.
@@ -445,19 +449,109 @@ pub(crate) struct TenantHandles {
     pub(crate) client: async_nats::Client,
 }
 
+/// One subscriber's entry in the statistics: its name, tenant and counters.
+pub(crate) struct SubscriberEntry {
+    pub(crate) name: String,
+    pub(crate) tenant: Option<String>,
+    pub(crate) stats: Arc<SubscriberStats>,
+}
+
+/// What the statistics are read from; subscribers and tenants come and go
+/// with reloads.
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub(crate) subscribers: Vec<SubscriberEntry>,
+    /// The tenants that connected, by name.
+    pub(crate) tenants: Vec<TenantHandles>,
+}
+
+/// Reloads of the configuration, by outcome.
+#[derive(Debug, Default)]
+pub(crate) struct ReloadCounts {
+    pub(crate) applied: AtomicU64,
+    pub(crate) refused: AtomicU64,
+}
+
 /// A cheap handle to read the running service's statistics.
 #[derive(Clone)]
 pub struct Stats {
     pub(crate) client: Option<async_nats::Client>,
-    pub(crate) subscribers: Vec<(String, Option<String>, Arc<SubscriberStats>)>,
-    /// The tenants that connected, by name.
-    pub(crate) tenants: Vec<TenantHandles>,
-    /// Components loaded at start: from the cache, compiled into it,
-    /// compiled with it off.
-    pub(crate) loads: [u64; 3],
+    pub(crate) registry: Arc<std::sync::RwLock<Registry>>,
+    /// Components loaded: from the cache, compiled into it, compiled with it off.
+    pub(crate) loads: Arc<[AtomicU64; 3]>,
+    pub(crate) reloads: Arc<ReloadCounts>,
 }
 
 impl Stats {
+    /// Statistics of a service connected through `client`, loading
+    /// components with the counters `loads`.
+    pub(crate) fn new(client: Option<async_nats::Client>, loads: Arc<[AtomicU64; 3]>) -> Stats {
+        Stats {
+            client,
+            registry: Default::default(),
+            loads,
+            reloads: Default::default(),
+        }
+    }
+
+    pub(crate) fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn registry_mut(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts `subscriber`'s figures from now on (replacing an entry of the same name).
+    pub(crate) fn add_subscriber(
+        &self,
+        name: &str,
+        tenant: Option<&str>,
+        stats: Arc<SubscriberStats>,
+    ) {
+        let mut r = self.registry_mut();
+        r.subscribers.retain(|e| e.name != name);
+        r.subscribers.push(SubscriberEntry {
+            name: name.to_string(),
+            tenant: tenant.map(str::to_string),
+            stats,
+        });
+    }
+
+    /// Forgets a subscriber removed from the configuration.
+    pub(crate) fn remove_subscriber(&self, name: &str) {
+        self.registry_mut().subscribers.retain(|e| e.name != name);
+    }
+
+    /// Counts a connected tenant's quotas and connection (replacing an entry of the same name).
+    pub(crate) fn add_tenant(&self, tenant: TenantHandles) {
+        let mut r = self.registry_mut();
+        r.tenants.retain(|t| t.name != tenant.name);
+        r.tenants.push(tenant);
+        r.tenants.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Forgets a tenant removed from the configuration.
+    pub(crate) fn remove_tenant(&self, name: &str) {
+        self.registry_mut().tenants.retain(|t| t.name != name);
+    }
+
+    /// Reports every running subscriber of `tenant` as not running, for `reason`.
+    pub(crate) fn tenant_stopped(&self, tenant: &str, reason: &str) {
+        for e in &self.registry().subscribers {
+            if e.tenant.as_deref() == Some(tenant) {
+                e.stats.not_running(reason.to_string());
+            }
+        }
+    }
+
+    /// The clients of every connection: the service's, then each tenant's.
+    pub(crate) fn clients(&self) -> Vec<async_nats::Client> {
+        let mut clients: Vec<_> = self.client.iter().cloned().collect();
+        clients.extend(self.registry().tenants.iter().map(|t| t.client.clone()));
+        clients
+    }
+
     /// Current statistics.
     pub fn snapshot(&self) -> StatsSnapshot {
         let connection_status = match &self.client {
@@ -468,15 +562,16 @@ impl Stats {
             },
             None => "not connected",
         };
+        let registry = self.registry();
         StatsSnapshot {
             connection_status: connection_status.to_string(),
-            total_subscribers: self.subscribers.len(),
-            subscribers: self
+            total_subscribers: registry.subscribers.len(),
+            subscribers: registry
                 .subscribers
                 .iter()
-                .map(|(n, t, s)| s.snapshot(n, t.as_deref()))
+                .map(|e| e.stats.snapshot(&e.name, e.tenant.as_deref()))
                 .collect(),
-            tenants: self
+            tenants: registry
                 .tenants
                 .iter()
                 .map(|t| TenantSnapshot::of(&t.name, &t.quotas))
@@ -486,20 +581,24 @@ impl Stats {
                 .iter()
                 .map(|c| ConnectionSnapshot::of(None, c))
                 .chain(
-                    self.tenants
+                    registry
+                        .tenants
                         .iter()
                         .map(|t| ConnectionSnapshot::of(Some(&t.name), &t.client)),
                 )
                 .collect(),
-            components_from_cache: self.loads[0],
-            components_compiled: self.loads[1],
-            components_compiled_uncached: self.loads[2],
+            components_from_cache: self.loads[0].load(Relaxed),
+            components_compiled: self.loads[1].load(Relaxed),
+            components_compiled_uncached: self.loads[2].load(Relaxed),
+            reloads_applied: self.reloads.applied.load(Relaxed),
+            reloads_refused: self.reloads.refused.load(Relaxed),
         }
     }
 
     /// One tenant's statistics.
     pub fn tenant(&self, name: &str) -> Option<TenantSnapshot> {
-        self.tenants
+        self.registry()
+            .tenants
             .iter()
             .find(|t| t.name == name)
             .map(|t| TenantSnapshot::of(&t.name, &t.quotas))
@@ -507,10 +606,11 @@ impl Stats {
 
     /// One subscriber's statistics.
     pub fn subscriber(&self, name: &str) -> Option<SubscriberSnapshot> {
-        self.subscribers
+        self.registry()
+            .subscribers
             .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(n, t, s)| s.snapshot(n, t.as_deref()))
+            .find(|e| e.name == name)
+            .map(|e| e.stats.snapshot(&e.name, e.tenant.as_deref()))
     }
 }
 

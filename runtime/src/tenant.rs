@@ -5,14 +5,13 @@
 //! for good, is reported and its subscribers do not run (or stop); the
 //! others go on.
 
-use crate::config::Config;
+use crate::config::{Config, TenantConfig};
 use crate::fatal::Fatal;
 use crate::wasm::cpu::CpuBudget;
 use crate::wasm::host::SharedQuotas;
 use crate::wasm::memory::MemoryPool;
 use crate::wasm::rate::{PublishQuota, RateLimit};
 use crate::{jetstream_context, Connection};
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -24,47 +23,33 @@ pub(crate) struct Tenant {
     pub(crate) lost: mpsc::UnboundedReceiver<Fatal>,
 }
 
-/// Connects every tenant that has subscribers; a tenant's error is its own.
-pub(crate) async fn connect_all(config: &Config) -> HashMap<String, Tenant> {
-    let mut out = HashMap::new();
-    for t in &config.tenants {
-        if !config
-            .subscribers
-            .iter()
-            .any(|s| s.tenant.as_deref() == Some(t.name.as_str()))
-        {
-            continue;
-        }
-        let name = format!("{}/{}", config.service.name, t.name);
-        let (fatal, lost) = mpsc::unbounded_channel();
-        let connected = crate::nats::connect::connect(&name, &t.nats, fatal)
-            .await
-            .map(|client| Connection {
-                jetstream: jetstream_context(config, client.clone()),
-                client,
-                quotas: SharedQuotas {
-                    concurrency: t.quotas.concurrency.map(|n| Arc::new(Semaphore::new(n))),
-                    cpu: t.quotas.cpu.map(|c| Arc::new(CpuBudget::new(c))),
-                    memory: t.quotas.memory.map(|m| Arc::new(MemoryPool::new(m))),
-                    publish: Some(Arc::new(PublishQuota {
-                        rate: t.quotas.publish_rate.map(RateLimit::new),
-                        bytes: t.quotas.publish_bytes.map(RateLimit::new),
-                    })),
-                },
-            })
-            .map_err(|e| format!("tenant {:?}: {e}", t.name));
-        if let Err(e) = &connected {
-            tracing::error!(tenant = %t.name, "{e}");
-        }
-        out.insert(
-            t.name.clone(),
-            Tenant {
-                connection: connected,
-                lost,
+/// Connects tenant `t` of `config`; its error is its own.
+pub(crate) async fn connect(config: &Config, t: &TenantConfig) -> Tenant {
+    let name = format!("{}/{}", config.service.name, t.name);
+    let (fatal, lost) = mpsc::unbounded_channel();
+    let connected = crate::nats::connect::connect(&name, &t.nats, fatal)
+        .await
+        .map(|client| Connection {
+            jetstream: jetstream_context(config, client.clone()),
+            client,
+            quotas: SharedQuotas {
+                concurrency: t.quotas.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+                cpu: t.quotas.cpu.map(|c| Arc::new(CpuBudget::new(c))),
+                memory: t.quotas.memory.map(|m| Arc::new(MemoryPool::new(m))),
+                publish: Some(Arc::new(PublishQuota {
+                    rate: t.quotas.publish_rate.map(RateLimit::new),
+                    bytes: t.quotas.publish_bytes.map(RateLimit::new),
+                })),
             },
-        );
+        })
+        .map_err(|e| format!("tenant {:?}: {e}", t.name));
+    if let Err(e) = &connected {
+        tracing::error!(tenant = %t.name, "{e}");
     }
-    out
+    Tenant {
+        connection: connected,
+        lost,
+    }
 }
 
 /// Waits until the tenant's connection is gone for good, then stops its
@@ -73,13 +58,11 @@ pub(crate) async fn watch(
     name: String,
     mut lost: mpsc::UnboundedReceiver<Fatal>,
     stop: tokio_util::sync::CancellationToken,
-    subscribers: Vec<Arc<crate::stats::SubscriberStats>>,
+    stats: crate::stats::Stats,
 ) {
     let reason = lost.recv().await.unwrap_or(Fatal::ConnectionClosed);
     let reason = format!("tenant {name:?}: {}", crate::telemetry::ErrorChain(&reason));
     tracing::error!(tenant = %name, "{reason}: its subscribers stop; the others go on");
-    for s in &subscribers {
-        s.not_running(reason.clone());
-    }
+    stats.tenant_stopped(&name, &reason);
     stop.cancel();
 }

@@ -91,6 +91,8 @@ pub struct Running {
     pub stats: natsapp_wasm::stats::Stats,
     /// Where its admin endpoint listens, when the file sets one.
     pub admin: Option<std::net::SocketAddr>,
+    /// Asks it to reload its file and components.
+    pub reloader: natsapp_wasm::reload::Reloader,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<
         tokio::task::JoinHandle<Result<natsapp_wasm::stats::StatsSnapshot, natsapp_wasm::Error>>,
@@ -106,6 +108,7 @@ impl Running {
             .unwrap_or_else(|e| panic!("service did not start: {e}"));
         let stats = service.stats();
         let admin = service.admin_addr();
+        let reloader = service.reloader();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(service.run(async {
             let _ = rx.await;
@@ -113,6 +116,7 @@ impl Running {
         Running {
             stats,
             admin,
+            reloader,
             stop: Some(tx),
             task: Some(task),
         }
@@ -411,6 +415,11 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head}"));
     (status, body.to_string())
+}
+
+/// Sends SIGHUP to `child`.
+pub fn sighup(child: &std::process::Child) {
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
 }
 
 /// Sends SIGTERM to `child`.

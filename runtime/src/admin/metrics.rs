@@ -228,7 +228,7 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
     }
     m.family(
         "natsapp_components_loaded_total",
-        "Components loaded at start, from the compiled-component cache or compiled",
+        "Components loaded (at start and by reloads), from the compiled-component cache or compiled",
         MetricType::COUNTER,
         vec![
             (
@@ -242,6 +242,21 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
             (
                 vec![("cache", "off".to_string())],
                 counter(snap.components_compiled_uncached),
+            ),
+        ],
+    );
+    m.family(
+        "natsapp_reloads_total",
+        "Reloads of the configuration (SIGHUP, natsapp-wasm reload), applied or refused",
+        MetricType::COUNTER,
+        vec![
+            (
+                vec![("outcome", "applied".to_string())],
+                counter(snap.reloads_applied),
+            ),
+            (
+                vec![("outcome", "refused".to_string())],
+                counter(snap.reloads_refused),
             ),
         ],
     );

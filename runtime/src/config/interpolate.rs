@@ -43,9 +43,9 @@ pub fn interpolate(
             out.push_str(&rest[..pos]);
             column += rest[..pos].chars().count();
             let after = &rest[pos..];
-            if after.starts_with("$${") {
+            if let Some(escaped) = after.strip_prefix("$${") {
                 out.push_str("${");
-                rest = &after[3..];
+                rest = escaped;
                 column += 3;
             } else if let Some(body) = after.strip_prefix("${") {
                 let Some(end) = body.find('}') else {

@@ -72,7 +72,7 @@ pub mod defaults {
 }
 
 /// A validated service.toml.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
@@ -91,7 +91,7 @@ pub struct Config {
 }
 
 /// `[[tenants]]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TenantConfig {
     /// Its name.
     pub name: String,
@@ -121,7 +121,7 @@ pub struct Quotas {
 }
 
 /// `[service]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     /// Service name.
     pub name: String,
@@ -164,7 +164,7 @@ impl fmt::Debug for Auth {
 }
 
 /// TLS settings, paths resolved.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TlsConfig {
     /// Extra root certificates.
     pub ca: Option<PathBuf>,
@@ -175,7 +175,7 @@ pub struct TlsConfig {
 }
 
 /// `[nats]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NatsConfig {
     /// Server URLs (NATS_SERVERS overrides).
     pub servers: Vec<String>,
@@ -196,7 +196,7 @@ pub struct NatsConfig {
 }
 
 /// `[[streams]]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamConfig {
     /// Stream name.
     pub name: Name,
@@ -217,7 +217,7 @@ pub struct StreamConfig {
 }
 
 /// `[[publishers]]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PublisherConfig {
     /// Subject or pattern.
     pub subject: Subject,
@@ -228,7 +228,7 @@ pub struct PublisherConfig {
 }
 
 /// `[[subscribers]]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SubscriberConfig {
     /// Name in logs and statistics.
     pub name: String,

@@ -151,10 +151,11 @@ fn fatal_event(event: &Event, allow_reconnect: bool, attempts: Option<usize>) ->
     }
 }
 
-/// Whether a refused subscription is one of the micro-service endpoints.
+/// Whether a refused subscription is one of the micro-service endpoints
+/// (or the reload subject beside them).
 fn micro_endpoint(error: &str) -> bool {
     let refused = error.split('"').nth(1).unwrap_or_default();
-    refused.starts_with("$SRV.") || refused.ends_with(".health")
+    refused.starts_with("$SRV.") || refused.ends_with(".health") || refused.ends_with(".reload")
 }
 
 #[cfg(test)]
@@ -195,7 +196,12 @@ mod tests {
             )))
         };
         assert!(fatal(unsubscribable("_INBOX.abc.*"), true).is_some());
-        for endpoint in ["$SRV.PING", "$SRV.STATS.orders", "orders.health"] {
+        for endpoint in [
+            "$SRV.PING",
+            "$SRV.STATS.orders",
+            "orders.health",
+            "orders.reload",
+        ] {
             assert_eq!(
                 fatal(unsubscribable(endpoint), true),
                 None,

@@ -32,8 +32,9 @@ pub struct PullContext {
     pub abandon: CancellationToken,
     /// Tracks handler tasks so shutdown can wait for them.
     pub tracker: TaskTracker,
-    /// The `[[streams]]` of the file (a declared one lost by the server is declared again).
-    pub streams: Vec<StreamConfig>,
+    /// The `[[streams]]` of the file, as last reloaded (a declared one lost
+    /// by the server is declared again).
+    pub streams: std::sync::RwLock<Vec<StreamConfig>>,
     /// Where a subscriber that cannot go on says why.
     pub fatal: mpsc::UnboundedSender<Fatal>,
 }
@@ -129,7 +130,8 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                             }
                         };
                         let (sub, abandon) = (sub.clone(), ctx.abandon.clone());
-                        ctx.tracker.spawn(async move {
+                        let tasks = sub.tasks.clone();
+                        ctx.tracker.spawn(tasks.track_future(async move {
                             let _permit = permit;
                             tokio::select! {
                                 // Dispatch first: it counts the delivery
@@ -138,7 +140,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                                 _ = sub.dispatch(msg.clone()) => {}
                                 _ = abandon.cancelled() => sub.settler().abandoned(&msg).await,
                             }
-                        });
+                        }));
                     }
                     Some(Err(e)) => {
                         failures += 1;

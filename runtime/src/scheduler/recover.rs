@@ -140,14 +140,17 @@ pub async fn recover(
         Diagnosis::StreamGone => {
             let declared = ctx
                 .streams
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
                 .iter()
-                .find(|s| s.name == cfg.stream && s.declare);
+                .find(|s| s.name == cfg.stream && s.declare)
+                .cloned();
             let Some(declared) = declared else {
                 return Err(fatal(SetupError::StreamGone {
                     stream: cfg.stream.to_string(),
                 }));
             };
-            if let Err(e) = setup::ensure_stream(&sub.host.jetstream, declared).await {
+            if let Err(e) = setup::ensure_stream(&sub.host.jetstream, &declared).await {
                 return transient_or_fatal(e).map_err(fatal);
             }
             if let Ok(stream) = sub.host.jetstream.get_stream(cfg.stream.as_str()).await {

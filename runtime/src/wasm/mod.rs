@@ -54,7 +54,20 @@ impl PoolSize {
             max_memory,
         }
     }
+
+    /// The pool to start with for a service that needs `self`: room for a
+    /// reload to add subscribers or raise a memory limit to the default
+    /// without a restart. Unused slots are address space, not memory.
+    pub fn with_headroom(self) -> Self {
+        PoolSize {
+            instances: self.instances.max(RELOAD_HEADROOM_SLOTS),
+            max_memory: self.max_memory.max(crate::config::defaults::MEMORY),
+        }
+    }
 }
+
+/// Instance slots a pool has at least, so reloads can add subscribers.
+const RELOAD_HEADROOM_SLOTS: u32 = 64;
 
 /// Core instances, memories and tables one component may have (a Python or
 /// JavaScript component has many more than a Rust one).
@@ -107,16 +120,38 @@ pub struct WasmRuntime {
     ticker_stop: Arc<AtomicBool>,
     /// Components loaded: from the compiled-component cache, compiled and
     /// stored in it, compiled with caching off.
-    loads: [std::sync::atomic::AtomicU64; 3],
+    loads: Arc<[std::sync::atomic::AtomicU64; 3]>,
+    /// The pooling allocator's size, when instances come from a pool.
+    pool: Option<PoolSize>,
 }
 
 impl WasmRuntime {
     /// Components loaded so far: from the compiled-component cache,
     /// compiled and stored in it, compiled with caching off.
-    pub fn loads(&self) -> [u64; 3] {
-        self.loads
-            .each_ref()
-            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+    pub fn loads(&self) -> Arc<[std::sync::atomic::AtomicU64; 3]> {
+        self.loads.clone()
+    }
+
+    /// Why `config` cannot run on this engine without a restart: its
+    /// handlers need more pooled instance slots, or larger memories, than
+    /// the pool was made with at start.
+    pub fn cannot_run(&self, config: &crate::config::Config) -> Option<String> {
+        let pool = self.pool?;
+        let needed = PoolSize::for_config(config);
+        if needed.instances > pool.instances {
+            return Some(format!(
+                "the subscribers' concurrency adds up to {}, more than the {} instance slots the engine was started with",
+                needed.instances, pool.instances
+            ));
+        }
+        if needed.max_memory > pool.max_memory {
+            return Some(format!(
+                "a subscriber's memory limit of {} MiB is more than the {} MiB the engine's instance slots were made with",
+                needed.max_memory >> 20,
+                pool.max_memory >> 20
+            ));
+        }
+        None
     }
 
     /// A runtime with the settings every store relies on, instances from a
@@ -125,8 +160,11 @@ impl WasmRuntime {
     pub fn new(cache: cache::ComponentCache, pool: PoolSize) -> wasmtime::Result<Self> {
         cache.verify()?;
         let mut config = Config::new();
+        let pool = pool.with_headroom();
         let n = pool.instances;
-        if (n + decommit_queue()).saturating_mul(MEMORIES_PER_COMPONENT) <= MAX_POOLED_MEMORIES {
+        let pooled =
+            (n + decommit_queue()).saturating_mul(MEMORIES_PER_COMPONENT) <= MAX_POOLED_MEMORIES;
+        if pooled {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(Self::pooling(pool)));
         } else {
             tracing::info!(
@@ -161,6 +199,7 @@ impl WasmRuntime {
             .map_err(wasmtime::Error::from)?;
         Ok(WasmRuntime {
             loads: Default::default(),
+            pool: pooled.then_some(pool),
             engine,
             cache,
             linker,

@@ -12,6 +12,7 @@ mod logs;
 mod micro;
 mod publish;
 mod reliability;
+mod reload;
 mod resilience;
 mod scaffold;
 mod semantics;

@@ -109,6 +109,19 @@ impl SubscriberHost {
     }
 }
 
+impl SubscriberHost {
+    /// The same host, counting into `previous`'s statistics and finished-message
+    /// ledger: a subscriber replaced by a reload keeps its figures and still
+    /// recognises a message its predecessor finished.
+    pub fn carrying_over(mut self, previous: &Settler) -> Self {
+        if let Some(settler) = Arc::get_mut(&mut self.settler) {
+            settler.stats = previous.stats.clone();
+            settler.ledger = previous.ledger.clone();
+        }
+        self
+    }
+}
+
 pub use super::memory::{MemoryLimitExceeded, MemoryLimiter};
 
 /// The data of one store: one message, one instance.

@@ -1,0 +1,326 @@
+//! The running subscribers and tenants. A subscriber is prepared (component
+//! compiled, durable consumer ensured, statistics registered) before it
+//! pulls; it is retired by cancelling its pulls and waiting for its
+//! in-flight handlers to settle. A replacement (a reload changed it) starts
+//! pulling only once its predecessor is retired, so a message that is
+//! running finishes on the old instance and no two versions overlap. A
+//! tenant is connected while it has subscribers, and drained and closed
+//! after its last one is retired.
+
+use crate::config::{Config, SubscriberConfig, TenantConfig};
+use crate::dispatch::Subscriber;
+use crate::nats::publish::PublishRoutes;
+use crate::scheduler::{self, PullContext};
+use crate::stats::{self, Stats, SubscriberStats};
+use crate::wasm::host::{HostState, ServicePre, SubscriberHost};
+use crate::wasm::invoke::Handler;
+use crate::{tenant, Connection};
+use async_nats::jetstream::consumer::PullConsumer;
+use futures::future::{BoxFuture, Shared};
+use futures::FutureExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long a closing tenant's connection may take to drain.
+const TENANT_DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Resolves once a retired subscriber's pulls have stopped and its
+/// handlers have settled.
+pub(crate) type Retired = Shared<BoxFuture<'static, ()>>;
+
+/// A tenant in use: its configuration, connection and what stops it.
+pub(crate) struct TenantEntry {
+    pub(crate) config: TenantConfig,
+    /// Its connection, or why it could not connect.
+    pub(crate) connection: Result<Connection, String>,
+    /// Cancelled when its connection is gone for good: its subscribers stop.
+    pub(crate) stop: CancellationToken,
+    watch: Option<JoinHandle<()>>,
+}
+
+/// Where a subscriber's pull loop is.
+enum Pull {
+    /// Set up; starts when the service runs, after `after` (its
+    /// predecessor's retirement) when there is one.
+    Waiting(Box<PullConsumer>, Option<Retired>),
+    /// Pulling.
+    Spawned(JoinHandle<()>),
+    /// Stopped or handed to a retirement.
+    Done,
+}
+
+/// A compiled component and the digest of the file it came from.
+pub(crate) struct Loaded {
+    pub(crate) pre: ServicePre<HostState>,
+    pub(crate) digest: String,
+}
+
+/// A subscriber of the configuration.
+pub(crate) struct Entry {
+    pub(crate) config: SubscriberConfig,
+    /// The SHA-256 of its component file when it was loaded.
+    pub(crate) digest: String,
+    /// Running, or `None` when it could not start (its tenant is refused).
+    running: Option<(Arc<Subscriber>, Pull)>,
+}
+
+impl Entry {
+    /// True when it runs (or will, once the service runs).
+    pub(crate) fn runs(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Its counters and finished-message ledger, to carry over to a replacement.
+    pub(crate) fn subscriber(&self) -> Option<&Arc<Subscriber>> {
+        self.running.as_ref().map(|(s, _)| s)
+    }
+}
+
+/// The subscribers and tenants of the running configuration.
+pub(crate) struct Roster {
+    pub(crate) config: Config,
+    pub(crate) routes: Arc<PublishRoutes>,
+    /// The service's own connection.
+    pub(crate) own: Connection,
+    pub(crate) tenants: HashMap<String, TenantEntry>,
+    pub(crate) subscribers: HashMap<String, Entry>,
+    pub(crate) stats: Stats,
+    /// Cancelled at shutdown: every pull stops.
+    pub(crate) stop_all: CancellationToken,
+    /// Retirements and tenant closings under way (shutdown waits for them).
+    retiring: TaskTracker,
+    /// Set once the service runs: what pull loops share.
+    ctx: Option<Arc<PullContext>>,
+}
+
+impl Roster {
+    /// An empty roster for `config`, publishing through `own`.
+    pub(crate) fn new(config: Config, own: Connection, stats: Stats) -> Roster {
+        Roster {
+            routes: Arc::new(PublishRoutes::new(&config)),
+            config,
+            own,
+            tenants: HashMap::new(),
+            subscribers: HashMap::new(),
+            stats,
+            stop_all: CancellationToken::new(),
+            retiring: TaskTracker::new(),
+            ctx: None,
+        }
+    }
+
+    /// Connects `t` and watches its connection; its failure is its own.
+    pub(crate) async fn open_tenant(&self, config: &Config, t: &TenantConfig) -> TenantEntry {
+        let tenant::Tenant { connection, lost } = tenant::connect(config, t).await;
+        let stop = self.stop_all.child_token();
+        let watch = connection.is_ok().then(|| {
+            tokio::spawn(tenant::watch(
+                t.name.clone(),
+                lost,
+                stop.clone(),
+                self.stats.clone(),
+            ))
+        });
+        TenantEntry {
+            config: t.clone(),
+            connection,
+            stop,
+            watch,
+        }
+    }
+
+    /// Counts an open tenant's quotas and connection in the statistics.
+    pub(crate) fn register_tenant(&self, t: &TenantEntry) {
+        if let Ok(conn) = &t.connection {
+            self.stats.add_tenant(stats::TenantHandles {
+                name: t.config.name.clone(),
+                quotas: conn.quotas.clone(),
+                client: conn.client.clone(),
+            });
+        }
+    }
+
+    /// The connection `s` runs on, or why it has none.
+    pub(crate) fn connection_of(&self, s: &SubscriberConfig) -> Result<&Connection, String> {
+        match &s.tenant {
+            None => Ok(&self.own),
+            Some(name) => match self.tenants.get(name) {
+                Some(t) => t.connection.as_ref().map_err(Clone::clone),
+                None => Err(format!("tenant {name:?} is not connected")),
+            },
+        }
+    }
+
+    /// A subscriber of `s` running `loaded` that will pull from `consumer`
+    /// on `conn`. A replacement counts into its predecessor's statistics
+    /// and starts once the predecessor is retired.
+    pub(crate) fn prepare(
+        &self,
+        s: &SubscriberConfig,
+        loaded: Loaded,
+        conn: &Connection,
+        consumer: PullConsumer,
+        predecessor: Option<(Option<Arc<Subscriber>>, Retired)>,
+    ) -> Entry {
+        let (previous, after) = match predecessor {
+            Some((previous, retired)) => (previous, Some(retired)),
+            None => (None, None),
+        };
+        let mut host = SubscriberHost::new(
+            s,
+            conn.client.clone(),
+            conn.jetstream.clone(),
+            self.routes.clone(),
+        );
+        host.quotas = conn.quotas.clone();
+        if let Some(previous) = &previous {
+            host = host.carrying_over(previous.settler());
+        }
+        let host = Arc::new(host);
+        let stop = match s.tenant.as_ref().and_then(|t| self.tenants.get(t)) {
+            Some(t) => t.stop.child_token(),
+            None => self.stop_all.child_token(),
+        };
+        let sub = Arc::new(Subscriber {
+            config: s.clone(),
+            handler: Handler::new(loaded.pre, host.clone(), s.timeout, s.ack_wait, s.instances),
+            host,
+            stop,
+            tasks: TaskTracker::new(),
+        });
+        self.stats
+            .add_subscriber(&s.name, s.tenant.as_deref(), sub.settler().stats.clone());
+        let mut entry = Entry {
+            config: s.clone(),
+            digest: loaded.digest,
+            running: Some((sub, Pull::Waiting(Box::new(consumer), after))),
+        };
+        if let Some(ctx) = &self.ctx {
+            start(&mut entry, ctx);
+        }
+        entry
+    }
+
+    /// A subscriber that cannot run, for `reason`: reported, counted as not running.
+    pub(crate) fn not_running(&self, s: &SubscriberConfig, digest: String, reason: &str) -> Entry {
+        tracing::error!(tenant = s.tenant.as_deref().unwrap_or(""), subscriber = %s.name, "{reason}: this subscriber does not run; the others do");
+        let counters = Arc::new(SubscriberStats::default());
+        counters.not_running(reason.to_string());
+        self.stats
+            .add_subscriber(&s.name, s.tenant.as_deref(), counters);
+        Entry {
+            config: s.clone(),
+            digest,
+            running: None,
+        }
+    }
+
+    /// Tells the pull loops which streams to declare again if the server loses them.
+    pub(crate) fn set_streams(&self, streams: &[crate::config::StreamConfig]) {
+        if let Some(ctx) = &self.ctx {
+            *ctx.streams.write().unwrap_or_else(|e| e.into_inner()) = streams.to_vec();
+        }
+    }
+
+    /// Starts every prepared subscriber's pull loop.
+    pub(crate) fn start_pulling(&mut self, ctx: Arc<PullContext>) -> usize {
+        for entry in self.subscribers.values_mut() {
+            start(entry, &ctx);
+        }
+        self.ctx = Some(ctx);
+        self.subscribers.values().filter(|e| e.runs()).count()
+    }
+
+    /// Stops `entry`'s pulls; what it resolves to says when its handlers
+    /// have settled. `forget` removes it from the statistics then.
+    pub(crate) fn retire(&self, entry: Entry, forget: bool) -> Retired {
+        let stats = self.stats.clone();
+        let name = entry.config.name.clone();
+        let retired = async move {
+            if let Some((sub, pull)) = entry.running {
+                sub.stop.cancel();
+                match pull {
+                    Pull::Spawned(handle) => {
+                        let _ = handle.await;
+                    }
+                    Pull::Waiting(_, Some(after)) => after.await,
+                    Pull::Waiting(_, None) | Pull::Done => {}
+                }
+                sub.tasks.close();
+                sub.tasks.wait().await;
+                tracing::info!(subscriber = %name, "retired: its in-flight messages are settled");
+            }
+            if forget {
+                stats.remove_subscriber(&name);
+            }
+        };
+        self.retiring.spawn(retired).map(|_| ()).boxed().shared()
+    }
+
+    /// Closes tenant `t` once `retired` (its subscribers' retirements) resolve:
+    /// its acknowledgements are flushed and its connection drained.
+    pub(crate) fn close_tenant(&self, t: TenantEntry, retired: Vec<Retired>) {
+        let stats = self.stats.clone();
+        self.retiring.spawn(async move {
+            futures::future::join_all(retired).await;
+            if let Some(w) = &t.watch {
+                w.abort();
+            }
+            stats.remove_tenant(&t.config.name);
+            if let Ok(conn) = &t.connection {
+                match tokio::time::timeout(TENANT_DRAIN_WAIT, conn.client.drain()).await {
+                    Ok(Ok(())) => tracing::info!(tenant = %t.config.name, "removed: connection drained and closed"),
+                    Ok(Err(e)) => tracing::warn!(tenant = %t.config.name, "removed; draining its connection failed: {e}"),
+                    Err(_) => tracing::warn!(tenant = %t.config.name, "removed; its connection did not drain within {TENANT_DRAIN_WAIT:?}"),
+                }
+            }
+        });
+    }
+
+    /// Stops every pull (shutdown) and waits for the loops to end.
+    pub(crate) async fn stop_pulling(&mut self) {
+        self.stop_all.cancel();
+        for t in self.tenants.values() {
+            if let Some(w) = &t.watch {
+                w.abort();
+            }
+        }
+        for entry in self.subscribers.values_mut() {
+            if let Some((_, pull)) = &mut entry.running {
+                if let Pull::Spawned(handle) = std::mem::replace(pull, Pull::Done) {
+                    let _ = handle.await;
+                }
+            }
+        }
+    }
+
+    /// Waits for retirements and tenant closings under way.
+    pub(crate) async fn retirements_done(&self) {
+        self.retiring.close();
+        self.retiring.wait().await;
+    }
+}
+
+/// Spawns `entry`'s pull loop, after its predecessor's retirement.
+fn start(entry: &mut Entry, ctx: &Arc<PullContext>) {
+    let Some((sub, pull)) = &mut entry.running else {
+        return;
+    };
+    if let Pull::Waiting(consumer, after) = std::mem::replace(pull, Pull::Done) {
+        let (sub, ctx) = (sub.clone(), ctx.clone());
+        *pull = Pull::Spawned(tokio::spawn(async move {
+            if let Some(after) = after {
+                // Shutdown does not wait for the predecessor: nothing pulls.
+                tokio::select! {
+                    _ = after => {}
+                    _ = sub.stop.cancelled() => return,
+                }
+            }
+            scheduler::run(sub, *consumer, ctx).await;
+        }));
+    }
+}

@@ -24,6 +24,12 @@ pub struct Subscriber {
     /// Its handlers running now: a subscriber retired by a reload is gone
     /// once they have settled.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Its last pull request being read to its end, handing back what it
+    /// still delivers.
+    pub handing_back: tokio_util::task::TaskTracker,
+    /// Set when a reload retires it (rather than the service stopping): its
+    /// last pull request is read until it expires.
+    pub retiring: std::sync::atomic::AtomicBool,
 }
 
 impl Subscriber {

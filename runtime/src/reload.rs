@@ -382,7 +382,7 @@ async fn try_apply(roster: &mut Roster, wasm: &Arc<WasmRuntime>) -> Result<Summa
                 Ok(consumer) => Ok(consumer),
                 Err(e) if s.tenant.is_none() => {
                     for (_, t) in opened.drain() {
-                        roster.close_tenant(t, Vec::new());
+                        roster.close_tenant(t, Vec::new(), false);
                     }
                     return Err(e.into());
                 }
@@ -426,11 +426,14 @@ async fn try_apply(roster: &mut Roster, wasm: &Arc<WasmRuntime>) -> Result<Summa
         let Some(entry) = entry else { continue };
         let tenant = entry.config.tenant.clone();
         let previous = entry.subscriber().cloned();
-        let retired = roster.retire(entry, plan.remove.contains(&name));
+        let retirement = roster.retire(entry, plan.remove.contains(&name));
         if let Some(t) = tenant.filter(|t| closing.contains_key(t)) {
-            closing_waits.entry(t).or_default().push(retired.clone());
+            closing_waits
+                .entry(t)
+                .or_default()
+                .push(retirement.released);
         }
-        predecessors.insert(name, (previous, retired));
+        predecessors.insert(name, (previous, retirement.settled));
     }
     for name in plan.add.iter().chain(&plan.replace) {
         let s = new.subscriber(name).expect("planned from the new file");
@@ -455,7 +458,8 @@ async fn try_apply(roster: &mut Roster, wasm: &Arc<WasmRuntime>) -> Result<Summa
         roster.subscribers.insert(name.clone(), entry);
     }
     for (name, t) in closing {
-        roster.close_tenant(t, closing_waits.remove(&name).unwrap_or_default());
+        let forget = !plan.open_tenants.contains(&name);
+        roster.close_tenant(t, closing_waits.remove(&name).unwrap_or_default(), forget);
     }
     crate::telemetry::describe_service(&new);
     roster.config = new;

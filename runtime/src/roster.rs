@@ -28,9 +28,16 @@ use tokio_util::task::TaskTracker;
 /// How long a closing tenant's connection may take to drain.
 const TENANT_DRAIN_WAIT: Duration = Duration::from_secs(5);
 
-/// Resolves once a retired subscriber's pulls have stopped and its
-/// handlers have settled.
+/// Resolves once a step of a subscriber's retirement is done.
 pub(crate) type Retired = Shared<BoxFuture<'static, ()>>;
+
+/// A subscriber's retirement, in two steps.
+pub(crate) struct Retirement {
+    /// Its handlers have settled: a replacement may pull.
+    pub(crate) settled: Retired,
+    /// Its last pull request is read to the end too: its connection may close.
+    pub(crate) released: Retired,
+}
 
 /// A tenant in use: its configuration, connection and what stops it.
 pub(crate) struct TenantEntry {
@@ -191,6 +198,8 @@ impl Roster {
             host,
             stop,
             tasks: TaskTracker::new(),
+            handing_back: TaskTracker::new(),
+            retiring: Default::default(),
         });
         self.stats
             .add_subscriber(&s.name, s.tenant.as_deref(), sub.settler().stats.clone());
@@ -235,13 +244,18 @@ impl Roster {
         self.subscribers.values().filter(|e| e.runs()).count()
     }
 
-    /// Stops `entry`'s pulls; what it resolves to says when its handlers
-    /// have settled. `forget` removes it from the statistics then.
-    pub(crate) fn retire(&self, entry: Entry, forget: bool) -> Retired {
+    /// Stops `entry`'s pulls. `settled` resolves once its handlers have
+    /// settled (its replacement may pull then); `released` once its last
+    /// pull request has been read to the end too (its connection may
+    /// close then). `forget` removes it from the statistics at the end.
+    pub(crate) fn retire(&self, entry: Entry, forget: bool) -> Retirement {
         let stats = self.stats.clone();
         let name = entry.config.name.clone();
+        let (settled_tx, settled_rx) = tokio::sync::oneshot::channel::<()>();
         let retired = async move {
             if let Some((sub, pull)) = entry.running {
+                sub.retiring
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 sub.stop.cancel();
                 match pull {
                     Pull::Spawned(handle) => {
@@ -253,24 +267,34 @@ impl Roster {
                 sub.tasks.close();
                 sub.tasks.wait().await;
                 tracing::info!(subscriber = %name, "retired: its in-flight messages are settled");
+                let _ = settled_tx.send(());
+                sub.handing_back.close();
+                sub.handing_back.wait().await;
             }
             if forget {
                 stats.remove_subscriber(&name);
             }
         };
-        self.retiring.spawn(retired).map(|_| ()).boxed().shared()
+        Retirement {
+            settled: settled_rx.map(|_| ()).boxed().shared(),
+            released: self.retiring.spawn(retired).map(|_| ()).boxed().shared(),
+        }
     }
 
     /// Closes tenant `t` once `retired` (its subscribers' retirements) resolve:
-    /// its acknowledgements are flushed and its connection drained.
-    pub(crate) fn close_tenant(&self, t: TenantEntry, retired: Vec<Retired>) {
+    /// its acknowledgements are flushed and its connection drained. `forget`
+    /// removes it from the statistics (not when a new connection of the
+    /// same tenant replaces it).
+    pub(crate) fn close_tenant(&self, t: TenantEntry, retired: Vec<Retired>, forget: bool) {
         let stats = self.stats.clone();
         self.retiring.spawn(async move {
             futures::future::join_all(retired).await;
             if let Some(w) = &t.watch {
                 w.abort();
             }
-            stats.remove_tenant(&t.config.name);
+            if forget {
+                stats.remove_tenant(&t.config.name);
+            }
             if let Ok(conn) = &t.connection {
                 match tokio::time::timeout(TENANT_DRAIN_WAIT, conn.client.drain()).await {
                     Ok(Ok(())) => tracing::info!(tenant = %t.config.name, "removed: connection drained and closed"),

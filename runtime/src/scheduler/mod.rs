@@ -89,10 +89,10 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             .max_messages(asked)
             .expires(cfg.pull_timeout)
             .messages();
-        let batch = tokio::select! {
-            b = request => b,
-            _ = sub.stop.cancelled() => break,
-        };
+        // Not abandoned on stop: a request the server already holds would
+        // deliver into a subscription nobody reads. Sending it takes no
+        // server round trip; a stop now is seen first thing in the batch.
+        let batch = request.await;
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -108,7 +108,17 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             tokio::select! {
                 biased;
                 _ = sub.stop.cancelled() => {
-                    hand_back(&sub, batch, request_ends).await;
+                    // A reload's replacement starts once this one's
+                    // handlers are done, not once its request has expired.
+                    let read_until = if sub.retiring.load(std::sync::atomic::Ordering::Relaxed) {
+                        request_ends + EXPIRY_MARGIN
+                    } else {
+                        tokio::time::Instant::now() + cfg.pull_timeout.min(HAND_BACK_WAIT)
+                    };
+                    let handing = sub.clone();
+                    ctx.tracker.spawn(sub.handing_back.track_future(async move {
+                        hand_back(&handing, batch, read_until, request_ends).await;
+                    }));
                     break 'pull;
                 }
                 item = batch.next() => match item {
@@ -171,24 +181,43 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
 /// server already sent to it.
 const HAND_BACK_WAIT: Duration = Duration::from_secs(1);
 
-/// Shutdown with a pull request open: what it delivers now and in the next
-/// moment (messages the server sent before it saw the request go) is handed
-/// back unstarted. A delivery into a request nobody reads any more counts
-/// as one of the message's deliveries and waits out ack_wait; on its last
-/// allowed delivery it would never come back. The hand-back asks for
-/// redelivery only after the request has expired (`request_ends`): at once,
-/// the server would deliver the message into the same open request again,
-/// and each hand-back would spend one of its deliveries.
+/// Stopping with a pull request open: what it delivers until `read_until`
+/// is handed back unstarted. Shutdown reads it for a moment (messages the
+/// server sent before it saw the request go); a subscriber retired by a
+/// reload reads it until it ends or expires (`request_ends`), while its
+/// replacement already pulls, so the server never delivers into a request
+/// nobody reads: such a delivery counts as one of the message's
+/// deliveries and waits out ack_wait, and on its last allowed delivery it
+/// would never come back. Messages are handed back once reading stops: at
+/// once when the request is over, else with a redelivery delay past its
+/// expiry, as the server would deliver them into the same open request
+/// again, each time spending one of their deliveries.
 async fn hand_back(
     sub: &Subscriber,
     mut batch: jetstream::consumer::pull::Batch,
+    read_until: tokio::time::Instant,
     request_ends: tokio::time::Instant,
 ) {
-    let until = tokio::time::Instant::now() + sub.config.pull_timeout.min(HAND_BACK_WAIT);
-    while let Ok(Some(item)) = tokio::time::timeout_at(until, batch.next()).await {
-        let Ok(message) = item else { break };
-        let redeliver_after =
-            request_ends.saturating_duration_since(tokio::time::Instant::now()) + EXPIRY_MARGIN;
+    let mut fetched = Vec::new();
+    let (over, ended) = loop {
+        let next = tokio::time::timeout_at(read_until, batch.next()).await;
+        match next {
+            Err(_) => {
+                break (
+                    read_until >= request_ends,
+                    "read until it expired".to_string(),
+                )
+            }
+            Ok(None) => break (true, "the request ended".to_string()),
+            Ok(Some(Err(e))) => break (false, format!("the request failed: {e}")),
+            Ok(Some(Ok(message))) => fetched.push(message),
+        }
+    };
+    let redeliver_after = (!over).then(|| {
+        request_ends.saturating_duration_since(tokio::time::Instant::now()) + EXPIRY_MARGIN
+    });
+    tracing::debug!(subscriber = %sub.config.name, handed_back = fetched.len(), ?redeliver_after, "last pull request: {ended}");
+    for message in fetched {
         match InFlight::new(message) {
             Ok(msg) => sub.settler().hand_back(&msg, redeliver_after).await,
             Err((message, why)) => sub.settler().not_a_delivery(&message, &why).await,

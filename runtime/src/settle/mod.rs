@@ -400,9 +400,9 @@ impl Settler {
     }
 
     /// A message fetched but never started (shutdown): handed back for
-    /// redelivery after `redeliver_after`, or settled when the server would
-    /// not deliver it again.
-    pub async fn hand_back(&self, msg: &InFlight, redeliver_after: Duration) {
+    /// redelivery (after `redeliver_after`, when given), or settled when
+    /// the server would not deliver it again.
+    pub async fn hand_back(&self, msg: &InFlight, redeliver_after: Option<Duration>) {
         if let Some(decision) = past_max_deliver(msg.delivery.delivered, &self.policy) {
             self.stats.started();
             self.stats.past_max_deliver();
@@ -410,7 +410,7 @@ impl Settler {
             return;
         }
         self.stats.returned_unstarted();
-        if let Err(e) = self.send(msg, Ack::Nak(Some(redeliver_after))).await {
+        if let Err(e) = self.send(msg, Ack::Nak(redeliver_after)).await {
             tracing::warn!(subscriber = %self.subscriber, seq = msg.sequence, "could not hand back a fetched message ({e}); the server redelivers it after ack_wait");
         }
     }

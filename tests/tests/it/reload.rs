@@ -308,6 +308,48 @@ async fn a_tenant_opens_with_its_first_subscriber_and_closes_after_its_last() {
     drained(&js, "IN", "b").await;
     assert_eq!(running.subscriber("b").tenant.as_deref(), Some("acme"));
 
+    // New quotas: a new connection for acme, b moved onto it.
+    file.write(
+        &server,
+        "service.toml",
+        &with_acme.replace("concurrency = 4", "concurrency = 2"),
+    );
+    let summary = running.reloader.reload().await.unwrap();
+    assert_eq!(summary.replaced, ["b"]);
+    assert_eq!(
+        (
+            summary.tenants_opened.as_slice(),
+            summary.tenants_closed.as_slice()
+        ),
+        (&["acme".to_string()][..], &["acme".to_string()][..])
+    );
+    js_publish(
+        &js,
+        "in.b",
+        r#"{"op":"publish","subject":"out.b","data":"acme2"}"#,
+    )
+    .await;
+    natsapp_wasm_tests::stream_has(&js, "OUT", 2).await;
+    drained(&js, "IN", "b").await;
+    assert_eq!(running.subscriber("b").acked, 2, "b's figures carry on");
+    // The old connection drains and closes within moments; through it and
+    // after, the new one stays counted.
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        let snapshot = running.stats.snapshot();
+        assert_eq!(
+            snapshot
+                .tenants
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["acme"],
+            "closing the old connection keeps the new one counted"
+        );
+        assert_eq!(snapshot.connections.len(), 2, "{:?}", snapshot.connections);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     file.write(&server, "service.toml", &base);
     let summary = running.reloader.reload().await.unwrap();
     assert_eq!(summary.removed, ["b"]);
@@ -323,6 +365,6 @@ async fn a_tenant_opens_with_its_first_subscriber_and_closes_after_its_last() {
         r#"{"op":"publish","subject":"out.kit","data":"own"}"#,
     )
     .await;
-    natsapp_wasm_tests::stream_has(&js, "OUT", 2).await;
+    natsapp_wasm_tests::stream_has(&js, "OUT", 3).await;
     running.stop().await;
 }

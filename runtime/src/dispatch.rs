@@ -9,6 +9,7 @@ use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// Everything one subscriber needs on the message path.
 pub struct Subscriber {
@@ -38,43 +39,75 @@ impl Subscriber {
         &self.host.settler
     }
 
-    /// Handles one delivery and settles it.
+    /// Handles one delivery and settles it, inside its `process` span when
+    /// traces are on (log events then carry the trace id).
     pub async fn dispatch(&self, msg: Arc<InFlight>) {
+        let Some(traces) = &self.host.traces else {
+            self.handle(&msg).await;
+            return;
+        };
+        let trace = msg.trace.get_or_init(|| traces.process(&self.config, &msg));
+        let span = tracing::info_span!("message", trace_id = %trace.trace_id());
+        let handled = self.handle(&msg).instrument(span).await;
+        trace.finish(handled.outcome, handled.error.as_deref());
+    }
+
+    async fn handle(&self, msg: &Arc<InFlight>) -> Handled {
         let settler = self.settler();
         let stats = &settler.stats;
         stats.started();
         if settler.ledger.already_finished(msg.sequence) {
-            settler.already_finished(&msg).await;
-            return;
+            settler.already_finished(msg).await;
+            return Handled {
+                outcome: "replayed",
+                error: None,
+            };
         }
         let delivered = msg.delivery.delivered;
         if let Some(decision) = past_max_deliver(delivered, settler.policy()) {
             stats.past_max_deliver();
             tracing::warn!(subscriber = %self.config.name, seq = msg.sequence, delivered, "delivered past max_deliver: its last handled delivery did not finish; settling it without the handler");
-            settler.apply(&msg, decision).await;
-            return;
+            let outcome = decision.name();
+            settler.apply(msg, decision).await;
+            return Handled {
+                outcome,
+                error: Some("past_max_deliver".into()),
+            };
         }
         let started = Instant::now();
         let outcome = self.handler.invoke(msg.clone()).await;
         stats.finished(started.elapsed());
         let name = &self.config.name;
         let seq = msg.sequence;
-        match &outcome {
-            Outcome::Ok => {}
+        let error = match &outcome {
+            Outcome::Ok => None,
             Outcome::Retry { delay, reason } => {
                 stats.retried();
                 tracing::info!(subscriber = %name, seq, delivered, ?delay, "handler asked for a retry: {reason}");
+                None
             }
             Outcome::Reject(reason) => {
                 stats.rejected();
                 tracing::warn!(subscriber = %name, seq, delivered, "handler rejected the message: {reason}");
+                Some("rejected".to_string())
             }
             Outcome::Failed { cause, detail } => {
                 stats.failed(*cause);
                 tracing::warn!(subscriber = %name, seq, delivered, cause = cause.as_str(), "handler failed: {detail}");
+                Some(cause.as_str().to_string())
             }
-        }
+        };
         let decision = disposition(&outcome, &msg.by_guest(), delivered, settler.policy());
-        settler.apply(&msg, decision).await;
+        let outcome = decision.name();
+        settler.apply(msg, decision).await;
+        Handled { outcome, error }
     }
+}
+
+/// How a delivery ended, for its trace.
+struct Handled {
+    /// How it was settled.
+    outcome: &'static str,
+    /// Why the handler did not succeed, when it failed or rejected it.
+    error: Option<String>,
 }

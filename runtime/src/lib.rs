@@ -46,6 +46,7 @@ pub mod settle;
 pub mod stats;
 pub mod telemetry;
 mod tenant;
+pub mod traces;
 pub mod wasm;
 
 use crate::config::{Config, ConfigError};
@@ -87,13 +88,16 @@ pub enum Error {
     /// The admin endpoint cannot listen on its address.
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    /// The trace exporter cannot be set up.
+    #[error(transparent)]
+    Traces(#[from] traces::TracesError),
 }
 
 impl Error {
     /// True when the configuration (file, components, streams, consumers) is at fault.
     pub fn is_configuration(&self) -> bool {
         match self {
-            Error::Config(_) | Error::Component(_) | Error::Admin(_) => true,
+            Error::Config(_) | Error::Component(_) | Error::Admin(_) | Error::Traces(_) => true,
             Error::Connect(e) => matches!(
                 e,
                 ConnectError::BadUrl { .. } | ConnectError::Credentials { .. }
@@ -138,8 +142,9 @@ fn jetstream_context(config: &Config, client: async_nats::Client) -> jetstream::
 }
 
 /// The environment variables natsapp-wasm reads (service.toml's `${VAR}`
-/// references aside).
-pub const ENVIRONMENT_VARIABLES: [&str; 8] = [
+/// references aside; with traces on, the OpenTelemetry SDK also reads the
+/// standard `OTEL_*` variables it documents).
+pub const ENVIRONMENT_VARIABLES: &[&str] = &[
     "NATS_SERVERS",
     "NATS_DEBUG",
     "GRACEFUL_SHUTDOWN_TIMEOUT",
@@ -148,6 +153,10 @@ pub const ENVIRONMENT_VARIABLES: [&str; 8] = [
     "RUST_LOG",
     "XDG_CACHE_HOME",
     "HOME",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_SDK_DISABLED",
+    "OTEL_SERVICE_NAME",
 ];
 
 /// How long shutdown waits for the last acknowledgements to reach the server.
@@ -173,6 +182,7 @@ pub struct Service {
     admin: Option<admin::Admin>,
     micro: Option<micro::Micro>,
     reloads: (reload::Reloader, mpsc::Receiver<reload::Request>),
+    traces: Option<Arc<traces::Traces>>,
 }
 
 impl Service {
@@ -183,6 +193,7 @@ impl Service {
             Some(addr) => Some(admin::AdminListener::bind(addr).await?),
             None => None,
         };
+        let traces = traces::Traces::from_config(&config, |name| std::env::var(name).ok())?;
         let wasm = WasmRuntime::new(ComponentCache::from_env(), PoolSize::for_config(&config))
             .map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut compiled = Vec::with_capacity(config.subscribers.len());
@@ -207,7 +218,7 @@ impl Service {
             quotas: Default::default(),
         };
         let stats = Stats::new(Some(client.clone()), wasm.loads());
-        let mut roster = roster::Roster::new(config.clone(), own, stats.clone());
+        let mut roster = roster::Roster::new(config.clone(), own, stats.clone(), traces.clone());
         for t in &config.tenants {
             if config
                 .subscribers
@@ -262,6 +273,7 @@ impl Service {
             admin,
             micro,
             reloads,
+            traces,
         })
     }
 
@@ -358,6 +370,9 @@ impl Service {
                     "the last acknowledgements were not flushed within {FLUSH_WAIT:?} (is the server gone?); the server redelivers those messages after ack_wait"
                 ),
             }
+        }
+        if let Some(traces) = self.traces.take() {
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
         }
         let snapshot = self.stats.snapshot();
         telemetry::log_stats(&snapshot);

@@ -102,11 +102,18 @@ pub(crate) struct Roster {
     retiring: TaskTracker,
     /// Set once the service runs: what pull loops share.
     ctx: Option<Arc<PullContext>>,
+    /// Where message spans start, when traces are on.
+    traces: Option<Arc<crate::traces::Traces>>,
 }
 
 impl Roster {
     /// An empty roster for `config`, publishing through `own`.
-    pub(crate) fn new(config: Config, own: Connection, stats: Stats) -> Roster {
+    pub(crate) fn new(
+        config: Config,
+        own: Connection,
+        stats: Stats,
+        traces: Option<Arc<crate::traces::Traces>>,
+    ) -> Roster {
         Roster {
             routes: Arc::new(PublishRoutes::new(&config)),
             config,
@@ -117,6 +124,7 @@ impl Roster {
             stop_all: CancellationToken::new(),
             retiring: TaskTracker::new(),
             ctx: None,
+            traces,
         }
     }
 
@@ -184,6 +192,7 @@ impl Roster {
             self.routes.clone(),
         );
         host.quotas = conn.quotas.clone();
+        host.traces = self.traces.clone();
         if let Some(previous) = &previous {
             host = host.carrying_over(previous.settler());
         }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
@@ -75,13 +75,15 @@ pub fn init(debug: bool, format: LogFormat) {
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
-        LogFormat::Json => builder.event_format(JsonLines).try_init(),
+        // Span fields are stored formatted; no colour codes in them.
+        LogFormat::Json => builder.with_ansi(false).event_format(JsonLines).try_init(),
     };
 }
 
 /// Writes each event as one JSON object: `timestamp`, `level`, `target`,
-/// `service`, the event's fields (`message` among them), and `tenant` when
-/// the event names a subscriber of a tenant.
+/// `service`, the event's fields (`message` among them), the fields of the
+/// spans it happened in (`trace_id` while a traced message is handled),
+/// and `tenant` when the event names a subscriber of a tenant.
 struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -91,7 +93,7 @@ where
 {
     fn format_event(
         &self,
-        _ctx: &FmtContext<'_, S, N>,
+        ctx: &FmtContext<'_, S, N>,
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
@@ -111,6 +113,21 @@ where
             }
         }
         event.record(&mut JsonFields(&mut fields));
+        // The fields of the spans around the event (a message's `trace_id`),
+        // as the formatter stored them: `key=value`, space-separated.
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                let Some(stored) = extensions.get::<FormattedFields<N>>() else {
+                    continue;
+                };
+                for (key, value) in stored.fields.split(' ').filter_map(|kv| kv.split_once('=')) {
+                    fields
+                        .entry(key.to_string())
+                        .or_insert(value.trim_matches('"').into());
+                }
+            }
+        }
         let tenant = fields
             .get("subscriber")
             .and_then(|s| s.as_str())

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
+pub mod otlp;
+
 /// Paths of the guest components built by build.rs.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
@@ -265,6 +267,21 @@ pub async fn stream_has(js: &jetstream::Context, stream: &str, n: u64) {
         || async { (stream_messages(js, stream).await == n).then_some(()) },
     )
     .await
+}
+
+/// Message `seq` of `stream`, once the stream holds `seq` messages.
+pub async fn stored(
+    js: &jetstream::Context,
+    stream: &str,
+    seq: u64,
+) -> jetstream::message::StreamMessage {
+    stream_has(js, stream, seq).await;
+    js.get_stream(stream)
+        .await
+        .unwrap()
+        .get_raw_message(seq)
+        .await
+        .unwrap()
 }
 
 /// Publishes `payload` with headers to a stream subject and waits for the PubAck.

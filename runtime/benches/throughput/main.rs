@@ -217,7 +217,7 @@ async fn main() {
 impl Bench {
     /// natsapp-wasm draining a preloaded stream, per guest and instance mode.
     async fn throughput(&self) -> Vec<Sample> {
-        let cases: [(&str, &Path, &str, bool); 7] = [
+        let cases: [(&str, &Path, &str, bool); 9] = [
             (
                 "natsapp-wasm, Rust no-op, per-message instances",
                 &self.noop,
@@ -237,7 +237,19 @@ impl Bench {
                 false,
             ),
             (
+                "natsapp-wasm, Rust no-op, reused instances, traces exported over OTLP",
+                &self.noop,
+                "reuse",
+                false,
+            ),
+            (
                 "natsapp-wasm, Rust relay (publish + PubAck, then ack)",
+                &self.relay,
+                "per-message",
+                true,
+            ),
+            (
+                "natsapp-wasm, Rust relay (publish + PubAck, then ack), traces exported over OTLP",
                 &self.relay,
                 "per-message",
                 true,
@@ -269,7 +281,13 @@ impl Bench {
             } else {
                 self.n
             };
-            let scraped = case.contains("/metrics");
+            let observed = if case.contains("/metrics") {
+                Observed::Scraped
+            } else if case.contains("traces") {
+                Observed::Traced
+            } else {
+                Observed::Not
+            };
             // The compiled-component cache is warm, so start-up is not in the figure.
             let (rate, peak) = natsapp_throughput(
                 &self.server,
@@ -280,7 +298,7 @@ impl Bench {
                 component,
                 instances,
                 relays,
-                scraped,
+                observed,
                 n,
             )
             .await;
@@ -359,39 +377,47 @@ impl Bench {
             latency(js, &self.client, "latraw.in", "latraw.out", rate, seconds).await;
         raw_task.abort();
         create_stream(js, "LAT", &["lat.in"]).await;
-        let toml = service_toml(
-            self.server.url(),
-            "LAT",
-            "lat.in",
-            &[Sub {
-                name: "bench",
-                component: &self.relay,
-                subject: "lat.in".into(),
-                instances: "per-message",
-                output: Some("LAT.out"),
-            }],
-        );
-        let child = spawn(&toml, self.dir.path(), &self.warm_cache);
-        consumer_exists(js, "LAT", "bench").await;
-        let (p50, p99) = latency(js, &self.client, "lat.in", "LAT.out", rate, seconds).await;
-        let (peak, _) = rss_mib(child.id());
-        stop(child);
-        vec![
-            Row {
-                case: format!("latency, raw async-nats relay at {rate} msgs/s"),
-                p50_ms: Some(raw_p50),
-                p99_ms: Some(raw_p99),
-                ..Default::default()
-            },
-            Row {
-                case: format!("latency, natsapp-wasm Rust relay at {rate} msgs/s"),
+        let mut rows = vec![Row {
+            case: format!("latency, raw async-nats relay at {rate} msgs/s"),
+            p50_ms: Some(raw_p50),
+            p99_ms: Some(raw_p99),
+            ..Default::default()
+        }];
+        for (observed, how) in [
+            (Observed::Not, ""),
+            (Observed::Scraped, ", /metrics scraped every 100 ms"),
+            (Observed::Traced, ", traces exported over OTLP"),
+        ] {
+            let mut toml = service_toml(
+                self.server.url(),
+                "LAT",
+                "lat.in",
+                &[Sub {
+                    name: "bench",
+                    component: &self.relay,
+                    subject: "lat.in".into(),
+                    instances: "per-message",
+                    output: Some("LAT.out"),
+                }],
+            );
+            let observer = Observer::attach(observed, &mut toml).await;
+            let child = spawn(&toml, self.dir.path(), &self.warm_cache);
+            let observer = observer.watching();
+            consumer_exists(js, "LAT", "bench").await;
+            let (p50, p99) = latency(js, &self.client, "lat.in", "LAT.out", rate, seconds).await;
+            let (peak, _) = rss_mib(child.id());
+            stop(child);
+            observer.finish();
+            rows.push(Row {
+                case: format!("latency, natsapp-wasm Rust relay at {rate} msgs/s{how}"),
                 p50_ms: Some(p50),
                 p99_ms: Some(p99),
                 peak_rss_mib: Some(peak),
                 note: format!("p50 added over raw: {:.2} ms", p50 - raw_p50),
                 ..Default::default()
-            },
-        ]
+            });
+        }
+        rows
     }
 
     /// Start-up: run → every subscriber has handled one message, with an

@@ -99,7 +99,7 @@ pub(crate) async fn natsapp_throughput(
     component: &Path,
     instances: &str,
     relay: bool,
-    scraped: bool,
+    observed: Observed,
     n: usize,
 ) -> (f64, f64) {
     let stream = format!("B{case}");
@@ -118,28 +118,123 @@ pub(crate) async fn natsapp_throughput(
             output: relay.then_some(output.as_str()),
         }],
     );
-    let admin = scraped.then(|| {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        toml = toml.replacen(
-            "[service]\n",
-            &format!("[service]\nadmin = \"{addr}\"\n"),
-            1,
-        );
-        addr
-    });
+    let observer = Observer::attach(observed, &mut toml).await;
     let child = spawn(&toml, dir, cache);
-    let scraper = admin.map(|addr| tokio::spawn(scrape_every_100ms(addr)));
+    let observer = observer.watching();
     let took = time_drain(js, &stream, "bench", n).await;
-    if let Some(scraper) = scraper {
-        scraper.abort();
-    }
     let (peak, _) = rss_mib(child.id());
     stop(child);
+    observer.finish();
     delete_streams(js, &[&stream, &format!("{stream}_OUT")]).await;
     (n as f64 / took.as_secs_f64(), peak)
+}
+
+/// What watches the service during a throughput case.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Observed {
+    /// Nothing.
+    Not,
+    /// A scraper GETs `/metrics` every 100 ms.
+    Scraped,
+    /// Traces are exported to an OTLP/HTTP collector on loopback.
+    Traced,
+}
+
+/// The scraper or trace collector of a run.
+pub(crate) struct Observer {
+    admin: Option<std::net::SocketAddr>,
+    scraper: Option<tokio::task::JoinHandle<()>>,
+    collector: Option<OtlpSink>,
+}
+
+impl Observer {
+    /// Sets `toml` up for `observed`: an admin endpoint, or traces to a
+    /// collector started here.
+    pub(crate) async fn attach(observed: Observed, toml: &mut String) -> Observer {
+        let mut observer = Observer {
+            admin: None,
+            scraper: None,
+            collector: None,
+        };
+        let setting = match observed {
+            Observed::Not => return observer,
+            Observed::Scraped => {
+                let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap();
+                observer.admin = Some(addr);
+                format!("admin = \"{addr}\"")
+            }
+            Observed::Traced => {
+                let sink = OtlpSink::start().await;
+                let setting = format!("traces = \"http://{}\"", sink.addr);
+                observer.collector = Some(sink);
+                setting
+            }
+        };
+        *toml = toml.replacen("[service]\n", &format!("[service]\n{setting}\n"), 1);
+        observer
+    }
+
+    /// Starts scraping, once the service runs.
+    pub(crate) fn watching(mut self) -> Observer {
+        self.scraper = self
+            .admin
+            .map(|addr| tokio::spawn(scrape_every_100ms(addr)));
+        self
+    }
+
+    /// Stops scraping; checks that spans reached the collector.
+    pub(crate) fn finish(self) {
+        if let Some(scraper) = self.scraper {
+            scraper.abort();
+        }
+        if let Some(c) = self.collector {
+            let (requests, bytes) = c.received();
+            assert!(requests > 0, "no spans reached the collector");
+            eprintln!("  traces: {requests} OTLP export requests, {bytes} bytes");
+        }
+    }
+}
+
+/// A collector that accepts OTLP/HTTP exports and counts them, decoding nothing.
+struct OtlpSink {
+    addr: std::net::SocketAddr,
+    received: Arc<[std::sync::atomic::AtomicU64; 2]>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OtlpSink {
+    async fn start() -> OtlpSink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received: Arc<[std::sync::atomic::AtomicU64; 2]> = Arc::default();
+        let counts = received.clone();
+        let router = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| async move {
+                counts[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counts[1].fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                axum::http::StatusCode::OK
+            }),
+        );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        OtlpSink {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    /// Export requests and bytes received.
+    fn received(self) -> (u64, u64) {
+        self.task.abort();
+        let load = |i: usize| self.received[i].load(std::sync::atomic::Ordering::Relaxed);
+        (load(0), load(1))
+    }
 }
 
 /// GETs `/metrics` from `addr` ten times a second, as a scraper would (if

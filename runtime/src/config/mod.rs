@@ -133,6 +133,9 @@ pub struct ServiceConfig {
     pub debug: bool,
     /// Where /metrics, /healthz and /readyz are served (`None`: off).
     pub admin: Option<std::net::SocketAddr>,
+    /// The OTLP/HTTP collector traces are exported to (`None`: the
+    /// `OTEL_EXPORTER_OTLP_*` variables decide).
+    pub traces: Option<String>,
 }
 
 /// How to authenticate to NATS.

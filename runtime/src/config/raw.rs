@@ -152,6 +152,10 @@ pub struct RawService {
     /// `admin = "127.0.0.1:9464"`: serve /metrics, /healthz and /readyz
     /// over HTTP on this address (off when absent).
     pub admin: Option<String>,
+    /// `traces = "http://127.0.0.1:4318"`: export OpenTelemetry traces over
+    /// OTLP/HTTP to this collector (off when absent, unless
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set).
+    pub traces: Option<String>,
 }
 
 /// `[nats]`

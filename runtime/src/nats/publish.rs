@@ -85,6 +85,17 @@ pub enum PublishError {
     },
 }
 
+impl PublishError {
+    /// Its kind, as traces name it (`error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PublishError::Timeout { .. } => "timeout",
+            PublishError::Unavailable { .. } => "unavailable",
+            PublishError::Invalid { .. } => "invalid",
+        }
+    }
+}
+
 /// The server's acknowledgement of a JetStream publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acked {

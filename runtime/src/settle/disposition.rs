@@ -116,6 +116,21 @@ pub enum Disposition {
     },
 }
 
+impl Disposition {
+    /// What the message's trace and logs call it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Disposition::Leave => "settled_by_guest",
+            Disposition::Ack => "acked",
+            Disposition::Nak(_) => "naked",
+            Disposition::Term {
+                dead_letter: true, ..
+            } => "dead_lettered",
+            Disposition::Term { .. } => "termed",
+        }
+    }
+}
+
 /// Decides how to settle a message from the handler's outcome.
 ///
 /// `by_guest`: what the guest did itself.

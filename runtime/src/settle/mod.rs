@@ -66,6 +66,8 @@ pub struct InFlight {
     pub outputs: Outputs,
     /// The settle ledger's generation when it was fetched (see `AckLedger::generation`).
     pub ledger_generation: u64,
+    /// Its `process` span, when traces are on: the guest's publishes are its children.
+    pub trace: std::sync::OnceLock<crate::traces::MessageTrace>,
     by_guest: Mutex<ByGuest>,
 }
 
@@ -97,6 +99,7 @@ impl InFlight {
             message,
             outputs: Outputs::default(),
             ledger_generation: 0,
+            trace: std::sync::OnceLock::new(),
             by_guest: Mutex::new(ByGuest::Nothing),
         })
     }

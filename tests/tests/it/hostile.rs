@@ -80,15 +80,7 @@ async fn a_guest_cannot_forge_another_subscribers_output_ids_or_set_server_contr
         next_json(&mut result, Duration::from_secs(10)).await["result"],
         "Ok(())"
     );
-    stream_has(&kit.js, "OUT", 1).await;
-    let stored = kit
-        .js
-        .get_stream("OUT")
-        .await
-        .unwrap()
-        .get_raw_message(1)
-        .await
-        .unwrap();
+    let stored = natsapp_wasm_tests::stored(&kit.js, "OUT", 1).await;
     assert_eq!(
         stored.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
         Some(format!("IN:kit:{forged}").as_str())

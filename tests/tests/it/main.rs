@@ -18,6 +18,7 @@ mod scaffold;
 mod semantics;
 mod startup;
 mod tenants;
+mod traces;
 
 /// A service with the testkit guest on `in.kit` (stream IN) and an OUT
 /// stream capturing `out.>`; `extra` is appended to the subscriber.
@@ -96,13 +97,7 @@ pub async fn dead_letter(
     js: &async_nats::jetstream::Context,
     seq: u64,
 ) -> async_nats::jetstream::message::StreamMessage {
-    natsapp_wasm_tests::stream_has(js, "DLQ", seq).await;
-    js.get_stream("DLQ")
-        .await
-        .unwrap()
-        .get_raw_message(seq)
-        .await
-        .unwrap()
+    natsapp_wasm_tests::stored(js, "DLQ", seq).await
 }
 
 pub fn header<'a>(m: &'a async_nats::jetstream::message::StreamMessage, name: &str) -> &'a str {

@@ -147,12 +147,25 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                 None
             }
         });
+        let traces = raw.service.traces.as_deref().and_then(|t| {
+            if t.starts_with("http://") && t.len() > "http://".len() {
+                return Some(t.trim_end_matches('/').to_string());
+            }
+            let why = if t.starts_with("https://") {
+                "TLS is not built into the trace exporter: export over http:// to a collector beside the service"
+            } else {
+                "is not an OTLP/HTTP collector URL, like \"http://127.0.0.1:4318\""
+            };
+            self.problem("service.traces", format!("{t:?}: {why}"));
+            None
+        });
         ServiceConfig {
             name: raw.service.name.clone(),
             graceful_timeout,
             stats_interval,
             debug,
             admin,
+            traces,
         }
     }
 

@@ -76,6 +76,8 @@ pub struct SubscriberHost {
     /// Settles the subscriber's deliveries (the guest's ack, nak, term and
     /// in-progress go through it too).
     pub settler: Arc<Settler>,
+    /// Where its messages' spans start, when traces are on.
+    pub traces: Option<Arc<crate::traces::Traces>>,
 }
 
 impl SubscriberHost {
@@ -105,6 +107,7 @@ impl SubscriberHost {
             publishes_per_message: sub.publishes_per_message,
             quotas: SharedQuotas::default(),
             settler,
+            traces: None,
         }
     }
 }

@@ -124,6 +124,11 @@ impl Host for HostState {
             _ => None,
         };
         let acked_by_stream = matches!(route, Route::JetStream(_));
+        let send = self
+            .msg
+            .trace
+            .get()
+            .map(|t| t.send(&subject, "publish", &mut map));
         let started = std::time::Instant::now();
         let sent = publish::publish(
             &self.sub.client,
@@ -139,6 +144,9 @@ impl Host for HostState {
                 .settler
                 .stats
                 .published(started.elapsed(), sent.is_ok());
+        }
+        if let Some(send) = send {
+            send.finish(sent.as_ref().err().map(|e| (e.kind(), e.to_string())));
         }
         if let (Ok(_), Some(id)) = (&sent, &output_id) {
             self.msg.outputs.stored(id);
@@ -174,26 +182,41 @@ impl Host for HostState {
         if let Err(e) = check_guest_headers(&mut map, &self.sub.id_namespace) {
             return Ok(Err(e.into()));
         }
+        let send = self
+            .msg
+            .trace
+            .get()
+            .map(|t| t.send(&subject, "request", &mut map));
         let request = async_nats::Request::new()
             .payload(data.into())
             .headers(map)
             .timeout(Some(Duration::from_millis(timeout_ms.into())));
-        Ok(
-            match self.sub.client.send_request(subject.clone(), request).await {
-                Ok(reply) => Ok(Response {
-                    data: reply.payload.to_vec(),
-                    headers: header_pairs(reply.headers.as_ref()),
-                }),
-                Err(e) => Err(match e.kind() {
-                    async_nats::RequestErrorKind::TimedOut => Error::Timeout,
-                    async_nats::RequestErrorKind::NoResponders => {
-                        Error::Unavailable(format!("no responders on {subject:?}"))
-                    }
-                    async_nats::RequestErrorKind::InvalidSubject => Error::Invalid(e.to_string()),
-                    _ => Error::Other(e.to_string()),
-                }),
-            },
-        )
+        let answered = match self.sub.client.send_request(subject.clone(), request).await {
+            Ok(reply) => Ok(Response {
+                data: reply.payload.to_vec(),
+                headers: header_pairs(reply.headers.as_ref()),
+            }),
+            Err(e) => Err(match e.kind() {
+                async_nats::RequestErrorKind::TimedOut => Error::Timeout,
+                async_nats::RequestErrorKind::NoResponders => {
+                    Error::Unavailable(format!("no responders on {subject:?}"))
+                }
+                async_nats::RequestErrorKind::InvalidSubject => Error::Invalid(e.to_string()),
+                _ => Error::Other(e.to_string()),
+            }),
+        };
+        if let Some(send) = send {
+            send.finish(answered.as_ref().err().map(|e| {
+                let kind = match e {
+                    Error::Timeout => "timeout",
+                    Error::Unavailable(_) => "unavailable",
+                    Error::Invalid(_) => "invalid",
+                    _ => "other",
+                };
+                (kind, e.to_string())
+            }));
+        }
+        Ok(answered)
     }
 }
 

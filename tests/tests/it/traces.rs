@@ -1,0 +1,203 @@
+//! OpenTelemetry traces, exported to a real OTLP/HTTP receiver on loopback:
+//! a `process` span per message under the input's `traceparent`, a `send`
+//! span per guest publish, `traceparent` on the outputs, and the trace id
+//! in JSON logs.
+
+use natsapp_wasm_tests::otlp::{OtlpReceiver, ReceivedSpan};
+use natsapp_wasm_tests::{
+    drained, eventually, js_publish, js_publish_with_headers, sigterm, spawn_run, stored,
+    wait_exit, NatsServer, Running, ServiceFile,
+};
+use std::time::Duration;
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const PARENT_ID: &str = "b7ad6b7169203331";
+
+fn traceparent() -> String {
+    format!("00-{TRACE_ID}-{PARENT_ID}-01")
+}
+
+/// The one span named `name` in `spans`.
+fn one<'a>(spans: &'a [ReceivedSpan], name: &str, trace: &str) -> &'a ReceivedSpan {
+    let found: Vec<_> = spans
+        .iter()
+        .filter(|s| s.span.name == name && s.trace_id() == trace)
+        .collect();
+    assert_eq!(found.len(), 1, "one {name:?} in trace {trace}: {spans:#?}");
+    found[0]
+}
+
+/// OTLP's span kinds.
+const CONSUMER: i32 = 5;
+const PRODUCER: i32 = 4;
+/// OTLP's error status code.
+const STATUS_ERROR: i32 = 2;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_and_its_outputs_form_one_trace() {
+    let receiver = OtlpReceiver::start().await;
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &crate::kit_service("").replacen(
+            "[service]\n",
+            &format!("[service]\ntraces = \"{}\"\n", receiver.url()),
+            1,
+        ),
+    );
+    let running = Running::start(&file).await;
+    let js = server.jetstream().await;
+    js_publish_with_headers(
+        &js,
+        "in.kit",
+        &[("traceparent", &traceparent()), ("Nats-Msg-Id", "order-1")],
+        r#"{"op":"publish","subject":"out.traced","data":"x"}"#,
+    )
+    .await;
+    js_publish(&js, "in.kit", r#"{"op":"reject","reason":"not today"}"#).await;
+    let output = stored(&js, "OUT", 1).await;
+    drained(&js, "IN", "kit").await;
+    let carried = output
+        .headers
+        .get("traceparent")
+        .expect("the output carries traceparent")
+        .as_str()
+        .to_string();
+    running.stop().await;
+
+    let spans = receiver.spans();
+    let process = one(&spans, "process in.kit", TRACE_ID);
+    assert_eq!(process.service, "kit-service");
+    assert_eq!(process.span.kind, CONSUMER);
+    assert_eq!(
+        process.parent_id(),
+        PARENT_ID,
+        "the input's span is the parent"
+    );
+    for (key, value) in [
+        ("messaging.system", "nats"),
+        ("messaging.operation.type", "process"),
+        ("messaging.destination.name", "in.kit"),
+        ("messaging.consumer.group.name", "kit"),
+        ("messaging.message.id", "order-1"),
+        ("natsapp.subscriber", "kit"),
+        ("natsapp.stream", "IN"),
+        ("natsapp.stream.sequence", "1"),
+        ("natsapp.delivered", "1"),
+        ("natsapp.outcome", "acked"),
+    ] {
+        assert_eq!(
+            process.attribute(key).as_deref(),
+            Some(value),
+            "{key}: {process:#?}"
+        );
+    }
+    assert_eq!(process.attribute("error.type"), None);
+
+    let send = one(&spans, "send out.traced", TRACE_ID);
+    assert_eq!(send.span.kind, PRODUCER);
+    assert_eq!(
+        send.parent_id(),
+        process.span_id(),
+        "the publish is the message's child"
+    );
+    assert_eq!(
+        send.attribute("messaging.destination.name").as_deref(),
+        Some("out.traced")
+    );
+    assert_eq!(
+        carried,
+        format!("00-{TRACE_ID}-{}-01", send.span_id()),
+        "the output's traceparent names the send span"
+    );
+
+    let rejected: Vec<_> = spans
+        .iter()
+        .filter(|s| s.span.name == "process in.kit" && s.trace_id() != TRACE_ID)
+        .collect();
+    assert_eq!(rejected.len(), 1, "{spans:#?}");
+    let rejected = rejected[0];
+    assert_eq!(rejected.parent_id(), "", "no traceparent: a new trace");
+    assert_eq!(
+        rejected.attribute("error.type").as_deref(),
+        Some("rejected")
+    );
+    assert_eq!(
+        rejected.attribute("natsapp.outcome").as_deref(),
+        Some("termed")
+    );
+    assert_eq!(
+        rejected.span.status.as_ref().map(|s| s.code),
+        Some(STATUS_ERROR)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_variables_turn_traces_on_and_json_logs_carry_the_trace_id() {
+    let receiver = OtlpReceiver::start().await;
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, &crate::kit_service(""));
+    let log = file.path().with_file_name("run.log");
+    let mut child = spawn_run(
+        &file,
+        &log,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url().as_str()),
+            ("OTEL_SERVICE_NAME", "orders-eu"),
+            ("NATSAPP_LOG_FORMAT", "json"),
+        ],
+    );
+    let js = server.jetstream().await;
+    natsapp_wasm_tests::durable_exists(&js, "IN", "kit").await;
+    js_publish_with_headers(
+        &js,
+        "in.kit",
+        &[("traceparent", &traceparent())],
+        r#"{"op":"log","stdout":"charging order 1","stderr":""}"#,
+    )
+    .await;
+    drained(&js, "IN", "kit").await;
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
+
+    let spans = eventually(Duration::from_secs(5), "the exported span", || async {
+        let spans = receiver.spans();
+        spans
+            .iter()
+            .any(|s| s.trace_id() == TRACE_ID)
+            .then_some(spans)
+    })
+    .await;
+    assert_eq!(one(&spans, "process in.kit", TRACE_ID).service, "orders-eu");
+    let log = std::fs::read_to_string(&log).unwrap();
+    let guest_output: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["target"] == "guest" && e["message"] == "charging order 1")
+        .collect();
+    assert_eq!(guest_output.len(), 1, "{log}");
+    let event = &guest_output[0];
+    assert_eq!(event["trace_id"], TRACE_ID, "{event}");
+    assert_eq!(event["subscriber"], "kit", "{event}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_collector_is_refused_naming_the_key() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &crate::kit_service("").replacen(
+            "[service]\n",
+            "[service]\ntraces = \"https://collector.example:4318\"\n",
+            1,
+        ),
+    );
+    let e = natsapp_wasm::config::Config::load_with_env(file.path(), |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("service.traces")
+            && e.contains("TLS is not built into the trace exporter: export over http:// to a collector beside the service"),
+        "{e}"
+    );
+}

@@ -305,10 +305,17 @@ impl Roster {
                 stats.remove_tenant(&t.config.name);
             }
             if let Ok(conn) = &t.connection {
-                match tokio::time::timeout(TENANT_DRAIN_WAIT, conn.client.drain()).await {
-                    Ok(Ok(())) => tracing::info!(tenant = %t.config.name, "removed: connection drained and closed"),
-                    Ok(Err(e)) => tracing::warn!(tenant = %t.config.name, "removed; draining its connection failed: {e}"),
-                    Err(_) => tracing::warn!(tenant = %t.config.name, "removed; its connection did not drain within {TENANT_DRAIN_WAIT:?}"),
+                // The server has the last acks and naks (flush waits for its
+                // answer) before the connection goes.
+                let closed = tokio::time::timeout(TENANT_DRAIN_WAIT, async {
+                    conn.client.flush().await.map_err(|e| e.to_string())?;
+                    conn.client.drain().await.map_err(|e| e.to_string())
+                })
+                .await;
+                match closed {
+                    Ok(Ok(())) => tracing::info!(tenant = %t.config.name, "removed: its last acknowledgements flushed, its connection draining"),
+                    Ok(Err(e)) => tracing::warn!(tenant = %t.config.name, "removed; closing its connection failed: {e}"),
+                    Err(_) => tracing::warn!(tenant = %t.config.name, "removed; its last acknowledgements were not flushed within {TENANT_DRAIN_WAIT:?}"),
                 }
             }
         });

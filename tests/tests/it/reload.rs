@@ -276,15 +276,31 @@ async fn subscribers_come_and_go_and_a_removed_one_settles_its_in_flight_message
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_opens_with_its_first_subscriber_and_closes_after_its_last() {
+async fn a_tenant_comes_and_goes_with_its_included_file() {
     let server = NatsServer::start();
-    let base = crate::kit_service("");
+    let base = crate::kit_service("").replacen(
+        "[service]\n",
+        "[service]\ninclude = [\"tenants/*.toml\"]\n",
+        1,
+    );
     let file = ServiceFile::new(&server, &base);
     let running = Running::start(&file).await;
     let js = server.jetstream().await;
-    let with_acme = with_b(&base).replace("durable = \"b\"", "durable = \"b\"\ntenant = \"acme\"")
-        + "\n[[tenants]]\nname = \"acme\"\nquotas = { concurrency = 4 }\n";
-    file.write(&server, "service.toml", &with_acme);
+    let acme = r#"
+[[tenants]]
+name = "acme"
+quotas = { concurrency = 4 }
+
+[[subscribers]]
+name = "b"
+tenant = "acme"
+component = "{testkit}"
+subject = "in.b"
+stream = "IN"
+durable = "b"
+publish = ["out.>", "testkit.out.>"]
+"#;
+    file.write(&server, "tenants/acme.toml", acme);
     let summary = running.reloader.reload().await.unwrap();
     assert_eq!(summary.added, ["b"]);
     assert_eq!(summary.tenants_opened, ["acme"]);
@@ -311,8 +327,8 @@ async fn a_tenant_opens_with_its_first_subscriber_and_closes_after_its_last() {
     // New quotas: a new connection for acme, b moved onto it.
     file.write(
         &server,
-        "service.toml",
-        &with_acme.replace("concurrency = 4", "concurrency = 2"),
+        "tenants/acme.toml",
+        &acme.replace("concurrency = 4", "concurrency = 2"),
     );
     let summary = running.reloader.reload().await.unwrap();
     assert_eq!(summary.replaced, ["b"]);
@@ -350,7 +366,7 @@ async fn a_tenant_opens_with_its_first_subscriber_and_closes_after_its_last() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    file.write(&server, "service.toml", &base);
+    std::fs::remove_file(file.path().with_file_name("tenants/acme.toml")).unwrap();
     let summary = running.reloader.reload().await.unwrap();
     assert_eq!(summary.removed, ["b"]);
     assert_eq!(summary.tenants_closed, ["acme"]);

@@ -37,6 +37,9 @@ impl Plan {
         if let Some(admin) = c.service.admin {
             let _ = writeln!(s, "admin: http://{admin} (/metrics, /healthz, /readyz)");
         }
+        if let Some(collector) = &c.service.traces {
+            let _ = writeln!(s, "traces: OTLP/HTTP to {collector}/v1/traces");
+        }
         let _ = writeln!(s, "streams:");
         for st in &c.streams {
             let subjects: Vec<&str> = st.subjects.iter().map(|x| x.as_str()).collect();

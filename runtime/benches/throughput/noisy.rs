@@ -343,7 +343,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// Samples the runtime `pid` (cpu-clock, call graphs) into `data` until
 /// interrupted: `NATSAPP_BENCH_PERF=DIR` profiles each case's drain.
-fn perf_record(pid: u32, data: &Path) -> std::process::Child {
+pub(crate) fn perf_record(pid: u32, data: &Path) -> std::process::Child {
     let perf = Command::new("perf")
         .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-q", "-o"])
         .arg(data)
@@ -355,7 +355,7 @@ fn perf_record(pid: u32, data: &Path) -> std::process::Child {
     perf
 }
 
-fn interrupt(mut perf: std::process::Child) {
+pub(crate) fn interrupt(mut perf: std::process::Child) {
     unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
     let _ = perf.wait();
 }

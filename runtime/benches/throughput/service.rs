@@ -121,7 +121,16 @@ pub(crate) async fn natsapp_throughput(
     let observer = Observer::attach(observed, &mut toml).await;
     let child = spawn(&toml, dir, cache);
     let observer = observer.watching();
+    let profile = std::env::var_os("NATSAPP_BENCH_PERF").map(|dir| {
+        crate::noisy::perf_record(
+            child.id(),
+            &Path::new(&dir).join(format!("throughput-{case}.data")),
+        )
+    });
     let took = time_drain(js, &stream, "bench", n).await;
+    if let Some(perf) = profile {
+        crate::noisy::interrupt(perf);
+    }
     let (peak, _) = rss_mib(child.id());
     stop(child);
     observer.finish();

@@ -182,7 +182,7 @@ async fn the_standard_variables_turn_traces_on_and_json_logs_carry_the_trace_id(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_https_collector_is_refused_naming_the_key() {
+async fn the_collector_is_checked_and_shown_in_the_plan() {
     let server = NatsServer::start();
     let file = ServiceFile::new(
         &server,
@@ -199,5 +199,19 @@ async fn an_https_collector_is_refused_naming_the_key() {
         e.contains("service.traces")
             && e.contains("TLS is not built into the trace exporter: export over http:// to a collector beside the service"),
         "{e}"
+    );
+    file.write(
+        &server,
+        "service.toml",
+        &crate::kit_service("").replacen(
+            "[service]\n",
+            "[service]\ntraces = \"http://127.0.0.1:4318/\"\n",
+            1,
+        ),
+    );
+    let plan = natsapp_wasm::plan::Plan::new(&file.config()).to_string();
+    assert!(
+        plan.contains("\ntraces: OTLP/HTTP to http://127.0.0.1:4318/v1/traces\n"),
+        "{plan}"
     );
 }

@@ -406,8 +406,7 @@ impl Bench {
             consumer_exists(js, "LAT", "bench").await;
             let (p50, p99) = latency(js, &self.client, "lat.in", "LAT.out", rate, seconds).await;
             let (peak, _) = rss_mib(child.id());
-            stop(child);
-            observer.finish();
+            observer.finish(child);
             rows.push(Row {
                 case: format!("latency, natsapp-wasm Rust relay at {rate} msgs/s{how}"),
                 p50_ms: Some(p50),

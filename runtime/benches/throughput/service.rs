@@ -132,8 +132,7 @@ pub(crate) async fn natsapp_throughput(
         crate::noisy::interrupt(perf);
     }
     let (peak, _) = rss_mib(child.id());
-    stop(child);
-    observer.finish();
+    observer.finish(child);
     delete_streams(js, &[&stream, &format!("{stream}_OUT")]).await;
     (n as f64 / took.as_secs_f64(), peak)
 }
@@ -194,11 +193,13 @@ impl Observer {
         self
     }
 
-    /// Stops scraping; checks that spans reached the collector.
-    pub(crate) fn finish(self) {
+    /// Stops scraping, then the service (which exports its last spans as
+    /// it stops); checks that spans reached the collector.
+    pub(crate) fn finish(self, service: Child) {
         if let Some(scraper) = self.scraper {
             scraper.abort();
         }
+        stop(service);
         if let Some(c) = self.collector {
             let (requests, bytes) = c.received();
             assert!(requests > 0, "no spans reached the collector");
@@ -257,9 +258,13 @@ async fn scrape_every_100ms(addr: std::net::SocketAddr) {
             continue;
         };
         let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        conn.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();
-        conn.read_to_end(&mut response).await.unwrap();
+        // The service may be stopping: a reset connection is not an answer.
+        if conn.write_all(request.as_bytes()).await.is_err()
+            || conn.read_to_end(&mut response).await.is_err()
+        {
+            continue;
+        }
         const SERIES: &[u8] = b"natsapp_messages_received_total{";
         assert!(
             response.starts_with(b"HTTP/1.1 200")

@@ -47,6 +47,25 @@ async fn a_message_and_its_outputs_form_one_trace() {
     );
     let running = Running::start(&file).await;
     let js = server.jetstream().await;
+    // A service the handler asks; it answers with the traceparent it got.
+    let client = server.client().await;
+    let mut questions = client.subscribe("svc.price").await.unwrap();
+    let answering = client.clone();
+    let responder = tokio::spawn(async move {
+        use futures::StreamExt;
+        let question = questions.next().await.unwrap();
+        let got = question
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("traceparent"))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        answering
+            .publish(question.reply.unwrap(), got.clone().into())
+            .await
+            .unwrap();
+        got
+    });
     js_publish_with_headers(
         &js,
         "in.kit",
@@ -54,6 +73,14 @@ async fn a_message_and_its_outputs_form_one_trace() {
         r#"{"op":"publish","subject":"out.traced","data":"x"}"#,
     )
     .await;
+    js_publish_with_headers(
+        &js,
+        "in.kit",
+        &[("traceparent", &traceparent())],
+        r#"{"op":"request","subject":"svc.price","data":"?","timeout_ms":5000}"#,
+    )
+    .await;
+    let asked_with = responder.await.unwrap();
     js_publish(&js, "in.kit", r#"{"op":"reject","reason":"not today"}"#).await;
     let output = stored(&js, "OUT", 1).await;
     drained(&js, "IN", "kit").await;
@@ -66,7 +93,33 @@ async fn a_message_and_its_outputs_form_one_trace() {
     running.stop().await;
 
     let spans = receiver.spans();
-    let process = one(&spans, "process in.kit", TRACE_ID);
+    let request = one(&spans, "send svc.price", TRACE_ID);
+    assert_eq!(
+        request.attribute("messaging.operation.name").as_deref(),
+        Some("request")
+    );
+    assert_eq!(
+        asked_with,
+        format!("00-{TRACE_ID}-{}-01", request.span_id()),
+        "the request carries its send span's context"
+    );
+    let processes: Vec<_> = spans
+        .iter()
+        .filter(|s| s.span.name == "process in.kit" && s.trace_id() == TRACE_ID)
+        .collect();
+    assert_eq!(
+        processes.len(),
+        2,
+        "the publishing and the requesting message"
+    );
+    assert!(
+        processes.iter().any(|p| p.span_id() == request.parent_id()),
+        "the request is a child of its message's span"
+    );
+    let process = *processes
+        .iter()
+        .find(|p| p.attribute("natsapp.stream.sequence").as_deref() == Some("1"))
+        .unwrap();
     assert_eq!(process.service, "kit-service");
     assert_eq!(process.span.kind, CONSUMER);
     assert_eq!(

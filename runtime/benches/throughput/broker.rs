@@ -81,9 +81,19 @@ pub(crate) async fn time_drain(
 }
 
 /// The raw async-nats consumer the runtime is measured against.
+/// Where a raw relay publishes each message before acking it.
+#[derive(Clone)]
+pub(crate) struct Relay {
+    pub(crate) js: jetstream::Context,
+    pub(crate) subject: String,
+    /// Set a `Nats-Msg-Id` on each output, as the runtime does, so the
+    /// server de-duplicates them.
+    pub(crate) ids: bool,
+}
+
 pub(crate) async fn raw_consume(
     consumer: PullConsumer,
-    relay: Option<(jetstream::Context, String)>,
+    relay: Option<Relay>,
     stop: Arc<tokio::sync::Notify>,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
@@ -107,8 +117,12 @@ pub(crate) async fn raw_consume(
             let permit = held.pop().unwrap();
             let relay = relay.clone();
             tokio::spawn(async move {
-                if let Some((js, subject)) = relay {
-                    let headers = m.headers.clone().unwrap_or_default();
+                if let Some(Relay { js, subject, ids }) = relay {
+                    let mut headers = m.headers.clone().unwrap_or_default();
+                    if ids {
+                        let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
+                        headers.insert("Nats-Msg-Id", format!("RELAY:raw:{seq}").as_str());
+                    }
                     js.publish_with_headers(subject, headers, m.payload.clone())
                         .await
                         .unwrap()
@@ -149,6 +163,27 @@ pub(crate) async fn raw_throughput(js: &jetstream::Context, n: usize) -> f64 {
     stop.notify_waiters();
     task.abort();
     delete_streams(js, &["RAW"]).await;
+    n as f64 / took.as_secs_f64()
+}
+
+/// A raw async-nats relay draining `n` preloaded messages: consume,
+/// publish each to a stream and wait for its PubAck (with a `Nats-Msg-Id`
+/// when `ids`), then ack — the shape of the Rust relay guest's run.
+pub(crate) async fn raw_relay_throughput(js: &jetstream::Context, n: usize, ids: bool) -> f64 {
+    preload(js, "RELAY", "relay.in", n).await;
+    create_stream(js, "RELAY_OUT", &["relay.out"]).await;
+    let consumer = pull_consumer(js, "RELAY", "raw").await;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let relay = Relay {
+        js: js.clone(),
+        subject: "relay.out".into(),
+        ids,
+    };
+    let task = tokio::spawn(raw_consume(consumer, Some(relay), stop.clone()));
+    let took = time_drain(js, "RELAY", "raw", n).await;
+    stop.notify_waiters();
+    task.abort();
+    delete_streams(js, &["RELAY", "RELAY_OUT"]).await;
     n as f64 / took.as_secs_f64()
 }
 

@@ -45,6 +45,8 @@ const CONCURRENCY: usize = 100;
 const PAYLOAD: usize = 128;
 
 const RAW: &str = "raw async-nats (batch ≤ free permits, 100 at once, ack each)";
+const RAW_RELAY: &str = "raw async-nats relay (publish + PubAck, then ack)";
+const RAW_RELAY_IDS: &str = "raw async-nats relay (publish with Nats-Msg-Id + PubAck, then ack)";
 const SECTIONS: [&str; 8] = [
     "throughput",
     "noisy",
@@ -182,6 +184,10 @@ async fn main() {
             eprintln!("round {round} of {}", a.rounds);
             samples.push(Sample::new(RAW, raw_throughput(&b.js, b.n).await, None));
             if a.runs("throughput") {
+                for (case, ids) in [(RAW_RELAY, false), (RAW_RELAY_IDS, true)] {
+                    let rate = raw_relay_throughput(&b.js, b.n, ids).await;
+                    samples.push(Sample::new(case, rate, None));
+                }
                 samples.extend(b.throughput().await);
             }
             if let Some(python) = &python {
@@ -217,7 +223,7 @@ async fn main() {
 impl Bench {
     /// natsapp-wasm draining a preloaded stream, per guest and instance mode.
     async fn throughput(&self) -> Vec<Sample> {
-        let cases: [(&str, &Path, &str, bool); 9] = [
+        let cases: [(&str, &Path, &str, bool); 10] = [
             (
                 "natsapp-wasm, Rust no-op, per-message instances",
                 &self.noop,
@@ -246,6 +252,12 @@ impl Bench {
                 "natsapp-wasm, Rust relay (publish + PubAck, then ack)",
                 &self.relay,
                 "per-message",
+                true,
+            ),
+            (
+                "natsapp-wasm, Rust relay (publish + PubAck, then ack), reused instances",
+                &self.relay,
+                "reuse",
                 true,
             ),
             (
@@ -370,7 +382,11 @@ impl Bench {
         let stop_raw = Arc::new(tokio::sync::Notify::new());
         let raw_task = tokio::spawn(raw_consume(
             consumer,
-            Some((js.clone(), "latraw.out".into())),
+            Some(Relay {
+                js: js.clone(),
+                subject: "latraw.out".into(),
+                ids: false,
+            }),
             stop_raw.clone(),
         ));
         let (raw_p50, raw_p99) =

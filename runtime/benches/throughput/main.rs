@@ -301,19 +301,14 @@ impl Bench {
                 Observed::Not
             };
             // The compiled-component cache is warm, so start-up is not in the figure.
-            let (rate, peak) = natsapp_throughput(
-                &self.server,
-                &self.js,
-                self.dir.path(),
-                &self.warm_cache,
-                i,
+            let case_of = Case {
                 component,
                 instances,
-                relays,
+                relay: relays,
                 observed,
-                n,
-            )
-            .await;
+                one_at_a_time: false,
+            };
+            let (rate, peak) = natsapp_throughput(self, i, &case_of, n).await;
             rows.push(Sample::new(case, rate, Some(peak)));
         }
         rows
@@ -364,11 +359,29 @@ impl Bench {
         for (kind, case) in [
             ("nats-py", "nats-py 2.16 fetch(100), ack each"),
             ("faststream", "FastStream 0.7.8 PullSub(100), logging off"),
+            (
+                "nats-py-fetch1",
+                "nats-py 2.16 fetch(1), ack each (the Python wrapper's defaults)",
+            ),
         ] {
             let (rate, peak) =
                 python_throughput(&self.server, &self.js, python, kind, self.n).await;
             rows.push(Sample::new(case, rate, Some(peak)));
         }
+        // What a service ported from the wrapper without tuning gets.
+        let defaults = Case {
+            component: &self.py_noop,
+            instances: "reuse",
+            relay: false,
+            observed: Observed::Not,
+            one_at_a_time: true,
+        };
+        let (rate, peak) = natsapp_throughput(self, 90, &defaults, self.n).await;
+        rows.push(Sample::new(
+            "natsapp-wasm, Python no-op, reused instances, batch 1 and one at a time (the wrapper's defaults)",
+            rate,
+            Some(peak),
+        ));
         rows
     }
 

@@ -1,9 +1,10 @@
 """Python baselines for benches/throughput.rs: the stack natsapp-wasm replaces.
 
-    python py_consumers.py {nats-py|faststream} URL STREAM SUBJECT DURABLE N
+    python py_consumers.py {nats-py|nats-py-fetch1|faststream} URL STREAM SUBJECT DURABLE N
 
 Consumes N messages from a durable pull consumer, acking each, with
-nats-py fetch(100) or FastStream PullSub(batch_size=100) (logging off),
+nats-py fetch(100), nats-py fetch(1) (the Python wrapper's default batch),
+or FastStream PullSub(batch_size=100) (logging off),
 then exits. The benchmark times the consumer from the server's side, the
 same way as every other case.
 """
@@ -12,7 +13,7 @@ import asyncio
 import sys
 
 
-async def nats_py(url, stream, subject, durable, n):
+async def nats_py(url, stream, subject, durable, n, batch=100):
     import nats
     from nats.errors import TimeoutError as FetchTimeout
 
@@ -21,7 +22,7 @@ async def nats_py(url, stream, subject, durable, n):
     count = 0
     while count < n:
         try:
-            msgs = await sub.fetch(100, timeout=5)
+            msgs = await sub.fetch(batch, timeout=5)
         except FetchTimeout:
             continue
         for m in msgs:
@@ -52,5 +53,9 @@ async def faststream(url, stream, subject, durable, n):
 
 if __name__ == "__main__":
     kind, url, stream, subject, durable, n = sys.argv[1:7]
-    run = {"nats-py": nats_py, "faststream": faststream}[kind]
+    run = {
+        "nats-py": nats_py,
+        "nats-py-fetch1": lambda *a: nats_py(*a, batch=1),
+        "faststream": faststream,
+    }[kind]
     asyncio.run(run(url, stream, subject, durable, int(n)))

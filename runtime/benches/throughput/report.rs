@@ -106,6 +106,6 @@ pub(crate) fn write_json(rows: &[Row], n: usize, path: &Path) {
             .iter()
             .map(|r| json!({"case": r.case, "msgs_per_s": r.msgs_per_s, "ratio_to_raw": r.ratio, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "peak_rss_mib": r.peak_rss_mib, "note": r.note}))
             .collect();
-    std::fs::write(&path, serde_json::to_string_pretty(&json!({"messages": n, "payload_bytes": PAYLOAD, "batch": BATCH, "concurrency": CONCURRENCY, "rows": value})).unwrap()).unwrap();
+    std::fs::write(path, serde_json::to_string_pretty(&json!({"messages": n, "payload_bytes": PAYLOAD, "batch": BATCH, "concurrency": CONCURRENCY, "rows": value})).unwrap()).unwrap();
     eprintln!("wrote {}", path.display());
 }

@@ -90,18 +90,27 @@ pub(crate) fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
+/// One natsapp-wasm throughput case.
+pub(crate) struct Case<'a> {
+    pub(crate) component: &'a Path,
+    /// `per-message` or `reuse`.
+    pub(crate) instances: &'a str,
+    /// The guest relays each message to `<stream>.out`.
+    pub(crate) relay: bool,
+    pub(crate) observed: Observed,
+    /// The Python wrapper's defaults: one message per pull, one handler at a time.
+    pub(crate) one_at_a_time: bool,
+}
+
 pub(crate) async fn natsapp_throughput(
-    server: &NatsServer,
-    js: &jetstream::Context,
-    dir: &Path,
-    cache: &Path,
-    case: usize,
-    component: &Path,
-    instances: &str,
-    relay: bool,
-    observed: Observed,
+    b: &crate::Bench,
+    index: usize,
+    c: &Case<'_>,
     n: usize,
 ) -> (f64, f64) {
+    let (server, js, dir, cache) = (&b.server, &b.js, b.dir.path(), &b.warm_cache);
+    let (component, instances, relay, observed) = (c.component, c.instances, c.relay, c.observed);
+    let case = index;
     let stream = format!("B{case}");
     let subject = format!("b{case}.in");
     preload(js, &stream, &subject, n).await;
@@ -118,6 +127,12 @@ pub(crate) async fn natsapp_throughput(
             output: relay.then_some(output.as_str()),
         }],
     );
+    if c.one_at_a_time {
+        toml = toml.replace(
+            &format!("concurrency = {CONCURRENCY}\npull = {{ batch_size = {BATCH},"),
+            "concurrency = 1\npull = { batch_size = 1,",
+        );
+    }
     let observer = Observer::attach(observed, &mut toml).await;
     let child = spawn(&toml, dir, cache);
     let observer = observer.watching();

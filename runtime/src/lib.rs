@@ -198,12 +198,7 @@ impl Service {
             .map_err(|e| Error::Engine(format!("{e:#}")))?;
         let mut compiled = Vec::with_capacity(config.subscribers.len());
         for s in &config.subscribers {
-            let digest = reload::digest_of(&s.component).map_err(|e| ComponentError {
-                subscriber: s.name.clone(),
-                path: s.component.clone(),
-                message: format!("cannot read it: {e}"),
-            })?;
-            compiled.push((wasm.load(&s.component, &s.name)?, digest));
+            compiled.push(wasm.load(&s.component, &s.name)?);
         }
         let (connection_tx, connection) = mpsc::unbounded_channel();
         let client =
@@ -220,18 +215,14 @@ impl Service {
         let stats = Stats::new(Some(client.clone()), wasm.loads());
         let mut roster = roster::Roster::new(config.clone(), own, stats.clone(), traces.clone());
         for t in &config.tenants {
-            if config
-                .subscribers
-                .iter()
-                .any(|s| s.tenant.as_deref() == Some(t.name.as_str()))
-            {
+            if config.has_subscribers(&t.name) {
                 let entry = roster.open_tenant(&config, t).await;
                 roster.register_tenant(&entry);
                 roster.tenants.insert(t.name.clone(), entry);
             }
         }
         let mut first_failure = None;
-        for (s, (pre, digest)) in config.subscribers.iter().zip(compiled) {
+        for (s, loaded) in config.subscribers.iter().zip(compiled) {
             let set_up = match roster.connection_of(s) {
                 Err(reason) => Err(reason),
                 Ok(conn) => match setup::ensure_subscriber(&conn.jetstream, &config, s).await {
@@ -241,12 +232,10 @@ impl Service {
                 },
             };
             let entry = match set_up {
-                Ok((conn, consumer)) => {
-                    roster.prepare(s, roster::Loaded { pre, digest }, conn, consumer, None)
-                }
+                Ok((conn, consumer)) => roster.prepare(s, loaded, conn, consumer, None),
                 Err(reason) => {
                     first_failure.get_or_insert(reason.clone());
-                    roster.not_running(s, digest, &reason)
+                    roster.not_running(s, loaded.digest, &reason)
                 }
             };
             roster.subscribers.insert(s.name.clone(), entry);
@@ -358,7 +347,7 @@ impl Service {
             p.abort();
         }
         // Every connection acks went out on: the service's and the tenants'.
-        let clients = self.stats.clients();
+        let clients = self.roster.clients();
         let flushes = clients
             .iter()
             .map(|c| tokio::time::timeout(FLUSH_WAIT, c.flush()));

@@ -12,10 +12,9 @@
 use crate::config::{Config, ConfigError, SubscriberConfig};
 use crate::nats::publish::PublishRoutes;
 use crate::nats::setup::{self, SetupError};
-use crate::roster::{Loaded, Retired, Roster, TenantEntry};
+use crate::roster::{Retired, Roster, TenantEntry};
 use crate::wasm::component::ComponentError;
 use crate::wasm::WasmRuntime;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
@@ -181,12 +180,8 @@ impl Reloader {
 
 /// The SHA-256 of a component file, in hex: a reload replaces a subscriber
 /// whose component bytes changed.
-pub(crate) fn digest_of(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+fn digest_of(path: &Path) -> std::io::Result<String> {
+    Ok(crate::config::sha256_hex(&std::fs::read(path)?))
 }
 
 /// What a running subscriber is, as far as a reload compares it.
@@ -231,11 +226,7 @@ pub(crate) fn plan(
     }
     let mut plan = Plan::default();
     for t in &new.tenants {
-        if !new
-            .subscribers
-            .iter()
-            .any(|s| s.tenant.as_deref() == Some(t.name.as_str()))
-        {
+        if !new.has_subscribers(&t.name) {
             continue;
         }
         let same = old.tenants.iter().any(|o| o == t) && connected_tenants.contains(&t.name);
@@ -246,10 +237,7 @@ pub(crate) fn plan(
     for name in connected_tenants {
         let kept = new.tenants.iter().any(|t| &t.name == name)
             && !plan.open_tenants.contains(name)
-            && new
-                .subscribers
-                .iter()
-                .any(|s| s.tenant.as_ref() == Some(name));
+            && new.has_subscribers(name);
         if !kept {
             plan.close_tenants.insert(name.clone());
         }
@@ -346,12 +334,12 @@ async fn try_apply(roster: &mut Roster, wasm: &Arc<WasmRuntime>) -> Result<Summa
     for name in plan.add.iter().chain(&plan.replace) {
         let s = new.subscriber(name).expect("planned from the new file");
         let (wasm, path, name) = (wasm.clone(), s.component.clone(), s.name.clone());
-        let pre = tokio::task::spawn_blocking(move || wasm.load(&path, &name))
+        let loaded = tokio::task::spawn_blocking(move || wasm.load(&path, &name))
             .await
             .map_err(|e| {
                 ReloadError::NeedsRestart(format!("compiling a component failed: {e}"))
             })??;
-        compiled.insert(s.name.clone(), pre);
+        compiled.insert(s.name.clone(), loaded);
     }
     let js = roster.own.jetstream.clone();
     setup::ensure_streams(&js, &new).await?;
@@ -437,23 +425,16 @@ async fn try_apply(roster: &mut Roster, wasm: &Arc<WasmRuntime>) -> Result<Summa
     }
     for name in plan.add.iter().chain(&plan.replace) {
         let s = new.subscriber(name).expect("planned from the new file");
-        let pre = compiled.remove(name).expect("compiled above");
-        let digest = digests.remove(name).expect("digested above");
+        let loaded = compiled.remove(name).expect("compiled above");
         let entry = match consumers.remove(name).expect("set up above") {
             Ok(consumer) => {
                 let conn = roster
                     .connection_of(s)
                     .expect("the connection a consumer was set up on")
                     .clone();
-                roster.prepare(
-                    s,
-                    Loaded { pre, digest },
-                    &conn,
-                    consumer,
-                    predecessors.remove(name),
-                )
+                roster.prepare(s, loaded, &conn, consumer, predecessors.remove(name))
             }
-            Err(reason) => roster.not_running(s, digest, &reason),
+            Err(reason) => roster.not_running(s, loaded.digest, &reason),
         };
         roster.subscribers.insert(name.clone(), entry);
     }

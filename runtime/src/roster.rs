@@ -12,7 +12,8 @@ use crate::dispatch::Subscriber;
 use crate::nats::publish::PublishRoutes;
 use crate::scheduler::{self, PullContext};
 use crate::stats::{self, Stats, SubscriberStats};
-use crate::wasm::host::{HostState, ServicePre, SubscriberHost};
+use crate::wasm::component::Loaded;
+use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
 use crate::{tenant, Connection};
 use async_nats::jetstream::consumer::PullConsumer;
@@ -58,12 +59,6 @@ enum Pull {
     Spawned(JoinHandle<()>),
     /// Stopped or handed to a retirement.
     Done,
-}
-
-/// A compiled component and the digest of the file it came from.
-pub(crate) struct Loaded {
-    pub(crate) pre: ServicePre<HostState>,
-    pub(crate) digest: String,
 }
 
 /// A subscriber of the configuration.
@@ -190,12 +185,10 @@ impl Roster {
             conn.client.clone(),
             conn.jetstream.clone(),
             self.routes.clone(),
+            previous.as_deref().map(Subscriber::settler),
         );
         host.quotas = conn.quotas.clone();
         host.traces = self.traces.clone();
-        if let Some(previous) = &previous {
-            host = host.carrying_over(previous.settler());
-        }
         let host = Arc::new(host);
         let stop = match s.tenant.as_ref().and_then(|t| self.tenants.get(t)) {
             Some(t) => t.stop.child_token(),
@@ -319,6 +312,18 @@ impl Roster {
                 }
             }
         });
+    }
+
+    /// The clients of every open connection: the service's, then each tenant's.
+    pub(crate) fn clients(&self) -> Vec<async_nats::Client> {
+        let tenants = self
+            .tenants
+            .values()
+            .filter_map(|t| t.connection.as_ref().ok());
+        std::iter::once(&self.own)
+            .chain(tenants)
+            .map(|c| c.client.clone())
+            .collect()
     }
 
     /// Stops every pull (shutdown) and waits for the loops to end.

@@ -545,13 +545,6 @@ impl Stats {
         }
     }
 
-    /// The clients of every connection: the service's, then each tenant's.
-    pub(crate) fn clients(&self) -> Vec<async_nats::Client> {
-        let mut clients: Vec<_> = self.client.iter().cloned().collect();
-        clients.extend(self.registry().tenants.iter().map(|t| t.client.clone()));
-        clients
-    }
-
     /// Current statistics.
     pub fn snapshot(&self) -> StatsSnapshot {
         let connection_status = match &self.client {

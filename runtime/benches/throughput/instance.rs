@@ -49,7 +49,7 @@ pub(crate) async fn handler_cost(
         PoolSize::for_config(&config),
     )
     .unwrap();
-    let pre = wasm.load(&sub.component, "bench").unwrap();
+    let pre = wasm.load(&sub.component, "bench").unwrap().pre;
     // One context for every delivery, as a pull consumer's messages share theirs.
     let js = jetstream::new(client.clone());
     let host = Arc::new(SubscriberHost::new(
@@ -57,6 +57,7 @@ pub(crate) async fn handler_cost(
         client.clone(),
         js.clone(),
         Arc::new(PublishRoutes::new(&config)),
+        None,
     ));
     let handler = Arc::new(Handler::new(
         pre,

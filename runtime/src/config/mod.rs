@@ -379,7 +379,24 @@ impl fmt::Display for Problems<'_> {
     }
 }
 
+/// The SHA-256 of `bytes` in lowercase hex: how component files are
+/// pinned (`component.sha256`), cached and compared by reloads.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl Config {
+    /// True when some subscriber belongs to tenant `tenant`.
+    pub fn has_subscribers(&self, tenant: &str) -> bool {
+        self.subscribers
+            .iter()
+            .any(|s| s.tenant.as_deref() == Some(tenant))
+    }
+
     /// Reads and validates `path`, with overrides from the process environment.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         Self::load_with_env(path, |name| std::env::var(name).ok())

@@ -162,11 +162,15 @@ pub struct Settler {
 
 impl Settler {
     /// The settler of `sub`, publishing dead-letter copies through `client`.
+    /// A settler replacing `previous` (a reload) shares its statistics and
+    /// finished-message ledger: the subscriber keeps its figures and still
+    /// recognises a message its predecessor finished.
     pub fn new(
         sub: &SubscriberConfig,
         client: async_nats::Client,
         jetstream: jetstream::Context,
         routes: &PublishRoutes,
+        previous: Option<&Settler>,
     ) -> Self {
         let dead_letter = sub.dead_letter.clone().map(|subject| {
             let wait = match routes.route(subject.as_str()) {
@@ -187,8 +191,8 @@ impl Settler {
                 dead_letter: sub.dead_letter.is_some(),
             },
             double_ack: sub.double_ack,
-            stats: Arc::new(SubscriberStats::default()),
-            ledger: Arc::new(AckLedger::default()),
+            stats: previous.map_or_else(Default::default, |p| p.stats.clone()),
+            ledger: previous.map_or_else(Default::default, |p| p.ledger.clone()),
         }
     }
 

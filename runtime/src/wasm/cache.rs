@@ -13,7 +13,6 @@
 //! running user's and writable by no one else: otherwise the runtime
 //! refuses to start ([`ComponentCache::verify`]).
 
-use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
@@ -93,27 +92,26 @@ impl ComponentCache {
         Ok(removed)
     }
 
-    fn entry(&self, engine: &Engine, bytes: &[u8]) -> Option<PathBuf> {
+    fn entry(&self, engine: &Engine, content: &str) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
         engine
             .precompile_compatibility_hash()
             .hash(&mut engine_hash);
-        let content: String = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         Some(dir.join(format!("{content}-{:016x}.cwasm", engine_hash.finish())))
     }
 
-    /// The compiled form of `bytes`: from the cache when present, else
-    /// compiled and stored. Cache failures are logged and never fatal.
+    /// The compiled form of `bytes`, whose SHA-256 is `content`
+    /// ([`sha256_hex`](crate::config::sha256_hex)): from the cache when
+    /// present, else compiled and stored. Cache failures are logged and
+    /// never fatal.
     pub fn load_or_compile(
         &self,
         engine: &Engine,
         bytes: &[u8],
+        content: &str,
     ) -> wasmtime::Result<(Component, CacheUse)> {
-        let Some(entry) = self.entry(engine, bytes) else {
+        let Some(entry) = self.entry(engine, content) else {
             return Ok((Component::new(engine, bytes)?, CacheUse::Off));
         };
         if entry.exists() {
@@ -260,8 +258,9 @@ mod tests {
         let cache = ComponentCache::at(Some(dir.path().to_path_buf()));
         let engine = Engine::default();
         let wasm = b"\0asm\x0d\0\x01\0"; // the smallest component: empty
-        let (_, first) = cache.load_or_compile(&engine, wasm).unwrap();
-        let (_, second) = cache.load_or_compile(&engine, wasm).unwrap();
+        let digest = crate::config::sha256_hex(wasm);
+        let (_, first) = cache.load_or_compile(&engine, wasm, &digest).unwrap();
+        let (_, second) = cache.load_or_compile(&engine, wasm, &digest).unwrap();
         assert_eq!((first, second), (CacheUse::Miss, CacheUse::Hit));
         // A corrupt entry is replaced, not fatal.
         let entry = std::fs::read_dir(dir.path())
@@ -272,16 +271,16 @@ mod tests {
             .path();
         std::fs::write(&entry, b"garbage").unwrap();
         assert_eq!(
-            cache.load_or_compile(&engine, wasm).unwrap().1,
+            cache.load_or_compile(&engine, wasm, &digest).unwrap().1,
             CacheUse::Miss
         );
         assert_eq!(
-            cache.load_or_compile(&engine, wasm).unwrap().1,
+            cache.load_or_compile(&engine, wasm, &digest).unwrap().1,
             CacheUse::Hit
         );
         assert_eq!(cache.clear().unwrap(), 1);
         assert_eq!(
-            cache.load_or_compile(&engine, wasm).unwrap().1,
+            cache.load_or_compile(&engine, wasm, &digest).unwrap().1,
             CacheUse::Miss
         );
     }

@@ -24,6 +24,15 @@ const PROVIDED: &[&str] = &[
     "natsapp:handler/publisher@0.1.0",
 ];
 
+/// A compiled handler and the SHA-256 of the file it came from.
+pub struct Loaded {
+    /// Pre-instantiated against the host's imports.
+    pub pre: ServicePre<HostState>,
+    /// The file's SHA-256 in hex: a reload replaces a subscriber whose
+    /// component bytes changed.
+    pub digest: String,
+}
+
 /// A component that cannot serve as a handler.
 #[derive(Debug, thiserror::Error)]
 #[error("component {} (subscriber {subscriber:?}): {message}", path.display())]
@@ -38,11 +47,7 @@ pub struct ComponentError {
 
 impl WasmRuntime {
     /// Compiles `path` and pre-instantiates it against the host's imports.
-    pub fn load(
-        &self,
-        path: &Path,
-        subscriber: &str,
-    ) -> Result<ServicePre<HostState>, ComponentError> {
+    pub fn load(&self, path: &Path, subscriber: &str) -> Result<Loaded, ComponentError> {
         let fail = |message: String| ComponentError {
             subscriber: subscriber.to_string(),
             path: path.to_path_buf(),
@@ -57,9 +62,10 @@ impl WasmRuntime {
             ));
         }
         let started = std::time::Instant::now();
+        let digest = crate::config::sha256_hex(&bytes);
         let (component, cached) = self
             .cache
-            .load_or_compile(&self.engine, &bytes)
+            .load_or_compile(&self.engine, &bytes, &digest)
             .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
         let ty = component.component_type();
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
@@ -110,6 +116,6 @@ impl WasmRuntime {
         };
         self.loads[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(subscriber, component = %path.display(), ?cached, "component ready in {:?}", started.elapsed());
-        Ok(pre)
+        Ok(Loaded { pre, digest })
     }
 }

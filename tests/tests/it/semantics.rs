@@ -356,11 +356,17 @@ async fn a_reused_instance_outlasts_the_store_handle_limit() {
     let config = file.config();
     let sub = &config.subscribers[0];
     let wasm = WasmRuntime::new(ComponentCache::from_env(), PoolSize::for_config(&config)).unwrap();
-    let pre = wasm.load(&sub.component, &sub.name).unwrap();
+    let pre = wasm.load(&sub.component, &sub.name).unwrap().pre;
     let client = server.client().await;
     let js = async_nats::jetstream::new(client.clone());
     let routes = Arc::new(PublishRoutes::new(&config));
-    let host = Arc::new(SubscriberHost::new(sub, client.clone(), js.clone(), routes));
+    let host = Arc::new(SubscriberHost::new(
+        sub,
+        client.clone(),
+        js.clone(),
+        routes,
+        None,
+    ));
     let handler = Handler::new(pre, host, sub.timeout, sub.ack_wait, sub.instances);
     let mut reports = subscribe(&client, "testkit.out.count").await;
     let call = |seq: u64, op: &str| {

@@ -53,7 +53,6 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
 
     /// Checks that the file `component` has the SHA-256 `want`.
     pub(super) fn pinned(&mut self, key: &str, component: &Path, want: &str) {
-        use sha2::{Digest, Sha256};
         let want = want.trim().to_ascii_lowercase();
         if want.len() != 64 || !want.chars().all(|c| c.is_ascii_hexdigit()) {
             self.problem(
@@ -64,10 +63,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         }
         match std::fs::read(component) {
             Ok(bytes) => {
-                let have: String = Sha256::digest(&bytes)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
+                let have = crate::config::sha256_hex(&bytes);
                 if have != want {
                     self.problem(
                         key,

@@ -81,18 +81,22 @@ pub struct SubscriberHost {
 }
 
 impl SubscriberHost {
-    /// What `sub`'s stores share, publishing through `client` and `jetstream`.
+    /// What `sub`'s stores share, publishing through `client` and
+    /// `jetstream`; counting into `previous`'s statistics when it replaces
+    /// a subscriber (see [`Settler::new`]).
     pub fn new(
         sub: &SubscriberConfig,
         client: async_nats::Client,
         jetstream: jetstream::Context,
         routes: Arc<PublishRoutes>,
+        previous: Option<&Settler>,
     ) -> Self {
         let settler = Arc::new(Settler::new(
             sub,
             client.clone(),
             jetstream.clone(),
             &routes,
+            previous,
         ));
         SubscriberHost {
             name: sub.name.as_str().into(),
@@ -109,19 +113,6 @@ impl SubscriberHost {
             settler,
             traces: None,
         }
-    }
-}
-
-impl SubscriberHost {
-    /// The same host, counting into `previous`'s statistics and finished-message
-    /// ledger: a subscriber replaced by a reload keeps its figures and still
-    /// recognises a message its predecessor finished.
-    pub fn carrying_over(mut self, previous: &Settler) -> Self {
-        if let Some(settler) = Arc::get_mut(&mut self.settler) {
-            settler.stats = previous.stats.clone();
-            settler.ledger = previous.ledger.clone();
-        }
-        self
     }
 }
 

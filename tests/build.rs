@@ -14,6 +14,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("UNKNOWN_IMPORT", "unknown-import"),
     ("NOOP", "noop"),
     ("RELAY", "relay"),
+    ("COMPAT_0_1_0", "compat-0-1-0"),
 ];
 
 /// (constant, folder under guests/python/): built with componentize-py to

@@ -12,7 +12,8 @@
 // Runtime calls (publish, request, msg.ack(), …) are synchronous.
 // Build: ./build.sh (componentize-js 0.23; `natsapp-wasm new --lang js` sets it up).
 
-import * as publisher from "natsapp:handler/publisher@0.1.0";
+import * as publisher from "natsapp:handler/publisher@0.1.1";
+import * as keyvalue from "natsapp:handler/keyvalue@0.1.1";
 import * as store from "wasi:config/store@0.2.0-rc.1";
 
 /** Throw to end the message for good: term, and a dead-letter copy when configured. */
@@ -108,6 +109,49 @@ export function request(subject, data, { timeoutMs = 5000, headers } = {}) {
     text: () => new TextDecoder().decode(reply.data),
     json: () => JSON.parse(new TextDecoder().decode(reply.data)),
   };
+}
+
+const revisionOrNull = (r) => (r === undefined || r === null ? null : Number(r));
+
+/**
+ * A key-value bucket (JetStream KV) granted in service.toml:
+ * `kv = { PAYMENTS = "rw" }`. Values are written as `encode` writes them.
+ *
+ *   const payments = new Bucket("PAYMENTS");
+ *   if (payments.create(`charged.${id}`, { at: Date.now() }) === null) return;  // done before
+ */
+export class Bucket {
+  constructor(name) {
+    this.name = String(name);
+  }
+  /** {value: Uint8Array, revision, text(), json()}, or null when the key has no value. */
+  get(key) {
+    const e = call(() => keyvalue.get(this.name, key));
+    if (!e) return null;
+    const value = asBytes(e.value);
+    return {
+      value,
+      revision: Number(e.revision),
+      text: () => new TextDecoder().decode(value),
+      json: () => JSON.parse(new TextDecoder().decode(value)),
+    };
+  }
+  /** Stores `value` whatever was there; returns its revision. */
+  put(key, value) {
+    return Number(call(() => keyvalue.put(this.name, key, encode(value))));
+  }
+  /** Stores `value` only if the key has none; null when it has one (nothing written). */
+  create(key, value) {
+    return revisionOrNull(call(() => keyvalue.create(this.name, key, encode(value))));
+  }
+  /** Stores `value` only if the key's revision is still `revision`; null when it is not. */
+  update(key, value, revision) {
+    return revisionOrNull(call(() => keyvalue.update(this.name, key, encode(value), BigInt(revision))));
+  }
+  /** Deletes the key's value. */
+  delete(key) {
+    call(() => keyvalue.delete(this.name, key));
+  }
 }
 
 /** The subscriber's `config = { … }` value for `key`. */

@@ -167,10 +167,11 @@ const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 pub fn check(config: &Config) -> Result<plan::Plan, Error> {
     let runtime = WasmRuntime::new(ComponentCache::from_env(), PoolSize::for_config(config))
         .map_err(|e| Error::Engine(format!("{e:#}")))?;
+    let mut imports = std::collections::BTreeMap::new();
     for s in &config.subscribers {
-        runtime.load(&s.component, &s.name)?;
+        imports.insert(s.name.clone(), runtime.load(&s.component, &s.name)?.imports);
     }
-    Ok(plan::Plan::new(config))
+    Ok(plan::Plan::new(config, &imports))
 }
 
 /// A service that is connected, set up and ready to pull.
@@ -226,13 +227,13 @@ impl Service {
             let set_up = match roster.connection_of(s) {
                 Err(reason) => Err(reason),
                 Ok(conn) => match setup::ensure_subscriber(&conn.jetstream, &config, s).await {
-                    Ok(consumer) => Ok((conn, consumer)),
+                    Ok(set_up) => Ok((conn, set_up)),
                     Err(e) if s.tenant.is_none() => return Err(e.into()),
                     Err(e) => Err(telemetry::ErrorChain(&e).to_string()),
                 },
             };
             let entry = match set_up {
-                Ok((conn, consumer)) => roster.prepare(s, loaded, conn, consumer, None),
+                Ok((conn, set_up)) => roster.prepare(s, loaded, conn, set_up, None),
                 Err(reason) => {
                     first_failure.get_or_insert(reason.clone());
                     roster.not_running(s, loaded.digest, &reason)

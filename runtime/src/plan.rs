@@ -2,6 +2,7 @@
 //! subscribers a configuration sets up, and their components.
 
 use crate::config::Config;
+use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 use std::time::Duration;
 
@@ -13,8 +14,9 @@ fn secs(d: Duration) -> String {
 }
 
 impl Plan {
-    /// The plan of `config`.
-    pub fn new(c: &Config) -> Plan {
+    /// The plan of `config`, whose subscribers' components import
+    /// `imports` (by subscriber name; empty when not loaded).
+    pub fn new(c: &Config, imports: &BTreeMap<String, Vec<String>>) -> Plan {
         let mut s = String::new();
         let _ = writeln!(s, "service {:?} ({})", c.service.name, c.path.display());
         let reconnect = match (c.nats.allow_reconnect, c.nats.max_reconnect_attempts) {
@@ -101,10 +103,14 @@ impl Plan {
             );
             let _ = writeln!(
                 s,
-                "    component {} ({} KiB): implements natsapp:handler/handler@0.1.0",
+                "    component {} ({} KiB): implements {}",
                 sub.component.display(),
-                size.div_ceil(1024)
+                size.div_ceil(1024),
+                crate::wasm::component::HANDLER_EXPORT,
             );
+            if let Some(imports) = imports.get(&sub.name) {
+                let _ = writeln!(s, "    imports: {}", describe_imports(imports));
+            }
             let max_deliver = sub.max_deliver.map_or("unlimited".to_string(), |m| {
                 format!("{m} (server {})", sub.server_max_deliver())
             });
@@ -136,6 +142,20 @@ impl Plan {
             if sub.publish.is_empty() {
                 let _ = writeln!(s, "      nothing");
             }
+            let buckets: Vec<String> = sub
+                .kv
+                .iter()
+                .map(|(b, access)| format!("{b} ({})", access.as_str()))
+                .collect();
+            let _ = writeln!(
+                s,
+                "    key-value buckets: {}",
+                if buckets.is_empty() {
+                    "none".to_string()
+                } else {
+                    buckets.join(", ")
+                }
+            );
             let _ = writeln!(
                 s,
                 "    dead letter: {}",
@@ -148,6 +168,27 @@ impl Plan {
             );
         }
         Plan(s)
+    }
+}
+
+/// A component's imports: the runtime's own interfaces and wasi:config by
+/// name, the rest of WASI 0.2 counted (it is linked locked down).
+fn describe_imports(imports: &[String]) -> String {
+    let (named, wasi): (Vec<&String>, Vec<&String>) = imports
+        .iter()
+        .partition(|i| !i.starts_with("wasi:") || i.starts_with("wasi:config/"));
+    let mut parts: Vec<String> = named.iter().map(|i| i.to_string()).collect();
+    parts.sort();
+    if !wasi.is_empty() {
+        parts.push(format!(
+            "{} WASI 0.2 interfaces (no files, network or environment)",
+            wasi.len()
+        ));
+    }
+    if parts.is_empty() {
+        "nothing".to_string()
+    } else {
+        parts.join(", ")
     }
 }
 

@@ -354,7 +354,7 @@ async fn try_apply(roster: &mut Roster, wasm: &Arc<WasmRuntime>) -> Result<Summa
             .expect("planned from the new file");
         opened.insert(name.clone(), roster.open_tenant(&new, t).await);
     }
-    let mut consumers = HashMap::new();
+    let mut set_ups = HashMap::new();
     for name in plan.add.iter().chain(&plan.replace) {
         let s = new.subscriber(name).expect("planned from the new file");
         let conn = match &s.tenant {
@@ -364,10 +364,10 @@ async fn try_apply(roster: &mut Roster, wasm: &Arc<WasmRuntime>) -> Result<Summa
                 None => Err(format!("tenant {t:?} is not connected")),
             },
         };
-        let consumer = match conn {
+        let set_up = match conn {
             Err(reason) => Err(reason),
             Ok(conn) => match setup::ensure_subscriber(&conn.jetstream, &new, s).await {
-                Ok(consumer) => Ok(consumer),
+                Ok(set_up) => Ok(set_up),
                 Err(e) if s.tenant.is_none() => {
                     for (_, t) in opened.drain() {
                         roster.close_tenant(t, Vec::new(), false);
@@ -377,7 +377,7 @@ async fn try_apply(roster: &mut Roster, wasm: &Arc<WasmRuntime>) -> Result<Summa
                 Err(e) => Err(crate::telemetry::ErrorChain(&e).to_string()),
             },
         };
-        consumers.insert(name.clone(), consumer);
+        set_ups.insert(name.clone(), set_up);
     }
 
     // Apply: nothing below fails.
@@ -426,13 +426,13 @@ async fn try_apply(roster: &mut Roster, wasm: &Arc<WasmRuntime>) -> Result<Summa
     for name in plan.add.iter().chain(&plan.replace) {
         let s = new.subscriber(name).expect("planned from the new file");
         let loaded = compiled.remove(name).expect("compiled above");
-        let entry = match consumers.remove(name).expect("set up above") {
-            Ok(consumer) => {
+        let entry = match set_ups.remove(name).expect("set up above") {
+            Ok(set_up) => {
                 let conn = roster
                     .connection_of(s)
                     .expect("the connection a consumer was set up on")
                     .clone();
-                roster.prepare(s, loaded, &conn, consumer, predecessors.remove(name))
+                roster.prepare(s, loaded, &conn, set_up, predecessors.remove(name))
             }
             Err(reason) => roster.not_running(s, loaded.digest, &reason),
         };

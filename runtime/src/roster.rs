@@ -10,6 +10,7 @@
 use crate::config::{Config, SubscriberConfig, TenantConfig};
 use crate::dispatch::Subscriber;
 use crate::nats::publish::PublishRoutes;
+use crate::nats::setup::SubscriberSetup;
 use crate::scheduler::{self, PullContext};
 use crate::stats::{self, Stats, SubscriberStats};
 use crate::wasm::component::Loaded;
@@ -165,15 +166,15 @@ impl Roster {
         }
     }
 
-    /// A subscriber of `s` running `loaded` that will pull from `consumer`
-    /// on `conn`. A replacement counts into its predecessor's statistics
+    /// A subscriber of `s` running `loaded` that will pull from its
+    /// consumer in `setup` on `conn`. A replacement counts into its predecessor's statistics
     /// and starts once the predecessor is retired.
     pub(crate) fn prepare(
         &self,
         s: &SubscriberConfig,
         loaded: Loaded,
         conn: &Connection,
-        consumer: PullConsumer,
+        setup: SubscriberSetup,
         predecessor: Option<(Option<Arc<Subscriber>>, Retired)>,
     ) -> Entry {
         let (previous, after) = match predecessor {
@@ -185,6 +186,7 @@ impl Roster {
             conn.client.clone(),
             conn.jetstream.clone(),
             self.routes.clone(),
+            setup.buckets,
             previous.as_deref().map(Subscriber::settler),
         );
         host.quotas = conn.quotas.clone();
@@ -208,7 +210,7 @@ impl Roster {
         let mut entry = Entry {
             config: s.clone(),
             digest: loaded.digest,
-            running: Some((sub, Pull::Waiting(Box::new(consumer), after))),
+            running: Some((sub, Pull::Waiting(Box::new(setup.consumer), after))),
         };
         if let Some(ctx) = &self.ctx {
             start(&mut entry, ctx);

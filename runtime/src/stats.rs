@@ -40,6 +40,77 @@ pub struct SubscriberStats {
     publish_latency: Durations,
     publish_failures: AtomicU64,
     warm_instances: AtomicU64,
+    kv: [[AtomicU64; KvOutcome::ALL.len()]; KvOp::ALL.len()],
+}
+
+/// A key-value call a guest makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvOp {
+    /// `get`
+    Get,
+    /// `put`
+    Put,
+    /// `create`
+    Create,
+    /// `update`
+    Update,
+    /// `delete`
+    Delete,
+}
+
+impl KvOp {
+    /// Every operation, in the order of the counters.
+    pub const ALL: [KvOp; 5] = [
+        KvOp::Get,
+        KvOp::Put,
+        KvOp::Create,
+        KvOp::Update,
+        KvOp::Delete,
+    ];
+
+    /// The name in statistics and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvOp::Get => "get",
+            KvOp::Put => "put",
+            KvOp::Create => "create",
+            KvOp::Update => "update",
+            KvOp::Delete => "delete",
+        }
+    }
+}
+
+/// How a key-value call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvOutcome {
+    /// Done (a `get` of a key without a value included).
+    Ok,
+    /// A `create` or `update` that lost to another write: nothing written.
+    Conflict,
+    /// Refused by the grants, the quotas or the size bounds; nothing sent.
+    Denied,
+    /// The server failed it or did not answer.
+    Failed,
+}
+
+impl KvOutcome {
+    /// Every outcome, in the order of the counters.
+    pub const ALL: [KvOutcome; 4] = [
+        KvOutcome::Ok,
+        KvOutcome::Conflict,
+        KvOutcome::Denied,
+        KvOutcome::Failed,
+    ];
+
+    /// The name in statistics and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvOutcome::Ok => "ok",
+            KvOutcome::Conflict => "conflict",
+            KvOutcome::Denied => "denied",
+            KvOutcome::Failed => "failed",
+        }
+    }
 }
 
 /// A histogram of durations in power-of-two microsecond buckets.
@@ -145,6 +216,11 @@ impl SubscriberStats {
     /// The handler returned `reject`.
     pub fn rejected(&self) {
         self.rejected.fetch_add(1, Relaxed);
+    }
+
+    /// A guest's key-value call ended with `outcome`.
+    pub fn kv(&self, op: KvOp, outcome: KvOutcome) {
+        self.kv[op as usize][outcome as usize].fetch_add(1, Relaxed);
     }
 
     /// The invocation failed.
@@ -253,6 +329,15 @@ impl SubscriberStats {
             publish_latency: self.publish_latency.snapshot(),
             publish_failures: self.publish_failures.load(Relaxed),
             warm_instances: self.warm_instances.load(Relaxed),
+            kv: KvOp::ALL
+                .iter()
+                .flat_map(|op| {
+                    KvOutcome::ALL.iter().filter_map(move |outcome| {
+                        let n = self.kv[*op as usize][*outcome as usize].load(Relaxed);
+                        (n > 0).then(|| (op.as_str().to_string(), outcome.as_str().to_string(), n))
+                    })
+                })
+                .collect(),
         }
     }
 }
@@ -335,9 +420,19 @@ pub struct SubscriberSnapshot {
     pub publish_failures: u64,
     /// Idle instances kept for reuse.
     pub warm_instances: u64,
+    /// Key-value calls by (operation, outcome); only those that happened.
+    pub kv: Vec<(String, String, u64)>,
 }
 
 impl SubscriberSnapshot {
+    /// Key-value calls of `op` that ended with `outcome`.
+    pub fn kv(&self, op: KvOp, outcome: KvOutcome) -> u64 {
+        self.kv
+            .iter()
+            .find(|(o, r, _)| o == op.as_str() && r == outcome.as_str())
+            .map_or(0, |(_, _, n)| *n)
+    }
+
     /// Failed invocations with this cause.
     pub fn failed(&self, cause: FailureCause) -> u64 {
         self.failed

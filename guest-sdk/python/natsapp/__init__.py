@@ -19,6 +19,7 @@ Build: ``componentize-py -d wit -w handler-sdk componentize natsapp_main -p . -o
 
 import json as _json
 
+from wit_world.imports import keyvalue as _keyvalue
 from wit_world.imports import publisher as _publisher
 from wit_world.imports import store as _store
 from wit_world.imports import types as _types
@@ -26,7 +27,7 @@ from componentize_py_types import Err as _Err
 
 __all__ = [
     "Reject", "Retry", "HostError", "Denied", "Timeout", "Unavailable", "Invalid",
-    "Message", "publish", "request", "config", "parse", "encode",
+    "Message", "Bucket", "Entry", "publish", "request", "config", "parse", "encode",
 ]
 
 
@@ -160,6 +161,59 @@ def publish(subject, data, headers=None):
 def request(subject, data, timeout=5.0, headers=None):
     """Sends a request and returns the reply (``.data`` bytes, ``.headers``)."""
     return Result(_call(_publisher.request, subject, encode(data), _headers(headers), int(timeout * 1000)))
+
+
+class Entry:
+    """A stored value (``.value`` bytes) and the revision that wrote it (``.revision``)."""
+
+    __slots__ = ("value", "revision")
+
+    def __init__(self, value, revision):
+        self.value = bytes(value)
+        self.revision = revision
+
+    def text(self):
+        return self.value.decode("utf-8")
+
+    def json(self):
+        return _json.loads(self.value)
+
+    def __repr__(self):
+        return f"Entry({self.value!r}, revision={self.revision})"
+
+
+class Bucket:
+    """A key-value bucket (JetStream KV) granted in service.toml: ``kv = { PAYMENTS = "rw" }``.
+    Values are written as ``encode`` writes them. ::
+
+        payments = natsapp.Bucket("PAYMENTS")
+        if payments.create(f"charged.{order_id}", {"status": "charged"}) is None:
+            return                        # an earlier delivery charged it already
+    """
+
+    def __init__(self, name):
+        self.name = str(name)
+
+    def get(self, key):
+        """The key's ``Entry``, or None when it has no value."""
+        e = _call(_keyvalue.get, self.name, key)
+        return None if e is None else Entry(e.value, e.revision)
+
+    def put(self, key, value):
+        """Stores ``value`` whatever was there; returns its revision."""
+        return _call(_keyvalue.put, self.name, key, encode(value))
+
+    def create(self, key, value):
+        """Stores ``value`` only if the key has none; None when it has one (nothing written)."""
+        return _call(_keyvalue.create, self.name, key, encode(value))
+
+    def update(self, key, value, revision):
+        """Stores ``value`` only if the key's revision is still ``revision``; None when it is not."""
+        return _call(_keyvalue.update, self.name, key, encode(value), revision)
+
+    def delete(self, key):
+        """Deletes the key's value."""
+        _call(_keyvalue.delete, self.name, key)
 
 
 def config(key, default=None):

@@ -39,6 +39,8 @@ pub mod bindings {
     });
 }
 
+pub mod kv;
+
 use bindings::exports::natsapp::handler::handler as export;
 use bindings::natsapp::handler::{publisher, types};
 

@@ -1,7 +1,7 @@
 // Test handler for the JavaScript SDK: the JSON payload's "op" says what to
 // do. Results the tests check are published to testkit.out.<op>.
 
-import { Reject, Retry, config, publish } from "./natsapp.js";
+import { Bucket, HostError, Reject, Retry, config, publish } from "./natsapp.js";
 
 export function handle(data, msg) {
   if (data === null || typeof data !== "object" || Array.isArray(data) || data instanceof Uint8Array) {
@@ -45,6 +45,29 @@ export function handle(data, msg) {
     case "denied":
       publish(data.subject, "x");
       return;
+    case "kv": {
+      const bucket = new Bucket(data.bucket);
+      const key = data.key;
+      const first = bucket.create(key, { n: 1 });
+      const again = bucket.create(key, "again");
+      const entry = bucket.get(key);
+      const second = bucket.update(key, { n: 2 }, first);
+      const stale = bucket.update(key, "stale", first);
+      bucket.put(`${key}.tmp`, new Uint8Array([1, 2]));
+      bucket.delete(`${key}.tmp`);
+      let denied = null;
+      try {
+        new Bucket("OTHER").get("x");
+      } catch (e) {
+        if (!(e instanceof HostError) || e.kind !== "denied") throw e;
+        denied = e.message;
+      }
+      publish("testkit.out.kv", {
+        first, again, value: entry.json(), same_revision: entry.revision === first,
+        second_newer: second > first, stale, gone: bucket.get(`${key}.tmp`) === null, denied,
+      });
+      return;
+    }
     default:
       throw new Reject(`unknown op ${JSON.stringify(data.op)}`);
   }

@@ -50,5 +50,25 @@ def handle(data, msg):
             natsapp.publish("testkit.out.enc", value)
     elif op == "term":
         msg.term("not for us")
+    elif op == "kv":
+        bucket = natsapp.Bucket(data["bucket"])
+        key = data["key"]
+        first = bucket.create(key, {"n": 1})
+        again = bucket.create(key, "again")
+        entry = bucket.get(key)
+        second = bucket.update(key, {"n": 2}, first)
+        stale = bucket.update(key, "stale", first)
+        bucket.put(key + ".tmp", b"bytes")
+        bucket.delete(key + ".tmp")
+        try:
+            natsapp.Bucket("OTHER").get("x")
+            denied = None
+        except natsapp.Denied as e:
+            denied = str(e)
+        natsapp.publish("testkit.out.kv", {
+            "first": first, "again": again, "value": entry.json(), "same_revision": entry.revision == first,
+            "second_newer": second > first, "stale": stale, "gone": bucket.get(key + ".tmp") is None,
+            "denied": denied,
+        })
     else:
         raise natsapp.Reject(f"unknown op {op!r}")

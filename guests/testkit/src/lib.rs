@@ -2,6 +2,7 @@
 //! so one component exercises every runtime behaviour. Results the tests
 //! check are published to `testkit.out.<op>`.
 
+use natsapp_guest::kv::Bucket;
 use natsapp_guest::{export_handler, Data, Error, Handler, Message, Result};
 use serde::Deserialize;
 use serde_json::json;
@@ -73,6 +74,47 @@ enum Op {
     /// Sleep `delay_ms`, then publish until it succeeds, at most
     /// `attempts` times; report the errors.
     PublishRetrying { subject: String, data: String, attempts: u32, delay_ms: u64 },
+    /// Run key-value calls in order; report each result on testkit.out.kv.
+    Kv { calls: Vec<KvCall> },
+    /// Write `n` values of `size` bytes under `fill.<i>`, stopping at the
+    /// first error; report how many were stored and the error.
+    KvFill { bucket: String, n: u64, size: usize },
+    /// Record `key` with create-if-absent; only the winner publishes `data`
+    /// to `subject`. Report who won on testkit.out.idempotent.
+    Idempotent { bucket: String, key: String, subject: String, data: String },
+}
+
+/// One key-value call of `Op::Kv`.
+#[derive(Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+enum KvCall {
+    Get { bucket: String, key: String },
+    Put { bucket: String, key: String, value: String },
+    Create { bucket: String, key: String, value: String },
+    Update { bucket: String, key: String, value: String, revision: u64 },
+    Delete { bucket: String, key: String },
+}
+
+impl KvCall {
+    /// The call's result as JSON: `{"ok": …}` or `{"error": "…"}`.
+    fn run(self) -> serde_json::Value {
+        let result = match self {
+            KvCall::Get { bucket, key } => Bucket::new(bucket).get(&key).map(|e| {
+                e.map(|e| json!({"value": String::from_utf8_lossy(&e.value), "revision": e.revision}))
+                    .unwrap_or(serde_json::Value::Null)
+            }),
+            KvCall::Put { bucket, key, value } => Bucket::new(bucket).put(&key, value).map(|r| json!(r)),
+            KvCall::Create { bucket, key, value } => Bucket::new(bucket).create(&key, value).map(|r| json!(r)),
+            KvCall::Update { bucket, key, value, revision } => {
+                Bucket::new(bucket).update(&key, value, revision).map(|r| json!(r))
+            }
+            KvCall::Delete { bucket, key } => Bucket::new(bucket).delete(&key).map(|()| json!(null)),
+        };
+        match result {
+            Ok(v) => json!({"ok": v}),
+            Err(e) => json!({"error": e.to_string()}),
+        }
+    }
 }
 
 struct TestKit;
@@ -173,6 +215,33 @@ impl Handler for TestKit {
                         "config": natsapp_guest::config::all(),
                     }),
                 )
+            }
+            Op::Kv { calls } => {
+                let results: Vec<serde_json::Value> = calls.into_iter().map(KvCall::run).collect();
+                report("kv", json!(results))
+            }
+            Op::KvFill { bucket, n, size } => {
+                let bucket = Bucket::new(bucket);
+                let value = vec![b'v'; size];
+                let mut stored = 0;
+                let mut error = None;
+                for i in 0..n {
+                    match bucket.put(&format!("fill.{i}"), &value) {
+                        Ok(_) => stored += 1,
+                        Err(e) => {
+                            error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                report("kv_fill", json!({"stored": stored, "error": error}))
+            }
+            Op::Idempotent { bucket, key, subject, data } => {
+                let won = Bucket::new(bucket).create(&key, "handled")?.is_some();
+                if won {
+                    natsapp_guest::publish(&subject, data)?;
+                }
+                report("idempotent", json!({"key": key, "won": won}))
             }
             Op::TryPublish { subject } => {
                 let result = natsapp_guest::publish(&subject, "x").map(|_| ()).map_err(|e| e.to_string());

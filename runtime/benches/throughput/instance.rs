@@ -57,6 +57,7 @@ pub(crate) async fn handler_cost(
         client.clone(),
         js.clone(),
         Arc::new(PublishRoutes::new(&config)),
+        Vec::new(),
         None,
     ));
     let handler = Arc::new(Handler::new(

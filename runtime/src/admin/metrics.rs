@@ -178,6 +178,21 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         MetricType::COUNTER,
         |s| counter(s.publish_failures),
     );
+    m.family(
+        "natsapp_kv_operations_total",
+        "Guest key-value calls, by operation and outcome (ok, conflict, denied, failed)",
+        MetricType::COUNTER,
+        subs.iter()
+            .flat_map(|s| {
+                s.kv.iter().map(move |(op, outcome, n)| {
+                    (
+                        subscriber(s, &[("op", op), ("outcome", outcome)]),
+                        counter(*n),
+                    )
+                })
+            })
+            .collect(),
+    );
     m.per_subscriber(
         subs,
         "natsapp_warm_instances",

@@ -15,7 +15,7 @@ pub mod values;
 
 use interpolate::{interpolate, InterpolateError};
 use raw::RawFile;
-pub use raw::{OutputIds, Retention, Storage};
+pub use raw::{KvAccess, OutputIds, Retention, Storage};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,8 @@ pub mod defaults {
     pub const TENANT_PUBLISH_RATE: u64 = 10_000;
     /// `quotas.publish_bytes` of a declared tenant, per second
     pub const TENANT_PUBLISH_BYTES: u64 = 64 << 20;
+    /// `buckets[].history`
+    pub const BUCKET_HISTORY: i64 = 1;
     /// `outputs.ids`
     pub const OUTPUT_IDS: super::raw::OutputIds = super::raw::OutputIds::Content;
     /// `instances`
@@ -82,6 +84,8 @@ pub struct Config {
     pub nats: NatsConfig,
     /// `[[streams]]`
     pub streams: Vec<StreamConfig>,
+    /// `[[buckets]]`
+    pub buckets: Vec<BucketConfig>,
     /// `[[publishers]]`
     pub publishers: Vec<PublisherConfig>,
     /// `[[subscribers]]`, the included files' too.
@@ -101,6 +105,8 @@ pub struct TenantConfig {
     pub quotas: Quotas,
     /// `grants.publish`: the most its subscribers may publish to (`None`: no bound).
     pub grant_publish: Option<Vec<Subject>>,
+    /// `grants.kv`: the buckets its subscribers may be granted (`None`: no bound).
+    pub grant_kv: Option<BTreeMap<String, KvAccess>>,
 }
 
 /// Limits across the subscribers that share them.
@@ -230,6 +236,27 @@ pub struct PublisherConfig {
     pub timeout: Duration,
 }
 
+/// `[[buckets]]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketConfig {
+    /// Bucket name.
+    pub name: String,
+    /// Create when missing.
+    pub declare: bool,
+    /// Values kept per key.
+    pub history: i64,
+    /// Values older than this are dropped.
+    pub max_age: Option<Duration>,
+    /// The most the bucket stores, in bytes.
+    pub max_bytes: Option<u64>,
+    /// The largest value, in bytes.
+    pub max_value_size: Option<u64>,
+    /// Where it keeps its values.
+    pub storage: Option<Storage>,
+    /// Replicas in a cluster.
+    pub replicas: Option<usize>,
+}
+
 /// `[[subscribers]]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriberConfig {
@@ -265,6 +292,8 @@ pub struct SubscriberConfig {
     pub dead_letter: Option<Subject>,
     /// Subjects the handler may publish and send requests to.
     pub publish: Vec<Subject>,
+    /// Key-value buckets the handler may use, and how.
+    pub kv: BTreeMap<String, KvAccess>,
     /// Guest memory cap in bytes.
     pub memory: u64,
     /// Wall-clock limit per message.

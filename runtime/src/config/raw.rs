@@ -19,6 +19,9 @@ pub struct RawFile {
     /// `[[streams]]`: streams to declare or verify.
     #[serde(default)]
     pub streams: Vec<RawStream>,
+    /// `[[buckets]]`: key-value buckets to declare or verify.
+    #[serde(default)]
+    pub buckets: Vec<RawBucket>,
     /// `[[publishers]]`: subjects handlers publish to, and how.
     #[serde(default)]
     pub publishers: Vec<RawPublisher>,
@@ -132,6 +135,9 @@ impl TryFrom<toml::Value> for Cores {
 pub struct RawGrants {
     /// `publish = ["acme.>"]`: every subscriber's `publish` entry must lie within these.
     pub publish: Option<Vec<Subject>>,
+    /// `kv = { ACME_STATE = "rw" }`: the buckets its subscribers may be
+    /// granted, and at most with which access.
+    pub kv: Option<BTreeMap<String, KvAccess>>,
 }
 
 /// `[service]`
@@ -226,6 +232,48 @@ pub struct RawStream {
     pub duplicate_window: Option<Dur>,
 }
 
+/// `[[buckets]]`: a JetStream key-value bucket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBucket {
+    /// `name = "PAYMENTS"`: letters, digits, `-` and `_`.
+    pub name: String,
+    /// `declare = true`: create it when missing (default). `false`: it must exist.
+    pub declare: Option<bool>,
+    /// `history = 1`: values kept per key (1–64).
+    pub history: Option<i64>,
+    /// `max_age = "24h"`: values older than this are dropped.
+    pub max_age: Option<Dur>,
+    /// `max_bytes = "1GiB"`: the most the bucket stores; writes past it fail.
+    pub max_bytes: Option<ByteSize>,
+    /// `max_value_size = "64KiB"`: the largest value a write may store.
+    pub max_value_size: Option<ByteSize>,
+    /// `storage = "file"` or `"memory"`
+    pub storage: Option<Storage>,
+    /// `replicas = 3`
+    pub replicas: Option<usize>,
+}
+
+/// What a subscriber may do with a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvAccess {
+    /// `"ro"`: read only.
+    Ro,
+    /// `"rw"`: read and write.
+    Rw,
+}
+
+impl KvAccess {
+    /// As written in service.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvAccess::Ro => "ro",
+            KvAccess::Rw => "rw",
+        }
+    }
+}
+
 /// Where a stream keeps its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -293,6 +341,10 @@ pub struct RawSubscriber {
     pub dead_letter: Option<Subject>,
     /// `publish = ["order.status", "inventory.>"]`: where the handler may publish.
     pub publish: Option<Vec<Subject>>,
+    /// `kv = { PAYMENTS = "rw", PRICES = "ro" }`: the key-value buckets the
+    /// handler may use, and how.
+    #[serde(default)]
+    pub kv: BTreeMap<String, KvAccess>,
     /// `limits = { memory = "64MiB", timeout = "5s" }`
     #[serde(default)]
     pub limits: RawLimits,

@@ -70,6 +70,10 @@ const WIT: &[(&str, &str)] = &[
         include_str!("../../../wit/publisher.wit"),
     ),
     (
+        "wit/keyvalue.wit",
+        include_str!("../../../wit/keyvalue.wit"),
+    ),
+    (
         "wit/deps/config/store.wit",
         include_str!("../../../wit/deps/config/store.wit"),
     ),
@@ -174,6 +178,10 @@ pub fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
             "natsapp-guest/src/lib.rs".into(),
             include_str!("../../../guest-sdk/rust/src/lib.rs")
                 .replace("path: \"../../wit\"", "path: \"wit\""),
+        ));
+        out.push((
+            "natsapp-guest/src/kv.rs".into(),
+            include_str!("../../../guest-sdk/rust/src/kv.rs").to_string(),
         ));
     }
     let wit_root = if lang == Lang::Rust {

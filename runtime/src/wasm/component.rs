@@ -6,10 +6,11 @@ use super::host::{HostState, ServicePre};
 use super::WasmRuntime;
 use std::path::Path;
 
-/// The WIT package version this runtime implements.
-pub const PACKAGE: &str = "natsapp:handler@0.1.0";
+/// The WIT package version this runtime implements; components built
+/// against any earlier 0.1 version link to it too.
+pub const PACKAGE: &str = "natsapp:handler@0.1.1";
 /// The export a handler must provide.
-pub const HANDLER_EXPORT: &str = "natsapp:handler/handler@0.1.0";
+pub const HANDLER_EXPORT: &str = "natsapp:handler/handler@0.1.1";
 
 /// Import prefixes the host provides.
 const PROVIDED: &[&str] = &[
@@ -20,8 +21,9 @@ const PROVIDED: &[&str] = &[
     "wasi:filesystem/",
     "wasi:sockets/",
     "wasi:config/store@0.2.0-rc.1",
-    "natsapp:handler/types@0.1.0",
-    "natsapp:handler/publisher@0.1.0",
+    "natsapp:handler/types@0.1.",
+    "natsapp:handler/publisher@0.1.",
+    "natsapp:handler/keyvalue@0.1.",
 ];
 
 /// A compiled handler and the SHA-256 of the file it came from.
@@ -31,6 +33,8 @@ pub struct Loaded {
     /// The file's SHA-256 in hex: a reload replaces a subscriber whose
     /// component bytes changed.
     pub digest: String,
+    /// The interfaces it imports, as named in the component.
+    pub imports: Vec<String>,
 }
 
 /// A component that cannot serve as a handler.
@@ -116,6 +120,14 @@ impl WasmRuntime {
         };
         self.loads[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(subscriber, component = %path.display(), ?cached, "component ready in {:?}", started.elapsed());
-        Ok(Loaded { pre, digest })
+        let imports = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        Ok(Loaded {
+            pre,
+            digest,
+            imports,
+        })
     }
 }

@@ -101,3 +101,35 @@ async fn order_processor_reserves_inventory_and_publishes_status(component: &str
         (4, 2, 2, 2)
     );
 }
+
+/// A component built against natsapp:handler@0.1.0 (its WIT kept as
+/// released in guests/compat-0-1-0/wit) runs on this runtime unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_built_against_0_1_0_still_runs() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &crate::kit_service("")
+            .replace(guests::TESTKIT, guests::COMPAT_0_1_0)
+            .replace("{testkit}", guests::COMPAT_0_1_0)
+            .replace("publish = [", "publish = [\"compat.out\", "),
+    );
+    let running = Running::start(&file).await;
+    let client = server.client().await;
+    let js = server.jetstream().await;
+    let mut out = subscribe(&client, "compat.out").await;
+    js_publish(&js, "in.kit", "hello from 0.1.0").await;
+    let m = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        futures::StreamExt::next(&mut out),
+    )
+    .await
+    .expect("an output")
+    .unwrap();
+    assert_eq!(&m.payload[..], b"hello from 0.1.0");
+    let headers = m.headers.unwrap();
+    assert_eq!(headers.get("Compat-Subject").unwrap().as_str(), "in.kit");
+    assert_eq!(headers.get("Compat-Delivered").unwrap().as_str(), "1");
+    drained(&js, "IN", "kit").await;
+    assert_eq!(settled_stats(&running, "kit").await.acked, 1);
+}

@@ -240,3 +240,47 @@ async fn javascript_default_parser() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_key_value() {
+    sdk_key_value(guests::PY_KIT, "subscriber \"kit\"").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_sdk_key_value() {
+    sdk_key_value(guests::JS_KIT, "denied: subscriber").await;
+}
+
+/// Create-if-absent, get, compare-and-swap, put, delete and a denied bucket
+/// through each SDK's `Bucket`, checked against the bucket itself.
+async fn sdk_key_value(component: &str, denied_starts: &str) {
+    let text = kit_service("kv = { STATE = \"rw\" }\n[[buckets]]\nname = \"STATE\"");
+    let kit = Kit::start(text.replace("{testkit}", component)).await;
+    let mut out = subscribe(&kit.client, "testkit.out.kv").await;
+    js_publish(
+        &kit.js,
+        "in.kit",
+        r#"{"op":"kv","bucket":"STATE","key":"order.7"}"#,
+    )
+    .await;
+    let mut report = next_json(&mut out, Duration::from_secs(20)).await;
+    let first = report["first"].as_u64().expect("create returns a revision");
+    let denied = report["denied"].take();
+    assert_eq!(
+        report,
+        serde_json::json!({"first": first, "again": null, "value": {"n": 1}, "same_revision": true,
+                           "second_newer": true, "stale": null, "gone": true, "denied": null})
+    );
+    let denied = denied.as_str().expect("a denied error");
+    assert!(denied.starts_with(denied_starts), "{denied}");
+    assert!(
+        denied.contains("subscriber \"kit\" is not granted bucket \"OTHER\""),
+        "{denied}"
+    );
+    let store = kit.js.get_key_value("STATE").await.unwrap();
+    let entry = store.entry("order.7").await.unwrap().unwrap();
+    assert_eq!(&entry.value[..], br#"{"n":2}"#);
+    assert!(entry.revision > first);
+    drained(&kit.js, "IN", "kit").await;
+    assert_eq!(settled_stats(&kit.running, "kit").await.acked, 1);
+}

@@ -365,6 +365,7 @@ async fn a_reused_instance_outlasts_the_store_handle_limit() {
         client.clone(),
         js.clone(),
         routes,
+        Vec::new(),
         None,
     ));
     let handler = Handler::new(pre, host, sub.timeout, sub.ack_wait, sub.instances);

@@ -262,7 +262,7 @@ async fn the_collector_is_checked_and_shown_in_the_plan() {
             1,
         ),
     );
-    let plan = natsapp_wasm::plan::Plan::new(&file.config()).to_string();
+    let plan = natsapp_wasm::plan::Plan::new(&file.config(), &Default::default()).to_string();
     assert!(
         plan.contains("\ntraces: OTLP/HTTP to http://127.0.0.1:4318/v1/traces\n"),
         "{plan}"

@@ -144,6 +144,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                         ),
                     },
                     grant_publish: t.grants.publish,
+                    grant_kv: t.grants.kv,
                 }
             })
             .collect()

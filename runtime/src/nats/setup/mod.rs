@@ -2,11 +2,14 @@
 //! is missing and may be declared; verifies what exists; never silently
 //! changes or ignores a stream or consumer that differs from the file
 //! (`streams`), and sets the fields of a durable the runtime manages in place
-//! (`consumers`).
+//! (`consumers`); opens the key-value buckets subscribers are granted
+//! (`buckets`).
 
+mod buckets;
 mod consumers;
 mod streams;
 
+pub use buckets::*;
 pub use consumers::*;
 pub use streams::*;
 
@@ -59,6 +62,22 @@ pub enum SetupError {
         /// The stream the file names for it, if any.
         expected: Option<String>,
     },
+    /// A bucket a subscriber is granted does not exist and is not declared.
+    #[error("bucket {bucket:?} (granted to subscriber {subscriber:?}) is neither declared in [[buckets]] nor present on the server")]
+    BucketMissing {
+        /// The bucket.
+        bucket: String,
+        /// The subscriber granted it.
+        subscriber: String,
+    },
+    /// A bucket exists with other settings than the file's.
+    #[error("bucket {bucket:?} on the server differs from [[buckets]] in the file: {}; change the file or the bucket (the runtime never changes it)", diffs.join("; "))]
+    BucketDiffers {
+        /// The bucket.
+        bucket: String,
+        /// One entry per differing field.
+        diffs: Vec<String>,
+    },
     /// A stream the service needs is gone and may not be declared again.
     #[error("stream {stream:?} is gone from the server")]
     StreamGone {
@@ -105,15 +124,24 @@ fn tenant_input(config: &Config, stream: &str) -> bool {
         .any(|s| s.tenant.is_some() && s.stream.as_str() == stream)
 }
 
+/// What a subscriber needs from the server to run.
+pub struct SubscriberSetup {
+    /// Its durable consumer.
+    pub consumer: PullConsumer,
+    /// The key-value buckets it is granted, opened.
+    pub buckets: Vec<OpenedBucket>,
+}
+
 /// Sets up one subscriber on `js` — its tenant's connection, or the
 /// service's: a tenant's input stream is declared (or verified) when the
 /// file lists it, else it must exist; its dead-letter subject must be
-/// captured by a stream; its durable is created or verified.
+/// captured by a stream; its buckets are opened; its durable is created or
+/// verified.
 pub async fn ensure_subscriber(
     js: &jetstream::Context,
     config: &Config,
     sub: &SubscriberConfig,
-) -> Result<PullConsumer, SetupError> {
+) -> Result<SubscriberSetup, SetupError> {
     if sub.tenant.is_some() {
         match config.streams.iter().find(|s| s.name == sub.stream) {
             Some(st) => ensure_stream(js, st).await?,
@@ -128,7 +156,11 @@ pub async fn ensure_subscriber(
         }
     }
     check_dead_letter(js, config, sub).await?;
-    ensure_consumer(js, sub).await
+    let buckets = open_buckets(js, config, sub).await?;
+    Ok(SubscriberSetup {
+        consumer: ensure_consumer(js, sub).await?,
+        buckets,
+    })
 }
 
 /// Whether a stream lookup failed because the stream does not exist.

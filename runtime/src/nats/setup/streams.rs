@@ -62,7 +62,7 @@ pub(super) async fn stream_exists(
     }
 }
 
-fn storage_of(s: Storage) -> StorageType {
+pub(super) fn storage_of(s: Storage) -> StorageType {
     match s {
         Storage::File => StorageType::File,
         Storage::Memory => StorageType::Memory,
@@ -77,6 +77,32 @@ fn retention_of(r: Retention) -> RetentionPolicy {
     }
 }
 
+/// Adds to `diffs` where `existing` keeps its messages differently from
+/// the file's `storage` and `replicas`, when the file gives them.
+pub(super) fn placement_diffs(
+    storage: Option<Storage>,
+    replicas: Option<usize>,
+    existing: &stream::Config,
+    diffs: &mut Vec<String>,
+) {
+    if let Some(s) = storage {
+        if storage_of(s) != existing.storage {
+            diffs.push(format!(
+                "storage: server has {:?}, file says {s:?}",
+                existing.storage
+            ));
+        }
+    }
+    if let Some(n) = replicas {
+        if n != existing.num_replicas {
+            diffs.push(format!(
+                "replicas: server has {}, file says {n}",
+                existing.num_replicas
+            ));
+        }
+    }
+}
+
 /// The settings of `existing` that differ from what the file asks for.
 pub fn stream_diffs(want: &StreamConfig, existing: &stream::Config) -> Vec<String> {
     let mut diffs = Vec::new();
@@ -87,27 +113,12 @@ pub fn stream_diffs(want: &StreamConfig, existing: &stream::Config) -> Vec<Strin
             "subjects: server has {have_subjects:?}, file says {want_subjects:?}"
         ));
     }
-    if let Some(s) = want.storage {
-        if storage_of(s) != existing.storage {
-            diffs.push(format!(
-                "storage: server has {:?}, file says {s:?}",
-                existing.storage
-            ));
-        }
-    }
+    placement_diffs(want.storage, want.replicas, existing, &mut diffs);
     if let Some(r) = want.retention {
         if retention_of(r) != existing.retention {
             diffs.push(format!(
                 "retention: server has {:?}, file says {r:?}",
                 existing.retention
-            ));
-        }
-    }
-    if let Some(n) = want.replicas {
-        if n != existing.num_replicas {
-            diffs.push(format!(
-                "replicas: server has {}, file says {n}",
-                existing.num_replicas
             ));
         }
     }

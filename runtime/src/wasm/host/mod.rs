@@ -1,6 +1,9 @@
 //! Host side of the WIT package `natsapp:handler`: generated bindings, the
-//! per-store state, and one file per interface (`types`, `publisher`).
+//! per-store state, and one file per interface (`types`, `publisher`,
+//! `keyvalue`). Each capability keeps its own state (the key-value buckets
+//! in [`keyvalue::KeyValue`]) and links over its own view of a store.
 
+pub mod keyvalue;
 mod publisher;
 mod types;
 
@@ -78,6 +81,8 @@ pub struct SubscriberHost {
     pub settler: Arc<Settler>,
     /// Where its messages' spans start, when traces are on.
     pub traces: Option<Arc<crate::traces::Traces>>,
+    /// The key-value buckets it is granted.
+    pub kv: keyvalue::KeyValue,
 }
 
 impl SubscriberHost {
@@ -89,6 +94,7 @@ impl SubscriberHost {
         client: async_nats::Client,
         jetstream: jetstream::Context,
         routes: Arc<PublishRoutes>,
+        buckets: Vec<crate::nats::setup::OpenedBucket>,
         previous: Option<&Settler>,
     ) -> Self {
         let settler = Arc::new(Settler::new(
@@ -112,7 +118,37 @@ impl SubscriberHost {
             quotas: SharedQuotas::default(),
             settler,
             traces: None,
+            kv: keyvalue::KeyValue::new(buckets),
         }
+    }
+
+    /// Counts one publish, request or key-value write of the message being
+    /// handled against the tenant's `publishes_per_message` quota.
+    pub(crate) fn count_call(&self, msg: &InFlight) -> Result<(), HostError> {
+        let quota = self.publishes_per_message;
+        if msg.outputs.attempt() > quota {
+            self.settler.stats.quota_refused();
+            return Err(HostError::Denied(format!(
+                "quota: subscriber {:?} may publish, send requests or write key-value entries {quota} times per message (publishes_per_message)",
+                &*self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Pays for sending `bytes` from the tenant's publish quotas; refused
+    /// at once when they are spent.
+    pub(crate) fn pay(&self, bytes: usize) -> Result<(), HostError> {
+        let Some(quota) = &self.quotas.publish else {
+            return Ok(());
+        };
+        quota.pay(bytes).map_err(|which| {
+            self.settler.stats.quota_refused();
+            HostError::Denied(format!(
+                "quota: subscriber {:?}'s tenant has used its {which}",
+                &*self.name
+            ))
+        })
     }
 }
 
@@ -154,5 +190,6 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> was
         HostState,
         wasmtime::component::HasSelf<HostState>,
     >(linker, |h| h)?;
+    keyvalue::add_to_linker(linker)?;
     Ok(())
 }

@@ -40,14 +40,7 @@ impl HostState {
     /// Checks the grant of `subject` and counts the call against the
     /// tenant's `publishes_per_message` quota.
     fn allowed(&self, subject: &str, what: Use) -> Result<(), Error> {
-        let quota = self.sub.publishes_per_message;
-        if self.msg.outputs.attempt() > quota {
-            self.sub.settler.stats.quota_refused();
-            return Err(Error::Denied(format!(
-                "quota: subscriber {:?} may publish or send requests {quota} times per message (publishes_per_message)",
-                &*self.sub.name
-            )));
-        }
+        self.sub.count_call(&self.msg)?;
         let reply_to = self
             .msg
             .message
@@ -62,21 +55,6 @@ impl HostState {
             what,
             reply_to,
         )?)
-    }
-
-    /// Pays for a publish or request of `bytes` from the tenant's publish
-    /// quotas; refused at once when they are spent.
-    fn pay(&self, bytes: usize) -> Result<(), Error> {
-        let Some(quota) = &self.sub.quotas.publish else {
-            return Ok(());
-        };
-        quota.pay(bytes).map_err(|which| {
-            self.sub.settler.stats.quota_refused();
-            Error::Denied(format!(
-                "quota: subscriber {:?}'s tenant has used its {which}",
-                &*self.sub.name
-            ))
-        })
     }
 }
 
@@ -99,7 +77,7 @@ impl Host for HostState {
     ) -> wasmtime::Result<Result<Option<PublishAck>, Error>> {
         if let Err(e) = self
             .allowed(&subject, Use::Publish)
-            .and_then(|()| self.pay(data.len()))
+            .and_then(|()| self.sub.pay(data.len()))
         {
             return Ok(Err(e));
         }
@@ -171,7 +149,7 @@ impl Host for HostState {
     ) -> wasmtime::Result<Result<Response, Error>> {
         if let Err(e) = self
             .allowed(&subject, Use::Request)
-            .and_then(|()| self.pay(data.len()))
+            .and_then(|()| self.sub.pay(data.len()))
         {
             return Ok(Err(e));
         }

@@ -15,6 +15,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("NOOP", "noop"),
     ("RELAY", "relay"),
     ("COMPAT_0_1_0", "compat-0-1-0"),
+    ("PAYMENT", "payment"),
 ];
 
 /// (constant, folder under guests/python/): built with componentize-py to
@@ -23,6 +24,7 @@ const PYTHON_GUESTS: &[(&str, &str)] = &[
     ("PY_ORDER_PROCESSOR", "order-processor"),
     ("PY_KIT", "kit"),
     ("PY_NOOP", "noop"),
+    ("PY_PAYMENT", "payment"),
 ];
 
 /// componentize-py: `COMPONENTIZE_PY`, else the repository's .venv.
@@ -84,6 +86,7 @@ const JS_GUESTS: &[(&str, &str)] = &[
     ("JS_ORDER_PROCESSOR", "order-processor"),
     ("JS_KIT", "kit"),
     ("JS_NOOP", "noop"),
+    ("JS_PAYMENT", "payment"),
 ];
 
 fn build_js(root: &Path, consts: &mut String) {

@@ -14,4 +14,4 @@ trap 'rm -rf "$stage"' EXIT
 cp "$src"/*.js "$stage"/
 cp "$sdk/natsapp.js" "$sdk/main.js" "$stage"/
 NODE_OPTIONS="--import $sdk/preopens.mjs" "$sdk/node_modules/.bin/componentize-js" "$stage/main.js" \
-    --wit "$wit" --world-name handler-sdk -d http fetch-event -o "$out"
+    --wit "$wit" --world-name handler-sdk -d fetch-event -o "$out"

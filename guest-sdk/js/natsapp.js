@@ -9,7 +9,9 @@
 //     publish("order.status", { order_id: data.order_id, status: "processed" });
 //   }                                          // returning acks; any other throw retries
 //
-// Runtime calls (publish, request, msg.ack(), …) are synchronous.
+// Runtime calls (publish, request, msg.ack(), …) are synchronous; `fetch`
+// (outbound HTTP, to the origins service.toml grants) is the standard async
+// one: write `export async function handle` and await it.
 // Build: ./build.sh (componentize-js 0.23; `natsapp-wasm new --lang js` sets it up).
 
 import * as publisher from "natsapp:handler/publisher@0.1.1";
@@ -202,22 +204,29 @@ export class Message {
   }
 }
 
-/** Adapts `handle(data, msg)` to the WIT export; used by main.js. */
+/** Adapts `handle(data, msg)` to the WIT export; used by main.js. An async
+ * `handle` (one that awaits `fetch`) is awaited: the component runs its event
+ * loop until the promise settles. */
 export function adapt(handle) {
-  return (data, msg) => {
-    try {
-      handle(parse(data), new Message(msg));
-    } catch (e) {
-      if (e instanceof Reject) throw { tag: "reject", val: e.reason };
-      if (e instanceof Retry) {
-        const delayMs = e.delayMs === undefined ? undefined : BigInt(Math.round(e.delayMs));
-        throw { tag: "retry", val: { delayMs, reason: e.reason } };
-      }
-      if (e instanceof HostError && (e.kind === "denied" || e.kind === "invalid")) {
-        throw { tag: "reject", val: e.message };
-      }
-      console.error(e && e.stack ? `${e}\n${e.stack}` : String(e));
-      throw { tag: "retry", val: { delayMs: undefined, reason: e instanceof Error ? `${e.name}: ${e.message}` : String(e) } };
+  const fail = (e) => {
+    if (e instanceof Reject) throw { tag: "reject", val: e.reason };
+    if (e instanceof Retry) {
+      const delayMs = e.delayMs === undefined ? undefined : BigInt(Math.round(e.delayMs));
+      throw { tag: "retry", val: { delayMs, reason: e.reason } };
     }
+    if (e instanceof HostError && (e.kind === "denied" || e.kind === "invalid")) {
+      throw { tag: "reject", val: e.message };
+    }
+    console.error(e && e.stack ? `${e}\n${e.stack}` : String(e));
+    throw { tag: "retry", val: { delayMs: undefined, reason: e instanceof Error ? `${e.name}: ${e.message}` : String(e) } };
+  };
+  return (data, msg) => {
+    let result;
+    try {
+      result = handle(parse(data), new Message(msg));
+    } catch (e) {
+      fail(e);
+    }
+    if (result && typeof result.then === "function") return result.then(() => undefined, fail);
   };
 }

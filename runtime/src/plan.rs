@@ -142,11 +142,37 @@ impl Plan {
             if sub.publish.is_empty() {
                 let _ = writeln!(s, "      nothing");
             }
+            let config: Vec<String> = sub
+                .config
+                .iter()
+                .map(|(k, v)| match sub.secrets.contains(k) {
+                    true => format!("{k} = (secret)"),
+                    false => format!("{k} = {v:?}"),
+                })
+                .collect();
+            if !config.is_empty() {
+                let _ = writeln!(s, "    config: {}", config.join(", "));
+            }
             let buckets: Vec<String> = sub
                 .kv
                 .iter()
                 .map(|(b, access)| format!("{b} ({})", access.as_str()))
                 .collect();
+            let origins: Vec<String> = sub.http.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                s,
+                "    http: {}",
+                if origins.is_empty() {
+                    "none".to_string()
+                } else {
+                    format!(
+                        "{} (timeout {}, responses up to {} KiB)",
+                        origins.join(", "),
+                        secs(sub.http_timeout),
+                        sub.http_response.div_ceil(1024)
+                    )
+                }
+            );
             let _ = writeln!(
                 s,
                 "    key-value buckets: {}",

@@ -181,7 +181,7 @@ impl Roster {
             Some((previous, retired)) => (previous, Some(retired)),
             None => (None, None),
         };
-        let mut host = SubscriberHost::new(
+        let host = SubscriberHost::new(
             s,
             conn.client.clone(),
             conn.jetstream.clone(),
@@ -189,7 +189,7 @@ impl Roster {
             setup.buckets,
             previous.as_deref().map(Subscriber::settler),
         );
-        host.quotas = conn.quotas.clone();
+        let mut host = host.with_quotas(s, conn.quotas.clone());
         host.traces = self.traces.clone();
         let host = Arc::new(host);
         let stop = match s.tenant.as_ref().and_then(|t| self.tenants.get(t)) {

@@ -41,6 +41,46 @@ pub struct SubscriberStats {
     publish_failures: AtomicU64,
     warm_instances: AtomicU64,
     kv: [[AtomicU64; KvOutcome::ALL.len()]; KvOp::ALL.len()],
+    http: [AtomicU64; HttpOutcome::ALL.len()],
+}
+
+/// How a guest's outbound HTTP request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpOutcome {
+    /// A response came (whatever its status).
+    Ok,
+    /// Refused before anything was sent: not granted, an internal address
+    /// not granted as one, or a quota.
+    Denied,
+    /// No connection, response or next body chunk in time.
+    Timeout,
+    /// A response body cut at `limits.http_response` (its request also
+    /// counted `ok` when the head came first).
+    TooLarge,
+    /// Anything else: refused connection, TLS, DNS, protocol errors.
+    Failed,
+}
+
+impl HttpOutcome {
+    /// Every outcome, in the order of the counters.
+    pub const ALL: [HttpOutcome; 5] = [
+        HttpOutcome::Ok,
+        HttpOutcome::Denied,
+        HttpOutcome::Timeout,
+        HttpOutcome::TooLarge,
+        HttpOutcome::Failed,
+    ];
+
+    /// The name in statistics and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpOutcome::Ok => "ok",
+            HttpOutcome::Denied => "denied",
+            HttpOutcome::Timeout => "timeout",
+            HttpOutcome::TooLarge => "too_large",
+            HttpOutcome::Failed => "failed",
+        }
+    }
 }
 
 /// A key-value call a guest makes.
@@ -218,6 +258,11 @@ impl SubscriberStats {
         self.rejected.fetch_add(1, Relaxed);
     }
 
+    /// A guest's outbound HTTP request ended with `outcome`.
+    pub fn http(&self, outcome: HttpOutcome) {
+        self.http[outcome as usize].fetch_add(1, Relaxed);
+    }
+
     /// A guest's key-value call ended with `outcome`.
     pub fn kv(&self, op: KvOp, outcome: KvOutcome) {
         self.kv[op as usize][outcome as usize].fetch_add(1, Relaxed);
@@ -338,6 +383,13 @@ impl SubscriberStats {
                     })
                 })
                 .collect(),
+            http: HttpOutcome::ALL
+                .iter()
+                .filter_map(|o| {
+                    let n = self.http[*o as usize].load(Relaxed);
+                    (n > 0).then(|| (o.as_str().to_string(), n))
+                })
+                .collect(),
         }
     }
 }
@@ -422,9 +474,19 @@ pub struct SubscriberSnapshot {
     pub warm_instances: u64,
     /// Key-value calls by (operation, outcome); only those that happened.
     pub kv: Vec<(String, String, u64)>,
+    /// Outbound HTTP requests by outcome; only those that happened.
+    pub http: Vec<(String, u64)>,
 }
 
 impl SubscriberSnapshot {
+    /// Outbound HTTP requests that ended with `outcome`.
+    pub fn http(&self, outcome: HttpOutcome) -> u64 {
+        self.http
+            .iter()
+            .find(|(o, _)| o == outcome.as_str())
+            .map_or(0, |(_, n)| *n)
+    }
+
     /// Key-value calls of `op` that ended with `outcome`.
     pub fn kv(&self, op: KvOp, outcome: KvOutcome) -> u64 {
         self.kv

@@ -8,6 +8,7 @@
 use crate::config::{Config, TenantConfig};
 use crate::fatal::Fatal;
 use crate::wasm::cpu::CpuBudget;
+use crate::wasm::host::http::HttpQuota;
 use crate::wasm::host::SharedQuotas;
 use crate::wasm::memory::MemoryPool;
 use crate::wasm::rate::{PublishQuota, RateLimit};
@@ -39,6 +40,14 @@ pub(crate) async fn connect(config: &Config, t: &TenantConfig) -> Tenant {
                 publish: Some(Arc::new(PublishQuota {
                     rate: t.quotas.publish_rate.map(RateLimit::new),
                     bytes: t.quotas.publish_bytes.map(RateLimit::new),
+                })),
+                http: Some(Arc::new(HttpQuota {
+                    rate: t.quotas.http_rate.map(RateLimit::new),
+                    concurrency: t
+                        .quotas
+                        .http_concurrency
+                        .map(|n| Arc::new(Semaphore::new(n))),
+                    concurrency_limit: t.quotas.http_concurrency.unwrap_or(0),
                 })),
             },
         })

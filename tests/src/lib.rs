@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub mod otlp;
+pub mod web;
 
 /// Paths of the guest components built by build.rs.
 pub mod guests {
@@ -442,4 +443,34 @@ pub fn sighup(child: &std::process::Child) {
 /// Sends SIGTERM to `child`.
 pub fn sigterm(child: &std::process::Child) {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+}
+
+/// A service.toml with tenant "acme" (`grants = { GRANTS }`) and its testkit
+/// subscriber "charge" (`KEYS` added), written to a fresh folder; the
+/// folder (kept alive) and the file's path.
+pub fn acme_service(grants: &str, keys: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+[service]
+name = "platform"
+
+[[tenants]]
+name = "acme"
+grants = {{ {grants} }}
+
+[[subscribers]]
+name = "charge"
+tenant = "acme"
+component = "{}"
+subject = "acme.in"
+stream = "ACME_IN"
+durable = "charge"
+{keys}
+"#,
+        guests::TESTKIT
+    );
+    let path = dir.path().join("service.toml");
+    std::fs::write(&path, toml).unwrap();
+    (dir, path)
 }

@@ -20,14 +20,19 @@ Build: ``componentize-py -d wit -w handler-sdk componentize natsapp_main -p . -o
 import json as _json
 
 from wit_world.imports import keyvalue as _keyvalue
+from wit_world.imports import outgoing_handler as _outgoing_handler
+from wit_world.imports import streams as _streams
+from wit_world.imports import wasi_http_types as _http
 from wit_world.imports import publisher as _publisher
 from wit_world.imports import store as _store
-from wit_world.imports import types as _types
+from wit_world.imports import natsapp_handler_types as _types
 from componentize_py_types import Err as _Err
+from componentize_py_types import Ok as _Ok
 
 __all__ = [
     "Reject", "Retry", "HostError", "Denied", "Timeout", "Unavailable", "Invalid",
-    "Message", "Bucket", "Entry", "publish", "request", "config", "parse", "encode",
+    "Message", "Bucket", "Entry", "HttpError", "HttpResponse", "http_request",
+    "publish", "request", "config", "parse", "encode",
 ]
 
 
@@ -214,6 +219,130 @@ class Bucket:
     def delete(self, key):
         """Deletes the key's value."""
         _call(_keyvalue.delete, self.name, key)
+
+
+class HttpError(Exception):
+    """An HTTP request got no response. ``kind`` is denied (not granted, an
+    internal address, a quota: the message names the rule), timeout,
+    too_large (the body passed ``limits.http_response``), invalid or failed."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _http_error(code):
+    kind = type(code).__name__.replace("ErrorCode_", "")
+    value = getattr(code, "value", None)
+    if kind == "InternalError" and isinstance(value, str) and value.startswith("denied: "):
+        return HttpError("denied", value)
+    if kind in ("ConnectionTimeout", "ConnectionReadTimeout", "HttpResponseTimeout", "DnsTimeout"):
+        return HttpError("timeout", "HTTP request timed out")
+    if kind == "HttpResponseBodySize":
+        return HttpError("too_large", "HTTP response body larger than the limit")
+    return HttpError("failed", f"HTTP request failed: {kind}" + (f" {value!r}" if value is not None else ""))
+
+
+class HttpResponse:
+    """``.status``, ``.headers`` (``(name, value)`` pairs), ``.body`` bytes; ``.text()``, ``.json()``."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name, default=None):
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return default
+
+    def text(self):
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self):
+        return _json.loads(self.body)
+
+
+_METHODS = {
+    "GET": _http.Method_Get, "HEAD": _http.Method_Head, "POST": _http.Method_Post,
+    "PUT": _http.Method_Put, "DELETE": _http.Method_Delete, "PATCH": _http.Method_Patch,
+    "OPTIONS": _http.Method_Options,
+}
+
+
+def http_request(method, url, body=None, headers=None, timeout=None):
+    """Sends an HTTP request through wasi:http to an origin the subscriber is
+    granted (``http = [...]`` in service.toml) and returns the whole
+    ``HttpResponse``; raises ``HttpError`` when no response comes. ``body`` is
+    sent as ``encode`` writes it (a dict as JSON); ``timeout`` in seconds
+    bounds connecting, the response and each body chunk (capped by the
+    runtime's ``limits.http_timeout``). Redirects are not followed."""
+    if url.startswith("https://"):
+        scheme, rest = _http.Scheme_Https(), url[len("https://"):]
+    elif url.startswith("http://"):
+        scheme, rest = _http.Scheme_Http(), url[len("http://"):]
+    else:
+        raise HttpError("invalid", f"{url!r} is not an http or https URL")
+    cut = min([i for i in (rest.find("/"), rest.find("?")) if i >= 0], default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    if not path.startswith("/"):
+        path = "/" + path
+    pairs = _headers(headers)
+    data = b"" if body is None else encode(body)
+    if body is not None and not isinstance(body, (bytes, bytearray, memoryview, str)):
+        if not any(n.lower() == "content-type" for n, _ in pairs):
+            pairs.append(("content-type", "application/json"))
+    try:
+        fields = _http.Fields.from_list([(n, v.encode("utf-8")) for n, v in pairs])
+    except _Err as e:
+        raise HttpError("invalid", f"header: {e.value}") from None
+    req = _http.OutgoingRequest(fields)
+    method_kind = _METHODS.get(method.upper())
+    req.set_method(method_kind() if method_kind else _http.Method_Other(method.upper()))
+    req.set_scheme(scheme)
+    req.set_authority(authority)
+    req.set_path_with_query(path)
+    out_body = req.body()
+    with out_body.write() as stream:
+        for i in range(0, len(data), 4096):
+            stream.blocking_write_and_flush(data[i:i + 4096])
+    _http.OutgoingBody.finish(out_body, None)
+    options = None
+    if timeout is not None:
+        ns = int(timeout * 1_000_000_000)
+        options = _http.RequestOptions()
+        options.set_connect_timeout(ns)
+        options.set_first_byte_timeout(ns)
+        options.set_between_bytes_timeout(ns)
+    try:
+        future = _outgoing_handler.handle(req, options)
+    except _Err as e:
+        raise _http_error(e.value) from None
+    with future.subscribe() as pollable:
+        pollable.block()
+    result = future.get()
+    if result is None or not isinstance(result, _Ok):
+        raise HttpError("failed", "HTTP request failed: no response")
+    if not isinstance(result.value, _Ok):
+        raise _http_error(result.value.value)
+    response = result.value.value
+    status = response.status()
+    with response.headers() as fields:
+        resp_headers = [(n, v.decode("utf-8", errors="replace")) for n, v in fields.entries()]
+    incoming = response.consume()
+    chunks = []
+    with incoming.stream() as stream:
+        while True:
+            try:
+                chunks.append(stream.blocking_read(65536))
+            except _Err as e:
+                if isinstance(e.value, _streams.StreamError_Closed):
+                    break
+                code = _http.http_error_code(e.value.value)
+                raise (_http_error(code) if code is not None else HttpError("failed", e.value.value.to_debug_string())) from None
+    _http.IncomingBody.finish(incoming)
+    return HttpResponse(status, resp_headers, b"".join(chunks))
 
 
 def config(key, default=None):

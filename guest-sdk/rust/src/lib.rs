@@ -39,6 +39,7 @@ pub mod bindings {
     });
 }
 
+pub mod http;
 pub mod kv;
 
 use bindings::exports::natsapp::handler::handler as export;

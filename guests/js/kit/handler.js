@@ -45,6 +45,19 @@ export function handle(data, msg) {
     case "denied":
       publish(data.subject, "x");
       return;
+    case "http":
+      return (async () => {
+        try {
+          const resp = await fetch(data.url, {
+            method: data.method,
+            headers: { "x-echo": "from javascript" },
+            body: data.body === null || data.body === undefined ? undefined : JSON.stringify(data.body),
+          });
+          publish("testkit.out.http", { status: resp.status, body: await resp.text(), echo: resp.headers.get("x-echo") });
+        } catch (e) {
+          publish("testkit.out.http", { error: String(e && e.message), kind: "error" });
+        }
+      })();
     case "kv": {
       const bucket = new Bucket(data.bucket);
       const key = data.key;

@@ -50,6 +50,13 @@ def handle(data, msg):
             natsapp.publish("testkit.out.enc", value)
     elif op == "term":
         msg.term("not for us")
+    elif op == "http":
+        try:
+            resp = natsapp.http_request(data["method"], data["url"], body=data.get("body"),
+                                        headers={"x-echo": "from python"}, timeout=data.get("timeout"))
+            natsapp.publish("testkit.out.http", {"status": resp.status, "body": resp.text(), "echo": resp.header("x-echo")})
+        except natsapp.HttpError as e:
+            natsapp.publish("testkit.out.http", {"error": str(e), "kind": e.kind})
     elif op == "kv":
         bucket = natsapp.Bucket(data["bucket"])
         key = data["key"]

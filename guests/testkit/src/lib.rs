@@ -79,6 +79,11 @@ enum Op {
     /// Write `n` values of `size` bytes under `fill.<i>`, stopping at the
     /// first error; report how many were stored and the error.
     KvFill { bucket: String, n: u64, size: usize },
+    /// Send an HTTP request, following up to `follow` redirects (each a
+    /// new request); report status and body, or the error, on testkit.out.http.
+    Http { method: String, url: String, body: Option<String>, timeout_ms: Option<u64>, follow: Option<u32> },
+    /// Send `n` GET requests to `url`; report how many got a response and the first error.
+    HttpFlood { url: String, n: u32 },
     /// Record `key` with create-if-absent; only the winner publishes `data`
     /// to `subject`. Report who won on testkit.out.idempotent.
     Idempotent { bucket: String, key: String, subject: String, data: String },
@@ -235,6 +240,43 @@ impl Handler for TestKit {
                     }
                 }
                 report("kv_fill", json!({"stored": stored, "error": error}))
+            }
+            Op::Http { method, url, body, timeout_ms, follow } => {
+                let mut url = url;
+                let mut redirects = follow.unwrap_or(0);
+                let result = loop {
+                    let mut req = natsapp_guest::http::Request::new(&method, &url);
+                    if let Some(b) = &body {
+                        req = req.body(b.clone());
+                    }
+                    if let Some(ms) = timeout_ms {
+                        req = req.timeout(Duration::from_millis(ms));
+                    }
+                    match req.send() {
+                        Ok(r) if (300..400).contains(&r.status) && redirects > 0 => {
+                            redirects -= 1;
+                            url = r.header("location").unwrap_or_default().to_string();
+                        }
+                        other => break other,
+                    }
+                };
+                match result {
+                    Ok(r) => report("http", json!({"status": r.status, "body": r.text(), "echo": r.header("x-echo")})),
+                    Err(e) => report("http", json!({"error": e.to_string(), "kind": format!("{e:?}").split('(').next().unwrap_or("").to_string()})),
+                }
+            }
+            Op::HttpFlood { url, n } => {
+                let mut answered = 0;
+                let mut first_error = None;
+                for _ in 0..n {
+                    match natsapp_guest::http::get(&url) {
+                        Ok(_) => answered += 1,
+                        Err(e) => {
+                            first_error.get_or_insert(e.to_string());
+                        }
+                    }
+                }
+                report("http_flood", json!({"answered": answered, "error": first_error}))
             }
             Op::Idempotent { bucket, key, subject, data } => {
                 let won = Bucket::new(bucket).create(&key, "handled")?.is_some();

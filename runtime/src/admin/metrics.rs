@@ -193,6 +193,18 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
             })
             .collect(),
     );
+    m.family(
+        "natsapp_http_requests_total",
+        "Guest outbound HTTP requests, by outcome (ok, denied, timeout, too_large, failed)",
+        MetricType::COUNTER,
+        subs.iter()
+            .flat_map(|s| {
+                s.http
+                    .iter()
+                    .map(move |(outcome, n)| (subscriber(s, &[("outcome", outcome)]), counter(*n)))
+            })
+            .collect(),
+    );
     m.per_subscriber(
         subs,
         "natsapp_warm_instances",

@@ -9,11 +9,14 @@
 
 mod include;
 mod interpolate;
+pub mod origin;
 pub mod raw;
+pub mod secrets;
 mod validate;
 pub mod values;
 
 use interpolate::{interpolate, InterpolateError};
+pub use origin::Origin;
 use raw::RawFile;
 pub use raw::{KvAccess, OutputIds, Retention, Storage};
 use std::collections::BTreeMap;
@@ -63,6 +66,14 @@ pub mod defaults {
     pub const TENANT_PUBLISH_RATE: u64 = 10_000;
     /// `quotas.publish_bytes` of a declared tenant, per second
     pub const TENANT_PUBLISH_BYTES: u64 = 64 << 20;
+    /// `limits.http_timeout`
+    pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `limits.http_response`
+    pub const HTTP_RESPONSE: u64 = 4 << 20;
+    /// `quotas.http_rate` of a declared tenant, per second
+    pub const TENANT_HTTP_RATE: u64 = 1000;
+    /// `quotas.http_concurrency` of a declared tenant
+    pub const TENANT_HTTP_CONCURRENCY: usize = 64;
     /// `buckets[].history`
     pub const BUCKET_HISTORY: i64 = 1;
     /// `outputs.ids`
@@ -107,6 +118,8 @@ pub struct TenantConfig {
     pub grant_publish: Option<Vec<Subject>>,
     /// `grants.kv`: the buckets its subscribers may be granted (`None`: no bound).
     pub grant_kv: Option<BTreeMap<String, KvAccess>>,
+    /// `grants.http`: the origins its subscribers may be granted (`None`: no bound).
+    pub grant_http: Option<Vec<Origin>>,
 }
 
 /// Limits across the subscribers that share them.
@@ -124,6 +137,10 @@ pub struct Quotas {
     pub publish_rate: Option<u64>,
     /// Payload bytes published per second (`None`: no quota).
     pub publish_bytes: Option<u64>,
+    /// Outbound HTTP requests per second (`None`: no quota).
+    pub http_rate: Option<u64>,
+    /// Outbound HTTP requests in flight at once (`None`: no quota).
+    pub http_concurrency: Option<usize>,
 }
 
 /// `[service]`, validated.
@@ -294,12 +311,21 @@ pub struct SubscriberConfig {
     pub publish: Vec<Subject>,
     /// Key-value buckets the handler may use, and how.
     pub kv: BTreeMap<String, KvAccess>,
+    /// Origins the handler may send HTTP requests to.
+    pub http: Vec<Origin>,
+    /// The longest an HTTP request may wait: to connect, for its response,
+    /// between body chunks.
+    pub http_timeout: Duration,
+    /// The largest HTTP response body, in bytes.
+    pub http_response: u64,
     /// Guest memory cap in bytes.
     pub memory: u64,
     /// Wall-clock limit per message.
     pub timeout: Duration,
     /// wasi:config values.
     pub config: BTreeMap<String, String>,
+    /// The `config` keys whose values are secret.
+    pub secrets: std::collections::BTreeSet<String>,
     /// Wait for the server to confirm each ack.
     pub double_ack: bool,
     /// Fresh or reused instances.

@@ -104,6 +104,10 @@ pub struct RawQuotas {
     pub publish_rate: Option<PerSecond>,
     /// `publish_bytes = "10MiB/s"`: payload bytes published per second across its subscribers.
     pub publish_bytes: Option<PerSecond>,
+    /// `http_rate = "100/s"`: outbound HTTP requests per second across its subscribers.
+    pub http_rate: Option<PerSecond>,
+    /// `http_concurrency = 16`: outbound HTTP requests in flight at once across its subscribers.
+    pub http_concurrency: Option<usize>,
 }
 
 /// A number of cores, written `"0.5"` or `0.5`.
@@ -138,6 +142,8 @@ pub struct RawGrants {
     /// `kv = { ACME_STATE = "rw" }`: the buckets its subscribers may be
     /// granted, and at most with which access.
     pub kv: Option<BTreeMap<String, KvAccess>>,
+    /// `http = ["https://*.acme.example"]`: every subscriber's `http` entry must lie within these.
+    pub http: Option<Vec<RawOrigin>>,
 }
 
 /// `[service]`
@@ -254,6 +260,38 @@ pub struct RawBucket {
     pub replicas: Option<usize>,
 }
 
+/// An `http` grant entry: `"https://host[:port]"`, or
+/// `{ origin = "http://host:port", internal = true }` to let a name reach
+/// internal addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawOrigin {
+    /// `"https://api.example.com"`
+    Plain(String),
+    /// `{ origin = "…", internal = true }`
+    Table {
+        /// The origin.
+        origin: String,
+        /// Whether a name may resolve to an internal address.
+        #[serde(default)]
+        internal: bool,
+    },
+}
+
+/// A `config` value: `"eu"`, or `{ secret = "${API_KEY}" }` for one the
+/// runtime never shows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawConfigValue {
+    /// A plain value.
+    Plain(String),
+    /// `{ secret = "…" }`
+    Secret {
+        /// The value.
+        secret: String,
+    },
+}
+
 /// What a subscriber may do with a bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -341,6 +379,10 @@ pub struct RawSubscriber {
     pub dead_letter: Option<Subject>,
     /// `publish = ["order.status", "inventory.>"]`: where the handler may publish.
     pub publish: Option<Vec<Subject>>,
+    /// `http = ["https://api.example.com"]`: origins the handler may send
+    /// HTTP requests to.
+    #[serde(default)]
+    pub http: Vec<RawOrigin>,
     /// `kv = { PAYMENTS = "rw", PRICES = "ro" }`: the key-value buckets the
     /// handler may use, and how.
     #[serde(default)]
@@ -348,9 +390,10 @@ pub struct RawSubscriber {
     /// `limits = { memory = "64MiB", timeout = "5s" }`
     #[serde(default)]
     pub limits: RawLimits,
-    /// `config = { region = "eu" }`: values the guest reads through wasi:config.
+    /// `config = { region = "eu", api_key = { secret = "${API_KEY}" } }`:
+    /// values the guest reads through wasi:config; secret ones are never shown.
     #[serde(default)]
-    pub config: BTreeMap<String, String>,
+    pub config: BTreeMap<String, RawConfigValue>,
     /// `instances = "reuse"` (default: a warm pool of up to `concurrency`
     /// instances) or `"per-message"` (a fresh instance for every message).
     pub instances: Option<InstanceMode>,
@@ -455,4 +498,9 @@ pub struct RawLimits {
     pub memory: Option<ByteSize>,
     /// `timeout = "5s"`: wall-clock limit of one `handle` call.
     pub timeout: Option<Dur>,
+    /// `http_timeout = "10s"`: the longest an outbound HTTP request may wait
+    /// to connect, for its response, and between body chunks.
+    pub http_timeout: Option<Dur>,
+    /// `http_response = "4MiB"`: the largest response body a request may receive.
+    pub http_response: Option<ByteSize>,
 }

@@ -246,6 +246,8 @@ publish = ["acme.payments.>"]
             memory: Some(defaults::TENANT_MEMORY),
             publish_rate: Some(defaults::TENANT_PUBLISH_RATE),
             publish_bytes: Some(defaults::TENANT_PUBLISH_BYTES),
+            http_rate: Some(defaults::TENANT_HTTP_RATE),
+            http_concurrency: Some(defaults::TENANT_HTTP_CONCURRENCY),
         }
     );
     let s = c.subscriber("charge").unwrap();

@@ -81,6 +81,34 @@ const WIT: &[(&str, &str)] = &[
         "wit/deps/config/world.wit",
         include_str!("../../../wit/deps/config/world.wit"),
     ),
+    (
+        "wit/deps/cli/cli.wit",
+        include_str!("../../../wit/deps/cli/cli.wit"),
+    ),
+    (
+        "wit/deps/clocks/clocks.wit",
+        include_str!("../../../wit/deps/clocks/clocks.wit"),
+    ),
+    (
+        "wit/deps/filesystem/filesystem.wit",
+        include_str!("../../../wit/deps/filesystem/filesystem.wit"),
+    ),
+    (
+        "wit/deps/http/http.wit",
+        include_str!("../../../wit/deps/http/http.wit"),
+    ),
+    (
+        "wit/deps/io/io.wit",
+        include_str!("../../../wit/deps/io/io.wit"),
+    ),
+    (
+        "wit/deps/random/random.wit",
+        include_str!("../../../wit/deps/random/random.wit"),
+    ),
+    (
+        "wit/deps/sockets/sockets.wit",
+        include_str!("../../../wit/deps/sockets/sockets.wit"),
+    ),
 ];
 
 /// The files of a `lang` project named `name`, by relative path.
@@ -183,6 +211,10 @@ pub fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
             "natsapp-guest/src/kv.rs".into(),
             include_str!("../../../guest-sdk/rust/src/kv.rs").to_string(),
         ));
+        out.push((
+            "natsapp-guest/src/http.rs".into(),
+            include_str!("../../../guest-sdk/rust/src/http.rs").to_string(),
+        ));
     }
     let wit_root = if lang == Lang::Rust {
         "natsapp-guest/"
@@ -264,6 +296,7 @@ mod tests {
             assert!(
                 files
                     .iter()
+                    .filter(|(p, _)| !p.contains("wit/"))
                     .all(|(_, t)| !t.contains("{name}") && !t.contains("{module}")),
                 "{lang}: unfilled placeholder"
             );

@@ -20,6 +20,7 @@ const PROVIDED: &[&str] = &[
     "wasi:random/",
     "wasi:filesystem/",
     "wasi:sockets/",
+    "wasi:http/",
     "wasi:config/store@0.2.0-rc.1",
     "natsapp:handler/types@0.1.",
     "natsapp:handler/publisher@0.1.",

@@ -26,6 +26,7 @@ const TAIL: usize = 2048;
 /// Output collected from one store.
 pub struct GuestOutput {
     subscriber: Arc<str>,
+    secrets: Arc<crate::config::secrets::Secrets>,
     budget: AtomicUsize,
     stderr_tail: Mutex<String>,
     /// Lines written since the last [`flush`](GuestOutput::flush): stdout's,
@@ -40,10 +41,11 @@ struct Pending {
 }
 
 impl GuestOutput {
-    /// Output for a store of `subscriber`.
-    pub fn new(subscriber: Arc<str>) -> Arc<Self> {
+    /// Output for a store of `subscriber`, with its `secrets` masked.
+    pub fn new(subscriber: Arc<str>, secrets: Arc<crate::config::secrets::Secrets>) -> Arc<Self> {
         Arc::new(GuestOutput {
             subscriber,
+            secrets,
             budget: AtomicUsize::new(BUDGET),
             stderr_tail: Mutex::new(String::new()),
             pending: Mutex::new(Pending::default()),
@@ -69,6 +71,13 @@ impl GuestOutput {
     fn emit(&self, stderr: bool, line: &[u8]) {
         let line = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]);
         let line = line.trim_end_matches(['\r', '\n']);
+        let masked;
+        let line = if self.secrets.is_empty() {
+            line
+        } else {
+            masked = self.secrets.mask(line);
+            masked.as_str()
+        };
         let cost = line.len() + LINE_COST;
         let left = self
             .budget
@@ -257,7 +266,7 @@ mod tests {
 
     #[test]
     fn empty_lines_use_up_the_budget_too() {
-        let out = GuestOutput::new("kit".into());
+        let out = GuestOutput::new("kit".into(), Default::default());
         for _ in 0..BUDGET / LINE_COST {
             out.emit(false, b"\n");
         }

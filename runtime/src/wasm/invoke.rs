@@ -87,7 +87,7 @@ impl Handler {
 
     /// A new store and instance, for `msg`.
     async fn instantiate(&self, msg: &Arc<InFlight>) -> Result<Warm, Outcome> {
-        let output = GuestOutput::new(self.host.name.clone());
+        let output = GuestOutput::new(self.host.name.clone(), self.host.secrets.clone());
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestLog::stdout(&output))
             .stderr(GuestLog::stderr(&output))
@@ -104,6 +104,8 @@ impl Handler {
             sub: self.host.clone(),
             msg: msg.clone(),
             cpu_reserved: false,
+            http: Default::default(),
+            http_hooks: crate::wasm::host::http::HttpHooks(self.host.http.clone()),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -219,7 +221,16 @@ impl Handler {
             }
         }
         let memory_exceeded = warm.store.data().limiter.exceeded;
-        let outcome = classify(result, memory_exceeded, self.timeout, &warm.output);
+        let outcome = match classify(result, memory_exceeded, self.timeout, &warm.output) {
+            // A reason is the guest's text: keep its secrets out of the
+            // log, the statistics and the dead-letter headers.
+            Outcome::Retry { delay, reason } => Outcome::Retry {
+                delay,
+                reason: self.host.secrets.mask(&reason),
+            },
+            Outcome::Reject(reason) => Outcome::Reject(self.host.secrets.mask(&reason)),
+            other => other,
+        };
         if let Instances::Reuse { max_uses } = self.instances {
             warm.uses += 1;
             let healthy = !matches!(outcome, Outcome::Failed { .. });

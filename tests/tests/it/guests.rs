@@ -133,3 +133,113 @@ async fn a_component_built_against_0_1_0_still_runs() {
     drained(&js, "IN", "kit").await;
     assert_eq!(settled_stats(&running, "kit").await.acked, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_payment() {
+    payment_charges_once_over_http_and_publishes_success(guests::PAYMENT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_payment() {
+    payment_charges_once_over_http_and_publishes_success(guests::PY_PAYMENT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_payment() {
+    payment_charges_once_over_http_and_publishes_success(guests::JS_PAYMENT).await;
+}
+
+/// The same checks for every language's port of the wrapper's payment
+/// example, run with examples/payment/service.toml against a payment
+/// service on loopback.
+async fn payment_charges_once_over_http_and_publishes_success(component: &str) {
+    let api = natsapp_wasm_tests::web::WebServer::start("").await;
+    let server = NatsServer::start();
+    let example =
+        std::fs::read_to_string(repo_root().join("examples/payment/service.toml")).unwrap();
+    let text = example
+        .replace("nats://localhost:4222", "{url}")
+        .replace("http://127.0.0.1:8080", &api.origin())
+        .replace(
+            "../../guests/target/wasm32-wasip2/release/payment.wasm",
+            component,
+        );
+    let file = ServiceFile::new(&server, &text);
+    let running = Running::start(&file).await;
+    let js = server.jetstream().await;
+    let pay = |id: &str, amount: f64| {
+        serde_json::json!({"payment_id": id, "amount": amount, "currency": "EUR"}).to_string()
+    };
+
+    js_publish(&js, "payment.process", pay("p1", 30.5)).await;
+    stream_has(&js, "PAYMENT_EVENTS", 1).await;
+    // The same request again: the idempotency record answers, no charge.
+    js_publish(&js, "payment.process", pay("p1", 30.5)).await;
+    // The service fails once (503): retried, then charged.
+    js_publish(&js, "payment.process", pay("flaky-7", 12.5)).await;
+    // Declined (402) and invalid: rejected, dead-lettered, never retried.
+    js_publish(&js, "payment.process", pay("big", 5000.0)).await;
+    js_publish(
+        &js,
+        "payment.process",
+        r#"{"payment_id":"bad","amount":-1,"currency":"EUR"}"#,
+    )
+    .await;
+    stream_has(&js, "PAYMENT_DLQ", 2).await;
+    drained(&js, "PAYMENT_STREAM", "payment_processor").await;
+
+    let mut events = json_messages(&js, "PAYMENT_EVENTS", 2).await;
+    events.sort_by_key(|e| e["payment_id"].as_str().unwrap().to_string());
+    assert_eq!(
+        events,
+        vec![
+            serde_json::json!({"payment_id": "flaky-7", "charge_id": "ch_flaky-7", "amount": 12.5, "currency": "EUR"}),
+            serde_json::json!({"payment_id": "p1", "charge_id": "ch_p1", "amount": 30.5, "currency": "EUR"}),
+        ]
+    );
+    assert_eq!(
+        stream_messages(&js, "PAYMENT_EVENTS").await,
+        2,
+        "one success event per payment"
+    );
+    let charges = api.charges();
+    assert_eq!(
+        (charges.get("p1"), charges.get("attempts:p1")),
+        (Some(&1), Some(&1)),
+        "the repeated request did not call the service: {charges:?}"
+    );
+    assert_eq!(charges.get("flaky-7"), Some(&1), "{charges:?}");
+    assert_eq!(charges.get("attempts:flaky-7"), Some(&2), "{charges:?}");
+    assert_eq!(charges.get("big"), None, "{charges:?}");
+    let record = js
+        .get_key_value("PAYMENTS")
+        .await
+        .unwrap()
+        .get("charged.p1")
+        .await
+        .unwrap()
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(record["charge_id"], "ch_p1");
+
+    let dlq = js.get_stream("PAYMENT_DLQ").await.unwrap();
+    let mut reasons = Vec::new();
+    for seq in 1..=2 {
+        let m = dlq.get_raw_message(seq).await.unwrap();
+        reasons.push(
+            m.headers
+                .get("Natsapp-Reason")
+                .unwrap()
+                .as_str()
+                .to_string(),
+        );
+    }
+    reasons.sort();
+    assert!(reasons[0].starts_with("invalid payment"), "{reasons:?}");
+    assert!(
+        reasons[1].starts_with("payment declined (402)"),
+        "{reasons:?}"
+    );
+    let s = settled_stats(&running, "process-payment").await;
+    assert_eq!((s.acked, s.termed, s.retried), (3, 2, 1));
+}

@@ -353,27 +353,10 @@ async fn buckets_must_exist_or_be_declared_and_match_the_file() {
 
 #[test]
 fn grants_are_checked_against_the_tenant_and_shown_by_check() {
-    let dir = tempfile::tempdir().unwrap();
-    let toml = r#"
-[service]
-name = "platform"
-
-[[tenants]]
-name = "acme"
-grants = { kv = { ACME_STATE = "rw", ACME_PRICES = "ro" } }
-
-[[subscribers]]
-name = "charge"
-tenant = "acme"
-component = "{testkit}"
-subject = "acme.in"
-stream = "ACME_IN"
-durable = "charge"
-kv = { ACME_STATE = "rw", ACME_PRICES = "rw", BETA_STATE = "ro", "bad.name" = "ro" }
-"#
-    .replace("{testkit}", guests::TESTKIT);
-    let path = dir.path().join("service.toml");
-    std::fs::write(&path, &toml).unwrap();
+    let (_dir, path) = acme_service(
+        r#"kv = { ACME_STATE = "rw", ACME_PRICES = "ro" }"#,
+        r#"kv = { ACME_STATE = "rw", ACME_PRICES = "rw", BETA_STATE = "ro", "bad.name" = "ro" }"#,
+    );
     let err = natsapp_wasm::config::Config::load(&path)
         .unwrap_err()
         .to_string();
@@ -385,11 +368,10 @@ kv = { ACME_STATE = "rw", ACME_PRICES = "rw", BETA_STATE = "ro", "bad.name" = "r
         assert!(err.contains(expected), "expected {expected:?} in\n{err}");
     }
 
-    let fixed = toml.replace(
-        r#"kv = { ACME_STATE = "rw", ACME_PRICES = "rw", BETA_STATE = "ro", "bad.name" = "ro" }"#,
+    let (_dir, path) = acme_service(
+        r#"kv = { ACME_STATE = "rw", ACME_PRICES = "ro" }"#,
         r#"kv = { ACME_STATE = "rw", ACME_PRICES = "ro" }"#,
     );
-    std::fs::write(&path, &fixed).unwrap();
     let config = natsapp_wasm::config::Config::load(&path).unwrap();
     let plan = natsapp_wasm::check(&config).unwrap().to_string();
     assert!(

@@ -284,3 +284,96 @@ async fn sdk_key_value(component: &str, denied_starts: &str) {
     drained(&kit.js, "IN", "kit").await;
     assert_eq!(settled_stats(&kit.running, "kit").await.acked, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_http() {
+    sdk_http(guests::PY_KIT, "from python", None).await;
+}
+
+/// A POST through the SDK's HTTP helper to a granted loopback server, a
+/// 500 answered, and a request to an origin not granted denied (reported as
+/// `denied_as` when the language's client hides the runtime's text).
+async fn sdk_http(component: &str, echo: &str, denied_as: Option<serde_json::Value>) {
+    let api = natsapp_wasm_tests::web::WebServer::start("").await;
+    let other = natsapp_wasm_tests::web::WebServer::start("").await;
+    let text = kit_service(&format!("http = [\"{}\"]", api.origin()));
+    let kit = Kit::start(text.replace("{testkit}", component)).await;
+    let mut out = subscribe(&kit.client, "testkit.out.http").await;
+    let send = |method: &str, url: String, body: serde_json::Value| {
+        serde_json::json!({"op": "http", "method": method, "url": url, "body": body}).to_string()
+    };
+    js_publish(
+        &kit.js,
+        "in.kit",
+        send(
+            "POST",
+            format!("{}/echo", api.origin()),
+            serde_json::json!({"amount": 30.5}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut out, Duration::from_secs(20)).await,
+        serde_json::json!({"status": 200, "body": "{\"amount\":30.5}", "echo": echo})
+    );
+    js_publish(
+        &kit.js,
+        "in.kit",
+        send(
+            "GET",
+            format!("{}/fail", api.origin()),
+            serde_json::Value::Null,
+        ),
+    )
+    .await;
+    let failed = next_json(&mut out, Duration::from_secs(20)).await;
+    assert_eq!(
+        (&failed["status"], &failed["body"]),
+        (
+            &serde_json::json!(500),
+            &serde_json::json!("payment service down")
+        )
+    );
+    js_publish(
+        &kit.js,
+        "in.kit",
+        send(
+            "GET",
+            format!("{}/ok", other.origin()),
+            serde_json::Value::Null,
+        ),
+    )
+    .await;
+    let denied = next_json(&mut out, Duration::from_secs(20)).await;
+    let rule = format!(
+        "denied: subscriber \"kit\" is not granted {} (http = [\"{}\"] in service.toml)",
+        other.origin(),
+        api.origin()
+    );
+    assert_eq!(
+        denied,
+        denied_as.unwrap_or_else(|| serde_json::json!({"error": rule, "kind": "denied"}))
+    );
+    assert_eq!((api.hits(), other.hits()), (2, 0));
+    drained(&kit.js, "IN", "kit").await;
+    let s = settled_stats(&kit.running, "kit").await;
+    assert_eq!(
+        (
+            s.http(natsapp_wasm::stats::HttpOutcome::Ok),
+            s.http(natsapp_wasm::stats::HttpOutcome::Denied)
+        ),
+        (2, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_sdk_http() {
+    // fetch() reports every failure as the same NetworkError; the rule is
+    // in the runtime's log.
+    sdk_http(
+        guests::JS_KIT,
+        "from javascript",
+        Some(serde_json::json!({"error": "NetworkError when attempting to fetch resource", "kind": "error"})),
+    )
+    .await;
+}

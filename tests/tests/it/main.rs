@@ -7,6 +7,7 @@ mod deploy;
 mod flow;
 mod guests;
 mod hostile;
+mod http;
 mod keyvalue;
 mod languages;
 mod logs;

@@ -305,6 +305,43 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             .collect()
     }
 
+    /// Parses the `http` entries under `key`.
+    fn origins(&mut self, key: &str, raw: Vec<raw::RawOrigin>) -> Vec<Origin> {
+        raw.into_iter()
+            .filter_map(|o| {
+                let parsed = match o {
+                    raw::RawOrigin::Plain(text) => Origin::parse(&text, false),
+                    raw::RawOrigin::Table { origin, internal } => Origin::parse(&origin, internal),
+                };
+                parsed.map_err(|e| self.problem(key, e)).ok()
+            })
+            .collect()
+    }
+
+    /// Checks a subscriber's `http` origins lie within its tenant's `grants.http`.
+    fn http_grants(&mut self, key: &str, http: &[Origin], tenant: Option<&TenantConfig>) {
+        let Some((t, grants)) = tenant.and_then(|t| t.grant_http.as_ref().map(|g| (t, g))) else {
+            return;
+        };
+        for o in http {
+            if !grants.iter().any(|g| g.covers(o)) {
+                let granted: Vec<String> = grants.iter().map(Origin::to_string).collect();
+                self.problem(
+                    format!("{key}.http"),
+                    format!(
+                        "{o} is outside tenant {:?}'s grants.http ({})",
+                        t.name,
+                        if granted.is_empty() {
+                            "none".to_string()
+                        } else {
+                            granted.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+    }
+
     /// Checks a subscriber's `kv` grants: bucket names, and within its
     /// tenant's `grants.kv`.
     fn kv_grants(
@@ -571,6 +608,22 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             }
         }
         self.kv_grants(&key, &s.kv, tenant);
+        let http = self.origins(&format!("{key}.http"), s.http);
+        self.http_grants(&key, &http, tenant);
+        let http_timeout = s
+            .limits
+            .http_timeout
+            .map_or(defaults::HTTP_TIMEOUT, |d| d.0);
+        if http_timeout.is_zero() {
+            self.problem(
+                format!("{key}.limits.http_timeout"),
+                "must be more than zero",
+            );
+        }
+        let http_response = s
+            .limits
+            .http_response
+            .map_or(defaults::HTTP_RESPONSE, |b| b.0);
         if self.problems.len() > before {
             return None;
         }
@@ -594,9 +647,26 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             dead_letter: s.dead_letter,
             publish,
             kv: s.kv,
+            http,
+            http_timeout,
+            http_response,
             memory,
             timeout,
-            config: s.config,
+            secrets: s
+                .config
+                .iter()
+                .filter(|(_, v)| matches!(v, raw::RawConfigValue::Secret { .. }))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            config: s
+                .config
+                .into_iter()
+                .map(|(k, v)| match v {
+                    raw::RawConfigValue::Plain(v) | raw::RawConfigValue::Secret { secret: v } => {
+                        (k, v)
+                    }
+                })
+                .collect(),
             double_ack: s.double_ack,
             instances,
             output_ids: s.outputs.ids.unwrap_or(defaults::OUTPUT_IDS),

@@ -108,6 +108,12 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                 if t.quotas.concurrency == Some(0) {
                     self.problem(format!("{key}.quotas.concurrency"), "must be 1 or more");
                 }
+                if t.quotas.http_concurrency == Some(0) {
+                    self.problem(
+                        format!("{key}.quotas.http_concurrency"),
+                        "must be 1 or more",
+                    );
+                }
                 if t.quotas.publishes_per_message == Some(0) {
                     self.problem(
                         format!("{key}.quotas.publishes_per_message"),
@@ -142,9 +148,23 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                                 .publish_bytes
                                 .map_or(defaults::TENANT_PUBLISH_BYTES, |r| r.0),
                         ),
+                        http_rate: Some(
+                            t.quotas
+                                .http_rate
+                                .map_or(defaults::TENANT_HTTP_RATE, |r| r.0),
+                        ),
+                        http_concurrency: Some(
+                            t.quotas
+                                .http_concurrency
+                                .unwrap_or(defaults::TENANT_HTTP_CONCURRENCY),
+                        ),
                     },
                     grant_publish: t.grants.publish,
                     grant_kv: t.grants.kv,
+                    grant_http: t
+                        .grants
+                        .http
+                        .map(|o| self.origins(&format!("{key}.grants.http"), o)),
                 }
             })
             .collect()

@@ -1,8 +1,11 @@
 //! Host side of the WIT package `natsapp:handler`: generated bindings, the
-//! per-store state, and one file per interface (`types`, `publisher`,
-//! `keyvalue`). Each capability keeps its own state (the key-value buckets
-//! in [`keyvalue::KeyValue`]) and links over its own view of a store.
+//! per-store state, and one module per capability (`types` and
+//! `publisher` for NATS, `keyvalue`, `http` for wasi:http). Each capability
+//! keeps its own state (the buckets in [`keyvalue::KeyValue`], the grants
+//! and limits in [`http::OutboundHttp`]) and links over its own view of a
+//! store.
 
+pub mod http;
 pub mod keyvalue;
 mod publisher;
 mod types;
@@ -49,6 +52,9 @@ pub struct SharedQuotas {
     pub memory: Option<Arc<crate::wasm::memory::MemoryPool>>,
     /// Publishes and bytes per second (`quotas.publish_rate`, `publish_bytes`).
     pub publish: Option<Arc<crate::wasm::rate::PublishQuota>>,
+    /// Outbound HTTP requests per second and in flight (`quotas.http_rate`,
+    /// `http_concurrency`).
+    pub http: Option<Arc<http::HttpQuota>>,
 }
 
 /// What every store of one subscriber shares: its name, capabilities and NATS handles.
@@ -83,6 +89,10 @@ pub struct SubscriberHost {
     pub traces: Option<Arc<crate::traces::Traces>>,
     /// The key-value buckets it is granted.
     pub kv: keyvalue::KeyValue,
+    /// The origins it may send HTTP requests to, and how.
+    pub http: Arc<http::OutboundHttp>,
+    /// Its secret config values, masked wherever the runtime shows guest text.
+    pub secrets: Arc<crate::config::secrets::Secrets>,
 }
 
 impl SubscriberHost {
@@ -116,10 +126,26 @@ impl SubscriberHost {
             output_ids: sub.output_ids,
             publishes_per_message: sub.publishes_per_message,
             quotas: SharedQuotas::default(),
+            http: Arc::new(http::OutboundHttp::new(sub, None, settler.stats.clone())),
+            secrets: Arc::new(crate::config::secrets::Secrets::new(
+                &sub.secrets,
+                &sub.config,
+            )),
             settler,
             traces: None,
             kv: keyvalue::KeyValue::new(buckets),
         }
+    }
+
+    /// The same subscriber within its tenant's `quotas`.
+    pub fn with_quotas(mut self, sub: &SubscriberConfig, quotas: SharedQuotas) -> Self {
+        self.http = Arc::new(http::OutboundHttp::new(
+            sub,
+            quotas.http.clone(),
+            self.settler.stats.clone(),
+        ));
+        self.quotas = quotas;
+        self
     }
 
     /// Counts one publish, request or key-value write of the message being
@@ -164,6 +190,10 @@ pub struct HostState {
     /// The guest runs its current epoch tick on a reservation of its
     /// tenant's CPU budget (returned at the next tick).
     pub(crate) cpu_reserved: bool,
+    /// wasi:http's own state.
+    pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
+    /// Sends the guest's HTTP requests through its subscriber's grants.
+    pub(crate) http_hooks: http::HttpHooks,
 }
 
 impl WasiView for HostState {
@@ -191,5 +221,6 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> was
         wasmtime::component::HasSelf<HostState>,
     >(linker, |h| h)?;
     keyvalue::add_to_linker(linker)?;
+    http::add_to_linker(linker)?;
     Ok(())
 }

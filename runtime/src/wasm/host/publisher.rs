@@ -5,7 +5,7 @@
 use super::generated::natsapp::handler::publisher::{Host, PublishAck, Response};
 use super::generated::natsapp::handler::types::Error;
 use super::types::{header_pairs, REPLY_TO};
-use super::HostState;
+use super::NatsView;
 use crate::grants::{check_guest_headers, check_subject_grant, Refused, Use};
 use crate::nats::publish::{self, PublishError, Route};
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
@@ -36,11 +36,11 @@ impl From<Refused> for Error {
     }
 }
 
-impl HostState {
+impl NatsView<'_> {
     /// Checks the grant of `subject` and counts the call against the
     /// tenant's `publishes_per_message` quota.
     fn allowed(&self, subject: &str, what: Use) -> Result<(), Error> {
-        self.sub.count_call(&self.msg)?;
+        self.sub.count_call(self.msg)?;
         let reply_to = self
             .msg
             .message
@@ -68,7 +68,7 @@ impl From<PublishError> for Error {
     }
 }
 
-impl Host for HostState {
+impl Host for NatsView<'_> {
     async fn publish(
         &mut self,
         subject: String,

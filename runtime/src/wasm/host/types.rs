@@ -3,7 +3,7 @@
 //! settler (`settle`), like the runtime's own.
 
 use super::generated::natsapp::handler::types::{Delivery, Error, Host, HostMessage};
-use super::{HostState, MessageHandle};
+use super::{MessageHandle, NatsView};
 use crate::settle::{GuestSettle, GuestSettleError};
 use std::time::Duration;
 use wasmtime::component::Resource;
@@ -26,7 +26,7 @@ pub(crate) fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(Stri
     out
 }
 
-impl HostState {
+impl NatsView<'_> {
     fn check(&self, handle: &Resource<MessageHandle>) -> wasmtime::Result<()> {
         self.table.get(handle)?;
         Ok(())
@@ -35,7 +35,7 @@ impl HostState {
     /// The guest's own ack, nak or term, once.
     async fn settle(&mut self, what: GuestSettle) -> wasmtime::Result<Result<(), Error>> {
         let settler = self.sub.settler.clone();
-        Ok(settler.by_guest(&self.msg, what).await.map_err(guest_error))
+        Ok(settler.by_guest(self.msg, what).await.map_err(guest_error))
     }
 }
 
@@ -48,9 +48,9 @@ fn guest_error(e: GuestSettleError) -> Error {
     }
 }
 
-impl Host for HostState {}
+impl Host for NatsView<'_> {}
 
-impl HostMessage for HostState {
+impl HostMessage for NatsView<'_> {
     async fn subject(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<String> {
         self.check(&handle)?;
         Ok(self.msg.message.subject.to_string())
@@ -126,7 +126,7 @@ impl HostMessage for HostState {
     ) -> wasmtime::Result<Result<(), Error>> {
         self.check(&handle)?;
         let settler = self.sub.settler.clone();
-        Ok(settler.in_progress(&self.msg).await.map_err(guest_error))
+        Ok(settler.in_progress(self.msg).await.map_err(guest_error))
     }
 
     async fn drop(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<()> {

@@ -37,7 +37,9 @@ bool natsapp_http_request(const char *method, const char *url, const uint8_t *bo
         return false;
     }
     size_t authority_len = strcspn(rest, "/?");
-    const char *path = rest[authority_len] == '/' ? rest + authority_len : "/";
+    // "host?q" means "/?q": the path starts with '/'.
+    char path[2048];
+    snprintf(path, sizeof path, "%s%s", rest[authority_len] == '/' ? "" : "/", rest + authority_len);
 
     wasi_http_types_own_fields_t headers = wasi_http_types_constructor_fields();
     if (content_type) {
@@ -69,6 +71,17 @@ bool natsapp_http_request(const char *method, const char *url, const uint8_t *bo
 
     wasi_http_types_own_outgoing_body_t outgoing;
     wasi_http_types_method_outgoing_request_body(req, &outgoing);
+    // Sent first, so the runtime reads the body while it is written: the
+    // stream buffers little, and a larger body written before would wait
+    // forever.
+    wasi_http_types_error_code_t code;
+    wasi_http_outgoing_handler_own_future_incoming_response_t future;
+    if (!wasi_http_outgoing_handler_handle(request, NULL, &future, &code)) {
+        describe(&code, out->error, sizeof out->error);
+        wasi_http_types_error_code_free(&code);
+        wasi_http_types_outgoing_body_drop_own(outgoing);
+        return false;
+    }
     wasi_http_types_own_output_stream_t stream;
     wasi_http_types_method_outgoing_body_write(wasi_http_types_borrow_outgoing_body(outgoing), &stream);
     for (size_t at = 0; at < body_len; at += 4096) {
@@ -81,18 +94,10 @@ bool natsapp_http_request(const char *method, const char *url, const uint8_t *bo
         }
     }
     wasi_io_streams_output_stream_drop_own(stream);
-    wasi_http_types_error_code_t code;
     if (!wasi_http_types_static_outgoing_body_finish(outgoing, NULL, &code)) {
         describe(&code, out->error, sizeof out->error);
         wasi_http_types_error_code_free(&code);
-        wasi_http_types_outgoing_request_drop_own(request);
-        return false;
-    }
-
-    wasi_http_outgoing_handler_own_future_incoming_response_t future;
-    if (!wasi_http_outgoing_handler_handle(request, NULL, &future, &code)) {
-        describe(&code, out->error, sizeof out->error);
-        wasi_http_types_error_code_free(&code);
+        wasi_http_types_future_incoming_response_drop_own(future);
         return false;
     }
     wasi_http_types_borrow_future_incoming_response_t f = wasi_http_types_borrow_future_incoming_response(future);
@@ -138,7 +143,14 @@ bool natsapp_http_request(const char *method, const char *url, const uint8_t *bo
             }
             break;
         }
-        all.ptr = realloc(all.ptr, all.len + chunk.len);
+        uint8_t *grown = realloc(all.ptr, all.len + chunk.len);
+        if (grown == NULL && all.len + chunk.len > 0) {
+            snprintf(out->error, sizeof out->error, "out of memory reading the body");
+            handler_sdk_list_u8_free(&chunk);
+            complete = false;
+            break;
+        }
+        all.ptr = grown;
         memcpy(all.ptr + all.len, chunk.ptr, chunk.len);
         all.len += chunk.len;
         handler_sdk_list_u8_free(&chunk);

@@ -252,10 +252,16 @@ pub(crate) fn plan(
             .tenant
             .as_ref()
             .is_some_and(|t| plan.open_tenants.contains(t));
+        // A subscriber granted a bucket whose [[buckets]] entry changed is
+        // set up again, so the bucket is verified (or declared) anew.
+        let buckets_changed = s.kv.keys().any(|b| {
+            old.buckets.iter().find(|x| &x.name == b) != new.buckets.iter().find(|x| &x.name == b)
+        });
         let same = current.config == s
             && digests.get(&s.name).map(String::as_str) == Some(current.digest)
             && current.runs
             && !routes_changed
+            && !buckets_changed
             && !tenant_reopened;
         if same {
             plan.keep.insert(s.name.clone());
@@ -485,7 +491,12 @@ durable = "b"
 
     /// The plan from `BASE` (both running, acme connected, digest "d") to `new`.
     fn plan_to(new: &str, digests: &[(&str, &str)]) -> Result<Plan, ReloadError> {
-        let old = parse(BASE);
+        plan_between(BASE, new, digests)
+    }
+
+    /// The plan from `old` (all running, acme connected, digest "d") to `new`.
+    fn plan_between(old: &str, new: &str, digests: &[(&str, &str)]) -> Result<Plan, ReloadError> {
+        let old = parse(old);
         let running = old
             .subscribers
             .iter()
@@ -535,6 +546,20 @@ durable = "b"
         )
         .unwrap();
         assert_eq!((names(&p.replace), names(&p.keep)), (vec!["b"], vec!["a"]));
+    }
+
+    #[test]
+    fn a_changed_bucket_replaces_the_subscribers_granted_it() {
+        let granted = BASE.replacen(
+            "durable = \"a\"",
+            "durable = \"a\"\nkv = { STATE = \"rw\" }",
+            1,
+        ) + "\n[[buckets]]\nname = \"STATE\"\n";
+        let changed = granted.replace("name = \"STATE\"\n", "name = \"STATE\"\nhistory = 5\n");
+        let p = plan_between(&granted, &changed, &[]).unwrap();
+        assert_eq!((names(&p.replace), names(&p.keep)), (vec!["a"], vec!["b"]));
+        let p = plan_between(&granted, &granted, &[]).unwrap();
+        assert_eq!(names(&p.keep), ["a", "b"]);
     }
 
     #[test]

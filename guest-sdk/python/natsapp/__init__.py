@@ -223,8 +223,9 @@ class Bucket:
 
 class HttpError(Exception):
     """An HTTP request got no response. ``kind`` is denied (not granted, an
-    internal address, a quota: the message names the rule), timeout,
-    too_large (the body passed ``limits.http_response``), invalid or failed."""
+    internal address: the message names the rule), quota (the tenant's
+    ``http_rate`` or ``http_concurrency``, for now), timeout, too_large (the
+    body passed ``limits.http_response``), invalid or failed."""
 
     def __init__(self, kind, message):
         super().__init__(message)
@@ -234,6 +235,8 @@ class HttpError(Exception):
 def _http_error(code):
     kind = type(code).__name__.replace("ErrorCode_", "")
     value = getattr(code, "value", None)
+    if kind == "InternalError" and isinstance(value, str) and value.startswith("denied: quota: "):
+        return HttpError("quota", value)
     if kind == "InternalError" and isinstance(value, str) and value.startswith("denied: "):
         return HttpError("denied", value)
     if kind in ("ConnectionTimeout", "ConnectionReadTimeout", "HttpResponseTimeout", "DnsTimeout"):
@@ -304,10 +307,6 @@ def http_request(method, url, body=None, headers=None, timeout=None):
     req.set_authority(authority)
     req.set_path_with_query(path)
     out_body = req.body()
-    with out_body.write() as stream:
-        for i in range(0, len(data), 4096):
-            stream.blocking_write_and_flush(data[i:i + 4096])
-    _http.OutgoingBody.finish(out_body, None)
     options = None
     if timeout is not None:
         ns = int(timeout * 1_000_000_000)
@@ -315,10 +314,20 @@ def http_request(method, url, body=None, headers=None, timeout=None):
         options.set_connect_timeout(ns)
         options.set_first_byte_timeout(ns)
         options.set_between_bytes_timeout(ns)
+    # Sent first, so the runtime reads the body while it is written: the
+    # stream buffers little, and a larger body written before would wait forever.
     try:
         future = _outgoing_handler.handle(req, options)
+        with out_body.write() as stream:
+            for i in range(0, len(data), 4096):
+                stream.blocking_write_and_flush(data[i:i + 4096])
+        _http.OutgoingBody.finish(out_body, None)
     except _Err as e:
-        raise _http_error(e.value) from None
+        value = e.value
+        if isinstance(value, _streams.StreamError_LastOperationFailed):
+            code = _http.http_error_code(value.value)
+            raise (_http_error(code) if code is not None else HttpError("failed", "writing the body failed")) from None
+        raise (_http_error(value) if type(value).__name__.startswith("ErrorCode_") else HttpError("failed", f"HTTP request failed: {value!r}")) from None
     with future.subscribe() as pollable:
         pollable.block()
     result = future.get()

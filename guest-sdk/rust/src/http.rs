@@ -27,9 +27,11 @@ use std::time::Duration;
 /// Why a request got no response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpError {
-    /// The runtime refused it (origin not granted, an internal address, a
-    /// quota); the text names the rule.
+    /// The runtime refused it (origin not granted, an internal address);
+    /// the text names the rule.
     Denied(String),
+    /// The tenant's `http_rate` or `http_concurrency` is spent for now.
+    Quota(String),
     /// No connection, response or next body chunk in time.
     Timeout,
     /// The response body is larger than the subscriber's `http_response` limit.
@@ -43,7 +45,7 @@ pub enum HttpError {
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            HttpError::Denied(m) => write!(f, "{m}"),
+            HttpError::Denied(m) | HttpError::Quota(m) => write!(f, "{m}"),
             HttpError::Timeout => f.write_str("HTTP request timed out"),
             HttpError::TooLarge => f.write_str("HTTP response body larger than the limit"),
             HttpError::Invalid(m) => write!(f, "invalid HTTP request: {m}"),
@@ -68,6 +70,7 @@ impl From<HttpError> for super::Error {
 impl From<ErrorCode> for HttpError {
     fn from(code: ErrorCode) -> Self {
         match code {
+            ErrorCode::InternalError(Some(m)) if m.starts_with("denied: quota: ") => HttpError::Quota(m),
             ErrorCode::InternalError(Some(m)) if m.starts_with("denied: ") => HttpError::Denied(m),
             ErrorCode::HttpRequestDenied => HttpError::Denied("request denied".into()),
             ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
@@ -194,13 +197,6 @@ impl Request {
         request.set_authority(Some(authority)).map_err(|()| invalid("authority"))?;
         request.set_path_with_query(Some(&path)).map_err(|()| invalid("path"))?;
         let body = request.body().map_err(|()| invalid("body"))?;
-        {
-            let out = body.write().map_err(|()| invalid("body stream"))?;
-            for chunk in self.body.chunks(4096) {
-                out.blocking_write_and_flush(chunk).map_err(|e| HttpError::Failed(format!("writing the body: {e:?}")))?;
-            }
-        }
-        OutgoingBody::finish(body, None)?;
         let options = self.timeout.map(|t| {
             let ns = t.as_nanos().min(u64::MAX as u128) as u64;
             let o = RequestOptions::new();
@@ -209,7 +205,17 @@ impl Request {
             let _ = o.set_between_bytes_timeout(Some(ns));
             o
         });
+        // Sent first, so the runtime reads the body while it is written: the
+        // stream buffers little, and a larger body written before would wait
+        // forever.
         let future = outgoing_handler::handle(request, options)?;
+        {
+            let out = body.write().map_err(|()| invalid("body stream"))?;
+            for chunk in self.body.chunks(4096) {
+                out.blocking_write_and_flush(chunk).map_err(|e| HttpError::Failed(format!("writing the body: {e:?}")))?;
+            }
+        }
+        OutgoingBody::finish(body, None)?;
         future.subscribe().block();
         let response = match future.get() {
             Some(Ok(result)) => result?,

@@ -20,6 +20,20 @@ impl Secrets {
             .filter_map(|k| Some((k.clone(), config.get(k)?.clone())))
             .filter(|(_, v)| !v.is_empty())
             .collect();
+        // Guest output is masked line by line: a multi-line secret (a PEM
+        // key) is masked by its lines too.
+        let lines: Vec<(String, String)> = pairs
+            .iter()
+            .filter(|(_, v)| v.contains('\n'))
+            .flat_map(|(k, v)| {
+                v.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| (k.clone(), l.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        pairs.extend(lines);
         // A value inside another is masked after it.
         pairs.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
         Secrets(pairs)
@@ -62,5 +76,14 @@ mod tests {
             "auth failed for [secret api_key] in eu ([secret api_key])"
         );
         assert_eq!(secrets.mask("nothing here"), "nothing here");
+
+        let pem = [(
+            "key".to_string(),
+            "-----BEGIN-----\nAAAA\n-----END-----".to_string(),
+        )]
+        .into_iter()
+        .collect();
+        let secrets = Secrets::new(&["key".to_string()], &pem);
+        assert_eq!(secrets.mask("line AAAA"), "line [secret key]");
     }
 }

@@ -302,19 +302,21 @@ async fn sdk_http(component: &str, echo: &str, denied_as: Option<serde_json::Val
     let send = |method: &str, url: String, body: serde_json::Value| {
         serde_json::json!({"op": "http", "method": method, "url": url, "body": body}).to_string()
     };
+    // A body larger than the request stream buffers: written while sent.
+    let memo = "m".repeat(20_000);
     js_publish(
         &kit.js,
         "in.kit",
         send(
             "POST",
             format!("{}/echo", api.origin()),
-            serde_json::json!({"amount": 30.5}),
+            serde_json::json!({"amount": 30.5, "memo": memo}),
         ),
     )
     .await;
     assert_eq!(
         next_json(&mut out, Duration::from_secs(20)).await,
-        serde_json::json!({"status": 200, "body": "{\"amount\":30.5}", "echo": echo})
+        serde_json::json!({"status": 200, "body": format!("{{\"amount\":30.5,\"memo\":\"{memo}\"}}"), "echo": echo})
     );
     js_publish(
         &kit.js,

@@ -45,6 +45,8 @@ pub struct HttpQuota {
 /// One subscriber's outbound HTTP: its grants, limits, quotas and counters.
 pub struct OutboundHttp {
     subscriber: Arc<str>,
+    /// Masks the subscriber's secrets in what is logged of a request.
+    secrets: crate::config::secrets::Secrets,
     grants: Vec<Origin>,
     timeout: Duration,
     max_response: u64,
@@ -61,6 +63,7 @@ impl OutboundHttp {
     ) -> Self {
         OutboundHttp {
             subscriber: sub.name.as_str().into(),
+            secrets: crate::config::secrets::Secrets::new(&sub.secrets, &sub.config),
             grants: sub.http.clone(),
             timeout: sub.http_timeout,
             max_response: sub.http_response,
@@ -79,6 +82,7 @@ impl OutboundHttp {
     /// quota refusals only at debug level, as a flood would fill the log.
     fn denied(&self, why: String) -> Error {
         self.stats.http(HttpOutcome::Denied);
+        let why = self.secrets.mask(&why);
         if why.starts_with("quota: ") {
             tracing::debug!(subscriber = %self.subscriber, "HTTP request denied: {why}");
         } else {
@@ -186,9 +190,10 @@ impl OutboundHttp {
         let stats = self.stats.clone();
         let limit = send::BodyLimit {
             max: self.max_response,
-            exceeded: Box::new(move || stats.http(HttpOutcome::TooLarge)),
+            failed: Box::new(move |outcome| stats.http(outcome)),
             permit,
         };
+        let head = request.method() == http::Method::HEAD;
         let sent = send::send(
             request,
             &addrs,
@@ -196,6 +201,7 @@ impl OutboundHttp {
             scheme == Scheme::Https,
             timeouts,
             limit,
+            head,
         )
         .await;
         self.finished(sent)

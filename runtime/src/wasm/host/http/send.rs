@@ -7,6 +7,7 @@
 //! connects only to the addresses the grant check saw. The response body
 //! keeps the between-bytes timeout and adds the size limit.
 
+use crate::stats::HttpOutcome;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::{poll_fn, Future};
@@ -36,8 +37,10 @@ pub struct Timeouts {
 pub struct BodyLimit {
     /// The most bytes it may have.
     pub max: u64,
-    /// Called once when a body goes past `max`.
-    pub exceeded: Box<dyn Fn() + Send + Sync>,
+    /// Called once when the body fails after its head came: cut at `max`
+    /// (`TooLarge`), a gap past the timeout (`Timeout`), a broken
+    /// connection (`Failed`).
+    pub failed: Box<dyn Fn(HttpOutcome) + Send + Sync>,
     /// Held until the body is read or dropped (the tenant's `http_concurrency`).
     pub permit: Option<OwnedSemaphorePermit>,
 }
@@ -74,7 +77,8 @@ pub type Sent = (
 );
 
 /// Sends `req` to the first of `addrs` that accepts a connection, as
-/// `host` (the TLS server name) when `tls`.
+/// `host` (the TLS server name) when `tls`; `head` for a HEAD request,
+/// whose response announces a length it does not send.
 pub async fn send(
     mut req: http::Request<wasmtime_wasi_http::WasiBody>,
     addrs: &[SocketAddr],
@@ -82,6 +86,7 @@ pub async fn send(
     tls: bool,
     timeouts: Timeouts,
     limit: BodyLimit,
+    head: bool,
 ) -> Result<Sent, Error> {
     let mut last = Error::ConnectionRefused;
     let mut connected = None;
@@ -126,15 +131,17 @@ pub async fn send(
         let res = tokio::time::timeout(timeouts.first_byte, sender.send_request(req))
             .await
             .map_err(|_| Error::ConnectionReadTimeout)??;
-        if let Some(length) = res
+        let bodiless = head
+            || res.status().is_informational()
+            || res.status() == http::StatusCode::NO_CONTENT
+            || res.status() == http::StatusCode::NOT_MODIFIED;
+        let announced = res
             .headers()
             .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        {
-            if length > limit.max {
-                (limit.exceeded)();
-                return Err(Error::HttpResponseBodySize(Some(limit.max)));
-            }
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if announced.is_some_and(|length| length > limit.max && !bodiless) {
+            (limit.failed)(HttpOutcome::TooLarge);
+            return Err(Error::HttpResponseBodySize(Some(limit.max)));
         }
         let mut between_bytes =
             tokio::time::interval(timeouts.between_bytes.max(Duration::from_millis(1)));
@@ -144,7 +151,7 @@ pub async fn send(
             between_bytes,
             received: 0,
             limit,
-            cut: false,
+            ended: None,
         }))
     };
     let mut send = pin!(send);
@@ -189,8 +196,31 @@ struct ResponseBody {
     between_bytes: tokio::time::Interval,
     received: u64,
     limit: BodyLimit,
-    /// Past the limit: every later poll fails too.
-    cut: bool,
+    /// How it failed: every later poll fails the same way.
+    ended: Option<HttpOutcome>,
+}
+
+impl ResponseBody {
+    /// The error a body that ended with `outcome` gives.
+    fn error(&self, outcome: HttpOutcome) -> Error {
+        match outcome {
+            HttpOutcome::TooLarge => Error::HttpResponseBodySize(Some(self.limit.max)),
+            HttpOutcome::Timeout => Error::ConnectionReadTimeout,
+            _ => Error::HttpResponseIncomplete,
+        }
+    }
+
+    /// Ends the body with `outcome`: counted once, the permit given back.
+    fn end(
+        &mut self,
+        outcome: HttpOutcome,
+        error: Error,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.ended = Some(outcome);
+        self.limit.permit = None;
+        (self.limit.failed)(outcome);
+        Poll::Ready(Some(Err(error)))
+    }
 }
 
 impl Body for ResponseBody {
@@ -201,37 +231,32 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        if self.cut {
-            return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(self.limit.max)))));
+        if let Some(outcome) = self.ended {
+            return Poll::Ready(Some(Err(self.error(outcome))));
         }
         match Pin::new(&mut self.incoming).poll_frame(cx) {
             Poll::Ready(None) => {
                 self.limit.permit = None;
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(if err.is_timeout() {
-                Error::HttpResponseTimeout
-            } else {
-                Error::from(err)
-            }))),
+            Poll::Ready(Some(Err(err))) if err.is_timeout() => {
+                self.end(HttpOutcome::Timeout, Error::HttpResponseTimeout)
+            }
+            Poll::Ready(Some(Err(err))) => self.end(HttpOutcome::Failed, Error::from(err)),
             Poll::Ready(Some(Ok(frame))) => {
                 self.between_bytes.reset();
                 if let Some(data) = frame.data_ref() {
                     self.received += data.len() as u64;
                     if self.received > self.limit.max {
-                        self.cut = true;
-                        self.limit.permit = None;
-                        (self.limit.exceeded)();
-                        return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(
-                            self.limit.max,
-                        )))));
+                        let error = self.error(HttpOutcome::TooLarge);
+                        return self.end(HttpOutcome::TooLarge, error);
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
                 ready!(self.between_bytes.poll_tick(cx));
-                Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+                self.end(HttpOutcome::Timeout, Error::ConnectionReadTimeout)
             }
         }
     }

@@ -114,6 +114,10 @@ impl SubscriberHost {
             &routes,
             previous,
         ));
+        let secrets = Arc::new(crate::config::secrets::Secrets::new(
+            &sub.secrets,
+            &sub.config,
+        ));
         SubscriberHost {
             name: sub.name.as_str().into(),
             id_namespace: format!("{}:{}", sub.stream, sub.durable),
@@ -126,11 +130,13 @@ impl SubscriberHost {
             output_ids: sub.output_ids,
             publishes_per_message: sub.publishes_per_message,
             quotas: SharedQuotas::default(),
-            http: Arc::new(http::OutboundHttp::new(sub, None, settler.stats.clone())),
-            secrets: Arc::new(crate::config::secrets::Secrets::new(
-                &sub.secrets,
-                &sub.config,
+            http: Arc::new(http::OutboundHttp::new(
+                sub,
+                None,
+                settler.stats.clone(),
+                secrets.clone(),
             )),
+            secrets,
             settler,
             traces: None,
             kv: keyvalue::KeyValue::new(buckets),
@@ -143,6 +149,7 @@ impl SubscriberHost {
             sub,
             quotas.http.clone(),
             self.settler.stats.clone(),
+            self.secrets.clone(),
         ));
         self.quotas = quotas;
         self

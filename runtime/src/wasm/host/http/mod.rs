@@ -46,7 +46,7 @@ pub struct HttpQuota {
 pub struct OutboundHttp {
     subscriber: Arc<str>,
     /// Masks the subscriber's secrets in what is logged of a request.
-    secrets: crate::config::secrets::Secrets,
+    secrets: Arc<crate::config::secrets::Secrets>,
     grants: Vec<Origin>,
     timeout: Duration,
     max_response: u64,
@@ -55,15 +55,17 @@ pub struct OutboundHttp {
 }
 
 impl OutboundHttp {
-    /// The outbound HTTP of `sub`, counted in `stats`, within its tenant's `quota`.
+    /// The outbound HTTP of `sub`, counted in `stats`, within its tenant's
+    /// `quota`, masking its `secrets` in what it logs.
     pub fn new(
         sub: &SubscriberConfig,
         quota: Option<Arc<HttpQuota>>,
         stats: Arc<SubscriberStats>,
+        secrets: Arc<crate::config::secrets::Secrets>,
     ) -> Self {
         OutboundHttp {
             subscriber: sub.name.as_str().into(),
-            secrets: crate::config::secrets::Secrets::new(&sub.secrets, &sub.config),
+            secrets,
             grants: sub.http.clone(),
             timeout: sub.http_timeout,
             max_response: sub.http_response,

@@ -19,6 +19,9 @@ pub struct Subscriber {
     pub handler: Handler,
     /// Capabilities and NATS handles shared with the guest's stores.
     pub host: Arc<SubscriberHost>,
+    /// JetStream on its connection: its consumer is pulled, watched and
+    /// recreated through it.
+    pub jetstream: async_nats::jetstream::Context,
     /// Cancelled when it must stop pulling: the service stops, or its
     /// tenant's connection is gone for good.
     pub stop: tokio_util::sync::CancellationToken,

@@ -46,6 +46,7 @@ pub mod settle;
 pub mod stats;
 pub mod telemetry;
 mod tenant;
+pub mod testing;
 pub mod traces;
 pub mod wasm;
 

@@ -11,6 +11,7 @@ use crate::config::{Config, SubscriberConfig, TenantConfig};
 use crate::dispatch::Subscriber;
 use crate::nats::publish::PublishRoutes;
 use crate::nats::setup::SubscriberSetup;
+use crate::nats::wire::Wire;
 use crate::scheduler::{self, PullContext};
 use crate::stats::{self, Stats, SubscriberStats};
 use crate::wasm::component::Loaded;
@@ -183,8 +184,7 @@ impl Roster {
         };
         let host = SubscriberHost::new(
             s,
-            conn.client.clone(),
-            conn.jetstream.clone(),
+            Wire::server(conn.client.clone(), conn.jetstream.clone()),
             self.routes.clone(),
             setup.buckets,
             previous.as_deref().map(Subscriber::settler),
@@ -200,6 +200,7 @@ impl Roster {
             config: s.clone(),
             handler: Handler::new(loaded.pre, host.clone(), s.timeout, s.ack_wait, s.instances),
             host,
+            jetstream: conn.jetstream.clone(),
             stop,
             tasks: TaskTracker::new(),
             handing_back: TaskTracker::new(),

@@ -67,6 +67,11 @@ pub fn init(debug: bool, format: LogFormat) {
     } else {
         "info"
     };
+    init_with(default, format);
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG` or else `default`.
+pub fn init_with(default: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -5,6 +5,7 @@
 use super::*;
 use natsapp_wasm::config::Config;
 use natsapp_wasm::nats::publish::PublishRoutes;
+use natsapp_wasm::nats::wire::Wire;
 use natsapp_wasm::settle::{InFlight, Outcome};
 use natsapp_wasm::wasm::cache::ComponentCache;
 use natsapp_wasm::wasm::host::SubscriberHost;
@@ -54,8 +55,7 @@ pub(crate) async fn handler_cost(
     let js = jetstream::new(client.clone());
     let host = Arc::new(SubscriberHost::new(
         sub,
-        client.clone(),
-        js.clone(),
+        Wire::server(client.clone(), js.clone()),
         Arc::new(PublishRoutes::new(&config)),
         Vec::new(),
         None,

@@ -1,10 +1,29 @@
 //! Steps 2, 3 and 7 of the data flow, the NATS leaf: `connect` opens the
 //! connection with every option applied; `setup` declares or verifies
 //! streams and durable consumers; `publish` sends outputs; `ack` is the
-//! acknowledgement wire format. Nothing here decides how a message is
+//! acknowledgement wire format; `wire` is where all of it goes (a server,
+//! or `local`, this process, for running one message without one). Nothing here decides how a message is
 //! settled (that is `settle`) or imports the layers above.
 
 pub mod ack;
 pub mod connect;
+pub mod local;
 pub mod publish;
 pub mod setup;
+pub mod wire;
+
+/// Header pairs in order, a name once per value (as the WIT `headers` type
+/// carries them).
+pub fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, String)> {
+    let Some(headers) = headers else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(headers.len());
+    for (name, values) in headers.iter() {
+        let name: &str = name.as_ref();
+        for v in values {
+            out.push((name.to_string(), v.as_str().to_string()));
+        }
+    }
+    out
+}

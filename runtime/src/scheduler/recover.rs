@@ -61,7 +61,7 @@ enum Diagnosis {
 
 async fn diagnose(sub: &Subscriber) -> Diagnosis {
     let cfg = &sub.config;
-    let stream = match sub.host.jetstream.get_stream(cfg.stream.as_str()).await {
+    let stream = match sub.jetstream.get_stream(cfg.stream.as_str()).await {
         Ok(s) => {
             // A stream created again numbers its messages anew.
             sub.settler()
@@ -92,7 +92,7 @@ pub async fn recover(
     };
     if let Failure::ConsumerLimit(why) = &failure {
         tracing::warn!(subscriber = %cfg.name, durable = %cfg.durable, "the server refused a pull ({why}); setting the durable right");
-        return setup::ensure_consumer(&sub.host.jetstream, cfg)
+        return setup::ensure_consumer(&sub.jetstream, cfg)
             .await
             .map(|c| Recovered::Consumer(Box::new(c)))
             .or_else(|e| transient_or_fatal(e).map_err(fatal));
@@ -115,7 +115,7 @@ pub async fn recover(
             Ok(Recovered::Nothing)
         }
         Diagnosis::ConsumerGone => {
-            if let Ok(stream) = sub.host.jetstream.get_stream(cfg.stream.as_str()).await {
+            if let Ok(stream) = sub.jetstream.get_stream(cfg.stream.as_str()).await {
                 sub.settler()
                     .ledger
                     .observe_stream(super::watch::created_ns(&stream));
@@ -126,7 +126,7 @@ pub async fn recover(
             } else {
                 StartAt::After(floor)
             };
-            let consumer = match setup::ensure_consumer_at(&sub.host.jetstream, cfg, start).await {
+            let consumer = match setup::ensure_consumer_at(&sub.jetstream, cfg, start).await {
                 Ok(c) => c,
                 Err(e) => return transient_or_fatal(e).map_err(fatal),
             };
@@ -150,16 +150,16 @@ pub async fn recover(
                     stream: cfg.stream.to_string(),
                 }));
             };
-            if let Err(e) = setup::ensure_stream(&sub.host.jetstream, &declared).await {
+            if let Err(e) = setup::ensure_stream(&sub.jetstream, &declared).await {
                 return transient_or_fatal(e).map_err(fatal);
             }
-            if let Ok(stream) = sub.host.jetstream.get_stream(cfg.stream.as_str()).await {
+            if let Ok(stream) = sub.jetstream.get_stream(cfg.stream.as_str()).await {
                 sub.settler()
                     .ledger
                     .observe_stream(super::watch::created_ns(&stream));
             }
             let consumer =
-                match setup::ensure_consumer_at(&sub.host.jetstream, cfg, StartAt::First).await {
+                match setup::ensure_consumer_at(&sub.jetstream, cfg, StartAt::First).await {
                     Ok(c) => c,
                     Err(e) => return transient_or_fatal(e).map_err(fatal),
                 };

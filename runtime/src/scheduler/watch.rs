@@ -21,7 +21,7 @@ pub async fn run(sub: Arc<Subscriber>) {
             _ = tick.tick() => {}
             _ = sub.stop.cancelled() => return,
         }
-        let Ok(stream) = sub.host.jetstream.get_stream(cfg.stream.as_str()).await else {
+        let Ok(stream) = sub.jetstream.get_stream(cfg.stream.as_str()).await else {
             continue;
         };
         if settler.ledger.observe_stream(created_ns(&stream)) {

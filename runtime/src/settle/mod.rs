@@ -15,12 +15,12 @@ pub mod disposition;
 pub mod ledger;
 
 use crate::config::{defaults, Subject, SubscriberConfig};
-use crate::nats::ack::{self, Ack, AckError};
-use crate::nats::publish::{self, PublishError, PublishRoutes, Route};
+use crate::nats::ack::{Ack, AckError};
+use crate::nats::publish::{PublishError, PublishRoutes, Route};
+use crate::nats::wire::Wire;
 use crate::outputs::Outputs;
 use crate::stats::{Settled, SubscriberStats};
 use crate::telemetry::ErrorChain;
-use async_nats::jetstream;
 pub use disposition::{
     disposition, past_max_deliver, ByGuest, Disposition, FailureCause, Outcome, Policy,
 };
@@ -54,8 +54,8 @@ pub struct DeliveryInfo {
 
 /// One delivery from fetch to settlement.
 pub struct InFlight {
-    /// The JetStream message.
-    pub message: jetstream::Message,
+    /// The message as delivered (its reply subject is the ack subject).
+    pub message: async_nats::Message,
     /// Its stream.
     pub stream: String,
     /// Its stream sequence.
@@ -75,7 +75,9 @@ impl InFlight {
     /// A JetStream delivery, or the message back with why it is not one
     /// (its reply subject is not an ack subject).
     #[allow(clippy::result_large_err)]
-    pub fn new(message: jetstream::Message) -> Result<Self, (jetstream::Message, String)> {
+    pub fn new(
+        message: async_nats::jetstream::Message,
+    ) -> Result<Self, (async_nats::jetstream::Message, String)> {
         let delivery = match message.info() {
             Ok(i) => DeliveryInfo {
                 stream: i.stream.to_string(),
@@ -92,7 +94,13 @@ impl InFlight {
                 return Err((message, e));
             }
         };
-        Ok(InFlight {
+        Ok(Self::delivered(message.message, delivery))
+    }
+
+    /// `message`, delivered as `delivery` says; its reply subject must be
+    /// its ack subject.
+    pub fn delivered(message: async_nats::Message, delivery: DeliveryInfo) -> Self {
+        InFlight {
             stream: delivery.stream.clone(),
             sequence: delivery.stream_sequence,
             delivery,
@@ -101,7 +109,7 @@ impl InFlight {
             ledger_generation: 0,
             trace: std::sync::OnceLock::new(),
             by_guest: Mutex::new(ByGuest::Nothing),
-        })
+        }
     }
 
     /// The subject its acknowledgements go to.
@@ -149,8 +157,7 @@ pub enum GuestSettle {
 pub struct Settler {
     subscriber: Arc<str>,
     durable: String,
-    client: async_nats::Client,
-    jetstream: jetstream::Context,
+    wire: Wire,
     dead_letter: Option<(Subject, Duration)>,
     policy: Policy,
     double_ack: bool,
@@ -161,14 +168,14 @@ pub struct Settler {
 }
 
 impl Settler {
-    /// The settler of `sub`, publishing dead-letter copies through `client`.
+    /// The settler of `sub`, sending acknowledgements and dead-letter
+    /// copies over `wire`.
     /// A settler replacing `previous` (a reload) shares its statistics and
     /// finished-message ledger: the subscriber keeps its figures and still
     /// recognises a message its predecessor finished.
     pub fn new(
         sub: &SubscriberConfig,
-        client: async_nats::Client,
-        jetstream: jetstream::Context,
+        wire: Wire,
         routes: &PublishRoutes,
         previous: Option<&Settler>,
     ) -> Self {
@@ -182,8 +189,7 @@ impl Settler {
         Settler {
             subscriber: sub.name.as_str().into(),
             durable: sub.durable.to_string(),
-            client,
-            jetstream,
+            wire,
             dead_letter,
             policy: Policy {
                 max_deliver: sub.max_deliver,
@@ -209,7 +215,7 @@ impl Settler {
     }
 
     async fn send(&self, msg: &InFlight, what: Ack) -> Result<(), AckError> {
-        ack::send(&self.client, msg.ack_subject(), &what).await
+        self.wire.ack(msg.ack_subject(), &what).await
     }
 
     /// Applies the runtime's decision and counts it.
@@ -241,7 +247,9 @@ impl Settler {
 
     async fn ack(&self, msg: &InFlight) -> Result<(), AckError> {
         if self.double_ack {
-            ack::send_confirmed(&self.client, msg.ack_subject(), CONFIRM_WAIT).await?;
+            self.wire
+                .ack_confirmed(msg.ack_subject(), CONFIRM_WAIT)
+                .await?;
         } else {
             self.send(msg, Ack::Ack).await?;
         }
@@ -306,7 +314,7 @@ impl Settler {
             .as_ref()
             .expect("a dead-letter disposition needs a dead-letter subject");
         let id = format!("dlq:{}:{}:{}", msg.stream, self.durable, msg.sequence);
-        let max_payload = self.client.server_info().max_payload;
+        let max_payload = self.wire.max_payload();
         let copies = dead_letter::copies(
             &msg.message,
             &msg.delivery,
@@ -317,15 +325,15 @@ impl Settler {
         );
         let last = copies.len() - 1;
         for (i, copy) in copies.into_iter().enumerate() {
-            let sent = publish::publish(
-                &self.client,
-                &self.jetstream,
-                Route::JetStream(*wait),
-                subject.to_string(),
-                copy.headers,
-                copy.payload,
-            )
-            .await;
+            let sent = self
+                .wire
+                .publish(
+                    Route::JetStream(*wait),
+                    subject.to_string(),
+                    copy.headers,
+                    copy.payload,
+                )
+                .await;
             match sent {
                 Ok(_) => return Ok(copy.fit),
                 Err(PublishError::Invalid { .. }) if i < last => continue,
@@ -442,13 +450,11 @@ impl Settler {
 
     /// A message whose reply subject is not a JetStream ack subject: nak'd
     /// so the server redelivers it.
-    pub async fn not_a_delivery(&self, message: &jetstream::Message, why: &str) {
+    pub async fn not_a_delivery(&self, message: &async_nats::Message, why: &str) {
         tracing::error!(subscriber = %self.subscriber, "not a JetStream delivery ({why}); asking for redelivery");
         self.stats.started();
         let sent = match &message.reply {
-            Some(reply) => ack::send(&self.client, reply, &Ack::Nak(None))
-                .await
-                .is_ok(),
+            Some(reply) => self.wire.ack(reply, &Ack::Nak(None)).await.is_ok(),
             None => false,
         };
         self.stats

@@ -1,5 +1,6 @@
 //! Guest stdout and stderr go to the runtime's log under the subscriber's
-//! name. What a guest writes during one call (a Python traceback, a Rust
+//! name, or — when a handler runs on one local message — to a
+//! [`Transcript`] the caller reads. What a guest writes during one call (a Python traceback, a Rust
 //! panic message) becomes one log event, not one per line; a long call's
 //! output is logged at its first yield a second after it was written. Output past a per-message budget is dropped (never a
 //! trap); the last stderr lines are kept to explain a trap or panic.
@@ -32,6 +33,28 @@ pub struct GuestOutput {
     /// Lines written since the last [`flush`](GuestOutput::flush): stdout's,
     /// stderr's, and when the first of them was written.
     pending: Mutex<Pending>,
+    /// Where the lines go instead of the log, when set.
+    transcript: Option<Arc<Transcript>>,
+}
+
+/// One line a guest wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestLine {
+    /// Written to stderr (else stdout).
+    pub stderr: bool,
+    /// The line, without its line break, secrets masked.
+    pub text: String,
+}
+
+/// The lines a guest wrote, in order, kept for the caller instead of logged.
+#[derive(Debug, Default)]
+pub struct Transcript(Mutex<Vec<GuestLine>>);
+
+impl Transcript {
+    /// Takes the lines written so far.
+    pub fn take(&self) -> Vec<GuestLine> {
+        std::mem::take(&mut *self.0.lock().expect("transcript lock"))
+    }
 }
 
 #[derive(Default)]
@@ -41,14 +64,20 @@ struct Pending {
 }
 
 impl GuestOutput {
-    /// Output for a store of `subscriber`, with its `secrets` masked.
-    pub fn new(subscriber: Arc<str>, secrets: Arc<crate::config::secrets::Secrets>) -> Arc<Self> {
+    /// Output for a store of `subscriber`, with its `secrets` masked,
+    /// logged or kept in `transcript`.
+    pub fn new(
+        subscriber: Arc<str>,
+        secrets: Arc<crate::config::secrets::Secrets>,
+        transcript: Option<Arc<Transcript>>,
+    ) -> Arc<Self> {
         Arc::new(GuestOutput {
             subscriber,
             secrets,
             budget: AtomicUsize::new(BUDGET),
             stderr_tail: Mutex::new(String::new()),
             pending: Mutex::new(Pending::default()),
+            transcript,
         })
     }
 
@@ -130,6 +159,16 @@ impl GuestOutput {
             Ok(mut pending) => std::mem::take(&mut *pending).lines,
             Err(_) => return,
         };
+        if let Some(transcript) = &self.transcript {
+            // stdout and stderr apart, as the log keeps them.
+            let lines = out.into_iter().map(|text| GuestLine {
+                stderr: false,
+                text,
+            });
+            let lines = lines.chain(err.into_iter().map(|text| GuestLine { stderr: true, text }));
+            transcript.0.lock().expect("transcript lock").extend(lines);
+            return;
+        }
         if !out.is_empty() {
             tracing::info!(target: "guest", subscriber = %self.subscriber, "{}", out.join("\n"));
         }
@@ -266,7 +305,7 @@ mod tests {
 
     #[test]
     fn empty_lines_use_up_the_budget_too() {
-        let out = GuestOutput::new("kit".into(), Default::default());
+        let out = GuestOutput::new("kit".into(), Default::default(), None);
         for _ in 0..BUDGET / LINE_COST {
             out.emit(false, b"\n");
         }

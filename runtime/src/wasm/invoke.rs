@@ -87,7 +87,11 @@ impl Handler {
 
     /// A new store and instance, for `msg`.
     async fn instantiate(&self, msg: &Arc<InFlight>) -> Result<Warm, Outcome> {
-        let output = GuestOutput::new(self.host.name.clone(), self.host.secrets.clone());
+        let output = GuestOutput::new(
+            self.host.name.clone(),
+            self.host.secrets.clone(),
+            self.host.transcript.clone(),
+        );
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestLog::stdout(&output))
             .stderr(GuestLog::stderr(&output))

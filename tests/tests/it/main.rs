@@ -8,6 +8,7 @@ mod flow;
 mod guests;
 mod hostile;
 mod http;
+mod invoke;
 mod keyvalue;
 mod languages;
 mod logs;

@@ -362,8 +362,7 @@ async fn a_reused_instance_outlasts_the_store_handle_limit() {
     let routes = Arc::new(PublishRoutes::new(&config));
     let host = Arc::new(SubscriberHost::new(
         sub,
-        client.clone(),
-        js.clone(),
+        natsapp_wasm::nats::wire::Wire::server(client.clone(), js.clone()),
         routes,
         Vec::new(),
         None,

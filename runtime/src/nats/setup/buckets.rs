@@ -12,8 +12,8 @@ use std::time::Duration;
 pub struct OpenedBucket {
     /// The bucket's name.
     pub name: String,
-    /// The client's handle on it.
-    pub store: kv::Store,
+    /// Its store, on the subscriber's wire.
+    pub store: crate::nats::wire::BucketStore,
     /// The access the subscriber is granted.
     pub access: KvAccess,
     /// The largest value the bucket accepts, when it sets one.
@@ -117,7 +117,7 @@ pub async fn open_buckets(
         let max_value_size = u64::try_from(store.stream.cached_info().config.max_message_size).ok();
         opened.push(OpenedBucket {
             name: name.clone(),
-            store,
+            store: crate::nats::wire::BucketStore::Server(Box::new(store)),
             access: *access,
             max_value_size,
         });

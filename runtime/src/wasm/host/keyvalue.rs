@@ -11,9 +11,9 @@ use super::generated::natsapp::handler::types::Error;
 use super::{HostState, SubscriberHost};
 use crate::config::KvAccess;
 use crate::nats::setup::OpenedBucket;
+use crate::nats::wire::{BucketStore, KvError};
 use crate::settle::InFlight;
 use crate::stats::{KvOp, KvOutcome};
-use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use std::collections::HashMap;
 use wasmtime::component::{HasData, Linker};
 
@@ -27,7 +27,7 @@ pub struct KeyValue {
 }
 
 struct Bucket {
-    store: kv::Store,
+    store: BucketStore,
     access: KvAccess,
     max_value_size: Option<u64>,
 }
@@ -130,7 +130,7 @@ impl KeyValueView<'_> {
         check_key(key)?;
         let max = bucket
             .max_value_size
-            .unwrap_or(self.sub.client.server_info().max_payload as u64);
+            .unwrap_or(self.sub.wire.max_payload() as u64);
         if value.len() as u64 > max {
             return Err(Error::Invalid(format!(
                 "a value of {} bytes is larger than bucket {name:?} accepts ({max} bytes)",
@@ -172,13 +172,11 @@ impl KeyValueView<'_> {
     }
 }
 
-/// The guest's view of a server-side failure of a call on `bucket`.
-fn failure(bucket: &str, e: impl std::error::Error + 'static) -> Error {
-    let text = crate::telemetry::ErrorChain(&e).to_string();
-    if text.contains("timed out") {
-        Error::Timeout
-    } else {
-        Error::Other(format!("bucket {bucket:?}: {text}"))
+/// The guest's view of a failure of a call on `bucket`.
+fn failure(bucket: &str) -> impl Fn(KvError) -> Error + '_ {
+    move |e| match e {
+        KvError::TimedOut => Error::Timeout,
+        KvError::Failed(text) => Error::Other(format!("bucket {bucket:?}: {text}")),
     }
 }
 
@@ -191,14 +189,11 @@ impl Host for KeyValueView<'_> {
         let result = async {
             let b = self.bucket(&bucket, KvOp::Get)?;
             check_key(&key)?;
-            match b.store.entry(key).await {
-                Ok(Some(e)) if e.operation == kv::Operation::Put => Ok(Some(Entry {
-                    value: e.value.to_vec(),
-                    revision: e.revision,
-                })),
-                Ok(_) => Ok(None),
-                Err(e) => Err(failure(&bucket, e)),
-            }
+            let entry = b.store.get(key).await.map_err(failure(&bucket))?;
+            Ok(entry.map(|e| Entry {
+                value: e.value.to_vec(),
+                revision: e.revision,
+            }))
         }
         .await;
         Ok(self.counted(KvOp::Get, result, KvOutcome::Ok))
@@ -215,7 +210,7 @@ impl Host for KeyValueView<'_> {
             b.store
                 .put(key, value.into())
                 .await
-                .map_err(|e| failure(&bucket, e))
+                .map_err(failure(&bucket))
         }
         .await;
         Ok(self.counted(KvOp::Put, result, KvOutcome::Ok))
@@ -229,11 +224,10 @@ impl Host for KeyValueView<'_> {
     ) -> wasmtime::Result<Result<Option<u64>, Error>> {
         let result = async {
             let b = self.writable(&bucket, &key, &value, KvOp::Create)?;
-            match b.store.create(key, value.into()).await {
-                Ok(revision) => Ok(Some(revision)),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
-                Err(e) => Err(failure(&bucket, e)),
-            }
+            b.store
+                .create(key, value.into())
+                .await
+                .map_err(failure(&bucket))
         }
         .await;
         Ok(self.conditional(KvOp::Create, result))
@@ -248,11 +242,10 @@ impl Host for KeyValueView<'_> {
     ) -> wasmtime::Result<Result<Option<u64>, Error>> {
         let result = async {
             let b = self.writable(&bucket, &key, &value, KvOp::Update)?;
-            match b.store.update(key, value.into(), revision).await {
-                Ok(revision) => Ok(Some(revision)),
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
-                Err(e) => Err(failure(&bucket, e)),
-            }
+            b.store
+                .update(key, value.into(), revision)
+                .await
+                .map_err(failure(&bucket))
         }
         .await;
         Ok(self.conditional(KvOp::Update, result))
@@ -261,7 +254,7 @@ impl Host for KeyValueView<'_> {
     async fn delete(&mut self, bucket: String, key: String) -> wasmtime::Result<Result<(), Error>> {
         let result = async {
             let b = self.writable(&bucket, &key, &[], KvOp::Delete)?;
-            b.store.delete(key).await.map_err(|e| failure(&bucket, e))
+            b.store.delete(key).await.map_err(failure(&bucket))
         }
         .await;
         Ok(self.counted(KvOp::Delete, result, KvOutcome::Ok))

@@ -13,8 +13,8 @@ mod types;
 pub use publisher::PublishRoutes;
 
 use crate::config::{OutputIds, Subject, SubscriberConfig};
+use crate::nats::wire::Wire;
 use crate::settle::{InFlight, Settler};
-use async_nats::jetstream;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -64,10 +64,8 @@ pub struct SubscriberHost {
     /// `<stream>:<durable>`: the namespace of the `Nats-Msg-Id`s of its
     /// outputs, the guest's own included.
     pub id_namespace: String,
-    /// Core NATS client.
-    pub client: async_nats::Client,
-    /// JetStream context.
-    pub jetstream: jetstream::Context,
+    /// Where its publishes, requests and key-value calls go.
+    pub wire: Wire,
     /// Subjects the guest may publish and send requests to.
     pub allow: Vec<Subject>,
     /// Which subjects are captured by streams.
@@ -93,27 +91,21 @@ pub struct SubscriberHost {
     pub http: Arc<http::OutboundHttp>,
     /// Its secret config values, masked wherever the runtime shows guest text.
     pub secrets: Arc<crate::config::secrets::Secrets>,
+    /// Where its guests' output goes instead of the log (a local run).
+    pub transcript: Option<Arc<crate::wasm::guest_log::Transcript>>,
 }
 
 impl SubscriberHost {
-    /// What `sub`'s stores share, publishing through `client` and
-    /// `jetstream`; counting into `previous`'s statistics when it replaces
+    /// What `sub`'s stores share, publishing over `wire`; counting into `previous`'s statistics when it replaces
     /// a subscriber (see [`Settler::new`]).
     pub fn new(
         sub: &SubscriberConfig,
-        client: async_nats::Client,
-        jetstream: jetstream::Context,
+        wire: Wire,
         routes: Arc<PublishRoutes>,
         buckets: Vec<crate::nats::setup::OpenedBucket>,
         previous: Option<&Settler>,
     ) -> Self {
-        let settler = Arc::new(Settler::new(
-            sub,
-            client.clone(),
-            jetstream.clone(),
-            &routes,
-            previous,
-        ));
+        let settler = Arc::new(Settler::new(sub, wire.clone(), &routes, previous));
         let secrets = Arc::new(crate::config::secrets::Secrets::new(
             &sub.secrets,
             &sub.config,
@@ -121,8 +113,7 @@ impl SubscriberHost {
         SubscriberHost {
             name: sub.name.as_str().into(),
             id_namespace: format!("{}:{}", sub.stream, sub.durable),
-            client,
-            jetstream,
+            wire,
             allow: sub.publish.clone(),
             routes,
             config: sub.config.iter().collect(),
@@ -139,6 +130,7 @@ impl SubscriberHost {
             secrets,
             settler,
             traces: None,
+            transcript: None,
             kv: keyvalue::KeyValue::new(buckets),
         }
     }

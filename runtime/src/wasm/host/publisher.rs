@@ -7,7 +7,8 @@ use super::generated::natsapp::handler::types::Error;
 use super::types::{header_pairs, REPLY_TO};
 use super::NatsView;
 use crate::grants::{check_guest_headers, check_subject_grant, Refused, Use};
-use crate::nats::publish::{self, PublishError, Route};
+use crate::nats::publish::{PublishError, Route};
+use crate::nats::wire::RequestError;
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use std::str::FromStr;
 use std::time::Duration;
@@ -108,15 +109,11 @@ impl Host for NatsView<'_> {
             .get()
             .map(|t| t.send(&subject, "publish", &mut map));
         let started = std::time::Instant::now();
-        let sent = publish::publish(
-            &self.sub.client,
-            &self.sub.jetstream,
-            route,
-            subject,
-            map,
-            data.into(),
-        )
-        .await;
+        let sent = self
+            .sub
+            .wire
+            .publish(route, subject, map, data.into())
+            .await;
         if acked_by_stream {
             self.sub
                 .settler
@@ -165,22 +162,22 @@ impl Host for NatsView<'_> {
             .trace
             .get()
             .map(|t| t.send(&subject, "request", &mut map));
-        let request = async_nats::Request::new()
-            .payload(data.into())
-            .headers(map)
-            .timeout(Some(Duration::from_millis(timeout_ms.into())));
-        let answered = match self.sub.client.send_request(subject.clone(), request).await {
+        let timeout = Duration::from_millis(timeout_ms.into());
+        let answered = match self
+            .sub
+            .wire
+            .request(subject, map, data.into(), timeout)
+            .await
+        {
             Ok(reply) => Ok(Response {
                 data: reply.payload.to_vec(),
                 headers: header_pairs(reply.headers.as_ref()),
             }),
-            Err(e) => Err(match e.kind() {
-                async_nats::RequestErrorKind::TimedOut => Error::Timeout,
-                async_nats::RequestErrorKind::NoResponders => {
-                    Error::Unavailable(format!("no responders on {subject:?}"))
-                }
-                async_nats::RequestErrorKind::InvalidSubject => Error::Invalid(e.to_string()),
-                _ => Error::Other(e.to_string()),
+            Err(e) => Err(match e {
+                RequestError::TimedOut => Error::Timeout,
+                RequestError::NoResponders(_) => Error::Unavailable(e.to_string()),
+                RequestError::Invalid(e) => Error::Invalid(e),
+                RequestError::Other(e) => Error::Other(e),
             }),
         };
         if let Some(send) = send {

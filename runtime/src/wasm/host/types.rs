@@ -11,20 +11,7 @@ use wasmtime::component::Resource;
 /// The header that carries where a publisher wants an answer.
 pub const REPLY_TO: &str = "Reply-To";
 
-/// Header pairs as the WIT `headers` type carries them.
-pub(crate) fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, String)> {
-    let Some(headers) = headers else {
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(headers.len());
-    for (name, values) in headers.iter() {
-        let name: &str = name.as_ref();
-        for v in values {
-            out.push((name.to_string(), v.as_str().to_string()));
-        }
-    }
-    out
-}
+pub(crate) use crate::nats::header_pairs;
 
 impl NatsView<'_> {
     fn check(&self, handle: &Resource<MessageHandle>) -> wasmtime::Result<()> {

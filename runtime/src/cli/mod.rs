@@ -1,8 +1,11 @@
 //! Command line: `natsapp-wasm run FILE` (SIGHUP reloads), `natsapp-wasm reload FILE`,
 //! `natsapp-wasm check FILE`,
 //! `natsapp-wasm docs FILE` (AsyncAPI) and
-//! `natsapp-wasm new NAME --lang rust|python|js`, `natsapp-wasm cache dir|clear`.
+//! `natsapp-wasm new NAME --lang rust|python|js`, `natsapp-wasm cache dir|clear`,
+//! `natsapp-wasm invoke COMPONENT|FILE` (one message, no server: see `invoke`).
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.
+
+mod invoke;
 
 use clap::{Parser, Subcommand};
 use natsapp_wasm::config::Config;
@@ -60,6 +63,10 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Run a handler on one message without a NATS server: its verdict,
+    /// publishes, requests, key-value writes, acknowledgements and output.
+    /// Exit code: 0 ack, 3 retry, 4 reject, 5 failure, 2 bad input.
+    Invoke(Box<invoke::InvokeArgs>),
     /// The compiled-component cache (NATSAPP_CACHE_DIR, default ~/.cache/natsapp-wasm).
     Cache {
         #[command(subcommand)]
@@ -126,6 +133,7 @@ pub fn main() -> ExitCode {
         | Command::Docs { ref file }
         | Command::Reload { ref file } => file,
         Command::Cache { action } => return cache(action),
+        Command::Invoke(args) => return invoke::run(*args, cli.log_format),
         Command::New { name, lang, dir } => return new_project(&dir, &name, lang),
     };
     let config = match Config::load(file) {
@@ -145,7 +153,7 @@ pub fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             Ok(())
         }
-        Command::Cache { .. } | Command::New { .. } => {
+        Command::Cache { .. } | Command::New { .. } | Command::Invoke(_) => {
             unreachable!("handled before loading a configuration")
         }
         Command::Run { .. } | Command::Reload { .. } => {

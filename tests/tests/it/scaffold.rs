@@ -48,6 +48,27 @@ async fn scaffold_builds_and_handles_a_message(lang: &str, build: &[&str]) {
             .args(["check", "service.toml"])
             .current_dir(&root),
     );
+    // The test file the project comes with passes as written, with the
+    // language's usual runner, driving `natsapp-wasm invoke`.
+    let test = match lang {
+        "python" => Some((
+            repo_root().join(".venv/bin/python"),
+            vec!["-m", "pytest", "-q"],
+            "2 passed",
+        )),
+        "js" => Some(("node".into(), vec!["--test"], "# pass 2")),
+        _ => None,
+    };
+    if let Some((runner, args, passed)) = test {
+        let out = succeeds(
+            Command::new(runner)
+                .args(args)
+                .current_dir(&root)
+                .env("NATSAPP_WASM", natsapp_bin()),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(passed), "{lang}: {stdout}");
+    }
 
     let server = NatsServer::start();
     let url = server.url().to_string();

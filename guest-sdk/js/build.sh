@@ -2,8 +2,9 @@
 # Builds a JavaScript handler into a component:
 #   build.sh HANDLER_DIR OUT.wasm
 # HANDLER_DIR holds handler.js (which exports handle(data, msg)); the SDK
-# (natsapp.js, main.js) and the WIT package are staged beside it.
-# Needs `npm install` in this folder (componentize-js 0.23.0).
+# (natsapp.js, main.js) and the WIT package are staged beside it, bundled
+# into one ES module (bundle.mjs, rolldown), then componentized.
+# Needs `npm install` in this folder (componentize-js 0.23.0, rolldown).
 set -euo pipefail
 sdk=$(cd "$(dirname "$0")" && pwd)
 wit=${NATSAPP_WIT:-$sdk/../../wit}
@@ -13,5 +14,6 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cp "$src"/*.js "$stage"/
 cp "$sdk/natsapp.js" "$sdk/main.js" "$stage"/
-NODE_OPTIONS="--import $sdk/preopens.mjs" "$sdk/node_modules/.bin/componentize-js" "$stage/main.js" \
+node "$sdk/bundle.mjs" "$stage/main.js" "$stage/bundle.js"
+NODE_OPTIONS="--import $sdk/preopens.mjs" "$sdk/node_modules/.bin/componentize-js" "$stage/bundle.js" \
     --wit "$wit" --world-name handler-sdk -d fetch-event -o "$out"

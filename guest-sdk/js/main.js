@@ -1,7 +1,8 @@
-// The component's entry: exports handler.js's `handle` through natsapp.js.
-import { handle } from "./handler.js";
+// The component's entry: exports handler.js's `handle` through natsapp.js,
+// parsing payloads with its `messageParser` when it exports one.
+import * as app from "./handler.js";
 import { adapt } from "./natsapp.js";
 
-if (typeof handle !== "function") throw new Error("handler.js must export function handle(data, msg)");
+if (typeof app.handle !== "function") throw new Error("handler.js must export function handle(data, msg)");
 
-export const handler = { handle: adapt(handle) };
+export const handler = { handle: adapt(app.handle, app.messageParser) };

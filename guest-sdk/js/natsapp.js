@@ -157,6 +157,15 @@ export class Bucket {
 }
 
 /** The subscriber's `config = { … }` value for `key`. */
+/** Every `config = { … }` value of the subscriber, as an object. */
+export function configAll() {
+  try {
+    return Object.fromEntries(store.getAll());
+  } catch {
+    return {};
+  }
+}
+
 export function config(key, fallback) {
   try {
     return store.get(key) ?? fallback;
@@ -167,8 +176,13 @@ export function config(key, fallback) {
 
 /** The delivery being handled; valid during `handle` only. */
 export class Message {
-  constructor(raw) {
+  constructor(raw, data) {
     this.raw = raw;
+    this.payload = data;
+  }
+  /** The payload as received (a Uint8Array), whatever the parser made of it. */
+  get data() {
+    return this.payload === undefined ? new Uint8Array() : asBytes(this.payload);
   }
   get subject() {
     return this.raw.subject();
@@ -204,10 +218,26 @@ export class Message {
   }
 }
 
+/** The parser of handler.js's `messageParser(bytes)` export, when it has
+ * one (as the Python wrapper's `message_parser`): when it throws, the
+ * failure is logged and the default parser takes over. */
+function parserOf(messageParser) {
+  if (typeof messageParser !== "function") return parse;
+  return (bytes) => {
+    try {
+      return messageParser(asBytes(bytes));
+    } catch (e) {
+      console.error(`messageParser failed (${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}); using the default parser`);
+      return parse(bytes);
+    }
+  };
+}
+
 /** Adapts `handle(data, msg)` to the WIT export; used by main.js. An async
  * `handle` (one that awaits `fetch`) is awaited: the component runs its event
  * loop until the promise settles. */
-export function adapt(handle) {
+export function adapt(handle, messageParser) {
+  const parseData = parserOf(messageParser);
   const fail = (e) => {
     if (e instanceof Reject) throw { tag: "reject", val: e.reason };
     if (e instanceof Retry) {
@@ -223,7 +253,7 @@ export function adapt(handle) {
   return (data, msg) => {
     let result;
     try {
-      result = handle(parse(data), new Message(msg));
+      result = handle(parseData(data), new Message(msg, data));
     } catch (e) {
       fail(e);
     }

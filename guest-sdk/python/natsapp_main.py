@@ -1,5 +1,10 @@
 """The component's entry: adapts ``app.handle(data, msg)`` to the WIT export.
 
+``data`` is what ``app.message_parser(payload_bytes)`` returns when app.py
+defines one (as the Python wrapper's ``message_parser``); when it raises, the
+failure is logged and the default parser (UTF-8 → JSON → text → bytes) takes
+over. ``msg.data`` is always the payload as received.
+
 Outcomes: returning normally → ok (ack unless settled); ``natsapp.Reject`` →
 reject; ``natsapp.Retry`` → retry (with its delay); ``natsapp.Denied`` or
 ``natsapp.Invalid`` left unhandled → reject (retrying cannot help); any other
@@ -19,6 +24,18 @@ from wit_world.exports.handler import HandleError_Reject, HandleError_Retry, Ret
 if not callable(getattr(app, "handle", None)):
     raise RuntimeError("app.py must define handle(data, msg)")
 
+_parser = getattr(app, "message_parser", None)
+
+
+def _parse(data):
+    if _parser is None:
+        return natsapp.parse(data)
+    try:
+        return _parser(bytes(data))
+    except Exception as e:
+        print(f"message_parser failed ({type(e).__name__}: {e}); using the default parser", file=sys.stderr)
+        return natsapp.parse(data)
+
 
 def _run(result):
     """Drives an ``async def handle``: the runtime's calls complete at once."""
@@ -35,7 +52,7 @@ def _run(result):
 class Handler(exports.Handler):
     def handle(self, data, msg):
         try:
-            _run(app.handle(natsapp.parse(data), natsapp.Message(msg)))
+            _run(app.handle(_parse(data), natsapp.Message(msg, data)))
         except natsapp.Reject as e:
             raise Err(HandleError_Reject(e.reason))
         except natsapp.Retry as e:

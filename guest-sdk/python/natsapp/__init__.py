@@ -32,7 +32,7 @@ from componentize_py_types import Ok as _Ok
 __all__ = [
     "Reject", "Retry", "HostError", "Denied", "Timeout", "Unavailable", "Invalid",
     "Message", "Bucket", "Entry", "HttpError", "HttpResponse", "http_request",
-    "publish", "request", "config", "parse", "encode",
+    "publish", "request", "publisher", "Publisher", "config", "config_all", "parse", "encode",
 ]
 
 
@@ -161,6 +161,27 @@ def publish(subject, data, headers=None):
     (``.stream``, ``.sequence``, ``.duplicate``) once the stream stored it; a core
     subject returns a false ``Result``."""
     return Result(_call(_publisher.publish, subject, encode(data), _headers(headers)))
+
+
+class Publisher:
+    """Publishes to one subject, as the Python wrapper's ``app.publisher(subject=…)``
+    does: ``await output.publish(model)``. The subject must be in the
+    subscriber's ``publish`` allow-list; streams are service.toml's business."""
+
+    def __init__(self, subject, headers=None):
+        self.subject = subject
+        self.headers = headers
+
+    def publish(self, data, headers=None):
+        merged = dict(_headers(self.headers))
+        merged.update(_headers(headers))
+        return publish(self.subject, data, merged or None)
+
+
+def publisher(subject, headers=None, **_ignored):
+    """A :class:`Publisher` for ``subject`` (keyword arguments the wrapper's
+    ``app.publisher`` takes, such as ``stream``, are accepted and ignored)."""
+    return Publisher(subject, headers)
 
 
 def request(subject, data, timeout=5.0, headers=None):
@@ -363,11 +384,25 @@ def config(key, default=None):
     return default if value is None else value
 
 
+def config_all():
+    """Every ``config = { … }`` value of the subscriber, as a dict."""
+    try:
+        return dict(_store.get_all())
+    except _Err:
+        return {}
+
+
 class Message:
     """The delivery being handled; valid during ``handle`` only."""
 
-    def __init__(self, raw):
+    def __init__(self, raw, data=b""):
         self._raw = raw
+        self._data = data
+
+    @property
+    def data(self):
+        """The payload as received (bytes), whatever the parser made of it."""
+        return bytes(self._data)
 
     @property
     def subject(self):

@@ -312,7 +312,19 @@ pub fn publish_with_headers(
 
 /// Sends a request and waits up to `timeout` for the reply.
 pub fn request(subject: &str, data: impl AsRef<[u8]>, timeout: Duration) -> Result<Response, HostError> {
-    Ok(publisher::request(subject, data.as_ref(), &[], timeout.as_millis().min(u32::MAX as u128) as u32)?)
+    request_with_headers(subject, data, &[], timeout)
+}
+
+/// Sends a request with headers and waits up to `timeout` for the reply.
+pub fn request_with_headers(
+    subject: &str,
+    data: impl AsRef<[u8]>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Response, HostError> {
+    let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let timeout_ms = timeout.as_millis().min(u32::MAX as u128) as u32;
+    Ok(publisher::request(subject, data.as_ref(), &headers, timeout_ms)?)
 }
 
 /// Per-subscriber configuration (`config = { … }` in service.toml).

@@ -38,8 +38,8 @@ enum Op {
     Sleep { ms: u64 },
     /// Allocate and touch this many MiB.
     Alloc { mib: usize },
-    /// Send a request, publish the reply to testkit.out.request.
-    Request { subject: String, data: String, timeout_ms: u64 },
+    /// Send a request (with `headers`), publish the reply to testkit.out.request.
+    Request { subject: String, data: String, timeout_ms: u64, #[serde(default)] headers: Vec<(String, String)> },
     /// Publish subject, headers, delivery and config to testkit.out.info.
     Info,
     /// Try publishing to `subject` and report the error on testkit.out.denied.
@@ -202,8 +202,9 @@ impl Handler for TestKit {
                 }
                 report("alloc", json!({"allocated_mib": v.len() >> 20}))
             }
-            Op::Request { subject, data, timeout_ms } => {
-                let reply = natsapp_guest::request(&subject, data, Duration::from_millis(timeout_ms))?;
+            Op::Request { subject, data, timeout_ms, headers } => {
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                let reply = natsapp_guest::request_with_headers(&subject, data, &headers, Duration::from_millis(timeout_ms))?;
                 report("request", json!({"reply": String::from_utf8_lossy(&reply.data)}))
             }
             Op::Info => {

@@ -154,7 +154,12 @@ pub fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
                     include_str!("../../../guest-sdk/python/natsapp_main.py"),
                     false,
                 ),
-                (".gitignore", "*.wasm\n__pycache__/\n", false),
+                (
+                    "natsapp_vendor.py",
+                    include_str!("../../../guest-sdk/python/natsapp_vendor.py"),
+                    false,
+                ),
+                (".gitignore", "*.wasm\n__pycache__/\ndeps/\n", false),
             ],
         ),
         Lang::Js => (
@@ -184,6 +189,11 @@ pub fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
                     false,
                 ),
                 (
+                    "bundle.mjs",
+                    include_str!("../../../guest-sdk/js/bundle.mjs"),
+                    false,
+                ),
+                (
                     "package.json",
                     include_str!("../../../guest-sdk/js/package.json"),
                     false,
@@ -193,7 +203,7 @@ pub fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
                     include_str!("../../../guest-sdk/js/package-lock.json"),
                     false,
                 ),
-                (".gitignore", "*.wasm\nnode_modules/\n", false),
+                (".gitignore", "*.wasm\nnode_modules/\n.build/\n", false),
             ],
         ),
     };

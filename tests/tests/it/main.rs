@@ -13,6 +13,7 @@ mod keyvalue;
 mod languages;
 mod logs;
 mod micro;
+mod packages;
 mod publish;
 mod reliability;
 mod reload;

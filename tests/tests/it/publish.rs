@@ -80,7 +80,12 @@ async fn request_gets_the_reply() {
     tokio::spawn(async move {
         use futures::StreamExt;
         while let Some(m) = responder.next().await {
-            let body = format!("pong:{}", String::from_utf8_lossy(&m.payload));
+            let tenant = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("X-Tenant"))
+                .map_or("-".to_string(), |v| v.as_str().to_string());
+            let body = format!("pong:{}:{tenant}", String::from_utf8_lossy(&m.payload));
             replier
                 .publish(m.reply.unwrap(), body.into())
                 .await
@@ -96,7 +101,18 @@ async fn request_gets_the_reply() {
     .await;
     assert_eq!(
         next_json(&mut out, Duration::from_secs(10)).await["reply"],
-        "pong:ping"
+        "pong:ping:-"
+    );
+    js_publish(
+        &js,
+        "in.kit",
+        r#"{"op":"request","subject":"svc.echo","data":"ping","timeout_ms":2000,"headers":[["X-Tenant","acme"]]}"#,
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut out, Duration::from_secs(10)).await["reply"],
+        "pong:ping:acme",
+        "the request's headers reach the responder"
     );
     drained(&js, "IN", "kit").await;
 }

@@ -2,9 +2,11 @@
 //! `natsapp-wasm check FILE`,
 //! `natsapp-wasm docs FILE` (AsyncAPI) and
 //! `natsapp-wasm new NAME --lang rust|python|js`, `natsapp-wasm cache dir|clear`,
-//! `natsapp-wasm invoke COMPONENT|FILE` (one message, no server: see `invoke`).
+//! `natsapp-wasm invoke COMPONENT|FILE` (one message, no server: see `invoke`),
+//! `natsapp-wasm dev [DIR]` (build, run, rebuild and reload on change: see `dev`).
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.
 
+mod dev;
 mod invoke;
 
 use clap::{Parser, Subcommand};
@@ -67,6 +69,10 @@ enum Command {
     /// publishes, requests, key-value writes, acknowledgements and output.
     /// Exit code: 0 ack, 3 retry, 4 reject, 5 failure, 2 bad input.
     Invoke(Box<invoke::InvokeArgs>),
+    /// Develop a project made by `new`: start a local nats-server when the
+    /// configured one does not answer, build the handler, run the service,
+    /// and rebuild and reload whenever a source changes.
+    Dev(Box<dev::DevArgs>),
     /// The compiled-component cache (NATSAPP_CACHE_DIR, default ~/.cache/natsapp-wasm).
     Cache {
         #[command(subcommand)]
@@ -134,6 +140,7 @@ pub fn main() -> ExitCode {
         | Command::Reload { ref file } => file,
         Command::Cache { action } => return cache(action),
         Command::Invoke(args) => return invoke::run(*args, cli.log_format),
+        Command::Dev(args) => return dev::run(*args, cli.log_format),
         Command::New { name, lang, dir } => return new_project(&dir, &name, lang),
     };
     let config = match Config::load(file) {
@@ -153,7 +160,7 @@ pub fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             Ok(())
         }
-        Command::Cache { .. } | Command::New { .. } | Command::Invoke(_) => {
+        Command::Cache { .. } | Command::New { .. } | Command::Invoke(_) | Command::Dev(_) => {
             unreachable!("handled before loading a configuration")
         }
         Command::Run { .. } | Command::Reload { .. } => {

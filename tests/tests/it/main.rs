@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod concurrency;
 mod deploy;
+mod dev;
 mod flow;
 mod guests;
 mod hostile;

@@ -1,28 +1,146 @@
-// Test handler for the C recipe. The payload is a command:
+// Test handler for the C recipe, written against natsapp.h. A JSON payload
+// is an operation of the SDK semantics test ({"op": "raise" | "reject" |
+// "retry" | "denied" | "publish" | "ack" | "info", …}); a text payload is a
+// command whose result goes to testkit.out.c:
 //   kv BUCKET KEY VALUE  create KEY if absent, then read it back
 //   http URL             GET URL
-// and the result goes to testkit.out.c as text.
 
-#include "handler_sdk.h"
+#include "natsapp.h"
 #include "natsapp_http.h"
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-static void report(const char *text) {
-    handler_sdk_string_t subject;
-    handler_sdk_string_set(&subject, "testkit.out.c");
-    handler_sdk_list_u8_t data = {(uint8_t *)text, strlen(text)};
-    natsapp_handler_publisher_headers_t headers = {NULL, 0};
-    natsapp_handler_publisher_option_publish_ack_t ack;
-    natsapp_handler_publisher_error_t err;
-    if (natsapp_handler_publisher_publish(&subject, &data, &headers, &ack, &err)) {
-        natsapp_handler_publisher_option_publish_ack_free(&ack);
-    } else {
-        natsapp_handler_publisher_error_free(&err);
+// The value of "key" in a flat JSON object: where it starts and how long it
+// is (a string without its quotes, or a number or object as written).
+static bool json_field(const char *json, const char *key, const char **start, size_t *len) {
+    char quoted[64];
+    snprintf(quoted, sizeof quoted, "\"%s\"", key);
+    const char *p = strstr(json, quoted);
+    if (!p) return false;
+    p += strlen(quoted);
+    while (*p == ' ' || *p == ':') p++;
+    if (*p == '"') {
+        const char *end = strchr(p + 1, '"');
+        if (!end) return false;
+        *start = p + 1;
+        *len = (size_t)(end - p - 1);
+        return true;
     }
+    const char *end = p;
+    int depth = 0;
+    while (*end && (depth > 0 || (*end != ',' && *end != '}'))) {
+        if (*end == '{' || *end == '[') depth++;
+        if (*end == '}' || *end == ']') depth--;
+        end++;
+    }
+    *start = p;
+    *len = (size_t)(end - p);
+    return true;
 }
 
+static void field_text(const char *json, const char *key, char *out, size_t size) {
+    const char *start;
+    size_t len;
+    if (!json_field(json, key, &start, &len)) len = 0, start = "";
+    snprintf(out, size, "%.*s", (int)len, start);
+}
+
+static void report(const char *subject, const char *text) {
+    natsapp_error_t err;
+    natsapp_publish(subject, text, strlen(text), NULL, &err);
+}
+
+static natsapp_result_t operation(const char *json, size_t len, natsapp_msg_t *msg) {
+    char op[32], text[512];
+    field_text(json, "op", op, sizeof op);
+    natsapp_error_t err;
+    if (strcmp(op, "raise") == 0) {
+        // C has no exceptions: an error the handler cannot handle is a retry.
+        field_text(json, "message", text, sizeof text);
+        char reason[600];
+        snprintf(reason, sizeof reason, "error: %s", text);
+        return natsapp_retry(reason, -1);
+    }
+    if (strcmp(op, "reject") == 0) {
+        field_text(json, "reason", text, sizeof text);
+        return natsapp_reject(text);
+    }
+    if (strcmp(op, "retry") == 0) {
+        field_text(json, "delay_ms", text, sizeof text);
+        return natsapp_retry("asked to retry", atoll(text));
+    }
+    if (strcmp(op, "denied") == 0) {
+        field_text(json, "subject", text, sizeof text);
+        if (!natsapp_publish(text, "x", 1, NULL, &err)) return natsapp_error_result(&err);
+        return natsapp_ok();
+    }
+    if (strcmp(op, "publish") == 0) {
+        char subject[256];
+        field_text(json, "subject", subject, sizeof subject);
+        field_text(json, "data", text, sizeof text);
+        natsapp_publish_ack_t ack;
+        if (!natsapp_publish(subject, text, strlen(text), &ack, &err)) return natsapp_error_result(&err);
+        char out[512];
+        snprintf(out, sizeof out, "{\"stream\": \"%s\", \"sequence\": %" PRIu64 ", \"duplicate\": %s}", ack.stream,
+                 ack.sequence, ack.duplicate ? "true" : "false");
+        report("testkit.out.publish", out);
+        return natsapp_ok();
+    }
+    if (strcmp(op, "ack") == 0) {
+        if (!natsapp_msg_ack(msg, &err)) return natsapp_error_result(&err);
+        return natsapp_retry("failing after my own ack", -1);
+    }
+    if (strcmp(op, "info") == 0) {
+        char subject[256], trace[128] = "", region[64] = "", out[1024];
+        natsapp_msg_subject(msg, subject, sizeof subject);
+        natsapp_msg_header(msg, "X-Trace", trace, sizeof trace);
+        natsapp_config("region", region, sizeof region);
+        natsapp_delivery_t d;
+        natsapp_msg_delivery(msg, &d);
+        snprintf(out, sizeof out,
+                 "{\"subject\": \"%s\", \"trace\": \"%s\", \"delivered\": %" PRIu32
+                 ", \"stream\": \"%s\", \"region\": \"%s\", \"data\": %.*s}",
+                 subject, trace, d.delivered, d.stream, region, (int)len, json);
+        report("testkit.out.info", out);
+        return natsapp_ok();
+    }
+    return natsapp_reject("unknown operation");
+}
+
+static void key_value(char *bucket_name, char *key_name, char *value_text, char *out, size_t n);
+
+natsapp_result_t natsapp_handle(const uint8_t *data, size_t len, natsapp_msg_t *msg) {
+    char command[1024];
+    size_t n = len < sizeof command - 1 ? len : sizeof command - 1;
+    memcpy(command, data, n);
+    command[n] = 0;
+    if (command[0] == '{') return operation(command, n, msg);
+
+    char result[1024] = "";
+    char *op = strtok(command, " ");
+    if (op && strcmp(op, "kv") == 0) {
+        char *bucket = strtok(NULL, " "), *key = strtok(NULL, " "), *value = strtok(NULL, " ");
+        key_value(bucket ? bucket : "", key ? key : "", value ? value : "", result, sizeof result);
+    } else if (op && strcmp(op, "http") == 0) {
+        char *url = strtok(NULL, " ");
+        natsapp_http_response_t resp;
+        if (natsapp_http_request("GET", url ? url : "", NULL, 0, NULL, &resp)) {
+            snprintf(result, sizeof result, "status=%u body=%.*s", resp.status, (int)resp.body.len,
+                     (const char *)resp.body.ptr);
+            handler_sdk_list_u8_free(&resp.body);
+        } else {
+            snprintf(result, sizeof result, "error=%s", resp.error);
+        }
+    } else {
+        return natsapp_reject("unknown command");
+    }
+    report("testkit.out.c", result);
+    return natsapp_ok();
+}
+
+// Key-value through the generated bindings (natsapp.h has no key-value helpers).
 static void error_text(const natsapp_handler_keyvalue_error_t *err, char *out, size_t n) {
     const handler_sdk_string_t *s = err->tag == NATSAPP_HANDLER_TYPES_ERROR_TIMEOUT ? NULL : &err->val.denied;
     snprintf(out, n, "error %d: %.*s", err->tag, s ? (int)s->len : 0, s ? (const char *)s->ptr : "");
@@ -55,39 +173,4 @@ static void key_value(char *bucket_name, char *key_name, char *value_text, char 
     } else {
         snprintf(out, n, "created=%s value=none", won);
     }
-}
-
-bool exports_natsapp_handler_handler_handle(handler_sdk_list_u8_t *data,
-                                            exports_natsapp_handler_handler_borrow_message_t msg,
-                                            exports_natsapp_handler_handler_handle_error_t *err) {
-    char command[1024];
-    size_t len = data->len < sizeof command - 1 ? data->len : sizeof command - 1;
-    memcpy(command, data->ptr, len);
-    command[len] = 0;
-    handler_sdk_list_u8_free(data);
-    // The message is lent for this call only: give it back before returning.
-    natsapp_handler_types_message_drop_borrow(msg);
-
-    char result[1024] = "";
-    char *op = strtok(command, " ");
-    if (op && strcmp(op, "kv") == 0) {
-        char *bucket = strtok(NULL, " "), *key = strtok(NULL, " "), *value = strtok(NULL, " ");
-        key_value(bucket ? bucket : "", key ? key : "", value ? value : "", result, sizeof result);
-    } else if (op && strcmp(op, "http") == 0) {
-        char *url = strtok(NULL, " ");
-        natsapp_http_response_t resp;
-        if (natsapp_http_request("GET", url ? url : "", NULL, 0, NULL, &resp)) {
-            snprintf(result, sizeof result, "status=%u body=%.*s", resp.status, (int)resp.body.len,
-                     (const char *)resp.body.ptr);
-            handler_sdk_list_u8_free(&resp.body);
-        } else {
-            snprintf(result, sizeof result, "error=%s", resp.error);
-        }
-    } else {
-        err->tag = EXPORTS_NATSAPP_HANDLER_HANDLER_HANDLE_ERROR_REJECT;
-        handler_sdk_string_dup(&err->val.reject, "unknown command");
-        return false;
-    }
-    report(result);
-    return true;
 }

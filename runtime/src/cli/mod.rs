@@ -58,7 +58,7 @@ enum Command {
     New {
         /// Project name: lowercase letters, digits and '-' (also its subjects and stream).
         name: String,
-        /// rust, python or js.
+        /// rust, python, js or c.
         #[arg(long, default_value = "rust")]
         lang: natsapp_wasm::scaffold::Lang,
         /// Where to create it (default: the current folder).

@@ -1,4 +1,4 @@
-//! `natsapp-wasm new NAME --lang rust|python|js`: writes a handler project
+//! `natsapp-wasm new NAME --lang rust|python|js|c`: writes a handler project
 //! that builds on its own — the handler, the SDK and the WIT package
 //! vendored beside it, its build command, a service.toml that
 //! `natsapp-wasm check` accepts and a short README.
@@ -15,6 +15,8 @@ pub enum Lang {
     Python,
     /// JavaScript with componentize-js.
     Js,
+    /// C with wit-bindgen, clang and wasm-tools.
+    C,
 }
 
 impl std::str::FromStr for Lang {
@@ -24,8 +26,9 @@ impl std::str::FromStr for Lang {
             "rust" => Ok(Lang::Rust),
             "python" | "py" => Ok(Lang::Python),
             "js" | "javascript" => Ok(Lang::Js),
+            "c" => Ok(Lang::C),
             other => Err(format!(
-                "unknown language {other:?}: use rust, python or js"
+                "unknown language {other:?}: use rust, python, js or c"
             )),
         }
     }
@@ -37,6 +40,7 @@ impl fmt::Display for Lang {
             Lang::Rust => "rust",
             Lang::Python => "python",
             Lang::Js => "js",
+            Lang::C => "c",
         })
     }
 }
@@ -111,7 +115,10 @@ const WIT: &[(&str, &str)] = &[
     ),
 ];
 
-/// The files of a `lang` project named `name`, by relative path.
+/// Where a C project keeps wasmtime's WASI preview1 reactor adapter.
+pub const C_ADAPTER: &str = "wasi_snapshot_preview1.reactor.wasm";
+
+/// The text files of a `lang` project named `name`, by relative path.
 pub fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
     let module = name.replace('-', "_");
     let stream = module.to_uppercase();
@@ -160,6 +167,39 @@ pub fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
                     false,
                 ),
                 (".gitignore", "*.wasm\n__pycache__/\ndeps/\n", false),
+            ],
+        ),
+        Lang::C => (
+            format!("{module}.wasm"),
+            "./build.sh",
+            &[
+                ("handler.c", include_str!("c/handler.c.in"), true),
+                ("build.sh", include_str!("c/build.sh.in"), true),
+                (
+                    "natsapp.h",
+                    include_str!("../../../guest-sdk/c/natsapp.h"),
+                    false,
+                ),
+                (
+                    "natsapp.c",
+                    include_str!("../../../guest-sdk/c/natsapp.c"),
+                    false,
+                ),
+                (
+                    "natsapp_http.h",
+                    include_str!("../../../guest-sdk/c/natsapp_http.h"),
+                    false,
+                ),
+                (
+                    "natsapp_http.c",
+                    include_str!("../../../guest-sdk/c/natsapp_http.c"),
+                    false,
+                ),
+                (
+                    ".gitignore",
+                    "*.wasm\n!wasi_snapshot_preview1.reactor.wasm\n.build/\n",
+                    false,
+                ),
             ],
         ),
         Lang::Js => (
@@ -252,11 +292,13 @@ pub fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
                 Lang::Rust => "src/lib.rs",
                 Lang::Python => "app.py",
                 Lang::Js => "handler.js",
+                Lang::C => "handler.c",
             },
             match lang {
                 Lang::Rust => "",
                 Lang::Python => " · test: `python -m pytest` (test_app.py)",
                 Lang::Js => " · test: `node --test` (handler.test.mjs)",
+                Lang::C => "",
             }
         ),
     ));
@@ -277,11 +319,24 @@ pub fn create(parent: &Path, name: &str, lang: Lang) -> Result<PathBuf, Scaffold
     if root.exists() {
         return Err(ScaffoldError::Exists(root));
     }
-    for (rel, text) in files(name, lang) {
+    let mut all: Vec<(String, Vec<u8>)> = files(name, lang)
+        .into_iter()
+        .map(|(rel, text)| (rel, text.into_bytes()))
+        .collect();
+    if lang == Lang::C {
+        // The adapter that makes a WASI preview1 module a component, from
+        // the wasmtime release this runtime runs on.
+        all.push((
+            C_ADAPTER.into(),
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER
+                .to_vec(),
+        ));
+    }
+    for (rel, bytes) in all {
         let path = root.join(&rel);
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(path.parent().expect("a file in the project"))?;
-            std::fs::write(&path, &text)?;
+            std::fs::write(&path, &bytes)?;
             #[cfg(unix)]
             if rel.ends_with(".sh") {
                 use std::os::unix::fs::PermissionsExt;
@@ -303,7 +358,7 @@ mod tests {
 
     #[test]
     fn every_language_gets_a_checkable_service_file() {
-        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
             let dir = tempfile::tempdir().unwrap();
             let root = create(dir.path(), "order-audit", lang).unwrap();
             let files = files("order-audit", lang);

@@ -1,4 +1,4 @@
-//! The Python and JavaScript SDKs keep the same semantics as the Rust one.
+//! The Python, JavaScript and C SDKs keep the same semantics as the Rust one.
 
 use crate::{header, kit_service, with_dlq, Kit};
 use natsapp_wasm_tests::*;
@@ -12,6 +12,13 @@ async fn python_sdk_semantics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_sdk_semantics() {
     sdk_semantics(guests::JS_KIT, "TypeError").await;
+}
+
+/// C has no exceptions: the kit returns a retry with "error: …" where the
+/// others raise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_sdk_semantics() {
+    sdk_semantics(guests::C_KIT, "error").await;
 }
 
 async fn sdk_semantics(component: &str, exception: &str) {

@@ -7,9 +7,12 @@ use std::process::Command;
 use std::time::Duration;
 
 fn run(dir: &Path, program: &str, args: &[&str]) {
+    // The tools install-prereqs.sh puts in .venv (componentize-py,
+    // wasm-tools) and .tools (wit-bindgen).
     let path = format!(
-        "{}:{}",
+        "{}:{}:{}",
         repo_root().join(".venv/bin").display(),
+        repo_root().join(".tools/bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
     succeeds(
@@ -120,4 +123,9 @@ async fn new_python_project() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_js_project() {
     scaffold_builds_and_handles_a_message("js", &["./build.sh"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_c_project() {
+    scaffold_builds_and_handles_a_message("c", &["./build.sh"]).await;
 }

@@ -7,7 +7,9 @@
 # Needs `npm install` in this folder (componentize-js 0.23.0, rolldown).
 set -euo pipefail
 sdk=$(cd "$(dirname "$0")" && pwd)
-wit=${NATSAPP_WIT:-$sdk/../../wit}
+# The WIT package: beside the SDK in its npm package, else the repository's.
+if [ -d "$sdk/wit" ]; then default_wit=$sdk/wit; else default_wit=$sdk/../../wit; fi
+wit=${NATSAPP_WIT:-$default_wit}
 src=$(cd "$1" && pwd)
 out=$2
 stage=$(mktemp -d)

@@ -31,7 +31,7 @@ use std::time::Duration;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "natsapp:handler/handler-sdk",
         pub_export_macro: true,
         default_bindings_module: "natsapp_guest::bindings",

@@ -260,8 +260,7 @@ pub fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
     if lang == Lang::Rust {
         out.push((
             "natsapp-guest/src/lib.rs".into(),
-            include_str!("../../../guest-sdk/rust/src/lib.rs")
-                .replace("path: \"../../wit\"", "path: \"wit\""),
+            include_str!("../../../guest-sdk/rust/src/lib.rs").to_string(),
         ));
         out.push((
             "natsapp-guest/src/kv.rs".into(),

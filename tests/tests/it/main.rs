@@ -20,6 +20,7 @@ mod reliability;
 mod reload;
 mod resilience;
 mod scaffold;
+mod sdks;
 mod semantics;
 mod startup;
 mod tenants;

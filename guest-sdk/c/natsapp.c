@@ -3,6 +3,7 @@
 #include "natsapp.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "handler_sdk.h"
@@ -39,6 +40,13 @@ natsapp_result_t natsapp_retry(const char *reason, int64_t delay_ms) {
     natsapp_result_t r = {NATSAPP_RETRY, delay_ms, ""};
     set_result(&r, reason);
     return r;
+}
+
+void natsapp_crash(const char *what) {
+    // The line the runtime reads the cause from (as the other SDKs write it).
+    fprintf(stderr, "uncaught exception: %s\n", what);
+    fflush(stderr);
+    abort();
 }
 
 natsapp_result_t natsapp_error_result(const natsapp_error_t *err) {

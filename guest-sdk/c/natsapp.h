@@ -52,6 +52,11 @@ natsapp_result_t natsapp_retry(const char *reason, int64_t delay_ms);
 // A failed call's result: denied or invalid reject (retrying cannot help), the rest retry.
 natsapp_result_t natsapp_error_result(const natsapp_error_t *err);
 
+// Ends the call as an uncaught exception does in Python or JavaScript (and a
+// panic in Rust): a failure with cause `panic`, `what` in the log and the
+// statistics, the message redelivered with backoff.
+_Noreturn void natsapp_crash(const char *what);
+
 // The delivery being handled, valid during natsapp_handle only.
 typedef struct natsapp_msg natsapp_msg_t;
 

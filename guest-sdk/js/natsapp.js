@@ -7,7 +7,8 @@
 //   export function handle(data, msg) {        // data: JSON value, text or Uint8Array
 //     if (!data.order_id) throw new Reject("an order needs an id");   // term (+ dead letter)
 //     publish("order.status", { order_id: data.order_id, status: "processed" });
-//   }                                          // returning acks; any other throw retries
+//   }                                          // returning acks; throw new Retry(…) retries;
+//                                              // an uncaught throw is a crash (redelivered, cause panic)
 //
 // Runtime calls (publish, request, msg.ack(), …) are synchronous; `fetch`
 // (outbound HTTP, to the origins service.toml grants) is the standard async
@@ -247,8 +248,12 @@ export function adapt(handle, messageParser) {
     if (e instanceof HostError && (e.kind === "denied" || e.kind === "invalid")) {
       throw { tag: "reject", val: e.message };
     }
+    // Uncaught: the stack and the line the runtime reads the cause from, then
+    // thrown on, which ends the call as a Rust panic does (a failure with
+    // cause `panic`, redelivered with backoff, the instance not reused).
     console.error(e && e.stack ? `${e}\n${e.stack}` : String(e));
-    throw { tag: "retry", val: { delayMs: undefined, reason: e instanceof Error ? `${e.name}: ${e.message}` : String(e) } };
+    console.error(`uncaught exception: ${e instanceof Error ? `${e.name}: ${e.message}` : `thrown ${typeof e}: ${String(e)}`}`);
+    throw e;
   };
   return (data, msg) => {
     let result;

@@ -8,7 +8,10 @@ over. ``msg.data`` is always the payload as received.
 Outcomes: returning normally → ok (ack unless settled); ``natsapp.Reject`` →
 reject; ``natsapp.Retry`` → retry (with its delay); ``natsapp.Denied`` or
 ``natsapp.Invalid`` left unhandled → reject (retrying cannot help); any other
-exception → retry, with its traceback on stderr (the runtime's log).
+exception is uncaught: its traceback and an ``uncaught exception: Type: text``
+line go to stderr (the runtime's log) and it is raised on, which ends the
+call as a Rust panic does — a failure with cause ``panic``, redelivered with
+backoff, the instance not reused.
 """
 
 import inspect
@@ -25,6 +28,9 @@ if not callable(getattr(app, "handle", None)):
     raise RuntimeError("app.py must define handle(data, msg)")
 
 _parser = getattr(app, "message_parser", None)
+
+# The line the runtime reads the cause of an uncaught exception from.
+UNCAUGHT = "uncaught exception: "
 
 
 def _parse(data):
@@ -62,4 +68,5 @@ class Handler(exports.Handler):
             raise Err(HandleError_Reject(f"{type(e).__name__.lower()}: {e}"))
         except Exception as e:
             traceback.print_exc(file=sys.stderr)
-            raise Err(HandleError_Retry(Retry(None, f"{type(e).__name__}: {e}")))
+            print(f"{UNCAUGHT}{type(e).__name__}: {e}", file=sys.stderr)
+            raise

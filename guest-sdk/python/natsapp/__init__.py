@@ -9,7 +9,8 @@ In ``app.py``::
         if "order_id" not in order:
             raise natsapp.Reject("an order needs an id")     # term (+ dead letter)
         natsapp.publish("order.status", {"order_id": order["order_id"], "status": "processed"})
-        # returning normally acks; any other exception retries (nak with backoff)
+        # returning normally acks; natsapp.Retry retries; an uncaught exception is a crash:
+        # redelivered with backoff, counted as a failure with cause panic
 
 ``async def handle(data, msg)`` works too: ``await`` the calls of this module.
 

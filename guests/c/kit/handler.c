@@ -57,11 +57,11 @@ static natsapp_result_t operation(const char *json, size_t len, natsapp_msg_t *m
     field_text(json, "op", op, sizeof op);
     natsapp_error_t err;
     if (strcmp(op, "raise") == 0) {
-        // C has no exceptions: an error the handler cannot handle is a retry.
+        // C has no exceptions: natsapp_crash ends the call as an uncaught one does.
         field_text(json, "message", text, sizeof text);
-        char reason[600];
-        snprintf(reason, sizeof reason, "error: %s", text);
-        return natsapp_retry(reason, -1);
+        char what[600];
+        snprintf(what, sizeof what, "error: %s", text);
+        natsapp_crash(what);
     }
     if (strcmp(op, "reject") == 0) {
         field_text(json, "reason", text, sizeof text);
@@ -90,7 +90,7 @@ static natsapp_result_t operation(const char *json, size_t len, natsapp_msg_t *m
     }
     if (strcmp(op, "ack") == 0) {
         if (!natsapp_msg_ack(msg, &err)) return natsapp_error_result(&err);
-        return natsapp_retry("failing after my own ack", -1);
+        natsapp_crash("error: failing after my own ack");
     }
     if (strcmp(op, "info") == 0) {
         char subject[256], trace[128] = "", region[64] = "", out[1024];

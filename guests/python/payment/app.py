@@ -7,8 +7,6 @@ request from charging twice, across replicas."""
 import natsapp
 
 
-class PaymentServiceError(Exception):
-    """The payment service failed: retried."""
 
 
 def validate(data):
@@ -34,7 +32,7 @@ def charge(payment):
     if 400 <= resp.status < 500:
         raise natsapp.Reject(f"payment declined ({resp.status}): {resp.text()}")
     if resp.status >= 500:
-        raise PaymentServiceError(f"payment service error ({resp.status})")
+        raise natsapp.Retry(f"payment service error ({resp.status})")
     return {"payment_id": payment["payment_id"], "charge_id": resp.json()["charge_id"],
             "amount": payment["amount"], "currency": payment["currency"]}
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 pub enum FailureCause {
     /// A wasm trap (unreachable, out-of-bounds, stack overflow, …).
     Trap,
-    /// A Rust guest panic (a trap preceded by a panic message).
+    /// A crash: a Rust guest panic, an uncaught exception or thrown
+    /// non-error in a Python or JavaScript guest, `natsapp_crash` in C.
     Panic,
     /// The per-message time limit (`limits.timeout`) ran out.
     Timeout,

@@ -18,6 +18,10 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
+/// The line the Python and JavaScript SDKs write before an uncaught
+/// exception ends the call.
+const UNCAUGHT: &str = "uncaught exception: ";
+
 /// Host resources (WASI streams, pollables, lent messages) one store may
 /// hold at once: far more than a handler needs, far fewer than wasmtime's
 /// default of a million, so a guest that leaks them traps early instead of
@@ -350,6 +354,12 @@ fn classify(
         ),
         Some(Err(Failure::Call(e))) => {
             let tail = output.stderr_tail();
+            // The SDKs' adapters end a call with an uncaught exception (or a
+            // thrown non-error) by a trap after this line: a crash, as a
+            // Rust panic is.
+            if let Some(line) = tail.lines().rev().find(|l| l.starts_with(UNCAUGHT)) {
+                return failed(FailureCause::Panic, line.to_string());
+            }
             let panicked = tail.lines().rev().find(|l| l.contains("panicked at"));
             let detail = match (e.downcast_ref::<Trap>(), panicked) {
                 (Some(Trap::UnreachableCodeReached), Some(line)) => {

@@ -14,7 +14,7 @@ async fn javascript_sdk_semantics() {
     sdk_semantics(guests::JS_KIT, "TypeError").await;
 }
 
-/// C has no exceptions: the kit returns a retry with "error: …" where the
+/// C has no exceptions: the kit calls natsapp_crash("error: …") where the
 /// others raise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_sdk_semantics() {
@@ -66,7 +66,7 @@ async fn sdk_semantics(component: &str, exception: &str) {
     let mut expected = vec![
             "denied: subscriber \"kit\" may not publish to \"forbidden.x\" (allowed: testkit.out.>, out.>, svc.>)".to_string(),
             "max_deliver (1) reached; last failure: asked to retry".to_string(),
-            format!("max_deliver (1) reached; last failure: {exception}: bad value 42"),
+            format!("max_deliver (1) reached; last failure: uncaught exception: {exception}: bad value 42"),
             "order 7 is invalid".to_string(),
     ];
     expected.sort();
@@ -80,10 +80,11 @@ async fn sdk_semantics(component: &str, exception: &str) {
             s.settled_by_guest,
             s.dead_lettered,
             s.retried,
-            s.rejected
+            s.rejected,
+            s.failed(natsapp_wasm::settle::FailureCause::Panic)
         ),
-        (7, 2, 1, 4, 3, 2),
-        "retried counts raise, retry and the raise after the guest's own ack"
+        (7, 2, 1, 4, 1, 2, 2),
+        "an uncaught exception (the raise, and the raise after the guest's own ack) is a crash, as a Rust panic is; retried counts the retry"
     );
 }
 

@@ -138,16 +138,21 @@ async fn the_wrapper_examples_run_unchanged_with_pydantic() {
     assert_eq!(dead_reasons[0].0, "bad");
     assert_eq!(dead_reasons[1].0, "big");
     assert!(
-        dead_reasons[1]
-            .1
-            .contains("PaymentServiceError: the payment service is unavailable"),
+        dead_reasons[1].1.ends_with(
+            "uncaught exception: PaymentServiceError: the payment service is unavailable"
+        ),
         "{dead_reasons:?}"
     );
     let payments = running.subscriber("process-payment");
     assert_eq!(
-        (payments.acked, payments.retried, payments.dead_lettered),
-        (1, 5, 2),
-        "p1 acked; big asked for a retry on each of its 5 deliveries and the 5th was its last, so it was dead-lettered, like bad"
+        (
+            payments.acked,
+            payments.failed(natsapp_wasm::settle::FailureCause::Panic),
+            payments.retried,
+            payments.dead_lettered
+        ),
+        (1, 5, 0, 2),
+        "p1 acked; big's re-raised error, uncaught, crashed each of its 5 deliveries (redelivered with backoff) and the 5th was its last, so it was dead-lettered, like bad"
     );
     running.stop().await;
 }

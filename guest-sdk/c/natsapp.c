@@ -21,8 +21,20 @@ static size_t copy_text(const uint8_t *text, size_t len, char *out, size_t size)
     return len;
 }
 
+// Drops a UTF-8 sequence that a cut at a buffer's end left incomplete: the
+// runtime refuses a string that is not UTF-8.
+static void trim_utf8(char *s) {
+    size_t n = strlen(s), i = n;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
+    if (i == 0) return;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t want = lead < 0x80 ? 1 : (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : 4;
+    if (n - (i - 1) < want) s[i - 1] = 0;
+}
+
 static void set_result(natsapp_result_t *r, const char *reason) {
     snprintf(r->reason, sizeof r->reason, "%s", reason ? reason : "");
+    trim_utf8(r->reason);
 }
 
 natsapp_result_t natsapp_ok(void) {
@@ -65,6 +77,7 @@ static void take_error(natsapp_handler_types_error_t *e, natsapp_error_t *err) {
             handler_sdk_string_t *s = &e->val.denied;
             snprintf(err->message, sizeof err->message, "%s: %.*s", names[e->tag], (int)s->len,
                      (const char *)s->ptr);
+            trim_utf8(err->message);
         }
     }
     natsapp_handler_types_error_free(e);

@@ -157,7 +157,6 @@ export class Bucket {
   }
 }
 
-/** The subscriber's `config = { … }` value for `key`. */
 /** Every `config = { … }` value of the subscriber, as an object. */
 export function configAll() {
   try {
@@ -167,6 +166,7 @@ export function configAll() {
   }
 }
 
+/** The subscriber's `config = { … }` value for `key`. */
 export function config(key, fallback) {
   try {
     return store.get(key) ?? fallback;

@@ -66,7 +66,7 @@ class Handler(exports.Handler):
             raise Err(HandleError_Retry(Retry(delay, e.reason)))
         except (natsapp.Denied, natsapp.Invalid) as e:
             raise Err(HandleError_Reject(f"{type(e).__name__.lower()}: {e}"))
-        except Exception as e:
+        except BaseException as e:  # SystemExit and KeyboardInterrupt end the call too
             traceback.print_exc(file=sys.stderr)
             print(f"{UNCAUGHT}{type(e).__name__}: {e}", file=sys.stderr)
             raise

@@ -148,12 +148,17 @@ impl LocalWire {
         payload: Bytes,
     ) -> Result<Option<Acked>, PublishError> {
         let pairs = super::header_pairs(Some(&headers));
-        // What the server counts: the payload and the header block.
-        let size = payload.len()
-            + pairs
+        // What the server counts: the payload and the header block
+        // ("NATS/1.0\r\n", a "Name: value\r\n" line each, "\r\n").
+        let header_block = if pairs.is_empty() {
+            0
+        } else {
+            12 + pairs
                 .iter()
                 .map(|(n, v)| n.len() + v.len() + 4)
-                .sum::<usize>();
+                .sum::<usize>()
+        };
+        let size = payload.len() + header_block;
         if size > self.max_payload {
             return Err(PublishError::Invalid {
                 subject,
@@ -283,17 +288,30 @@ impl LocalBucket {
         self.write(key, Some(value));
     }
 
-    fn write(&self, key: &str, value: Option<Bytes>) -> u64 {
+    /// Writes `value` (a delete marker when `None`) under `key` when
+    /// `allowed` says so of the key's state (live, last revision), all under
+    /// one lock; returns the new revision.
+    fn write_if(
+        &self,
+        key: &str,
+        value: Option<Bytes>,
+        allowed: impl FnOnce(bool, u64) -> bool,
+    ) -> Option<u64> {
         let mut keys = self.keys.lock().expect("bucket lock");
+        let (live, last) = keys
+            .get(key)
+            .map_or((false, 0), |(v, revision)| (v.is_some(), *revision));
+        if !allowed(live, last) {
+            return None;
+        }
         let revision = keys.values().map(|(_, r)| *r).max().unwrap_or(0) + 1;
         keys.insert(key.to_string(), (value, revision));
-        revision
+        Some(revision)
     }
 
-    fn last_revision(&self, key: &str) -> (bool, u64) {
-        let keys = self.keys.lock().expect("bucket lock");
-        keys.get(key)
-            .map_or((false, 0), |(v, revision)| (v.is_some(), *revision))
+    fn write(&self, key: &str, value: Option<Bytes>) -> u64 {
+        self.write_if(key, value, |_, _| true)
+            .expect("an unconditional write")
     }
 
     fn recorded(&self, op: &'static str, key: &str, value: Option<Bytes>, revision: Option<u64>) {
@@ -316,15 +334,13 @@ impl LocalBucket {
     }
 
     pub(super) fn create(&self, key: &str, value: Bytes) -> Option<u64> {
-        let (live, _) = self.last_revision(key);
-        let revision = (!live).then(|| self.write(key, Some(value.clone())));
+        let revision = self.write_if(key, Some(value.clone()), |live, _| !live);
         self.recorded("create", key, Some(value), revision);
         revision
     }
 
     pub(super) fn update(&self, key: &str, value: Bytes, expected: u64) -> Option<u64> {
-        let (_, last) = self.last_revision(key);
-        let revision = (last == expected).then(|| self.write(key, Some(value.clone())));
+        let revision = self.write_if(key, Some(value.clone()), |_, last| last == expected);
         self.recorded("update", key, Some(value), revision);
         revision
     }

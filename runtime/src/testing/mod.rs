@@ -254,9 +254,9 @@ impl Builder {
                 }
             },
         };
+        // A secret keeps being one (masked) when its value is given here.
         for (key, value) in &self.config {
             sub.config.insert(key.clone(), value.clone());
-            sub.secrets.remove(key);
         }
         if let Some(t) = self.timeout {
             sub.timeout = t;
@@ -377,13 +377,11 @@ http = {http}
             })
             .collect();
         let cache = self.cache.clone().unwrap_or_else(ComponentCache::from_env);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| SetupError::Engine(format!("cannot start the async runtime: {e}")))?;
-        let wasm = WasmRuntime::new(cache, PoolSize::for_config(&config))
-            .map_err(|e| SetupError::Engine(format!("{e:#}")))?;
+        // Room for a memory limit raised over the file's (`memory`).
+        let mut pool = PoolSize::for_config(&config);
+        pool.max_memory = pool.max_memory.max(sub.memory);
+        let wasm =
+            WasmRuntime::new(cache, pool).map_err(|e| SetupError::Engine(format!("{e:#}")))?;
         let loaded = wasm.load(&sub.component, &sub.name)?;
         let mut host = SubscriberHost::new(
             &sub,
@@ -408,7 +406,7 @@ http = {http}
             host,
             wire,
             transcript,
-            runtime,
+            runtime: std::sync::OnceLock::new(),
             _wasm: wasm,
             sequence: Default::default(),
         })
@@ -424,6 +422,15 @@ fn names(config: &Config) -> String {
         .join(", ")
 }
 
+impl Drop for LocalHandler {
+    fn drop(&mut self) {
+        // Dropped from async code too (a test's handler): never block there.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// A compiled handler that runs messages in this process.
 pub struct LocalHandler {
     sub: SubscriberConfig,
@@ -431,7 +438,9 @@ pub struct LocalHandler {
     host: Arc<SubscriberHost>,
     wire: Arc<LocalWire>,
     transcript: Arc<Transcript>,
-    runtime: tokio::runtime::Runtime,
+    /// The async runtime of the blocking [`invoke`](Self::invoke), made
+    /// on its first call (async callers bring their own).
+    runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
     /// Keeps the engine's epoch ticker running.
     _wasm: WasmRuntime,
     sequence: std::sync::atomic::AtomicU64,
@@ -459,8 +468,20 @@ impl LocalHandler {
 
     /// Runs `message` and reports what came of it. Key-value buckets keep
     /// what earlier runs wrote.
+    ///
+    /// # Panics
+    ///
+    /// When called from async code (use [`invoke_async`](Self::invoke_async)
+    /// there), or when no async runtime can be started.
     pub fn invoke(&self, message: Message) -> Report {
-        self.runtime.block_on(self.invoke_async(message))
+        let runtime = self.runtime.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("an async runtime for LocalHandler::invoke")
+        });
+        runtime.block_on(self.invoke_async(message))
     }
 
     /// [`invoke`](Self::invoke), from async code.

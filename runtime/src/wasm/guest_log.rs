@@ -120,7 +120,17 @@ impl GuestOutput {
             }
             _ => return,
         }
-        if let Ok(mut pending) = self.pending.lock() {
+        if let Some(transcript) = &self.transcript {
+            // Kept in the order written, stdout and stderr interleaved.
+            transcript
+                .0
+                .lock()
+                .expect("transcript lock")
+                .push(GuestLine {
+                    stderr,
+                    text: line.to_string(),
+                });
+        } else if let Ok(mut pending) = self.pending.lock() {
             pending.lines[usize::from(stderr)].push(line.to_string());
             pending.since.get_or_insert_with(std::time::Instant::now);
         }
@@ -159,16 +169,6 @@ impl GuestOutput {
             Ok(mut pending) => std::mem::take(&mut *pending).lines,
             Err(_) => return,
         };
-        if let Some(transcript) = &self.transcript {
-            // stdout and stderr apart, as the log keeps them.
-            let lines = out.into_iter().map(|text| GuestLine {
-                stderr: false,
-                text,
-            });
-            let lines = lines.chain(err.into_iter().map(|text| GuestLine { stderr: true, text }));
-            transcript.0.lock().expect("transcript lock").extend(lines);
-            return;
-        }
         if !out.is_empty() {
             tracing::info!(target: "guest", subscriber = %self.subscriber, "{}", out.join("\n"));
         }

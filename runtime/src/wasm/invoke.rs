@@ -357,8 +357,12 @@ fn classify(
             // The SDKs' adapters end a call with an uncaught exception (or a
             // thrown non-error) by a trap after this line: a crash, as a
             // Rust panic is.
+            let unreachable =
+                matches!(e.downcast_ref::<Trap>(), Some(Trap::UnreachableCodeReached));
             if let Some(line) = tail.lines().rev().find(|l| l.starts_with(UNCAUGHT)) {
-                return failed(FailureCause::Panic, line.to_string());
+                if unreachable {
+                    return failed(FailureCause::Panic, line.to_string());
+                }
             }
             let panicked = tail.lines().rev().find(|l| l.contains("panicked at"));
             let detail = match (e.downcast_ref::<Trap>(), panicked) {

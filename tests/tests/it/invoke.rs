@@ -80,6 +80,18 @@ fn each_verdict_has_its_line_and_exit_code() {
             "failure (timeout): handler exceeded its time limit of 300ms (",
         ),
         (
+            r#"{"op":"alloc","mib":60}"#,
+            &[],
+            5,
+            "failure (memory_limit): memory limit of 67108864 bytes exceeded",
+        ),
+        (
+            r#"{"op":"alloc","mib":60}"#,
+            &["--memory", "200MiB"],
+            0,
+            "ack (",
+        ),
+        (
             r#"{"op":"alloc","mib":64}"#,
             &["--memory", "16MiB"],
             5,
@@ -192,7 +204,7 @@ stream = "IN"
 durable = "kit-durable"
 publish = ["testkit.out.>", "events.>"]
 dead_letter = "events.dead"
-config = {{ region = "eu", tier = "gold" }}
+config = {{ region = "eu", tier = "gold", api_key = {{ secret = "s3cr3t-k3y" }} }}
 
 [[subscribers]]
 name = "other"
@@ -251,9 +263,27 @@ durable = "other"
     config.sort_by_key(|pair| pair[0].as_str().unwrap().to_string());
     assert_eq!(
         config,
-        [json!(["region", "eu"]), json!(["tier", "platinum"])]
+        [
+            json!(["api_key", "s3cr3t-k3y"]),
+            json!(["region", "eu"]),
+            json!(["tier", "platinum"])
+        ]
     );
     assert_eq!(report["published"][0]["stream"], "EVENTS");
+
+    // The guest sees its secret; what the runtime shows of the guest's text does not.
+    let (code, report) = invoke_json(&[
+        file,
+        r#"{"op":"term","reason":"declined with key s3cr3t-k3y"}"#,
+        "-s",
+        "kit",
+    ]);
+    assert_eq!(code, 4);
+    assert_eq!(report["reason"], "declined with key [secret api_key]");
+    assert_eq!(
+        report["acks"],
+        json!(["term: declined with key [secret api_key]"])
+    );
 
     // The file's allow-list holds, with the runtime's own words.
     let (_, report) = invoke_json(&[
@@ -461,4 +491,21 @@ fn a_missing_component_is_named() {
         stderr.trim(),
         "error: cannot read component /nowhere/handler.wasm: No such file or directory (os error 2)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_serves_async_tests() {
+    let handler = LocalHandler::component(guests::TESTKIT)
+        .config("region", "eu")
+        .build()
+        .unwrap();
+    let report = handler
+        .invoke_async(Message::new(r#"{"op":"info"}"#).header("X-Trace", "t-1"))
+        .await;
+    assert_eq!(report.verdict, Verdict::Acked, "{report}");
+    let info = report.published[0].json().unwrap();
+    assert_eq!(info["headers"], json!([["X-Trace", "t-1"]]));
+    assert_eq!(info["config"], json!([["region", "eu"]]));
+    // Dropped here, inside the async runtime: no panic.
+    drop(handler);
 }

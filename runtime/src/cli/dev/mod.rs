@@ -92,6 +92,10 @@ impl Build {
 /// Runs `natsapp-wasm dev`.
 pub fn run(args: DevArgs, format: LogFormat) -> ExitCode {
     natsapp_wasm::telemetry::init_with("info", format);
+    if args.poll.is_zero() {
+        eprintln!("error: --poll must be more than zero");
+        return ExitCode::from(2);
+    }
     let dir = match std::path::absolute(&args.dir) {
         Ok(d) => d,
         Err(e) => {

@@ -5,7 +5,6 @@
 //! configured loopback port, its store in a temporary folder. Stopped (and
 //! its store removed) when dropped.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,11 +27,20 @@ impl Drop for LocalServer {
     }
 }
 
-/// Host and port of a NATS URL (`nats://host:port`, `host:port`, `host`).
+/// Host and port of a NATS URL (`nats://host:port`, `host:port`, `host`,
+/// `[::1]:port`).
 fn host_port(url: &str) -> Option<(String, u16)> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
     let rest = rest.split('/').next()?;
+    if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None => 4222,
+        };
+        return Some((host.to_string(), port));
+    }
     match rest.rsplit_once(':') {
         Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
         None => Some((rest.to_string(), 4222)),
@@ -81,6 +89,28 @@ fn find_binary(project: &Path) -> Result<PathBuf, String> {
     })
 }
 
+/// The server runs in its own process group, so a Ctrl-C stops the service
+/// gracefully first and the server after it (on drop); and the kernel stops
+/// it when this process ends any other way (a second Ctrl-C, a closed
+/// terminal, a kill).
+#[cfg(target_os = "linux")]
+fn stopped_with_this_process(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stopped_with_this_process(_command: &mut Command) {}
+
 impl LocalServer {
     /// Nothing when the first of `servers` answers; else a nats-server
     /// started on its loopback port.
@@ -103,19 +133,25 @@ impl LocalServer {
         let store = std::env::temp_dir().join(format!("natsapp-dev-{}", std::process::id()));
         std::fs::create_dir_all(&store)
             .map_err(|e| format!("cannot create {}: {e}", store.display()))?;
-        // Its own process group: a Ctrl-C stops the service gracefully
-        // first, and the server when that is done.
-        let child = Command::new(&bin)
-            .process_group(0)
+        let mut command = Command::new(&bin);
+        command
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(&store)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        stopped_with_this_process(&mut command);
+        let child = command
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let server = LocalServer { child, store };
+        let mut server = LocalServer { child, store };
         let started = Instant::now();
         while !reachable("127.0.0.1", port).await {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "{} exited ({status}) before accepting connections on 127.0.0.1:{port} (is the port taken?)",
+                    bin.display()
+                ));
+            }
             if started.elapsed() > START_WAIT {
                 return Err(format!(
                     "{} did not accept connections on 127.0.0.1:{port} within {START_WAIT:?} (is the port taken?)",

@@ -9,15 +9,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// Folders that hold build output or installed packages, not sources.
-const NOT_SOURCES: &[&str] = &[
-    "target",
-    "node_modules",
-    "deps",
-    ".build",
-    "__pycache__",
-    ".git",
-];
+/// Folders that hold build output or installed packages, not sources
+/// (besides every folder whose name starts with a dot: .git, .venv,
+/// .pytest_cache, .build).
+const NOT_SOURCES: &[&str] = &["target", "node_modules", "deps", "__pycache__", "venv"];
+
+/// Files a build writes itself.
+const BUILD_OUTPUTS: &[&str] = &["Cargo.lock"];
 
 type Snapshot = BTreeMap<PathBuf, (SystemTime, u64)>;
 
@@ -35,10 +33,10 @@ fn snapshot(dir: &Path) -> Snapshot {
             let name = name.to_string_lossy();
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
-                if !NOT_SOURCES.contains(&name.as_ref()) {
+                if !name.starts_with('.') && !NOT_SOURCES.contains(&name.as_ref()) {
                     pending.push(path);
                 }
-            } else if !name.ends_with(".wasm") {
+            } else if !name.ends_with(".wasm") && !BUILD_OUTPUTS.contains(&name.as_ref()) {
                 let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                 files.insert(path, (modified, meta.len()));
             }
@@ -82,6 +80,8 @@ pub async fn rebuild_on_change(dir: PathBuf, build: Build, reloader: Reloader, p
         }
         paths.sort();
         paths.dedup();
+        // What changes from here on, during the build too, is the next change.
+        seen = settled;
         let shown: Vec<String> = paths
             .iter()
             .map(|p| p.strip_prefix(&dir).unwrap_or(p).display().to_string())
@@ -95,7 +95,5 @@ pub async fn rebuild_on_change(dir: PathBuf, build: Build, reloader: Reloader, p
         } else {
             tracing::warn!("dev: still running the previous build");
         }
-        // What the build wrote itself (a lock file, say) is not a change.
-        seen = snapshot(&dir);
     }
 }

@@ -101,6 +101,9 @@ impl HostMessage for NatsView<'_> {
         reason: Option<String>,
     ) -> wasmtime::Result<Result<(), Error>> {
         self.check(&handle)?;
+        // The guest's text: its secrets stay out of the log, the server's
+        // advisory and the dead-letter headers.
+        let reason = reason.map(|r| self.sub.secrets.mask(&r));
         if let Some(r) = &reason {
             tracing::info!(subscriber = %self.sub.name, reason = %r, "handler terminated the message");
         }

@@ -27,6 +27,9 @@
 //! [`run`] does both. `roster` keeps the running subscribers and tenants;
 //! `reload` moves them to a changed file and components (SIGHUP,
 //! `natsapp-wasm reload`, [`Service::reloader`]).
+//! [`testing`] runs one message through the same dispatch path with
+//! `nats::local` in place of a server (`natsapp-wasm invoke`, handler
+//! authors' tests).
 
 pub mod admin;
 pub mod asyncapi;

@@ -1,7 +1,7 @@
 //! Command line: `natsapp-wasm run FILE` (SIGHUP reloads), `natsapp-wasm reload FILE`,
 //! `natsapp-wasm check FILE`,
 //! `natsapp-wasm docs FILE` (AsyncAPI) and
-//! `natsapp-wasm new NAME --lang rust|python|js`, `natsapp-wasm cache dir|clear`,
+//! `natsapp-wasm new NAME --lang rust|python|js|c`, `natsapp-wasm cache dir|clear`,
 //! `natsapp-wasm invoke COMPONENT|FILE` (one message, no server: see `invoke`),
 //! `natsapp-wasm dev [DIR]` (build, run, rebuild and reload on change: see `dev`).
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.

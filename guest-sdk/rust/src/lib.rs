@@ -205,6 +205,22 @@ pub enum Payload {
 #[derive(Debug, Clone)]
 pub struct Data(Vec<u8>);
 
+/// A payload as the handler's own parser made it, or as the default parser
+/// did when that one failed (see [`Data::parse_with`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed<T> {
+    /// What the handler's parser returned.
+    Custom(T),
+    /// The default parser's result, after the handler's parser failed.
+    Default(Payload),
+}
+
+impl From<Vec<u8>> for Data {
+    fn from(bytes: Vec<u8>) -> Self {
+        Data(bytes)
+    }
+}
+
 impl Data {
     /// The raw bytes.
     pub fn bytes(&self) -> &[u8] {
@@ -224,6 +240,19 @@ impl Data {
     /// The payload decoded from JSON into `T`; a decode failure rejects the message.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         Ok(serde_json::from_slice(&self.0)?)
+    }
+
+    /// The payload through `parser` (the Python wrapper's
+    /// `message_parser`): when it fails, the failure is logged (stderr, the
+    /// runtime's log) and the default parser takes over.
+    pub fn parse_with<T, E: fmt::Display>(&self, parser: impl FnOnce(&[u8]) -> std::result::Result<T, E>) -> Parsed<T> {
+        match parser(&self.0) {
+            Ok(value) => Parsed::Custom(value),
+            Err(e) => {
+                eprintln!("message parser failed ({e}); using the default parser");
+                Parsed::Default(self.parse())
+            }
+        }
     }
 
     /// The wrapper's default parser: UTF-8 → JSON → text → bytes.

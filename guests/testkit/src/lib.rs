@@ -62,6 +62,9 @@ enum Op {
     PublishWithHeaders { subject: String, data: String, headers: Vec<(String, String)> },
     /// Write a line to stdout and one to stderr.
     Log { stdout: String, stderr: String },
+    /// Parse `payload` with a parser of "key=value;…" pairs (the SDK's
+    /// parse_with); report what came of it on testkit.out.parsed.
+    ParseWith { payload: String },
     /// Probe the sandbox: environment, files, network; report what worked.
     Sandbox,
     /// Count messages seen by this instance (shows whether it is reused).
@@ -350,6 +353,20 @@ impl Handler for TestKit {
                     .map(|_| ())
                     .map_err(|e| e.to_string());
                 report("headers", json!({"result": format!("{result:?}")}))
+            }
+            Op::ParseWith { payload } => {
+                let pairs = |bytes: &[u8]| -> std::result::Result<Vec<(String, String)>, String> {
+                    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+                    text.split(';')
+                        .map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or(format!("{p:?} is not key=value")))
+                        .collect()
+                };
+                let parsed = match Data::from(payload.into_bytes()).parse_with(pairs) {
+                    natsapp_guest::Parsed::Custom(pairs) => json!({"custom": pairs}),
+                    natsapp_guest::Parsed::Default(natsapp_guest::Payload::Json(v)) => json!({"default": v}),
+                    natsapp_guest::Parsed::Default(other) => json!({"default": format!("{other:?}")}),
+                };
+                report("parsed", parsed)
             }
             Op::Log { stdout, stderr } => {
                 println!("{stdout}");

@@ -509,3 +509,32 @@ async fn the_library_serves_async_tests() {
     // Dropped here, inside the async runtime: no panic.
     drop(handler);
 }
+
+#[test]
+fn a_rust_parser_falls_back_to_the_default_parser_and_says_so() {
+    let handler = LocalHandler::component(guests::TESTKIT).build().unwrap();
+    let parsed = |payload: &str| {
+        let op = json!({"op": "parse_with", "payload": payload}).to_string();
+        let report = handler.invoke(Message::new(op));
+        assert_eq!(report.verdict, Verdict::Acked, "{report}");
+        let parsed = report.published[0].json().unwrap();
+        let stderr: Vec<String> = report
+            .log
+            .iter()
+            .filter(|l| l.stderr)
+            .map(|l| l.text.clone())
+            .collect();
+        (parsed, stderr)
+    };
+    assert_eq!(
+        parsed("id=7;qty=2"),
+        (json!({"custom": [["id", "7"], ["qty", "2"]]}), vec![])
+    );
+    assert_eq!(
+        parsed(r#"{"id": 7}"#),
+        (
+            json!({"default": {"id": 7}}),
+            vec![r#"message parser failed ("{\"id\": 7}" is not key=value); using the default parser"#.to_string()]
+        )
+    );
+}

@@ -22,46 +22,58 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 /// `[[publishers]]` entry names the one that captures the subject.
 const UNNAMED_STREAM: &str = "LOCAL";
 
+/// A publish a handler made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Its subject.
+    pub subject: String,
+    /// Its headers (the runtime's `Nats-Msg-Id` included).
+    pub headers: Vec<(String, String)>,
+    /// Its payload.
+    pub payload: Bytes,
+    /// The PubAck, when a stream captures the subject (else a core publish).
+    pub stored: Option<Acked>,
+}
+
+/// A request a handler sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Its subject.
+    pub subject: String,
+    /// Its payload.
+    pub payload: Bytes,
+    /// The answer, or why none came.
+    pub answer: Result<Bytes, RequestError>,
+}
+
+/// A key-value write a handler made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvWrite {
+    /// The bucket.
+    pub bucket: String,
+    /// put, create, update or delete.
+    pub op: &'static str,
+    /// The key.
+    pub key: String,
+    /// The value written (none for a delete).
+    pub value: Option<Bytes>,
+    /// The revision stored; `None` for a conditional write that lost
+    /// (create of a live key, update of a stale revision).
+    pub revision: Option<u64>,
+}
+
 /// Something a handler's run sent, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A publish: stored by a stream (`stored`), or a core publish (`None`).
-    Published {
-        /// Its subject.
-        subject: String,
-        /// Its headers.
-        headers: Vec<(String, String)>,
-        /// Its payload.
-        payload: Bytes,
-        /// The PubAck, when a stream captures the subject.
-        stored: Option<Acked>,
-    },
+    /// A publish.
+    Published(Published),
     /// A request and its answer, or why it got none.
-    Requested {
-        /// Its subject.
-        subject: String,
-        /// Its payload.
-        payload: Bytes,
-        /// The answer.
-        answer: Result<Bytes, RequestError>,
-    },
+    Requested(Request),
     /// An acknowledgement of the input: the guest's own, the runtime's
     /// in-progress heartbeat, or its settlement.
     Acknowledged(Ack),
-    /// A key-value write: `revision` is `None` for a conditional write
-    /// that lost (create of a live key, update of a stale revision).
-    KvWrite {
-        /// The bucket.
-        bucket: String,
-        /// put, create, update or delete.
-        op: &'static str,
-        /// The key.
-        key: String,
-        /// The value written (none for a delete).
-        value: Option<Bytes>,
-        /// The revision it was stored at.
-        revision: Option<u64>,
-    },
+    /// A key-value write.
+    KvWrite(KvWrite),
 }
 
 type Events = Arc<Mutex<Vec<Event>>>;
@@ -135,9 +147,9 @@ impl LocalWire {
         self.buckets.get(name).cloned()
     }
 
-    /// Everything sent so far, in order.
-    pub fn events(&self) -> Vec<Event> {
-        self.events.lock().expect("events lock").clone()
+    /// Everything sent since the last call, in order.
+    pub fn take_events(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.lock().expect("events lock"))
     }
 
     pub(super) fn publish(
@@ -174,12 +186,12 @@ impl LocalWire {
         };
         record(
             &self.events,
-            Event::Published {
+            Event::Published(Published {
                 subject,
                 headers: pairs,
                 payload,
                 stored: stored.clone(),
-            },
+            }),
         );
         Ok(stored)
     }
@@ -229,11 +241,11 @@ impl LocalWire {
             .ok_or_else(|| RequestError::NoResponders(subject.clone()));
         record(
             &self.events,
-            Event::Requested {
+            Event::Requested(Request {
                 subject,
                 payload,
                 answer: answer.clone(),
-            },
+            }),
         );
         answer.map(|payload| Reply {
             payload,
@@ -317,13 +329,13 @@ impl LocalBucket {
     fn recorded(&self, op: &'static str, key: &str, value: Option<Bytes>, revision: Option<u64>) {
         record(
             &self.events,
-            Event::KvWrite {
+            Event::KvWrite(KvWrite {
                 bucket: self.name.clone(),
                 op,
                 key: key.to_string(),
                 value,
                 revision,
-            },
+            }),
         );
     }
 

@@ -491,10 +491,9 @@ impl LocalHandler {
             Err(e) => return Report::refused(&self.sub.name, e),
         };
         let started = std::time::Instant::now();
-        let before = self.wire.events().len();
         let outcome = self.handler.invoke(msg.clone()).await;
         let elapsed = started.elapsed();
-        let handled = self.wire.events().len();
+        let handled = self.wire.take_events();
         let by_guest = msg.by_guest();
         let settler = &self.host.settler;
         let decision = disposition(
@@ -504,14 +503,13 @@ impl LocalHandler {
             settler.policy(),
         );
         settler.apply(&msg, decision.clone()).await;
-        let events = self.wire.events();
         Report::new(
             &self.sub.name,
             &outcome,
             &by_guest,
             &decision,
-            &events[before..handled],
-            &events[handled..],
+            handled,
+            self.wire.take_events(),
             self.transcript.take(),
             elapsed,
         )

@@ -4,8 +4,7 @@
 
 use crate::nats::ack::Ack;
 use crate::nats::local::Event;
-use crate::nats::publish::Acked;
-use crate::nats::wire::RequestError;
+pub use crate::nats::local::{KvWrite, Published, Request};
 use crate::settle::{ByGuest, Disposition, Outcome};
 use crate::wasm::guest_log::GuestLine;
 use base64::Engine;
@@ -67,19 +66,6 @@ impl Verdict {
     }
 }
 
-/// A publish the handler made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    /// Its subject.
-    pub subject: String,
-    /// Its headers (the runtime's `Nats-Msg-Id` included).
-    pub headers: Vec<(String, String)>,
-    /// Its payload.
-    pub payload: Bytes,
-    /// The PubAck, when a stream captures the subject (else a core publish).
-    pub stored: Option<Acked>,
-}
-
 impl Published {
     /// The payload as text (lossy).
     pub fn text(&self) -> String {
@@ -98,32 +84,6 @@ impl Published {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-}
-
-/// A request the handler sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// Its subject.
-    pub subject: String,
-    /// Its payload.
-    pub payload: Bytes,
-    /// The answer, or why none came.
-    pub answer: Result<Bytes, RequestError>,
-}
-
-/// A key-value write the handler made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KvWrite {
-    /// The bucket.
-    pub bucket: String,
-    /// put, create, update or delete.
-    pub op: &'static str,
-    /// The key.
-    pub key: String,
-    /// The value (none for a delete).
-    pub value: Option<Bytes>,
-    /// The revision stored; `None` when a create or update lost.
-    pub revision: Option<u64>,
 }
 
 /// A line the guest wrote.
@@ -165,8 +125,8 @@ impl Report {
         outcome: &Outcome,
         by_guest: &ByGuest,
         decision: &Disposition,
-        handled: &[Event],
-        settling: &[Event],
+        handled: Vec<Event>,
+        settling: Vec<Event>,
         log: Vec<LogLine>,
         duration: Duration,
     ) -> Self {
@@ -183,40 +143,10 @@ impl Report {
             duration,
         };
         for event in handled {
-            match event.clone() {
-                Event::Published {
-                    subject,
-                    headers,
-                    payload,
-                    stored,
-                } => report.published.push(Published {
-                    subject,
-                    headers,
-                    payload,
-                    stored,
-                }),
-                Event::Requested {
-                    subject,
-                    payload,
-                    answer,
-                } => report.requests.push(Request {
-                    subject,
-                    payload,
-                    answer,
-                }),
-                Event::KvWrite {
-                    bucket,
-                    op,
-                    key,
-                    value,
-                    revision,
-                } => report.kv.push(KvWrite {
-                    bucket,
-                    op,
-                    key,
-                    value,
-                    revision,
-                }),
+            match event {
+                Event::Published(p) => report.published.push(p),
+                Event::Requested(r) => report.requests.push(r),
+                Event::KvWrite(w) => report.kv.push(w),
                 Event::Acknowledged(ack) => report.acks.push(ack),
             }
         }
@@ -227,22 +157,10 @@ impl Report {
             .find(|a| !matches!(a, Ack::Progress))
             .cloned();
         for event in settling {
-            match event.clone() {
+            match event {
                 Event::Acknowledged(ack) => report.acks.push(ack),
-                Event::Published {
-                    subject,
-                    headers,
-                    payload,
-                    stored,
-                } => {
-                    report.dead_letter = Some(Published {
-                        subject,
-                        headers,
-                        payload,
-                        stored,
-                    })
-                }
-                Event::Requested { .. } | Event::KvWrite { .. } => {}
+                Event::Published(copy) => report.dead_letter = Some(copy),
+                Event::Requested(_) | Event::KvWrite(_) => {}
             }
         }
         report.verdict = match (outcome, by_guest) {

@@ -17,6 +17,7 @@ backoff, the instance not reused.
 import inspect
 import sys
 import traceback
+import weakref
 
 import app
 import natsapp
@@ -28,6 +29,12 @@ if not callable(getattr(app, "handle", None)):
     raise RuntimeError("app.py must define handle(data, msg)")
 
 _parser = getattr(app, "message_parser", None)
+
+# The message handle of every call is a resource object kept by a
+# weakref.finalize; the first finalize of a process imports atexit and
+# registers with it. Done here, it is part of the component's snapshot, and
+# no fresh instance pays for it on its first message.
+weakref.finalize(natsapp, lambda: None)
 
 # The line the runtime reads the cause of an uncaught exception from.
 UNCAUGHT = "uncaught exception: "

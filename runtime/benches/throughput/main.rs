@@ -43,6 +43,8 @@ use service::*;
 const BATCH: usize = 100;
 const CONCURRENCY: usize = 100;
 const PAYLOAD: usize = 128;
+/// Calls of the in-process Python per-message case.
+const PYTHON_PER_MESSAGE_CALLS: usize = 2_000;
 
 const RAW: &str = "raw async-nats (batch ≤ free permits, 100 at once, ack each)";
 const RAW_RELAY: &str = "raw async-nats relay (publish + PubAck, then ack)";
@@ -317,14 +319,17 @@ impl Bench {
     /// One handler call with NATS off the path: what an instance costs, and
     /// what a call costs in each language.
     async fn calls(&self) -> Vec<Row> {
-        let cases: [(&str, &Path, &str); 4] = [
-            ("Rust", &self.noop, "per-message"),
-            ("Rust", &self.noop, "reuse"),
-            ("Python", &self.py_noop, "reuse"),
-            ("JavaScript", &self.js_noop, "reuse"),
+        // A fresh Python instance costs milliseconds: fewer calls suffice.
+        let python_fresh = self.n.min(PYTHON_PER_MESSAGE_CALLS);
+        let cases: [(&str, &Path, &str, usize); 5] = [
+            ("Rust", &self.noop, "per-message", self.n),
+            ("Rust", &self.noop, "reuse", self.n),
+            ("Python", &self.py_noop, "per-message", python_fresh),
+            ("Python", &self.py_noop, "reuse", self.n),
+            ("JavaScript", &self.js_noop, "reuse", self.n),
         ];
         let mut rows = Vec::new();
-        for (language, component, instances) in cases {
+        for (language, component, instances, calls) in cases {
             let cost = handler_cost(
                 &self.server,
                 &self.client,
@@ -332,7 +337,7 @@ impl Bench {
                 &self.warm_cache,
                 component,
                 instances,
-                self.n,
+                calls,
             )
             .await;
             let case = format!("handler call in-process, {language} no-op, {instances} instances");

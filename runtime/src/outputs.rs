@@ -19,10 +19,14 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// What tells identical outputs apart: the first 12 bytes of the content
+/// digest (`content`), or nothing (`sequence`: every output counts alike).
+type ContentKey = Option<[u8; 12]>;
+
 /// The outputs one delivery has stored so far.
 #[derive(Debug, Default)]
 pub struct Outputs {
-    stored: Mutex<HashMap<String, u32>>,
+    stored: Mutex<HashMap<ContentKey, u32>>,
     attempts: std::sync::atomic::AtomicU32,
 }
 
@@ -31,7 +35,7 @@ pub struct Outputs {
 pub struct OutputId {
     /// The `Nats-Msg-Id` value.
     pub id: String,
-    key: String,
+    key: ContentKey,
 }
 
 impl Outputs {
@@ -43,18 +47,27 @@ impl Outputs {
             .saturating_add(1)
     }
 
-    /// The id for publishing `payload` to `subject` as the input `input`
-    /// (`<stream>:<durable>:<sequence>`).
-    pub fn id(&self, scheme: OutputIds, input: &str, subject: &str, payload: &[u8]) -> OutputId {
-        let key = match scheme {
-            OutputIds::Sequence => String::new(),
+    /// The id for publishing `payload` to `subject` as the input
+    /// `<namespace>:<sequence>` (the namespace is `<stream>:<durable>`).
+    pub fn id(
+        &self,
+        scheme: OutputIds,
+        namespace: &str,
+        sequence: u64,
+        subject: &str,
+        payload: &[u8],
+    ) -> OutputId {
+        use std::fmt::Write;
+        let key: ContentKey = match scheme {
+            OutputIds::Sequence => None,
             OutputIds::Content => {
                 let mut h = Sha256::new();
                 h.update(subject.as_bytes());
                 h.update([0]);
                 h.update(payload);
-                let digest = h.finalize();
-                digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+                let mut key = [0; 12];
+                key.copy_from_slice(&h.finalize()[..12]);
+                Some(key)
             }
         };
         let n = self
@@ -64,11 +77,15 @@ impl Outputs {
             .get(&key)
             .copied()
             .unwrap_or(0);
-        let id = if key.is_empty() {
-            format!("{input}:{n}")
-        } else {
-            format!("{input}:{key}:{n}")
-        };
+        // Written in place: this runs for every output, and `format!` per
+        // part showed in the relay's profile.
+        let mut id = String::with_capacity(namespace.len() + 64);
+        let _ = write!(id, "{namespace}:{sequence}:");
+        if let Some(key) = &key {
+            push_hex(&mut id, key);
+            id.push(':');
+        }
+        let _ = write!(id, "{n}");
         OutputId { id, key }
     }
 
@@ -78,8 +95,17 @@ impl Outputs {
             .stored
             .lock()
             .expect("outputs lock")
-            .entry(output.key.clone())
+            .entry(output.key)
             .or_default() += 1;
+    }
+}
+
+/// Appends the lower-case hexadecimal of `bytes` to `out`.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
     }
 }
 
@@ -87,7 +113,8 @@ impl Outputs {
 mod tests {
     use super::*;
 
-    const INPUT: &str = "IN:kit:7";
+    const NAMESPACE: &str = "IN:kit";
+    const SEQUENCE: u64 = 7;
 
     /// Publishes `outputs` as one delivery would, every one succeeding.
     fn ids(scheme: OutputIds, outputs: &[(&str, &str)]) -> Vec<String> {
@@ -95,7 +122,7 @@ mod tests {
         outputs
             .iter()
             .map(|(subject, payload)| {
-                let id = o.id(scheme, INPUT, subject, payload.as_bytes());
+                let id = o.id(scheme, NAMESPACE, SEQUENCE, subject, payload.as_bytes());
                 o.stored(&id);
                 id.id
             })
@@ -123,11 +150,11 @@ mod tests {
     fn a_failed_publish_does_not_use_up_its_id() {
         for scheme in [OutputIds::Content, OutputIds::Sequence] {
             let o = Outputs::default();
-            let failed = o.id(scheme, INPUT, "a", b"1");
-            let retried = o.id(scheme, INPUT, "a", b"1");
+            let failed = o.id(scheme, NAMESPACE, SEQUENCE, "a", b"1");
+            let retried = o.id(scheme, NAMESPACE, SEQUENCE, "a", b"1");
             assert_eq!(failed, retried, "{scheme:?}");
             o.stored(&retried);
-            assert_ne!(o.id(scheme, INPUT, "a", b"1"), retried);
+            assert_ne!(o.id(scheme, NAMESPACE, SEQUENCE, "a", b"1"), retried);
         }
     }
 
@@ -141,5 +168,16 @@ mod tests {
             ids(OutputIds::Sequence, &[("a", "1")]),
             ["IN:kit:7:0".to_string()]
         );
+    }
+
+    #[test]
+    fn content_keys_are_the_digest_in_hex() {
+        let mut hex = String::new();
+        push_hex(&mut hex, &[0x00, 0x0f, 0xa5, 0xff]);
+        assert_eq!(hex, "000fa5ff");
+        let id = ids(OutputIds::Content, &[("a", "1")]).remove(0);
+        let key = id.split(':').nth(3).unwrap();
+        assert_eq!(key.len(), 24);
+        assert!(key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     }
 }

@@ -302,7 +302,9 @@ async fn flushing<F: Future>(work: F, output: &GuestOutput) -> F::Output {
 }
 
 /// Polls `call` until it finishes or `limit` passes, sending in-progress
-/// every `heartbeat` while the guest has not settled the message.
+/// every `heartbeat` while the guest has not settled the message. One timer
+/// serves both: it wakes at whichever comes first (registering timers was a
+/// visible part of a short call's cost).
 async fn run_with_limits<F: Future>(
     call: F,
     limit: Duration,
@@ -310,18 +312,27 @@ async fn run_with_limits<F: Future>(
     settler: &Settler,
     msg: &InFlight,
 ) -> Option<F::Output> {
-    let deadline = tokio::time::sleep(limit);
-    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    tokio::pin!(call, deadline);
+    let started = tokio::time::Instant::now();
+    let deadline = started + limit;
+    let mut next_beat = started + heartbeat;
+    let timer = tokio::time::sleep_until(next_beat.min(deadline));
+    tokio::pin!(call, timer);
     loop {
         tokio::select! {
             biased;
             out = &mut call => return Some(out),
-            _ = &mut deadline => return None,
-            _ = beat.tick() => {
-                if let Err(e) = settler.heartbeat(msg).await {
-                    tracing::debug!("in-progress signal failed: {e}");
+            () = &mut timer => {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return None;
                 }
+                if now >= next_beat {
+                    if let Err(e) = settler.heartbeat(msg).await {
+                        tracing::debug!("in-progress signal failed: {e}");
+                    }
+                    next_beat = now + heartbeat;
+                }
+                timer.as_mut().reset(next_beat.min(deadline));
             }
         }
     }

@@ -92,11 +92,13 @@ impl Host for NatsView<'_> {
         let route = self.sub.routes.route(&subject);
         let output_id = match route {
             Route::JetStream(_) if map.get("Nats-Msg-Id").is_none() => {
-                let input = format!("{}:{}", self.sub.id_namespace, self.msg.sequence);
-                let id = self
-                    .msg
-                    .outputs
-                    .id(self.sub.output_ids, &input, &subject, &data);
+                let id = self.msg.outputs.id(
+                    self.sub.output_ids,
+                    &self.sub.id_namespace,
+                    self.msg.sequence,
+                    &subject,
+                    &data,
+                );
                 map.insert("Nats-Msg-Id", id.id.as_str());
                 Some(id)
             }

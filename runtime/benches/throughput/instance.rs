@@ -19,6 +19,16 @@ pub(crate) struct CallCost {
     pub(crate) concurrent_us: f64,
 }
 
+/// The language whose reused-instance call runs under callgrind
+/// (`NATSAPP_BENCH_CALLGRIND=Rust`, `Python` or `JavaScript`), if any:
+/// instances then come from on-demand allocation, as valgrind cannot map
+/// the pooling allocator's reservation (terabytes of address space), and
+/// only one call at a time runs (10 to warm up, then `--messages`).
+/// Collect with `--collect-atstart=no --toggle-collect='*Handler::invoke*'`.
+pub(crate) fn under_callgrind() -> Option<String> {
+    std::env::var("NATSAPP_BENCH_CALLGRIND").ok()
+}
+
 pub(crate) async fn handler_cost(
     server: &NatsServer,
     client: &async_nats::Client,
@@ -45,11 +55,16 @@ pub(crate) async fn handler_cost(
     std::fs::write(&file, toml).unwrap();
     let config = Config::load(&file).unwrap();
     let sub = &config.subscribers[0];
-    let wasm = WasmRuntime::new(
-        ComponentCache::at(Some(cache.to_path_buf())),
-        PoolSize::for_config(&config),
-    )
-    .unwrap();
+    let pool = if under_callgrind().is_some() {
+        // More slots than the pooling allocator is set up for: on demand.
+        PoolSize {
+            instances: 10_000,
+            ..PoolSize::for_config(&config)
+        }
+    } else {
+        PoolSize::for_config(&config)
+    };
+    let wasm = WasmRuntime::new(ComponentCache::at(Some(cache.to_path_buf())), pool).unwrap();
     let pre = wasm.load(&sub.component, "bench").unwrap().pre;
     // One context for every delivery, as a pull consumer's messages share theirs.
     let js = jetstream::new(client.clone());
@@ -123,6 +138,13 @@ pub(crate) async fn handler_cost(
 
     // Warm up: compiled code paged in, pool slots touched and, for reuse,
     // as many warm instances as calls at once.
+    if under_callgrind().is_some() {
+        concurrently(1, 10).await;
+        return CallCost {
+            sequential_us: concurrently(1, calls).await,
+            concurrent_us: f64::NAN,
+        };
+    }
     concurrently(CONCURRENCY, 2).await;
     let sequential_us = concurrently(1, calls).await;
     let concurrent_us = concurrently(CONCURRENCY, calls.div_ceil(CONCURRENCY)).await;

@@ -49,6 +49,8 @@ const PYTHON_PER_MESSAGE_CALLS: usize = 2_000;
 const RAW: &str = "raw async-nats (batch ≤ free permits, 100 at once, ack each)";
 const RAW_RELAY: &str = "raw async-nats relay (publish + PubAck, then ack)";
 const RAW_RELAY_IDS: &str = "raw async-nats relay (publish with Nats-Msg-Id + PubAck, then ack)";
+const WRAPPER_DEFAULTS: &str = "(the Python wrapper's defaults)";
+const NATS_PY_FETCH1: &str = "nats-py 2.16 fetch(1), ack each (the Python wrapper's defaults)";
 const SECTIONS: [&str; 8] = [
     "throughput",
     "noisy",
@@ -196,7 +198,15 @@ async fn main() {
                 samples.extend(b.python(python).await);
             }
         }
-        rows.extend(medians(&samples, RAW));
+        rows.extend(medians(&samples, RAW, |case| {
+            if case.starts_with("natsapp-wasm, Rust relay") {
+                Some(RAW_RELAY_IDS)
+            } else if case.ends_with(WRAPPER_DEFAULTS) && case.starts_with("natsapp-wasm") {
+                Some(NATS_PY_FETCH1)
+            } else {
+                None
+            }
+        }));
     }
     if a.runs("calls") {
         rows.extend(b.calls().await);
@@ -330,6 +340,9 @@ impl Bench {
         ];
         let mut rows = Vec::new();
         for (language, component, instances, calls) in cases {
+            if under_callgrind().is_some_and(|l| l != language || instances != "reuse") {
+                continue;
+            }
             let cost = handler_cost(
                 &self.server,
                 &self.client,
@@ -364,10 +377,7 @@ impl Bench {
         for (kind, case) in [
             ("nats-py", "nats-py 2.16 fetch(100), ack each"),
             ("faststream", "FastStream 0.7.8 PullSub(100), logging off"),
-            (
-                "nats-py-fetch1",
-                "nats-py 2.16 fetch(1), ack each (the Python wrapper's defaults)",
-            ),
+            ("nats-py-fetch1", NATS_PY_FETCH1),
         ] {
             let (rate, peak) =
                 python_throughput(&self.server, &self.js, python, kind, self.n).await;
@@ -383,7 +393,7 @@ impl Bench {
         };
         let (rate, peak) = natsapp_throughput(self, 90, &defaults, self.n).await;
         rows.push(Sample::new(
-            "natsapp-wasm, Python no-op, reused instances, batch 1 and one at a time (the wrapper's defaults)",
+            &format!("natsapp-wasm, Python no-op, reused instances, batch 1 and one at a time {WRAPPER_DEFAULTS}"),
             rate,
             Some(peak),
         ));

@@ -342,10 +342,23 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Samples the runtime `pid` (cpu-clock, call graphs) into `data` until
-/// interrupted: `NATSAPP_BENCH_PERF=DIR` profiles each case's drain.
+/// interrupted: `NATSAPP_BENCH_PERF=DIR` profiles each case's drain. Call
+/// graphs are unwound from DWARF: release builds keep no frame pointers,
+/// and wasmtime's fibers end frame-pointer chains (read the data with
+/// `perf report --no-inline`, which is quick).
 pub(crate) fn perf_record(pid: u32, data: &Path) -> std::process::Child {
     let perf = Command::new("perf")
-        .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-q", "-o"])
+        .args([
+            "record",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "999",
+            "--call-graph",
+            "dwarf,16384",
+            "-q",
+            "-o",
+        ])
         .arg(data)
         .args(["-p", &pid.to_string()])
         .stdout(Stdio::null())

@@ -32,53 +32,77 @@ impl Sample {
 }
 
 /// One row per case, in first-seen order: the median rate of its rounds
-/// (the spread in the note), its ratio to the median of `raw_case`, and
-/// the highest peak RSS.
-pub(crate) fn medians(samples: &[Sample], raw_case: &str) -> Vec<Row> {
+/// (the spread in the note), its ratio to `raw_case` and the highest peak
+/// RSS. Ratios are taken round by round — each case against the baseline
+/// that ran in the same round — and the median is shown: the machine's
+/// speed drifts between rounds more than the cases differ. A case with a
+/// closer baseline (`closer_baseline`) also shows its ratio to that one.
+pub(crate) fn medians(
+    samples: &[Sample],
+    raw_case: &str,
+    closer_baseline: impl Fn(&str) -> Option<&'static str>,
+) -> Vec<Row> {
     let mut cases: Vec<&str> = Vec::new();
     for s in samples {
         if !cases.contains(&s.case.as_str()) {
             cases.push(&s.case);
         }
     }
-    let median_of = |case: &str| {
-        let mut rates: Vec<f64> = samples
+    let rates = |case: &str| -> Vec<f64> {
+        samples
             .iter()
             .filter(|s| s.case == case)
             .map(|s| s.rate)
-            .collect();
-        rates.sort_by(f64::total_cmp);
-        (
-            rates[rates.len() / 2],
-            rates[0],
-            rates[rates.len() - 1],
-            rates.len(),
-        )
+            .collect()
     };
-    let (raw, ..) = median_of(raw_case);
     cases
         .into_iter()
         .map(|case| {
-            let (median, lo, hi, rounds) = median_of(case);
+            let own = rates(case);
+            let rounds = own.len();
+            let (median, lo, hi) = spread(own.clone());
+            let ratios = |baseline: &str| {
+                spread(own.iter().zip(rates(baseline)).map(|(r, b)| r / b).collect())
+            };
             let peak = samples
                 .iter()
                 .filter(|s| s.case == case)
                 .filter_map(|s| s.peak_rss_mib)
                 .reduce(f64::max);
+            let (ratio, ratio_lo, ratio_hi) = ratios(raw_case);
+            let mut note = String::new();
+            if rounds > 1 {
+                note = format!(
+                    "median of {rounds}: {lo:.0}–{hi:.0}; × raw per round {ratio_lo:.2}–{ratio_hi:.2}"
+                );
+            }
+            if let Some(baseline) = closer_baseline(case).filter(|b| !rates(b).is_empty()) {
+                let (r, r_lo, r_hi) = ratios(baseline);
+                if !note.is_empty() {
+                    note.push_str("; ");
+                }
+                note.push_str(&format!("× {baseline}: {r:.2} ({r_lo:.2}–{r_hi:.2})"));
+            }
             Row {
                 case: case.into(),
                 msgs_per_s: Some(median),
-                ratio: Some(median / raw),
+                ratio: Some(ratio),
                 peak_rss_mib: peak,
-                note: if rounds > 1 {
-                    format!("median of {rounds}: {lo:.0}–{hi:.0}")
-                } else {
-                    String::new()
-                },
+                note,
                 ..Default::default()
             }
         })
         .collect()
+}
+
+/// Median, lowest and highest of `values`.
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (
+        values[values.len() / 2],
+        values[0],
+        values[values.len() - 1],
+    )
 }
 
 pub(crate) fn print_table(rows: &[Row], n: usize) {

@@ -178,6 +178,8 @@ mod tests {
         let id = ids(OutputIds::Content, &[("a", "1")]).remove(0);
         let key = id.split(':').nth(3).unwrap();
         assert_eq!(key.len(), 24);
-        assert!(key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(key
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     }
 }

@@ -368,23 +368,20 @@ fn classify(
             // The SDKs' adapters end a call with an uncaught exception (or a
             // thrown non-error) by a trap after this line: a crash, as a
             // Rust panic is.
-            let unreachable =
-                matches!(e.downcast_ref::<Trap>(), Some(Trap::UnreachableCodeReached));
-            if let Some(line) = tail.lines().rev().find(|l| l.starts_with(UNCAUGHT)) {
-                if unreachable {
-                    return failed(FailureCause::Panic, line.to_string());
-                }
-            }
+            let uncaught = tail.lines().rev().find(|l| l.starts_with(UNCAUGHT));
             let panicked = tail.lines().rev().find(|l| l.contains("panicked at"));
-            let detail = match (e.downcast_ref::<Trap>(), panicked) {
-                (Some(Trap::UnreachableCodeReached), Some(line)) => {
+            let detail = match (e.downcast_ref::<Trap>(), uncaught, panicked) {
+                (Some(Trap::UnreachableCodeReached), Some(line), _) => {
+                    return failed(FailureCause::Panic, line.to_string())
+                }
+                (Some(Trap::UnreachableCodeReached), None, Some(line)) => {
                     return failed(
                         FailureCause::Panic,
                         format!("guest panicked: {}", panic_message(&tail, line)),
                     )
                 }
-                (Some(trap), _) => trap.to_string(),
-                (None, _) => root_message(&e),
+                (Some(trap), ..) => trap.to_string(),
+                (None, ..) => root_message(&e),
             };
             match tail.lines().last() {
                 Some(last) => failed(

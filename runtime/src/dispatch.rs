@@ -4,7 +4,7 @@
 //! (`settle::disposition`) to the subscriber's settler.
 
 use crate::config::SubscriberConfig;
-use crate::settle::{disposition, past_max_deliver, InFlight, Outcome, Settler};
+use crate::settle::{past_max_deliver, InFlight, Outcome, Settler};
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
 use std::sync::Arc;
@@ -100,7 +100,7 @@ impl Subscriber {
                 Some(cause.as_str().to_string())
             }
         };
-        let decision = disposition(&outcome, &msg.by_guest(), delivered, settler.policy());
+        let decision = settler.conclude(msg, &outcome).await;
         let outcome = decision.name();
         settler.apply(msg, decision).await;
         Handled { outcome, error }

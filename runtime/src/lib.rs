@@ -128,6 +128,8 @@ pub(crate) struct Connection {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     quotas: wasm::host::SharedQuotas,
+    /// Atomic batches open per stream, shared by the connection's subscribers.
+    batch_slots: Arc<nats::batch::BatchSlots>,
 }
 
 /// JetStream on `client`, waiting for PubAcks as long as the longest
@@ -216,6 +218,7 @@ impl Service {
             client: client.clone(),
             jetstream: js.clone(),
             quotas: Default::default(),
+            batch_slots: Default::default(),
         };
         let stats = Stats::new(Some(client.clone()), wasm.loads());
         let mut roster = roster::Roster::new(config.clone(), own, stats.clone(), traces.clone());

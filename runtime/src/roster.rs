@@ -184,7 +184,11 @@ impl Roster {
         };
         let host = SubscriberHost::new(
             s,
-            Wire::server(conn.client.clone(), conn.jetstream.clone()),
+            Wire::server(
+                conn.client.clone(),
+                conn.jetstream.clone(),
+                conn.batch_slots.clone(),
+            ),
             self.routes.clone(),
             setup.buckets,
             previous.as_deref().map(Subscriber::settler),

@@ -43,6 +43,10 @@ pub struct SubscriberStats {
     latency: Durations,
     publish_latency: Durations,
     publish_failures: AtomicU64,
+    batches_committed: AtomicU64,
+    outputs_committed: AtomicU64,
+    batches_already_stored: AtomicU64,
+    commit_failures: AtomicU64,
     warm_instances: AtomicU64,
     calls: CapabilityCounters,
 }
@@ -135,6 +139,23 @@ impl SubscriberStats {
         } else {
             self.publish_failures.fetch_add(1, Relaxed);
         }
+    }
+
+    /// An atomic batch of `outputs` messages was committed (the count its
+    /// PubAck reports).
+    pub fn batch_committed(&self, outputs: u64) {
+        self.batches_committed.fetch_add(1, Relaxed);
+        self.outputs_committed.fetch_add(outputs, Relaxed);
+    }
+
+    /// A redelivery's atomic batch was found committed by an earlier delivery.
+    pub fn batch_already_stored(&self) {
+        self.batches_already_stored.fetch_add(1, Relaxed);
+    }
+
+    /// A message's atomic outputs could not all be committed.
+    pub fn commit_failed(&self) {
+        self.commit_failures.fetch_add(1, Relaxed);
     }
 
     /// The subscriber keeps this many idle instances for reuse.
@@ -267,6 +288,10 @@ impl SubscriberStats {
             latency: self.latency.snapshot(),
             publish_latency: self.publish_latency.snapshot(),
             publish_failures: self.publish_failures.load(Relaxed),
+            batches_committed: self.batches_committed.load(Relaxed),
+            outputs_committed: self.outputs_committed.load(Relaxed),
+            batches_already_stored: self.batches_already_stored.load(Relaxed),
+            commit_failures: self.commit_failures.load(Relaxed),
             warm_instances: self.warm_instances.load(Relaxed),
             kv: self.calls.kv_snapshot(),
             http: self.calls.http_snapshot(),
@@ -350,6 +375,14 @@ pub struct SubscriberSnapshot {
     pub publish_latency: LatencySnapshot,
     /// The guest's JetStream publishes that got no PubAck (an error or a timeout).
     pub publish_failures: u64,
+    /// Atomic batches committed (`outputs.mode = "atomic"`).
+    pub batches_committed: u64,
+    /// Outputs those batches stored, as their PubAcks count them.
+    pub outputs_committed: u64,
+    /// Batches of a redelivery found already committed by an earlier delivery.
+    pub batches_already_stored: u64,
+    /// Messages whose atomic outputs could not all be committed (nak'd).
+    pub commit_failures: u64,
     /// Idle instances kept for reuse.
     pub warm_instances: u64,
     /// Key-value calls by (operation, outcome); only those that happened.

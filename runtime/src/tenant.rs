@@ -33,6 +33,7 @@ pub(crate) async fn connect(config: &Config, t: &TenantConfig) -> Tenant {
         .map(|client| Connection {
             jetstream: jetstream_context(config, client.clone()),
             client,
+            batch_slots: Default::default(),
             quotas: SharedQuotas {
                 concurrency: t.quotas.concurrency.map(|n| Arc::new(Semaphore::new(n))),
                 cpu: t.quotas.cpu.map(|c| Arc::new(CpuBudget::new(c))),

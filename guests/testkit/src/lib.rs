@@ -18,6 +18,11 @@ enum Op {
     /// Publish, then fail with retry until delivered reaches `n`: the
     /// redelivery publishes the same output again, which must be deduplicated.
     PublishThenFail { subject: String, data: String, n: u32 },
+    /// Publish `n` outputs "<i>:<delivered>" to each of `subjects`, stopping at the
+    /// first error, and report on testkit.out.fanout; then settle the
+    /// message itself when `settle` says ("ack", "nak", "term"), fail with
+    /// retry while delivered < `fail_until`, else succeed.
+    Fanout { subjects: Vec<String>, n: u32, #[serde(default)] settle: Option<String>, #[serde(default)] fail_until: u32 },
     /// Return retry with this delay.
     Retry { delay_ms: Option<u64> },
     /// Fail with retry until delivered reaches `n`, then report and succeed.
@@ -149,6 +154,34 @@ impl Handler for TestKit {
                 let delivered = msg.delivery().delivered;
                 report("publish", json!({"sequence": ack.sequence, "duplicate": ack.duplicate, "delivered": delivered}))?;
                 if delivered < n {
+                    return Err(Error::retry("failing after publishing"));
+                }
+                Ok(())
+            }
+            Op::Fanout { subjects, n, settle, fail_until } => {
+                let delivered = msg.delivery().delivered;
+                let (mut published, mut with_puback, mut error) = (0u32, 0u32, None);
+                let outputs = subjects.iter().flat_map(|s| (0..n).map(move |i| (s, i)));
+                for (subject, i) in outputs {
+                    match natsapp_guest::publish(subject, format!("{i}:{delivered}")) {
+                        Ok(ack) => {
+                            published += 1;
+                            with_puback += u32::from(ack.is_some());
+                        }
+                        Err(e) => {
+                            error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                report("fanout", json!({"published": published, "with_puback": with_puback, "error": error, "delivered": delivered}))?;
+                match settle.as_deref() {
+                    Some("ack") => msg.ack()?,
+                    Some("nak") => msg.nak(None)?,
+                    Some("term") => msg.term(Some("terminated after publishing"))?,
+                    _ => {}
+                }
+                if delivered < fail_until {
                     return Err(Error::retry("failing after publishing"));
                 }
                 Ok(())

@@ -178,6 +178,34 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         MetricType::COUNTER,
         |s| counter(s.publish_failures),
     );
+    m.per_subscriber(
+        subs,
+        "natsapp_batches_committed_total",
+        "Atomic batches of outputs committed (outputs.mode = \"atomic\")",
+        MetricType::COUNTER,
+        |s| counter(s.batches_committed),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_outputs_committed_total",
+        "Outputs stored by committed atomic batches, as their PubAcks count them",
+        MetricType::COUNTER,
+        |s| counter(s.outputs_committed),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_batches_already_stored_total",
+        "Atomic batches of a redelivery found committed by an earlier delivery",
+        MetricType::COUNTER,
+        |s| counter(s.batches_already_stored),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_commit_failures_total",
+        "Messages whose atomic outputs could not all be committed (nak'd for redelivery)",
+        MetricType::COUNTER,
+        |s| counter(s.commit_failures),
+    );
     m.family(
         "natsapp_kv_operations_total",
         "Guest key-value calls, by operation and outcome (ok, conflict, denied, failed)",

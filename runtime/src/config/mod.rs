@@ -18,7 +18,7 @@ pub mod values;
 use interpolate::{interpolate, InterpolateError};
 pub use origin::Origin;
 use raw::RawFile;
-pub use raw::{KvAccess, OutputIds, Retention, Storage};
+pub use raw::{KvAccess, OutputIds, OutputsMode, Retention, Storage};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -78,6 +78,10 @@ pub mod defaults {
     pub const BUCKET_HISTORY: i64 = 1;
     /// `outputs.ids`
     pub const OUTPUT_IDS: super::raw::OutputIds = super::raw::OutputIds::Content;
+    /// `outputs.mode`
+    pub const OUTPUTS_MODE: super::raw::OutputsMode = super::raw::OutputsMode::Immediate;
+    /// `limits.held_outputs`
+    pub const HELD_OUTPUTS: u64 = 16 * 1024 * 1024;
     /// `instances`
     pub const INSTANCES: super::raw::InstanceMode = super::raw::InstanceMode::Reuse;
     /// `stats_interval` when NATS_DEBUG is on
@@ -240,6 +244,9 @@ pub struct StreamConfig {
     pub max_age: Option<Duration>,
     /// Duplicate window, when given.
     pub duplicate_window: Option<Duration>,
+    /// A subscriber with `outputs.mode = "atomic"` may publish to it: it
+    /// is declared with atomic publish allowed, and must allow it when it exists.
+    pub atomic: bool,
 }
 
 /// `[[publishers]]`, validated.
@@ -332,9 +339,24 @@ pub struct SubscriberConfig {
     pub instances: Instances,
     /// The `Nats-Msg-Id` scheme of the handler's outputs.
     pub output_ids: OutputIds,
+    /// When the handler's outputs are stored.
+    pub outputs_mode: OutputsMode,
+    /// With atomic outputs: the most bytes one message's outputs may hold.
+    pub held_outputs: u64,
 }
 
 impl SubscriberConfig {
+    /// Whether its outputs are atomic and its grants reach a subject one
+    /// of `captured` (a stream's subjects) matches.
+    pub fn writes_atomically_to(&self, captured: &[Subject]) -> bool {
+        self.outputs_mode == OutputsMode::Atomic
+            && self.publish.iter().any(|p| {
+                captured
+                    .iter()
+                    .any(|c| values::subjects_intersect(p.as_str(), c.as_str()))
+            })
+    }
+
     /// The consumer's `max_deliver` on the server: one more than the
     /// file's, or -1 for no limit. The handler runs on deliveries up to
     /// `max_deliver`; the extra delivery only settles a message whose last

@@ -403,7 +403,8 @@ pub struct RawSubscriber {
     /// `double_ack = true`: wait for the server to confirm each ack.
     #[serde(default)]
     pub double_ack: bool,
-    /// `outputs = { ids = "content" }`: how the handler's outputs are identified.
+    /// `outputs = { ids = "content", mode = "immediate" }`: how the
+    /// handler's outputs are identified and when they are stored.
     #[serde(default)]
     pub outputs: RawOutputs,
 }
@@ -415,6 +416,19 @@ pub struct RawOutputs {
     /// `ids = "content"` (default) or `"sequence"`: the `Nats-Msg-Id` scheme
     /// that keeps a redelivered message from storing its outputs twice.
     pub ids: Option<OutputIds>,
+    /// `mode = "immediate"` (default) or `"atomic"`: when they are stored.
+    pub mode: Option<OutputsMode>,
+}
+
+/// When a handler's outputs are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputsMode {
+    /// Each publish is stored as it is made (the PubAck is awaited in the call).
+    Immediate,
+    /// Publishes are held during `handle` and, when it succeeds, committed
+    /// as one atomic batch per stream before the input is acknowledged.
+    Atomic,
 }
 
 /// How an output's `Nats-Msg-Id` is derived from the input and the publish.
@@ -503,4 +517,7 @@ pub struct RawLimits {
     pub http_timeout: Option<Dur>,
     /// `http_response = "4MiB"`: the largest response body a request may receive.
     pub http_response: Option<ByteSize>,
+    /// `held_outputs = "16MiB"`: with `outputs.mode = "atomic"`, the most
+    /// payload and header bytes one message's outputs may hold until the commit.
+    pub held_outputs: Option<ByteSize>,
 }

@@ -164,6 +164,19 @@ impl Subject {
     }
 }
 
+/// Whether some subject matches both patterns `a` and `b`.
+pub fn subjects_intersect(a: &str, b: &str) -> bool {
+    let (mut x, mut y) = (a.split('.'), b.split('.'));
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(p), Some(q)) if p == "*" || q == "*" || p == q => {}
+            _ => return false,
+        }
+    }
+}
+
 /// Whether pattern `outer` matches every subject pattern `inner` matches.
 pub fn subject_covers(outer: &str, inner: &str) -> bool {
     let mut inner_tokens = inner.split('.');
@@ -301,6 +314,23 @@ mod tests {
         assert!(ByteSize::parse("3 parsecs")
             .unwrap_err()
             .contains("unknown unit"));
+    }
+
+    #[test]
+    fn patterns_that_share_a_subject() {
+        for (a, b) in [
+            ("orders.*.x", "orders.a.*"),
+            ("orders.>", "orders.a.b"),
+            ("*", "x"),
+            ("a.b", "a.b"),
+        ] {
+            assert!(subjects_intersect(a, b), "{a} and {b}");
+            assert!(subjects_intersect(b, a), "{b} and {a}");
+        }
+        for (a, b) in [("orders.>", "orders"), ("a.*", "a.b.c"), ("a.b", "a.c")] {
+            assert!(!subjects_intersect(a, b), "{a} and {b}");
+            assert!(!subjects_intersect(b, a), "{b} and {a}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! acknowledgements included — is recorded in order as [`Event`]s.
 
 use super::ack::Ack;
+use super::batch::{BatchMessage, CommitError, Committed};
 use super::publish::{Acked, PublishError, Route};
 use super::wire::{KvEntry, Reply, RequestError};
 use crate::config::{Config, Subject};
@@ -196,6 +197,49 @@ impl LocalWire {
         Ok(stored)
     }
 
+    /// Stores `messages` in `stream` as the server stores an atomic batch:
+    /// none of them when one's `Nats-Msg-Id` is already stored there.
+    pub(super) fn commit_batch(
+        &self,
+        stream: &str,
+        messages: &[BatchMessage],
+    ) -> Result<Committed, CommitError> {
+        {
+            let stored = self.stored.lock().expect("stored lock");
+            let mut ids = std::collections::HashSet::new();
+            for m in messages {
+                if let Some(id) = m.headers.get("Nats-Msg-Id") {
+                    let key = (stream.to_string(), id.as_str().to_string());
+                    if stored.ids.contains_key(&key) || !ids.insert(key) {
+                        return Err(CommitError::AlreadyStored {
+                            stream: stream.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        let count = messages.len() as u64;
+        let mut last_sequence = 0;
+        for m in messages {
+            let ack = self.store_in(stream.to_string(), &m.headers);
+            last_sequence = ack.sequence;
+            record(
+                &self.events,
+                Event::Published(Published {
+                    subject: m.subject.clone(),
+                    headers: super::header_pairs(Some(&m.headers)),
+                    payload: m.payload.clone(),
+                    stored: Some(ack),
+                }),
+            );
+        }
+        Ok(Committed {
+            stream: stream.to_string(),
+            last_sequence,
+            count,
+        })
+    }
+
     /// Stores a message on `subject` in the stream that captures it.
     fn store(&self, subject: &str, headers: &HeaderMap) -> Acked {
         let stream = self
@@ -204,6 +248,11 @@ impl LocalWire {
             .find(|(pattern, _)| pattern.matches(subject))
             .map_or(UNNAMED_STREAM, |(_, name)| name.as_str())
             .to_string();
+        self.store_in(stream, headers)
+    }
+
+    /// Stores a message in `stream`, de-duplicated on its `Nats-Msg-Id`.
+    fn store_in(&self, stream: String, headers: &HeaderMap) -> Acked {
         let mut stored = self.stored.lock().expect("stored lock");
         let id = headers
             .get("Nats-Msg-Id")

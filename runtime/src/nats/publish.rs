@@ -21,8 +21,10 @@ pub enum Route {
 /// Subject → route, from `[[publishers]]` and `[[streams]]`.
 #[derive(Debug, Default)]
 pub struct PublishRoutes {
-    publishers: Vec<(Subject, Option<Duration>)>,
-    streams: Vec<Subject>,
+    /// Each `[[publishers]]` subject, with its stream and PubAck wait when it names one.
+    publishers: Vec<(Subject, Option<(String, Duration)>)>,
+    /// Each subject a `[[streams]]` entry captures, with the stream.
+    streams: Vec<(Subject, String)>,
 }
 
 impl PublishRoutes {
@@ -32,12 +34,15 @@ impl PublishRoutes {
             publishers: config
                 .publishers
                 .iter()
-                .map(|p| (p.subject.clone(), p.stream.as_ref().map(|_| p.timeout)))
+                .map(|p| {
+                    let stream = p.stream.as_ref().map(|s| (s.to_string(), p.timeout));
+                    (p.subject.clone(), stream)
+                })
                 .collect(),
             streams: config
                 .streams
                 .iter()
-                .flat_map(|s| s.subjects.iter().cloned())
+                .flat_map(|s| s.subjects.iter().map(|x| (x.clone(), s.name.to_string())))
                 .collect(),
         }
     }
@@ -45,14 +50,22 @@ impl PublishRoutes {
     /// The route of `subject`: a `[[publishers]]` entry with a stream, or a
     /// `[[streams]]` entry that captures it, makes it a JetStream publish.
     pub fn route(&self, subject: &str) -> Route {
+        match self.stream(subject) {
+            Some((_, timeout)) => Route::JetStream(timeout),
+            None => Route::Core,
+        }
+    }
+
+    /// The stream that stores `subject`, and how long its PubAck is awaited.
+    pub fn stream(&self, subject: &str) -> Option<(&str, Duration)> {
         let publisher = self.publishers.iter().find(|(p, _)| p.matches(subject));
-        if let Some((_, Some(timeout))) = publisher {
-            return Route::JetStream(*timeout);
+        if let Some((_, Some((stream, timeout)))) = publisher {
+            return Some((stream, *timeout));
         }
-        if self.streams.iter().any(|s| s.matches(subject)) {
-            return Route::JetStream(defaults::PUBLISH_TIMEOUT);
-        }
-        Route::Core
+        self.streams
+            .iter()
+            .find(|(s, _)| s.matches(subject))
+            .map(|(_, stream)| (stream.as_str(), defaults::PUBLISH_TIMEOUT))
     }
 }
 
@@ -237,6 +250,15 @@ durable = "d"
             Route::JetStream(defaults::PUBLISH_TIMEOUT)
         );
         assert_eq!(routes.route("notify.email"), Route::Core);
+        assert_eq!(
+            routes.stream("inventory.item.7"),
+            Some(("INVENTORY", Duration::from_secs(3)))
+        );
+        assert_eq!(
+            routes.stream("audit.x"),
+            Some(("STATUS", defaults::PUBLISH_TIMEOUT))
+        );
+        assert_eq!(routes.stream("notify.email"), None);
         assert_eq!(routes.route("anything.else"), Route::Core);
     }
 }

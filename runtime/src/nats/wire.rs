@@ -6,6 +6,7 @@
 //! call path with only the last hop swapped.
 
 use super::ack::{self, Ack, AckError};
+use super::batch::{self, BatchMessage, BatchSlots, CommitError, Committed};
 use super::local::{LocalBucket, LocalWire};
 use super::publish::{self, Acked, PublishError, Route};
 use async_nats::jetstream::{self, kv};
@@ -25,6 +26,8 @@ pub enum Wire {
         client: async_nats::Client,
         /// JetStream on the same connection.
         jetstream: jetstream::Context,
+        /// The atomic batches the connection may have open per stream.
+        batch_slots: Arc<BatchSlots>,
     },
     /// This process, recording (see [`LocalWire`]).
     Local(Arc<LocalWire>),
@@ -57,9 +60,17 @@ pub enum RequestError {
 }
 
 impl Wire {
-    /// The server's connection.
-    pub fn server(client: async_nats::Client, jetstream: jetstream::Context) -> Self {
-        Wire::Server { client, jetstream }
+    /// The server's connection, sharing `batch_slots` with every wire on it.
+    pub fn server(
+        client: async_nats::Client,
+        jetstream: jetstream::Context,
+        batch_slots: Arc<BatchSlots>,
+    ) -> Self {
+        Wire::Server {
+            client,
+            jetstream,
+            batch_slots,
+        }
     }
 
     /// The largest message the server accepts.
@@ -79,10 +90,32 @@ impl Wire {
         payload: Bytes,
     ) -> Result<Option<Acked>, PublishError> {
         match self {
-            Wire::Server { client, jetstream } => {
-                publish::publish(client, jetstream, route, subject, headers, payload).await
-            }
+            Wire::Server {
+                client, jetstream, ..
+            } => publish::publish(client, jetstream, route, subject, headers, payload).await,
             Wire::Local(local) => local.publish(route, subject, headers, payload),
+        }
+    }
+
+    /// Stores `messages` in `stream` all together or not at all, once one
+    /// of the connection's batch slots on the stream is free; waits up to
+    /// `timeout` for each of the server's answers.
+    pub async fn commit_batch(
+        &self,
+        stream: &str,
+        messages: &[BatchMessage],
+        timeout: Duration,
+    ) -> Result<Committed, CommitError> {
+        match self {
+            Wire::Server {
+                client,
+                batch_slots,
+                ..
+            } => {
+                let _slot = batch_slots.take(stream).await;
+                batch::commit(client, stream, messages, timeout).await
+            }
+            Wire::Local(local) => local.commit_batch(stream, messages),
         }
     }
 

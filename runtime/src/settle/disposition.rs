@@ -19,16 +19,20 @@ pub enum FailureCause {
     Memory,
     /// The component could not be instantiated for this message.
     Instantiate,
+    /// The handler succeeded but its atomic outputs could not all be
+    /// committed (`outputs.mode = "atomic"`).
+    Commit,
 }
 
 impl FailureCause {
     /// Every cause, for statistics.
-    pub const ALL: [FailureCause; 5] = [
+    pub const ALL: [FailureCause; 6] = [
         Self::Trap,
         Self::Panic,
         Self::Timeout,
         Self::Memory,
         Self::Instantiate,
+        Self::Commit,
     ];
 
     /// The label used in logs and statistics.
@@ -39,6 +43,7 @@ impl FailureCause {
             Self::Timeout => "timeout",
             Self::Memory => "memory_limit",
             Self::Instantiate => "instantiate",
+            Self::Commit => "commit",
         }
     }
 }
@@ -94,6 +99,12 @@ pub enum ByGuest {
     Nothing,
     /// It acked or nak'd: already sent; the runtime adds nothing.
     Settled,
+    /// It acked, with atomic outputs: the runtime acks once they are
+    /// committed (when `handle` returns ok; a failure after it counts).
+    Ack,
+    /// It nak'd, with atomic outputs: nothing is committed, and the
+    /// runtime naks when `handle` returns.
+    Nak(Option<Duration>),
     /// It asked for a term (with its reason): the runtime terms it after
     /// `handle` returns, dead-lettering it first like a reject.
     Term(Option<String>),
@@ -144,6 +155,7 @@ pub fn disposition(
 ) -> Disposition {
     match by_guest {
         ByGuest::Settled => return Disposition::Leave,
+        ByGuest::Nak(delay) => return Disposition::Nak(*delay),
         ByGuest::Term(reason) => {
             return Disposition::Term {
                 reason: reason
@@ -152,7 +164,7 @@ pub fn disposition(
                 dead_letter: policy.dead_letter,
             }
         }
-        ByGuest::Nothing => {}
+        ByGuest::Nothing | ByGuest::Ack => {}
     }
     let (delay, why) = match outcome {
         Outcome::Ok => return Disposition::Ack,
@@ -172,6 +184,13 @@ pub fn disposition(
         },
         _ => Disposition::Nak(delay.or_else(|| policy.backoff_step(delivered))),
     }
+}
+
+/// Whether a handler's atomic outputs are committed: it returned ok and
+/// did not nak the message itself (an ack or a term of its own follows the
+/// commit).
+pub fn commits(outcome: &Outcome, by_guest: &ByGuest) -> bool {
+    *outcome == Outcome::Ok && !matches!(by_guest, ByGuest::Nak(_))
 }
 
 /// A delivery past `max_deliver` is never handled: the server delivers it

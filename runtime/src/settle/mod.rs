@@ -14,10 +14,11 @@ pub mod dead_letter;
 pub mod disposition;
 pub mod ledger;
 
-use crate::config::{defaults, Subject, SubscriberConfig};
+use crate::config::{defaults, OutputsMode, Subject, SubscriberConfig};
 use crate::nats::ack::{Ack, AckError};
 use crate::nats::publish::{PublishError, PublishRoutes, Route};
 use crate::nats::wire::Wire;
+use crate::outputs::held::{Held, StreamCommit};
 use crate::outputs::Outputs;
 use crate::stats::{Settled, SubscriberStats};
 use crate::telemetry::ErrorChain;
@@ -64,6 +65,8 @@ pub struct InFlight {
     pub delivery: DeliveryInfo,
     /// The outputs the handler stored for it (their `Nats-Msg-Id`s).
     pub outputs: Outputs,
+    /// With atomic outputs: what the handler published, until the commit.
+    pub held: Mutex<Held>,
     /// The settle ledger's generation when it was fetched (see `AckLedger::generation`).
     pub ledger_generation: u64,
     /// Its `process` span, when traces are on: the guest's publishes are its children.
@@ -106,6 +109,7 @@ impl InFlight {
             delivery,
             message,
             outputs: Outputs::default(),
+            held: Mutex::default(),
             ledger_generation: 0,
             trace: std::sync::OnceLock::new(),
             by_guest: Mutex::new(ByGuest::Nothing),
@@ -161,6 +165,10 @@ pub struct Settler {
     dead_letter: Option<(Subject, Duration)>,
     policy: Policy,
     double_ack: bool,
+    /// `outputs.mode = "atomic"`: the handler's outputs are committed
+    /// before the input is settled, and the guest's own ack or nak waits
+    /// for that.
+    atomic: bool,
     /// The subscriber's counters.
     pub stats: Arc<SubscriberStats>,
     /// What the subscriber has finished.
@@ -197,6 +205,7 @@ impl Settler {
                 dead_letter: sub.dead_letter.is_some(),
             },
             double_ack: sub.double_ack,
+            atomic: sub.outputs_mode == OutputsMode::Atomic,
             stats: previous.map_or_else(Default::default, |p| p.stats.clone()),
             ledger: previous.map_or_else(Default::default, |p| p.ledger.clone()),
         }
@@ -216,6 +225,50 @@ impl Settler {
 
     async fn send(&self, msg: &InFlight, what: Ack) -> Result<(), AckError> {
         self.wire.ack(msg.ack_subject(), &what).await
+    }
+
+    /// How `msg` is settled after `handle` ended with `outcome`. With atomic
+    /// outputs, first commits what the handler published when the outcome
+    /// keeps it; a commit that fails turns the decision into a redelivery.
+    pub async fn conclude(&self, msg: &InFlight, outcome: &Outcome) -> Disposition {
+        let by_guest = msg.by_guest();
+        let delivered = msg.delivery.delivered;
+        let decision = disposition(outcome, &by_guest, delivered, &self.policy);
+        if !self.atomic {
+            return decision;
+        }
+        let held = std::mem::take(&mut *msg.held.lock().expect("held lock"));
+        if held.is_empty() || !disposition::commits(outcome, &by_guest) {
+            return decision;
+        }
+        let outputs = held.len();
+        match held.commit(&self.wire).await {
+            Ok(batches) => {
+                for b in batches {
+                    match b {
+                        StreamCommit::Committed(c) => {
+                            self.stats.batch_committed(c.count);
+                            tracing::debug!(subscriber = %self.subscriber, seq = msg.sequence, stream = %c.stream, count = c.count, last_sequence = c.last_sequence, "committed an atomic batch");
+                        }
+                        StreamCommit::AlreadyStored { stream } => {
+                            self.stats.batch_already_stored();
+                            tracing::info!(subscriber = %self.subscriber, seq = msg.sequence, %stream, "this message's outputs to the stream were committed by an earlier delivery; this delivery's are dropped");
+                        }
+                    }
+                }
+                decision
+            }
+            Err(e) => {
+                self.stats.commit_failed();
+                let detail = format!("committing {outputs} held outputs: {}", ErrorChain(&e));
+                tracing::warn!(subscriber = %self.subscriber, seq = msg.sequence, "{detail}");
+                let failed = Outcome::Failed {
+                    cause: FailureCause::Commit,
+                    detail,
+                };
+                disposition(&failed, &ByGuest::Nothing, delivered, &self.policy)
+            }
+        }
     }
 
     /// Applies the runtime's decision and counts it.
@@ -348,8 +401,9 @@ impl Settler {
         unreachable!("the last copy either succeeds or returns its error")
     }
 
-    /// A guest's own settlement. Ack and nak are sent now; a term is sent
-    /// when `handle` returns, after the dead-letter copy.
+    /// A guest's own settlement. Ack and nak are sent now, or with atomic
+    /// outputs when `handle` returns (an ack after the commit); a term is
+    /// sent when `handle` returns, after the dead-letter copy.
     pub async fn by_guest(
         &self,
         msg: &InFlight,
@@ -362,8 +416,13 @@ impl Settler {
             }
             *by_guest = match &what {
                 GuestSettle::Term(reason) => ByGuest::Term(reason.clone()),
+                GuestSettle::Ack if self.atomic => ByGuest::Ack,
+                GuestSettle::Nak(delay) if self.atomic => ByGuest::Nak(*delay),
                 _ => ByGuest::Settled,
             };
+        }
+        if self.atomic {
+            return Ok(());
         }
         let sent = match what {
             GuestSettle::Term(_) => return Ok(()),

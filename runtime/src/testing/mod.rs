@@ -26,7 +26,7 @@ use crate::nats::local::LocalWire;
 use crate::nats::publish::PublishRoutes;
 use crate::nats::setup::OpenedBucket;
 use crate::nats::wire::{BucketStore, Wire};
-use crate::settle::{disposition, DeliveryInfo, InFlight};
+use crate::settle::{DeliveryInfo, InFlight};
 use crate::wasm::cache::ComponentCache;
 use crate::wasm::component::ComponentError;
 use crate::wasm::guest_log::Transcript;
@@ -493,15 +493,11 @@ impl LocalHandler {
         let started = std::time::Instant::now();
         let outcome = self.handler.invoke(msg.clone()).await;
         let elapsed = started.elapsed();
-        let handled = self.wire.take_events();
         let by_guest = msg.by_guest();
         let settler = &self.host.settler;
-        let decision = disposition(
-            &outcome,
-            &by_guest,
-            msg.delivery.delivered,
-            settler.policy(),
-        );
+        // Atomic outputs are committed here, so they count as handled.
+        let decision = settler.conclude(&msg, &outcome).await;
+        let handled = self.wire.take_events();
         settler.apply(&msg, decision.clone()).await;
         Report::new(
             &self.sub.name,

@@ -173,6 +173,10 @@ impl Report {
                     .clone()
                     .unwrap_or_else(|| "the handler terminated it".into()),
             },
+            (_, ByGuest::Nak(delay)) => Verdict::Retry {
+                delay: *delay,
+                reason: "the handler nak'd it".into(),
+            },
             (_, ByGuest::Settled) => match by_handler {
                 Some(Ack::Nak(delay)) => Verdict::Retry {
                     delay,
@@ -180,12 +184,12 @@ impl Report {
                 },
                 _ => Verdict::Acked,
             },
-            (Outcome::Ok, ByGuest::Nothing) => Verdict::Acked,
-            (Outcome::Retry { delay, reason }, ByGuest::Nothing) => Verdict::Retry {
+            (Outcome::Ok, ByGuest::Nothing | ByGuest::Ack) => Verdict::Acked,
+            (Outcome::Retry { delay, reason }, ByGuest::Nothing | ByGuest::Ack) => Verdict::Retry {
                 delay: *delay,
                 reason: reason.clone(),
             },
-            (Outcome::Reject(reason), ByGuest::Nothing) => Verdict::Rejected {
+            (Outcome::Reject(reason), ByGuest::Nothing | ByGuest::Ack) => Verdict::Rejected {
                 reason: reason.clone(),
             },
         };

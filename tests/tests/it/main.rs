@@ -1,6 +1,7 @@
 //! Integration tests: real nats-server per test, real components.
 
 mod admin;
+mod atomic;
 mod cli;
 mod concurrency;
 mod deploy;

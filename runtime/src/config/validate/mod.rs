@@ -74,6 +74,12 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             .enumerate()
             .filter_map(|(i, s)| self.subscriber(i, s, &streams, &publishers, &tenants))
             .collect();
+        let mut streams = streams;
+        for st in &mut streams {
+            st.atomic = subscribers
+                .iter()
+                .any(|s| s.writes_atomically_to(&st.subjects));
+        }
         if subscribers.is_empty() && self.problems.is_empty() {
             self.problem(
                 "subscribers",
@@ -258,6 +264,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                     replicas: s.replicas,
                     max_age: s.max_age.map(|d| d.0),
                     duplicate_window: s.duplicate_window.map(|d| d.0),
+                    atomic: false,
                 }
             })
             .collect()
@@ -410,6 +417,29 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         if timeout.is_zero() {
             self.problem(format!("{key}.limits.timeout"), "must be more than zero");
         }
+        let outputs_mode = s.outputs.mode.unwrap_or(defaults::OUTPUTS_MODE);
+        if outputs_mode == raw::OutputsMode::Atomic && s.outputs.ids.is_some() {
+            self.problem(
+                format!("{key}.outputs.ids"),
+                "does not apply with mode = \"atomic\": each output's Nats-Msg-Id is its place in its stream's batch, so that a redelivery recognises a batch already committed whatever it publishes",
+            );
+        }
+        if s.limits.held_outputs.is_some() && outputs_mode != raw::OutputsMode::Atomic {
+            self.problem(
+                format!("{key}.limits.held_outputs"),
+                "applies only with outputs.mode = \"atomic\" (immediate outputs are not held)",
+            );
+        }
+        let held_outputs = s
+            .limits
+            .held_outputs
+            .map_or(defaults::HELD_OUTPUTS, |b| b.0);
+        if held_outputs == 0 {
+            self.problem(
+                format!("{key}.limits.held_outputs"),
+                "must be more than zero",
+            );
+        }
         if let Some(dl) = &s.dead_letter {
             if dl.has_wildcards() {
                 self.problem(
@@ -548,6 +578,8 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             double_ack: s.double_ack,
             instances,
             output_ids: s.outputs.ids.unwrap_or(defaults::OUTPUT_IDS),
+            outputs_mode,
+            held_outputs,
         })
     }
 }

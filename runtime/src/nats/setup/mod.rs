@@ -78,6 +78,14 @@ pub enum SetupError {
         /// One entry per differing field.
         diffs: Vec<String>,
     },
+    /// A stream an atomic subscriber publishes to does not allow atomic publish.
+    #[error("stream {stream:?} does not allow atomic publish, and subscriber {subscriber:?} (outputs.mode = \"atomic\") may publish to it; allow it on the stream (allow_atomic), or use outputs.mode = \"immediate\" (the runtime never changes an existing stream)")]
+    NotAtomic {
+        /// The stream.
+        stream: String,
+        /// The subscriber.
+        subscriber: String,
+    },
     /// A stream the service needs is gone and may not be declared again.
     #[error("stream {stream:?} is gone from the server")]
     StreamGone {

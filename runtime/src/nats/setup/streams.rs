@@ -138,6 +138,11 @@ pub fn stream_diffs(want: &StreamConfig, existing: &stream::Config) -> Vec<Strin
             ));
         }
     }
+    if want.atomic && !existing.allow_atomic_publish {
+        diffs.push(
+            "allow_atomic: the server's stream does not allow atomic publish, and a subscriber with outputs.mode = \"atomic\" may publish to it".into(),
+        );
+    }
     diffs
 }
 
@@ -168,6 +173,7 @@ pub async fn ensure_stream(js: &jetstream::Context, s: &StreamConfig) -> Result<
                 retention: s.retention.map_or(RetentionPolicy::Limits, retention_of),
                 num_replicas: s.replicas.unwrap_or(1),
                 max_age: s.max_age.unwrap_or_default(),
+                allow_atomic_publish: s.atomic,
                 ..Default::default()
             };
             if let Some(w) = s.duplicate_window {
@@ -230,6 +236,16 @@ pub async fn check_publishers(js: &jetstream::Context, config: &Config) -> Resul
                 key: format!("publishers[{i}] ({:?}).stream", p.subject.as_str()),
                 subject: p.subject.to_string(),
                 expected: Some(stream.to_string()),
+            });
+        }
+        let atomic_writer = config
+            .subscribers
+            .iter()
+            .find(|s| s.writes_atomically_to(std::slice::from_ref(&p.subject)));
+        if let (Some(sub), false) = (atomic_writer, info.config.allow_atomic_publish) {
+            return Err(SetupError::NotAtomic {
+                stream: stream.to_string(),
+                subscriber: sub.name.clone(),
             });
         }
     }

@@ -76,6 +76,9 @@ pub struct SubscriberHost {
     pub memory: u64,
     /// The `Nats-Msg-Id` scheme of outputs.
     pub output_ids: OutputIds,
+    /// With `outputs.mode = "atomic"`: the most bytes one message's held
+    /// outputs may reach. `None`: outputs are published as they are made.
+    pub held_outputs: Option<u64>,
     /// Publishes and requests one message's handler may make.
     pub publishes_per_message: u32,
     /// Its tenant's quotas, shared with the tenant's other subscribers.
@@ -119,6 +122,8 @@ impl SubscriberHost {
             config: sub.config.iter().collect(),
             memory: sub.memory,
             output_ids: sub.output_ids,
+            held_outputs: (sub.outputs_mode == crate::config::OutputsMode::Atomic)
+                .then_some(sub.held_outputs),
             publishes_per_message: sub.publishes_per_message,
             quotas: SharedQuotas::default(),
             http: Arc::new(http::OutboundHttp::new(

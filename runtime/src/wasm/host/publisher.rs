@@ -9,6 +9,7 @@ use super::NatsView;
 use crate::grants::{check_guest_headers, check_subject_grant, Refused, Use};
 use crate::nats::publish::{PublishError, Route};
 use crate::nats::wire::RequestError;
+use crate::outputs::held::{Bounds, Target};
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use std::str::FromStr;
 use std::time::Duration;
@@ -59,6 +60,56 @@ impl NatsView<'_> {
     }
 }
 
+impl NatsView<'_> {
+    /// With atomic outputs: holds the publish until the commit after
+    /// `handle`. Its result carries no PubAck, as nothing is stored yet.
+    fn hold(
+        &self,
+        subject: String,
+        data: Vec<u8>,
+        mut map: HeaderMap,
+        limit: u64,
+    ) -> Result<Option<PublishAck>, Error> {
+        let named = |n: &async_nats::HeaderName| {
+            let n: &str = n.as_ref();
+            n.eq_ignore_ascii_case("Nats-Msg-Id")
+        };
+        if map.iter().any(|(n, _)| named(n)) {
+            return Err(Error::Invalid(
+                "with outputs.mode = \"atomic\" the runtime sets each output's Nats-Msg-Id: the server rejects a whole batch in which one id is already stored, so a handler's own id is not accepted".into(),
+            ));
+        }
+        check_guest_headers(&mut map, &self.sub.id_namespace)?;
+        let target = match self.sub.routes.stream(&subject) {
+            Some((name, timeout)) => Target::Stream { name, timeout },
+            None => Target::Core,
+        };
+        let send = self
+            .msg
+            .trace
+            .get()
+            .map(|t| t.send(&subject, "publish", &mut map));
+        let input = format!("{}:{}", self.sub.id_namespace, self.msg.sequence);
+        let bounds = Bounds {
+            bytes: limit,
+            max_payload: self.sub.wire.max_payload(),
+        };
+        let held = self.msg.held.lock().expect("held lock").hold(
+            target,
+            subject,
+            map,
+            data.into(),
+            &input,
+            bounds,
+        );
+        if let Some(send) = send {
+            send.finish(held.as_ref().err().map(|e| ("invalid", e.to_string())));
+        }
+        held.map(|()| None)
+            .map_err(|e| Error::Invalid(e.to_string()))
+    }
+}
+
 impl From<PublishError> for Error {
     fn from(e: PublishError) -> Self {
         match e {
@@ -86,6 +137,9 @@ impl Host for NatsView<'_> {
             Ok(m) => m,
             Err(e) => return Ok(Err(e)),
         };
+        if let Some(limit) = self.sub.held_outputs {
+            return Ok(self.hold(subject, data, map, limit));
+        }
         if let Err(e) = check_guest_headers(&mut map, &self.sub.id_namespace) {
             return Ok(Err(e.into()));
         }

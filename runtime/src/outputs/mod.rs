@@ -13,6 +13,11 @@
 //!
 //! Only a publish that succeeded counts: a publish retried after an error
 //! (a PubAck that timed out) gets the same id again, so it is stored once.
+//!
+//! With `outputs.mode = "atomic"` the outputs are `held` and committed per
+//! stream after `handle`, with ids of their own (see [`held`]).
+
+pub mod held;
 
 use crate::config::OutputIds;
 use sha2::{Digest, Sha256};

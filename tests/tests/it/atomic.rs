@@ -1,0 +1,341 @@
+//! `outputs.mode = "atomic"`: a handler's outputs are stored all together
+//! after it succeeds, or not at all; a redelivery recognises outputs an
+//! earlier delivery committed; a crash at any point leaves all or none.
+
+use crate::{kit_service, Kit};
+use natsapp_wasm_tests::*;
+use serde_json::json;
+use std::time::Duration;
+
+const ATOMIC: &str = "outputs = { mode = \"atomic\" }";
+
+/// A fan-out of `n` outputs to each of `subjects`, then `rest` (more fields).
+fn fanout(subjects: &[&str], n: u32, rest: serde_json::Value) -> String {
+    let mut op = json!({"op": "fanout", "subjects": subjects, "n": n});
+    if let serde_json::Value::Object(more) = rest {
+        op.as_object_mut().unwrap().extend(more);
+    }
+    op.to_string()
+}
+
+/// The payloads `stream` holds, in order.
+async fn payloads(js: &async_nats::jetstream::Context, stream: &str) -> Vec<String> {
+    let n = stream_messages(js, stream).await;
+    let handle = js.get_stream(stream).await.unwrap();
+    let mut out = Vec::new();
+    for seq in 1..=n {
+        let m = handle.get_raw_message(seq).await.unwrap();
+        out.push(String::from_utf8_lossy(&m.payload).into_owned());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_fails_after_publishing_stores_nothing_and_its_redelivery_stores_each_output_once(
+) {
+    // The redelivery waits 3 s: long enough to look at OUT in between.
+    let kit = Kit::start(kit_service(&format!(
+        "{ATOMIC}\nconsumer = {{ max_deliver = 3, backoff = [\"3s\"] }}"
+    )))
+    .await;
+    let mut reports = subscribe(&kit.client, "testkit.out.fanout").await;
+    js_publish(
+        &kit.js,
+        "in.kit",
+        fanout(&["out.a"], 500, json!({"fail_until": 2})),
+    )
+    .await;
+    stats_until(&kit.running, "kit", "the first delivery failed", |s| {
+        s.retried == 1
+    })
+    .await;
+    assert_eq!(
+        stream_messages(&kit.js, "OUT").await,
+        0,
+        "a failed handler stored outputs"
+    );
+    stats_until(&kit.running, "kit", "acked on the redelivery", |s| {
+        s.acked == 1
+    })
+    .await;
+    drained(&kit.js, "IN", "kit").await;
+
+    // The report is a core publish: held like the rest, so only the
+    // successful delivery's went out, and after the commit.
+    let report = next_json(&mut reports, Duration::from_secs(5)).await;
+    assert_eq!(
+        report,
+        json!({"published": 500, "with_puback": 0, "error": null, "delivered": 2}),
+        "publish returns no PubAck before the commit"
+    );
+    assert!(silent(&mut reports, Duration::from_millis(300)).await);
+    let stored = payloads(&kit.js, "OUT").await;
+    assert_eq!(stored.len(), 500);
+    assert!(
+        stored.iter().all(|p| p.ends_with(":2")),
+        "{:?}",
+        &stored[..3]
+    );
+    let s = settled_stats(&kit.running, "kit").await;
+    assert_eq!(
+        (s.batches_committed, s.outputs_committed, s.commit_failures),
+        (1, 500, 0),
+        "one batch whose PubAck counts 500: {s:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_own_ack_waits_for_the_commit_and_a_nak_commits_nothing() {
+    let kit = Kit::start(kit_service(&format!(
+        "{ATOMIC}\nconsumer = {{ max_deliver = 3 }}"
+    )))
+    .await;
+    // Acked by the guest, then failed: the ack was never sent, so the
+    // message comes back, and nothing of the failed delivery is stored.
+    js_publish(
+        &kit.js,
+        "in.kit",
+        fanout(&["out.acked"], 3, json!({"settle": "ack", "fail_until": 2})),
+    )
+    .await;
+    // A guest's nak: retried, nothing stored until a delivery succeeds.
+    js_publish(
+        &kit.js,
+        "in.kit",
+        fanout(&["out.naked"], 3, json!({"settle": "nak", "fail_until": 0})),
+    )
+    .await;
+    stats_until(&kit.running, "kit", "the first message acked", |s| {
+        s.acked >= 1
+    })
+    .await;
+    let acked: Vec<String> = payloads(&kit.js, "OUT").await;
+    assert_eq!(
+        acked,
+        ["0:2", "1:2", "2:2"],
+        "only the acked delivery's outputs"
+    );
+    let s = kit.running.subscriber("kit");
+    assert!(s.naked >= 1, "the guest's nak was sent: {s:?}");
+    assert!(
+        s.batches_committed == 1,
+        "a nak'd delivery commits nothing: {s:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_past_the_servers_limit_fails_the_publish_that_passes_it() {
+    // A tenant whose handlers may publish more than a batch holds.
+    let tenant = "[[tenants]]\nname = \"big\"\nquotas = { publishes_per_message = 2000 }\ngrants = { publish = [\"testkit.out.>\", \"out.>\", \"svc.>\"] }\n\n[[subscribers]]";
+    let kit = Kit::start(
+        kit_service(&format!("{ATOMIC}\ntenant = \"big\"")).replace("[[subscribers]]", tenant),
+    )
+    .await;
+    let mut reports = subscribe(&kit.client, "testkit.out.fanout").await;
+    js_publish(&kit.js, "in.kit", fanout(&["out.many"], 1001, json!({}))).await;
+    let report = next_json(&mut reports, Duration::from_secs(10)).await;
+    assert_eq!(report["published"], 1000);
+    assert_eq!(
+        report["error"],
+        "invalid: the atomic batch to stream \"OUT\" is full: the server commits at most 1000 messages in one batch"
+    );
+    // The handler went on and succeeded: the 1,000 it could hold are stored.
+    drained(&kit.js, "IN", "kit").await;
+    stream_has(&kit.js, "OUT", 1000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_past_held_outputs_fail_the_publish_that_passes_it() {
+    let kit = Kit::start(kit_service(&format!(
+        "{ATOMIC}\nlimits = {{ held_outputs = \"64KiB\" }}"
+    )))
+    .await;
+    let mut reports = subscribe(&kit.client, "testkit.out.denied").await;
+    js_publish(
+        &kit.js,
+        "in.kit",
+        r#"{"op":"try_publish_bytes","subject":"out.big","size":70000}"#,
+    )
+    .await;
+    let report = next_json(&mut reports, Duration::from_secs(10)).await;
+    let result = report["result"].as_str().unwrap();
+    assert!(
+        result.starts_with("Err(\"invalid: held outputs would reach 700")
+            && result.ends_with("bytes, past limits.held_outputs (65536 bytes)\")"),
+        "{result}"
+    );
+    drained(&kit.js, "IN", "kit").await;
+    assert_eq!(stream_messages(&kit.js, "OUT").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_own_msg_id_is_refused_in_an_atomic_subscriber() {
+    let kit = Kit::start(kit_service(ATOMIC)).await;
+    let mut reports = subscribe(&kit.client, "testkit.out.headers").await;
+    js_publish(
+        &kit.js,
+        "in.kit",
+        r#"{"op":"publish_with_headers","subject":"out.x","data":"d","headers":[["Nats-Msg-Id","mine"]]}"#,
+    )
+    .await;
+    let report = next_json(&mut reports, Duration::from_secs(10)).await;
+    let result = report["result"].as_str().unwrap();
+    assert!(
+        result.starts_with("Err(\"invalid: with outputs.mode = \\\"atomic\\\" the runtime sets each output's Nats-Msg-Id"),
+        "{result}"
+    );
+    drained(&kit.js, "IN", "kit").await;
+    assert_eq!(stream_messages(&kit.js, "OUT").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_stream_without_atomic_publish_is_a_configuration_error() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "OUT".into(),
+        subjects: vec!["out.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let file = ServiceFile::new(&server, &kit_service(ATOMIC));
+    let err = match natsapp_wasm::Service::start(file.config()).await {
+        Ok(_) => panic!("started with a stream that refuses atomic batches"),
+        Err(e) => e,
+    };
+    assert_eq!(
+        err.to_string(),
+        "stream \"OUT\" on the server differs from [[streams]] in the file: allow_atomic: the server's stream does not allow atomic publish, and a subscriber with outputs.mode = \"atomic\" may publish to it; change the file or the stream (the runtime never changes it)"
+    );
+    assert_eq!(err.exit_code(), 2);
+    let info = js.get_stream("OUT").await.unwrap().cached_info().clone();
+    assert!(!info.config.allow_atomic_publish, "the stream was changed");
+
+    // A declared stream it creates allows atomic publish.
+    let server = NatsServer::start();
+    let _kit_file = ServiceFile::new(&server, &kit_service(ATOMIC));
+    let running = Running::start(&_kit_file).await;
+    let js = server.jetstream().await;
+    let info = js.get_stream("OUT").await.unwrap().cached_info().clone();
+    assert!(info.config.allow_atomic_publish);
+    drop(running);
+}
+
+/// Streams OUT and SIDE, both written atomically; redeliveries come back
+/// after a second.
+fn two_streams() -> String {
+    kit_service(&format!(
+        "{ATOMIC}\nconsumer = {{ max_deliver = 30, backoff = [\"1s\"], ack_wait = \"5s\" }}"
+    ))
+    .replace(
+        "[[subscribers]]",
+        "[[streams]]\nname = \"SIDE\"\nsubjects = [\"side.>\"]\n\n[[subscribers]]",
+    )
+    .replace("\"out.>\", \"svc.>\"]", "\"out.>\", \"svc.>\", \"side.>\"]")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_a_commit_and_the_ack_leaves_exactly_the_committed_outputs() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, &two_streams());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = spawn_run(&file, log.path(), &[]);
+    let js = server.jetstream().await;
+    durable_exists(&js, "IN", "kit").await;
+    // SIDE is gone: OUT's batch commits, SIDE's fails, the input is not
+    // acked. Then the process dies before any redelivery succeeds.
+    js.delete_stream("SIDE").await.unwrap();
+    js_publish(&js, "in.kit", fanout(&["out.a", "side.a"], 20, json!({}))).await;
+    stream_has(&js, "OUT", 20).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (pending, ack_pending) = consumer_counts(&js, "IN", "kit").await;
+    assert_eq!(pending + ack_pending as u64, 1, "the input was not acked");
+
+    // The restart declares SIDE again; the redelivery publishes other
+    // payloads (its delivery count is in them) and finds OUT's batch
+    // committed: OUT keeps the first delivery's 20, SIDE gets its 20.
+    let mut child = spawn_run(&file, log.path(), &[]);
+    drained(&js, "IN", "kit").await;
+    stream_has(&js, "SIDE", 20).await;
+    let out = payloads(&js, "OUT").await;
+    assert_eq!(out.len(), 20, "{out:?}");
+    assert!(out.iter().all(|p| p.ends_with(":1")), "{out:?}");
+    let side = payloads(&js, "SIDE").await;
+    assert!(side.iter().all(|p| !p.ends_with(":1")), "{side:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        text.contains("this message's outputs to the stream were committed by an earlier delivery; this delivery's are dropped"),
+        "{text}"
+    );
+}
+
+/// What `stream` holds once it stops changing: a commit that reached the
+/// server before the kill is still being applied for a moment after it,
+/// and a reader can see part of it then.
+async fn settled_count(js: &async_nats::jetstream::Context, stream: &str) -> u64 {
+    let mut last = stream_messages(js, stream).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = stream_messages(js, stream).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_any_point_of_a_500_output_commit_leaves_0_or_500() {
+    use futures::StreamExt;
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &kit_service(&format!("{ATOMIC}\nconsumer = {{ ack_wait = \"1s\" }}")),
+    );
+    let js = server.jetstream().await;
+    let client = server.client().await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    // The batch's messages pass the server on their way to the stream, so
+    // a plain subscriber sees the commit under way: the process is killed
+    // once it has seen this many of the 500 (the 500th carries the commit).
+    let kill_after = [1usize, 1, 2, 2, 50, 100, 250, 250, 400, 499, 499, 500, 500];
+    let mut trials = Vec::new();
+    for (trial, k) in kill_after.iter().enumerate() {
+        let mut child = spawn_run(&file, log.path(), &[]);
+        durable_exists(&js, "IN", "kit").await;
+        js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;
+        drained(&js, "IN", "kit").await;
+        let before = stream_messages(&js, "OUT").await;
+        let mut wire = client.subscribe("out.a").await.unwrap();
+        client.flush().await.unwrap();
+        js_publish(&js, "in.kit", fanout(&["out.a"], 500, json!({}))).await;
+        for _ in 0..*k {
+            tokio::time::timeout(Duration::from_secs(10), wire.next())
+                .await
+                .expect("the batch's messages on the wire");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let stored = settled_count(&js, "OUT").await - before;
+        assert!(
+            stored == 0 || stored == 500,
+            "trial {trial} (killed after {k} of the batch's messages): {stored} outputs stored"
+        );
+        trials.push((*k, stored));
+        // The next start finishes the message: 500 in all, never 1,000.
+        let mut finisher = spawn_run(&file, log.path(), &[]);
+        drained(&js, "IN", "kit").await;
+        stream_has(&js, "OUT", 500 * (trial as u64 + 1)).await;
+        finisher.kill().unwrap();
+        finisher.wait().unwrap();
+    }
+    eprintln!("(messages seen before the kill, outputs stored): {trials:?}");
+    assert!(
+        trials.iter().any(|&(_, stored)| stored == 0),
+        "no kill landed inside a commit: {trials:?}"
+    );
+}

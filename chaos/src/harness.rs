@@ -26,7 +26,8 @@ pub struct Harness {
     pub servers: Servers,
     /// A JetStream context that rides through server failures.
     pub js: jetstream::Context,
-    timing: Timing,
+    /// The sizes and timings it runs with.
+    pub timing: Timing,
     dir: tempfile::TempDir,
     service: PathBuf,
     bin: PathBuf,
@@ -55,6 +56,7 @@ impl Harness {
             slow_every: 0,
             slow: Duration::ZERO,
             graceful_timeout: timing.graceful,
+            atomic: false,
         };
         spec(&mut service);
         let service = service.write(dir.path())?;

@@ -4,6 +4,7 @@
 
 use crate::artifacts::Artifacts;
 use crate::harness::Harness;
+use crate::load::Load;
 use crate::poll::eventually;
 use crate::process::Stop;
 use crate::report::Row;
@@ -38,11 +39,13 @@ pub enum Scenario {
     Replicas2,
     /// Three processes on one durable on a cluster, one killed with SIGKILL.
     Replicas3,
+    /// Atomic outputs: the runtime killed with SIGKILL, then the server.
+    Atomic,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::ServerRestart,
         Scenario::RuntimeKill,
         Scenario::RuntimeTerm,
@@ -50,6 +53,7 @@ impl Scenario {
         Scenario::ClusterLeaders,
         Scenario::Replicas2,
         Scenario::Replicas3,
+        Scenario::Atomic,
     ];
 
     /// Its name on the command line and in the report.
@@ -62,6 +66,7 @@ impl Scenario {
             Scenario::ClusterLeaders => "cluster-leaders",
             Scenario::Replicas2 => "replicas-2",
             Scenario::Replicas3 => "replicas-3",
+            Scenario::Atomic => "atomic",
         }
     }
 }
@@ -124,6 +129,7 @@ pub async fn run(scenario: Scenario, artifacts: &Artifacts, timing: &Timing) -> 
         Scenario::ClusterLeaders => cluster_leaders(artifacts, timing).await,
         Scenario::Replicas2 => replicas(2, scenario, artifacts, timing).await,
         Scenario::Replicas3 => replicas(3, scenario, artifacts, timing).await,
+        Scenario::Atomic => atomic(artifacts, timing).await,
     };
     result.unwrap_or_else(|e| Row::failed(scenario.name(), timing.messages, &e, started.elapsed()))
 }
@@ -135,17 +141,44 @@ async fn server_restart(artifacts: &Artifacts, timing: &Timing) -> anyhow::Resul
     h.start_runtime(None).await?;
     let load = h.start_load(timing.spread);
     for k in 1..=2 {
-        load.wait_stored(timing.messages * k / 3, LOAD_WITHIN)
-            .await?;
-        let stored = load.stored();
-        h.servers.restart_single(timing.outage).await?;
-        h.note(format!(
-            "nats-server killed with SIGKILL at {stored} orders stored, restarted after {:?}",
-            timing.outage
-        ));
+        restart_server_at(&mut h, &load, timing.messages * k / 3).await?;
     }
     h.finish(Scenario::ServerRestart.name(), load, timing.settle_within)
         .await
+}
+
+/// Once `at` orders are stored, kills the only server with SIGKILL and
+/// restarts it on the same port and store after the outage.
+async fn restart_server_at(h: &mut Harness, load: &Load, at: u64) -> anyhow::Result<()> {
+    load.wait_stored(at, LOAD_WITHIN).await?;
+    let stored = load.stored();
+    let outage = h.timing.outage;
+    h.servers.restart_single(outage).await?;
+    h.note(format!(
+        "nats-server killed with SIGKILL at {stored} orders stored, restarted after {outage:?}"
+    ));
+    Ok(())
+}
+
+/// Once `at` orders are stored and messages are in flight, stops runtime
+/// `index` with `stop` and starts a new one; `why` ends the note.
+async fn replace_runtime_at(
+    h: &mut Harness,
+    load: &Load,
+    at: u64,
+    index: usize,
+    stop: Stop,
+    why: &str,
+) -> anyhow::Result<()> {
+    load.wait_stored(at, LOAD_WITHIN).await?;
+    verify::wait_in_flight(&h.js, IN_FLIGHT_WITHIN).await?;
+    let stored = load.stored();
+    h.stop_runtime(index, stop).await?;
+    h.note(format!(
+        "r{index} stopped by {stop:?} at {stored} orders stored ({why})"
+    ));
+    h.start_runtime(None).await?;
+    Ok(())
 }
 
 /// [runtime-kill] and [runtime-term]: stop the runtime halfway through the
@@ -164,15 +197,31 @@ async fn runtime_stop(
     .await?;
     let first = h.start_runtime(None).await?;
     let load = h.start_load(timing.spread);
-    load.wait_stored(timing.messages / 2, LOAD_WITHIN).await?;
-    verify::wait_in_flight(&h.js, IN_FLIGHT_WITHIN).await?;
-    let stored = load.stored();
-    h.stop_runtime(first, stop).await?;
-    h.note(format!(
-        "r{first} stopped by {stop:?} at {stored} orders stored (handlers work {work:?} per order)"
-    ));
-    h.start_runtime(None).await?;
+    let why = format!("handlers work {work:?} per order");
+    replace_runtime_at(&mut h, &load, timing.messages / 2, first, stop, &why).await?;
     h.finish(scenario.name(), load, timing.settle_within).await
+}
+
+/// [atomic]: the order processor with `outputs.mode = "atomic"` (its
+/// status and inventory outputs are two batches, one per stream). At a
+/// third of the load the runtime is killed with SIGKILL while messages
+/// are in flight, and a new one started; at two thirds the server is
+/// killed with SIGKILL and restarted. Every order must end with its
+/// outputs stored once in each stream.
+async fn atomic(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result<Row> {
+    let work = timing.work(Duration::from_millis(50), 0.5);
+    let mut h = Harness::new(Servers::start_single().await?, artifacts, timing, |s| {
+        s.work = work;
+        s.atomic = true;
+    })
+    .await?;
+    let first = h.start_runtime(None).await?;
+    let load = h.start_load(timing.spread);
+    let why = format!("atomic outputs; handlers work {work:?} per order");
+    replace_runtime_at(&mut h, &load, timing.messages / 3, first, Stop::Kill, &why).await?;
+    restart_server_at(&mut h, &load, timing.messages * 2 / 3).await?;
+    h.finish(Scenario::Atomic.name(), load, timing.settle_within)
+        .await
 }
 
 /// [rolling-max-deliver]: slow handlers (more work than 4 handlers can

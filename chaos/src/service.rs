@@ -41,6 +41,8 @@ pub struct ServiceSpec {
     pub slow: Duration,
     /// The graceful stop's bound.
     pub graceful_timeout: Duration,
+    /// `outputs.mode = "atomic"` (else immediate outputs with sequence ids).
+    pub atomic: bool,
 }
 
 impl ServiceSpec {
@@ -99,7 +101,7 @@ impl ServiceSpec {
              concurrency = {c}\n\
              dead_letter = \"dlq.order\"\n\
              limits = {{ memory = \"64MiB\", timeout = \"5s\" }}\n\
-             outputs = {{ ids = \"sequence\" }}\n\
+             outputs = {outputs}\n\
              config = {{ status_subject = \"order.status\", inventory_subject = \"inventory.updates\", work_ms = \"{work}\", slow_every = \"{slow_every}\", slow_ms = \"{slow}\" }}\n",
             component = self.component.display().to_string(),
             c = self.concurrency,
@@ -108,6 +110,11 @@ impl ServiceSpec {
             work = self.work.as_millis(),
             slow_every = self.slow_every,
             slow = self.slow.as_millis(),
+            outputs = if self.atomic {
+                "{ mode = \"atomic\" }"
+            } else {
+                "{ ids = \"sequence\" }"
+            },
         );
         t
     }

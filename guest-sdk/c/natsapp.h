@@ -79,6 +79,7 @@ typedef struct {
 void natsapp_msg_delivery(natsapp_msg_t *msg, natsapp_delivery_t *out);
 
 // Settle it yourself (the runtime then adds nothing); false with `err` when refused.
+// With outputs.mode = "atomic", ack and nak take effect when handle returns (an ack after the commit).
 bool natsapp_msg_ack(natsapp_msg_t *msg, natsapp_error_t *err);
 bool natsapp_msg_nak(natsapp_msg_t *msg, int64_t delay_ms, natsapp_error_t *err);  // -1: backoff
 bool natsapp_msg_term(natsapp_msg_t *msg, const char *reason, natsapp_error_t *err);  // reason may be NULL
@@ -86,7 +87,7 @@ bool natsapp_msg_in_progress(natsapp_msg_t *msg, natsapp_error_t *err);
 
 // The PubAck of a publish to a subject a stream captures.
 typedef struct {
-    bool stored;  // false: a core publish (no stream)
+    bool stored;  // false: a core publish (no stream), or held until the commit (outputs.mode = "atomic")
     char stream[256];
     uint64_t sequence;
     bool duplicate;

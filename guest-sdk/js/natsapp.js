@@ -97,7 +97,11 @@ export function parse(bytes) {
 
 const pairs = (headers) => Object.entries(headers ?? {}).map(([k, v]) => [String(k), String(v)]);
 
-/** Publishes `data` (see `encode`); returns the PubAck ({stream, sequence, duplicate}) for a stream subject, else null. */
+/**
+ * Publishes `data` (see `encode`); returns the PubAck ({stream, sequence, duplicate}) for a stream subject, else null.
+ * With `outputs.mode = "atomic"` it returns null: the output is held and stored with the others after `handle`
+ * returns, or not at all.
+ */
 export function publish(subject, data, headers) {
   const ack = call(() => publisher.publish(subject, encode(data), Array.isArray(headers) ? headers : pairs(headers)));
   return ack ? { stream: ack.stream, sequence: Number(ack.sequence), duplicate: ack.duplicate } : null;
@@ -205,6 +209,7 @@ export class Message {
     const d = this.raw.delivery();
     return Object.fromEntries(Object.entries(d).map(([k, v]) => [k, typeof v === "bigint" ? Number(v) : v]));
   }
+  /** Acknowledge now; with `outputs.mode = "atomic"` after the outputs' commit, and only if `handle` returns. */
   ack() {
     call(() => this.raw.ack());
   }

@@ -160,7 +160,9 @@ def _headers(headers):
 def publish(subject, data, headers=None):
     """Publishes ``data`` (see ``encode``). A JetStream subject returns its PubAck
     (``.stream``, ``.sequence``, ``.duplicate``) once the stream stored it; a core
-    subject returns a false ``Result``."""
+    subject returns a false ``Result``. With ``outputs.mode = "atomic"`` every publish
+    returns a false ``Result``: the output is held and stored with the others after
+    ``handle`` returns, or not at all."""
     return Result(_call(_publisher.publish, subject, encode(data), _headers(headers)))
 
 
@@ -431,6 +433,8 @@ class Message:
         return self._raw.delivery()
 
     def ack(self):
+        """Acknowledge now. With ``outputs.mode = "atomic"`` the ack is sent after the
+        outputs' commit, and only if ``handle`` returns without an error."""
         return Result(_call(self._raw.ack))
 
     def nak(self, delay=None):

@@ -296,7 +296,8 @@ impl Message<'_> {
         self.0.delivery()
     }
 
-    /// Acknowledge now; the runtime then adds nothing.
+    /// Acknowledge now; the runtime then adds nothing. With atomic outputs
+    /// the ack is sent after their commit, and only if `handle` returns `Ok`.
     pub fn ack(&self) -> Result<(), HostError> {
         Ok(self.0.ack()?)
     }
@@ -318,7 +319,9 @@ impl Message<'_> {
 }
 
 /// Publishes `data` (bytes or text) to `subject`. Returns the PubAck when a
-/// stream captures the subject.
+/// stream captures the subject. In a subscriber with `outputs.mode =
+/// "atomic"` it returns `None`: the output is held and stored with the
+/// others after `handle` returns `Ok`, or not at all.
 pub fn publish(subject: &str, data: impl AsRef<[u8]>) -> Result<Option<PublishAck>, HostError> {
     Ok(publisher::publish(subject, data.as_ref(), &[])?)
 }

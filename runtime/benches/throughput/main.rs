@@ -50,6 +50,10 @@ const RAW: &str = "raw async-nats (batch ≤ free permits, 100 at once, ack each
 const RAW_RELAY: &str = "raw async-nats relay (publish + PubAck, then ack)";
 const RAW_RELAY_IDS: &str = "raw async-nats relay (publish with Nats-Msg-Id + PubAck, then ack)";
 const WRAPPER_DEFAULTS: &str = "(the Python wrapper's defaults)";
+const RELAY_REUSED: &str =
+    "natsapp-wasm, Rust relay (publish + PubAck, then ack), reused instances";
+const RELAY_ATOMIC: &str =
+    "natsapp-wasm, Rust relay, reused instances, atomic outputs (one batch per message, committed before the ack)";
 const NATS_PY_FETCH1: &str = "nats-py 2.16 fetch(1), ack each (the Python wrapper's defaults)";
 const SECTIONS: [&str; 8] = [
     "throughput",
@@ -199,7 +203,9 @@ async fn main() {
             }
         }
         rows.extend(medians(&samples, RAW, |case| {
-            if case.starts_with("natsapp-wasm, Rust relay") {
+            if case == RELAY_ATOMIC {
+                Some(RELAY_REUSED)
+            } else if case.starts_with("natsapp-wasm, Rust relay") {
                 Some(RAW_RELAY_IDS)
             } else if case.ends_with(WRAPPER_DEFAULTS) && case.starts_with("natsapp-wasm") {
                 Some(NATS_PY_FETCH1)
@@ -235,7 +241,7 @@ async fn main() {
 impl Bench {
     /// natsapp-wasm draining a preloaded stream, per guest and instance mode.
     async fn throughput(&self) -> Vec<Sample> {
-        let cases: [(&str, &Path, &str, bool); 10] = [
+        let cases: [(&str, &Path, &str, bool); 11] = [
             (
                 "natsapp-wasm, Rust no-op, per-message instances",
                 &self.noop,
@@ -266,12 +272,8 @@ impl Bench {
                 "per-message",
                 true,
             ),
-            (
-                "natsapp-wasm, Rust relay (publish + PubAck, then ack), reused instances",
-                &self.relay,
-                "reuse",
-                true,
-            ),
+            (RELAY_REUSED, &self.relay, "reuse", true),
+            (RELAY_ATOMIC, &self.relay, "reuse", true),
             (
                 "natsapp-wasm, Rust relay (publish + PubAck, then ack), traces exported over OTLP",
                 &self.relay,
@@ -319,6 +321,7 @@ impl Bench {
                 relay: relays,
                 observed,
                 one_at_a_time: false,
+                atomic: case == RELAY_ATOMIC,
             };
             let (rate, peak) = natsapp_throughput(self, i, &case_of, n).await;
             rows.push(Sample::new(case, rate, Some(peak)));
@@ -390,6 +393,7 @@ impl Bench {
             relay: false,
             observed: Observed::Not,
             one_at_a_time: true,
+            atomic: false,
         };
         let (rate, peak) = natsapp_throughput(self, 90, &defaults, self.n).await;
         rows.push(Sample::new(

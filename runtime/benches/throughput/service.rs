@@ -100,6 +100,8 @@ pub(crate) struct Case<'a> {
     pub(crate) observed: Observed,
     /// The Python wrapper's defaults: one message per pull, one handler at a time.
     pub(crate) one_at_a_time: bool,
+    /// `outputs = { mode = "atomic" }`.
+    pub(crate) atomic: bool,
 }
 
 pub(crate) async fn natsapp_throughput(
@@ -127,6 +129,9 @@ pub(crate) async fn natsapp_throughput(
             output: relay.then_some(output.as_str()),
         }],
     );
+    if c.atomic {
+        toml += "outputs = { mode = \"atomic\" }\n";
+    }
     if c.one_at_a_time {
         toml = toml.replace(
             &format!("concurrency = {CONCURRENCY}\npull = {{ batch_size = {BATCH},"),

@@ -339,3 +339,29 @@ async fn sigkill_at_any_point_of_a_500_output_commit_leaves_0_or_500() {
         "no kill landed inside a commit: {trials:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_handlers_commit_to_one_stream_without_passing_the_servers_batch_limit() {
+    // The server keeps at most 50 batches open per stream; 100 handlers
+    // finishing together must wait for a slot, not fail.
+    let kit = Kit::start(kit_service(&format!(
+        "{ATOMIC}\nconcurrency = 100\npull = {{ batch_size = 100 }}"
+    )))
+    .await;
+    for _ in 0..400 {
+        js_publish(&kit.js, "in.kit", fanout(&["out.a"], 5, json!({}))).await;
+    }
+    drained(&kit.js, "IN", "kit").await;
+    stream_has(&kit.js, "OUT", 2000).await;
+    let s = settled_stats(&kit.running, "kit").await;
+    assert_eq!(
+        (
+            s.acked,
+            s.batches_committed,
+            s.outputs_committed,
+            s.commit_failures
+        ),
+        (400, 400, 2000, 0),
+        "{s:?}"
+    );
+}

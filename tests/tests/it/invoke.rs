@@ -538,3 +538,48 @@ fn a_rust_parser_falls_back_to_the_default_parser_and_says_so() {
         )
     );
 }
+
+#[test]
+fn atomic_outputs_are_reported_once_committed_and_a_failed_call_stores_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("service.toml");
+    let text = crate::kit_service("outputs = { mode = \"atomic\" }")
+        .replace("{url}", "nats://127.0.0.1:4222")
+        .replace("{testkit}", guests::TESTKIT);
+    std::fs::write(&file, text).unwrap();
+    let handler = LocalHandler::service(&file, None).build().unwrap();
+    let fanout = |extra: Value| {
+        let mut op = json!({"op": "fanout", "subjects": ["out.a"], "n": 3});
+        op.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        Message::new(op.to_string())
+    };
+
+    let failed = handler.invoke(fanout(json!({"fail_until": 2})).delivered(1));
+    assert!(matches!(failed.verdict, Verdict::Retry { .. }), "{failed}");
+    assert!(failed.published.is_empty(), "{failed}");
+
+    let report = handler.invoke(fanout(json!({"settle": "ack"})));
+    assert_eq!(report.verdict, Verdict::Acked, "{report}");
+    let stored: Vec<_> = report
+        .published
+        .iter()
+        .filter(|p| p.subject == "out.a")
+        .map(|p| {
+            let ack = p.stored.as_ref().expect("stored in OUT");
+            (ack.stream.as_str(), ack.sequence)
+        })
+        .collect();
+    assert_eq!(stored, [("OUT", 1), ("OUT", 2), ("OUT", 3)]);
+    let fanout = report
+        .published
+        .iter()
+        .find(|p| p.subject == "testkit.out.fanout");
+    let said = fanout
+        .expect("the core report after the commit")
+        .json()
+        .unwrap();
+    assert_eq!(said["with_puback"], 0, "publish returned no PubAck: {said}");
+    assert_eq!(report.acks, [natsapp_wasm::nats::ack::Ack::Ack], "{report}");
+}

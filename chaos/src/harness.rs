@@ -163,7 +163,7 @@ impl Harness {
             .iter()
             .map(|(p, _)| Ok((p.name().to_string(), p.processed()?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Row {
+        let mut row = Row {
             scenario,
             label: None,
             planned: self.timing.messages,
@@ -174,6 +174,15 @@ impl Harness {
             notes: self.notes,
             elapsed: self.started.elapsed(),
             error: None,
-        })
+        };
+        if !row.failures().is_empty() {
+            // What it takes to find out why: the runtimes' logs.
+            let kept = self.dir.keep();
+            row.notes.push(format!(
+                "its service.toml and the runtimes' logs are kept in {}",
+                kept.display()
+            ));
+        }
+        Ok(row)
     }
 }

@@ -46,7 +46,6 @@ pub struct SubscriberStats {
     batches_committed: AtomicU64,
     outputs_committed: AtomicU64,
     batches_already_stored: AtomicU64,
-    commit_failures: AtomicU64,
     warm_instances: AtomicU64,
     calls: CapabilityCounters,
 }
@@ -151,11 +150,6 @@ impl SubscriberStats {
     /// A redelivery's atomic batch was found committed by an earlier delivery.
     pub fn batch_already_stored(&self) {
         self.batches_already_stored.fetch_add(1, Relaxed);
-    }
-
-    /// A message's atomic outputs could not all be committed.
-    pub fn commit_failed(&self) {
-        self.commit_failures.fetch_add(1, Relaxed);
     }
 
     /// The subscriber keeps this many idle instances for reuse.
@@ -291,7 +285,6 @@ impl SubscriberStats {
             batches_committed: self.batches_committed.load(Relaxed),
             outputs_committed: self.outputs_committed.load(Relaxed),
             batches_already_stored: self.batches_already_stored.load(Relaxed),
-            commit_failures: self.commit_failures.load(Relaxed),
             warm_instances: self.warm_instances.load(Relaxed),
             kv: self.calls.kv_snapshot(),
             http: self.calls.http_snapshot(),
@@ -365,7 +358,7 @@ pub struct SubscriberSnapshot {
     pub retried: u64,
     /// Handler returned reject.
     pub rejected: u64,
-    /// Failed invocations by cause (trap, panic, timeout, memory_limit, instantiate).
+    /// Failed invocations by cause (trap, panic, timeout, memory_limit, instantiate, commit).
     pub failed: Vec<(String, u64)>,
     /// Handlers running now.
     pub in_flight: u64,
@@ -381,8 +374,6 @@ pub struct SubscriberSnapshot {
     pub outputs_committed: u64,
     /// Batches of a redelivery found already committed by an earlier delivery.
     pub batches_already_stored: u64,
-    /// Messages whose atomic outputs could not all be committed (nak'd).
-    pub commit_failures: u64,
     /// Idle instances kept for reuse.
     pub warm_instances: u64,
     /// Key-value calls by (operation, outcome); only those that happened.

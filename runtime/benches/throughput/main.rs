@@ -54,6 +54,13 @@ const RELAY_REUSED: &str =
     "natsapp-wasm, Rust relay (publish + PubAck, then ack), reused instances";
 const RELAY_ATOMIC: &str =
     "natsapp-wasm, Rust relay, reused instances, atomic outputs (one batch per message, committed before the ack)";
+const RELAY_REUSED_MEMORY: &str =
+    "natsapp-wasm, Rust relay (publish + PubAck, then ack), reused instances, to a memory stream";
+const RELAY_ATOMIC_MEMORY: &str =
+    "natsapp-wasm, Rust relay, reused instances, atomic outputs, to a memory stream";
+/// Messages of the atomic relay to a file stream: the server syncs each
+/// batch to disk, a few hundred a second.
+const ATOMIC_FILE_MESSAGES: usize = 2_000;
 const NATS_PY_FETCH1: &str = "nats-py 2.16 fetch(1), ack each (the Python wrapper's defaults)";
 const SECTIONS: [&str; 8] = [
     "throughput",
@@ -205,6 +212,11 @@ async fn main() {
         rows.extend(medians(&samples, RAW, |case| {
             if case == RELAY_ATOMIC {
                 Some(RELAY_REUSED)
+            } else if case == RELAY_ATOMIC_MEMORY {
+                Some(RELAY_REUSED_MEMORY)
+            } else if case == RELAY_REUSED_MEMORY {
+                // The raw relays write to a file stream.
+                None
             } else if case.starts_with("natsapp-wasm, Rust relay") {
                 Some(RAW_RELAY_IDS)
             } else if case.ends_with(WRAPPER_DEFAULTS) && case.starts_with("natsapp-wasm") {
@@ -241,7 +253,7 @@ async fn main() {
 impl Bench {
     /// natsapp-wasm draining a preloaded stream, per guest and instance mode.
     async fn throughput(&self) -> Vec<Sample> {
-        let cases: [(&str, &Path, &str, bool); 11] = [
+        let cases: [(&str, &Path, &str, bool); 13] = [
             (
                 "natsapp-wasm, Rust no-op, per-message instances",
                 &self.noop,
@@ -274,6 +286,8 @@ impl Bench {
             ),
             (RELAY_REUSED, &self.relay, "reuse", true),
             (RELAY_ATOMIC, &self.relay, "reuse", true),
+            (RELAY_REUSED_MEMORY, &self.relay, "reuse", true),
+            (RELAY_ATOMIC_MEMORY, &self.relay, "reuse", true),
             (
                 "natsapp-wasm, Rust relay (publish + PubAck, then ack), traces exported over OTLP",
                 &self.relay,
@@ -304,6 +318,8 @@ impl Bench {
             // A fresh Python interpreter per message is slow: fewer messages.
             let n = if component == self.py_noop && instances == "per-message" {
                 self.n.min(2000)
+            } else if case == RELAY_ATOMIC {
+                self.n.min(ATOMIC_FILE_MESSAGES)
             } else {
                 self.n
             };
@@ -321,7 +337,8 @@ impl Bench {
                 relay: relays,
                 observed,
                 one_at_a_time: false,
-                atomic: case == RELAY_ATOMIC,
+                atomic: case == RELAY_ATOMIC || case == RELAY_ATOMIC_MEMORY,
+                output_in_memory: case.ends_with("to a memory stream"),
             };
             let (rate, peak) = natsapp_throughput(self, i, &case_of, n).await;
             rows.push(Sample::new(case, rate, Some(peak)));
@@ -394,6 +411,7 @@ impl Bench {
             observed: Observed::Not,
             one_at_a_time: true,
             atomic: false,
+            output_in_memory: false,
         };
         let (rate, peak) = natsapp_throughput(self, 90, &defaults, self.n).await;
         rows.push(Sample::new(

@@ -102,6 +102,8 @@ pub(crate) struct Case<'a> {
     pub(crate) one_at_a_time: bool,
     /// `outputs = { mode = "atomic" }`.
     pub(crate) atomic: bool,
+    /// The relay's output stream keeps its messages in memory (else on file).
+    pub(crate) output_in_memory: bool,
 }
 
 pub(crate) async fn natsapp_throughput(
@@ -131,6 +133,10 @@ pub(crate) async fn natsapp_throughput(
     );
     if c.atomic {
         toml += "outputs = { mode = \"atomic\" }\n";
+    }
+    if c.output_in_memory {
+        let out = format!("subjects = [\"{output}\"]\n");
+        toml = toml.replace(&out, &format!("{out}storage = \"memory\"\n"));
     }
     if c.one_at_a_time {
         toml = toml.replace(

@@ -199,13 +199,7 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         MetricType::COUNTER,
         |s| counter(s.batches_already_stored),
     );
-    m.per_subscriber(
-        subs,
-        "natsapp_commit_failures_total",
-        "Messages whose atomic outputs could not all be committed (nak'd for redelivery)",
-        MetricType::COUNTER,
-        |s| counter(s.commit_failures),
-    );
+
     m.family(
         "natsapp_kv_operations_total",
         "Guest key-value calls, by operation and outcome (ok, conflict, denied, failed)",

@@ -259,7 +259,7 @@ impl Settler {
                 decision
             }
             Err(e) => {
-                self.stats.commit_failed();
+                self.stats.failed(FailureCause::Commit);
                 let detail = format!("committing {outputs} held outputs: {}", ErrorChain(&e));
                 tracing::warn!(subscriber = %self.subscriber, seq = msg.sequence, "{detail}");
                 let failed = Outcome::Failed {

@@ -3,6 +3,7 @@
 //! earlier delivery committed; a crash at any point leaves all or none.
 
 use crate::{kit_service, Kit};
+use natsapp_wasm::settle::FailureCause;
 use natsapp_wasm_tests::*;
 use serde_json::json;
 use std::time::Duration;
@@ -78,7 +79,11 @@ async fn a_handler_that_fails_after_publishing_stores_nothing_and_its_redelivery
     );
     let s = settled_stats(&kit.running, "kit").await;
     assert_eq!(
-        (s.batches_committed, s.outputs_committed, s.commit_failures),
+        (
+            s.batches_committed,
+            s.outputs_committed,
+            s.failed(FailureCause::Commit)
+        ),
         (1, 500, 0),
         "one batch whose PubAck counts 500: {s:?}"
     );
@@ -359,7 +364,7 @@ async fn a_hundred_handlers_commit_to_one_stream_without_passing_the_servers_bat
             s.acked,
             s.batches_committed,
             s.outputs_committed,
-            s.commit_failures
+            s.failed(FailureCause::Commit)
         ),
         (400, 400, 2000, 0),
         "{s:?}"

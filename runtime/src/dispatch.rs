@@ -100,7 +100,8 @@ impl Subscriber {
                 Some(cause.as_str().to_string())
             }
         };
-        let decision = settler.conclude(msg, &outcome).await;
+        let (decision, not_committed) = settler.conclude(msg, &outcome).await;
+        let error = error.or(not_committed);
         let outcome = decision.name();
         settler.apply(msg, decision).await;
         Handled { outcome, error }

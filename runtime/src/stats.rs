@@ -46,6 +46,7 @@ pub struct SubscriberStats {
     batches_committed: AtomicU64,
     outputs_committed: AtomicU64,
     batches_already_stored: AtomicU64,
+    batches_busy: AtomicU64,
     warm_instances: AtomicU64,
     calls: CapabilityCounters,
 }
@@ -150,6 +151,12 @@ impl SubscriberStats {
     /// A redelivery's atomic batch was found committed by an earlier delivery.
     pub fn batch_already_stored(&self) {
         self.batches_already_stored.fetch_add(1, Relaxed);
+    }
+
+    /// The server refused an atomic batch for too many batches in flight
+    /// on the stream; it is sent again after a pause.
+    pub fn batch_busy(&self) {
+        self.batches_busy.fetch_add(1, Relaxed);
     }
 
     /// The subscriber keeps this many idle instances for reuse.
@@ -285,6 +292,7 @@ impl SubscriberStats {
             batches_committed: self.batches_committed.load(Relaxed),
             outputs_committed: self.outputs_committed.load(Relaxed),
             batches_already_stored: self.batches_already_stored.load(Relaxed),
+            batches_busy: self.batches_busy.load(Relaxed),
             warm_instances: self.warm_instances.load(Relaxed),
             kv: self.calls.kv_snapshot(),
             http: self.calls.http_snapshot(),
@@ -374,6 +382,8 @@ pub struct SubscriberSnapshot {
     pub outputs_committed: u64,
     /// Batches of a redelivery found already committed by an earlier delivery.
     pub batches_already_stored: u64,
+    /// Atomic batches refused for too many in flight on the stream, then sent again.
+    pub batches_busy: u64,
     /// Idle instances kept for reuse.
     pub warm_instances: u64,
     /// Key-value calls by (operation, outcome); only those that happened.

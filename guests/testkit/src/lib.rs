@@ -18,11 +18,12 @@ enum Op {
     /// Publish, then fail with retry until delivered reaches `n`: the
     /// redelivery publishes the same output again, which must be deduplicated.
     PublishThenFail { subject: String, data: String, n: u32 },
-    /// Publish `n` outputs "<i>:<delivered>" to each of `subjects`, stopping at the
+    /// Publish `n` outputs "<i>:<delivered>" (or "<i>" when `same`: alike on
+    /// every delivery) to each of `subjects`, stopping at the
     /// first error, and report on testkit.out.fanout; then settle the
     /// message itself when `settle` says ("ack", "nak", "term"), fail with
     /// retry while delivered < `fail_until`, else succeed.
-    Fanout { subjects: Vec<String>, n: u32, #[serde(default)] settle: Option<String>, #[serde(default)] fail_until: u32 },
+    Fanout { subjects: Vec<String>, n: u32, #[serde(default)] settle: Option<String>, #[serde(default)] fail_until: u32, #[serde(default)] same: bool },
     /// Return retry with this delay.
     Retry { delay_ms: Option<u64> },
     /// Fail with retry until delivered reaches `n`, then report and succeed.
@@ -158,12 +159,13 @@ impl Handler for TestKit {
                 }
                 Ok(())
             }
-            Op::Fanout { subjects, n, settle, fail_until } => {
+            Op::Fanout { subjects, n, settle, fail_until, same } => {
                 let delivered = msg.delivery().delivered;
                 let (mut published, mut with_puback, mut error) = (0u32, 0u32, None);
                 let outputs = subjects.iter().flat_map(|s| (0..n).map(move |i| (s, i)));
                 for (subject, i) in outputs {
-                    match natsapp_guest::publish(subject, format!("{i}:{delivered}")) {
+                    let payload = if same { i.to_string() } else { format!("{i}:{delivered}") };
+                    match natsapp_guest::publish(subject, payload) {
                         Ok(ack) => {
                             published += 1;
                             with_puback += u32::from(ack.is_some());

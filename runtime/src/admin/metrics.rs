@@ -199,6 +199,13 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         MetricType::COUNTER,
         |s| counter(s.batches_already_stored),
     );
+    m.per_subscriber(
+        subs,
+        "natsapp_batches_busy_total",
+        "Atomic batches the server refused for too many in flight on the stream, then sent again",
+        MetricType::COUNTER,
+        |s| counter(s.batches_busy),
+    );
 
     m.family(
         "natsapp_kv_operations_total",

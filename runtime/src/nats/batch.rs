@@ -69,6 +69,13 @@ pub enum CommitError {
         /// The wait.
         timeout: Duration,
     },
+    /// The stream stored a batch's first message on its own: the server or
+    /// the stream does not take atomic batches.
+    #[error("stream {stream:?} stored the batch's first message on its own: atomic batches need nats-server 2.12 or newer and a stream with allow_atomic")]
+    NotAtomic {
+        /// The stream.
+        stream: String,
+    },
     /// The server refused the batch (atomic publish disabled, too large, …).
     #[error("stream {stream:?} refused the batch: {description} (error {code})")]
     Refused {
@@ -198,16 +205,20 @@ pub async fn commit(
                 },
             });
         }
-        if last {
-            if answer.batch.as_deref() != Some(batch_id.as_str()) {
-                return Err(unavailable(&"the commit's answer names another batch"));
-            }
-            return Ok(Committed {
+        if !last {
+            // A PubAck for a staged message: it was stored as a plain one.
+            return Err(CommitError::NotAtomic {
                 stream: stream.to_string(),
-                last_sequence: answer.seq.unwrap_or(0),
-                count: answer.count.unwrap_or(0),
             });
         }
+        if answer.batch.as_deref() != Some(batch_id.as_str()) {
+            return Err(unavailable(&"the commit's answer names another batch"));
+        }
+        return Ok(Committed {
+            stream: stream.to_string(),
+            last_sequence: answer.seq.unwrap_or(0),
+            count: answer.count.unwrap_or(0),
+        });
     }
     Err(unavailable(&"an empty batch"))
 }

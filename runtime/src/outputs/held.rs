@@ -1,7 +1,8 @@
 //! Atomic outputs (`outputs.mode = "atomic"`): what the handler publishes
 //! during `handle` is held here, per target stream, and committed once it
 //! succeeds, one atomic batch per stream, before the input is
-//! acknowledged. Core publishes (a reply) are sent after the last commit.
+//! acknowledged (`settle::commit`). Core publishes (a reply) are sent
+//! after the last commit.
 //! A handler that fails, asks for a retry, is rejected, times out or is
 //! stopped publishes nothing.
 //!
@@ -15,9 +16,7 @@
 //! refused, as it could make that rejection mean something else. Like
 //! every de-duplication, this holds inside the stream's duplicate window.
 
-use crate::nats::batch::{BatchMessage, CommitError, Committed, MAX_MESSAGES};
-use crate::nats::publish::Route;
-use crate::nats::wire::Wire;
+use crate::nats::batch::{BatchMessage, MAX_MESSAGES};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use std::time::Duration;
@@ -72,49 +71,28 @@ pub enum HoldError {
     },
 }
 
-/// How one stream's batch ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamCommit {
-    /// Stored; the PubAck.
-    Committed(Committed),
-    /// An earlier delivery of the input committed its batch to the stream.
-    AlreadyStored {
-        /// The stream.
-        stream: String,
-    },
-}
-
-/// A stream's batch that could not be committed; the batches before it were.
-#[derive(Debug, thiserror::Error)]
-#[error("{committed} of {batches} atomic batches committed, then: {source}")]
-pub struct CommitFailed {
-    /// Batches stored (or found stored) before this one.
-    pub committed: usize,
-    /// Batches the message had.
-    pub batches: usize,
-    /// Why this one was not.
-    #[source]
-    pub source: CommitError,
-}
-
-/// One stream's outputs.
+/// One stream's held outputs.
 #[derive(Debug)]
-struct Batch {
-    stream: String,
-    timeout: Duration,
-    messages: Vec<BatchMessage>,
+pub struct HeldBatch {
+    /// The stream.
+    pub stream: String,
+    /// The wait for each of the server's answers.
+    pub timeout: Duration,
+    /// The outputs, in the order they were published.
+    pub messages: Vec<BatchMessage>,
 }
 
 /// The outputs one delivery holds until its commit.
 #[derive(Debug, Default)]
 pub struct Held {
-    batches: Vec<Batch>,
+    batches: Vec<HeldBatch>,
     core: Vec<BatchMessage>,
     bytes: u64,
 }
 
-/// Attempts at a batch the stream refuses for having too many in flight.
-const BUSY_ATTEMPTS: u32 = 8;
+/// Room left in each message for the headers a commit adds
+/// (`Nats-Batch-Id`, `Nats-Batch-Sequence`, `Nats-Batch-Commit`).
+const BATCH_HEADERS: usize = 96;
 
 /// The size the server counts: the payload and the header block
 /// ("NATS/1.0\r\n", a "Name: value\r\n" line each, "\r\n").
@@ -167,7 +145,10 @@ impl Held {
             }
             headers.insert("Nats-Msg-Id", format!("{input}:atomic:{n}").as_str());
         }
-        let size = wire_size(&headers, &payload);
+        let mut size = wire_size(&headers, &payload);
+        if matches!(target, Target::Stream { .. }) {
+            size += BATCH_HEADERS;
+        }
         if size > bounds.max_payload {
             return Err(HoldError::TooLarge {
                 size,
@@ -192,7 +173,7 @@ impl Held {
             Target::Stream { name, timeout } => {
                 match self.batches.iter_mut().find(|b| b.stream == name) {
                     Some(b) => b.messages.push(message),
-                    None => self.batches.push(Batch {
+                    None => self.batches.push(HeldBatch {
                         stream: name.to_string(),
                         timeout,
                         messages: vec![message],
@@ -203,62 +184,10 @@ impl Held {
         Ok(())
     }
 
-    /// Commits each stream's batch in the order the handler first
-    /// published to it, then sends the core publishes. Stops at the first
-    /// batch that fails: those before it stay stored (each batch is atomic
-    /// on its own; outputs to two streams are not one transaction).
-    pub async fn commit(self, wire: &Wire) -> Result<Vec<StreamCommit>, CommitFailed> {
-        let batches = self.batches.len();
-        let mut done = Vec::with_capacity(batches);
-        for batch in self.batches {
-            let mut attempt = 0;
-            let ended = loop {
-                match wire
-                    .commit_batch(&batch.stream, &batch.messages, batch.timeout)
-                    .await
-                {
-                    Err(CommitError::Busy { .. }) if attempt + 1 < BUSY_ATTEMPTS => {
-                        attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(20) * (1 << attempt.min(6))).await;
-                    }
-                    Ok(c) if c.count != batch.messages.len() as u64 => {
-                        break Err(CommitError::Unavailable {
-                            stream: batch.stream.clone(),
-                            message: format!(
-                                "the PubAck counts {} messages of {}",
-                                c.count,
-                                batch.messages.len()
-                            ),
-                        })
-                    }
-                    Ok(c) => break Ok(StreamCommit::Committed(c)),
-                    Err(CommitError::AlreadyStored { stream }) => {
-                        break Ok(StreamCommit::AlreadyStored { stream })
-                    }
-                    Err(e) => break Err(e),
-                }
-            };
-            match ended {
-                Ok(c) => done.push(c),
-                Err(source) => {
-                    return Err(CommitFailed {
-                        committed: done.len(),
-                        batches,
-                        source,
-                    })
-                }
-            }
-        }
-        for m in self.core {
-            let subject = m.subject.clone();
-            if let Err(e) = wire
-                .publish(Route::Core, m.subject, m.headers, m.payload)
-                .await
-            {
-                tracing::warn!("core publish to {subject:?} after the commit failed: {e}");
-            }
-        }
-        Ok(done)
+    /// The held outputs: each stream's batch, in the order the handler
+    /// first published to the stream, and the core publishes.
+    pub fn into_parts(self) -> (Vec<HeldBatch>, Vec<BatchMessage>) {
+        (self.batches, self.core)
     }
 }
 

@@ -434,4 +434,52 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn atomic_outputs_are_committed_only_when_handle_returns_ok_without_a_nak() {
+        let trap = Outcome::Failed {
+            cause: FailureCause::Trap,
+            detail: "wasm trap: unreachable".into(),
+        };
+        let retry = Outcome::Retry {
+            delay: None,
+            reason: "busy".into(),
+        };
+        let reject = Outcome::Reject("bad".into());
+        for (outcome, by_guest, commits_them) in [
+            (Outcome::Ok, ByGuest::Nothing, true),
+            (Outcome::Ok, ByGuest::Ack, true),
+            (Outcome::Ok, ByGuest::Term(None), true),
+            (Outcome::Ok, ByGuest::Nak(None), false),
+            (retry.clone(), ByGuest::Nothing, false),
+            (retry, ByGuest::Ack, false),
+            (reject, ByGuest::Nothing, false),
+            (trap.clone(), ByGuest::Ack, false),
+            (trap, ByGuest::Term(None), false),
+        ] {
+            assert_eq!(
+                commits(&outcome, &by_guest),
+                commits_them,
+                "{outcome:?} {by_guest:?}"
+            );
+        }
+        // The guest's deferred ack follows the outcome; its nak stands.
+        let policy = Policy::default();
+        let retry = Outcome::Retry {
+            delay: secs(3),
+            reason: "busy".into(),
+        };
+        assert_eq!(
+            disposition(&Outcome::Ok, &ByGuest::Ack, 1, &policy),
+            Disposition::Ack
+        );
+        assert_eq!(
+            disposition(&retry, &ByGuest::Ack, 1, &policy),
+            Disposition::Nak(secs(3))
+        );
+        assert_eq!(
+            disposition(&Outcome::Ok, &ByGuest::Nak(secs(1)), 1, &policy),
+            Disposition::Nak(secs(1))
+        );
+    }
 }

@@ -10,6 +10,7 @@
 //! than the file's (see `SubscriberConfig::server_max_deliver`), so any
 //! handled delivery may be nak'd safely; the extra one is only settled.
 
+pub mod commit;
 pub mod dead_letter;
 pub mod disposition;
 pub mod ledger;
@@ -18,10 +19,11 @@ use crate::config::{defaults, OutputsMode, Subject, SubscriberConfig};
 use crate::nats::ack::{Ack, AckError};
 use crate::nats::publish::{PublishError, PublishRoutes, Route};
 use crate::nats::wire::Wire;
-use crate::outputs::held::{Held, StreamCommit};
+use crate::outputs::held::Held;
 use crate::outputs::Outputs;
 use crate::stats::{Settled, SubscriberStats};
 use crate::telemetry::ErrorChain;
+use commit::StreamCommit;
 pub use disposition::{
     disposition, past_max_deliver, ByGuest, Disposition, FailureCause, Outcome, Policy,
 };
@@ -169,6 +171,9 @@ pub struct Settler {
     /// before the input is settled, and the guest's own ack or nak waits
     /// for that.
     atomic: bool,
+    /// How often a delivery whose outputs are being committed is reported
+    /// in progress (as the handler's heartbeat does while it runs).
+    progress_every: Duration,
     /// The subscriber's counters.
     pub stats: Arc<SubscriberStats>,
     /// What the subscriber has finished.
@@ -206,6 +211,7 @@ impl Settler {
             },
             double_ack: sub.double_ack,
             atomic: sub.outputs_mode == OutputsMode::Atomic,
+            progress_every: sub.ack_wait / 2,
             stats: previous.map_or_else(Default::default, |p| p.stats.clone()),
             ledger: previous.map_or_else(Default::default, |p| p.ledger.clone()),
         }
@@ -227,22 +233,27 @@ impl Settler {
         self.wire.ack(msg.ack_subject(), &what).await
     }
 
-    /// How `msg` is settled after `handle` ended with `outcome`. With atomic
+    /// How `msg` is settled after `handle` ended with `outcome`, and why
+    /// its atomic outputs were not committed when that failed. With atomic
     /// outputs, first commits what the handler published when the outcome
     /// keeps it; a commit that fails turns the decision into a redelivery.
-    pub async fn conclude(&self, msg: &InFlight, outcome: &Outcome) -> Disposition {
+    pub async fn conclude(
+        &self,
+        msg: &InFlight,
+        outcome: &Outcome,
+    ) -> (Disposition, Option<String>) {
         let by_guest = msg.by_guest();
         let delivered = msg.delivery.delivered;
         let decision = disposition(outcome, &by_guest, delivered, &self.policy);
         if !self.atomic {
-            return decision;
+            return (decision, None);
         }
         let held = std::mem::take(&mut *msg.held.lock().expect("held lock"));
         if held.is_empty() || !disposition::commits(outcome, &by_guest) {
-            return decision;
+            return (decision, None);
         }
         let outputs = held.len();
-        match held.commit(&self.wire).await {
+        match self.commit_in_progress(msg, held).await {
             Ok(batches) => {
                 for b in batches {
                     match b {
@@ -256,7 +267,7 @@ impl Settler {
                         }
                     }
                 }
-                decision
+                (decision, None)
             }
             Err(e) => {
                 self.stats.failed(FailureCause::Commit);
@@ -266,7 +277,31 @@ impl Settler {
                     cause: FailureCause::Commit,
                     detail,
                 };
-                disposition(&failed, &ByGuest::Nothing, delivered, &self.policy)
+                let decision = disposition(&failed, &ByGuest::Nothing, delivered, &self.policy);
+                (decision, Some(FailureCause::Commit.as_str().to_string()))
+            }
+        }
+    }
+
+    /// Commits `held`, reporting `msg` in progress meanwhile: a commit may
+    /// wait for a batch slot and for busy streams.
+    async fn commit_in_progress(
+        &self,
+        msg: &InFlight,
+        held: Held,
+    ) -> Result<Vec<StreamCommit>, commit::CommitFailed> {
+        let committing = commit::commit(held, &self.wire, &self.stats);
+        tokio::pin!(committing);
+        let first = tokio::time::Instant::now() + self.progress_every;
+        let mut progress = tokio::time::interval_at(first, self.progress_every);
+        loop {
+            tokio::select! {
+                done = &mut committing => return done,
+                _ = progress.tick() => {
+                    if let Err(e) = self.send(msg, Ack::Progress).await {
+                        tracing::debug!("in-progress signal during the commit failed: {e}");
+                    }
+                }
             }
         }
     }

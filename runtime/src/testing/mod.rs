@@ -496,7 +496,7 @@ impl LocalHandler {
         let by_guest = msg.by_guest();
         let settler = &self.host.settler;
         // Atomic outputs are committed here, so they count as handled.
-        let decision = settler.conclude(&msg, &outcome).await;
+        let (decision, _) = settler.conclude(&msg, &outcome).await;
         let handled = self.wire.take_events();
         settler.apply(&msg, decision.clone()).await;
         Report::new(

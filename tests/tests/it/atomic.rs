@@ -89,6 +89,24 @@ async fn a_handler_that_fails_after_publishing_stores_nothing_and_its_redelivery
     );
 }
 
+/// The subjects `stream` holds, in order.
+async fn subjects(js: &async_nats::jetstream::Context, stream: &str) -> Vec<String> {
+    let n = stream_messages(js, stream).await;
+    let handle = js.get_stream(stream).await.unwrap();
+    let mut out = Vec::new();
+    for seq in 1..=n {
+        out.push(
+            handle
+                .get_raw_message(seq)
+                .await
+                .unwrap()
+                .subject
+                .to_string(),
+        );
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guests_own_ack_waits_for_the_commit_and_a_nak_commits_nothing() {
     let kit = Kit::start(kit_service(&format!(
@@ -103,29 +121,27 @@ async fn a_guests_own_ack_waits_for_the_commit_and_a_nak_commits_nothing() {
         fanout(&["out.acked"], 3, json!({"settle": "ack", "fail_until": 2})),
     )
     .await;
-    // A guest's nak: retried, nothing stored until a delivery succeeds.
+    // Nak'd by the guest on each of its 3 deliveries: nothing committed,
+    // then terminated on the extra delivery.
     js_publish(
         &kit.js,
         "in.kit",
-        fanout(&["out.naked"], 3, json!({"settle": "nak", "fail_until": 0})),
+        fanout(&["out.naked"], 3, json!({"settle": "nak"})),
     )
     .await;
-    stats_until(&kit.running, "kit", "the first message acked", |s| {
-        s.acked >= 1
-    })
-    .await;
-    let acked: Vec<String> = payloads(&kit.js, "OUT").await;
+    drained(&kit.js, "IN", "kit").await;
+    let s = settled_stats(&kit.running, "kit").await;
     assert_eq!(
-        acked,
+        (s.acked, s.naked, s.past_max_deliver, s.batches_committed),
+        (1, 4, 1, 1),
+        "one retry of the first, three naks of the second: {s:?}"
+    );
+    assert_eq!(
+        payloads(&kit.js, "OUT").await,
         ["0:2", "1:2", "2:2"],
         "only the acked delivery's outputs"
     );
-    let s = kit.running.subscriber("kit");
-    assert!(s.naked >= 1, "the guest's nak was sent: {s:?}");
-    assert!(
-        s.batches_committed == 1,
-        "a nak'd delivery commits nothing: {s:?}"
-    );
+    assert_eq!(subjects(&kit.js, "OUT").await, ["out.acked"; 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +181,7 @@ async fn outputs_past_held_outputs_fail_the_publish_that_passes_it() {
     let report = next_json(&mut reports, Duration::from_secs(10)).await;
     let result = report["result"].as_str().unwrap();
     assert!(
-        result.starts_with("Err(\"invalid: held outputs would reach 700")
+        result.starts_with("Err(\"invalid: held outputs would reach 70")
             && result.ends_with("bytes, past limits.held_outputs (65536 bytes)\")"),
         "{result}"
     );
@@ -174,9 +190,21 @@ async fn outputs_past_held_outputs_fail_the_publish_that_passes_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handlers_own_msg_id_is_refused_in_an_atomic_subscriber() {
+async fn a_handlers_own_msg_id_and_a_request_a_stream_would_store_are_refused() {
     let kit = Kit::start(kit_service(ATOMIC)).await;
     let mut reports = subscribe(&kit.client, "testkit.out.headers").await;
+    let mut denied = subscribe(&kit.client, "testkit.out.denied").await;
+    js_publish(
+        &kit.js,
+        "in.kit",
+        r#"{"op":"try_request","subject":"out.r"}"#,
+    )
+    .await;
+    let report = next_json(&mut denied, Duration::from_secs(10)).await;
+    assert_eq!(
+        report["result"],
+        "Err(\"invalid: with outputs.mode = \\\"atomic\\\" a request to \\\"out.r\\\", which a stream stores, would store it at once whatever the handler's outcome: publish it instead\")"
+    );
     js_publish(
         &kit.js,
         "in.kit",
@@ -219,8 +247,8 @@ async fn an_existing_stream_without_atomic_publish_is_a_configuration_error() {
 
     // A declared stream it creates allows atomic publish.
     let server = NatsServer::start();
-    let _kit_file = ServiceFile::new(&server, &kit_service(ATOMIC));
-    let running = Running::start(&_kit_file).await;
+    let declaring = ServiceFile::new(&server, &kit_service(ATOMIC));
+    let running = Running::start(&declaring).await;
     let js = server.jetstream().await;
     let info = js.get_stream("OUT").await.unwrap().cached_info().clone();
     assert!(info.config.allow_atomic_publish);
@@ -240,35 +268,31 @@ fn two_streams() -> String {
     .replace("\"out.>\", \"svc.>\"]", "\"out.>\", \"svc.>\", \"side.>\"]")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_between_a_commit_and_the_ack_leaves_exactly_the_committed_outputs() {
+/// A crash after OUT's batch is committed and before the input is acked
+/// (SIDE is gone, so SIDE's commit fails and the input is nak'd, then the
+/// process is killed); the restart's redelivery publishes outputs alike
+/// (`same`) or not. Returns OUT's and SIDE's payloads.
+async fn crash_between_a_commit_and_the_ack(same: bool) -> (Vec<String>, Vec<String>) {
     let server = NatsServer::start();
     let file = ServiceFile::new(&server, &two_streams());
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = spawn_run(&file, log.path(), &[]);
     let js = server.jetstream().await;
     durable_exists(&js, "IN", "kit").await;
-    // SIDE is gone: OUT's batch commits, SIDE's fails, the input is not
-    // acked. Then the process dies before any redelivery succeeds.
     js.delete_stream("SIDE").await.unwrap();
-    js_publish(&js, "in.kit", fanout(&["out.a", "side.a"], 20, json!({}))).await;
+    let op = fanout(&["out.a", "side.a"], 20, json!({"same": same}));
+    js_publish(&js, "in.kit", op).await;
     stream_has(&js, "OUT", 20).await;
     child.kill().unwrap();
     child.wait().unwrap();
     let (pending, ack_pending) = consumer_counts(&js, "IN", "kit").await;
     assert_eq!(pending + ack_pending as u64, 1, "the input was not acked");
 
-    // The restart declares SIDE again; the redelivery publishes other
-    // payloads (its delivery count is in them) and finds OUT's batch
-    // committed: OUT keeps the first delivery's 20, SIDE gets its 20.
+    // The restart declares SIDE again; the redelivery finds OUT's batch
+    // committed and commits SIDE's.
     let mut child = spawn_run(&file, log.path(), &[]);
     drained(&js, "IN", "kit").await;
     stream_has(&js, "SIDE", 20).await;
-    let out = payloads(&js, "OUT").await;
-    assert_eq!(out.len(), 20, "{out:?}");
-    assert!(out.iter().all(|p| p.ends_with(":1")), "{out:?}");
-    let side = payloads(&js, "SIDE").await;
-    assert!(side.iter().all(|p| !p.ends_with(":1")), "{side:?}");
     child.kill().unwrap();
     child.wait().unwrap();
     let text = std::fs::read_to_string(log.path()).unwrap();
@@ -276,6 +300,26 @@ async fn a_crash_between_a_commit_and_the_ack_leaves_exactly_the_committed_outpu
         text.contains("this message's outputs to the stream were committed by an earlier delivery; this delivery's are dropped"),
         "{text}"
     );
+    (payloads(&js, "OUT").await, payloads(&js, "SIDE").await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_a_commit_and_the_ack_leaves_exactly_the_committed_outputs() {
+    // The redelivery's payloads differ (its delivery count is in them):
+    // OUT keeps the first delivery's 20.
+    let (out, side) = crash_between_a_commit_and_the_ack(false).await;
+    assert_eq!(out.len(), 20, "{out:?}");
+    assert!(out.iter().all(|p| p.ends_with(":1")), "{out:?}");
+    assert_eq!(side.len(), 20, "{side:?}");
+    assert!(side.iter().all(|p| !p.ends_with(":1")), "{side:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_that_repeats_committed_outputs_stores_them_once() {
+    let (out, side) = crash_between_a_commit_and_the_ack(true).await;
+    let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(out, expected);
+    assert_eq!(side, expected);
 }
 
 /// What `stream` holds once it stops changing: a commit that reached the
@@ -364,9 +408,10 @@ async fn a_hundred_handlers_commit_to_one_stream_without_passing_the_servers_bat
             s.acked,
             s.batches_committed,
             s.outputs_committed,
-            s.failed(FailureCause::Commit)
+            s.failed(FailureCause::Commit),
+            s.batches_busy
         ),
-        (400, 400, 2000, 0),
+        (400, 400, 2000, 0, 0),
         "{s:?}"
     );
 }

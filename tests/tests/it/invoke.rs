@@ -572,14 +572,16 @@ fn atomic_outputs_are_reported_once_committed_and_a_failed_call_stores_none() {
         })
         .collect();
     assert_eq!(stored, [("OUT", 1), ("OUT", 2), ("OUT", 3)]);
+    let at = |subject: &str| report.published.iter().rposition(|p| p.subject == subject);
+    assert!(
+        at("testkit.out.fanout") > at("out.a"),
+        "the core report goes out after the commit: {report}"
+    );
     let fanout = report
         .published
         .iter()
         .find(|p| p.subject == "testkit.out.fanout");
-    let said = fanout
-        .expect("the core report after the commit")
-        .json()
-        .unwrap();
+    let said = fanout.unwrap().json().unwrap();
     assert_eq!(said["with_puback"], 0, "publish returned no PubAck: {said}");
     assert_eq!(report.acks, [natsapp_wasm::nats::ack::Ack::Ack], "{report}");
 }

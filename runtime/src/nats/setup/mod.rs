@@ -86,6 +86,12 @@ pub enum SetupError {
         /// The subscriber.
         subscriber: String,
     },
+    /// The server created a stream without the atomic publish it was asked for.
+    #[error("stream {stream:?} was created without atomic publish: the server ignores allow_atomic (outputs.mode = \"atomic\" needs nats-server 2.12 or newer)")]
+    AtomicUnsupported {
+        /// The stream.
+        stream: String,
+    },
     /// A stream the service needs is gone and may not be declared again.
     #[error("stream {stream:?} is gone from the server")]
     StreamGone {

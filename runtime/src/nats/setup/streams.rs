@@ -179,7 +179,7 @@ pub async fn ensure_stream(js: &jetstream::Context, s: &StreamConfig) -> Result<
             if let Some(w) = s.duplicate_window {
                 cfg.duplicate_window = w;
             }
-            js.create_stream(cfg).await.map_err(|e| {
+            let created = js.create_stream(cfg).await.map_err(|e| {
                 let invalid = matches!(
                     e.kind(),
                     jetstream::context::CreateStreamErrorKind::JetStream(_)
@@ -190,6 +190,12 @@ pub async fn ensure_stream(js: &jetstream::Context, s: &StreamConfig) -> Result<
                     invalid,
                 )
             })?;
+            if s.atomic && !created.cached_info().config.allow_atomic_publish {
+                // A server before 2.12 drops the setting it does not know.
+                return Err(SetupError::AtomicUnsupported {
+                    stream: s.name.to_string(),
+                });
+            }
             tracing::info!(stream = %s.name, "created stream");
             Ok(())
         }

@@ -58,9 +58,7 @@ impl NatsView<'_> {
             reply_to,
         )?)
     }
-}
 
-impl NatsView<'_> {
     /// With atomic outputs: holds the publish until the commit after
     /// `handle`. Its result carries no PubAck, as nothing is stored yet.
     fn hold(
@@ -70,11 +68,11 @@ impl NatsView<'_> {
         mut map: HeaderMap,
         limit: u64,
     ) -> Result<Option<PublishAck>, Error> {
-        let named = |n: &async_nats::HeaderName| {
+        let is_msg_id = |n: &async_nats::HeaderName| {
             let n: &str = n.as_ref();
             n.eq_ignore_ascii_case("Nats-Msg-Id")
         };
-        if map.iter().any(|(n, _)| named(n)) {
+        if map.iter().any(|(n, _)| is_msg_id(n)) {
             return Err(Error::Invalid(
                 "with outputs.mode = \"atomic\" the runtime sets each output's Nats-Msg-Id: the server rejects a whole batch in which one id is already stored, so a handler's own id is not accepted".into(),
             ));
@@ -205,6 +203,11 @@ impl Host for NatsView<'_> {
             .and_then(|()| self.sub.pay(data.len()))
         {
             return Ok(Err(e));
+        }
+        if self.sub.held_outputs.is_some() && self.sub.routes.stream(&subject).is_some() {
+            return Ok(Err(Error::Invalid(format!(
+                "with outputs.mode = \"atomic\" a request to {subject:?}, which a stream stores, would store it at once whatever the handler's outcome: publish it instead"
+            ))));
         }
         let mut map = match header_map(headers) {
             Ok(m) => m,

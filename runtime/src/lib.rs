@@ -10,9 +10,11 @@
 //!                                               │  wasm::invoke: store, limits,
 //!                                               │  guest `handle(data, msg)`; host imports
 //!                                               │  publish / request (nats::publish, PubAck,
-//!                                               │  outputs: Nats-Msg-Id)
+//!                                               │  outputs: Nats-Msg-Id; outputs::held
+//!                                               │  when atomic)
 //!                                               ▼
-//!            settle::disposition ──► settle (every ack / nak / term / in-progress /
+//!            settle::disposition ──► settle::commit (atomic outputs: nats::batch)
+//!                                ──► settle (every ack / nak / term / in-progress /
 //!                                            dead letter) ──► nats::ack (wire) ──► stats
 //! ```
 //!

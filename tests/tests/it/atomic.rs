@@ -221,22 +221,29 @@ async fn a_handlers_own_msg_id_and_a_request_a_stream_would_store_are_refused() 
     assert_eq!(stream_messages(&kit.js, "OUT").await, 0);
 }
 
+/// Why the service of `text` on `server` does not start.
+async fn start_error(server: &NatsServer, text: &str) -> natsapp_wasm::Error {
+    let file = ServiceFile::new(server, text);
+    match natsapp_wasm::Service::start(file.config()).await {
+        Ok(_) => panic!("started with a stream that refuses atomic batches"),
+        Err(e) => e,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_stream_without_atomic_publish_is_a_configuration_error() {
     let server = NatsServer::start();
     let js = server.jetstream().await;
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "OUT".into(),
-        subjects: vec!["out.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let file = ServiceFile::new(&server, &kit_service(ATOMIC));
-    let err = match natsapp_wasm::Service::start(file.config()).await {
-        Ok(_) => panic!("started with a stream that refuses atomic batches"),
-        Err(e) => e,
-    };
+    // OUT, declared by the file, and AUDIT, named by a publisher only.
+    for (name, subject) in [("OUT", "out.>"), ("AUDIT", "svc.audit")] {
+        let stream = async_nats::jetstream::stream::Config {
+            name: name.into(),
+            subjects: vec![subject.into()],
+            ..Default::default()
+        };
+        js.create_stream(stream).await.unwrap();
+    }
+    let err = start_error(&server, &kit_service(ATOMIC)).await;
     assert_eq!(
         err.to_string(),
         "stream \"OUT\" on the server differs from [[streams]] in the file: allow_atomic: the server's stream does not allow atomic publish, and a subscriber with outputs.mode = \"atomic\" may publish to it; change the file or the stream (the runtime never changes it)"
@@ -244,6 +251,17 @@ async fn an_existing_stream_without_atomic_publish_is_a_configuration_error() {
     assert_eq!(err.exit_code(), 2);
     let info = js.get_stream("OUT").await.unwrap().cached_info().clone();
     assert!(!info.config.allow_atomic_publish, "the stream was changed");
+
+    let publisher =
+        "[[publishers]]\nsubject = \"svc.audit\"\nstream = \"AUDIT\"\n\n[[subscribers]]";
+    let text = kit_service(ATOMIC)
+        .replace("name = \"OUT\"", "name = \"OUT2\"")
+        .replace("\"out.>\"]\n", "\"out2.>\"]\n")
+        .replace("[[subscribers]]", publisher);
+    assert_eq!(
+        start_error(&server, &text).await.to_string(),
+        "stream \"AUDIT\" does not allow atomic publish, and subscriber \"kit\" (outputs.mode = \"atomic\") may publish to it; allow it on the stream (allow_atomic), or use outputs.mode = \"immediate\" (the runtime never changes an existing stream)"
+    );
 
     // A declared stream it creates allows atomic publish.
     let server = NatsServer::start();

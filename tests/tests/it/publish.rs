@@ -225,7 +225,7 @@ async fn the_sandbox_has_no_environment_files_or_network() {
     let mut out = subscribe(&kit.client, "testkit.out.sandbox").await;
     js_publish(&kit.js, "in.kit", r#"{"op":"sandbox"}"#).await;
     assert_eq!(
-        next_json(&mut out, Duration::from_secs(10)).await,
+        next_json(&mut out, Duration::from_secs(30)).await,
         serde_json::json!({
             "env_vars": 0, "args": 0, "read_root": false, "read_etc_passwd": false,
             "write_tmp": false, "tcp_connect": false, "resolve_dns": false,

@@ -161,17 +161,7 @@ impl LocalWire {
         payload: Bytes,
     ) -> Result<Option<Acked>, PublishError> {
         let pairs = super::header_pairs(Some(&headers));
-        // What the server counts: the payload and the header block
-        // ("NATS/1.0\r\n", a "Name: value\r\n" line each, "\r\n").
-        let header_block = if pairs.is_empty() {
-            0
-        } else {
-            12 + pairs
-                .iter()
-                .map(|(n, v)| n.len() + v.len() + 4)
-                .sum::<usize>()
-        };
-        let size = payload.len() + header_block;
+        let size = payload.len() + super::header_size(&headers);
         if size > self.max_payload {
             return Err(PublishError::Invalid {
                 subject,

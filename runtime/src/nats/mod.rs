@@ -14,6 +14,24 @@ pub mod publish;
 pub mod setup;
 pub mod wire;
 
+/// Bytes `headers` take on the wire, which the server counts against
+/// `max_payload`: none when there are none, else `NATS/1.0\r\n`, a
+/// `Name: value\r\n` line each, and `\r\n`.
+pub fn header_size(headers: &async_nats::HeaderMap) -> usize {
+    let mut lines = 0;
+    for (name, values) in headers.iter() {
+        let name: &str = name.as_ref();
+        for v in values {
+            lines += name.len() + 2 + v.as_str().len() + 2;
+        }
+    }
+    if lines == 0 {
+        0
+    } else {
+        "NATS/1.0\r\n\r\n".len() + lines
+    }
+}
+
 /// Header pairs in order, a name once per value (as the WIT `headers` type
 /// carries them).
 pub fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, String)> {

@@ -17,6 +17,7 @@
 //! every de-duplication, this holds inside the stream's duplicate window.
 
 use crate::nats::batch::{BatchMessage, MAX_MESSAGES};
+use crate::nats::header_size;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use std::time::Duration;
@@ -94,22 +95,6 @@ pub struct Held {
 /// (`Nats-Batch-Id`, `Nats-Batch-Sequence`, `Nats-Batch-Commit`).
 const BATCH_HEADERS: usize = 96;
 
-/// The size the server counts: the payload and the header block
-/// ("NATS/1.0\r\n", a "Name: value\r\n" line each, "\r\n").
-pub fn wire_size(headers: &HeaderMap, payload: &[u8]) -> usize {
-    let mut header_block = 0;
-    for (name, values) in headers.iter() {
-        let name: &str = name.as_ref();
-        for v in values {
-            header_block += name.len() + v.as_str().len() + 4;
-        }
-    }
-    if header_block > 0 {
-        header_block += 12;
-    }
-    payload.len() + header_block
-}
-
 impl Held {
     /// Nothing held.
     pub fn is_empty(&self) -> bool {
@@ -145,7 +130,7 @@ impl Held {
             }
             headers.insert("Nats-Msg-Id", format!("{input}:atomic:{n}").as_str());
         }
-        let mut size = wire_size(&headers, &payload);
+        let mut size = payload.len() + header_size(&headers);
         if matches!(target, Target::Stream { .. }) {
             size += BATCH_HEADERS;
         }

@@ -6,6 +6,7 @@
 
 use super::DeliveryInfo;
 use crate::nats::ack::{one_line, MAX_TERM_REASON};
+use crate::nats::header_size;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
@@ -46,18 +47,6 @@ pub struct Copy {
     pub headers: HeaderMap,
     /// Its payload (empty unless `Whole`).
     pub payload: Bytes,
-}
-
-/// Bytes `headers` take on the wire (`NATS/1.0\r\n`, `Name: value\r\n` each, `\r\n`).
-pub fn wire_size(headers: &HeaderMap) -> usize {
-    let mut size = "NATS/1.0\r\n\r\n".len();
-    for (name, values) in headers.iter() {
-        let name: &str = name.as_ref();
-        for v in values {
-            size += name.len() + 2 + v.as_str().len() + 2;
-        }
-    }
-    size
 }
 
 /// The copies of `original` to try, largest first, each within `max_payload`
@@ -103,7 +92,7 @@ pub fn copies(
     let payload = &original.payload;
     let mut out = Vec::new();
     let whole = with_original(own(None));
-    if payload.len() + wire_size(&whole) <= max_payload {
+    if payload.len() + header_size(&whole) <= max_payload {
         out.push(Copy {
             fit: Fit::Whole,
             headers: whole,
@@ -115,7 +104,7 @@ pub fn copies(
         payload.len()
     );
     let without_payload = with_original(own(Some(payload_note.clone())));
-    if wire_size(&without_payload) <= max_payload {
+    if header_size(&without_payload) <= max_payload {
         out.push(Copy {
             fit: Fit::WithoutPayload,
             headers: without_payload,
@@ -212,7 +201,7 @@ mod tests {
             "the reason is capped"
         );
         for c in &copies {
-            assert!(c.payload.len() + wire_size(&c.headers) <= max);
+            assert!(c.payload.len() + header_size(&c.headers) <= max);
         }
     }
 
@@ -224,6 +213,6 @@ mod tests {
         assert_eq!(copies.len(), 1);
         assert_eq!(copies[0].fit, Fit::RuntimeHeadersOnly);
         assert_eq!(header(&copies[0], "X-Big"), None);
-        assert!(wire_size(&copies[0].headers) <= max);
+        assert!(header_size(&copies[0].headers) <= max);
     }
 }

@@ -68,16 +68,13 @@ impl NatsView<'_> {
         mut map: HeaderMap,
         limit: u64,
     ) -> Result<Option<PublishAck>, Error> {
-        let is_msg_id = |n: &async_nats::HeaderName| {
-            let n: &str = n.as_ref();
-            n.eq_ignore_ascii_case("Nats-Msg-Id")
-        };
-        if map.iter().any(|(n, _)| is_msg_id(n)) {
+        // After the check, a Nats-Msg-Id can only be the guest's own.
+        check_guest_headers(&mut map, &self.sub.id_namespace)?;
+        if map.get("Nats-Msg-Id").is_some() {
             return Err(Error::Invalid(
                 "with outputs.mode = \"atomic\" the runtime sets each output's Nats-Msg-Id: the server rejects a whole batch in which one id is already stored, so a handler's own id is not accepted".into(),
             ));
         }
-        check_guest_headers(&mut map, &self.sub.id_namespace)?;
         let target = match self.sub.routes.stream(&subject) {
             Some((name, timeout)) => Target::Stream { name, timeout },
             None => Target::Core,

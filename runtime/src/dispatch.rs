@@ -4,7 +4,8 @@
 //! (`settle::disposition`) to the subscriber's settler.
 
 use crate::config::SubscriberConfig;
-use crate::settle::{past_max_deliver, InFlight, Outcome, Settler};
+use crate::message::{InFlight, Outcome};
+use crate::settle::{past_max_deliver, Settler};
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
 use std::sync::Arc;
@@ -19,6 +20,9 @@ pub struct Subscriber {
     pub handler: Handler,
     /// Capabilities and NATS handles shared with the guest's stores.
     pub host: Arc<SubscriberHost>,
+    /// Its tenant's `concurrency` quota, shared with the tenant's other
+    /// subscribers: a free handler slot also takes one of these.
+    pub tenant_slots: Option<Arc<tokio::sync::Semaphore>>,
     /// JetStream on its connection: its consumer is pulled, watched and
     /// recreated through it.
     pub jetstream: async_nats::jetstream::Context,
@@ -45,11 +49,11 @@ impl Subscriber {
     /// Handles one delivery and settles it, inside its `process` span when
     /// traces are on (log events then carry the trace id).
     pub async fn dispatch(&self, msg: Arc<InFlight>) {
-        let Some(traces) = &self.host.traces else {
+        let Some(tracer) = &self.host.tracer else {
             self.handle(&msg).await;
             return;
         };
-        let trace = msg.trace.get_or_init(|| traces.process(&self.config, &msg));
+        let trace = msg.trace.get_or_init(|| tracer.process(&self.config, &msg));
         let span = tracing::info_span!("message", trace_id = %trace.trace_id());
         let handled = self.handle(&msg).instrument(span).await;
         trace.finish(handled.outcome, handled.error.as_deref());

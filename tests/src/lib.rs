@@ -23,26 +23,8 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+pub use nats_test_server::streams::*;
 pub use nats_test_server::{nats_server_bin, NatsServer};
-
-/// Polls `check` every 20ms until it returns `Some` or `within` passes.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// A directory holding a service.toml for one test.
 pub struct ServiceFile {
@@ -91,21 +73,23 @@ impl ServiceFile {
 /// A service running in-process; stops gracefully on `stop` or drop.
 pub struct Running {
     /// Its statistics.
-    pub stats: natsapp_wasm::stats::Stats,
+    pub stats: natsapp_wasm::observability::stats::Stats,
     /// Where its admin endpoint listens, when the file sets one.
     pub admin: Option<std::net::SocketAddr>,
     /// Asks it to reload its file and components.
     pub reloader: natsapp_wasm::reload::Reloader,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<
-        tokio::task::JoinHandle<Result<natsapp_wasm::stats::StatsSnapshot, natsapp_wasm::Error>>,
+        tokio::task::JoinHandle<
+            Result<natsapp_wasm::observability::stats::StatsSnapshot, natsapp_wasm::Error>,
+        >,
     >,
 }
 
 impl Running {
     /// Starts the service of `file`; panics with the error if it cannot start.
     pub async fn start(file: &ServiceFile) -> Running {
-        natsapp_wasm::telemetry::init_for_tests();
+        natsapp_wasm::observability::logs::init_for_tests();
         let service = natsapp_wasm::Service::start(file.config())
             .await
             .unwrap_or_else(|e| panic!("service did not start: {e}"));
@@ -126,14 +110,14 @@ impl Running {
     }
 
     /// One subscriber's statistics.
-    pub fn subscriber(&self, name: &str) -> natsapp_wasm::stats::SubscriberSnapshot {
+    pub fn subscriber(&self, name: &str) -> natsapp_wasm::observability::stats::SubscriberSnapshot {
         self.stats
             .subscriber(name)
             .unwrap_or_else(|| panic!("no subscriber {name:?}"))
     }
 
     /// Stops gracefully and returns the final statistics.
-    pub async fn stop(mut self) -> natsapp_wasm::stats::StatsSnapshot {
+    pub async fn stop(mut self) -> natsapp_wasm::observability::stats::StatsSnapshot {
         let _ = self.stop.take().unwrap().send(());
         self.task
             .take()
@@ -150,16 +134,6 @@ impl Drop for Running {
             let _ = tx.send(());
         }
     }
-}
-
-/// A consumer's pending and ack-pending counts.
-pub async fn consumer_counts(js: &jetstream::Context, stream: &str, durable: &str) -> (u64, usize) {
-    let stream = js.get_stream(stream).await.expect("stream exists");
-    let info = stream
-        .consumer_info(durable)
-        .await
-        .expect("consumer exists");
-    (info.num_pending, info.num_ack_pending)
 }
 
 /// Subscribes to `subject` (core NATS) before the test publishes.
@@ -193,81 +167,6 @@ pub async fn next_json(sub: &mut async_nats::Subscriber, within: Duration) -> se
         .expect("subscription open");
     serde_json::from_slice(&msg.payload)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", msg.payload))
-}
-
-/// Publishes to a stream subject and waits for the PubAck.
-pub async fn js_publish(
-    js: &jetstream::Context,
-    subject: &str,
-    payload: impl Into<bytes::Bytes>,
-) -> u64 {
-    js.publish(subject.to_string(), payload.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .sequence
-}
-
-/// How many messages `stream` holds.
-pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
-    let mut s = js.get_stream(stream).await.expect("stream exists");
-    s.info().await.expect("stream info").state.messages
-}
-
-/// Waits until the consumer has nothing pending and nothing unacknowledged.
-pub async fn drained(js: &jetstream::Context, stream: &str, durable: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let stream_handle = js.get_stream(stream).await.expect("stream exists");
-        let info = stream_handle
-            .consumer_info(durable)
-            .await
-            .expect("consumer exists");
-        if (info.num_pending, info.num_ack_pending) == (0, 0) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "consumer {durable} not drained after 20s: {} pending, {} awaiting ack, {} redelivered, delivered {:?}, ack floor {:?}",
-            info.num_pending,
-            info.num_ack_pending,
-            info.num_redelivered,
-            info.delivered,
-            info.ack_floor
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until a service started as a process has created its durable.
-/// Start-up includes compiling components on a cold cache (seconds for a
-/// Python or JavaScript component, more on a loaded machine), hence the
-/// generous deadline.
-pub async fn durable_exists(js: &jetstream::Context, stream: &str, durable: &str) {
-    eventually(
-        Duration::from_secs(180),
-        &format!("durable {durable} on {stream} to exist"),
-        || async {
-            js.get_stream(stream)
-                .await
-                .ok()?
-                .consumer_info(durable)
-                .await
-                .ok()
-        },
-    )
-    .await;
-}
-
-/// Waits until `stream` holds `n` messages.
-pub async fn stream_has(js: &jetstream::Context, stream: &str, n: u64) {
-    eventually(
-        Duration::from_secs(30),
-        &format!("{n} messages in {stream}"),
-        || async { (stream_messages(js, stream).await == n).then_some(()) },
-    )
-    .await
 }
 
 /// Message `seq` of `stream`, once the stream holds `seq` messages.
@@ -309,8 +208,8 @@ pub async fn stats_until(
     running: &Running,
     name: &str,
     what: &str,
-    check: impl Fn(&natsapp_wasm::stats::SubscriberSnapshot) -> bool,
-) -> natsapp_wasm::stats::SubscriberSnapshot {
+    check: impl Fn(&natsapp_wasm::observability::stats::SubscriberSnapshot) -> bool,
+) -> natsapp_wasm::observability::stats::SubscriberSnapshot {
     eventually(Duration::from_secs(20), what, || async {
         let s = running.subscriber(name);
         check(&s).then_some(s)
@@ -324,7 +223,7 @@ pub async fn stats_until(
 pub async fn settled_stats(
     running: &Running,
     name: &str,
-) -> natsapp_wasm::stats::SubscriberSnapshot {
+) -> natsapp_wasm::observability::stats::SubscriberSnapshot {
     stats_until(running, name, "every delivery settled", |s| {
         s.in_flight == 0
     })
@@ -358,27 +257,6 @@ pub fn natsapp_bin() -> PathBuf {
     candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
         panic!("{} is missing: build it first with `cargo build -p natsapp-wasm` (./scripts/test.sh does)", candidates[1].display())
     })
-}
-
-/// The first `n` messages of `stream`, parsed as JSON.
-pub async fn json_messages(
-    js: &jetstream::Context,
-    stream: &str,
-    n: u64,
-) -> Vec<serde_json::Value> {
-    let s = js.get_stream(stream).await.expect("stream exists");
-    let mut out = Vec::new();
-    for seq in 1..=n {
-        let m = s
-            .get_raw_message(seq)
-            .await
-            .unwrap_or_else(|e| panic!("{stream} message {seq}: {e}"));
-        out.push(
-            serde_json::from_slice(&m.payload)
-                .unwrap_or_else(|e| panic!("{stream} message {seq} is not JSON: {e}")),
-        );
-    }
-    out
 }
 
 /// Starts `natsapp-wasm run FILE` with its log (stderr) in `log`, free of the
@@ -473,4 +351,93 @@ durable = "charge"
     let path = dir.path().join("service.toml");
     std::fs::write(&path, toml).unwrap();
     (dir, path)
+}
+
+/// A testkit message whose handler waits at the test's [`Gate`] until it
+/// opens (a request to `svc.gate`, answered by the gate), then acks.
+pub const GATED: &str = r#"{"op":"request","subject":"svc.gate","data":"","timeout_ms":120000}"#;
+
+/// Where [`GATED`] handlers wait: each request that arrives is a handler
+/// that started, and it finishes when the test opens the gate.
+pub struct Gate {
+    client: async_nats::Client,
+    requests: async_nats::Subscriber,
+    waiting: Vec<async_nats::Subject>,
+}
+
+impl Gate {
+    /// A closed gate on `client`'s server.
+    pub async fn new(client: &async_nats::Client) -> Gate {
+        Gate {
+            client: client.clone(),
+            requests: subscribe(client, "svc.gate").await,
+            waiting: Vec::new(),
+        }
+    }
+
+    /// Waits until `n` handlers in all have arrived at the gate.
+    pub async fn arrived(&mut self, n: usize) {
+        use futures::StreamExt;
+        while self.waiting.len() < n {
+            let request = tokio::time::timeout(Duration::from_secs(60), self.requests.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{} of {n} handlers reached the gate in 60s",
+                        self.waiting.len()
+                    )
+                })
+                .expect("subscription open");
+            self.waiting
+                .push(request.reply.expect("a gate request has a reply subject"));
+        }
+    }
+
+    /// Lets every handler waiting at the gate go on.
+    pub async fn open(&mut self) {
+        for reply in self.waiting.drain(..) {
+            self.client.publish(reply, "open".into()).await.unwrap();
+        }
+        self.client.flush().await.unwrap();
+    }
+}
+
+/// Waits until the log file at `path` contains `text`.
+pub async fn logged(path: &Path, text: &str) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("{text:?} in the log"),
+        || async {
+            std::fs::read_to_string(path)
+                .ok()
+                .filter(|log| log.contains(text))
+                .map(|_| ())
+        },
+    )
+    .await
+}
+
+/// The testkit message whose handler publishes the marker [`count_until`]
+/// waits for; sent after a message, its handler runs after that one's (a
+/// testkit subscriber handles one message at a time by default).
+pub const MARKER: &str = r#"{"op":"publish","subject":"testkit.out.marker","data":"end"}"#;
+
+/// Counts messages with subject `counted` on `sub` (subscribed to
+/// `testkit.out.>`) until the [`MARKER`] arrives. What one connection
+/// publishes reaches a subscriber in order, so the marker a later handler
+/// publishes closes the count: nothing counted can still be on its way.
+pub async fn count_until_marker(sub: &mut async_nats::Subscriber, counted: &str) -> usize {
+    use futures::StreamExt;
+    let mut n = 0;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(60), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("no marker within 60 s ({n} counted)"))
+            .expect("subscription open");
+        match m.subject.as_str() {
+            "testkit.out.marker" => return n,
+            s if s == counted => n += 1,
+            _ => {}
+        }
+    }
 }

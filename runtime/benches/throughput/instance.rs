@@ -4,9 +4,9 @@
 
 use super::*;
 use natsapp_wasm::config::Config;
+use natsapp_wasm::message::{InFlight, Outcome};
 use natsapp_wasm::nats::publish::PublishRoutes;
 use natsapp_wasm::nats::wire::Wire;
-use natsapp_wasm::settle::{InFlight, Outcome};
 use natsapp_wasm::wasm::cache::ComponentCache;
 use natsapp_wasm::wasm::host::SubscriberHost;
 use natsapp_wasm::wasm::invoke::Handler;

@@ -60,7 +60,7 @@ pub(crate) fn spawn(toml: &str, dir: &Path, cache: &Path) -> Child {
 /// which carry each tenant's use of its quotas) written to `log`.
 pub(crate) fn spawn_logging_quotas(toml: &str, dir: &Path, cache: &Path, log: &Path) -> Child {
     runtime_command(toml, dir, cache)
-        .env("RUST_LOG", "warn,natsapp_wasm::telemetry=info")
+        .env("RUST_LOG", "warn,natsapp_wasm::observability::logs=info")
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()

@@ -3,8 +3,9 @@
 //! the verdict.
 
 use natsapp_wasm::config::ByteSize;
-use natsapp_wasm::telemetry::LogFormat;
-use natsapp_wasm::testing::{Builder, LocalHandler, Message, SetupError};
+use natsapp_wasm::error::ErrorChain;
+use natsapp_wasm::observability::logs::LogFormat;
+use natsapp_wasm::testing::{BuildError, Builder, LocalHandler, Message};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -109,41 +110,52 @@ impl InvokeArgs {
         b
     }
 
-    fn payload(&self) -> Result<Vec<u8>, String> {
+    fn payload(&self) -> Result<Vec<u8>, PayloadError> {
+        let unreadable = |from: String| move |source| PayloadError { from, source };
         match (&self.payload, &self.file) {
             (Some(text), _) => Ok(text.clone().into_bytes()),
             (None, Some(path)) if path.as_os_str() == "-" => {
                 let mut bytes = Vec::new();
                 std::io::stdin()
                     .read_to_end(&mut bytes)
-                    .map_err(|e| format!("cannot read the payload from standard input: {e}"))?;
+                    .map_err(unreadable("standard input".into()))?;
                 Ok(bytes)
             }
-            (None, Some(path)) => std::fs::read(path)
-                .map_err(|e| format!("cannot read the payload from {}: {e}", path.display())),
+            (None, Some(path)) => {
+                std::fs::read(path).map_err(unreadable(path.display().to_string()))
+            }
             (None, None) => Ok(Vec::new()),
         }
     }
+}
+
+/// The payload could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the payload from {from}")]
+struct PayloadError {
+    from: String,
+    #[source]
+    source: std::io::Error,
 }
 
 /// Runs `natsapp-wasm invoke`.
 pub fn run(args: InvokeArgs, format: LogFormat) -> ExitCode {
     // The runtime's own log shows only what went wrong; the guest's output
     // is in the report.
-    natsapp_wasm::telemetry::init_with("warn", format);
+    natsapp_wasm::observability::logs::init_with("warn", format);
     let payload = match args.payload() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", ErrorChain(&e));
             return ExitCode::from(2);
         }
     };
     let handler = match args.builder().build() {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", ErrorChain(&e));
             let code = match e {
-                SetupError::Engine(_) => 1,
+                BuildError::Engine(_) => 1,
                 _ => 2,
             };
             return ExitCode::from(code);

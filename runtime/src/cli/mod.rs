@@ -11,6 +11,8 @@ mod invoke;
 
 use clap::{Parser, Subcommand};
 use natsapp_wasm::config::Config;
+use natsapp_wasm::error::ErrorChain;
+use natsapp_wasm::observability::logs::LogFormat;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,7 +29,7 @@ struct Cli {
         env = "NATSAPP_LOG_FORMAT",
         default_value = "text"
     )]
-    log_format: natsapp_wasm::telemetry::LogFormat,
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -105,7 +107,7 @@ fn new_project(dir: &std::path::Path, name: &str, lang: natsapp_wasm::scaffold::
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", ErrorChain(&e));
             ExitCode::from(2)
         }
     }
@@ -122,7 +124,7 @@ fn cache(action: CacheAction) -> ExitCode {
         CacheAction::Clear => match cache.clear() {
             Ok(n) => println!("removed {n} compiled component(s) from {}", dir.display()),
             Err(e) => {
-                eprintln!("error: cannot clear {}: {e}", dir.display());
+                eprintln!("error: cannot clear {}: {}", dir.display(), ErrorChain(&e));
                 return ExitCode::from(1);
             }
         },
@@ -146,13 +148,13 @@ pub fn main() -> ExitCode {
     let config = match Config::load(file) {
         Ok(c) => c,
         Err(e) => {
-            natsapp_wasm::telemetry::init(false, cli.log_format);
+            natsapp_wasm::observability::logs::init(false, cli.log_format);
             report_error(cli.log_format, &e);
             return ExitCode::from(2);
         }
     };
-    natsapp_wasm::telemetry::init(config.service.debug, cli.log_format);
-    natsapp_wasm::telemetry::describe_service(&config);
+    natsapp_wasm::observability::logs::init(config.service.debug, cli.log_format);
+    natsapp_wasm::observability::logs::describe_service(&config);
     let result = match cli.command {
         Command::Check { .. } => natsapp_wasm::check(&config).map(|plan| print!("{plan}")),
         Command::Docs { .. } => {
@@ -170,9 +172,9 @@ pub fn main() -> ExitCode {
             {
                 Ok(r) => r,
                 Err(e) => {
-                    report_error(
+                    report(
                         cli.log_format,
-                        &format!("cannot start the async runtime: {e}"),
+                        &format!("cannot start the async runtime: {}", ErrorChain(&e)),
                     );
                     return ExitCode::from(1);
                 }
@@ -237,16 +239,16 @@ impl Hangups {
 
 /// `natsapp-wasm reload`: prints every replica's answer; exit 0 when at
 /// least one answered and all applied it.
-async fn reload(config: &Config, format: natsapp_wasm::telemetry::LogFormat) -> ExitCode {
+async fn reload(config: &Config, format: LogFormat) -> ExitCode {
     let answers = match natsapp_wasm::reload::ask_running(config).await {
         Ok(a) => a,
         Err(e) => {
             report_error(format, &e);
-            return ExitCode::from(e.exit_code());
+            return ExitCode::from(if e.is_configuration() { 2 } else { 1 });
         }
     };
     if answers.is_empty() {
-        report_error(
+        report(
             format,
             &format!(
                 "no running replica of service {:?} answered on {}.reload within {:?}",
@@ -277,11 +279,17 @@ async fn reload(config: &Config, format: natsapp_wasm::telemetry::LogFormat) -> 
     }
 }
 
-/// The error that ends the process: `error: …` on stderr, or a JSON event.
-fn report_error(format: natsapp_wasm::telemetry::LogFormat, e: &dyn std::fmt::Display) {
+/// The error that ends the process, with its causes: `error: …` on
+/// stderr, or a JSON event.
+fn report_error(format: LogFormat, e: &(dyn std::error::Error + 'static)) {
+    report(format, &ErrorChain(e));
+}
+
+/// What ends the process: `error: …` on stderr, or a JSON event.
+fn report(format: LogFormat, what: &dyn std::fmt::Display) {
     match format {
-        natsapp_wasm::telemetry::LogFormat::Text => eprintln!("error: {e}"),
-        natsapp_wasm::telemetry::LogFormat::Json => tracing::error!("{e}"),
+        LogFormat::Text => eprintln!("error: {what}"),
+        LogFormat::Json => tracing::error!("{what}"),
     }
 }
 

@@ -46,7 +46,7 @@ pub struct Committed {
 }
 
 /// Why a batch was not committed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     /// A message's `Nats-Msg-Id` is already stored in the stream (error
     /// 10201): the server rejects the whole batch.
@@ -86,13 +86,50 @@ pub enum CommitError {
         /// The server's description.
         description: String,
     },
-    /// The connection could not send it.
-    #[error("cannot send the batch to stream {stream:?}: {message}")]
-    Unavailable {
+    /// The connection could not send a staged message of it.
+    #[error("cannot send the batch to stream {stream:?}")]
+    Send {
         /// The stream.
         stream: String,
         /// Why.
-        message: String,
+        #[source]
+        source: async_nats::client::PublishError,
+    },
+    /// A request of it (its first message, or the commit) failed.
+    #[error("cannot send the batch to stream {stream:?}")]
+    Request {
+        /// The stream.
+        stream: String,
+        /// Why.
+        #[source]
+        source: async_nats::RequestError,
+    },
+    /// The server's answer is not a JetStream answer.
+    #[error("stream {stream:?} answered the batch with something unreadable: {answer}")]
+    Unreadable {
+        /// The stream.
+        stream: String,
+        /// The answer, as text.
+        answer: String,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The commit's answer is about another batch.
+    #[error("stream {stream:?} answered the commit for another batch")]
+    OtherBatch {
+        /// The stream.
+        stream: String,
+    },
+    /// The PubAck counts another number of messages than the batch held.
+    #[error("stream {stream:?} counts {counted} messages of the batch's {sent}")]
+    Miscounted {
+        /// The stream.
+        stream: String,
+        /// What the PubAck counts.
+        counted: u64,
+        /// What was sent.
+        sent: usize,
     },
 }
 
@@ -146,10 +183,6 @@ pub async fn commit(
 ) -> Result<Committed, CommitError> {
     let batch_id = nuid::next().to_string();
     let total = messages.len();
-    let unavailable = |e: &dyn std::fmt::Display| CommitError::Unavailable {
-        stream: stream.to_string(),
-        message: e.to_string(),
-    };
     for (i, m) in messages.iter().enumerate() {
         let sequence = i + 1;
         // Copied, not moved: a batch refused as busy is sent again.
@@ -164,7 +197,10 @@ pub async fn commit(
             client
                 .publish_with_headers(m.subject.clone(), headers, m.payload.clone())
                 .await
-                .map_err(|e| unavailable(&e))?;
+                .map_err(|source| CommitError::Send {
+                    stream: stream.to_string(),
+                    source,
+                })?;
             continue;
         }
         let request = async_nats::Request::new()
@@ -179,17 +215,20 @@ pub async fn commit(
                     stream: stream.to_string(),
                     timeout,
                 },
-                _ => unavailable(&e),
+                _ => CommitError::Request {
+                    stream: stream.to_string(),
+                    source: e,
+                },
             })?;
         if !last && reply.payload.is_empty() {
             continue;
         }
-        let answer: Answer = serde_json::from_slice(&reply.payload).map_err(|e| {
-            unavailable(&format!(
-                "unreadable answer ({e}): {}",
-                String::from_utf8_lossy(&reply.payload)
-            ))
-        })?;
+        let answer: Answer =
+            serde_json::from_slice(&reply.payload).map_err(|source| CommitError::Unreadable {
+                stream: stream.to_string(),
+                answer: String::from_utf8_lossy(&reply.payload).into_owned(),
+                source,
+            })?;
         if let Some(error) = answer.error {
             return Err(match error.err_code {
                 DUPLICATE_MESSAGE_ID => CommitError::AlreadyStored {
@@ -212,7 +251,9 @@ pub async fn commit(
             });
         }
         if answer.batch.as_deref() != Some(batch_id.as_str()) {
-            return Err(unavailable(&"the commit's answer names another batch"));
+            return Err(CommitError::OtherBatch {
+                stream: stream.to_string(),
+            });
         }
         return Ok(Committed {
             stream: stream.to_string(),
@@ -220,5 +261,10 @@ pub async fn commit(
             count: answer.count.unwrap_or(0),
         });
     }
-    Err(unavailable(&"an empty batch"))
+    // Nothing to store: stored, all of it.
+    Ok(Committed {
+        stream: stream.to_string(),
+        last_sequence: 0,
+        count: 0,
+    })
 }

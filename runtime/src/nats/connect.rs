@@ -1,10 +1,9 @@
 //! Step 2 of the data flow: one NATS connection for the service, with the
 //! Python wrapper's connection options, and connection events reported to
 //! the log (and, when reconnecting is not allowed or gives up, or the server
-//! refuses the service, to the service as a [`Fatal`] reason).
+//! refuses the service, on a channel as the [`ConnectionEnd`] reason).
 
 use crate::config::{Auth, NatsConfig};
-use crate::fatal::Fatal;
 use async_nats::{ClientError, ConnectOptions, Event, ServerAddr, ServerError};
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,45 +13,69 @@ use tokio::sync::mpsc;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// A server URL does not parse.
-    #[error("nats.servers: invalid server URL {url:?}: {message}")]
+    #[error("nats.servers: invalid server URL {url:?}")]
     BadUrl {
         /// The URL.
         url: String,
         /// Why.
-        message: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The credentials file cannot be read.
-    #[error("nats.credentials: cannot read {path}: {message}")]
+    #[error("nats.credentials: cannot read {path}")]
     Credentials {
         /// The file.
         path: String,
         /// Why.
-        message: String,
+        #[source]
+        source: std::io::Error,
     },
-    /// No server answered.
-    #[error("cannot connect to NATS at {servers}: {message}")]
+    /// No server could be reached, or the one reached refused the connection.
+    #[error("cannot connect to NATS at {servers}")]
     Unreachable {
         /// The servers tried.
         servers: String,
         /// Why.
-        message: String,
+        #[source]
+        source: async_nats::ConnectError,
     },
 }
 
-/// Connects with every option of `nats`. Events that end the service are
-/// sent on `fatal`; the channel closes when the client gives up for good.
+/// Why a connection is gone for good, or refused by the server while up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionEnd {
+    /// The connection dropped and reconnecting is off.
+    #[error("the connection to NATS was lost and nats.allow_reconnect is false")]
+    Lost,
+    /// Every reconnect attempt failed.
+    #[error("the connection to NATS is closed: nats.max_reconnect_attempts ({attempts}) reconnect attempts failed")]
+    ReconnectsExhausted {
+        /// The configured limit.
+        attempts: usize,
+    },
+    /// The client closed the connection for another reason.
+    #[error("the connection to NATS is closed")]
+    Closed,
+    /// The server refused the connection's credentials, or the pulls or
+    /// subscriptions it needs.
+    #[error("NATS refused the service")]
+    Denied(#[source] ServerError),
+}
+
+/// Connects with every option of `nats`. Events that end the connection
+/// are sent on `ended`; the channel closes when the client gives up for good.
 pub async fn connect(
     service: &str,
     nats: &NatsConfig,
-    fatal: mpsc::UnboundedSender<Fatal>,
+    ended: mpsc::UnboundedSender<ConnectionEnd>,
 ) -> Result<async_nats::Client, ConnectError> {
     let servers = nats
         .servers
         .iter()
         .map(|url| {
-            ServerAddr::from_str(url).map_err(|e| ConnectError::BadUrl {
+            ServerAddr::from_str(url).map_err(|source| ConnectError::BadUrl {
                 url: url.clone(),
-                message: e.to_string(),
+                source,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -64,9 +87,9 @@ pub async fn connect(
         Auth::Credentials(path) => {
             ConnectOptions::with_credentials_file(path)
                 .await
-                .map_err(|e| ConnectError::Credentials {
+                .map_err(|source| ConnectError::Credentials {
                     path: path.display().to_string(),
-                    message: e.to_string(),
+                    source,
                 })?
         }
     };
@@ -95,10 +118,10 @@ pub async fn connect(
         // make it at once, and wait between the attempts after it.
         .reconnect_delay_callback(move |attempt| if attempt <= 1 { Duration::ZERO } else { wait })
         .event_callback(move |event| {
-            let fatal = fatal.clone();
+            let ended = ended.clone();
             async move {
-                if let Some(reason) = fatal_event(&event, allow_reconnect, limit) {
-                    let _ = fatal.send(reason);
+                if let Some(reason) = ending_event(&event, allow_reconnect, limit) {
+                    let _ = ended.send(reason);
                     return;
                 }
                 match event {
@@ -115,37 +138,45 @@ pub async fn connect(
     options
         .connect(servers)
         .await
-        .map_err(|e| ConnectError::Unreachable {
+        .map_err(|source| ConnectError::Unreachable {
             servers: nats.servers.join(", "),
-            message: e.to_string(),
+            source,
         })
 }
 
-/// The connection event that ends the service, if `event` is one.
-fn fatal_event(event: &Event, allow_reconnect: bool, attempts: Option<usize>) -> Option<Fatal> {
+/// The connection event that ends the connection's use, if `event` is one.
+fn ending_event(
+    event: &Event,
+    allow_reconnect: bool,
+    attempts: Option<usize>,
+) -> Option<ConnectionEnd> {
     match event {
-        Event::Disconnected if !allow_reconnect => Some(Fatal::ConnectionLost),
+        Event::Disconnected if !allow_reconnect => Some(ConnectionEnd::Lost),
         Event::ClientError(ClientError::MaxReconnects) if !allow_reconnect => {
-            Some(Fatal::ConnectionLost)
+            Some(ConnectionEnd::Lost)
         }
-        Event::ClientError(ClientError::MaxReconnects) => Some(Fatal::ReconnectsExhausted {
-            attempts: attempts.unwrap_or(0),
-        }),
-        Event::Closed => Some(Fatal::ConnectionClosed),
-        Event::ServerError(ServerError::AuthorizationViolation) => {
-            Some(Fatal::Denied("authorization violation".into()))
+        Event::ClientError(ClientError::MaxReconnects) => {
+            Some(ConnectionEnd::ReconnectsExhausted {
+                attempts: attempts.unwrap_or(0),
+            })
+        }
+        Event::Closed => Some(ConnectionEnd::Closed),
+        Event::ServerError(e @ ServerError::AuthorizationViolation) => {
+            Some(ConnectionEnd::Denied(e.clone()))
         }
         // The service's pulls or its subscriptions refused: nothing can be
         // pulled. A guest's publish refused by the server is that guest's
         // error, never fatal; so are the micro-service endpoints (`$SRV.…`,
         // `<service>.health`), which a user without those permissions
-        // simply does not serve.
+        // simply does not serve. async-nats gives every other `-ERR` as
+        // text (`ServerError::Other`), so the permission and the subject it
+        // names are read from that text.
         Event::ServerError(ServerError::Other(e))
             if e.to_ascii_lowercase().contains("permissions violation")
                 && (e.contains("$JS.API.CONSUMER.MSG.NEXT.")
                     || (e.contains("Subscription") && !micro_endpoint(e))) =>
         {
-            Some(Fatal::Denied(e.clone()))
+            Some(ConnectionEnd::Denied(ServerError::Other(e.clone())))
         }
         _ => None,
     }
@@ -164,7 +195,7 @@ mod tests {
 
     #[test]
     fn events_that_end_the_service() {
-        let fatal = |e: Event, allow| fatal_event(&e, allow, Some(3)).map(|f| f.to_string());
+        let fatal = |e: Event, allow| ending_event(&e, allow, Some(3)).map(|f| f.to_string());
         assert_eq!(fatal(Event::Disconnected, true), None);
         assert_eq!(
             fatal(Event::Disconnected, false).as_deref(),

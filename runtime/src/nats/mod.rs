@@ -1,15 +1,17 @@
 //! Steps 2, 3 and 7 of the data flow, the NATS leaf: `connect` opens the
-//! connection with every option applied; `setup` declares or verifies
-//! streams and durable consumers; `publish` sends outputs, `batch` commits
-//! an atomic subscriber's outputs to a stream as one batch; `ack` is the
+//! connection with every option applied, `connection` is what subscribers
+//! share on it; `setup` declares or verifies streams and durable
+//! consumers; `publish` sends outputs, `batch` commits an atomic
+//! subscriber's outputs to a stream as one batch; `ack` is the
 //! acknowledgement wire format; `wire` is where all of it goes (a server,
-//! or `local`, this process, for running one message without one). Nothing here decides how a message is
-//! settled (that is `settle`) or imports the layers above.
+//! or a stand-in in this process, for running one message without one).
+//! Nothing here decides how a message is settled (that is `settle`) or
+//! imports the layers above.
 
 pub mod ack;
 pub mod batch;
 pub mod connect;
-pub mod local;
+pub mod connection;
 pub mod publish;
 pub mod setup;
 pub mod wire;

@@ -81,20 +81,47 @@ pub enum PublishError {
         timeout: Duration,
     },
     /// The server cannot take it now (no stream, no connection); may succeed later.
-    #[error("cannot publish to {subject:?} now: {message}")]
+    #[error("cannot publish to {subject:?} now")]
     Unavailable {
         /// The subject.
         subject: String,
         /// Why.
-        message: String,
+        #[source]
+        source: PublishFailure,
     },
     /// The message is not acceptable (too large, bad subject).
-    #[error("cannot publish to {subject:?}: {message}")]
+    #[error("cannot publish to {subject:?}")]
     Invalid {
         /// The subject.
         subject: String,
         /// Why.
-        message: String,
+        #[source]
+        source: PublishFailure,
+    },
+}
+
+/// What refused a publish.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishFailure {
+    /// The client could not send a core publish.
+    #[error(transparent)]
+    Core(async_nats::client::PublishError),
+    /// The server or the client failed a JetStream publish.
+    #[error(transparent)]
+    JetStream(jetstream::context::PublishError),
+    /// No stream captures the subject, or its stream has no leader.
+    #[error("no stream captures this subject (or its leader is being elected)")]
+    NoStream(#[source] jetstream::context::PublishError),
+    /// The stream's own size limit is lower than the server's.
+    #[error("the message exceeds the stream's maximum message size")]
+    TooLargeForStream(#[source] jetstream::context::PublishError),
+    /// Larger than the server accepts, found before sending.
+    #[error("maximum payload exceeded: {size} bytes, the server accepts {max}")]
+    TooLarge {
+        /// The message's size with its headers.
+        size: usize,
+        /// The server's `max_payload`.
+        max: usize,
     },
 }
 
@@ -140,12 +167,12 @@ pub async fn publish(
                     | async_nats::client::PublishErrorKind::InvalidSubject => {
                         PublishError::Invalid {
                             subject: subject.clone(),
-                            message: e.to_string(),
+                            source: PublishFailure::Core(e),
                         }
                     }
                     async_nats::client::PublishErrorKind::Send => PublishError::Unavailable {
                         subject: subject.clone(),
-                        message: e.to_string(),
+                        source: PublishFailure::Core(e),
                     },
                 })?;
             Ok(None)
@@ -169,20 +196,19 @@ pub async fn publish(
                     PublishErrorKind::TimedOut => PublishError::Timeout { subject, timeout },
                     PublishErrorKind::StreamNotFound => PublishError::Unavailable {
                         subject,
-                        message: "no stream captures this subject (or its leader is being elected)"
-                            .into(),
+                        source: PublishFailure::NoStream(e),
                     },
                     PublishErrorKind::MaxPayloadExceeded => PublishError::Invalid {
                         subject,
-                        message: e.to_string(),
+                        source: PublishFailure::JetStream(e),
                     },
                     _ if too_large_for_stream(&e) => PublishError::Invalid {
                         subject,
-                        message: "the message exceeds the stream's maximum message size".into(),
+                        source: PublishFailure::TooLargeForStream(e),
                     },
                     _ => PublishError::Unavailable {
                         subject,
-                        message: e.to_string(),
+                        source: PublishFailure::JetStream(e),
                     },
                 }),
             }

@@ -1,13 +1,12 @@
 //! Where a subscriber's traffic goes: a NATS server, or — for
-//! `natsapp-wasm invoke` and `natsapp_wasm::testing` — this process, whose
-//! [`LocalWire`] records what a handler sends and answers it. Everything
-//! above (`settle`, the host's publisher and key-value) goes through a
-//! [`Wire`], so a handler run on one local message takes the runtime's own
-//! call path with only the last hop swapped.
+//! `natsapp-wasm invoke` and `natsapp_wasm::testing` — this process, through
+//! an [`InProcess`] stand-in that records what a handler sends and answers
+//! it. Everything above (`settle`, the host's publisher and key-value) goes
+//! through a [`Wire`], so a handler run on one local message takes the
+//! runtime's own call path with only the last hop swapped.
 
 use super::ack::{self, Ack, AckError};
 use super::batch::{self, BatchMessage, BatchSlots, CommitError, Committed};
-use super::local::{LocalBucket, LocalWire};
 use super::publish::{self, Acked, PublishError, Route};
 use async_nats::jetstream::{self, kv};
 use async_nats::{HeaderMap, Subject};
@@ -29,8 +28,52 @@ pub enum Wire {
         /// The atomic batches the connection may have open per stream.
         batch_slots: Arc<BatchSlots>,
     },
-    /// This process, recording (see [`LocalWire`]).
-    Local(Arc<LocalWire>),
+    /// This process, recording.
+    Local(Arc<dyn InProcess>),
+}
+
+/// NATS inside this process: what a [`Wire::Local`] sends to. Its calls
+/// answer at once, so they are not async.
+pub trait InProcess: Send + Sync {
+    /// The largest message it accepts.
+    fn max_payload(&self) -> usize;
+    /// Publishes by `route`; returns the PubAck of a JetStream publish.
+    fn publish(
+        &self,
+        route: Route,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<Option<Acked>, PublishError>;
+    /// Stores `messages` in `stream` all together or not at all.
+    fn commit_batch(
+        &self,
+        stream: &str,
+        messages: &[BatchMessage],
+    ) -> Result<Committed, CommitError>;
+    /// Answers a request, or says why nobody does.
+    fn request(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<Reply, RequestError>;
+    /// Records an acknowledgement of the message being handled.
+    fn acked(&self, reply: &Subject, what: Ack);
+}
+
+/// A key-value bucket inside this process, with JetStream's revision rules.
+pub trait InProcessBucket: Send + Sync {
+    /// The live value of `key`, if any.
+    fn get(&self, key: &str) -> Option<KvEntry>;
+    /// Writes `value`; returns its revision.
+    fn put(&self, key: &str, value: Bytes) -> u64;
+    /// Writes `value` if `key` has no live value.
+    fn create(&self, key: &str, value: Bytes) -> Option<u64>;
+    /// Writes `value` if `key`'s last revision is `revision`.
+    fn update(&self, key: &str, value: Bytes, revision: u64) -> Option<u64>;
+    /// Deletes `key`'s value.
+    fn delete(&self, key: &str);
 }
 
 /// A request's answer.
@@ -43,7 +86,7 @@ pub struct Reply {
 }
 
 /// Why a request got no answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum RequestError {
     /// No answer within the timeout.
     #[error("no answer in time")]
@@ -52,11 +95,23 @@ pub enum RequestError {
     #[error("no responders on {0:?}")]
     NoResponders(String),
     /// The subject is not one.
-    #[error("{0}")]
-    Invalid(String),
+    #[error("invalid request subject {subject:?}")]
+    Invalid {
+        /// The subject.
+        subject: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::RequestError,
+    },
     /// Anything else (the connection, the server).
-    #[error("{0}")]
-    Other(String),
+    #[error("the request to {subject:?} failed")]
+    Failed {
+        /// The subject.
+        subject: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::RequestError,
+    },
 }
 
 impl Wire {
@@ -144,9 +199,9 @@ impl Wire {
                 async_nats::RequestErrorKind::TimedOut => RequestError::TimedOut,
                 async_nats::RequestErrorKind::NoResponders => RequestError::NoResponders(subject),
                 async_nats::RequestErrorKind::InvalidSubject => {
-                    RequestError::Invalid(e.to_string())
+                    RequestError::Invalid { subject, source: e }
                 }
-                _ => RequestError::Other(e.to_string()),
+                _ => RequestError::Failed { subject, source: e },
             }),
         }
     }
@@ -180,7 +235,7 @@ pub enum BucketStore {
     /// A JetStream bucket.
     Server(Box<kv::Store>),
     /// A bucket in this process.
-    Local(Arc<LocalBucket>),
+    Local(Arc<dyn InProcessBucket>),
 }
 
 /// A key-value entry: its value and revision.
@@ -193,23 +248,69 @@ pub struct KvEntry {
 }
 
 /// Why a key-value call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum KvError {
     /// The server did not answer in time.
     #[error("timed out")]
-    TimedOut,
+    TimedOut(#[source] KvFailure),
     /// The server refused it or could not be reached.
-    #[error("{0}")]
-    Failed(String),
+    #[error(transparent)]
+    Failed(KvFailure),
 }
 
-fn kv_error(e: impl std::error::Error + 'static) -> KvError {
-    let text = crate::telemetry::ErrorChain(&e).to_string();
-    if text.contains("timed out") {
-        KvError::TimedOut
+/// What async-nats said about a failed key-value call.
+#[derive(Debug, thiserror::Error)]
+pub enum KvFailure {
+    /// A `get`.
+    #[error(transparent)]
+    Entry(#[from] kv::EntryError),
+    /// A `put`.
+    #[error(transparent)]
+    Put(#[from] kv::PutError),
+    /// A `create`.
+    #[error(transparent)]
+    Create(#[from] kv::CreateError),
+    /// An `update` or a `delete`.
+    #[error(transparent)]
+    Update(#[from] kv::UpdateError),
+}
+
+/// A failed call, by whether it timed out.
+fn kv_error(e: impl Into<KvFailure>) -> KvError {
+    let failure = e.into();
+    if timed_out(&failure) {
+        KvError::TimedOut(failure)
     } else {
-        KvError::Failed(text)
+        KvError::Failed(failure)
     }
+}
+
+/// Whether a call failed for want of an answer in time. async-nats
+/// reports a timeout under the kind of whichever request timed out, at any
+/// depth of the error's causes, so each cause's kind is read.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::{context, stream};
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let timeout = e
+            .downcast_ref::<kv::EntryError>()
+            .is_some_and(|e| matches!(e.kind(), kv::EntryErrorKind::TimedOut))
+            || e.downcast_ref::<kv::UpdateError>()
+                .is_some_and(|e| matches!(e.kind(), kv::UpdateErrorKind::TimedOut))
+            || e.downcast_ref::<context::PublishError>()
+                .is_some_and(|e| matches!(e.kind(), context::PublishErrorKind::TimedOut))
+            || e.downcast_ref::<context::RequestError>()
+                .is_some_and(|e| matches!(e.kind(), context::RequestErrorKind::TimedOut))
+            || e.downcast_ref::<stream::DirectGetError>()
+                .is_some_and(|e| matches!(e.kind(), stream::DirectGetErrorKind::TimedOut))
+            || e.downcast_ref::<async_nats::RequestError>()
+                .is_some_and(|e| matches!(e.kind(), async_nats::RequestErrorKind::TimedOut));
+        if timeout {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl BucketStore {

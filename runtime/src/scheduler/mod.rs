@@ -13,10 +13,10 @@ pub mod watch;
 use crate::config::StreamConfig;
 use crate::dispatch::Subscriber;
 use crate::fatal::Fatal;
-use crate::settle::InFlight;
+use crate::message::InFlight;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
-use recover::{Failure, Recovered};
+use recover::{PullFailure, Recovered};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
@@ -55,7 +55,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
             _ = sub.stop.cancelled() => break,
         };
-        let quota = sub.host.quotas.concurrency.as_ref();
+        let quota = sub.tenant_slots.as_ref();
         let first_of_tenant = match quota {
             None => None,
             Some(q) => match q.clone().try_acquire_owned() {
@@ -158,7 +158,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                     }
                     Some(Err(e)) => {
                         failures += 1;
-                        let failure = Failure::of_pull(&e.to_string());
+                        let failure = PullFailure::of_pull(e);
                         match recover::recover(&sub, &ctx, failure).await {
                             Ok(Recovered::Consumer(c)) => consumer = *c,
                             Ok(Recovered::Nothing) => {

@@ -8,6 +8,7 @@
 
 use super::PullContext;
 use crate::dispatch::Subscriber;
+use crate::error::ErrorChain;
 use crate::fatal::Fatal;
 use crate::nats::setup::{self, SetupError, StartAt};
 use async_nats::jetstream::consumer::PullConsumer;
@@ -15,30 +16,33 @@ use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use std::time::Duration;
 
 /// A pull failure, classified.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+#[derive(Debug)]
+pub enum PullFailure {
     /// The server said the durable was deleted.
     ConsumerDeleted,
     /// The server refused the pull because of a consumer limit (max batch,
     /// max expires, max waiting): the durable was changed under the runtime.
-    ConsumerLimit(String),
+    ConsumerLimit(async_nats::Error),
     /// Anything else: the server is asked what is wrong.
-    Unknown(String),
+    Unknown(async_nats::Error),
 }
 
-impl Failure {
+impl PullFailure {
     /// Classifies a pull error by the status the server sent with it.
-    pub fn of_pull(error: &str) -> Failure {
-        let lower = error.to_ascii_lowercase();
+    /// async-nats yields a pull batch's errors as an opaque error whose
+    /// text carries the server's status and description, so the kind is
+    /// read from that text.
+    pub fn of_pull(error: async_nats::Error) -> PullFailure {
+        let lower = error.to_string().to_ascii_lowercase();
         if lower.contains("consumer deleted") {
-            Failure::ConsumerDeleted
+            PullFailure::ConsumerDeleted
         } else if lower.contains("exceeded maxrequestbatch")
             || lower.contains("exceeded maxrequestexpires")
             || lower.contains("exceeded maxwaiting")
         {
-            Failure::ConsumerLimit(error.to_string())
+            PullFailure::ConsumerLimit(error)
         } else {
-            Failure::Unknown(error.to_string())
+            PullFailure::Unknown(error)
         }
     }
 }
@@ -56,7 +60,8 @@ enum Diagnosis {
     Healthy,
     StreamGone,
     ConsumerGone,
-    Unreachable(String),
+    /// The server could not answer: its error, for the log.
+    Unreachable(async_nats::Error),
 }
 
 async fn diagnose(sub: &Subscriber) -> Diagnosis {
@@ -70,12 +75,12 @@ async fn diagnose(sub: &Subscriber) -> Diagnosis {
             s
         }
         Err(e) if setup::is_stream_not_found(&e) => return Diagnosis::StreamGone,
-        Err(e) => return Diagnosis::Unreachable(e.to_string()),
+        Err(e) => return Diagnosis::Unreachable(e.into()),
     };
     match stream.consumer_info(cfg.durable.as_str()).await {
         Ok(_) => Diagnosis::Healthy,
         Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => Diagnosis::ConsumerGone,
-        Err(e) => Diagnosis::Unreachable(e.to_string()),
+        Err(e) => Diagnosis::Unreachable(e.into()),
     }
 }
 
@@ -83,35 +88,37 @@ async fn diagnose(sub: &Subscriber) -> Diagnosis {
 pub async fn recover(
     sub: &Subscriber,
     ctx: &PullContext,
-    failure: Failure,
+    failure: PullFailure,
 ) -> Result<Recovered, Fatal> {
     let cfg = &sub.config;
     let fatal = |source: SetupError| Fatal::Subscriber {
         subscriber: cfg.name.clone(),
         source,
     };
-    if let Failure::ConsumerLimit(why) = &failure {
-        tracing::warn!(subscriber = %cfg.name, durable = %cfg.durable, "the server refused a pull ({why}); setting the durable right");
+    if let PullFailure::ConsumerLimit(why) = &failure {
+        tracing::warn!(subscriber = %cfg.name, durable = %cfg.durable, "the server refused a pull ({}); setting the durable right", ErrorChain(why.as_ref()));
         return setup::ensure_consumer(&sub.jetstream, cfg)
             .await
             .map(|c| Recovered::Consumer(Box::new(c)))
             .or_else(|e| transient_or_fatal(e).map_err(fatal));
     }
     let mut diagnosis = diagnose(sub).await;
-    if matches!(diagnosis, Diagnosis::ConsumerGone) && failure != Failure::ConsumerDeleted {
+    if matches!(diagnosis, Diagnosis::ConsumerGone)
+        && !matches!(failure, PullFailure::ConsumerDeleted)
+    {
         // A durable briefly without a leader can look missing: ask again.
         tokio::time::sleep(Duration::from_millis(500)).await;
         diagnosis = diagnose(sub).await;
     }
     match diagnosis {
         Diagnosis::Healthy => {
-            if let Failure::Unknown(why) = failure {
-                tracing::warn!(subscriber = %cfg.name, "pull failed: {why}; pulling again");
+            if let PullFailure::Unknown(why) = failure {
+                tracing::warn!(subscriber = %cfg.name, "pull failed: {}; pulling again", ErrorChain(why.as_ref()));
             }
             Ok(Recovered::Nothing)
         }
         Diagnosis::Unreachable(why) => {
-            tracing::warn!(subscriber = %cfg.name, "pull failed and the server cannot say why now ({why}); pulling again");
+            tracing::warn!(subscriber = %cfg.name, "pull failed and the server cannot say why now ({}); pulling again", ErrorChain(why.as_ref()));
             Ok(Recovered::Nothing)
         }
         Diagnosis::ConsumerGone => {
@@ -176,7 +183,7 @@ fn transient_or_fatal(e: SetupError) -> Result<Recovered, SetupError> {
     if e.is_configuration() {
         Err(e)
     } else {
-        tracing::warn!("{}", crate::telemetry::ErrorChain(&e));
+        tracing::warn!("{}", ErrorChain(&e));
         Ok(Recovered::Nothing)
     }
 }
@@ -187,22 +194,27 @@ mod tests {
 
     #[test]
     fn pull_errors_by_kind() {
-        let status = |s: &str| format!("error while processing messages from the stream: {s}");
-        assert_eq!(
-            Failure::of_pull(&status(r#"409, Some("Consumer Deleted")"#)),
-            Failure::ConsumerDeleted
-        );
+        // What async-nats' pull batch yields: an io error with the status.
+        let status = |s: &str| -> async_nats::Error {
+            Box::new(std::io::Error::other(format!(
+                "error while processing messages from the stream: {s}"
+            )))
+        };
         assert!(matches!(
-            Failure::of_pull(&status(r#"409, Some("Exceeded MaxRequestBatch of 1")"#)),
-            Failure::ConsumerLimit(_)
+            PullFailure::of_pull(status(r#"409, Some("Consumer Deleted")"#)),
+            PullFailure::ConsumerDeleted
         ));
         assert!(matches!(
-            Failure::of_pull(&status(r#"409, Some("Exceeded MaxRequestExpires of 1s")"#)),
-            Failure::ConsumerLimit(_)
+            PullFailure::of_pull(status(r#"409, Some("Exceeded MaxRequestBatch of 1")"#)),
+            PullFailure::ConsumerLimit(_)
         ));
         assert!(matches!(
-            Failure::of_pull(&status(r#"503, Some("No Responders")"#)),
-            Failure::Unknown(_)
+            PullFailure::of_pull(status(r#"409, Some("Exceeded MaxRequestExpires of 1s")"#)),
+            PullFailure::ConsumerLimit(_)
+        ));
+        assert!(matches!(
+            PullFailure::of_pull(status(r#"503, Some("No Responders")"#)),
+            PullFailure::Unknown(_)
         ));
     }
 }

@@ -3,11 +3,11 @@
 //! core publishes. The settler commits when the outcome keeps the outputs
 //! (`disposition::commits`) and acks only after this returns `Ok`.
 
+use crate::counters::SubscriberStats;
 use crate::nats::batch::{CommitError, Committed};
 use crate::nats::publish::Route;
 use crate::nats::wire::Wire;
 use crate::outputs::held::Held;
-use crate::stats::SubscriberStats;
 use std::time::Duration;
 
 /// Tries of a batch the server refuses for having too many batches in
@@ -67,13 +67,10 @@ pub async fn commit(
                     tokio::time::sleep(BUSY_PAUSE * (1 << attempt)).await;
                 }
                 Ok(c) if c.count != batch.messages.len() as u64 => {
-                    break Err(CommitError::Unavailable {
+                    break Err(CommitError::Miscounted {
                         stream: batch.stream.clone(),
-                        message: format!(
-                            "the PubAck counts {} messages of {}",
-                            c.count,
-                            batch.messages.len()
-                        ),
+                        counted: c.count,
+                        sent: batch.messages.len(),
                     })
                 }
                 Ok(c) => break Ok(StreamCommit::Committed(c)),

@@ -4,7 +4,7 @@
 //! comes in decreasing sizes: whole; without the payload; with only the
 //! runtime's headers. The settler publishes the largest one that is accepted.
 
-use super::DeliveryInfo;
+use crate::message::DeliveryInfo;
 use crate::nats::ack::{one_line, MAX_TERM_REASON};
 use crate::nats::header_size;
 use async_nats::HeaderMap;

@@ -16,126 +16,23 @@ pub mod disposition;
 pub mod ledger;
 
 use crate::config::{defaults, OutputsMode, Subject, SubscriberConfig};
+use crate::counters::{Settled, SubscriberStats};
+use crate::error::ErrorChain;
+use crate::message::{ByGuest, FailureCause, InFlight, NotADelivery, Outcome};
 use crate::nats::ack::{Ack, AckError};
 use crate::nats::publish::{PublishError, PublishRoutes, Route};
 use crate::nats::wire::Wire;
 use crate::outputs::held::Held;
-use crate::outputs::Outputs;
-use crate::stats::{Settled, SubscriberStats};
-use crate::telemetry::ErrorChain;
 use commit::StreamCommit;
-pub use disposition::{
-    disposition, past_max_deliver, ByGuest, Disposition, FailureCause, Outcome, Policy,
-};
+pub use disposition::{disposition, past_max_deliver, Disposition, Policy};
 use ledger::AckLedger;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a confirmed ack (`double_ack`) waits for the server.
 const CONFIRM_WAIT: Duration = Duration::from_secs(10);
 /// Longest pause between attempts to dead-letter a message on its last delivery.
 const MAX_COPY_RETRY_PAUSE: Duration = Duration::from_secs(5);
-
-/// Where and how a JetStream delivery was delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryInfo {
-    /// The stream.
-    pub stream: String,
-    /// The consumer.
-    pub consumer: String,
-    /// Sequence in the stream.
-    pub stream_sequence: u64,
-    /// Sequence in the consumer.
-    pub consumer_sequence: u64,
-    /// Deliveries so far, this one included.
-    pub delivered: u32,
-    /// Messages pending in the consumer after this one.
-    pub pending: u64,
-    /// When it was stored, in nanoseconds since the Unix epoch.
-    pub published_unix_ns: u64,
-}
-
-/// One delivery from fetch to settlement.
-pub struct InFlight {
-    /// The message as delivered (its reply subject is the ack subject).
-    pub message: async_nats::Message,
-    /// Its stream.
-    pub stream: String,
-    /// Its stream sequence.
-    pub sequence: u64,
-    /// Its delivery details.
-    pub delivery: DeliveryInfo,
-    /// The outputs the handler stored for it (their `Nats-Msg-Id`s).
-    pub outputs: Outputs,
-    /// With atomic outputs: what the handler published, until the commit.
-    pub held: Mutex<Held>,
-    /// The settle ledger's generation when it was fetched (see `AckLedger::generation`).
-    pub ledger_generation: u64,
-    /// Its `process` span, when traces are on: the guest's publishes are its children.
-    pub trace: std::sync::OnceLock<crate::traces::MessageTrace>,
-    by_guest: Mutex<ByGuest>,
-}
-
-impl InFlight {
-    /// A JetStream delivery, or the message back with why it is not one
-    /// (its reply subject is not an ack subject).
-    #[allow(clippy::result_large_err)]
-    pub fn new(
-        message: async_nats::jetstream::Message,
-    ) -> Result<Self, (async_nats::jetstream::Message, String)> {
-        let delivery = match message.info() {
-            Ok(i) => DeliveryInfo {
-                stream: i.stream.to_string(),
-                consumer: i.consumer.to_string(),
-                stream_sequence: i.stream_sequence,
-                consumer_sequence: i.consumer_sequence,
-                delivered: u32::try_from(i.delivered.max(0)).unwrap_or(u32::MAX),
-                pending: i.pending,
-                published_unix_ns: u64::try_from(i.published.unix_timestamp_nanos().max(0))
-                    .unwrap_or(u64::MAX),
-            },
-            Err(e) => {
-                let e = e.to_string();
-                return Err((message, e));
-            }
-        };
-        Ok(Self::delivered(message.message, delivery))
-    }
-
-    /// `message`, delivered as `delivery` says; its reply subject must be
-    /// its ack subject.
-    pub fn delivered(message: async_nats::Message, delivery: DeliveryInfo) -> Self {
-        InFlight {
-            stream: delivery.stream.clone(),
-            sequence: delivery.stream_sequence,
-            delivery,
-            message,
-            outputs: Outputs::default(),
-            held: Mutex::default(),
-            ledger_generation: 0,
-            trace: std::sync::OnceLock::new(),
-            by_guest: Mutex::new(ByGuest::Nothing),
-        }
-    }
-
-    /// The subject its acknowledgements go to.
-    pub fn ack_subject(&self) -> &async_nats::Subject {
-        self.message
-            .reply
-            .as_ref()
-            .expect("a JetStream delivery (InFlight::new checked) has an ack subject")
-    }
-
-    /// What the guest did to the message itself.
-    pub fn by_guest(&self) -> ByGuest {
-        self.by_guest.lock().expect("by_guest lock").clone()
-    }
-
-    /// Whether the guest settled the message (or asked for its term).
-    pub fn settled_by_guest(&self) -> bool {
-        *self.by_guest.lock().expect("by_guest lock") != ByGuest::Nothing
-    }
-}
 
 /// Why a guest's own ack, nak or term was refused.
 #[derive(Debug, thiserror::Error)]
@@ -444,17 +341,14 @@ impl Settler {
         msg: &InFlight,
         what: GuestSettle,
     ) -> Result<(), GuestSettleError> {
-        {
-            let mut by_guest = msg.by_guest.lock().expect("by_guest lock");
-            if *by_guest != ByGuest::Nothing {
-                return Err(GuestSettleError::AlreadySettled);
-            }
-            *by_guest = match &what {
-                GuestSettle::Term(reason) => ByGuest::Term(reason.clone()),
-                GuestSettle::Ack if self.atomic => ByGuest::Ack,
-                GuestSettle::Nak(delay) if self.atomic => ByGuest::Nak(*delay),
-                _ => ByGuest::Settled,
-            };
+        let recorded = msg.record_by_guest(match &what {
+            GuestSettle::Term(reason) => ByGuest::Term(reason.clone()),
+            GuestSettle::Ack if self.atomic => ByGuest::Ack,
+            GuestSettle::Nak(delay) if self.atomic => ByGuest::Nak(*delay),
+            _ => ByGuest::Settled,
+        });
+        if !recorded {
+            return Err(GuestSettleError::AlreadySettled);
         }
         if self.atomic {
             return Ok(());
@@ -472,7 +366,7 @@ impl Settler {
                 Ok(())
             }
             Err(e) => {
-                *msg.by_guest.lock().expect("by_guest lock") = ByGuest::Nothing;
+                msg.forget_by_guest();
                 Err(e.into())
             }
         }
@@ -544,8 +438,8 @@ impl Settler {
 
     /// A message whose reply subject is not a JetStream ack subject: nak'd
     /// so the server redelivers it.
-    pub async fn not_a_delivery(&self, message: &async_nats::Message, why: &str) {
-        tracing::error!(subscriber = %self.subscriber, "not a JetStream delivery ({why}); asking for redelivery");
+    pub async fn not_a_delivery(&self, message: &async_nats::Message, why: &NotADelivery) {
+        tracing::error!(subscriber = %self.subscriber, "{}; asking for redelivery", ErrorChain(why));
         self.stats.started();
         let sent = match &message.reply {
             Some(reply) => self.wire.ack(reply, &Ack::Nak(None)).await.is_ok(),

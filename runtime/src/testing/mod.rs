@@ -1,6 +1,6 @@
 //! A handler run on one message without a NATS server: the runtime's own
 //! call path — the subscriber's limits, grants, config and instance mode,
-//! `handle`, the verdict, the settlement — on a [`LocalWire`] that records
+//! `handle`, the verdict, the settlement — on a [`LocalWire`] (`local`) that records
 //! what the handler publishes, requests, writes and acknowledges. This is
 //! what `natsapp-wasm invoke` runs, and what handler authors call from
 //! `cargo test`:
@@ -16,22 +16,23 @@
 //! assert_eq!(report.published[0].subject, "order.accepted");
 //! ```
 
+pub mod local;
 mod report;
 
-pub use crate::nats::local::Event;
+pub use local::{Event, LocalWire};
 pub use report::{KvWrite, LogLine, Published, Report, Request, Verdict};
 
 use crate::config::{Config, ConfigError, Subject, SubscriberConfig};
-use crate::nats::local::LocalWire;
+use crate::message::{DeliveryInfo, InFlight};
 use crate::nats::publish::PublishRoutes;
 use crate::nats::setup::OpenedBucket;
 use crate::nats::wire::{BucketStore, Wire};
-use crate::settle::{DeliveryInfo, InFlight};
 use crate::wasm::cache::ComponentCache;
 use crate::wasm::component::ComponentError;
 use crate::wasm::guest_log::Transcript;
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
+use crate::wasm::EngineError;
 use crate::wasm::{PoolSize, WasmRuntime};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
@@ -39,18 +40,27 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Why a handler cannot be set up to run locally.
+/// Why a handler cannot be built to run locally.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub enum BuildError {
     /// The service file is not valid.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The component cannot serve as a handler.
     #[error(transparent)]
     Component(#[from] ComponentError),
+    /// The component file given alone cannot be read.
+    #[error("cannot read component {}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The WebAssembly engine could not start.
-    #[error("cannot start the WebAssembly engine: {0}")]
-    Engine(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// An option does not fit the handler (named in the message).
     #[error("{0}")]
     Invalid(String),
@@ -210,7 +220,7 @@ impl Builder {
     }
 
     /// The service configuration the handler runs with.
-    fn service(&self) -> Result<(Config, SubscriberConfig), SetupError> {
+    fn service(&self) -> Result<(Config, SubscriberConfig), BuildError> {
         let (config, name) = match &self.source {
             Source::Service(file, name) => {
                 for (flag, given) in [
@@ -219,7 +229,7 @@ impl Builder {
                     ("bucket", !self.buckets.is_empty()),
                 ] {
                     if given {
-                        return Err(SetupError::Invalid(format!(
+                        return Err(BuildError::Invalid(format!(
                             "--{flag} is for a component run alone: {} grants what the subscriber may use",
                             file.display()
                         )));
@@ -239,7 +249,7 @@ impl Builder {
                 .find(|s| s.name == name)
                 .cloned()
                 .ok_or_else(|| {
-                    SetupError::Invalid(format!(
+                    BuildError::Invalid(format!(
                         "no subscriber {name:?} in the service file (it has {})",
                         names(&config)
                     ))
@@ -247,7 +257,7 @@ impl Builder {
             None => match config.subscribers.as_slice() {
                 [only] => only.clone(),
                 _ => {
-                    return Err(SetupError::Invalid(format!(
+                    return Err(BuildError::Invalid(format!(
                         "the service file has several subscribers ({}): name one",
                         names(&config)
                     )))
@@ -266,7 +276,7 @@ impl Builder {
         }
         for (bucket, _, _) in &self.seeds {
             if !sub.kv.contains_key(bucket) {
-                return Err(SetupError::Invalid(format!(
+                return Err(BuildError::Invalid(format!(
                     "subscriber {:?} is not granted bucket {bucket:?} (kv = {{ … }}), so it cannot be filled",
                     sub.name
                 )));
@@ -277,15 +287,13 @@ impl Builder {
 
     /// A service file for a component run alone, next to the component
     /// (its path resolves relative paths).
-    fn component_service(&self, component: &Path) -> Result<(PathBuf, String), SetupError> {
-        if let Err(e) = std::fs::metadata(component) {
-            return Err(SetupError::Invalid(format!(
-                "cannot read component {}: {e}",
-                component.display()
-            )));
-        }
-        let component = std::path::absolute(component)
-            .map_err(|e| SetupError::Invalid(format!("component {}: {e}", component.display())))?;
+    fn component_service(&self, component: &Path) -> Result<(PathBuf, String), BuildError> {
+        let unreadable = |source| BuildError::Unreadable {
+            path: component.to_path_buf(),
+            source,
+        };
+        std::fs::metadata(component).map_err(unreadable)?;
+        let component = std::path::absolute(component).map_err(unreadable)?;
         let name = component
             .file_stem()
             .map(|s| s.to_string_lossy().to_lowercase())
@@ -344,17 +352,17 @@ http = {http}
     }
 
     /// Compiles the component and sets up its local wire.
-    pub fn build(self) -> Result<LocalHandler, SetupError> {
+    pub fn build(self) -> Result<LocalHandler, BuildError> {
         let (config, sub) = self.service()?;
         let replies = self
             .replies
             .iter()
             .map(|(subject, payload)| {
                 let pattern = Subject::try_from(subject.clone())
-                    .map_err(|e| SetupError::Invalid(format!("--reply {subject:?}: {e}")))?;
+                    .map_err(|e| BuildError::Invalid(format!("--reply {subject:?}: {e}")))?;
                 Ok((pattern, payload.clone()))
             })
-            .collect::<Result<Vec<_>, SetupError>>()?;
+            .collect::<Result<Vec<_>, BuildError>>()?;
         let bucket_names: Vec<String> = sub.kv.keys().cloned().collect();
         let wire = Arc::new(LocalWire::new(&config, replies, &bucket_names));
         for (bucket, key, value) in &self.seeds {
@@ -380,8 +388,7 @@ http = {http}
         // Room for a memory limit raised over the file's (`memory`).
         let mut pool = PoolSize::for_config(&config);
         pool.max_memory = pool.max_memory.max(sub.memory);
-        let wasm =
-            WasmRuntime::new(cache, pool).map_err(|e| SetupError::Engine(format!("{e:#}")))?;
+        let wasm = WasmRuntime::new(cache, pool)?;
         let loaded = wasm.load(&sub.component, &sub.name)?;
         let mut host = SubscriberHost::new(
             &sub,

@@ -2,10 +2,11 @@
 //! runtime settled the message, and the guest's output — for a test to
 //! assert on, and printed by `natsapp-wasm invoke` as text or JSON.
 
+use super::local::Event;
+pub use super::local::{KvWrite, Published, Request};
+use crate::message::{ByGuest, Outcome};
 use crate::nats::ack::Ack;
-use crate::nats::local::Event;
-pub use crate::nats::local::{KvWrite, Published, Request};
-use crate::settle::{ByGuest, Disposition, Outcome};
+use crate::settle::Disposition;
 use crate::wasm::guest_log::GuestLine;
 use base64::Engine;
 use bytes::Bytes;

@@ -60,17 +60,14 @@ impl ComponentCache {
         let meta = match std::fs::metadata(dir) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(UntrustedCache {
+            Err(source) => {
+                return Err(UntrustedCache::Uninspectable {
                     dir: dir.clone(),
-                    why: format!("cannot inspect it: {e}"),
+                    source,
                 })
             }
         };
-        trust(&meta).map_err(|why| UntrustedCache {
-            dir: dir.clone(),
-            why,
-        })
+        trust(dir, &meta)
     }
 
     /// Removes every entry; returns how many were removed.
@@ -133,38 +130,64 @@ impl ComponentCache {
     }
 }
 
+/// What to do about a refused cache folder.
+const CACHE_ADVICE: &str = "loading it would run native code from it (fix its owner and mode, choose another folder with NATSAPP_CACHE_DIR, or set NATSAPP_CACHE_DIR=off)";
+
 /// A cache folder that could hold code written by someone else.
 #[derive(Debug, thiserror::Error)]
-#[error("refusing the compiled-component cache {}: {why}; loading it would run native code from it (fix its owner and mode, choose another folder with NATSAPP_CACHE_DIR, or set NATSAPP_CACHE_DIR=off)", dir.display())]
-pub struct UntrustedCache {
-    /// The folder.
-    pub dir: PathBuf,
-    /// What is wrong with it.
-    pub why: String,
+pub enum UntrustedCache {
+    /// Its owner and mode cannot be read.
+    #[error("refusing the compiled-component cache {}: cannot inspect it; {CACHE_ADVICE}", dir.display())]
+    Uninspectable {
+        /// The folder.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another user owns it.
+    #[error("refusing the compiled-component cache {}: it is owned by uid {owner}, not by the running user (uid {me}); {CACHE_ADVICE}", dir.display())]
+    OtherOwner {
+        /// The folder.
+        dir: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The running user.
+        me: u32,
+    },
+    /// Group or others may write to it.
+    #[error("refusing the compiled-component cache {}: its mode {mode:o} lets other users write to it; {CACHE_ADVICE}", dir.display())]
+    Writable {
+        /// The folder.
+        dir: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 #[cfg(unix)]
-fn trust(meta: &std::fs::Metadata) -> Result<(), String> {
+fn trust(dir: &Path, meta: &std::fs::Metadata) -> Result<(), UntrustedCache> {
     use std::os::unix::fs::MetadataExt;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
-        return Err(format!(
-            "it is owned by uid {}, not by the running user (uid {me})",
-            meta.uid()
-        ));
+        return Err(UntrustedCache::OtherOwner {
+            dir: dir.to_path_buf(),
+            owner: meta.uid(),
+            me,
+        });
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "its mode {:o} lets other users write to it",
-            meta.mode() & 0o777
-        ));
+        return Err(UntrustedCache::Writable {
+            dir: dir.to_path_buf(),
+            mode: meta.mode() & 0o777,
+        });
     }
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn trust(_meta: &std::fs::Metadata) -> Result<(), String> {
+fn trust(_dir: &Path, _meta: &std::fs::Metadata) -> Result<(), UntrustedCache> {
     Ok(())
 }
 

@@ -40,38 +40,73 @@ pub struct Loaded {
 
 /// A component that cannot serve as a handler.
 #[derive(Debug, thiserror::Error)]
-#[error("component {} (subscriber {subscriber:?}): {message}", path.display())]
+#[error("component {} (subscriber {subscriber:?})", path.display())]
 pub struct ComponentError {
     /// The subscriber.
     pub subscriber: String,
     /// The file.
     pub path: std::path::PathBuf,
     /// What is wrong and how to fix it.
-    pub message: String,
+    #[source]
+    pub problem: ComponentProblem,
 }
+
+/// What is wrong with a component.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentProblem {
+    /// The file cannot be read.
+    #[error("cannot read it")]
+    Unreadable(#[source] std::io::Error),
+    /// A core module where a component belongs.
+    #[error("this is a core WebAssembly module, not a component: build for wasm32-wasip2 (or wrap it with `wasm-tools component new`)")]
+    CoreModule,
+    /// Not a component wasmtime can compile.
+    #[error("not a valid WebAssembly component")]
+    Invalid(#[source] BoxError),
+    /// It imports interfaces the host does not provide.
+    #[error("imports {}, which the runtime does not provide", .names.join(", "))]
+    UnknownImports {
+        /// The imports, with the version the runtime provides where it has one.
+        names: Vec<String>,
+        /// What linking said.
+        #[source]
+        source: BoxError,
+    },
+    /// Its imports have other types than the host's.
+    #[error("its imports do not match what the runtime provides")]
+    ImportsMismatch(#[source] BoxError),
+    /// It does not export the handler.
+    #[error("does not export {HANDLER_EXPORT} ({hint})")]
+    NoHandler {
+        /// What it exports instead.
+        hint: String,
+        /// What the bindings said.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// An error from wasmtime, with its chain of causes.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl WasmRuntime {
     /// Compiles `path` and pre-instantiates it against the host's imports.
     pub fn load(&self, path: &Path, subscriber: &str) -> Result<Loaded, ComponentError> {
-        let fail = |message: String| ComponentError {
+        let fail = |problem: ComponentProblem| ComponentError {
             subscriber: subscriber.to_string(),
             path: path.to_path_buf(),
-            message,
+            problem,
         };
-        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        let bytes = std::fs::read(path).map_err(|e| fail(ComponentProblem::Unreadable(e)))?;
         if bytes.starts_with(b"\0asm\x01\0\0\0") {
-            return Err(fail(
-                "this is a core WebAssembly module, not a component: build for wasm32-wasip2 \
-                 (or wrap it with `wasm-tools component new`)"
-                    .into(),
-            ));
+            return Err(fail(ComponentProblem::CoreModule));
         }
         let started = std::time::Instant::now();
         let digest = crate::config::sha256_hex(&bytes);
         let (component, cached) = self
             .cache
             .load_or_compile(&self.engine, &bytes, &digest)
-            .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
+            .map_err(|e| fail(ComponentProblem::Invalid(e.into())))?;
         let ty = component.component_type();
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             let unknown: Vec<String> = ty
@@ -87,14 +122,12 @@ impl WasmRuntime {
                 })
                 .collect();
             if unknown.is_empty() {
-                fail(format!(
-                    "its imports do not match what the runtime provides: {e:#}"
-                ))
+                fail(ComponentProblem::ImportsMismatch(e.into()))
             } else {
-                fail(format!(
-                    "imports {}, which the runtime does not provide",
-                    unknown.join(", ")
-                ))
+                fail(ComponentProblem::UnknownImports {
+                    names: unknown,
+                    source: e.into(),
+                })
             }
         })?;
         let pre = ServicePre::new(instance_pre).map_err(|e| {
@@ -112,7 +145,10 @@ impl WasmRuntime {
                 None if exports.is_empty() => "it exports nothing".to_string(),
                 None => format!("its exports: {}", exports.join(", ")),
             };
-            fail(format!("does not export {HANDLER_EXPORT} ({hint}): {e:#}"))
+            fail(ComponentProblem::NoHandler {
+                hint,
+                source: e.into(),
+            })
         })?;
         let counted = match cached {
             super::cache::CacheUse::Hit => 0,

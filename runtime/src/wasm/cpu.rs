@@ -10,6 +10,7 @@
 //! more than its share of the cores from the others — nor from the NATS
 //! I/O of the process.
 
+use super::clock::{Clock, SystemClock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,9 +18,10 @@ use std::time::{Duration, Instant};
 /// How much unused quota may accumulate, per core: a short burst, never a backlog.
 const BURST: Duration = Duration::from_millis(50);
 
-/// One tenant's CPU budget.
+/// One tenant's CPU budget, on the system's clock (or `C`).
 #[derive(Debug)]
-pub struct CpuBudget {
+pub struct CpuBudget<C: Clock = SystemClock> {
+    clock: C,
     cores: f64,
     since: Instant,
     state: Mutex<Bucket>,
@@ -41,12 +43,21 @@ fn nanos(d: Duration) -> i64 {
 impl CpuBudget {
     /// A budget of `cores` cores' worth of guest execution.
     pub fn new(cores: f64) -> CpuBudget {
+        CpuBudget::with_clock(cores, SystemClock)
+    }
+}
+
+impl<C: Clock> CpuBudget<C> {
+    /// A budget of `cores` cores' worth of guest execution, timed by `clock`.
+    pub fn with_clock(cores: f64, clock: C) -> CpuBudget<C> {
+        let now = clock.now();
         CpuBudget {
+            clock,
             cores,
-            since: Instant::now(),
+            since: now,
             state: Mutex::new(Bucket {
                 tokens: (BURST.as_nanos() as f64 * cores) as i64,
-                refilled: Instant::now(),
+                refilled: now,
             }),
             spent_ns: AtomicU64::new(0),
             parked: AtomicU64::new(0),
@@ -67,7 +78,7 @@ impl CpuBudget {
             Ordering::Relaxed,
         );
         let mut b = self.state.lock().expect("cpu budget lock");
-        self.refill(&mut b, Instant::now());
+        self.refill(&mut b, self.clock.now());
         b.tokens = b.tokens.saturating_sub(nanos(spent));
     }
 
@@ -75,16 +86,14 @@ impl CpuBudget {
     /// or says how long to park it first (counting the parking).
     pub fn admit(&self, tick: Duration) -> Option<Duration> {
         let mut b = self.state.lock().expect("cpu budget lock");
-        self.refill(&mut b, Instant::now());
+        self.refill(&mut b, self.clock.now());
         if b.tokens > 0 {
             b.tokens = b.tokens.saturating_sub(nanos(tick));
             return None;
         }
         self.parked.fetch_add(1, Ordering::Relaxed);
-        Some(
-            Duration::from_secs_f64(-b.tokens as f64 / 1e9 / self.cores)
-                .max(Duration::from_millis(1)),
-        )
+        let owed_ns = (-(b.tokens as f64) / self.cores).ceil() as u64;
+        Some(Duration::from_nanos(owed_ns).max(Duration::from_millis(1)))
     }
 
     /// Returns a reservation made by [`admit`](Self::admit): the time the
@@ -118,7 +127,8 @@ impl CpuBudget {
     /// Guest execution per second of wall-clock time since the budget was
     /// made, in cores: what the quota bounds.
     pub fn cores_used(&self) -> f64 {
-        self.spent().as_secs_f64() / self.since.elapsed().as_secs_f64().max(1e-9)
+        let elapsed = self.clock.now().duration_since(self.since);
+        self.spent().as_secs_f64() / elapsed.as_secs_f64().max(1e-9)
     }
 
     /// Times a guest was parked for this budget.
@@ -130,42 +140,62 @@ impl CpuBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wasm::clock::ManualClock;
 
     const TICK: Duration = Duration::from_millis(10);
+    const MS: Duration = Duration::from_millis(1);
 
     #[test]
     fn spending_past_the_budget_parks_for_the_deficit() {
-        let b = CpuBudget::new(0.5);
+        let clock = ManualClock::new();
+        let b = CpuBudget::with_clock(0.5, clock.clone());
         assert_eq!(b.admit(TICK), None, "a fresh budget has its burst");
-        b.charge(Duration::from_millis(120));
+        b.charge(120 * MS);
         b.release(TICK);
-        let park = b.admit(TICK).expect("over budget");
-        // 120 ms spent, 25 ms of burst: about 95 ms owed at half a core.
-        assert!(
-            park > Duration::from_millis(170) && park <= Duration::from_millis(190),
-            "{park:?}"
+        // 25 ms of burst, 120 ms spent: 95 ms owed, repaid at half a core
+        // in 190 ms.
+        assert_eq!(b.admit(TICK), Some(190 * MS));
+        clock.advance(190 * MS);
+        assert_eq!(
+            b.admit(TICK),
+            Some(MS),
+            "a budget exactly repaid holds nothing yet: the shortest park"
         );
-        assert_eq!((b.parked(), b.spent()), (1, Duration::from_millis(120)));
+        clock.advance(MS);
+        assert_eq!(b.admit(TICK), None);
+        assert_eq!((b.parked(), b.spent()), (2, 120 * MS));
     }
 
     #[test]
     fn reservations_keep_waking_guests_from_all_running_at_once() {
-        let b = CpuBudget::new(1.0);
+        let clock = ManualClock::new();
+        let b = CpuBudget::with_clock(1.0, clock.clone());
         let admitted = (0..16).filter(|_| b.admit(TICK).is_none()).count();
-        // 50 ms of burst admits five 10 ms ticks (a sixth on what the
-        // test's own microseconds earned), not sixteen.
-        assert!((5..=6).contains(&admitted), "{admitted}");
+        assert_eq!(admitted, 5, "50 ms of burst admits five 10 ms ticks");
+        clock.advance(Duration::from_nanos(1));
+        assert_eq!(b.admit(TICK), None, "a nanosecond earned admits one more");
+        assert!(b.admit(TICK).is_some());
     }
 
     #[test]
     fn the_budget_refills_at_its_rate_up_to_a_burst() {
-        let b = CpuBudget::new(2.0);
-        b.charge(Duration::from_millis(150));
-        std::thread::sleep(Duration::from_millis(60));
+        let clock = ManualClock::new();
+        let b = CpuBudget::with_clock(2.0, clock.clone());
+        b.charge(150 * MS);
+        clock.advance(26 * MS);
         assert_eq!(
             b.admit(TICK),
             None,
-            "60 ms at two cores repays the 50 ms owed"
+            "26 ms at two cores repays the 50 ms owed, and a little more"
         );
+        b.release(TICK);
+        clock.advance(Duration::from_secs(10));
+        let admitted = (0..100).filter(|_| b.admit(TICK).is_none()).count();
+        assert_eq!(
+            admitted, 10,
+            "ten idle seconds save up the burst (50 ms per core), no more"
+        );
+        let used = b.cores_used();
+        assert!((used - 0.150 / 10.026).abs() < 1e-9, "{used}");
     }
 }

@@ -9,7 +9,8 @@ use super::host::{
     HandleError, HostState, MemoryLimiter, MessageHandle, Service, ServicePre, SubscriberHost,
 };
 use crate::config::Instances;
-use crate::settle::{FailureCause, InFlight, Outcome, Settler};
+use crate::message::{FailureCause, InFlight, Outcome};
+use crate::settle::Settler;
 use crate::wasm::cpu::CpuBudget;
 use std::future::Future;
 use std::sync::{Arc, Mutex};

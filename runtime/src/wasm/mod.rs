@@ -4,6 +4,7 @@
 //! message runs in a fresh store with its limits (`invoke`).
 
 pub mod cache;
+pub mod clock;
 pub mod component;
 pub mod cpu;
 pub mod guest_log;
@@ -23,6 +24,42 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// every tick, so the wall-clock limit and in-progress heartbeats stay
 /// responsive even while a guest loops.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why the WebAssembly engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The compiled-component cache folder is not safe to load code from.
+    #[error(transparent)]
+    Cache(#[from] cache::UntrustedCache),
+    /// wasmtime refused the engine's settings or the host's imports.
+    #[error("cannot start the WebAssembly engine")]
+    Wasmtime(#[source] component::BoxError),
+    /// The epoch ticker's thread could not start.
+    #[error("cannot start the WebAssembly engine's epoch ticker")]
+    Ticker(#[source] std::io::Error),
+}
+
+/// Why a changed configuration needs more of the engine than it was
+/// started with (a restart makes a new one).
+#[derive(Debug, thiserror::Error)]
+pub enum PoolTooSmall {
+    /// More handlers at once than instance slots.
+    #[error("the subscribers' concurrency adds up to {needed}, more than the {slots} instance slots the engine was started with")]
+    Instances {
+        /// What the configuration needs.
+        needed: u32,
+        /// What the pool has.
+        slots: u32,
+    },
+    /// A memory limit above the slots' size.
+    #[error("a subscriber's memory limit of {needed} MiB is more than the {slots} MiB the engine's instance slots were made with")]
+    Memory {
+        /// What the configuration needs, in MiB.
+        needed: u64,
+        /// What the slots hold, in MiB.
+        slots: u64,
+    },
+}
 
 /// How many instances may be live at once, and how large their memories
 /// may grow: sizes the pooling allocator.
@@ -132,32 +169,33 @@ impl WasmRuntime {
         self.loads.clone()
     }
 
-    /// Why `config` cannot run on this engine without a restart: its
+    /// Whether `config` runs on this engine, or why it needs a restart: its
     /// handlers need more pooled instance slots, or larger memories, than
     /// the pool was made with at start.
-    pub fn cannot_run(&self, config: &crate::config::Config) -> Option<String> {
-        let pool = self.pool?;
+    pub fn fits(&self, config: &crate::config::Config) -> Result<(), PoolTooSmall> {
+        let Some(pool) = self.pool else {
+            return Ok(());
+        };
         let needed = PoolSize::for_config(config);
         if needed.instances > pool.instances {
-            return Some(format!(
-                "the subscribers' concurrency adds up to {}, more than the {} instance slots the engine was started with",
-                needed.instances, pool.instances
-            ));
+            return Err(PoolTooSmall::Instances {
+                needed: needed.instances,
+                slots: pool.instances,
+            });
         }
         if needed.max_memory > pool.max_memory {
-            return Some(format!(
-                "a subscriber's memory limit of {} MiB is more than the {} MiB the engine's instance slots were made with",
-                needed.max_memory >> 20,
-                pool.max_memory >> 20
-            ));
+            return Err(PoolTooSmall::Memory {
+                needed: needed.max_memory >> 20,
+                slots: pool.max_memory >> 20,
+            });
         }
-        None
+        Ok(())
     }
 
     /// A runtime with the settings every store relies on, instances from a
     /// pool of `pool` slots (copy-on-write memory initialisation, so a fresh
     /// instance costs little), caching compiled components in `cache`.
-    pub fn new(cache: cache::ComponentCache, pool: PoolSize) -> wasmtime::Result<Self> {
+    pub fn new(cache: cache::ComponentCache, pool: PoolSize) -> Result<Self, EngineError> {
         cache.verify()?;
         let mut config = Config::new();
         let pool = pool.with_headroom();
@@ -183,9 +221,9 @@ impl WasmRuntime {
         // roughly doubles per-call overhead and buys nothing here.
         config.concurrency_support(false);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&config).map_err(|e| EngineError::Wasmtime(e.into()))?;
         let mut linker = Linker::new(&engine);
-        host::add_to_linker(&mut linker)?;
+        host::add_to_linker(&mut linker).map_err(|e| EngineError::Wasmtime(e.into()))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.clone());
         std::thread::Builder::new()
@@ -196,7 +234,7 @@ impl WasmRuntime {
                     ticking.increment_epoch();
                 }
             })
-            .map_err(wasmtime::Error::from)?;
+            .map_err(EngineError::Ticker)?;
         Ok(WasmRuntime {
             loads: Default::default(),
             pool: pooled.then_some(pool),

@@ -5,6 +5,7 @@
 //! such servers as one JetStream cluster.
 
 mod cluster;
+pub mod streams;
 
 pub use cluster::{NatsCluster, CLUSTER_SIZE};
 

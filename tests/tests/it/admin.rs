@@ -121,25 +121,27 @@ async fn readyz_turns_503_while_the_process_drains_and_healthz_stays_200() {
         .unwrap()
         .port();
     let admin: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The handler waits at a gate, so the graceful stop lasts until the
+    // test has seen /readyz during it.
     let file = ServiceFile::new(
         &server,
-        &with_admin("limits = { timeout = \"20s\" }").replace("127.0.0.1:0", &admin.to_string()),
+        &with_admin("limits = { timeout = \"120s\" }")
+            .replace("127.0.0.1:0", &admin.to_string())
+            .replace("graceful_timeout = \"5s\"", "graceful_timeout = \"120s\""),
     );
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = spawn_run(&file, log.path(), &[]);
     let js = server.jetstream().await;
+    let mut gate = Gate::new(&server.client().await).await;
     durable_exists(&js, "IN", "kit").await;
     assert_eq!(
         http_get(admin, "/readyz").await,
         (200, "ready\n".to_string())
     );
-    js_publish(&js, "in.kit", r#"{"op":"sleep","ms":3000}"#).await;
-    eventually(Duration::from_secs(10), "the handler running", || async {
-        (consumer_counts(&js, "IN", "kit").await.1 == 1).then_some(())
-    })
-    .await;
+    js_publish(&js, "in.kit", GATED).await;
+    gate.arrived(1).await;
     sigterm(&child);
-    let (status, body) = eventually(Duration::from_secs(2), "/readyz to turn", || async {
+    let (status, body) = eventually(Duration::from_secs(30), "/readyz to turn", || async {
         let answer = http_get(admin, "/readyz").await;
         (answer.0 != 200).then_some(answer)
     })
@@ -156,7 +158,8 @@ async fn readyz_turns_503_while_the_process_drains_and_healthz_stays_200() {
         200,
         "the process still serves"
     );
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), 0);
+    gate.open().await;
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 use crate::kit_service;
 use natsapp_wasm_tests::*;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn natsapp(args: &[&str]) -> std::process::Output {
     Command::new(natsapp_bin())
@@ -106,28 +106,26 @@ async fn run_exits_2_when_a_stream_is_missing() {
     );
 }
 
-/// Runs `file` in the binary, publishes `n` messages that each sleep `ms`,
-/// and returns once two handlers (the subscriber's concurrency) are running.
-async fn run_with_two_in_flight(
+/// Runs `file` in the binary (with `env`), publishes `n` messages whose
+/// handlers wait at a gate, and returns once two of them (the subscriber's
+/// concurrency) have arrived there.
+async fn run_with_two_at_the_gate(
     server: &NatsServer,
     file: &ServiceFile,
     log: &std::path::Path,
+    env: &[(&str, &str)],
     n: usize,
-    ms: u64,
-) -> (std::process::Child, async_nats::jetstream::Context) {
-    let child = spawn_run(file, log, &[]);
+) -> (std::process::Child, async_nats::jetstream::Context, Gate) {
+    let child = spawn_run(file, log, env);
+    let client = server.client().await;
+    let mut gate = Gate::new(&client).await;
     let js = server.jetstream().await;
     durable_exists(&js, "IN", "kit").await;
     for _ in 0..n {
-        js_publish(&js, "in.kit", format!(r#"{{"op":"sleep","ms":{ms}}}"#)).await;
+        js_publish(&js, "in.kit", GATED).await;
     }
-    eventually(
-        Duration::from_secs(10),
-        "two handlers in flight",
-        || async { (consumer_counts(&js, "IN", "kit").await.1 == 2).then_some(()) },
-    )
-    .await;
-    (child, js)
+    gate.arrived(2).await;
+    (child, js, gate)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,12 +133,17 @@ async fn sigterm_with_messages_in_flight_settles_everything_and_exits_0() {
     let server = NatsServer::start();
     let file = ServiceFile::new(
         &server,
-        &kit_service("concurrency = 2\nlimits = { timeout = \"20s\" }"),
+        &kit_service("concurrency = 2\nlimits = { timeout = \"120s\" }"),
     );
     let log = tempfile::NamedTempFile::new().unwrap();
-    let (mut child, js) = run_with_two_in_flight(&server, &file, log.path(), 6, 1200).await;
+    let debug = [("NATS_DEBUG", "true")];
+    let (mut child, js, mut gate) =
+        run_with_two_at_the_gate(&server, &file, log.path(), &debug, 6).await;
     sigterm(&child);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), 0);
+    // Once it stopped pulling, the two handlers may finish: nothing more is fetched.
+    logged(log.path(), "stopped pulling").await;
+    gate.open().await;
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
     let (pending, ack_pending) = consumer_counts(&js, "IN", "kit").await;
     assert_eq!(ack_pending, 0, "a fetched message was left unsettled");
     assert_eq!(
@@ -155,26 +158,24 @@ async fn sigterm_with_messages_in_flight_settles_everything_and_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_past_the_grace_period_are_nakd_and_the_process_exits_0() {
     let server = NatsServer::start();
-    let text = kit_service("concurrency = 2\nlimits = { timeout = \"60s\" }")
-        .replace("graceful_timeout = \"5s\"", "graceful_timeout = \"500ms\"");
+    let text = kit_service(
+        "concurrency = 2\nlimits = { timeout = \"120s\" }\nconsumer = { ack_wait = \"120s\" }",
+    )
+    .replace("graceful_timeout = \"5s\"", "graceful_timeout = \"500ms\"");
     let file = ServiceFile::new(&server, &text);
     let log = tempfile::NamedTempFile::new().unwrap();
-    let (mut child, js) = run_with_two_in_flight(&server, &file, log.path(), 3, 30000).await;
-    let t0 = Instant::now();
+    let (mut child, js, _gate) = run_with_two_at_the_gate(&server, &file, log.path(), &[], 3).await;
     sigterm(&child);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), 0);
-    assert!(
-        t0.elapsed() < Duration::from_secs(5),
-        "shutdown took {:?}",
-        t0.elapsed()
-    );
+    // The gate stays shut: only the grace period can end the handlers, and
+    // a process that waited for them would not exit for two minutes.
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
     let text = std::fs::read_to_string(log.path()).unwrap();
     assert!(
         text.contains("graceful_timeout reached with the handler still running"),
         "{text}"
     );
-    // The two abandoned messages were nak'd, so a new pull gets them at once
-    // (not after the 30s ack_wait), together with the one never fetched.
+    // The two abandoned messages were nak'd, so a pull gets them again
+    // with the one never fetched, well inside their 120 s ack_wait.
     let consumer: async_nats::jetstream::consumer::PullConsumer = js
         .get_stream("IN")
         .await
@@ -182,11 +183,10 @@ async fn handlers_past_the_grace_period_are_nakd_and_the_process_exits_0() {
         .get_consumer("kit")
         .await
         .unwrap();
-    let t1 = Instant::now();
     let mut batch = consumer
         .batch()
         .max_messages(3)
-        .expires(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
         .messages()
         .await
         .unwrap();
@@ -196,11 +196,10 @@ async fn handlers_past_the_grace_period_are_nakd_and_the_process_exits_0() {
         delivered.push(m.unwrap().info().unwrap().delivered);
     }
     delivered.sort();
-    assert_eq!(delivered, vec![1, 2, 2], "{text}");
-    assert!(
-        t1.elapsed() < Duration::from_secs(3),
-        "redelivery waited {:?}: the naks did not reach the server",
-        t1.elapsed()
+    assert_eq!(
+        delivered,
+        vec![1, 2, 2],
+        "the naks did not reach the server: {text}"
     );
 }
 
@@ -244,16 +243,19 @@ async fn a_second_signal_exits_at_once_with_130() {
     let server = NatsServer::start();
     let file = ServiceFile::new(
         &server,
-        &kit_service("concurrency = 2\nlimits = { timeout = \"60s\" }"),
+        &kit_service("concurrency = 2\nlimits = { timeout = \"120s\" }"),
     );
     let log = tempfile::NamedTempFile::new().unwrap();
-    let (mut child, _js) = run_with_two_in_flight(&server, &file, log.path(), 2, 30000).await;
+    let (mut child, _js, _gate) =
+        run_with_two_at_the_gate(&server, &file, log.path(), &[], 2).await;
     sigterm(&child);
-    std::thread::sleep(Duration::from_millis(200));
+    // Signals sent before the process has taken the first are one signal:
+    // send the second once it logged the first.
+    logged(log.path(), "SIGTERM received").await;
     sigterm(&child);
-    let t0 = Instant::now();
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(3)), 130);
-    assert!(t0.elapsed() < Duration::from_secs(2));
+    // The handlers wait at a shut gate and the grace period is 5 s: exit
+    // code 130 (not 0) says the second signal cut the stop short.
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 130);
     let text = std::fs::read_to_string(log.path()).unwrap();
     assert!(
         text.contains("SIGTERM received again: exiting now"),

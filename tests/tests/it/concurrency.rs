@@ -27,8 +27,8 @@ stream = "IN"
 durable = "kit"
 concurrency = 2
 pull = { batch_size = 2, timeout = "1s" }
-publish = ["testkit.out.>"]
-limits = { timeout = "30s" }
+publish = ["testkit.out.>", "svc.>"]
+limits = { timeout = "120s" }
 
 [[subscribers]]
 name = "echo"
@@ -46,10 +46,12 @@ async fn concurrency_is_bounded_and_a_stuck_subscriber_stalls_no_other() {
     let file = ServiceFile::new(&server, TWO_SUBSCRIBERS);
     let running = Running::start(&file).await;
     let js = server.jetstream().await;
-    // Four slow messages on a subscriber limited to two at once.
+    let mut gate = Gate::new(&server.client().await).await;
+    // Four messages that wait at a gate, on a subscriber limited to two at once.
     for _ in 0..4 {
-        js_publish(&js, "in.kit", r#"{"op":"sleep","ms":3000}"#).await;
+        js_publish(&js, "in.kit", GATED).await;
     }
+    gate.arrived(2).await;
     let busy = stats_until(&running, "kit", "two handlers running", |s| {
         s.in_flight == 2
     })
@@ -66,12 +68,17 @@ async fn concurrency_is_bounded_and_a_stuck_subscriber_stalls_no_other() {
         js_publish(&js, "in.echo", format!("e{i}")).await;
     }
     stream_has(&js, "OUT", 20).await;
+    let kit = running.subscriber("kit");
     assert_eq!(
-        running.subscriber("kit").acked,
-        0,
+        (kit.received, kit.acked),
+        (2, 0),
         "echo finished while kit was still busy"
     );
 
+    // Open the gate for each pair: never more than two at once.
+    gate.open().await;
+    gate.arrived(2).await;
+    gate.open().await;
     let mut peak = 0;
     let done = eventually(Duration::from_secs(20), "all four slow messages", || {
         let s = running.subscriber("kit");

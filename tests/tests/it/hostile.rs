@@ -208,7 +208,7 @@ async fn deep_recursion_is_a_contained_trap() {
     })
     .await;
     assert_eq!(
-        (s.failed(natsapp_wasm::settle::FailureCause::Trap), s.naked),
+        (s.failed(natsapp_wasm::message::FailureCause::Trap), s.naked),
         (1, 0),
         "a trap on the last allowed delivery terminates it: {s:?}"
     );
@@ -217,12 +217,13 @@ async fn deep_recursion_is_a_contained_trap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_flood_stops_at_the_per_message_quota() {
     let kit = with_neighbour("").await;
-    let mut flood = subscribe(&kit.client, "testkit.out.flood").await;
+    let mut out = subscribe(&kit.client, "testkit.out.>").await;
     js_publish(&kit.js, "in.kit", r#"{"op":"publish_flood","n":1000000}"#).await;
-    let s = stats_until(&kit.running, "kit", "the flood handled", |s| s.acked == 1).await;
+    js_publish(&kit.js, "in.kit", MARKER).await;
+    let received = count_until_marker(&mut out, "testkit.out.flood").await;
+    let s = stats_until(&kit.running, "kit", "the flood handled", |s| s.acked == 2).await;
     // The 1001st publish, and the report the guest tries after it.
     assert_eq!(s.quota_refused, 2, "{s:?}");
-    let received = count_until_silent(&mut flood, Duration::from_millis(500)).await;
     assert_eq!(
         received, 1000,
         "publishes_per_message (1000 by default) stopped it"
@@ -275,7 +276,7 @@ async fn a_guest_that_never_drops_its_host_resources_hits_the_table_bound() {
         (
             s.acked,
             s.termed,
-            s.failed(natsapp_wasm::settle::FailureCause::Trap)
+            s.failed(natsapp_wasm::message::FailureCause::Trap)
         ),
         (1, 1, 1),
         "the million-resource guest traps at the table's bound: {s:?}"

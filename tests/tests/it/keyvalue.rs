@@ -4,7 +4,7 @@
 //! bucket contained and counted.
 
 use crate::{kit_service, Kit};
-use natsapp_wasm::stats::{KvOp, KvOutcome};
+use natsapp_wasm::counters::{KvOp, KvOutcome};
 use natsapp_wasm_tests::*;
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -81,7 +81,7 @@ async fn sdk_semantics(component: &str, exception: &str) {
             s.dead_lettered,
             s.retried,
             s.rejected,
-            s.failed(natsapp_wasm::settle::FailureCause::Panic)
+            s.failed(natsapp_wasm::message::FailureCause::Panic)
         ),
         (7, 2, 1, 4, 1, 2, 2),
         "an uncaught exception (the raise, and the raise after the guest's own ack) is a crash, as a Rust panic is; retried counts the retry"
@@ -369,8 +369,8 @@ async fn sdk_http(component: &str, echo: &str, denied_as: Option<serde_json::Val
     let s = settled_stats(&kit.running, "kit").await;
     assert_eq!(
         (
-            s.http(natsapp_wasm::stats::HttpOutcome::Ok),
-            s.http(natsapp_wasm::stats::HttpOutcome::Denied)
+            s.http(natsapp_wasm::counters::HttpOutcome::Ok),
+            s.http(natsapp_wasm::counters::HttpOutcome::Denied)
         ),
         (2, 1)
     );

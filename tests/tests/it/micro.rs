@@ -5,30 +5,37 @@ use crate::kit_service;
 use natsapp_wasm_tests::*;
 use std::time::Duration;
 
-/// Sends `subject` a request and gathers every answer for `within`.
-async fn gather(
-    client: &async_nats::Client,
-    subject: &str,
-    within: Duration,
-) -> Vec<serde_json::Value> {
+/// Asks `subject` until `n` replicas (distinct `id`s) have answered: the
+/// request is sent again every 200 ms, since a replica that just started
+/// may not have its subscription in place yet. Panics after 30 s.
+async fn gather(client: &async_nats::Client, subject: &str, n: usize) -> Vec<serde_json::Value> {
+    use futures::StreamExt;
     let inbox = client.new_inbox();
     let mut answers = client.subscribe(inbox.clone()).await.unwrap();
-    client
-        .publish_with_reply(subject.to_string(), inbox, "".into())
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while let Ok(Some(m)) =
-        tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut answers)).await
-    {
-        // The server's "no responders" status is not an answer.
-        if m.status.is_some() {
-            continue;
+    let mut by_id = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while by_id.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {n} replicas answered {subject} in 30 s",
+            by_id.len()
+        );
+        client
+            .publish_with_reply(subject.to_string(), inbox.clone(), "".into())
+            .await
+            .unwrap();
+        let round = tokio::time::Instant::now() + Duration::from_millis(200);
+        while let Ok(Some(m)) = tokio::time::timeout_at(round, answers.next()).await {
+            // The server's "no responders" status is not an answer.
+            if m.status.is_some() {
+                continue;
+            }
+            let answer: serde_json::Value =
+                serde_json::from_slice(&m.payload).expect("a JSON answer");
+            by_id.insert(answer["id"].to_string(), answer);
         }
-        out.push(serde_json::from_slice(&m.payload).expect("a JSON answer"));
     }
-    out
+    by_id.into_values().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,14 +44,14 @@ async fn two_replicas_answer_ping_and_stats_carries_their_figures() {
     let file = ServiceFile::new(&server, &kit_service(""));
     let (a, b) = (Running::start(&file).await, Running::start(&file).await);
     let client = server.client().await;
-    let pings = gather(&client, "$SRV.PING.kit-service", Duration::from_millis(500)).await;
+    let pings = gather(&client, "$SRV.PING.kit-service", 2).await;
     assert_eq!(pings.len(), 2, "{pings:?}");
     assert_ne!(pings[0]["id"], pings[1]["id"]);
     for p in &pings {
         assert_eq!(p["name"], "kit-service");
         assert_eq!(p["version"], env!("CARGO_PKG_VERSION"));
     }
-    let infos = gather(&client, "$SRV.INFO.kit-service", Duration::from_millis(500)).await;
+    let infos = gather(&client, "$SRV.INFO.kit-service", 2).await;
     assert_eq!(infos.len(), 2, "{infos:?}");
     assert_eq!(infos[0]["endpoints"][0]["subject"], "kit-service.health");
     assert!(
@@ -62,13 +69,7 @@ async fn two_replicas_answer_ping_and_stats_carries_their_figures() {
     drained(&js, "IN", "kit").await;
     settled_stats(&a, "kit").await;
     settled_stats(&b, "kit").await;
-    let stats = gather(
-        &client,
-        "$SRV.STATS.kit-service",
-        Duration::from_millis(500),
-    )
-    .await;
-    assert_eq!(stats.len(), 2, "{stats:?}");
+    let stats = gather(&client, "$SRV.STATS.kit-service", 2).await;
     let mut acked = 0;
     for s in &stats {
         let endpoint = &s["endpoints"][0];
@@ -89,21 +90,20 @@ async fn health_answers_with_status_and_statistics_and_is_counted() {
     let file = ServiceFile::new(&server, &kit_service(""));
     let _running = Running::start(&file).await;
     let client = server.client().await;
-    let answer = client
-        .request("kit-service.health", "".into())
-        .await
-        .expect("kit-service.health answers");
+    // Until the endpoint's subscription has reached the server, a request
+    // finds no responders (and is not counted).
+    let answer = eventually(
+        Duration::from_secs(30),
+        "kit-service.health to answer",
+        || async { client.request("kit-service.health", "".into()).await.ok() },
+    )
+    .await;
     let health: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
     assert_eq!(health["service"], "kit-service");
     assert_eq!(health["status"], "healthy", "{health}");
     assert_eq!(health["stats"]["connection_status"], "connected");
     assert_eq!(health["stats"]["subscribers"][0]["name"], "kit");
-    let stats = gather(
-        &client,
-        "$SRV.STATS.kit-service",
-        Duration::from_millis(300),
-    )
-    .await;
+    let stats = gather(&client, "$SRV.STATS.kit-service", 1).await;
     assert_eq!(stats[0]["endpoints"][0]["num_requests"], 1, "{stats:?}");
 }
 
@@ -140,11 +140,10 @@ accounts {
     drained(&js, "IN", "kit").await;
     let s = settled_stats(&running, "kit").await;
     assert_eq!(s.acked, 5, "{s:?}");
+    let ping = ops.request("$SRV.PING.kit-service", "".into()).await;
     assert!(
-        gather(&ops, "$SRV.PING.kit-service", Duration::from_millis(300))
-            .await
-            .is_empty(),
-        "no endpoint answers for this user"
+        matches!(&ping, Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders),
+        "no endpoint answers for this user: {ping:?}"
     );
     assert_eq!(running.stats.snapshot().connection_status, "connected");
 }

@@ -147,7 +147,7 @@ async fn the_wrapper_examples_run_unchanged_with_pydantic() {
     assert_eq!(
         (
             payments.acked,
-            payments.failed(natsapp_wasm::settle::FailureCause::Panic),
+            payments.failed(natsapp_wasm::message::FailureCause::Panic),
             payments.retried,
             payments.dead_lettered
         ),

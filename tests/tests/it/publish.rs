@@ -96,7 +96,7 @@ async fn request_gets_the_reply() {
     js_publish(
         &js,
         "in.kit",
-        r#"{"op":"request","subject":"svc.echo","data":"ping","timeout_ms":2000}"#,
+        r#"{"op":"request","subject":"svc.echo","data":"ping","timeout_ms":30000}"#,
     )
     .await;
     assert_eq!(
@@ -106,7 +106,7 @@ async fn request_gets_the_reply() {
     js_publish(
         &js,
         "in.kit",
-        r#"{"op":"request","subject":"svc.echo","data":"ping","timeout_ms":2000,"headers":[["X-Tenant","acme"]]}"#,
+        r#"{"op":"request","subject":"svc.echo","data":"ping","timeout_ms":30000,"headers":[["X-Tenant","acme"]]}"#,
     )
     .await;
     assert_eq!(
@@ -224,8 +224,20 @@ async fn the_sandbox_has_no_environment_files_or_network() {
     let kit = Kit::start(kit_service("")).await;
     let mut out = subscribe(&kit.client, "testkit.out.sandbox").await;
     js_publish(&kit.js, "in.kit", r#"{"op":"sandbox"}"#).await;
+    // The probe cannot block (no sockets, no name lookups); a loaded
+    // machine can still delay it, so wait for the message to be settled
+    // (its report goes out before) rather than for the report alone.
+    eventually(
+        Duration::from_secs(120),
+        "the sandbox probe settled",
+        || async {
+            let s = kit.running.subscriber("kit");
+            (s.received == 1 && s.in_flight == 0).then_some(())
+        },
+    )
+    .await;
     assert_eq!(
-        next_json(&mut out, Duration::from_secs(30)).await,
+        next_json(&mut out, Duration::from_secs(10)).await,
         serde_json::json!({
             "env_vars": 0, "args": 0, "read_root": false, "read_etc_passwd": false,
             "write_tmp": false, "tcp_connect": false, "resolve_dns": false,

@@ -223,9 +223,11 @@ async fn a_publish_retried_after_a_pubacks_timeout_is_stored_once() {
     js_publish(
         &kit.js,
         "in.kit",
-        r#"{"op":"publish_retrying","subject":"out.slow","data":"payment 7","attempts":3,"delay_ms":1000}"#,
+        r#"{"op":"publish_retrying","subject":"out.slow","data":"payment 7","attempts":3,"delay_ms":5000}"#,
     )
     .await;
+    // The guest waits 5 s before its first publish: the time to stop the
+    // server once its handler runs.
     stats_until(&kit.running, "kit", "the handler running", |s| {
         s.in_flight == 1
     })
@@ -235,7 +237,13 @@ async fn a_publish_retried_after_a_pubacks_timeout_is_stored_once() {
     // all three.
     let pid = kit.server.pid() as i32;
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    stats_until(
+        &kit.running,
+        "kit",
+        "three publishes without a PubAck",
+        |s| s.publish_failures == 3,
+    )
+    .await;
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
     let errors = next_json(&mut report, Duration::from_secs(10)).await["errors"].clone();
     assert_eq!(

@@ -192,7 +192,8 @@ async fn a_broken_file_or_component_is_refused_and_the_old_configuration_keeps_r
     ];
     for (text, expected) in &refusals {
         file.write(&server, "service.toml", text);
-        let e = running.reloader.reload().await.unwrap_err().to_string();
+        let e = running.reloader.reload().await.unwrap_err();
+        let e = natsapp_wasm::error::ErrorChain(e.as_ref()).to_string();
         assert!(
             e.contains(expected.as_str()),
             "expected {expected:?} in: {e}"

@@ -1,7 +1,7 @@
 //! The message semantics table: what each handler outcome does on the wire.
 
 use crate::{dead_letter, header, kit_service, with_dlq, Kit};
-use natsapp_wasm::settle::FailureCause;
+use natsapp_wasm::message::FailureCause;
 use natsapp_wasm_tests::*;
 use std::time::{Duration, Instant};
 
@@ -90,8 +90,7 @@ async fn reject_terms_and_dead_letters_without_redelivery() {
         br#"{"op":"reject","reason":"order 7 is invalid"}"#
     );
     drained(&js, "IN", "kit").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let s = running.subscriber("kit");
+    let s = settled_stats(&running, "kit").await;
     assert_eq!(
         (s.received, s.rejected, s.termed, s.dead_lettered, s.naked),
         (1, 1, 1, 1, 0)
@@ -212,17 +211,12 @@ async fn time_limit_stops_a_looping_guest() {
         "consumer = { max_deliver = 2 }\nlimits = { timeout = \"300ms\" }",
     ))
     .await;
-    let t0 = Instant::now();
+    // A guest the limit did not stop would never be counted as a timeout.
     js_publish(&js, "in.kit", r#"{"op":"spin"}"#).await;
     let s = stats_until(&running, "kit", "two timeouts", |s| {
         s.failed(FailureCause::Timeout) == 2
     })
     .await;
-    assert!(
-        t0.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        t0.elapsed()
-    );
     assert_eq!((s.received, s.naked), (2, 1));
     js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;
     stats_until(&running, "kit", "runtime still handles messages", |s| {
@@ -262,10 +256,12 @@ async fn long_handler_is_kept_in_progress_past_ack_wait() {
         client: _,
         js,
     } = Kit::start(kit_service(
-        "consumer = { ack_wait = \"1s\" }\nlimits = { timeout = \"10s\" }",
+        "consumer = { ack_wait = \"3s\" }\nlimits = { timeout = \"20s\" }",
     ))
     .await;
-    js_publish(&js, "in.kit", r#"{"op":"sleep","ms":2500}"#).await;
+    // In progress every 1.5 s keeps a 7 s handler from being redelivered:
+    // a margin of a second and a half per heartbeat on a loaded machine.
+    js_publish(&js, "in.kit", r#"{"op":"sleep","ms":7000}"#).await;
     let s = stats_until(&running, "kit", "the slow message acked", |s| s.acked == 1).await;
     assert_eq!(
         s.received, 1,
@@ -342,9 +338,9 @@ async fn reused_instances_keep_state_until_they_fail_or_retire() {
 /// Runs the handler in-process (no pull) to make 100,000 calls quick.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_instance_outlasts_the_store_handle_limit() {
+    use natsapp_wasm::message::InFlight;
+    use natsapp_wasm::message::Outcome;
     use natsapp_wasm::nats::publish::PublishRoutes;
-    use natsapp_wasm::settle::InFlight;
-    use natsapp_wasm::settle::Outcome;
     use natsapp_wasm::wasm::cache::ComponentCache;
     use natsapp_wasm::wasm::host::SubscriberHost;
     use natsapp_wasm::wasm::invoke::Handler;

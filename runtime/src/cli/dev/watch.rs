@@ -90,7 +90,10 @@ pub async fn rebuild_on_change(dir: PathBuf, build: Build, reloader: Reloader, p
         if build.run().await {
             match reloader.reload().await {
                 Ok(summary) => tracing::info!("dev: reloaded: {summary}"),
-                Err(e) => tracing::error!("dev: the reload was refused: {e}"),
+                Err(e) => tracing::error!(
+                    "dev: the reload was refused: {}",
+                    natsapp_wasm::error::ErrorChain(e.as_ref())
+                ),
             }
         } else {
             tracing::warn!("dev: still running the previous build");

@@ -100,7 +100,17 @@ pub async fn open_buckets(
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| server(format!("cannot declare bucket {name:?}"), e, true))?;
+                .map_err(|e| {
+                    use async_nats::jetstream::context::CreateKeyValueErrorKind as Kind;
+                    let invalid = matches!(
+                        e.kind(),
+                        Kind::InvalidStoreName
+                            | Kind::TooLongHistory
+                            | Kind::JetStream
+                            | Kind::LimitMarkersNotSupported
+                    );
+                    server(format!("cannot declare bucket {name:?}"), e, invalid)
+                })?;
                 tracing::info!(bucket = %name, "declared key-value bucket");
             }
             (None, _) => {

@@ -223,6 +223,10 @@ pub async fn ensure_consumer_at(
                     .map_err(bind_error);
             }
             stream.update_consumer(drift.updated).await.map_err(|e| {
+                let invalid = matches!(
+                    e.kind(),
+                    jetstream::stream::ConsumerUpdateErrorKind::JetStream(_)
+                );
                 server(
                     format!(
                         "cannot update durable consumer {:?} on stream {:?} ({})",
@@ -231,7 +235,7 @@ pub async fn ensure_consumer_at(
                         drift.updates.join("; ")
                     ),
                     e,
-                    true,
+                    invalid,
                 )
             })?;
             tracing::warn!(subscriber = %sub.name, durable = %sub.durable, stream = %sub.stream, "updated the durable consumer in place: {}", drift.updates.join("; "));

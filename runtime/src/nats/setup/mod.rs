@@ -99,12 +99,13 @@ pub enum SetupError {
         stream: String,
     },
     /// The server refused or failed a request.
-    #[error("{what}: {message}")]
+    #[error("{what}")]
     Server {
         /// What was being done.
         what: String,
         /// The server's or client's answer.
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
         /// The server said the request itself is invalid (a configuration problem).
         invalid: bool,
     },
@@ -120,10 +121,14 @@ impl SetupError {
     }
 }
 
-fn server(what: impl Into<String>, e: impl std::fmt::Display, invalid: bool) -> SetupError {
+fn server(
+    what: impl Into<String>,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    invalid: bool,
+) -> SetupError {
     SetupError::Server {
         what: what.into(),
-        message: e.to_string(),
+        source: e.into(),
         invalid,
     }
 }

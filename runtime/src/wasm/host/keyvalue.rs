@@ -10,10 +10,11 @@ use super::generated::natsapp::handler::keyvalue::{Entry, Host};
 use super::generated::natsapp::handler::types::Error;
 use super::{HostState, SubscriberHost};
 use crate::config::KvAccess;
+use crate::counters::{KvOp, KvOutcome};
+use crate::error::ErrorChain;
+use crate::message::InFlight;
 use crate::nats::setup::OpenedBucket;
 use crate::nats::wire::{BucketStore, KvError};
-use crate::settle::InFlight;
-use crate::stats::{KvOp, KvOutcome};
 use std::collections::HashMap;
 use wasmtime::component::{HasData, Linker};
 
@@ -175,8 +176,8 @@ impl KeyValueView<'_> {
 /// The guest's view of a failure of a call on `bucket`.
 fn failure(bucket: &str) -> impl Fn(KvError) -> Error + '_ {
     move |e| match e {
-        KvError::TimedOut => Error::Timeout,
-        KvError::Failed(text) => Error::Other(format!("bucket {bucket:?}: {text}")),
+        KvError::TimedOut(_) => Error::Timeout,
+        KvError::Failed(e) => Error::Other(format!("bucket {bucket:?}: {}", ErrorChain(&e))),
     }
 }
 

@@ -13,8 +13,10 @@ mod types;
 pub use publisher::PublishRoutes;
 
 use crate::config::{OutputIds, Subject, SubscriberConfig};
+use crate::message::trace::Tracer;
+use crate::message::InFlight;
 use crate::nats::wire::Wire;
-use crate::settle::{InFlight, Settler};
+use crate::settle::Settler;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -40,12 +42,10 @@ pub use generated::{Service, ServicePre};
 /// The `message` resource's host value: the delivery lent for one call.
 pub struct MessageHandle;
 
-/// The state of a tenant's quotas, shared by its subscribers. Empty for
-/// the service's own subscribers, which have none.
+/// What a tenant's guests are metered against, shared by its subscribers.
+/// Empty for the service's own subscribers, which have no quotas.
 #[derive(Clone, Default)]
-pub struct SharedQuotas {
-    /// Handlers running at once (`quotas.concurrency`).
-    pub concurrency: Option<Arc<tokio::sync::Semaphore>>,
+pub struct GuestQuotas {
     /// Guest execution (`quotas.cpu`).
     pub cpu: Option<Arc<crate::wasm::cpu::CpuBudget>>,
     /// Guest memory of live instances (`quotas.memory`).
@@ -82,12 +82,12 @@ pub struct SubscriberHost {
     /// Publishes and requests one message's handler may make.
     pub publishes_per_message: u32,
     /// Its tenant's quotas, shared with the tenant's other subscribers.
-    pub quotas: SharedQuotas,
+    pub quotas: GuestQuotas,
     /// Settles the subscriber's deliveries (the guest's ack, nak, term and
     /// in-progress go through it too).
     pub settler: Arc<Settler>,
     /// Where its messages' spans start, when traces are on.
-    pub traces: Option<Arc<crate::traces::Traces>>,
+    pub tracer: Option<Tracer>,
     /// The key-value buckets it is granted.
     pub kv: keyvalue::KeyValue,
     /// The origins it may send HTTP requests to, and how.
@@ -125,7 +125,7 @@ impl SubscriberHost {
             held_outputs: (sub.outputs_mode == crate::config::OutputsMode::Atomic)
                 .then_some(sub.held_outputs),
             publishes_per_message: sub.publishes_per_message,
-            quotas: SharedQuotas::default(),
+            quotas: GuestQuotas::default(),
             http: Arc::new(http::OutboundHttp::new(
                 sub,
                 None,
@@ -134,14 +134,14 @@ impl SubscriberHost {
             )),
             secrets,
             settler,
-            traces: None,
+            tracer: None,
             transcript: None,
             kv: keyvalue::KeyValue::new(buckets),
         }
     }
 
     /// The same subscriber within its tenant's `quotas`.
-    pub fn with_quotas(mut self, sub: &SubscriberConfig, quotas: SharedQuotas) -> Self {
+    pub fn with_quotas(mut self, sub: &SubscriberConfig, quotas: GuestQuotas) -> Self {
         self.http = Arc::new(http::OutboundHttp::new(
             sub,
             quotas.http.clone(),

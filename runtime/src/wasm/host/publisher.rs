@@ -6,6 +6,7 @@ use super::generated::natsapp::handler::publisher::{Host, PublishAck, Response};
 use super::generated::natsapp::handler::types::Error;
 use super::types::{header_pairs, REPLY_TO};
 use super::NatsView;
+use crate::error::ErrorChain;
 use crate::grants::{check_guest_headers, check_subject_grant, Refused, Use};
 use crate::nats::publish::{PublishError, Route};
 use crate::nats::wire::RequestError;
@@ -109,8 +110,8 @@ impl From<PublishError> for Error {
     fn from(e: PublishError) -> Self {
         match e {
             PublishError::Timeout { .. } => Error::Timeout,
-            PublishError::Unavailable { .. } => Error::Unavailable(e.to_string()),
-            PublishError::Invalid { .. } => Error::Invalid(e.to_string()),
+            PublishError::Unavailable { .. } => Error::Unavailable(ErrorChain(&e).to_string()),
+            PublishError::Invalid { .. } => Error::Invalid(ErrorChain(&e).to_string()),
         }
     }
 }
@@ -172,7 +173,11 @@ impl Host for NatsView<'_> {
                 .published(started.elapsed(), sent.is_ok());
         }
         if let Some(send) = send {
-            send.finish(sent.as_ref().err().map(|e| (e.kind(), e.to_string())));
+            send.finish(
+                sent.as_ref()
+                    .err()
+                    .map(|e| (e.kind(), ErrorChain(e).to_string())),
+            );
         }
         if let (Ok(_), Some(id)) = (&sent, &output_id) {
             self.msg.outputs.stored(id);
@@ -232,8 +237,8 @@ impl Host for NatsView<'_> {
             Err(e) => Err(match e {
                 RequestError::TimedOut => Error::Timeout,
                 RequestError::NoResponders(_) => Error::Unavailable(e.to_string()),
-                RequestError::Invalid(e) => Error::Invalid(e),
-                RequestError::Other(e) => Error::Other(e),
+                RequestError::Invalid { .. } => Error::Invalid(ErrorChain(&e).to_string()),
+                RequestError::Failed { .. } => Error::Other(ErrorChain(&e).to_string()),
             }),
         };
         if let Some(send) = send {

@@ -4,6 +4,7 @@
 
 use super::generated::natsapp::handler::types::{Delivery, Error, Host, HostMessage};
 use super::{MessageHandle, NatsView};
+use crate::error::ErrorChain;
 use crate::settle::{GuestSettle, GuestSettleError};
 use std::time::Duration;
 use wasmtime::component::Resource;
@@ -29,9 +30,7 @@ impl NatsView<'_> {
 fn guest_error(e: GuestSettleError) -> Error {
     match e {
         GuestSettleError::AlreadySettled => Error::Denied(e.to_string()),
-        GuestSettleError::Unavailable(e) => {
-            Error::Unavailable(crate::telemetry::ErrorChain(&e).to_string())
-        }
+        GuestSettleError::Unavailable(e) => Error::Unavailable(ErrorChain(&e).to_string()),
     }
 }
 

@@ -20,7 +20,7 @@ mod send;
 use super::HostState;
 use crate::config::origin::{Host, Scheme};
 use crate::config::{Origin, SubscriberConfig};
-use crate::stats::{HttpOutcome, SubscriberStats};
+use crate::counters::{HttpOutcome, SubscriberStats};
 use crate::wasm::rate::RateLimit;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

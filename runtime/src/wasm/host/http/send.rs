@@ -7,7 +7,7 @@
 //! connects only to the addresses the grant check saw. The response body
 //! keeps the between-bytes timeout and adds the size limit.
 
-use crate::stats::HttpOutcome;
+use crate::counters::HttpOutcome;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::future::{poll_fn, Future};

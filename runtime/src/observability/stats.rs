@@ -1,18 +1,15 @@
-//! Statistics: per-subscriber counters updated on the message path with
-//! relaxed atomics (`subscriber`), and a serialisable snapshot of the
-//! whole service for logs and the library API (the equivalent of the
-//! Python wrapper's `get_subscription_stats`), with each connection's
-//! traffic and each tenant's use of its quotas.
+//! Statistics: a serialisable snapshot of the whole service for logs,
+//! probes and the library API (the equivalent of the Python wrapper's
+//! `get_subscription_stats`), read from the running service's registry —
+//! each subscriber's counters (`counters`), each connection's traffic and
+//! each tenant's use of its quotas.
 
-mod capabilities;
-mod subscriber;
-
-use crate::wasm::host::SharedQuotas;
-pub use capabilities::{HttpOutcome, KvOp, KvOutcome};
+pub use crate::counters::{LatencySnapshot, SubscriberSnapshot};
+use crate::roster::registry::Registry;
+use crate::wasm::host::GuestQuotas;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-pub use subscriber::{LatencySnapshot, Settled, SubscriberSnapshot, SubscriberStats};
 
 /// The whole service's statistics.
 #[derive(Debug, Clone, Serialize)]
@@ -92,7 +89,7 @@ pub struct TenantSnapshot {
 }
 
 impl TenantSnapshot {
-    fn of(name: &str, quotas: &SharedQuotas) -> TenantSnapshot {
+    fn of(name: &str, quotas: &GuestQuotas) -> TenantSnapshot {
         let cpu = quotas.cpu.as_deref();
         let memory = quotas.memory.as_deref();
         TenantSnapshot {
@@ -108,107 +105,27 @@ impl TenantSnapshot {
     }
 }
 
-/// What a connected tenant's statistics are read from.
-#[derive(Clone)]
-pub(crate) struct TenantHandles {
-    pub(crate) name: String,
-    pub(crate) quotas: SharedQuotas,
-    pub(crate) client: async_nats::Client,
-}
-
-/// One subscriber's entry in the statistics: its name, tenant and counters.
-pub(crate) struct SubscriberEntry {
-    pub(crate) name: String,
-    pub(crate) tenant: Option<String>,
-    pub(crate) stats: Arc<SubscriberStats>,
-}
-
-/// What the statistics are read from; subscribers and tenants come and go
-/// with reloads.
-#[derive(Default)]
-pub(crate) struct Registry {
-    pub(crate) subscribers: Vec<SubscriberEntry>,
-    /// The tenants that connected, by name.
-    pub(crate) tenants: Vec<TenantHandles>,
-}
-
-/// Reloads of the configuration, by outcome.
-#[derive(Debug, Default)]
-pub(crate) struct ReloadCounts {
-    pub(crate) applied: AtomicU64,
-    pub(crate) refused: AtomicU64,
-}
-
 /// A cheap handle to read the running service's statistics.
 #[derive(Clone)]
 pub struct Stats {
-    pub(crate) client: Option<async_nats::Client>,
-    pub(crate) registry: Arc<std::sync::RwLock<Registry>>,
+    client: Option<async_nats::Client>,
+    registry: Registry,
     /// Components loaded: from the cache, compiled into it, compiled with it off.
-    pub(crate) loads: Arc<[AtomicU64; 3]>,
-    pub(crate) reloads: Arc<ReloadCounts>,
+    loads: Arc<[AtomicU64; 3]>,
 }
 
 impl Stats {
-    /// Statistics of a service connected through `client`, loading
-    /// components with the counters `loads`.
-    pub(crate) fn new(client: Option<async_nats::Client>, loads: Arc<[AtomicU64; 3]>) -> Stats {
+    /// Statistics of a service connected through `client`, whose members
+    /// are in `registry`, loading components with the counters `loads`.
+    pub fn new(
+        client: Option<async_nats::Client>,
+        registry: Registry,
+        loads: Arc<[AtomicU64; 3]>,
+    ) -> Stats {
         Stats {
             client,
-            registry: Default::default(),
+            registry,
             loads,
-            reloads: Default::default(),
-        }
-    }
-
-    pub(crate) fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
-        self.registry.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn registry_mut(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
-        self.registry.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Counts `subscriber`'s figures from now on (replacing an entry of the same name).
-    pub(crate) fn add_subscriber(
-        &self,
-        name: &str,
-        tenant: Option<&str>,
-        stats: Arc<SubscriberStats>,
-    ) {
-        let mut r = self.registry_mut();
-        r.subscribers.retain(|e| e.name != name);
-        r.subscribers.push(SubscriberEntry {
-            name: name.to_string(),
-            tenant: tenant.map(str::to_string),
-            stats,
-        });
-    }
-
-    /// Forgets a subscriber removed from the configuration.
-    pub(crate) fn remove_subscriber(&self, name: &str) {
-        self.registry_mut().subscribers.retain(|e| e.name != name);
-    }
-
-    /// Counts a connected tenant's quotas and connection (replacing an entry of the same name).
-    pub(crate) fn add_tenant(&self, tenant: TenantHandles) {
-        let mut r = self.registry_mut();
-        r.tenants.retain(|t| t.name != tenant.name);
-        r.tenants.push(tenant);
-        r.tenants.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-
-    /// Forgets a tenant removed from the configuration.
-    pub(crate) fn remove_tenant(&self, name: &str) {
-        self.registry_mut().tenants.retain(|t| t.name != name);
-    }
-
-    /// Reports every running subscriber of `tenant` as not running, for `reason`.
-    pub(crate) fn tenant_stopped(&self, tenant: &str, reason: &str) {
-        for e in &self.registry().subscribers {
-            if e.tenant.as_deref() == Some(tenant) {
-                e.stats.not_running(reason.to_string());
-            }
         }
     }
 
@@ -222,7 +139,7 @@ impl Stats {
             },
             None => "not connected",
         };
-        let registry = self.registry();
+        let registry = self.registry.members();
         StatsSnapshot {
             connection_status: connection_status.to_string(),
             total_subscribers: registry.subscribers.len(),
@@ -250,14 +167,15 @@ impl Stats {
             components_from_cache: self.loads[0].load(Relaxed),
             components_compiled: self.loads[1].load(Relaxed),
             components_compiled_uncached: self.loads[2].load(Relaxed),
-            reloads_applied: self.reloads.applied.load(Relaxed),
-            reloads_refused: self.reloads.refused.load(Relaxed),
+            reloads_applied: self.registry.reloads.applied.load(Relaxed),
+            reloads_refused: self.registry.reloads.refused.load(Relaxed),
         }
     }
 
     /// One tenant's statistics.
     pub fn tenant(&self, name: &str) -> Option<TenantSnapshot> {
-        self.registry()
+        self.registry
+            .members()
             .tenants
             .iter()
             .find(|t| t.name == name)
@@ -266,7 +184,8 @@ impl Stats {
 
     /// One subscriber's statistics.
     pub fn subscriber(&self, name: &str) -> Option<SubscriberSnapshot> {
-        self.registry()
+        self.registry
+            .members()
             .subscribers
             .iter()
             .find(|e| e.name == name)

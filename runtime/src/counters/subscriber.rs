@@ -2,7 +2,7 @@
 //! atomics, and their snapshot.
 
 use super::capabilities::{CapabilityCounters, HttpOutcome, KvOp, KvOutcome};
-use crate::settle::FailureCause;
+use crate::message::FailureCause;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;

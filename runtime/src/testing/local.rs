@@ -6,11 +6,12 @@
 //! memory with JetStream's revision rules, and everything — the input's
 //! acknowledgements included — is recorded in order as [`Event`]s.
 
-use super::ack::Ack;
-use super::batch::{BatchMessage, CommitError, Committed};
-use super::publish::{Acked, PublishError, Route};
-use super::wire::{KvEntry, Reply, RequestError};
 use crate::config::{Config, Subject};
+use crate::nats::ack::Ack;
+use crate::nats::batch::{BatchMessage, CommitError, Committed};
+use crate::nats::publish::{Acked, PublishError, PublishFailure, Route};
+use crate::nats::wire::{InProcess, InProcessBucket, KvEntry, Reply, RequestError};
+use crate::nats::{header_pairs, header_size};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
@@ -44,7 +45,7 @@ pub struct Request {
     /// Its payload.
     pub payload: Bytes,
     /// The answer, or why none came.
-    pub answer: Result<Bytes, RequestError>,
+    pub answer: Result<Bytes, NoResponders>,
 }
 
 /// A key-value write a handler made.
@@ -61,6 +62,14 @@ pub struct KvWrite {
     /// The revision stored; `None` for a conditional write that lost
     /// (create of a live key, update of a stale revision).
     pub revision: Option<u64>,
+}
+
+/// Nobody answers requests on a subject: no canned reply matches it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no responders on {subject:?}")]
+pub struct NoResponders {
+    /// The request's subject.
+    pub subject: String,
 }
 
 /// Something a handler's run sent, in the order it happened.
@@ -138,11 +147,6 @@ impl LocalWire {
         }
     }
 
-    /// The largest message it accepts.
-    pub fn max_payload(&self) -> usize {
-        self.max_payload
-    }
-
     /// The in-memory bucket `name`, when it has one.
     pub fn bucket(&self, name: &str) -> Option<Arc<LocalBucket>> {
         self.buckets.get(name).cloned()
@@ -151,83 +155,6 @@ impl LocalWire {
     /// Everything sent since the last call, in order.
     pub fn take_events(&self) -> Vec<Event> {
         std::mem::take(&mut *self.events.lock().expect("events lock"))
-    }
-
-    pub(super) fn publish(
-        &self,
-        route: Route,
-        subject: String,
-        headers: HeaderMap,
-        payload: Bytes,
-    ) -> Result<Option<Acked>, PublishError> {
-        let pairs = super::header_pairs(Some(&headers));
-        let size = payload.len() + super::header_size(&headers);
-        if size > self.max_payload {
-            return Err(PublishError::Invalid {
-                subject,
-                message: format!(
-                    "maximum payload exceeded: {size} bytes, the server accepts {}",
-                    self.max_payload
-                ),
-            });
-        }
-        let stored = match route {
-            Route::Core => None,
-            Route::JetStream(_) => Some(self.store(&subject, &headers)),
-        };
-        record(
-            &self.events,
-            Event::Published(Published {
-                subject,
-                headers: pairs,
-                payload,
-                stored: stored.clone(),
-            }),
-        );
-        Ok(stored)
-    }
-
-    /// Stores `messages` in `stream` as the server stores an atomic batch:
-    /// none of them when one's `Nats-Msg-Id` is already stored there.
-    pub(super) fn commit_batch(
-        &self,
-        stream: &str,
-        messages: &[BatchMessage],
-    ) -> Result<Committed, CommitError> {
-        {
-            let stored = self.stored.lock().expect("stored lock");
-            let mut ids = std::collections::HashSet::new();
-            for m in messages {
-                if let Some(id) = m.headers.get("Nats-Msg-Id") {
-                    let key = (stream.to_string(), id.as_str().to_string());
-                    if stored.ids.contains_key(&key) || !ids.insert(key) {
-                        return Err(CommitError::AlreadyStored {
-                            stream: stream.to_string(),
-                        });
-                    }
-                }
-            }
-        }
-        let count = messages.len() as u64;
-        let mut last_sequence = 0;
-        for m in messages {
-            let ack = self.store_in(stream.to_string(), &m.headers);
-            last_sequence = ack.sequence;
-            record(
-                &self.events,
-                Event::Published(Published {
-                    subject: m.subject.clone(),
-                    headers: super::header_pairs(Some(&m.headers)),
-                    payload: m.payload.clone(),
-                    stored: Some(ack),
-                }),
-            );
-        }
-        Ok(Committed {
-            stream: stream.to_string(),
-            last_sequence,
-            count,
-        })
     }
 
     /// Stores a message on `subject` in the stream that captures it.
@@ -265,8 +192,91 @@ impl LocalWire {
         }
         ack
     }
+}
 
-    pub(super) fn request(
+impl InProcess for LocalWire {
+    fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    fn publish(
+        &self,
+        route: Route,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<Option<Acked>, PublishError> {
+        let pairs = header_pairs(Some(&headers));
+        let size = payload.len() + header_size(&headers);
+        if size > self.max_payload {
+            return Err(PublishError::Invalid {
+                subject,
+                source: PublishFailure::TooLarge {
+                    size,
+                    max: self.max_payload,
+                },
+            });
+        }
+        let stored = match route {
+            Route::Core => None,
+            Route::JetStream(_) => Some(self.store(&subject, &headers)),
+        };
+        record(
+            &self.events,
+            Event::Published(Published {
+                subject,
+                headers: pairs,
+                payload,
+                stored: stored.clone(),
+            }),
+        );
+        Ok(stored)
+    }
+
+    /// Stores `messages` in `stream` as the server stores an atomic batch:
+    /// none of them when one's `Nats-Msg-Id` is already stored there.
+    fn commit_batch(
+        &self,
+        stream: &str,
+        messages: &[BatchMessage],
+    ) -> Result<Committed, CommitError> {
+        {
+            let stored = self.stored.lock().expect("stored lock");
+            let mut ids = std::collections::HashSet::new();
+            for m in messages {
+                if let Some(id) = m.headers.get("Nats-Msg-Id") {
+                    let key = (stream.to_string(), id.as_str().to_string());
+                    if stored.ids.contains_key(&key) || !ids.insert(key) {
+                        return Err(CommitError::AlreadyStored {
+                            stream: stream.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        let count = messages.len() as u64;
+        let mut last_sequence = 0;
+        for m in messages {
+            let ack = self.store_in(stream.to_string(), &m.headers);
+            last_sequence = ack.sequence;
+            record(
+                &self.events,
+                Event::Published(Published {
+                    subject: m.subject.clone(),
+                    headers: header_pairs(Some(&m.headers)),
+                    payload: m.payload.clone(),
+                    stored: Some(ack),
+                }),
+            );
+        }
+        Ok(Committed {
+            stream: stream.to_string(),
+            last_sequence,
+            count,
+        })
+    }
+
+    fn request(
         &self,
         subject: String,
         _headers: HeaderMap,
@@ -277,7 +287,9 @@ impl LocalWire {
             .iter()
             .find(|(pattern, _)| pattern.matches(&subject))
             .map(|(_, answer)| answer.clone())
-            .ok_or_else(|| RequestError::NoResponders(subject.clone()));
+            .ok_or_else(|| NoResponders {
+                subject: subject.clone(),
+            });
         record(
             &self.events,
             Event::Requested(Request {
@@ -286,13 +298,15 @@ impl LocalWire {
                 answer: answer.clone(),
             }),
         );
-        answer.map(|payload| Reply {
-            payload,
-            headers: None,
-        })
+        answer
+            .map(|payload| Reply {
+                payload,
+                headers: None,
+            })
+            .map_err(|e| RequestError::NoResponders(e.subject))
     }
 
-    pub(super) fn acked(&self, _reply: &async_nats::Subject, what: Ack) {
+    fn acked(&self, _reply: &async_nats::Subject, what: Ack) {
         record(&self.events, Event::Acknowledged(what));
     }
 }
@@ -377,26 +391,32 @@ impl LocalBucket {
             }),
         );
     }
+}
 
-    pub(super) fn put(&self, key: &str, value: Bytes) -> u64 {
+impl InProcessBucket for LocalBucket {
+    fn get(&self, key: &str) -> Option<KvEntry> {
+        LocalBucket::get(self, key)
+    }
+
+    fn put(&self, key: &str, value: Bytes) -> u64 {
         let revision = self.write(key, Some(value.clone()));
         self.recorded("put", key, Some(value), Some(revision));
         revision
     }
 
-    pub(super) fn create(&self, key: &str, value: Bytes) -> Option<u64> {
+    fn create(&self, key: &str, value: Bytes) -> Option<u64> {
         let revision = self.write_if(key, Some(value.clone()), |live, _| !live);
         self.recorded("create", key, Some(value), revision);
         revision
     }
 
-    pub(super) fn update(&self, key: &str, value: Bytes, expected: u64) -> Option<u64> {
+    fn update(&self, key: &str, value: Bytes, expected: u64) -> Option<u64> {
         let revision = self.write_if(key, Some(value.clone()), |_, last| last == expected);
         self.recorded("update", key, Some(value), revision);
         revision
     }
 
-    pub(super) fn delete(&self, key: &str) {
+    fn delete(&self, key: &str) {
         let revision = self.write(key, None);
         self.recorded("delete", key, None, Some(revision));
     }

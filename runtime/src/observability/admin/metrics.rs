@@ -5,7 +5,7 @@
 //! name; every series carries `service`, a subscriber's also `subscriber`
 //! and `tenant` (empty for the service's own identity).
 
-use crate::stats::{
+use crate::observability::stats::{
     ConnectionSnapshot, LatencySnapshot, StatsSnapshot, SubscriberSnapshot, TenantSnapshot,
 };
 use prometheus::proto::{

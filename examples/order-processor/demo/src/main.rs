@@ -1,10 +1,34 @@
 //! The README's demo: starts a nats-server, runs `natsapp-wasm run
 //! examples/order-processor/service.toml` against it, publishes a few
 //! orders (one invalid), prints what the handler produced, then stops the
-//! runtime with SIGTERM. Run it with ./scripts/demo.sh.
+//! runtime with SIGTERM. Run it with ./scripts/demo.sh, which builds the
+//! runtime and the handler first.
 
-use natsapp_wasm_tests::*;
+use nats_test_server::streams::*;
+use nats_test_server::NatsServer;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The repository root.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(3)
+        .expect("examples/order-processor/demo is three folders down")
+        .to_path_buf()
+}
+
+/// The natsapp-wasm binary built beside this one.
+fn natsapp_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the demo's own path");
+    let bin = exe.with_file_name("natsapp-wasm");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p natsapp-wasm` (./scripts/demo.sh does)",
+        bin.display()
+    );
+    bin
+}
 
 #[tokio::main]
 async fn main() {
@@ -64,7 +88,8 @@ async fn main() {
     );
 
     println!("== stopping the runtime with SIGTERM");
-    sigterm(&runtime);
+    // SAFETY: kill has no memory effects; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(runtime.id() as i32, libc::SIGTERM) }, 0);
     let status = runtime.wait().expect("wait for natsapp-wasm");
     println!("== natsapp-wasm exited with {status}");
     std::process::exit(if status.success() { 0 } else { 1 });

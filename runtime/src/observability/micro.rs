@@ -8,7 +8,8 @@
 //! `<service>.reload` (a plain subscription, not a queue group: every
 //! replica reloads) reloads the configuration and answers with the outcome.
 
-use crate::stats::Stats;
+use super::stats::Stats;
+use crate::error::ErrorChain;
 use async_nats::service::ServiceExt;
 use futures::StreamExt;
 
@@ -26,7 +27,7 @@ struct Health {
     /// `healthy` while the service's connection is up and a subscriber runs.
     status: &'static str,
     timestamp: String,
-    stats: crate::stats::StatsSnapshot,
+    stats: super::stats::StatsSnapshot,
 }
 
 /// Registers `name` as a NATS service on `client`. A name NATS services
@@ -38,7 +39,7 @@ pub(crate) async fn start(
     client: &async_nats::Client,
     name: &str,
     stats: Stats,
-    reloader: crate::reload::Reloader,
+    reloader: crate::roster::reload::Reloader,
 ) -> Option<Micro> {
     let for_stats = stats.clone();
     let service = client
@@ -136,19 +137,19 @@ async fn answer_reloads(
     mut requests: async_nats::Subscriber,
     service: String,
     id: String,
-    reloader: crate::reload::Reloader,
+    reloader: crate::roster::reload::Reloader,
 ) {
     while let Some(request) = requests.next().await {
         let Some(reply) = request.reply else { continue };
         let outcome = reloader.reload().await;
-        let answer = crate::reload::Answer {
+        let answer = crate::roster::reload::Answer {
             service: service.clone(),
             id: id.clone(),
             applied: outcome.is_ok(),
             error: outcome
                 .as_ref()
                 .err()
-                .map(|e| crate::telemetry::ErrorChain(e.as_ref()).to_string()),
+                .map(|e| ErrorChain(e.as_ref()).to_string()),
             summary: outcome.ok(),
         };
         let body = serde_json::to_vec(&answer).unwrap_or_default();

@@ -5,7 +5,7 @@
 //! name, and the tenant of the subscriber an event names. Statistics are
 //! logged one line per subscriber.
 
-use crate::stats::StatsSnapshot;
+use super::stats::StatsSnapshot;
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 use tracing::field::{Field, Visit};
@@ -180,21 +180,6 @@ pub fn init_for_tests() {
         .try_init();
 }
 
-/// Displays an error with its causes, `outer: cause: root`.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(e) = source {
-            write!(f, ": {e}")?;
-            source = e.source();
-        }
-        Ok(())
-    }
-}
-
 /// Logs `snapshot`, one line per subscriber.
 pub fn log_stats(snapshot: &StatsSnapshot) {
     tracing::info!(connection = %snapshot.connection_status, subscribers = snapshot.total_subscribers, "statistics");
@@ -206,12 +191,12 @@ pub fn log_stats(snapshot: &StatsSnapshot) {
             .map(|(c, n)| format!("{c}={n}"))
             .collect();
         if let Some(reason) = &s.not_running {
-            tracing::warn!(subscriber = %s.name, tenant = s.tenant.as_deref().unwrap_or(""), "not running: {reason}");
+            tracing::warn!(subscriber = %s.name, tenant = s.tenant.as_deref(), "not running: {reason}");
             continue;
         }
         tracing::info!(
             subscriber = %s.name,
-            tenant = s.tenant.as_deref().unwrap_or(""),
+            tenant = s.tenant.as_deref(),
             "received={} acked={} naked={} termed={} dead_lettered={} by_guest={} retried={} rejected={} failed=[{}] in_flight={} latency: mean={}us p50<={}us p99<={}us max={}us",
             s.received, s.acked, s.naked, s.termed, s.dead_lettered, s.settled_by_guest, s.retried, s.rejected,
             failed.join(" "), s.in_flight, s.latency.mean_us, s.latency.p50_us_at_most, s.latency.p99_us_at_most, s.latency.max_us,

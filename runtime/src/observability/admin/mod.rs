@@ -5,7 +5,7 @@
 
 mod metrics;
 
-use crate::stats::Stats;
+use super::stats::Stats;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;

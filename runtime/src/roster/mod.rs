@@ -1,29 +1,48 @@
-//! The running subscribers and tenants. A subscriber is prepared (component
-//! compiled, durable consumer ensured, statistics registered) before it
-//! pulls; it is retired by cancelling its pulls and waiting for its
+//! The running subscribers and tenants, and moving them from one file to
+//! the next. Start-up and reload take the same path: `change` decides what
+//! moves, `prepare` does everything that can fail (components compiled,
+//! streams and durables declared, tenants connected) before anything
+//! running changes, and `commit` swaps the running set and cannot fail;
+//! `reload` adds only what a running service needs around it.
+//!
+//! A subscriber is retired by cancelling its pulls and waiting for its
 //! in-flight handlers to settle. A replacement (a reload changed it) starts
 //! pulling only once its predecessor is retired, so a message that is
 //! running finishes on the old instance and no two versions overlap. A
 //! tenant is connected while it has subscribers, and drained and closed
 //! after its last one is retired.
 
+pub mod change;
+mod commit;
+mod prepare;
+pub mod registry;
+pub mod reload;
+pub mod tenant;
+
+pub use change::NeedsRestart;
+pub use prepare::PrepareError;
+
 use crate::config::{Config, SubscriberConfig, TenantConfig};
+use crate::counters::SubscriberStats;
 use crate::dispatch::Subscriber;
+use crate::error::ErrorChain;
+use crate::message::trace::Tracer;
+use crate::nats::connect::{ConnectError, ConnectionEnd};
+use crate::nats::connection::Connection;
 use crate::nats::publish::PublishRoutes;
-use crate::nats::setup::SubscriberSetup;
-use crate::nats::wire::Wire;
+use crate::nats::setup::{SetupError, SubscriberSetup};
 use crate::scheduler::{self, PullContext};
-use crate::stats::{self, Stats, SubscriberStats};
 use crate::wasm::component::Loaded;
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
-use crate::{tenant, Connection};
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::future::{BoxFuture, Shared};
 use futures::FutureExt;
+use registry::{Registry, TenantHandles};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tenant::SharedQuotas;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,11 +61,46 @@ pub(crate) struct Retirement {
     pub(crate) released: Retired,
 }
 
-/// A tenant in use: its configuration, connection and what stops it.
+/// Why a subscriber does not run while the others do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotRunning {
+    /// Its tenant cannot connect.
+    #[error("tenant {tenant:?}")]
+    TenantRefused {
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        #[source]
+        source: Arc<ConnectError>,
+    },
+    /// Its tenant's connection is gone for good.
+    #[error("tenant {tenant:?}")]
+    TenantLost {
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        #[source]
+        source: Arc<ConnectionEnd>,
+    },
+    /// Its tenant has no connection open (none was opened for it).
+    #[error("tenant {tenant:?} is not connected")]
+    TenantNotConnected {
+        /// The tenant.
+        tenant: String,
+    },
+    /// Its stream, dead-letter stream, buckets or durable cannot be set up
+    /// in its tenant's account.
+    #[error(transparent)]
+    Setup(Arc<SetupError>),
+}
+
+/// A tenant in use: its configuration, connection, quotas and what stops it.
 pub(crate) struct TenantEntry {
     pub(crate) config: TenantConfig,
     /// Its connection, or why it could not connect.
-    pub(crate) connection: Result<Connection, String>,
+    pub(crate) connection: Result<Connection, NotRunning>,
+    /// Its quotas, shared by its subscribers.
+    pub(crate) quotas: SharedQuotas,
     /// Cancelled when its connection is gone for good: its subscribers stop.
     pub(crate) stop: CancellationToken,
     watch: Option<JoinHandle<()>>,
@@ -86,13 +140,15 @@ impl Entry {
 
 /// The subscribers and tenants of the running configuration.
 pub(crate) struct Roster {
-    pub(crate) config: Config,
+    /// The file it runs; `None` until the first commit.
+    config: Option<Config>,
     pub(crate) routes: Arc<PublishRoutes>,
     /// The service's own connection.
     pub(crate) own: Connection,
     pub(crate) tenants: HashMap<String, TenantEntry>,
     pub(crate) subscribers: HashMap<String, Entry>,
-    pub(crate) stats: Stats,
+    /// What observability reads: the members and reloads.
+    pub(crate) registry: Registry,
     /// Cancelled at shutdown: every pull stops.
     pub(crate) stop_all: CancellationToken,
     /// Retirements and tenant closings under way (shutdown waits for them).
@@ -100,29 +156,32 @@ pub(crate) struct Roster {
     /// Set once the service runs: what pull loops share.
     ctx: Option<Arc<PullContext>>,
     /// Where message spans start, when traces are on.
-    traces: Option<Arc<crate::traces::Traces>>,
+    tracer: Option<Tracer>,
 }
 
 impl Roster {
-    /// An empty roster for `config`, publishing through `own`.
-    pub(crate) fn new(
-        config: Config,
-        own: Connection,
-        stats: Stats,
-        traces: Option<Arc<crate::traces::Traces>>,
-    ) -> Roster {
+    /// A roster running nothing yet, publishing through `own`, reporting
+    /// its members in `registry`.
+    pub(crate) fn new(own: Connection, registry: Registry, tracer: Option<Tracer>) -> Roster {
         Roster {
-            routes: Arc::new(PublishRoutes::new(&config)),
-            config,
+            config: None,
+            routes: Arc::default(),
             own,
             tenants: HashMap::new(),
             subscribers: HashMap::new(),
-            stats,
+            registry,
             stop_all: CancellationToken::new(),
             retiring: TaskTracker::new(),
             ctx: None,
-            traces,
+            tracer,
         }
+    }
+
+    /// The file it runs.
+    pub(crate) fn config(&self) -> &Config {
+        self.config
+            .as_ref()
+            .expect("a roster runs a file from its first commit on, before the service runs")
     }
 
     /// Connects `t` and watches its connection; its failure is its own.
@@ -134,12 +193,13 @@ impl Roster {
                 t.name.clone(),
                 lost,
                 stop.clone(),
-                self.stats.clone(),
+                self.registry.clone(),
             ))
         });
         TenantEntry {
             config: t.clone(),
             connection,
+            quotas: SharedQuotas::of(t),
             stop,
             watch,
         }
@@ -148,33 +208,32 @@ impl Roster {
     /// Counts an open tenant's quotas and connection in the statistics.
     pub(crate) fn register_tenant(&self, t: &TenantEntry) {
         if let Ok(conn) = &t.connection {
-            self.stats.add_tenant(stats::TenantHandles {
+            self.registry.add_tenant(TenantHandles {
                 name: t.config.name.clone(),
-                quotas: conn.quotas.clone(),
+                quotas: t.quotas.guest.clone(),
                 client: conn.client.clone(),
             });
         }
     }
 
-    /// The connection `s` runs on, or why it has none.
-    pub(crate) fn connection_of(&self, s: &SubscriberConfig) -> Result<&Connection, String> {
-        match &s.tenant {
-            None => Ok(&self.own),
-            Some(name) => match self.tenants.get(name) {
-                Some(t) => t.connection.as_ref().map_err(Clone::clone),
-                None => Err(format!("tenant {name:?} is not connected")),
-            },
-        }
+    /// The connection `s` runs on and its quotas, or why it has none.
+    pub(crate) fn connection_of(
+        &self,
+        s: &SubscriberConfig,
+    ) -> Result<(&Connection, SharedQuotas), NotRunning> {
+        let tenant = s.tenant.as_ref().and_then(|t| self.tenants.get(t));
+        connection_in(&self.own, s, tenant)
     }
 
     /// A subscriber of `s` running `loaded` that will pull from its
-    /// consumer in `setup` on `conn`. A replacement counts into its predecessor's statistics
-    /// and starts once the predecessor is retired.
-    pub(crate) fn prepare(
+    /// consumer in `setup` on `conn`, within its tenant's `quotas`. A
+    /// replacement counts into its predecessor's statistics and starts once
+    /// the predecessor is retired.
+    pub(crate) fn running_entry(
         &self,
         s: &SubscriberConfig,
         loaded: Loaded,
-        conn: &Connection,
+        (conn, quotas): (&Connection, SharedQuotas),
         setup: SubscriberSetup,
         predecessor: Option<(Option<Arc<Subscriber>>, Retired)>,
     ) -> Entry {
@@ -184,17 +243,13 @@ impl Roster {
         };
         let host = SubscriberHost::new(
             s,
-            Wire::server(
-                conn.client.clone(),
-                conn.jetstream.clone(),
-                conn.batch_slots.clone(),
-            ),
+            conn.wire(),
             self.routes.clone(),
             setup.buckets,
             previous.as_deref().map(Subscriber::settler),
         );
-        let mut host = host.with_quotas(s, conn.quotas.clone());
-        host.traces = self.traces.clone();
+        let mut host = host.with_quotas(s, quotas.guest);
+        host.tracer = self.tracer.clone();
         let host = Arc::new(host);
         let stop = match s.tenant.as_ref().and_then(|t| self.tenants.get(t)) {
             Some(t) => t.stop.child_token(),
@@ -204,13 +259,14 @@ impl Roster {
             config: s.clone(),
             handler: Handler::new(loaded.pre, host.clone(), s.timeout, s.ack_wait, s.instances),
             host,
+            tenant_slots: quotas.concurrency,
             jetstream: conn.jetstream.clone(),
             stop,
             tasks: TaskTracker::new(),
             handing_back: TaskTracker::new(),
             retiring: Default::default(),
         });
-        self.stats
+        self.registry
             .add_subscriber(&s.name, s.tenant.as_deref(), sub.settler().stats.clone());
         let mut entry = Entry {
             config: s.clone(),
@@ -224,11 +280,17 @@ impl Roster {
     }
 
     /// A subscriber that cannot run, for `reason`: reported, counted as not running.
-    pub(crate) fn not_running(&self, s: &SubscriberConfig, digest: String, reason: &str) -> Entry {
-        tracing::error!(tenant = s.tenant.as_deref().unwrap_or(""), subscriber = %s.name, "{reason}: this subscriber does not run; the others do");
+    pub(crate) fn not_running_entry(
+        &self,
+        s: &SubscriberConfig,
+        digest: String,
+        reason: &NotRunning,
+    ) -> Entry {
+        let reason = ErrorChain(reason).to_string();
+        tracing::error!(tenant = s.tenant.as_deref(), subscriber = %s.name, "{reason}: this subscriber does not run; the others do");
         let counters = Arc::new(SubscriberStats::default());
-        counters.not_running(reason.to_string());
-        self.stats
+        counters.not_running(reason);
+        self.registry
             .add_subscriber(&s.name, s.tenant.as_deref(), counters);
         Entry {
             config: s.clone(),
@@ -258,7 +320,7 @@ impl Roster {
     /// pull request has been read to the end too (its connection may
     /// close then). `forget` removes it from the statistics at the end.
     pub(crate) fn retire(&self, entry: Entry, forget: bool) -> Retirement {
-        let stats = self.stats.clone();
+        let registry = self.registry.clone();
         let name = entry.config.name.clone();
         let (settled_tx, settled_rx) = tokio::sync::oneshot::channel::<()>();
         let retired = async move {
@@ -281,7 +343,7 @@ impl Roster {
                 sub.handing_back.wait().await;
             }
             if forget {
-                stats.remove_subscriber(&name);
+                registry.remove_subscriber(&name);
             }
         };
         Retirement {
@@ -295,26 +357,26 @@ impl Roster {
     /// removes it from the statistics (not when a new connection of the
     /// same tenant replaces it).
     pub(crate) fn close_tenant(&self, t: TenantEntry, retired: Vec<Retired>, forget: bool) {
-        let stats = self.stats.clone();
+        let registry = self.registry.clone();
         self.retiring.spawn(async move {
             futures::future::join_all(retired).await;
             if let Some(w) = &t.watch {
                 w.abort();
             }
             if forget {
-                stats.remove_tenant(&t.config.name);
+                registry.remove_tenant(&t.config.name);
             }
             if let Ok(conn) = &t.connection {
                 // The server has the last acks and naks (flush waits for its
                 // answer) before the connection goes.
                 let closed = tokio::time::timeout(TENANT_DRAIN_WAIT, async {
-                    conn.client.flush().await.map_err(|e| e.to_string())?;
-                    conn.client.drain().await.map_err(|e| e.to_string())
+                    conn.client.flush().await.map_err(CloseError::Flush)?;
+                    conn.client.drain().await.map_err(CloseError::Drain)
                 })
                 .await;
                 match closed {
                     Ok(Ok(())) => tracing::info!(tenant = %t.config.name, "removed: its last acknowledgements flushed, its connection draining"),
-                    Ok(Err(e)) => tracing::warn!(tenant = %t.config.name, "removed; closing its connection failed: {e}"),
+                    Ok(Err(e)) => tracing::warn!(tenant = %t.config.name, "removed; {}", ErrorChain(&e)),
                     Err(_) => tracing::warn!(tenant = %t.config.name, "removed; its last acknowledgements were not flushed within {TENANT_DRAIN_WAIT:?}"),
                 }
             }
@@ -355,6 +417,33 @@ impl Roster {
         self.retiring.close();
         self.retiring.wait().await;
     }
+}
+
+/// The connection `s` runs on — the service's own (`own`), or that of its
+/// tenant's entry (`tenant`, as the caller found it) — with its quotas; or
+/// why it has none.
+fn connection_in<'a>(
+    own: &'a Connection,
+    s: &SubscriberConfig,
+    tenant: Option<&'a TenantEntry>,
+) -> Result<(&'a Connection, SharedQuotas), NotRunning> {
+    let Some(name) = &s.tenant else {
+        return Ok((own, SharedQuotas::default()));
+    };
+    let t = tenant.ok_or_else(|| NotRunning::TenantNotConnected {
+        tenant: name.clone(),
+    })?;
+    let conn = t.connection.as_ref().map_err(Clone::clone)?;
+    Ok((conn, t.quotas.clone()))
+}
+
+/// Why a closing tenant's connection did not close cleanly.
+#[derive(Debug, thiserror::Error)]
+enum CloseError {
+    #[error("flushing its last acknowledgements failed")]
+    Flush(#[source] async_nats::client::FlushError),
+    #[error("draining its connection failed")]
+    Drain(#[source] async_nats::client::DrainError),
 }
 
 /// Spawns `entry`'s pull loop, after its predecessor's retirement.

@@ -1,91 +1,32 @@
-//! OpenTelemetry traces, after the messaging semantic conventions (v1.30.0,
-//! development status): a `process <subject>` span of kind consumer per
-//! delivery, whose parent is the input's W3C `traceparent`, and a
-//! `send <subject>` span of kind producer per guest publish or request,
-//! whose context goes out in the output's `traceparent` (replacing one the
-//! guest set), so a trace crosses services.
-//!
-//! Spans are exported over OTLP/HTTP (protobuf) in batches, from the batch
-//! processor's own thread. Tracing is off unless `[service] traces` or
-//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT` is
-//! set (`OTEL_SDK_DISABLED=true` turns it off again); off, nothing on the
-//! message path looks at traces. The SDK reads the other standard
-//! variables itself: `OTEL_EXPORTER_OTLP_HEADERS`, `_TIMEOUT`,
-//! `OTEL_TRACES_SAMPLER` (default: parent-based, always on),
-//! `OTEL_SERVICE_NAME` (default: the service's name), `OTEL_BSP_*`.
+//! One delivery's trace, after OpenTelemetry's messaging semantic
+//! conventions (v1.30.0, development status): a `process <subject>` span
+//! of kind consumer per delivery, whose parent is the input's W3C
+//! `traceparent`, and a `send <subject>` span of kind producer per guest
+//! publish or request, whose context goes out in the output's
+//! `traceparent` (replacing one the guest set), so a trace crosses
+//! services. The exporter is set up by `observability::traces`.
 
-use crate::config::{Config, SubscriberConfig};
+use super::InFlight;
+use crate::config::SubscriberConfig;
 use async_nats::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
-use opentelemetry_sdk::Resource;
-use std::sync::Arc;
+use opentelemetry_sdk::trace::SdkTracer;
 
-/// The environment variables that turn trace export on.
-pub const ENDPOINT_VARIABLES: [&str; 2] = [
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-];
+/// Where message spans start, when traces are on.
+#[derive(Clone)]
+pub struct Tracer(SdkTracer);
 
-/// The trace exporter could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("traces: {0}")]
-pub struct TracesError(String);
-
-/// The tracer the service's spans start from, and their exporter.
-pub struct Traces {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
-}
-
-impl Traces {
-    /// The service's traces, when `config` or the environment turns them on.
-    pub fn from_config(
-        config: &Config,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<Arc<Traces>>, TracesError> {
-        let set = |name: &str| env(name).is_some_and(|v| !v.is_empty());
-        let from_env = ENDPOINT_VARIABLES.iter().any(|v| set(v));
-        if config.service.traces.is_none() && !from_env {
-            return Ok(None);
-        }
-        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            return Ok(None);
-        }
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary);
-        // The file's collector; without one, the variables name it.
-        if let Some(base) = &config.service.traces {
-            exporter = exporter.with_endpoint(format!("{base}/v1/traces"));
-        }
-        let exporter = exporter.build().map_err(|e| TracesError(e.to_string()))?;
-        let mut resource = Resource::builder();
-        if !set("OTEL_SERVICE_NAME") {
-            resource = resource.with_service_name(config.service.name.clone());
-        }
-        let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_resource(resource.build())
-            .build();
-        let tracer = provider.tracer("natsapp-wasm");
-        tracing::info!(
-            collector = config
-                .service
-                .traces
-                .as_deref()
-                .unwrap_or("from OTEL_EXPORTER_OTLP_*"),
-            "exporting traces over OTLP/HTTP"
-        );
-        Ok(Some(Arc::new(Traces { provider, tracer })))
+impl Tracer {
+    /// Spans from `tracer`.
+    pub fn new(tracer: SdkTracer) -> Tracer {
+        Tracer(tracer)
     }
 
     /// Starts the `process` span of one delivery to `sub`.
-    pub fn process(&self, sub: &SubscriberConfig, msg: &crate::settle::InFlight) -> MessageTrace {
+    pub fn process(&self, sub: &SubscriberConfig, msg: &InFlight) -> MessageTrace {
         let message = &msg.message;
         let parent = match &message.headers {
             Some(h) => TraceContextPropagator::new().extract(&Headers(h)),
@@ -114,21 +55,14 @@ impl Traces {
             attributes.push(KeyValue::new("natsapp.tenant", tenant.clone()));
         }
         let span = self
-            .tracer
+            .0
             .span_builder(format!("process {subject}"))
             .with_kind(SpanKind::Consumer)
             .with_attributes(attributes)
-            .start_with_context(&self.tracer, &parent);
+            .start_with_context(&self.0, &parent);
         MessageTrace {
             cx: parent.with_span(span),
-            tracer: self.tracer.clone(),
-        }
-    }
-
-    /// Exports what is still buffered and stops the exporter (blocks).
-    pub fn shutdown(&self) {
-        if let Err(e) = self.provider.shutdown() {
-            tracing::warn!("the last spans may not have been exported: {e}");
+            tracer: self.0.clone(),
         }
     }
 }

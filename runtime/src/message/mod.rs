@@ -1,0 +1,133 @@
+//! The message as it travels, from fetch to settlement: the delivery and
+//! where it came from (`InFlight`, `DeliveryInfo`), what its handler made of
+//! it (`outcome`), and its trace (`trace`). Every layer from the scheduler
+//! down to settling uses these; they import nothing above the outputs and
+//! NATS layers they carry.
+
+pub mod outcome;
+pub mod trace;
+
+use crate::outputs::held::Held;
+use crate::outputs::Outputs;
+pub use outcome::{ByGuest, FailureCause, Outcome};
+use std::sync::Mutex;
+use trace::MessageTrace;
+
+/// A message whose reply subject is not a JetStream ack subject.
+#[derive(Debug, thiserror::Error)]
+#[error("not a JetStream delivery")]
+pub struct NotADelivery(#[source] pub async_nats::Error);
+
+/// Where and how a JetStream delivery was delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryInfo {
+    /// The stream.
+    pub stream: String,
+    /// The consumer.
+    pub consumer: String,
+    /// Sequence in the stream.
+    pub stream_sequence: u64,
+    /// Sequence in the consumer.
+    pub consumer_sequence: u64,
+    /// Deliveries so far, this one included.
+    pub delivered: u32,
+    /// Messages pending in the consumer after this one.
+    pub pending: u64,
+    /// When it was stored, in nanoseconds since the Unix epoch.
+    pub published_unix_ns: u64,
+}
+
+/// One delivery from fetch to settlement.
+pub struct InFlight {
+    /// The message as delivered (its reply subject is the ack subject).
+    pub message: async_nats::Message,
+    /// Its stream.
+    pub stream: String,
+    /// Its stream sequence.
+    pub sequence: u64,
+    /// Its delivery details.
+    pub delivery: DeliveryInfo,
+    /// The outputs the handler stored for it (their `Nats-Msg-Id`s).
+    pub outputs: Outputs,
+    /// With atomic outputs: what the handler published, until the commit.
+    pub held: Mutex<Held>,
+    /// The settle ledger's generation when it was fetched (see `AckLedger::generation`).
+    pub ledger_generation: u64,
+    /// Its `process` span, when traces are on: the guest's publishes are its children.
+    pub trace: std::sync::OnceLock<MessageTrace>,
+    by_guest: Mutex<ByGuest>,
+}
+
+impl InFlight {
+    /// A JetStream delivery, or the message back with why it is not one
+    /// (its reply subject is not an ack subject).
+    #[allow(clippy::result_large_err)]
+    pub fn new(
+        message: async_nats::jetstream::Message,
+    ) -> Result<Self, (async_nats::jetstream::Message, NotADelivery)> {
+        let delivery = match message.info() {
+            Ok(i) => DeliveryInfo {
+                stream: i.stream.to_string(),
+                consumer: i.consumer.to_string(),
+                stream_sequence: i.stream_sequence,
+                consumer_sequence: i.consumer_sequence,
+                delivered: u32::try_from(i.delivered.max(0)).unwrap_or(u32::MAX),
+                pending: i.pending,
+                published_unix_ns: u64::try_from(i.published.unix_timestamp_nanos().max(0))
+                    .unwrap_or(u64::MAX),
+            },
+            Err(e) => return Err((message, NotADelivery(e))),
+        };
+        Ok(Self::delivered(message.message, delivery))
+    }
+
+    /// `message`, delivered as `delivery` says; its reply subject must be
+    /// its ack subject.
+    pub fn delivered(message: async_nats::Message, delivery: DeliveryInfo) -> Self {
+        InFlight {
+            stream: delivery.stream.clone(),
+            sequence: delivery.stream_sequence,
+            delivery,
+            message,
+            outputs: Outputs::default(),
+            held: Mutex::default(),
+            ledger_generation: 0,
+            trace: std::sync::OnceLock::new(),
+            by_guest: Mutex::new(ByGuest::Nothing),
+        }
+    }
+
+    /// The subject its acknowledgements go to.
+    pub fn ack_subject(&self) -> &async_nats::Subject {
+        self.message
+            .reply
+            .as_ref()
+            .expect("a JetStream delivery (InFlight::new checked) has an ack subject")
+    }
+
+    /// What the guest did to the message itself.
+    pub fn by_guest(&self) -> ByGuest {
+        self.by_guest.lock().expect("by_guest lock").clone()
+    }
+
+    /// Whether the guest settled the message (or asked for its term).
+    pub fn settled_by_guest(&self) -> bool {
+        *self.by_guest.lock().expect("by_guest lock") != ByGuest::Nothing
+    }
+
+    /// Records what the guest did to the message itself; false (and
+    /// nothing recorded) when it already did something.
+    pub fn record_by_guest(&self, what: ByGuest) -> bool {
+        let mut by_guest = self.by_guest.lock().expect("by_guest lock");
+        if *by_guest != ByGuest::Nothing {
+            return false;
+        }
+        *by_guest = what;
+        true
+    }
+
+    /// Forgets what the guest did: its settlement could not be sent.
+    pub fn forget_by_guest(&self) {
+        *self.by_guest.lock().expect("by_guest lock") = ByGuest::Nothing;
+    }
+}

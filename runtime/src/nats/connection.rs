@@ -1,0 +1,55 @@
+//! A connection subscribers pull, publish and settle through — the
+//! service's own, or a tenant's — with the JetStream context on it and the
+//! atomic-batch slots its subscribers share.
+
+use super::batch::BatchSlots;
+use super::wire::Wire;
+use crate::config::{defaults, Config};
+use async_nats::jetstream;
+use std::sync::Arc;
+
+/// One NATS connection and what its subscribers share on it.
+#[derive(Clone)]
+pub struct Connection {
+    /// Core NATS.
+    pub client: async_nats::Client,
+    /// JetStream on the same connection.
+    pub jetstream: jetstream::Context,
+    /// Atomic batches open per stream, shared by the connection's subscribers.
+    pub batch_slots: Arc<BatchSlots>,
+}
+
+impl Connection {
+    /// `client` with JetStream set up for `config`'s publishers.
+    pub fn new(config: &Config, client: async_nats::Client) -> Connection {
+        Connection {
+            jetstream: jetstream_context(config, client.clone()),
+            client,
+            batch_slots: Default::default(),
+        }
+    }
+
+    /// A subscriber's way to the server over this connection.
+    pub fn wire(&self) -> Wire {
+        Wire::server(
+            self.client.clone(),
+            self.jetstream.clone(),
+            self.batch_slots.clone(),
+        )
+    }
+}
+
+/// JetStream on `client`, waiting for PubAcks as long as the longest
+/// publisher timeout.
+fn jetstream_context(config: &Config, client: async_nats::Client) -> jetstream::Context {
+    let max_publish_wait = config
+        .publishers
+        .iter()
+        .map(|p| p.timeout)
+        .max()
+        .unwrap_or(defaults::PUBLISH_TIMEOUT);
+    jetstream::ContextBuilder::new()
+        .ack_timeout(max_publish_wait.max(defaults::PUBLISH_TIMEOUT))
+        .backpressure_on_inflight(true)
+        .build(client)
+}

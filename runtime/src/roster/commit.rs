@@ -1,0 +1,76 @@
+//! The infallible half of moving the service to a file: swaps a
+//! [`Prepared`] file in. Tenants opened for it join, subscribers it removes
+//! or replaces are retired (a replacement pulls once its predecessor's
+//! in-flight messages are settled), new and replacing subscribers start,
+//! and tenants it no longer needs close after their last subscriber.
+
+use super::change::Summary;
+use super::prepare::Prepared;
+use super::{Retired, Roster, TenantEntry};
+use crate::nats::publish::PublishRoutes;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+impl Roster {
+    /// Runs `prepared` from now on; what it changed, by name.
+    pub(crate) fn commit(&mut self, prepared: Prepared) -> Summary {
+        let Prepared {
+            config: new,
+            change,
+            mut compiled,
+            opened,
+            mut set_ups,
+        } = prepared;
+        let summary = Summary::of(&change);
+        self.routes = Arc::new(PublishRoutes::new(&new));
+        self.set_streams(&new.streams);
+        let mut closing: HashMap<String, TenantEntry> = HashMap::new();
+        for name in &change.close_tenants {
+            if let Some(t) = self.tenants.remove(name) {
+                closing.insert(name.clone(), t);
+            }
+        }
+        for (name, t) in opened {
+            self.register_tenant(&t);
+            self.tenants.insert(name, t);
+        }
+        let mut closing_waits: HashMap<String, Vec<Retired>> = HashMap::new();
+        let mut predecessors = HashMap::new();
+        for name in change.remove.iter().chain(&change.replace) {
+            let Some(entry) = self.subscribers.remove(name) else {
+                continue;
+            };
+            let tenant = entry.config.tenant.clone();
+            let previous = entry.subscriber().cloned();
+            let retirement = self.retire(entry, change.remove.contains(name));
+            if let Some(t) = tenant.filter(|t| closing.contains_key(t)) {
+                closing_waits
+                    .entry(t)
+                    .or_default()
+                    .push(retirement.released);
+            }
+            predecessors.insert(name.clone(), (previous, retirement.settled));
+        }
+        for name in change.add.iter().chain(&change.replace) {
+            let s = new.subscriber(name).expect("changed from the new file");
+            let loaded = compiled.remove(name).expect("compiled by prepare");
+            let set_up = set_ups.remove(name).expect("set up by prepare");
+            let entry = match set_up {
+                Err(reason) => self.not_running_entry(s, loaded.digest, &reason),
+                Ok(set_up) => match self.connection_of(s) {
+                    Ok(conn) => {
+                        self.running_entry(s, loaded, conn, set_up, predecessors.remove(name))
+                    }
+                    Err(reason) => self.not_running_entry(s, loaded.digest, &reason),
+                },
+            };
+            self.subscribers.insert(name.clone(), entry);
+        }
+        for (name, t) in closing {
+            let forget = !change.open_tenants.contains(&name);
+            self.close_tenant(t, closing_waits.remove(&name).unwrap_or_default(), forget);
+        }
+        self.config = Some(new);
+        summary
+    }
+}

@@ -506,6 +506,22 @@ impl Config {
         validate::Validator::new(path, &env).validate(raw)
     }
 
+    /// Checks `text` as a part of a service file (read from `path`), as the
+    /// documentation shows one: its syntax, key names, types and value
+    /// formats — the first stage of [`parse`](Config::parse) — without the
+    /// checks that need the whole file. A part without `[service]` gets one.
+    pub fn check_part(path: &Path, text: &str) -> Result<(), ConfigError> {
+        let text = if text.lines().any(|l| l.trim() == "[service]") {
+            text.to_string()
+        } else {
+            format!("{text}\n[service]\nname = \"part\"\n")
+        };
+        let de = toml::Deserializer::parse(&text).map_err(|e| syntax_error(path, &text, "", &e))?;
+        serde_path_to_error::deserialize::<_, RawFile>(de)
+            .map(|_| ())
+            .map_err(|e| syntax_error(path, &text, &e.path().to_string(), e.inner()))
+    }
+
     /// The subscriber named `name`.
     pub fn subscriber(&self, name: &str) -> Option<&SubscriberConfig> {
         self.subscribers.iter().find(|s| s.name == name)

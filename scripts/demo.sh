@@ -7,6 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-prereqs.sh demo
-cargo build -p natsapp-wasm --bin natsapp-wasm -p order-demo
+cargo build --bins -p natsapp-wasm -p order-demo
 cargo build --quiet --manifest-path guests/Cargo.toml --target wasm32-wasip2 --release -p order_processor
 ./target/debug/order-demo

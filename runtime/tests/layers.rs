@@ -1,12 +1,40 @@
-//! The runtime's modules import downwards only: no import cycle among the
-//! files of `runtime/src`, none among its top-level modules (the layers),
-//! and nothing refers to an item of `lib.rs` (the crate root only declares
-//! modules and re-exports them for users). Read from the `crate::` and
-//! `super::` paths in the library's sources, test modules left out (the
+//! The runtime's modules import downwards only: every top-level module of
+//! the library has a layer (`LAYERS`), and imports only from layers below
+//! its own; there is no import cycle among its files; and nothing refers to
+//! an item of `lib.rs` (the crate root only declares modules and re-exports
+//! them for users). Read from the `crate::` and `super::` paths in the
+//! library's sources — comments, literals and test modules left out — (the
 //! binary, `main.rs` and `cli/`, is a crate of its own on top).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// The layers, bottom first: a module imports only from lower layers.
+/// Modules on one line are peers and import none of each other.
+const LAYERS: &[&[&str]] = &[
+    &["error"],
+    &["config", "scaffold"],
+    &["nats", "grants"],
+    &["outputs", "fatal"],
+    &["message"],
+    &["counters"],
+    &["settle"],
+    &["wasm"],
+    &["dispatch", "plan", "testing"],
+    &["scheduler", "asyncapi"],
+    &["roster"],
+    &["observability"],
+    &["service"],
+];
+
+fn layer(top: &str) -> usize {
+    LAYERS
+        .iter()
+        .position(|l| l.contains(&top))
+        .unwrap_or_else(|| {
+            panic!("module {top} has no layer: add it to LAYERS in runtime/tests/layers.rs, above what it imports and below what imports it")
+        })
+}
 
 /// A module: its path (`nats::wire`, `""` for the root) and its file.
 struct Module {
@@ -50,45 +78,168 @@ fn modules(src: &Path) -> Vec<Module> {
     out
 }
 
-/// The source without its test module and line comments.
-fn code(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]\nmod ") {
-        Some(i) => &text[..i],
-        None => text,
+/// The source with comments, string and character literals blanked (the
+/// same length, newlines kept), so braces and paths in them do not count.
+fn blank(text: &str) -> Vec<char> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = chars.clone();
+    let blank_range = |out: &mut Vec<char>, from: usize, to: usize| {
+        for c in &mut out[from..to.min(chars.len())] {
+            if *c != '\n' {
+                *c = ' ';
+            }
+        }
     };
-    text.lines()
-        .map(|line| match line.find("//") {
-            Some(i) => &line[..i],
-            None => line,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Every path that starts with `crate::` or `super::` in `code`, expanded
-/// from `use` groups: `crate::{a, b::{c, d}}` gives `crate::a`,
-/// `crate::b::c`, `crate::b::d`.
-fn paths(code: &str) -> Vec<Vec<String>> {
-    let chars: Vec<char> = code.chars().collect();
-    let mut out = Vec::new();
     let mut i = 0;
     while i < chars.len() {
-        let starts_word = i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
-        let rest: String = chars[i..chars.len().min(i + 7)].iter().collect();
-        let head = if rest.starts_with("crate::") {
+        let rest = &chars[i..];
+        if rest.starts_with(&['/', '/']) {
+            let end = (i..chars.len())
+                .find(|&j| chars[j] == '\n')
+                .unwrap_or(chars.len());
+            blank_range(&mut out, i, end);
+            i = end;
+        } else if rest.starts_with(&['/', '*']) {
+            let end = (i + 2..chars.len())
+                .find(|&j| chars[j..].starts_with(&['*', '/']))
+                .map_or(chars.len(), |j| j + 2);
+            blank_range(&mut out, i, end);
+            i = end;
+        } else if chars[i] == 'r'
+            && matches!(rest.get(1), Some('#' | '"'))
+            && !ident_before(&chars, i)
+        {
+            let hashes = rest[1..].iter().take_while(|&&c| c == '#').count();
+            if rest.get(1 + hashes) != Some(&'"') {
+                i += 1;
+                continue;
+            }
+            let mut closing = vec!['"'];
+            closing.extend(std::iter::repeat_n('#', hashes));
+            let end = (i + 2 + hashes..chars.len())
+                .find(|&j| chars[j..].starts_with(&closing))
+                .map_or(chars.len(), |j| j + closing.len());
+            blank_range(&mut out, i, end);
+            i = end;
+        } else if chars[i] == '"' {
+            let mut j = i + 1;
+            while j < chars.len() && chars[j] != '"' {
+                j += if chars[j] == '\\' { 2 } else { 1 };
+            }
+            blank_range(&mut out, i, j + 1);
+            i = j + 1;
+        } else if chars[i] == '\'' {
+            // A character literal ('x', '\n', '\''), not a lifetime ('a).
+            let end = if rest.get(1) == Some(&'\\') {
+                (i + 3..chars.len())
+                    .find(|&j| chars[j] == '\'')
+                    .map(|j| j + 1)
+            } else if rest.get(2) == Some(&'\'') {
+                Some(i + 3)
+            } else {
+                None
+            };
+            match end {
+                Some(end) => {
+                    blank_range(&mut out, i, end);
+                    i = end;
+                }
+                None => i += 1,
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn ident_before(chars: &[char], i: usize) -> bool {
+    i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_')
+}
+
+/// The `{` of a `mod NAME {` starting at `i`, with the name; `None` for a
+/// `mod NAME;` or anything else.
+fn inline_module(code: &[char], i: usize) -> Option<(String, usize)> {
+    if !code[i..].starts_with(&['m', 'o', 'd', ' ']) || ident_before(code, i) {
+        return None;
+    }
+    let start = i + 4;
+    let end = (start..code.len()).find(|&j| !(code[j].is_alphanumeric() || code[j] == '_'))?;
+    let brace = (end..code.len()).find(|&j| !code[j].is_whitespace())?;
+    (code[brace] == '{' && end > start).then(|| (code[start..end].iter().collect(), brace))
+}
+
+/// Where `#[cfg(test)]` puts a module, from the attribute to the module's
+/// closing brace.
+fn test_module(code: &[char], i: usize) -> Option<usize> {
+    let attribute: Vec<char> = "#[cfg(test)]".chars().collect();
+    if !code[i..].starts_with(&attribute) {
+        return None;
+    }
+    let next = (i + attribute.len()..code.len()).find(|&j| !code[j].is_whitespace())?;
+    let (_, brace) = inline_module(code, next)?;
+    let mut depth = 0;
+    for (j, c) in code.iter().enumerate().skip(brace) {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(j + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(code.len())
+}
+
+/// Every `crate::` or `super::` path in `text`, expanded from `use` groups
+/// (`crate::{a, b::{c, d}}` gives `crate::a`, `crate::b::c`, `crate::b::d`),
+/// with the inline modules (`mod x { … }`) it is written in.
+fn paths(text: &str) -> Vec<(Vec<String>, Vec<String>)> {
+    let chars = blank(text);
+    let mut out = Vec::new();
+    let mut inline: Vec<(String, usize)> = Vec::new();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < chars.len() {
+        if let Some(end) = test_module(&chars, i) {
+            i = end;
+            continue;
+        }
+        if let Some((name, brace)) = inline_module(&chars, i) {
+            inline.push((name, depth));
+            depth += 1;
+            i = brace + 1;
+            continue;
+        }
+        match chars[i] {
+            '{' => depth += 1,
+            '}' => {
+                depth = depth.saturating_sub(1);
+                if inline.last().is_some_and(|(_, d)| *d == depth) {
+                    inline.pop();
+                }
+            }
+            _ => {}
+        }
+        let rest = &chars[i..];
+        let head = if rest.starts_with(&['c', 'r', 'a', 't', 'e', ':', ':']) {
             "crate"
-        } else if rest.starts_with("super::") {
+        } else if rest.starts_with(&['s', 'u', 'p', 'e', 'r', ':', ':']) {
             "super"
         } else {
             i += 1;
             continue;
         };
-        if !starts_word {
+        if ident_before(&chars, i) {
             i += 1;
             continue;
         }
         let (found, end) = tree(&chars, i + head.len() + 2, vec![head.to_string()]);
-        out.extend(found);
+        let within: Vec<String> = inline.iter().map(|(n, _)| n.clone()).collect();
+        out.extend(found.into_iter().map(|p| (p, within.clone())));
         i = end;
     }
     out
@@ -136,18 +287,8 @@ fn tree(chars: &[char], mut i: usize, mut prefix: Vec<String>) -> (Vec<Vec<Strin
 }
 
 /// The module `path` (written in `module`) refers to: the longest prefix
-/// that is a module; `None` for an item of the crate root. A `super::` path
-/// that leaves the crate is read as written in an inline module of the
-/// file (`mod defaults { use super::… }`).
+/// that is a module; `None` for an item of the crate root.
 fn resolve(module: &str, path: &[String], known: &BTreeSet<String>) -> Option<String> {
-    let found = resolve_in(module, path, known);
-    if found.is_none() && path[0] == "super" {
-        return resolve_in(&format!("{module}::inline"), path, known);
-    }
-    found
-}
-
-fn resolve_in(module: &str, path: &[String], known: &BTreeSet<String>) -> Option<String> {
     let mut segments: Vec<String> = Vec::new();
     let mut rest = path;
     if path[0] == "super" {
@@ -171,7 +312,12 @@ fn related(a: &str, b: &str) -> bool {
     a.starts_with(&format!("{b}::")) || b.starts_with(&format!("{a}::"))
 }
 
-/// The import graph of `runtime/src`: module → module → where it is imported.
+fn top(module: &str) -> &str {
+    module.split("::").next().unwrap_or_default()
+}
+
+/// The import graph of `runtime/src`: module → module → an import that
+/// makes the edge.
 struct Graph {
     edges: BTreeMap<String, BTreeMap<String, String>>,
     root_items: Vec<String>,
@@ -185,9 +331,14 @@ fn graph() -> Graph {
     let mut root_items = Vec::new();
     for m in &modules {
         let text = std::fs::read_to_string(&m.file).expect("read a module");
-        for path in paths(&code(&text)) {
+        for (path, inline) in paths(&text) {
             let what = path.join("::");
-            match resolve(&m.name, &path, &known) {
+            let written_in = std::iter::once(m.name.clone())
+                .chain(inline)
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("::");
+            match resolve(&written_in, &path, &known) {
                 None if m.name.is_empty() => {}
                 None => root_items.push(format!("{} uses {what}", m.file.display())),
                 Some(to) if to == m.name || related(&m.name, &to) => {}
@@ -271,8 +422,7 @@ fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     s.found
 }
 
-/// The cycles of `edges` (module → module → an import that makes the edge),
-/// each with the imports that close it, as a readable report.
+/// The cycles of `edges`, each with the imports that close it.
 fn report(edges: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<String> {
     let plain = edges
         .iter()
@@ -302,22 +452,19 @@ fn no_module_imports_one_that_imports_it_back() {
 }
 
 #[test]
-fn the_layers_import_downwards_only() {
-    let mut layers: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+fn every_module_imports_only_from_layers_below_its_own() {
+    let mut upward = Vec::new();
     for (a, to) in graph().edges {
-        let top = |m: &str| m.split("::").next().unwrap_or_default().to_string();
         for (b, how) in to {
-            if top(&a) != top(&b) {
-                layers
-                    .entry(top(&a))
-                    .or_default()
-                    .entry(top(&b))
-                    .or_insert(format!("{a} uses {how}"));
+            let (from, into) = (top(&a), top(&b));
+            if from != into && layer(into) >= layer(from) {
+                upward.push(format!(
+                    "{a} uses {how}: {into} is not below {from} (see LAYERS)"
+                ));
             }
         }
     }
-    let found = report(&layers);
-    assert!(found.is_empty(), "{}", found.join("\n"));
+    assert!(upward.is_empty(), "{}", upward.join("\n"));
 }
 
 #[test]
@@ -331,13 +478,25 @@ fn nothing_uses_an_item_of_the_crate_root() {
 }
 
 #[test]
-fn the_reader_sees_use_groups_and_relative_paths() {
-    let found: Vec<String> = paths(&code(
-        "use crate::{a, b::{c, d as e}};\nuse super::super::f::G;\nlet x = crate::h::i(); // crate::not::this\nmy_crate::j;\n#[cfg(test)]\nmod tests { use crate::k; }",
-    ))
-    .into_iter()
-    .map(|p| p.join("::"))
-    .collect();
+fn the_reader_sees_use_groups_inline_modules_and_relative_paths() {
+    let text = r#"use crate::{a, b::{c, d as e}};
+use super::super::f::G;
+let x = crate::h::i(); // crate::not::this
+let s = "crate::not::that { ";
+let c = '{';
+my_crate::j;
+mod inner {
+    use super::k::L;
+}
+use crate::m;
+#[cfg(test)]
+mod tests { use crate::n; }
+use crate::o;
+"#;
+    let found: Vec<String> = paths(text)
+        .into_iter()
+        .map(|(p, inline)| format!("{}{}", inline.join("::"), p.join("::")))
+        .collect();
     assert_eq!(
         found,
         [
@@ -345,7 +504,10 @@ fn the_reader_sees_use_groups_and_relative_paths() {
             "crate::b::c",
             "crate::b::d",
             "super::super::f::G",
-            "crate::h::i"
+            "crate::h::i",
+            "innersuper::k::L",
+            "crate::m",
+            "crate::o",
         ]
     );
     let known: BTreeSet<String> = ["x", "x::y", "x::f", "f"].map(String::from).into();
@@ -355,10 +517,10 @@ fn the_reader_sees_use_groups_and_relative_paths() {
         Some("x::f".into())
     );
     assert_eq!(
-        resolve("f", &path("super::f::G"), &known),
-        Some("f".into()),
-        "in an inline module of f"
+        resolve("f::inner", &path("super::G"), &known),
+        Some("f".into())
     );
+    assert_eq!(resolve("f", &path("super::G"), &known), None, "the root");
     assert_eq!(
         resolve("f", &path("crate::x::y::T"), &known),
         Some("x::y".into())
@@ -375,4 +537,5 @@ fn the_reader_sees_use_groups_and_relative_paths() {
         ),
     ]));
     assert_eq!(cyclic.len(), 1, "{cyclic:?}");
+    assert!(layer("settle") < layer("wasm") && layer("observability") > layer("roster"));
 }

@@ -73,13 +73,32 @@ const SECTIONS: [&str; 8] = [
     "idle",
 ];
 
+/// Throughput, latency, start-up and memory of natsapp-wasm against raw
+/// async-nats on the same nats-server, in one run.
+#[derive(clap::Parser)]
+#[command(name = "throughput", bin_name = "cargo bench -p natsapp-wasm --bench throughput --")]
 struct Args {
+    /// Messages per throughput case (the noisy-neighbour section drains five times as many).
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
     messages: usize,
+    /// Also write the results as JSON here (relative to the repository root).
+    #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Messages per second of the latency section.
+    #[arg(long, default_value_t = 1000, value_name = "R")]
     rate: u32,
+    /// How long the latency section sends, in seconds.
+    #[arg(long, default_value_t = 5, value_name = "S")]
     seconds: u64,
-    rounds: usize,
+    /// Interleaved rounds of the throughput cases; each reports its median.
+    #[arg(long, default_value_t = 3, value_name = "R", value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: u16,
+    /// Only these sections (all by default).
+    #[arg(long, value_name = "SECTION,…", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
     only: Vec<String>,
+    /// What `cargo bench` passes to every benchmark.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 impl Args {
@@ -88,53 +107,22 @@ impl Args {
     }
 }
 
+/// The command line; `--help` describes it, a bad argument ends the run
+/// with a one-line error.
 fn args() -> Args {
-    let mut a = Args {
-        messages: 20_000,
-        json: None,
-        rate: 1000,
-        seconds: 5,
-        rounds: 3,
-        only: Vec::new(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--messages" => {
-                a.messages = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--messages N")
-            }
-            // cargo runs benchmarks from the package folder: a relative
-            // path means the repository root, where the command is typed.
-            "--json" => a.json = it.next().map(|p| root().join(p)),
-            "--rate" => a.rate = it.next().and_then(|v| v.parse().ok()).expect("--rate R"),
-            "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).expect("--seconds S"),
-            "--rounds" => {
-                a.rounds = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|r| *r > 0)
-                    .expect("--rounds R (1 or more)")
-            }
-            "--only" => {
-                a.only = it
-                    .next()
-                    .expect("--only SECTION,…")
-                    .split(',')
-                    .map(str::to_string)
-                    .collect();
-                if let Some(bad) = a.only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
-                    panic!("unknown section {bad:?}: use {}", SECTIONS.join(", "));
-                }
-            }
-            "--bench" => {}
-            other => panic!(
-                "unknown argument {other:?}: use --messages N, --json PATH, --rate R, --seconds S, --rounds R, --only SECTION,…"
-            ),
+    let mut a = match <Args as clap::Parser>::try_parse() {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!("{first} (--help lists the options)");
+            std::process::exit(2);
         }
-    }
+    };
+    // cargo runs benchmarks from the package folder: a relative path
+    // means the repository root, where the command is typed.
+    a.json = a.json.map(|p| root().join(p));
     a
 }
 
@@ -195,7 +183,7 @@ async fn main() {
             );
         }
         let mut samples = Vec::new();
-        for round in 1..=a.rounds {
+        for round in 1..=usize::from(a.rounds) {
             eprintln!("round {round} of {}", a.rounds);
             samples.push(Sample::new(RAW, raw_throughput(&b.js, b.n).await, None));
             if a.runs("throughput") {
@@ -230,7 +218,7 @@ async fn main() {
         rows.extend(b.calls().await);
     }
     if a.runs("noisy") {
-        rows.extend(b.noisy(a.rounds).await);
+        rows.extend(b.noisy(usize::from(a.rounds)).await);
     }
     if a.runs("tenants") {
         rows.extend(b.tenants().await);

@@ -11,8 +11,8 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(repo_root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-fn yaml(rel: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel} does not parse: {e}"))
+fn yaml(rel: &str) -> serde_json::Value {
+    serde_saphyr::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel} does not parse: {e}"))
 }
 
 /// deploy/service.toml, with the environment the files set.
@@ -65,17 +65,17 @@ fn compose_names_the_runtimes_variables_and_a_long_enough_stop() {
     let compose = yaml("deploy/docker-compose.yml");
     let service = &compose["services"]["order-processor"];
     let env: BTreeSet<String> = service["environment"]
-        .as_mapping()
+        .as_object()
         .unwrap()
         .keys()
-        .map(|k| k.as_str().unwrap().to_string())
+        .cloned()
         .collect();
     assert_known(&env, "deploy/docker-compose.yml");
     let grace = humantime::parse_duration(service["stop_grace_period"].as_str().unwrap()).unwrap();
     assert!(grace >= config.service.graceful_timeout + std::time::Duration::from_secs(5));
     let admin = config.service.admin.unwrap().port();
     assert!(service["ports"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .any(|p| p.as_str() == Some(&format!("{admin}:{admin}"))));
@@ -98,11 +98,10 @@ fn kubernetes_probes_the_admin_endpoint_and_waits_out_graceful_timeout() {
     let container = &pod["containers"][0];
     assert_eq!(
         container["args"],
-        serde_yaml::from_str::<serde_yaml::Value>(r#"["run", "/etc/natsapp/service.toml"]"#)
-            .unwrap()
+        serde_json::json!(["run", "/etc/natsapp/service.toml"])
     );
     let env: BTreeSet<String> = container["env"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|e| e["name"].as_str().unwrap().to_string())

@@ -158,10 +158,11 @@ impl Service {
         // Start-up is a reload from nothing: the same prepare and commit.
         let mut roster = Roster::new(own, registry, tracer);
         let prepared = roster.prepare(&wasm, config).await?;
-        if prepared.runs_nothing() {
-            return Err(Error::NothingRuns(prepared.first_not_running()));
-        }
+        let first_not_running = prepared.first_not_running();
         roster.commit(prepared);
+        if !roster.runs_any() {
+            return Err(Error::NothingRuns(first_not_running));
+        }
         let name = &roster.config().service.name;
         logs::describe_service(roster.config());
         let admin = admin_listener.map(|l| l.serve(name, stats.clone()));
@@ -270,7 +271,7 @@ impl Service {
         for flushed in futures::future::join_all(flushes).await {
             match flushed {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("could not flush the last acknowledgements: {e}"),
+                Ok(Err(e)) => tracing::warn!("could not flush the last acknowledgements: {}", ErrorChain(&e)),
                 Err(_) => tracing::warn!(
                     "the last acknowledgements were not flushed within {FLUSH_WAIT:?} (is the server gone?); the server redelivers those messages after ack_wait"
                 ),

@@ -92,7 +92,12 @@ impl Running {
         natsapp_wasm::observability::logs::init_for_tests();
         let service = natsapp_wasm::Service::start(file.config())
             .await
-            .unwrap_or_else(|e| panic!("service did not start: {e}"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "service did not start: {}",
+                    natsapp_wasm::error::ErrorChain(&e)
+                )
+            });
         let stats = service.stats();
         let admin = service.admin_addr();
         let reloader = service.reloader();

@@ -57,7 +57,10 @@ pub(crate) async fn start(
     let service = match service {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!("$SRV.PING, INFO and STATS are off: cannot register {name:?} as a NATS service: {e}");
+            tracing::warn!(
+                "$SRV.PING, INFO and STATS are off: cannot register {name:?} as a NATS service: {}",
+                ErrorChain(e.as_ref())
+            );
             return None;
         }
     };
@@ -70,7 +73,7 @@ pub(crate) async fn start(
     let mut endpoint = match endpoint {
         Ok(e) => e,
         Err(e) => {
-            tracing::warn!("{name}.health is off: {e}");
+            tracing::warn!("{name}.health is off: {}", ErrorChain(e.as_ref()));
             let _ = service.stop().await;
             return None;
         }
@@ -84,7 +87,7 @@ pub(crate) async fn start(
             reloader,
         ))),
         Err(e) => {
-            tracing::warn!("{name}.reload is off: {e}");
+            tracing::warn!("{name}.reload is off: {}", ErrorChain(&e));
             None
         }
     };
@@ -94,7 +97,7 @@ pub(crate) async fn start(
         while let Some(request) = endpoint.next().await {
             let body = serde_json::to_vec(&health(&name, &stats)).unwrap_or_default();
             if let Err(e) = request.respond(Ok(body.into())).await {
-                tracing::debug!("could not answer a health request: {e}");
+                tracing::debug!("could not answer a health request: {}", ErrorChain(&e));
             }
         }
     });
@@ -154,7 +157,7 @@ async fn answer_reloads(
         };
         let body = serde_json::to_vec(&answer).unwrap_or_default();
         if let Err(e) = client.publish(reply, body.into()).await {
-            tracing::debug!("could not answer a reload request: {e}");
+            tracing::debug!("could not answer a reload request: {}", ErrorChain(&e));
         }
     }
 }

@@ -9,6 +9,7 @@
 //! message path (`message::trace`); off, nothing there looks at traces.
 
 use crate::config::Config;
+use crate::error::ErrorChain;
 use crate::message::trace::Tracer;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -83,7 +84,10 @@ impl Traces {
     /// Exports what is still buffered and stops the exporter (blocks).
     pub fn shutdown(&self) {
         if let Err(e) = self.provider.shutdown() {
-            tracing::warn!("the last spans may not have been exported: {e}");
+            tracing::warn!(
+                "the last spans may not have been exported: {}",
+                ErrorChain(&e)
+            );
         }
     }
 }

@@ -51,8 +51,13 @@ impl Roster {
             }
             predecessors.insert(name.clone(), (previous, retirement.settled));
         }
-        for name in change.add.iter().chain(&change.replace) {
-            let s = new.subscriber(name).expect("changed from the new file");
+        // In the file's order, as the statistics list them.
+        let starting = new
+            .subscribers
+            .iter()
+            .filter(|s| change.add.contains(&s.name) || change.replace.contains(&s.name));
+        for s in starting {
+            let name = &s.name;
             let loaded = compiled.remove(name).expect("compiled by prepare");
             let set_up = set_ups.remove(name).expect("set up by prepare");
             let entry = match set_up {

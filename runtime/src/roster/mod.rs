@@ -177,6 +177,11 @@ impl Roster {
         }
     }
 
+    /// Whether any subscriber runs (or will, once the service runs).
+    pub(crate) fn runs_any(&self) -> bool {
+        self.subscribers.values().any(Entry::runs)
+    }
+
     /// The file it runs.
     pub(crate) fn config(&self) -> &Config {
         self.config

@@ -55,20 +55,12 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    /// Whether no subscriber of the file would run.
-    pub(crate) fn runs_nothing(&self) -> bool {
-        self.change.keep.is_empty() && !self.set_ups.values().any(Result::is_ok)
-    }
-
-    /// Why the first subscriber (by name) that would not run would not.
+    /// Why the first subscriber of the file that will not run will not.
     pub(crate) fn first_not_running(&self) -> Option<NotRunning> {
-        let mut failed: Vec<(&String, &NotRunning)> = self
-            .set_ups
+        self.config
+            .subscribers
             .iter()
-            .filter_map(|(name, s)| Some((name, s.as_ref().err()?)))
-            .collect();
-        failed.sort_by_key(|(name, _)| *name);
-        failed.first().map(|(_, why)| (*why).clone())
+            .find_map(|s| self.set_ups.get(&s.name)?.as_ref().err().cloned())
     }
 }
 

@@ -12,6 +12,7 @@ pub mod watch;
 
 use crate::config::StreamConfig;
 use crate::dispatch::Subscriber;
+use crate::error::ErrorChain;
 use crate::fatal::Fatal;
 use crate::message::InFlight;
 use async_nats::jetstream::{self, consumer::PullConsumer};
@@ -97,7 +98,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             Ok(b) => b,
             Err(e) => {
                 failures += 1;
-                tracing::warn!(subscriber = %cfg.name, "pull request failed: {e}");
+                tracing::warn!(subscriber = %cfg.name, "pull request failed: {}", ErrorChain(&e));
                 if !pause(&sub.stop, failures).await {
                     break;
                 }
@@ -213,7 +214,12 @@ async fn hand_back(
                 )
             }
             Ok(None) => break (true, "the request ended".to_string()),
-            Ok(Some(Err(e))) => break (false, format!("the request failed: {e}")),
+            Ok(Some(Err(e))) => {
+                break (
+                    false,
+                    format!("the request failed: {}", ErrorChain(e.as_ref())),
+                )
+            }
             Ok(Some(Ok(message))) => fetched.push(message),
         }
     };

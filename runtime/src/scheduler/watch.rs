@@ -5,6 +5,7 @@
 //! its pulls waiting and goes on when the server resumes it.
 
 use crate::dispatch::Subscriber;
+use crate::error::ErrorChain;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ pub async fn run(sub: Arc<Subscriber>) {
         let info = match stream.consumer_info(cfg.durable.as_str()).await {
             Ok(info) => info,
             Err(e) => {
-                tracing::debug!(subscriber = %cfg.name, "cannot look at the durable now: {e}");
+                tracing::debug!(subscriber = %cfg.name, "cannot look at the durable now: {}", ErrorChain(&e));
                 continue;
             }
         };

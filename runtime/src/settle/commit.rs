@@ -4,6 +4,7 @@
 //! (`disposition::commits`) and acks only after this returns `Ok`.
 
 use crate::counters::SubscriberStats;
+use crate::error::ErrorChain;
 use crate::nats::batch::{CommitError, Committed};
 use crate::nats::publish::Route;
 use crate::nats::wire::Wire;
@@ -97,7 +98,10 @@ pub async fn commit(
             .publish(Route::Core, m.subject, m.headers, m.payload)
             .await
         {
-            tracing::warn!("core publish to {subject:?} after the commit failed: {e}");
+            tracing::warn!(
+                "core publish to {subject:?} after the commit failed: {}",
+                ErrorChain(&e)
+            );
         }
     }
     Ok(done)

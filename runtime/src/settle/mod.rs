@@ -196,7 +196,7 @@ impl Settler {
                 done = &mut committing => return done,
                 _ = progress.tick() => {
                     if let Err(e) = self.send(msg, Ack::Progress).await {
-                        tracing::debug!("in-progress signal during the commit failed: {e}");
+                        tracing::debug!("in-progress signal during the commit failed: {}", ErrorChain(&e));
                     }
                 }
             }
@@ -285,7 +285,7 @@ impl Settler {
                         .min(MAX_COPY_RETRY_PAUSE);
                     tokio::time::sleep(pause).await;
                     if let Err(e) = self.send(msg, Ack::Progress).await {
-                        tracing::debug!("in-progress signal failed: {e}");
+                        tracing::debug!("in-progress signal failed: {}", ErrorChain(&e));
                     }
                 }
             }
@@ -414,7 +414,7 @@ impl Settler {
         }
         self.stats.returned_unstarted();
         if let Err(e) = self.send(msg, Ack::Nak(redeliver_after)).await {
-            tracing::warn!(subscriber = %self.subscriber, seq = msg.sequence, "could not hand back a fetched message ({e}); the server redelivers it after ack_wait");
+            tracing::warn!(subscriber = %self.subscriber, seq = msg.sequence, "could not hand back a fetched message ({}); the server redelivers it after ack_wait", ErrorChain(&e));
         }
     }
 

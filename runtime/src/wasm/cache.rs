@@ -118,13 +118,13 @@ impl ComponentCache {
             match unsafe { Component::deserialize_file(engine, &entry) } {
                 Ok(c) => return Ok((c, CacheUse::Hit)),
                 Err(e) => {
-                    tracing::warn!(entry = %entry.display(), "ignoring an unusable compiled component: {e}")
+                    tracing::warn!(entry = %entry.display(), "ignoring an unusable compiled component: {e:#}")
                 }
             }
         }
         let component = Component::new(engine, bytes)?;
         if let Err(e) = store(&entry, &component) {
-            tracing::warn!(entry = %entry.display(), "cannot cache the compiled component: {e}");
+            tracing::warn!(entry = %entry.display(), "cannot cache the compiled component: {e:#}");
         }
         Ok((component, CacheUse::Miss))
     }

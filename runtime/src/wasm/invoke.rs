@@ -9,6 +9,7 @@ use super::host::{
     HandleError, HostState, MemoryLimiter, MessageHandle, Service, ServicePre, SubscriberHost,
 };
 use crate::config::Instances;
+use crate::error::ErrorChain;
 use crate::message::{FailureCause, InFlight, Outcome};
 use crate::settle::Settler;
 use crate::wasm::cpu::CpuBudget;
@@ -48,7 +49,8 @@ struct Warm {
     uses: u64,
 }
 
-enum Failure {
+/// Where a handler call failed: setting up its instance, or the call itself.
+enum InvokeFailure {
     Instantiate(wasmtime::Error),
     Call(wasmtime::Error),
 }
@@ -155,7 +157,7 @@ impl Handler {
                 uses: 0,
             }),
             Ok(Err(e)) => Err(classify(
-                Some(Err(Failure::Instantiate(e))),
+                Some(Err(InvokeFailure::Instantiate(e))),
                 store.data().limiter.exceeded,
                 self.timeout,
                 &output,
@@ -199,7 +201,7 @@ impl Handler {
             Ok(h) => h,
             Err(e) => {
                 return classify(
-                    Some(Err(Failure::Instantiate(e.into()))),
+                    Some(Err(InvokeFailure::Instantiate(e.into()))),
                     false,
                     self.timeout,
                     &warm.output,
@@ -219,7 +221,7 @@ impl Handler {
                     .natsapp_handler_handler()
                     .call_handle(&mut *store, &msg.message.payload, lent)
                     .await
-                    .map_err(Failure::Call)
+                    .map_err(InvokeFailure::Call)
             };
             let call = flushing(metered(call, self.host.quotas.cpu.as_deref()), &warm.output);
             run_with_limits(call, self.timeout, self.heartbeat, &self.host.settler, &msg).await
@@ -329,7 +331,7 @@ async fn run_with_limits<F: Future>(
                 }
                 if now >= next_beat {
                     if let Err(e) = settler.heartbeat(msg).await {
-                        tracing::debug!("in-progress signal failed: {e}");
+                        tracing::debug!("in-progress signal failed: {}", ErrorChain(&e));
                     }
                     next_beat = now + heartbeat;
                 }
@@ -340,7 +342,7 @@ async fn run_with_limits<F: Future>(
 }
 
 fn classify(
-    result: Option<Result<Result<(), HandleError>, Failure>>,
+    result: Option<Result<Result<(), HandleError>, InvokeFailure>>,
     memory_exceeded: bool,
     limit: Duration,
     output: &GuestOutput,
@@ -357,14 +359,14 @@ fn classify(
             reason: r.reason,
         },
         Some(Ok(Err(HandleError::Reject(reason)))) => Outcome::Reject(reason),
-        Some(Err(Failure::Instantiate(e) | Failure::Call(e))) if memory_exceeded => {
+        Some(Err(InvokeFailure::Instantiate(e) | InvokeFailure::Call(e))) if memory_exceeded => {
             failed(FailureCause::Memory, root_message(&e))
         }
-        Some(Err(Failure::Instantiate(e))) => failed(
+        Some(Err(InvokeFailure::Instantiate(e))) => failed(
             FailureCause::Instantiate,
             format!("instantiation failed: {}", root_message(&e)),
         ),
-        Some(Err(Failure::Call(e))) => {
+        Some(Err(InvokeFailure::Call(e))) => {
             let tail = output.stderr_tail();
             // The SDKs' adapters end a call with an uncaught exception (or a
             // thrown non-error) by a trap after this line: a crash, as a

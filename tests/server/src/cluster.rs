@@ -137,6 +137,63 @@ impl NatsCluster {
         self.wait_accepting(node).await
     }
 
+    /// Waits up to `within` until `node` is a current, online member of
+    /// the RAFT groups of `streams` and of `consumer` on the first of them:
+    /// a restarted node catches up before it counts towards a quorum
+    /// again, so a fault right after its restart would stall the group.
+    pub async fn caught_up(
+        &self,
+        node: usize,
+        streams: &[&str],
+        consumer: &str,
+        within: Duration,
+    ) -> io::Result<()> {
+        let name = &self.nodes[node].server_name;
+        let js = jetstream::new(self.client().await?);
+        let current = |info: Option<&jetstream::stream::ClusterInfo>| {
+            info.is_some_and(|c| {
+                c.leader.as_deref() == Some(name.as_str())
+                    || c.replicas
+                        .iter()
+                        .any(|r| &r.name == name && r.current && !r.offline)
+            })
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            let mut behind = Vec::new();
+            for stream in streams {
+                let info = match js.get_stream(*stream).await {
+                    Ok(mut s) => s.info().await.ok().map(|i| i.cluster.clone()),
+                    Err(_) => None,
+                };
+                if !current(info.flatten().as_ref()) {
+                    behind.push(format!("stream {stream:?}"));
+                }
+            }
+            let consumer_info = match js.get_stream(streams[0]).await {
+                Ok(s) => s
+                    .consumer_info(consumer)
+                    .await
+                    .ok()
+                    .map(|i| i.cluster.clone()),
+                Err(_) => None,
+            };
+            if !current(consumer_info.flatten().as_ref()) {
+                behind.push(format!("consumer {consumer:?}"));
+            }
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "node {name} did not catch up within {within:?}: {}",
+                    behind.join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The node leading `stream`'s RAFT group.
     pub async fn stream_leader(&self, stream: &str) -> io::Result<usize> {
         let js = jetstream::new(self.client().await?);

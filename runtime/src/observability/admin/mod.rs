@@ -6,6 +6,7 @@
 mod metrics;
 
 use super::stats::Stats;
+use crate::error::ErrorChain;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -73,7 +74,7 @@ impl AdminListener {
         let listener = self.listener;
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!("the admin endpoint stopped: {e}");
+                tracing::error!("the admin endpoint stopped: {}", ErrorChain(&e));
             }
         });
         tracing::info!(addr = %self.addr, "admin endpoint: /metrics, /healthz, /readyz");

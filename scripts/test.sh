@@ -32,6 +32,15 @@ chaos() {
 
 status=0
 stage prerequisites ./scripts/install-prereqs.sh
+# Builds go through sccache, whose cache every clone on this machine
+# shares: a fresh clone compiles what changed, not all of wasmtime again.
+# NATSAPP_SCCACHE=off builds without it.
+if [ "${NATSAPP_SCCACHE:-on}" != off ]; then
+    export RUSTC_WRAPPER="$PWD/.venv/bin/sccache"
+    export SCCACHE_DIR=${SCCACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/natsapp-wasm-sccache}
+    export SCCACHE_CACHE_SIZE=${SCCACHE_CACHE_SIZE:-20G}
+    trap 'rm -f "$log"; "$RUSTC_WRAPPER" --stop-server >/dev/null 2>&1 || true' EXIT
+fi
 stage "build (runtime, guests)" cargo build --workspace --bins
 stage "build (test crate)" cargo build -p natsapp-wasm-tests
 # The benchmark's smoke run (a few hundred messages, dev profile) keeps it
@@ -43,6 +52,9 @@ stage "chaos suite (short)" chaos || status=1
 stage book ./.tools/bin/mdbook build docs || status=1
 
 echo
+if [ -n "${RUSTC_WRAPPER:-}" ]; then
+    "$RUSTC_WRAPPER" --show-stats 2>/dev/null | grep -E "^(Compile requests|Cache hits|Cache misses) " | sed 's/^/sccache: /' || true
+fi
 echo "stages:"
 printf '  %s\n' "${stages[@]}"
 echo "  $(printf '%-28s %4ds' total "$SECONDS")"

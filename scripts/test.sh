@@ -53,7 +53,7 @@ stage book ./.tools/bin/mdbook build docs || status=1
 
 echo
 if [ -n "${RUSTC_WRAPPER:-}" ]; then
-    "$RUSTC_WRAPPER" --show-stats 2>/dev/null | grep -E "^(Compile requests|Cache hits|Cache misses) " | sed 's/^/sccache: /' || true
+    "$RUSTC_WRAPPER" --show-stats 2>/dev/null | grep -E "^(Compile requests|Cache hits|Cache misses) +[0-9]+$" | sed 's/^/sccache: /' || true
 fi
 echo "stages:"
 printf '  %s\n' "${stages[@]}"

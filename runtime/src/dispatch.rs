@@ -63,6 +63,20 @@ impl Subscriber {
         let settler = self.settler();
         let stats = &settler.stats;
         stats.started();
+        // The server delivered it again while its handler still runs here:
+        // this delivery waits for that one, then goes on as any other.
+        let _running = loop {
+            match settler.ledger.start(msg.sequence) {
+                Ok(running) => break running,
+                Err(mut busy) => {
+                    stats.redelivered_while_running();
+                    tracing::warn!(subscriber = %self.config.name, seq = msg.sequence, delivered = msg.delivery.delivered, "delivered again while its handler still runs here (its in-progress signals did not reach the server in time): this delivery waits for that handler");
+                    settler
+                        .in_progress_while(msg, async { while busy.changed().await.is_ok() {} })
+                        .await;
+                }
+            }
+        };
         if settler.ledger.already_finished(msg.sequence) {
             settler.already_finished(msg).await;
             return Handled {

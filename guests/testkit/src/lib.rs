@@ -42,6 +42,9 @@ enum Op {
     Spin,
     /// Sleep (a host wait, not a spin), then succeed.
     Sleep { ms: u64 },
+    /// Keep the CPU busy for `ms` of wall time (no host call but the
+    /// clock), then report on testkit.out.busy and succeed.
+    Busy { ms: u64 },
     /// Allocate and touch this many MiB.
     Alloc { mib: usize },
     /// Send a request (with `headers`), publish the reply to testkit.out.request.
@@ -226,6 +229,16 @@ impl Handler for TestKit {
                 loop {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
+            }
+            Op::Busy { ms } => {
+                let until = std::time::Instant::now() + Duration::from_millis(ms);
+                let mut x: u64 = 0;
+                while std::time::Instant::now() < until {
+                    for _ in 0..10_000 {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                }
+                report("busy", json!({"busy_ms": ms, "seq": msg.delivery().stream_sequence}))
             }
             Op::Sleep { ms } => {
                 std::thread::sleep(Duration::from_millis(ms));

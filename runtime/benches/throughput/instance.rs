@@ -79,7 +79,7 @@ pub(crate) async fn handler_cost(
         pre,
         host,
         sub.timeout,
-        sub.ack_wait,
+        sub.progress_every(),
         sub.instances,
     ));
     let deliveries = |n: usize| -> Vec<Arc<InFlight>> {

@@ -76,7 +76,10 @@ const SECTIONS: [&str; 8] = [
 /// Throughput, latency, start-up and memory of natsapp-wasm against raw
 /// async-nats on the same nats-server, in one run.
 #[derive(clap::Parser)]
-#[command(name = "throughput", bin_name = "cargo bench -p natsapp-wasm --bench throughput --")]
+#[command(
+    name = "throughput",
+    bin_name = "cargo bench -p natsapp-wasm --bench throughput --"
+)]
 struct Args {
     /// Messages per throughput case (the noisy-neighbour section drains five times as many).
     #[arg(long, default_value_t = 20_000, value_name = "N")]

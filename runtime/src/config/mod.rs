@@ -42,8 +42,16 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
     /// `pull.timeout`
     pub const PULL_TIMEOUT: Duration = Duration::from_secs(5);
-    /// `consumer.ack_wait`
-    pub const ACK_WAIT: Duration = Duration::from_secs(30);
+    /// `consumer.ack_wait`: how long the server waits for an ack (or an
+    /// in-progress signal) before it delivers a message again. Short, so a
+    /// crashed replica's messages go to another within seconds: the runtime
+    /// signals in-progress every fifth of it while a handler runs, so a
+    /// slow handler keeps its message however long it takes.
+    pub const ACK_WAIT: Duration = Duration::from_secs(10);
+    /// In-progress signals sent per `ack_wait` while a message is the
+    /// runtime's: four may be lost (a consumer leader election, a loaded
+    /// machine) before the server gives up on it.
+    pub const PROGRESS_PER_ACK_WAIT: u32 = 5;
     /// `consumer.max_deliver`
     pub const MAX_DELIVER: i64 = 5;
     /// `consumer.max_ack_pending`
@@ -355,6 +363,12 @@ impl SubscriberConfig {
                     .iter()
                     .any(|c| values::subjects_intersect(p.as_str(), c.as_str()))
             })
+    }
+
+    /// How often a message being handled (or committed, or dead-lettered)
+    /// is reported in progress.
+    pub fn progress_every(&self) -> Duration {
+        self.ack_wait / defaults::PROGRESS_PER_ACK_WAIT
     }
 
     /// The consumer's `max_deliver` on the server: one more than the

@@ -370,7 +370,7 @@ pub struct RawSubscriber {
     /// `pull = { batch_size = 3, timeout = "10s" }` (also accepted as `pull_sub`).
     #[serde(default, alias = "pull_sub")]
     pub pull: RawPull,
-    /// `consumer = { ack_wait = "30s", max_deliver = 3, backoff = ["1s", "10s"] }`
+    /// `consumer = { ack_wait = "10s", max_deliver = 3, backoff = ["1s", "10s"] }`
     #[serde(default)]
     pub consumer: RawConsumer,
     /// `concurrency = 4`: handlers running at once for this subscriber.
@@ -492,7 +492,8 @@ pub struct RawPull {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConsumer {
-    /// `ack_wait = "30s"`: redeliver when not settled within this.
+    /// `ack_wait = "10s"`: redeliver when not settled (nor reported in
+    /// progress) within this.
     pub ack_wait: Option<Dur>,
     /// `max_deliver = 5`; `-1` for no limit.
     pub max_deliver: Option<i64>,

@@ -37,7 +37,7 @@ fn minimal_file_gets_documented_defaults() {
     let s = &c.subscribers[0];
     assert_eq!((s.concurrency, s.batch_size), (1, 1));
     assert_eq!(s.max_deliver, Some(5));
-    assert_eq!(s.ack_wait, Duration::from_secs(30));
+    assert_eq!(s.ack_wait, Duration::from_secs(10));
     assert_eq!(s.memory, 64 << 20);
     assert!(s.component.is_absolute() && s.component.ends_with("testdata/handler.wasm"));
     assert!(s.publish.is_empty());

@@ -26,6 +26,10 @@ pub struct SubscriberStats {
     past_max_deliver: AtomicU64,
     dead_letter_trimmed: AtomicU64,
     consumer_recreated: AtomicU64,
+    pulls_silent: AtomicU64,
+    pulls_stalled: AtomicU64,
+    nats_unavailable: AtomicU64,
+    redelivered_while_running: AtomicU64,
     paused: AtomicBool,
     ack_floor: AtomicU64,
     quota_refused: AtomicU64,
@@ -219,6 +223,34 @@ impl SubscriberStats {
         self.consumer_recreated.fetch_add(1, Relaxed);
     }
 
+    /// A pull request heard nothing from the server (no message, status or
+    /// heartbeat) and was given up.
+    pub fn pull_silent(&self) {
+        self.pulls_silent.fetch_add(1, Relaxed);
+    }
+
+    /// The pull stalled (messages pending, room to take them, nothing
+    /// delivered) and was got going again.
+    pub fn pull_stalled(&self) {
+        self.pulls_stalled.fetch_add(1, Relaxed);
+    }
+
+    /// A call (a guest's publish, request or key-value call, a commit, a
+    /// dead-letter copy) failed for want of NATS and is made again.
+    pub fn nats_unavailable(&self) {
+        self.nats_unavailable.fetch_add(1, Relaxed);
+    }
+
+    /// The server delivered a message again while its handler still ran here.
+    pub fn redelivered_while_running(&self) {
+        self.redelivered_while_running.fetch_add(1, Relaxed);
+    }
+
+    /// Handlers running now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Relaxed)
+    }
+
     /// The subscriber could not be set up and does not run.
     pub fn not_running(&self, reason: String) {
         let _ = self.not_running.set(reason);
@@ -269,6 +301,10 @@ impl SubscriberStats {
             past_max_deliver: self.past_max_deliver.load(Relaxed),
             dead_letter_trimmed: self.dead_letter_trimmed.load(Relaxed),
             consumer_recreated: self.consumer_recreated.load(Relaxed),
+            pulls_silent: self.pulls_silent.load(Relaxed),
+            pulls_stalled: self.pulls_stalled.load(Relaxed),
+            nats_unavailable: self.nats_unavailable.load(Relaxed),
+            redelivered_while_running: self.redelivered_while_running.load(Relaxed),
             paused: self.paused.load(Relaxed),
             ack_floor: self.ack_floor.load(Relaxed),
             retried: self.retried.load(Relaxed),
@@ -351,6 +387,19 @@ pub struct SubscriberSnapshot {
     pub dead_letter_trimmed: u64,
     /// Times the durable consumer was recreated after it disappeared.
     pub consumer_recreated: u64,
+    /// Pull requests given up because the server said nothing for two
+    /// idle heartbeats.
+    pub pulls_silent: u64,
+    /// Times the pull stalled (messages pending, room to take them, nothing
+    /// delivered for three pull timeouts) and was got going again.
+    pub pulls_stalled: u64,
+    /// Calls made again because NATS was unavailable (no stream leader, no
+    /// answer in time, the connection down) instead of failing the handler.
+    pub nats_unavailable: u64,
+    /// Deliveries of a message whose handler still ran here (its
+    /// in-progress signals did not reach the server in time): each waited
+    /// for that handler instead of running a second one.
+    pub redelivered_while_running: u64,
     /// The consumer is paused on the server.
     pub paused: bool,
     /// The consumer's ack floor (stream sequence) when last looked at.

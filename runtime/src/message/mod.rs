@@ -10,6 +10,7 @@ pub mod trace;
 use crate::outputs::held::Held;
 use crate::outputs::Outputs;
 pub use outcome::{ByGuest, FailureCause, Outcome};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use trace::MessageTrace;
 
@@ -56,6 +57,26 @@ pub struct InFlight {
     /// Its `process` span, when traces are on: the guest's publishes are its children.
     pub trace: std::sync::OnceLock<MessageTrace>,
     by_guest: Mutex<ByGuest>,
+    /// Nanoseconds its handler's calls spent waiting for NATS to be
+    /// available again: not charged to the handler's time limit.
+    waited_for_nats: AtomicU64,
+    /// NATS calls of its handler under way now.
+    nats_calls: AtomicU32,
+}
+
+/// A NATS call of a handler under way; over when dropped.
+pub struct NatsCall<'a>(&'a InFlight);
+
+impl std::fmt::Debug for NatsCall<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NatsCall")
+    }
+}
+
+impl Drop for NatsCall<'_> {
+    fn drop(&mut self) {
+        self.0.nats_calls.fetch_sub(1, Relaxed);
+    }
 }
 
 impl InFlight {
@@ -94,6 +115,8 @@ impl InFlight {
             ledger_generation: 0,
             trace: std::sync::OnceLock::new(),
             by_guest: Mutex::new(ByGuest::Nothing),
+            waited_for_nats: AtomicU64::new(0),
+            nats_calls: AtomicU32::new(0),
         }
     }
 
@@ -124,6 +147,30 @@ impl InFlight {
         }
         *by_guest = what;
         true
+    }
+
+    /// Its handler's calls waited `d` more for NATS to be available.
+    pub fn waited_for_nats(&self, d: std::time::Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.waited_for_nats.fetch_add(ns, Relaxed);
+    }
+
+    /// How long its handler's calls have waited for NATS so far.
+    pub fn nats_waits(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.waited_for_nats.load(Relaxed))
+    }
+
+    /// Marks a NATS call of its handler as under way until the guard is
+    /// dropped: whether it ends answered or unavailable is known only
+    /// then, so the time limit waits for it.
+    pub fn nats_call(&self) -> NatsCall<'_> {
+        self.nats_calls.fetch_add(1, Relaxed);
+        NatsCall(self)
+    }
+
+    /// Whether a NATS call of its handler is under way.
+    pub fn in_nats_call(&self) -> bool {
+        self.nats_calls.load(Relaxed) > 0
     }
 
     /// Forgets what the guest did: its settlement could not be sent.

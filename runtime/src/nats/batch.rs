@@ -133,6 +133,23 @@ pub enum CommitError {
     },
 }
 
+impl CommitError {
+    /// Whether it failed for want of NATS (no answer in time, no stream
+    /// leader to answer, the connection down): the same batch, whose ids
+    /// make a second commit of it refused as already stored, may be sent
+    /// again.
+    pub fn unavailable(&self) -> bool {
+        match self {
+            CommitError::Timeout { .. } | CommitError::Send { .. } => true,
+            CommitError::Request { source, .. } => matches!(
+                source.kind(),
+                async_nats::RequestErrorKind::TimedOut | async_nats::RequestErrorKind::NoResponders
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// The server's code for a batch holding an id already stored.
 const DUPLICATE_MESSAGE_ID: u64 = 10201;
 /// The server's code for too many batches in flight on the stream.

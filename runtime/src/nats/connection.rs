@@ -13,8 +13,12 @@ use std::sync::Arc;
 pub struct Connection {
     /// Core NATS.
     pub client: async_nats::Client,
-    /// JetStream on the same connection.
+    /// JetStream on the same connection, for its API (pulls, consumer
+    /// and stream calls), bounded by async-nats' request timeout.
     pub jetstream: jetstream::Context,
+    /// JetStream for publishing: waits for a PubAck as long as the longest
+    /// publisher timeout.
+    publishing: jetstream::Context,
     /// Atomic batches open per stream, shared by the connection's subscribers.
     pub batch_slots: Arc<BatchSlots>,
 }
@@ -23,7 +27,8 @@ impl Connection {
     /// `client` with JetStream set up for `config`'s publishers.
     pub fn new(config: &Config, client: async_nats::Client) -> Connection {
         Connection {
-            jetstream: jetstream_context(config, client.clone()),
+            jetstream: jetstream::new(client.clone()),
+            publishing: publishing_context(config, client.clone()),
             client,
             batch_slots: Default::default(),
         }
@@ -33,23 +38,28 @@ impl Connection {
     pub fn wire(&self) -> Wire {
         Wire::server(
             self.client.clone(),
-            self.jetstream.clone(),
+            self.publishing.clone(),
             self.batch_slots.clone(),
         )
     }
 }
 
-/// JetStream on `client`, waiting for PubAcks as long as the longest
-/// publisher timeout.
-fn jetstream_context(config: &Config, client: async_nats::Client) -> jetstream::Context {
+/// JetStream on `client` for publishing, waiting for PubAcks as long as the
+/// longest publisher timeout. async-nats bounds an awaited PubAck by the
+/// context's request timeout (`ack_timeout` bounds only PubAcks nobody
+/// awaits), so both are set: a publisher's longer timeout would otherwise
+/// end at async-nats' default 5 s.
+fn publishing_context(config: &Config, client: async_nats::Client) -> jetstream::Context {
     let max_publish_wait = config
         .publishers
         .iter()
         .map(|p| p.timeout)
         .max()
-        .unwrap_or(defaults::PUBLISH_TIMEOUT);
+        .unwrap_or(defaults::PUBLISH_TIMEOUT)
+        .max(defaults::PUBLISH_TIMEOUT);
     jetstream::ContextBuilder::new()
-        .ack_timeout(max_publish_wait.max(defaults::PUBLISH_TIMEOUT))
+        .timeout(max_publish_wait)
+        .ack_timeout(max_publish_wait)
         .backpressure_on_inflight(true)
         .build(client)
 }

@@ -1,19 +1,22 @@
 //! Steps 2, 3 and 7 of the data flow, the NATS leaf: `connect` opens the
 //! connection with every option applied, `connection` is what subscribers
 //! share on it; `setup` declares or verifies streams and durable
-//! consumers; `publish` sends outputs, `batch` commits an atomic
-//! subscriber's outputs to a stream as one batch; `ack` is the
-//! acknowledgement wire format; `wire` is where all of it goes (a server,
-//! or a stand-in in this process, for running one message without one).
-//! Nothing here decides how a message is settled (that is `settle`) or
-//! imports the layers above.
+//! consumers; `pull` reads one pull request to its real end; `publish`
+//! sends outputs, `batch` commits an atomic subscriber's outputs to a
+//! stream as one batch; `ack` is the acknowledgement wire format;
+//! `unavailable` retries a call while NATS cannot answer it; `wire` is
+//! where all of it goes (a server, or a stand-in in this process, for
+//! running one message without one). Nothing here decides how a message
+//! is settled (that is `settle`) or imports the layers above.
 
 pub mod ack;
 pub mod batch;
 pub mod connect;
 pub mod connection;
 pub mod publish;
+pub mod pull;
 pub mod setup;
+pub mod unavailable;
 pub mod wire;
 
 /// Bytes `headers` take on the wire, which the server counts against

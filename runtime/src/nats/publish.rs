@@ -126,6 +126,28 @@ pub enum PublishFailure {
 }
 
 impl PublishError {
+    /// Whether it failed for want of NATS — no PubAck in time, no stream
+    /// leader (an election), a broken connection — rather than for what
+    /// was published: the same publish (the same `Nats-Msg-Id`) may be
+    /// made again. A stream deleted from under the service looks the same
+    /// as one without a leader; the wait is logged until it is back.
+    pub fn unavailable(&self) -> bool {
+        match self {
+            PublishError::Timeout { .. } => true,
+            PublishError::Unavailable { source, .. } => match source {
+                PublishFailure::NoStream(_) => true,
+                PublishFailure::JetStream(e) => matches!(
+                    e.kind(),
+                    PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+                ),
+                // The client gives up sending only when it is closed for good.
+                PublishFailure::Core(_) => false,
+                PublishFailure::TooLargeForStream(_) | PublishFailure::TooLarge { .. } => false,
+            },
+            PublishError::Invalid { .. } => false,
+        }
+    }
+
     /// Its kind, as traces name it (`error.type`).
     pub fn kind(&self) -> &'static str {
         match self {

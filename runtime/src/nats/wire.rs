@@ -128,6 +128,17 @@ impl Wire {
         }
     }
 
+    /// Whether the connection is up (always, in this process).
+    pub fn connected(&self) -> bool {
+        match self {
+            Wire::Server { client, .. } => matches!(
+                client.connection_state(),
+                async_nats::connection::State::Connected
+            ),
+            Wire::Local(_) => true,
+        }
+    }
+
     /// The largest message the server accepts.
     pub fn max_payload(&self) -> usize {
         match self {
@@ -256,6 +267,49 @@ pub enum KvError {
     /// The server refused it or could not be reached.
     #[error(transparent)]
     Failed(KvFailure),
+}
+
+impl KvError {
+    /// Whether it failed for want of NATS. `Certainly` when nothing was
+    /// written (no stream leader answered: a write may be made again as
+    /// it is); `Perhaps` when the answer did not come in time (a write may
+    /// have been stored: only a read, a put or a delete may be made again).
+    pub fn unavailable(&self) -> Unavailable {
+        match self {
+            KvError::TimedOut(_) => Unavailable::Perhaps,
+            KvError::Failed(failure) if no_leader(failure) => Unavailable::Certainly,
+            KvError::Failed(_) => Unavailable::No,
+        }
+    }
+}
+
+/// Whether a failed key-value call was for want of NATS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// NATS was there: the call failed for its own reason.
+    No,
+    /// NATS did not answer in time: a write may or may not be stored.
+    Perhaps,
+    /// No server took the call: nothing was written.
+    Certainly,
+}
+
+/// Whether a write was refused for want of a stream leader (the server
+/// answered 503, which async-nats reports as "no stream"), at any depth of
+/// the error's causes.
+fn no_leader(e: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context;
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let refused = e
+            .downcast_ref::<context::PublishError>()
+            .is_some_and(|e| matches!(e.kind(), context::PublishErrorKind::StreamNotFound));
+        if refused {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// What async-nats said about a failed key-value call.

@@ -262,7 +262,13 @@ impl Roster {
         };
         let sub = Arc::new(Subscriber {
             config: s.clone(),
-            handler: Handler::new(loaded.pre, host.clone(), s.timeout, s.ack_wait, s.instances),
+            handler: Handler::new(
+                loaded.pre,
+                host.clone(),
+                s.timeout,
+                s.progress_every(),
+                s.instances,
+            ),
             host,
             tenant_slots: quotas.concurrency,
             jetstream: conn.jetstream.clone(),

@@ -1,12 +1,16 @@
 //! Step 4 of the data flow: the pull loop of one subscriber. A permit is
 //! taken before each fetch and the fetch never asks for more messages than
 //! permits held, so at most `concurrency` handlers run and nothing waits
-//! unhandled in the client. A failed pull is handled by kind (`recover`);
-//! a watcher keeps the consumer's ack floor and pause state (`watch`). On
-//! shutdown the loop stops fetching and hands back whatever its open pull
-//! delivers; handlers still running when the grace period ends are
-//! abandoned to the settler.
+//! unhandled in the client. A request is read until it is really over
+//! (`nats::pull`): what the server sent before ending it early is handled,
+//! not left to wait out ack_wait. A failed pull is handled by kind
+//! (`recover`); a watcher keeps the consumer's ack floor and pause state,
+//! and finds a pull that stopped making progress (`watch`). On shutdown
+//! the loop stops fetching and hands back whatever its open pull delivers;
+//! handlers still running when the grace period ends are abandoned to the
+//! settler.
 
+pub mod progress;
 pub mod recover;
 pub mod watch;
 
@@ -15,12 +19,13 @@ use crate::dispatch::Subscriber;
 use crate::error::ErrorChain;
 use crate::fatal::Fatal;
 use crate::message::InFlight;
+use crate::nats::pull::{PullRequest, Pulled, EXPIRY_MARGIN};
 use async_nats::jetstream::{self, consumer::PullConsumer};
-use futures::StreamExt;
+use progress::Progress;
 use recover::{PullFailure, Recovered};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,71 +45,45 @@ pub struct PullContext {
     pub fatal: mpsc::UnboundedSender<Fatal>,
 }
 
+/// A handler slot: the subscriber's, and its tenant's when it has a quota.
+type Slot = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
+
 /// Pulls and dispatches until the subscriber's `stop` is cancelled (the
 /// service stops, or its tenant's connection is gone for good).
 pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<PullContext>) {
     let cfg = &sub.config;
     let permits = Arc::new(Semaphore::new(cfg.concurrency));
-    let watcher = tokio::spawn(watch::run(sub.clone()));
+    let progress = Arc::new(Progress::default());
+    let watcher = tokio::spawn(watch::run(sub.clone(), progress.clone()));
+    let client = sub.jetstream.client();
     let mut failures = 0u32;
     // After a pull that brought nothing, the next asks for one message: an
     // idle subscriber then holds one handler slot (and one of its tenant's)
     // while it waits, not a whole batch its siblings could use.
     let mut idle = false;
     'pull: loop {
-        let first = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            _ = sub.stop.cancelled() => break,
+        let Some(mut held) = take_slots(&sub, &permits, &progress, idle).await else {
+            break;
         };
-        let quota = sub.tenant_slots.as_ref();
-        let first_of_tenant = match quota {
-            None => None,
-            Some(q) => match q.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    sub.settler().stats.concurrency_quota_wait();
-                    tokio::select! {
-                        p = q.clone().acquire_owned() => Some(p.expect("semaphore is never closed")),
-                        _ = sub.stop.cancelled() => break,
-                    }
-                }
-            },
-        };
-        let mut held = vec![(first, first_of_tenant)];
-        let want = if idle { 1 } else { cfg.batch_size };
-        while held.len() < want {
-            let Ok(p) = permits.clone().try_acquire_owned() else {
-                break;
-            };
-            let of_tenant = match quota.map(|q| q.clone().try_acquire_owned()) {
-                None => None,
-                Some(Ok(t)) => Some(t),
-                Some(Err(_)) => break,
-            };
-            held.push((p, of_tenant));
-        }
         let asked = held.len();
-        let request_ends = tokio::time::Instant::now() + cfg.pull_timeout;
-        let request = consumer
-            .batch()
-            .max_messages(asked)
-            .expires(cfg.pull_timeout)
-            .messages();
+        let request =
+            PullRequest::send(&consumer, &sub.jetstream, &client, asked, cfg.pull_timeout);
         // Not abandoned on stop: a request the server already holds would
         // deliver into a subscription nobody reads. Sending it takes no
-        // server round trip; a stop now is seen first thing in the batch.
-        let batch = request.await;
-        let mut batch = match batch {
-            Ok(b) => b,
+        // server round trip; a stop now is seen first thing below.
+        let mut request = match request.await {
+            Ok(r) => r,
             Err(e) => {
                 failures += 1;
-                tracing::warn!(subscriber = %cfg.name, "pull request failed: {}", ErrorChain(&e));
+                tracing::warn!(subscriber = %cfg.name, "{}", ErrorChain(&e));
                 if !pause(&sub.stop, failures).await {
                     break;
                 }
                 continue;
             }
         };
+        let mut restarts = progress.restarts();
+        let mut ended = None;
         loop {
             tokio::select! {
                 biased;
@@ -112,74 +91,151 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                     // A reload's replacement starts once this one's
                     // handlers are done, not once its request has expired.
                     let read_until = if sub.retiring.load(std::sync::atomic::Ordering::Relaxed) {
-                        request_ends + EXPIRY_MARGIN
+                        request.expires_at() + EXPIRY_MARGIN
                     } else {
                         tokio::time::Instant::now() + cfg.pull_timeout.min(HAND_BACK_WAIT)
                     };
                     let handing = sub.clone();
                     ctx.tracker.spawn(sub.handing_back.track_future(async move {
-                        hand_back(&handing, batch, read_until, request_ends).await;
+                        hand_back(&handing, request, read_until).await;
                     }));
                     break 'pull;
                 }
-                item = batch.next() => match item {
+                _ = restarts.changed() => {
+                    // Whatever the server still sends to it is read to
+                    // its expiry and handed back at once.
+                    tracing::warn!(subscriber = %cfg.name, "the pull made no progress: pulling again");
+                    let read_until = request.expires_at() + EXPIRY_MARGIN;
+                    let handing = sub.clone();
+                    ctx.tracker.spawn(sub.handing_back.track_future(async move {
+                        hand_back(&handing, request, read_until).await;
+                    }));
+                    break;
+                }
+                pulled = request.next() => match pulled {
                     None => {
                         idle = held.len() == asked;
                         break;
                     }
-                    Some(Ok(message)) => {
+                    Some(Pulled::Message(message)) => {
                         failures = 0;
-                        let permit = held.pop().expect("a batch never returns more messages than asked for");
-                        let msg = match InFlight::new(message) {
-                            Ok(mut msg) => {
-                                msg.ledger_generation = sub.settler().ledger.generation();
-                                Arc::new(msg)
-                            }
-                            Err((message, why)) => {
-                                sub.settler().not_a_delivery(&message, &why).await;
-                                continue;
-                            }
-                        };
-                        let (sub, abandon) = (sub.clone(), ctx.abandon.clone());
-                        let tasks = sub.tasks.clone();
-                        ctx.tracker.spawn(tasks.track_future(async move {
-                            let _permit = permit;
-                            // On the heap: the handler's state is kilobytes,
-                            // which spawning and finishing the task would
-                            // otherwise copy (memmove showed in the profile).
-                            let dispatch = Box::pin(sub.dispatch(msg.clone()));
-                            tokio::select! {
-                                // Dispatch first: it counts the delivery
-                                // before an abandonment can settle it.
-                                biased;
-                                _ = dispatch => {}
-                                _ = abandon.cancelled() => sub.settler().abandoned(&msg).await,
-                            }
-                        }));
+                        progress.delivered();
+                        let slot = held.pop().expect("a request never delivers more messages than asked for");
+                        dispatch(&sub, &ctx, *message, slot).await;
                     }
-                    Some(Err(e)) => {
-                        failures += 1;
-                        let failure = PullFailure::of_pull(e);
-                        match recover::recover(&sub, &ctx, failure).await {
-                            Ok(Recovered::Consumer(c)) => consumer = *c,
-                            Ok(Recovered::Nothing) => {
-                                if !pause(&sub.stop, failures).await {
-                                    break 'pull;
-                                }
-                            }
-                            Err(fatal) => {
-                                let _ = ctx.fatal.send(fatal);
-                                break 'pull;
-                            }
-                        }
+                    Some(Pulled::ServerEnded(e)) => {
+                        // What the server sent before ending it may still
+                        // arrive: the request is read to its expiry first.
+                        tracing::debug!(subscriber = %cfg.name, "{e}; reading what it already sent");
+                        ended = Some(e);
+                    }
+                    Some(Pulled::Silent) => {
+                        sub.settler().stats.pull_silent();
+                        tracing::warn!(subscriber = %cfg.name, "no message, status or heartbeat from the server for this pull request: pulling again");
                         break;
                     }
                 }
             }
         }
+        let Some(ended) = ended else { continue };
+        failures += 1;
+        match recover::recover(&sub, &ctx, PullFailure::of(ended)).await {
+            Ok(Recovered::Consumer(c)) => consumer = *c,
+            Ok(Recovered::Nothing) => {
+                if !pause(&sub.stop, failures).await {
+                    break 'pull;
+                }
+            }
+            Err(fatal) => {
+                let _ = ctx.fatal.send(fatal);
+                break 'pull;
+            }
+        }
     }
     watcher.abort();
     tracing::debug!(subscriber = %cfg.name, "stopped pulling");
+}
+
+/// Takes the handler slots for the next request: one at least, waiting
+/// for it, then as many more as are free at once (one only when the last
+/// pull brought nothing), each with a slot of the tenant's concurrency
+/// quota when it has one. `None` when the subscriber stops meanwhile.
+async fn take_slots(
+    sub: &Subscriber,
+    permits: &Arc<Semaphore>,
+    progress: &Progress,
+    idle: bool,
+) -> Option<Vec<Slot>> {
+    let first = tokio::select! {
+        p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+        _ = sub.stop.cancelled() => return None,
+    };
+    let quota = sub.tenant_slots.as_ref();
+    let first_of_tenant = match quota {
+        None => None,
+        Some(q) => match q.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                sub.settler().stats.concurrency_quota_wait();
+                progress.waiting_for_quota(true);
+                let of_tenant = tokio::select! {
+                    p = q.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                    _ = sub.stop.cancelled() => return None,
+                };
+                progress.waiting_for_quota(false);
+                Some(of_tenant)
+            }
+        },
+    };
+    let mut held = vec![(first, first_of_tenant)];
+    let want = if idle { 1 } else { sub.config.batch_size };
+    while held.len() < want {
+        let Ok(p) = permits.clone().try_acquire_owned() else {
+            break;
+        };
+        let of_tenant = match quota.map(|q| q.clone().try_acquire_owned()) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(_)) => break,
+        };
+        held.push((p, of_tenant));
+    }
+    Some(held)
+}
+
+/// Handles `message` in a task of its own, holding `slot` until it is settled.
+async fn dispatch(
+    sub: &Arc<Subscriber>,
+    ctx: &Arc<PullContext>,
+    message: jetstream::Message,
+    slot: Slot,
+) {
+    let msg = match InFlight::new(message) {
+        Ok(mut msg) => {
+            msg.ledger_generation = sub.settler().ledger.generation();
+            Arc::new(msg)
+        }
+        Err((message, why)) => {
+            sub.settler().not_a_delivery(&message, &why).await;
+            return;
+        }
+    };
+    let (sub, abandon) = (sub.clone(), ctx.abandon.clone());
+    let tasks = sub.tasks.clone();
+    ctx.tracker.spawn(tasks.track_future(async move {
+        let _slot = slot;
+        // On the heap: the handler's state is kilobytes, which spawning and
+        // finishing the task would otherwise copy (memmove showed in the
+        // profile).
+        let dispatch = Box::pin(sub.dispatch(msg.clone()));
+        tokio::select! {
+            // Dispatch first: it counts the delivery before an abandonment
+            // can settle it.
+            biased;
+            _ = dispatch => {}
+            _ = abandon.cancelled() => sub.settler().abandoned(&msg).await,
+        }
+    }));
 }
 
 /// How long shutdown keeps reading an open pull request for messages the
@@ -189,44 +245,24 @@ const HAND_BACK_WAIT: Duration = Duration::from_secs(1);
 /// Stopping with a pull request open: what it delivers until `read_until`
 /// is handed back unstarted. Shutdown reads it for a moment (messages the
 /// server sent before it saw the request go); a subscriber retired by a
-/// reload reads it until it ends or expires (`request_ends`), while its
-/// replacement already pulls, so the server never delivers into a request
-/// nobody reads: such a delivery counts as one of the message's
-/// deliveries and waits out ack_wait, and on its last allowed delivery it
-/// would never come back. Messages are handed back once reading stops: at
-/// once when the request is over, else with a redelivery delay past its
-/// expiry, as the server would deliver them into the same open request
-/// again, each time spending one of their deliveries.
-async fn hand_back(
-    sub: &Subscriber,
-    mut batch: jetstream::consumer::pull::Batch,
-    read_until: tokio::time::Instant,
-    request_ends: tokio::time::Instant,
-) {
-    let mut fetched = Vec::new();
-    let (over, ended) = loop {
-        let next = tokio::time::timeout_at(read_until, batch.next()).await;
-        match next {
-            Err(_) => {
-                break (
-                    read_until >= request_ends,
-                    "read until it expired".to_string(),
-                )
-            }
-            Ok(None) => break (true, "the request ended".to_string()),
-            Ok(Some(Err(e))) => {
-                break (
-                    false,
-                    format!("the request failed: {}", ErrorChain(e.as_ref())),
-                )
-            }
-            Ok(Some(Ok(message))) => fetched.push(message),
-        }
-    };
+/// reload reads it until it ends or expires, while its replacement already
+/// pulls, so the server never delivers into a request nobody reads: such a
+/// delivery counts as one of the message's deliveries and waits out
+/// ack_wait, and on its last allowed delivery it would never come back.
+/// Messages are handed back once reading stops: at once when the request
+/// is over, else with a redelivery delay past its expiry, as the server
+/// would deliver them into the same open request again, each time spending
+/// one of their deliveries.
+async fn hand_back(sub: &Subscriber, mut request: PullRequest, read_until: tokio::time::Instant) {
+    let fetched = request.drain(read_until).await;
+    let over = read_until >= request.expires_at();
     let redeliver_after = (!over).then(|| {
-        request_ends.saturating_duration_since(tokio::time::Instant::now()) + EXPIRY_MARGIN
+        request
+            .expires_at()
+            .saturating_duration_since(tokio::time::Instant::now())
+            + EXPIRY_MARGIN
     });
-    tracing::debug!(subscriber = %sub.config.name, handed_back = fetched.len(), ?redeliver_after, "last pull request: {ended}");
+    tracing::debug!(subscriber = %sub.config.name, handed_back = fetched.len(), ?redeliver_after, "last pull request read");
     for message in fetched {
         match InFlight::new(message) {
             Ok(msg) => sub.settler().hand_back(&msg, redeliver_after).await,
@@ -234,10 +270,6 @@ async fn hand_back(
         }
     }
 }
-
-/// Allowance for the server seeing a pull request's expiry later than the
-/// runtime computes it.
-const EXPIRY_MARGIN: Duration = Duration::from_millis(200);
 
 /// Waits before the next try, longer after each failure; false when stopping.
 async fn pause(stop: &CancellationToken, failures: u32) -> bool {

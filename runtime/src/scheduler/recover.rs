@@ -10,6 +10,7 @@ use super::PullContext;
 use crate::dispatch::Subscriber;
 use crate::error::ErrorChain;
 use crate::fatal::Fatal;
+use crate::nats::pull::ServerEnded;
 use crate::nats::setup::{self, SetupError, StartAt};
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
@@ -22,27 +23,22 @@ pub enum PullFailure {
     ConsumerDeleted,
     /// The server refused the pull because of a consumer limit (max batch,
     /// max expires, max waiting): the durable was changed under the runtime.
-    ConsumerLimit(async_nats::Error),
-    /// Anything else: the server is asked what is wrong.
-    Unknown(async_nats::Error),
+    ConsumerLimit(ServerEnded),
+    /// Anything else (a leadership change, no server for the consumer):
+    /// the server is asked what is wrong.
+    Unknown(ServerEnded),
 }
 
 impl PullFailure {
-    /// Classifies a pull error by the status the server sent with it.
-    /// async-nats yields a pull batch's errors as an opaque error whose
-    /// text carries the server's status and description, so the kind is
-    /// read from that text.
-    pub fn of_pull(error: async_nats::Error) -> PullFailure {
-        let lower = error.to_string().to_ascii_lowercase();
-        if lower.contains("consumer deleted") {
+    /// Classifies how the server ended a pull request. The server says why
+    /// only in the status's description, so the kind is read from it.
+    pub fn of(ended: ServerEnded) -> PullFailure {
+        if ended.consumer_deleted() {
             PullFailure::ConsumerDeleted
-        } else if lower.contains("exceeded maxrequestbatch")
-            || lower.contains("exceeded maxrequestexpires")
-            || lower.contains("exceeded maxwaiting")
-        {
-            PullFailure::ConsumerLimit(error)
+        } else if ended.consumer_limit() {
+            PullFailure::ConsumerLimit(ended)
         } else {
-            PullFailure::Unknown(error)
+            PullFailure::Unknown(ended)
         }
     }
 }
@@ -96,7 +92,7 @@ pub async fn recover(
         source,
     };
     if let PullFailure::ConsumerLimit(why) = &failure {
-        tracing::warn!(subscriber = %cfg.name, durable = %cfg.durable, "the server refused a pull ({}); setting the durable right", ErrorChain(why.as_ref()));
+        tracing::warn!(subscriber = %cfg.name, durable = %cfg.durable, "{why}; setting the durable right");
         return setup::ensure_consumer(&sub.jetstream, cfg)
             .await
             .map(|c| Recovered::Consumer(Box::new(c)))
@@ -113,7 +109,7 @@ pub async fn recover(
     match diagnosis {
         Diagnosis::Healthy => {
             if let PullFailure::Unknown(why) = failure {
-                tracing::warn!(subscriber = %cfg.name, "pull failed: {}; pulling again", ErrorChain(why.as_ref()));
+                tracing::warn!(subscriber = %cfg.name, "{why}; pulling again");
             }
             Ok(Recovered::Nothing)
         }
@@ -185,36 +181,5 @@ fn transient_or_fatal(e: SetupError) -> Result<Recovered, SetupError> {
     } else {
         tracing::warn!("{}", ErrorChain(&e));
         Ok(Recovered::Nothing)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pull_errors_by_kind() {
-        // What async-nats' pull batch yields: an io error with the status.
-        let status = |s: &str| -> async_nats::Error {
-            Box::new(std::io::Error::other(format!(
-                "error while processing messages from the stream: {s}"
-            )))
-        };
-        assert!(matches!(
-            PullFailure::of_pull(status(r#"409, Some("Consumer Deleted")"#)),
-            PullFailure::ConsumerDeleted
-        ));
-        assert!(matches!(
-            PullFailure::of_pull(status(r#"409, Some("Exceeded MaxRequestBatch of 1")"#)),
-            PullFailure::ConsumerLimit(_)
-        ));
-        assert!(matches!(
-            PullFailure::of_pull(status(r#"409, Some("Exceeded MaxRequestExpires of 1s")"#)),
-            PullFailure::ConsumerLimit(_)
-        ));
-        assert!(matches!(
-            PullFailure::of_pull(status(r#"503, Some("No Responders")"#)),
-            PullFailure::Unknown(_)
-        ));
     }
 }

@@ -7,6 +7,7 @@ use crate::counters::SubscriberStats;
 use crate::error::ErrorChain;
 use crate::nats::batch::{CommitError, Committed};
 use crate::nats::publish::Route;
+use crate::nats::unavailable::retrying;
 use crate::nats::wire::Wire;
 use crate::outputs::held::Held;
 use std::time::Duration;
@@ -58,9 +59,13 @@ pub async fn commit(
     for batch in batches {
         let mut attempt = 0;
         let ended = loop {
-            let sent = wire
-                .commit_batch(&batch.stream, &batch.messages, batch.timeout)
-                .await;
+            let sent = retrying(
+                &format!("the commit of an atomic batch to stream {:?}", batch.stream),
+                || wire.commit_batch(&batch.stream, &batch.messages, batch.timeout),
+                CommitError::unavailable,
+                |_| stats.nats_unavailable(),
+            )
+            .await;
             match sent {
                 Err(CommitError::Busy { .. }) if attempt + 1 < BUSY_ATTEMPTS => {
                     attempt += 1;

@@ -4,6 +4,7 @@
 //! comes in decreasing sizes: whole; without the payload; with only the
 //! runtime's headers. The settler publishes the largest one that is accepted.
 
+use super::disposition::TermCause;
 use crate::message::DeliveryInfo;
 use crate::nats::ack::{one_line, MAX_TERM_REASON};
 use crate::nats::header_size;
@@ -14,6 +15,10 @@ use bytes::Bytes;
 pub mod headers {
     /// Why the message was terminated.
     pub const REASON: &str = "Natsapp-Reason";
+    /// What the termination comes from: `rejected`, `terminated`,
+    /// `retried`, a failure cause (`panic`, `trap`, `timeout`,
+    /// `memory_limit`, `instantiate`, `commit`) or `unfinished`.
+    pub const CAUSE: &str = "Natsapp-Cause";
     /// The subscriber that gave up.
     pub const SUBSCRIBER: &str = "Natsapp-Subscriber";
     /// The original subject.
@@ -57,6 +62,7 @@ pub fn copies(
     delivery: &DeliveryInfo,
     subscriber: &str,
     reason: &str,
+    cause: TermCause,
     msg_id: &str,
     max_payload: usize,
 ) -> Vec<Copy> {
@@ -64,6 +70,7 @@ pub fn copies(
     let own = |omitted: Option<String>| {
         let mut h = HeaderMap::new();
         h.insert(REASON, one_line(reason, MAX_TERM_REASON).as_str());
+        h.insert(CAUSE, cause.as_str());
         h.insert(SUBSCRIBER, subscriber);
         h.insert(SUBJECT, original.subject.as_str());
         h.insert(STREAM, delivery.stream.as_str());
@@ -165,6 +172,7 @@ mod tests {
             &DELIVERY,
             "kit",
             "bad\norder",
+            TermCause::Rejected,
             "dlq:IN:kit:7",
             1 << 20,
         );
@@ -178,6 +186,7 @@ mod tests {
         assert_eq!(header(whole, "X-Trace"), Some("t-1"));
         assert_eq!(header(whole, "Nats-Msg-Id"), Some("dlq:IN:kit:7"));
         assert_eq!(header(whole, headers::REASON), Some("bad order"));
+        assert_eq!(header(whole, headers::CAUSE), Some("rejected"));
         assert_eq!(header(whole, headers::OMITTED), None);
         assert_eq!(header(whole, headers::SEQUENCE), Some("7"));
         assert_eq!(header(whole, headers::DELIVERED), Some("3"));
@@ -187,7 +196,15 @@ mod tests {
     fn a_payload_near_max_payload_is_left_out_and_said_so() {
         let max = 1 << 20;
         let msg = message(max - 10, 0);
-        let copies = copies(&msg, &DELIVERY, "kit", &"r".repeat(5000), "id", max);
+        let copies = copies(
+            &msg,
+            &DELIVERY,
+            "kit",
+            &"r".repeat(5000),
+            TermCause::Rejected,
+            "id",
+            max,
+        );
         let first = &copies[0];
         assert_eq!(first.fit, Fit::WithoutPayload);
         assert!(first.payload.is_empty());
@@ -209,7 +226,7 @@ mod tests {
     fn headers_near_max_payload_leave_only_the_runtimes() {
         let max = 4096;
         let msg = message(10, max);
-        let copies = copies(&msg, &DELIVERY, "kit", "r", "id", max);
+        let copies = copies(&msg, &DELIVERY, "kit", "r", TermCause::Rejected, "id", max);
         assert_eq!(copies.len(), 1);
         assert_eq!(copies[0].fit, Fit::RuntimeHeadersOnly);
         assert_eq!(header(&copies[0], "X-Big"), None);

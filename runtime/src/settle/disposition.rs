@@ -3,7 +3,7 @@
 //! consumer policy. `settle` applies the decision; nothing else decides
 //! ack/nak/term.
 
-use crate::message::{ByGuest, Outcome};
+use crate::message::{ByGuest, FailureCause, Outcome};
 use std::time::Duration;
 
 /// The consumer policy the decision needs.
@@ -39,9 +39,44 @@ pub enum Disposition {
     Term {
         /// Why, for the log, the server and the dead-letter copy.
         reason: String,
+        /// What it comes from, as the dead-letter copy names it.
+        cause: TermCause,
         /// Copy to the dead-letter subject before terminating.
         dead_letter: bool,
     },
+}
+
+/// What a termination comes from: always something of the message's own
+/// (its handler's verdict or failures), never NATS being unavailable, which
+/// the runtime waits out instead of failing the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TermCause {
+    /// The handler rejected it.
+    Rejected,
+    /// The guest terminated it itself.
+    Terminated,
+    /// Its last allowed delivery failed (a crash, a trap, its time or memory
+    /// limit, a commit) or asked for a retry.
+    LastDelivery(Option<FailureCause>),
+    /// Its last allowed delivery did not finish (the handler nak'd it, or
+    /// the runtime stopped or crashed while handling it).
+    Unfinished,
+}
+
+impl TermCause {
+    /// Its name in the `Natsapp-Cause` header: `rejected`, `terminated`,
+    /// `retried` (the handler asked for a retry on its last delivery), a
+    /// failure cause (`panic`, `trap`, `timeout`, `memory_limit`,
+    /// `instantiate`, `commit`), or `unfinished`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TermCause::Rejected => "rejected",
+            TermCause::Terminated => "terminated",
+            TermCause::LastDelivery(None) => "retried",
+            TermCause::LastDelivery(Some(cause)) => cause.as_str(),
+            TermCause::Unfinished => "unfinished",
+        }
+    }
 }
 
 impl Disposition {
@@ -77,25 +112,28 @@ pub fn disposition(
                 reason: reason
                     .clone()
                     .unwrap_or_else(|| "terminated by the handler".into()),
+                cause: TermCause::Terminated,
                 dead_letter: policy.dead_letter,
             }
         }
         ByGuest::Nothing | ByGuest::Ack => {}
     }
-    let (delay, why) = match outcome {
+    let (delay, why, failure) = match outcome {
         Outcome::Ok => return Disposition::Ack,
         Outcome::Reject(reason) => {
             return Disposition::Term {
                 reason: reason.clone(),
+                cause: TermCause::Rejected,
                 dead_letter: policy.dead_letter,
             }
         }
-        Outcome::Retry { delay, reason } => (*delay, reason.as_str()),
-        Outcome::Failed { detail, .. } => (None, detail.as_str()),
+        Outcome::Retry { delay, reason } => (*delay, reason.as_str(), None),
+        Outcome::Failed { detail, cause } => (None, detail.as_str(), Some(*cause)),
     };
     match policy.max_deliver {
         Some(max) if delivered >= max => Disposition::Term {
             reason: format!("max_deliver ({max}) reached; last failure: {why}"),
+            cause: TermCause::LastDelivery(failure),
             dead_letter: policy.dead_letter,
         },
         _ => Disposition::Nak(delay.or_else(|| policy.backoff_step(delivered))),
@@ -119,6 +157,7 @@ pub fn past_max_deliver(delivered: u32, policy: &Policy) -> Option<Disposition> 
         reason: format!(
             "max_deliver ({max}) reached: delivery {max} did not finish (the handler nak'd it, or the runtime stopped or crashed while handling it)"
         ),
+        cause: TermCause::Unfinished,
         dead_letter: policy.dead_letter,
     })
 }
@@ -157,8 +196,9 @@ mod tests {
             cause: FailureCause::Trap,
             detail: "wasm trap: unreachable".into(),
         };
-        let term = |reason: &str, dead_letter| Disposition::Term {
+        let term = |reason: &str, cause, dead_letter| Disposition::Term {
             reason: reason.into(),
+            cause,
             dead_letter,
         };
 
@@ -249,7 +289,7 @@ mod tests {
                 ByGuest::Nothing,
                 1,
                 &plain,
-                term("bad order", false),
+                term("bad order", TermCause::Rejected, false),
             ),
             (
                 "reject terms with dead letter",
@@ -257,7 +297,7 @@ mod tests {
                 ByGuest::Nothing,
                 1,
                 &backoff,
-                term("bad", true),
+                term("bad", TermCause::Rejected, true),
             ),
             (
                 "retry at max_deliver terms",
@@ -265,7 +305,11 @@ mod tests {
                 ByGuest::Nothing,
                 3,
                 &plain,
-                term("max_deliver (3) reached; last failure: busy", false),
+                term(
+                    "max_deliver (3) reached; last failure: busy",
+                    TermCause::LastDelivery(None),
+                    false,
+                ),
             ),
             (
                 "trap at max_deliver terms with dead letter",
@@ -275,6 +319,7 @@ mod tests {
                 &backoff,
                 term(
                     "max_deliver (5) reached; last failure: wasm trap: unreachable",
+                    TermCause::LastDelivery(Some(FailureCause::Trap)),
                     true,
                 ),
             ),
@@ -313,6 +358,7 @@ mod tests {
                 ),
                 Disposition::Term {
                     reason: "duplicate order".into(),
+                    cause: TermCause::Terminated,
                     dead_letter: true
                 }
             );
@@ -321,6 +367,7 @@ mod tests {
             disposition(&Outcome::Ok, &ByGuest::Term(None), 2, &policy),
             Disposition::Term {
                 reason: "terminated by the handler".into(),
+                cause: TermCause::Terminated,
                 dead_letter: true
             }
         );
@@ -339,9 +386,10 @@ mod tests {
             match past_max_deliver(delivered, &policy(Some(3), dead_letter)) {
                 Some(Disposition::Term {
                     reason,
+                    cause,
                     dead_letter: dl,
                 }) => {
-                    assert_eq!(dl, dead_letter);
+                    assert_eq!((dl, cause), (dead_letter, TermCause::Unfinished));
                     assert!(
                         reason.starts_with("max_deliver (3) reached: delivery 3 did not finish"),
                         "{reason}"

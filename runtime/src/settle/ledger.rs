@@ -1,13 +1,17 @@
-//! What one subscriber has finished: the consumer's ack floor as last seen
-//! on the server, and the latest stream sequences this process acked or
-//! terminated. After a durable is recreated from that floor, or a server
-//! restart loses acks (its floor may even move back), a delivery of a
-//! sequence in the ledger is one already handled: it is acked again
-//! without running the handler, and counted.
+//! What one subscriber has finished, and what it is handling: the
+//! consumer's ack floor as last seen on the server, and the latest stream
+//! sequences this process acked or terminated. After a durable is
+//! recreated from that floor, or a server restart loses acks (its floor may
+//! even move back), a delivery of a sequence in the ledger is one already
+//! handled: it is acked again without running the handler, and counted. A
+//! delivery of a sequence whose handler runs here now (the server gave up
+//! on it: its in-progress signals did not arrive, during a leader
+//! election) waits for that handler instead of running a second one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 
 /// Most sequences remembered (a few MiB); past it the lowest are forgotten.
 const MAX_REMEMBERED: usize = 100_000;
@@ -19,6 +23,27 @@ pub struct AckLedger {
     generation: AtomicU64,
     floor: AtomicU64,
     done: Mutex<BTreeSet<u64>>,
+    /// Sequences whose handler runs now, and what tells when it is done.
+    running: Mutex<HashMap<u64, watch::Receiver<()>>>,
+}
+
+/// A sequence being handled; it is not any more once this is dropped.
+#[derive(Debug)]
+pub struct Running {
+    ledger: Arc<AckLedger>,
+    sequence: u64,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Dropping the sender wakes everyone waiting for it.
+        self.ledger
+            .running
+            .lock()
+            .expect("ledger lock")
+            .remove(&self.sequence);
+    }
 }
 
 impl AckLedger {
@@ -73,11 +98,39 @@ impl AckLedger {
     pub fn already_finished(&self, sequence: u64) -> bool {
         self.done.lock().expect("ledger lock").contains(&sequence)
     }
+
+    /// Marks `sequence` as being handled here, until the returned guard is
+    /// dropped; when it already is, what resolves once that handling ends.
+    pub fn start(self: &Arc<Self>, sequence: u64) -> Result<Running, watch::Receiver<()>> {
+        let mut running = self.running.lock().expect("ledger lock");
+        if let Some(busy) = running.get(&sequence) {
+            return Err(busy.clone());
+        }
+        let (done, waiting) = watch::channel(());
+        running.insert(sequence, waiting);
+        Ok(Running {
+            ledger: self.clone(),
+            sequence,
+            _done: done,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_second_delivery_waits_for_the_running_one() {
+        let ledger = Arc::new(AckLedger::default());
+        let running = ledger.start(7).expect("nothing runs yet");
+        let mut waiting = ledger.start(7).expect_err("7 is being handled");
+        assert!(ledger.start(8).is_ok(), "another sequence runs freely");
+        drop(running);
+        // The sender is gone: changed() ends at once.
+        assert!(waiting.changed().await.is_err());
+        assert!(ledger.start(7).is_ok(), "7 may be handled again");
+    }
 
     #[test]
     fn remembers_what_it_finished_and_the_highest_floor() {

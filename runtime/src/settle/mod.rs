@@ -21,11 +21,12 @@ use crate::error::ErrorChain;
 use crate::message::{ByGuest, FailureCause, InFlight, NotADelivery, Outcome};
 use crate::nats::ack::{Ack, AckError};
 use crate::nats::publish::{PublishError, PublishRoutes, Route};
+use crate::nats::unavailable::retrying;
 use crate::nats::wire::Wire;
-use crate::outputs::held::Held;
 use commit::StreamCommit;
-pub use disposition::{disposition, past_max_deliver, Disposition, Policy};
+pub use disposition::{disposition, past_max_deliver, Disposition, Policy, TermCause};
 use ledger::AckLedger;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,7 +109,7 @@ impl Settler {
             },
             double_ack: sub.double_ack,
             atomic: sub.outputs_mode == OutputsMode::Atomic,
-            progress_every: sub.ack_wait / 2,
+            progress_every: sub.progress_every(),
             stats: previous.map_or_else(Default::default, |p| p.stats.clone()),
             ledger: previous.map_or_else(Default::default, |p| p.ledger.clone()),
         }
@@ -150,7 +151,8 @@ impl Settler {
             return (decision, None);
         }
         let outputs = held.len();
-        match self.commit_in_progress(msg, held).await {
+        let committing = commit::commit(held, &self.wire, &self.stats);
+        match self.in_progress_while(msg, committing).await {
             Ok(batches) => {
                 for b in batches {
                     match b {
@@ -180,23 +182,20 @@ impl Settler {
         }
     }
 
-    /// Commits `held`, reporting `msg` in progress meanwhile: a commit may
-    /// wait for a batch slot and for busy streams.
-    async fn commit_in_progress(
-        &self,
-        msg: &InFlight,
-        held: Held,
-    ) -> Result<Vec<StreamCommit>, commit::CommitFailed> {
-        let committing = commit::commit(held, &self.wire, &self.stats);
-        tokio::pin!(committing);
+    /// Runs `work` on `msg`'s behalf while its handler does not run,
+    /// reporting it in progress meanwhile: a commit may wait for a batch
+    /// slot, busy streams and NATS, a dead-letter copy for NATS, a second
+    /// delivery for the handler of the first.
+    pub async fn in_progress_while<T>(&self, msg: &InFlight, work: impl Future<Output = T>) -> T {
+        tokio::pin!(work);
         let first = tokio::time::Instant::now() + self.progress_every;
         let mut progress = tokio::time::interval_at(first, self.progress_every);
         loop {
             tokio::select! {
-                done = &mut committing => return done,
+                done = &mut work => return done,
                 _ = progress.tick() => {
                     if let Err(e) = self.send(msg, Ack::Progress).await {
-                        tracing::debug!("in-progress signal during the commit failed: {}", ErrorChain(&e));
+                        tracing::debug!("in-progress signal failed: {}", ErrorChain(&e));
                     }
                 }
             }
@@ -215,11 +214,13 @@ impl Settler {
             Disposition::Term {
                 reason,
                 dead_letter: false,
+                ..
             } => self.term(msg, reason).await.map(|()| Settled::Termed),
             Disposition::Term {
                 reason,
+                cause,
                 dead_letter: true,
-            } => self.dead_letter_and_term(msg, reason).await,
+            } => self.dead_letter_and_term(msg, reason, cause).await,
         };
         match result {
             Ok(how) => self.stats.settled(how),
@@ -257,10 +258,14 @@ impl Settler {
         &self,
         msg: &InFlight,
         reason: String,
+        cause: TermCause,
     ) -> Result<Settled, AckError> {
         let mut attempt = 0u32;
         loop {
-            match self.copy(msg, &reason).await {
+            match self
+                .in_progress_while(msg, self.copy(msg, &reason, cause))
+                .await
+            {
                 Ok(fit) => {
                     if fit != dead_letter::Fit::Whole {
                         self.stats.dead_letter_trimmed();
@@ -293,7 +298,12 @@ impl Settler {
     }
 
     /// Publishes the largest dead-letter copy of `msg` the server accepts.
-    async fn copy(&self, msg: &InFlight, reason: &str) -> Result<dead_letter::Fit, CopyError> {
+    async fn copy(
+        &self,
+        msg: &InFlight,
+        reason: &str,
+        cause: TermCause,
+    ) -> Result<dead_letter::Fit, CopyError> {
         let (subject, wait) = self
             .dead_letter
             .as_ref()
@@ -305,20 +315,27 @@ impl Settler {
             &msg.delivery,
             &self.subscriber,
             reason,
+            cause,
             &id,
             max_payload,
         );
         let last = copies.len() - 1;
         for (i, copy) in copies.into_iter().enumerate() {
-            let sent = self
-                .wire
-                .publish(
-                    Route::JetStream(*wait),
-                    subject.to_string(),
-                    copy.headers,
-                    copy.payload,
-                )
-                .await;
+            let sent = retrying(
+                &format!(
+                    "subscriber {:?}: dead-letter copy to {subject:?}",
+                    &*self.subscriber
+                ),
+                || {
+                    let (headers, payload) = (copy.headers.clone(), copy.payload.clone());
+                    let route = Route::JetStream(*wait);
+                    self.wire
+                        .publish(route, subject.to_string(), headers, payload)
+                },
+                PublishError::unavailable,
+                |_| self.stats.nats_unavailable(),
+            )
+            .await;
             match sent {
                 Ok(_) => return Ok(copy.fit),
                 Err(PublishError::Invalid { .. }) if i < last => continue,

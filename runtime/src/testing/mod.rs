@@ -404,7 +404,7 @@ http = {http}
             loaded.pre,
             host.clone(),
             sub.timeout,
-            sub.ack_wait,
+            sub.progress_every(),
             sub.instances,
         );
         Ok(LocalHandler {

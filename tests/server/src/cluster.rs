@@ -32,7 +32,7 @@ struct Node {
 /// Three nats-servers in one cluster, each with JetStream, on loopback.
 pub struct NatsCluster {
     nodes: Vec<Node>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl NatsCluster {
@@ -78,7 +78,7 @@ impl NatsCluster {
                 child: None,
             });
         }
-        let mut cluster = NatsCluster { nodes, _dir: dir };
+        let mut cluster = NatsCluster { nodes, dir };
         for node in 0..CLUSTER_SIZE {
             cluster.spawn(node)?;
         }
@@ -127,6 +127,77 @@ impl NatsCluster {
             child.wait()?;
         }
         Ok(())
+    }
+
+    /// Stops `node` with SIGSTOP: it keeps its connections and its place
+    /// in the RAFT groups but answers nothing, like a paused machine or a
+    /// partitioned one.
+    pub fn freeze(&self, node: usize) -> io::Result<()> {
+        self.signal(node, libc::SIGSTOP)
+    }
+
+    /// Resumes a frozen `node` with SIGCONT.
+    pub fn thaw(&self, node: usize) -> io::Result<()> {
+        self.signal(node, libc::SIGCONT)
+    }
+
+    fn signal(&self, node: usize, signal: libc::c_int) -> io::Result<()> {
+        let child = self.nodes[node]
+            .child
+            .as_ref()
+            .ok_or_else(|| io::Error::other(format!("node n{node} is not running")))?;
+        let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+        // SAFETY: kill(2) on the pid of a child this cluster spawned and has
+        // not yet waited for.
+        if unsafe { libc::kill(pid, signal) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Asks the leader of `stream` to step down in favour of `node`
+    /// (nats-server 2.11 or newer honours the preference).
+    pub async fn move_stream_leader(&self, stream: &str, node: usize) -> io::Result<()> {
+        self.step_down(&format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"), node)
+            .await
+    }
+
+    /// Asks the leader of `consumer` on `stream` to step down in favour of
+    /// `node`.
+    pub async fn move_consumer_leader(
+        &self,
+        stream: &str,
+        consumer: &str,
+        node: usize,
+    ) -> io::Result<()> {
+        self.step_down(
+            &format!("$JS.API.CONSUMER.LEADER.STEPDOWN.{stream}.{consumer}"),
+            node,
+        )
+        .await
+    }
+
+    async fn step_down(&self, subject: &str, node: usize) -> io::Result<()> {
+        let client = self.client().await?;
+        let body = format!(
+            r#"{{"placement":{{"preferred":"{}"}}}}"#,
+            self.nodes[node].server_name
+        );
+        let answer = client
+            .request(subject.to_string(), body.into())
+            .await
+            .map_err(|e| io::Error::other(format!("{subject}: {e}")))?;
+        let text = String::from_utf8_lossy(&answer.payload);
+        if text.contains("\"error\"") {
+            return Err(io::Error::other(format!("{subject} refused: {text}")));
+        }
+        Ok(())
+    }
+
+    /// The folder holding every node's config, log and store.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Starts `node` again (killing it first if it runs) on the same ports

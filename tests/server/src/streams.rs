@@ -24,13 +24,23 @@ where
     }
 }
 
-/// A consumer's pending and ack-pending counts.
-pub async fn consumer_counts(js: &jetstream::Context, stream: &str, durable: &str) -> (u64, usize) {
-    let stream = js.get_stream(stream).await.expect("stream exists");
-    let info = stream
+/// A consumer's info as the server gives it now.
+pub async fn consumer_info(
+    js: &jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> jetstream::consumer::Info {
+    js.get_stream(stream)
+        .await
+        .expect("stream exists")
         .consumer_info(durable)
         .await
-        .expect("consumer exists");
+        .expect("consumer exists")
+}
+
+/// A consumer's pending and ack-pending counts.
+pub async fn consumer_counts(js: &jetstream::Context, stream: &str, durable: &str) -> (u64, usize) {
+    let info = consumer_info(js, stream, durable).await;
     (info.num_pending, info.num_ack_pending)
 }
 

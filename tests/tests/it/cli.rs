@@ -33,7 +33,7 @@ fn check_prints_the_plan() {
         "  order.status -> stream ORDER_STATUS (PubAck within 30s)".to_string(),
         "  process-order: order.created on stream ORDER_EVENTS, durable order_processor_service".to_string(),
         format!("    component {} ({} KiB): implements natsapp:handler/handler@0.1.1", component.display(), std::fs::metadata(&component).unwrap().len().div_ceil(1024)),
-        "    concurrency 4, batch 3, pull timeout 10s, ack_wait 2m, max_deliver 3 (server 4), backoff [1s, 10s], instances reused".to_string(),
+        "    concurrency 4, batch 3, pull timeout 10s, ack_wait 10s, max_deliver 3 (server 4), backoff [1s, 10s], instances reused".to_string(),
         "    limits: memory 64 MiB, 5s per message; output ids: sequence".to_string(),
         "      order.status (JetStream, stream ORDER_STATUS, PubAck within 30s)".to_string(),
         "      inventory.updates (JetStream, stream INVENTORY, PubAck within 30s)".to_string(),

@@ -1,6 +1,7 @@
 //! Losing the server: resume after it returns; stop when reconnecting is off.
 
 use crate::{kit_service, Kit};
+use nats_test_server::{PullSwallower, Swallowing};
 use natsapp_wasm_tests::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -89,4 +90,129 @@ async fn with_allow_reconnect_false_a_lost_connection_stops_the_process_with_exi
         ),
         "{stderr}"
     );
+}
+
+/// The kit service behind a [`PullSwallower`], one message handled, then
+/// pull requests swallowed as `how` says and ten messages published: the
+/// server holds them, delivers none and waits for no ack, while the
+/// connection is up. ack_wait is far above what the tests wait: a message
+/// handled later was delivered to a new pull, not redelivered.
+struct Stalled {
+    proxy: PullSwallower,
+    running: Running,
+    js: async_nats::jetstream::Context,
+    handled: async_nats::Subscriber,
+    _server: NatsServer,
+}
+
+impl Stalled {
+    async fn start(pull_timeout: &str, how: Swallowing) -> Stalled {
+        let server = NatsServer::start();
+        let proxy = PullSwallower::start(server.url()).await;
+        let text = kit_service(&format!(
+            "pull = {{ timeout = \"{pull_timeout}\" }}\nconsumer = {{ ack_wait = \"60s\" }}"
+        ))
+        .replace("{url}", &proxy.url());
+        let file = ServiceFile::new(&server, &text);
+        let running = Running::start(&file).await;
+        let client = server.client().await;
+        let js = server.jetstream().await;
+        let mut handled = subscribe(&client, "testkit.out.sleep").await;
+        js_publish(&js, "in.kit", r#"{"op":"sleep","ms":0}"#).await;
+        next_json(&mut handled, Duration::from_secs(20)).await;
+        proxy.swallow(how);
+        let before = proxy.swallowed();
+        eventually(
+            Duration::from_secs(20),
+            "a pull request swallowed",
+            || async { (proxy.swallowed() > before).then_some(()) },
+        )
+        .await;
+        for _ in 0..10 {
+            js_publish(&js, "in.kit", r#"{"op":"sleep","ms":0}"#).await;
+        }
+        eventually(
+            Duration::from_secs(20),
+            "the stall seen on the server",
+            || async { (consumer_counts(&js, "IN", "kit").await == (10, 0)).then_some(()) },
+        )
+        .await;
+        Stalled {
+            proxy,
+            running,
+            js,
+            handled,
+            _server: server,
+        }
+    }
+
+    /// Lets the requests through again; every held message must be handled
+    /// once, and nothing delivered twice.
+    async fn recovers(mut self) -> natsapp_wasm::observability::stats::SubscriberSnapshot {
+        assert!(
+            silent(&mut self.handled, Duration::from_secs(1)).await,
+            "nothing handled while the requests are swallowed"
+        );
+        self.proxy.swallow(Swallowing::Off);
+        let mut seqs = Vec::new();
+        for _ in 0..10 {
+            seqs.push(
+                next_json(&mut self.handled, Duration::from_secs(30)).await["seq"]
+                    .as_u64()
+                    .unwrap(),
+            );
+        }
+        seqs.sort();
+        assert_eq!(
+            seqs,
+            (2..=11).collect::<Vec<_>>(),
+            "every message held during the stall was handled"
+        );
+        let s = settled_stats(&self.running, "kit").await;
+        assert_eq!(
+            (s.received, s.acked, s.naked),
+            (11, 11, 0),
+            "none delivered twice: {s:?}"
+        );
+        s
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_the_server_never_sees_is_found_and_sent_again() {
+    // The requests never reach the server and the runtime hears nothing
+    // about them: no heartbeat, no end.
+    let stalled = Stalled::start("2s", Swallowing::Silently).await;
+    let swallowed = stalled.proxy.swallowed();
+    eventually(
+        Duration::from_secs(20),
+        "the silent request given up and sent again",
+        || async {
+            (stalled.proxy.swallowed() > swallowed
+                && stalled.running.subscriber("kit").pulls_silent > 0)
+                .then_some(())
+        },
+    )
+    .await;
+    let s = stalled.recovers().await;
+    assert!(s.pulls_silent >= 1, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_that_looks_alive_but_brings_nothing_is_found_stalled_and_got_going() {
+    // The proxy answers the swallowed requests as a server with nothing to
+    // deliver would: heartbeats, then a 408 at expiry. The runtime hears a
+    // live pull that brings nothing: a stall only the durable's state shows.
+    let stalled = Stalled::start("1s", Swallowing::Answering).await;
+    let found = stats_until(&stalled.running, "kit", "the stall found", |s| {
+        s.pulls_stalled > 0
+    })
+    .await;
+    assert_eq!(
+        found.pulls_silent, 0,
+        "every request looked alive: {found:?}"
+    );
+    assert_eq!(consumer_counts(&stalled.js, "IN", "kit").await, (10, 0));
+    let s = stalled.recovers().await;
+    assert!(s.pulls_stalled >= 1, "{s:?}");
 }

@@ -363,7 +363,7 @@ async fn a_reused_instance_outlasts_the_store_handle_limit() {
         Vec::new(),
         None,
     ));
-    let handler = Handler::new(pre, host, sub.timeout, sub.ack_wait, sub.instances);
+    let handler = Handler::new(pre, host, sub.timeout, sub.progress_every(), sub.instances);
     let mut reports = subscribe(&client, "testkit.out.count").await;
     let call = |seq: u64, op: &str| {
         let message = async_nats::Message {

@@ -117,6 +117,34 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
     );
     m.per_subscriber(
         subs,
+        "natsapp_pulls_silent_total",
+        "Pull requests given up because the server went silent on them (no message, status or heartbeat for two heartbeats, or no end at expiry)",
+        MetricType::COUNTER,
+        |s| counter(s.pulls_silent),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_pulls_stalled_total",
+        "Times the pull stalled (messages pending, room to take them, nothing delivered) and was got going again",
+        MetricType::COUNTER,
+        |s| counter(s.pulls_stalled),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_nats_unavailable_retries_total",
+        "Calls made again because NATS was unavailable (no stream leader, no answer in time, the connection down) instead of failing the handler",
+        MetricType::COUNTER,
+        |s| counter(s.nats_unavailable),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_redelivered_while_running_total",
+        "Deliveries of a message whose handler still ran here, held until that handler was done",
+        MetricType::COUNTER,
+        |s| counter(s.redelivered_while_running),
+    );
+    m.per_subscriber(
+        subs,
         "natsapp_quota_refused_total",
         "Publishes and requests refused by a tenant quota",
         MetricType::COUNTER,

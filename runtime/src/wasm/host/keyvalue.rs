@@ -14,7 +14,8 @@ use crate::counters::{KvOp, KvOutcome};
 use crate::error::ErrorChain;
 use crate::message::InFlight;
 use crate::nats::setup::OpenedBucket;
-use crate::nats::wire::{BucketStore, KvError};
+use crate::nats::unavailable::retrying;
+use crate::nats::wire::{BucketStore, KvError, Unavailable};
 use std::collections::HashMap;
 use wasmtime::component::{HasData, Linker};
 
@@ -159,6 +160,39 @@ impl KeyValueView<'_> {
         result
     }
 
+    /// Runs a call of `op` on `bucket`, made again while NATS is
+    /// unavailable: any call when nothing was written, only reads, puts and
+    /// deletes when an answer did not come in time (a create or update may
+    /// have been stored then, and made again it would lose to itself).
+    async fn patiently<T, F>(
+        &self,
+        op: KvOp,
+        bucket: &str,
+        call: impl FnMut() -> F,
+    ) -> Result<T, KvError>
+    where
+        F: std::future::Future<Output = Result<T, KvError>>,
+    {
+        let repeatable = !matches!(op, KvOp::Create | KvOp::Update);
+        let (sub, msg) = (self.sub, self.msg);
+        let _call = msg.nats_call();
+        retrying(
+            &format!(
+                "subscriber {:?}: {} in bucket {bucket:?}",
+                &*sub.name,
+                op.as_str()
+            ),
+            call,
+            |e| match e.unavailable() {
+                Unavailable::Certainly => true,
+                Unavailable::Perhaps => repeatable,
+                Unavailable::No => false,
+            },
+            |waited| sub.waited_for_nats(msg, waited),
+        )
+        .await
+    }
+
     /// Counts a conditional write: `None` is a write that lost.
     fn conditional(
         &self,
@@ -190,7 +224,10 @@ impl Host for KeyValueView<'_> {
         let result = async {
             let b = self.bucket(&bucket, KvOp::Get)?;
             check_key(&key)?;
-            let entry = b.store.get(key).await.map_err(failure(&bucket))?;
+            let entry = self
+                .patiently(KvOp::Get, &bucket, async || b.store.get(key.clone()).await)
+                .await
+                .map_err(failure(&bucket))?;
             Ok(entry.map(|e| Entry {
                 value: e.value.to_vec(),
                 revision: e.revision,
@@ -208,10 +245,12 @@ impl Host for KeyValueView<'_> {
     ) -> wasmtime::Result<Result<u64, Error>> {
         let result = async {
             let b = self.writable(&bucket, &key, &value, KvOp::Put)?;
-            b.store
-                .put(key, value.into())
-                .await
-                .map_err(failure(&bucket))
+            let value = bytes::Bytes::from(value);
+            self.patiently(KvOp::Put, &bucket, || {
+                b.store.put(key.clone(), value.clone())
+            })
+            .await
+            .map_err(failure(&bucket))
         }
         .await;
         Ok(self.counted(KvOp::Put, result, KvOutcome::Ok))
@@ -225,10 +264,12 @@ impl Host for KeyValueView<'_> {
     ) -> wasmtime::Result<Result<Option<u64>, Error>> {
         let result = async {
             let b = self.writable(&bucket, &key, &value, KvOp::Create)?;
-            b.store
-                .create(key, value.into())
-                .await
-                .map_err(failure(&bucket))
+            let value = bytes::Bytes::from(value);
+            self.patiently(KvOp::Create, &bucket, || {
+                b.store.create(key.clone(), value.clone())
+            })
+            .await
+            .map_err(failure(&bucket))
         }
         .await;
         Ok(self.conditional(KvOp::Create, result))
@@ -243,10 +284,12 @@ impl Host for KeyValueView<'_> {
     ) -> wasmtime::Result<Result<Option<u64>, Error>> {
         let result = async {
             let b = self.writable(&bucket, &key, &value, KvOp::Update)?;
-            b.store
-                .update(key, value.into(), revision)
-                .await
-                .map_err(failure(&bucket))
+            let value = bytes::Bytes::from(value);
+            self.patiently(KvOp::Update, &bucket, || {
+                b.store.update(key.clone(), value.clone(), revision)
+            })
+            .await
+            .map_err(failure(&bucket))
         }
         .await;
         Ok(self.conditional(KvOp::Update, result))
@@ -255,7 +298,9 @@ impl Host for KeyValueView<'_> {
     async fn delete(&mut self, bucket: String, key: String) -> wasmtime::Result<Result<(), Error>> {
         let result = async {
             let b = self.writable(&bucket, &key, &[], KvOp::Delete)?;
-            b.store.delete(key).await.map_err(failure(&bucket))
+            self.patiently(KvOp::Delete, &bucket, || b.store.delete(key.clone()))
+                .await
+                .map_err(failure(&bucket))
         }
         .await;
         Ok(self.counted(KvOp::Delete, result, KvOutcome::Ok))

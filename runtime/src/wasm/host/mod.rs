@@ -166,6 +166,13 @@ impl SubscriberHost {
         Ok(())
     }
 
+    /// A call of the guest handling `msg` waited `waited` for NATS to be
+    /// available: not charged to its time limit, and counted.
+    pub(crate) fn waited_for_nats(&self, msg: &InFlight, waited: std::time::Duration) {
+        msg.waited_for_nats(waited);
+        self.settler.stats.nats_unavailable();
+    }
+
     /// Pays for sending `bytes` from the tenant's publish quotas; refused
     /// at once when they are spent.
     pub(crate) fn pay(&self, bytes: usize) -> Result<(), HostError> {

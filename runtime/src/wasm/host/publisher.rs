@@ -9,6 +9,7 @@ use super::NatsView;
 use crate::error::ErrorChain;
 use crate::grants::{check_guest_headers, check_subject_grant, Refused, Use};
 use crate::nats::publish::{PublishError, Route};
+use crate::nats::unavailable::retrying;
 use crate::nats::wire::RequestError;
 use crate::outputs::held::{Bounds, Target};
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
@@ -161,11 +162,19 @@ impl Host for NatsView<'_> {
             .get()
             .map(|t| t.send(&subject, "publish", &mut map));
         let started = std::time::Instant::now();
-        let sent = self
-            .sub
-            .wire
-            .publish(route, subject, map, data.into())
-            .await;
+        let (sub, msg) = (self.sub, &**self.msg);
+        let data = bytes::Bytes::from(data);
+        let _call = msg.nats_call();
+        let sent = retrying(
+            &format!("subscriber {:?}: publish to {subject:?}", &*sub.name),
+            || {
+                let (subject, map, data) = (subject.clone(), map.clone(), data.clone());
+                sub.wire.publish(route, subject, map, data)
+            },
+            PublishError::unavailable,
+            |waited| sub.waited_for_nats(msg, waited),
+        )
+        .await;
         if acked_by_stream {
             self.sub
                 .settler
@@ -224,12 +233,25 @@ impl Host for NatsView<'_> {
             .get()
             .map(|t| t.send(&subject, "request", &mut map));
         let timeout = Duration::from_millis(timeout_ms.into());
-        let answered = match self
-            .sub
-            .wire
-            .request(subject, map, data.into(), timeout)
-            .await
-        {
+        let (sub, msg) = (self.sub, &**self.msg);
+        let data = bytes::Bytes::from(data);
+        let _call = msg.nats_call();
+        // A request that failed while the connection is down is made again
+        // once it is back; with it up, no answer is the responder's doing.
+        let asked = retrying(
+            &format!("subscriber {:?}: request to {subject:?}", &*sub.name),
+            || {
+                let (subject, map, data) = (subject.clone(), map.clone(), data.clone());
+                sub.wire.request(subject, map, data, timeout)
+            },
+            |e| {
+                !sub.wire.connected()
+                    && matches!(e, RequestError::TimedOut | RequestError::Failed { .. })
+            },
+            |waited| sub.waited_for_nats(msg, waited),
+        )
+        .await;
+        let answered = match asked {
             Ok(reply) => Ok(Response {
                 data: reply.payload.to_vec(),
                 headers: header_pairs(reply.headers.as_ref()),

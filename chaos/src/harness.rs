@@ -1,24 +1,46 @@
 //! One scenario's world: its servers, its service.toml, the natsapp-wasm
-//! processes it started and stopped, and the measurement that ends it
-//! (wait for the load and the durable, stop gracefully, count).
+//! processes it started and stopped, the faults it caused (how long each
+//! kept NATS or the runtime away, which states the bound on any order's
+//! wait), and the measurement that ends it (wait for the load and the
+//! durable, stop gracefully, count, and keep what explains a failure).
 
 use crate::artifacts::Artifacts;
 use crate::load::Load;
 use crate::poll::eventually;
 use crate::process::{RuntimeProcess, Stop};
-use crate::report::{Row, StopRecord};
+use crate::report::{Row, StopRecord, Waits};
 use crate::scenarios::Timing;
 use crate::servers::Servers;
 use crate::service::ServiceSpec;
 use crate::verify;
 use anyhow::Context as _;
 use async_nats::jetstream;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long a new process may take to declare the streams and durable
 /// (compiling the component on a cold cache included).
 const START_WITHIN: Duration = Duration::from_secs(120);
+
+/// Where every scenario's bound on an order's wait starts: the largest
+/// backoff step, one pull timeout, and 5 s.
+pub fn base_bound(spec: &ServiceSpec) -> Duration {
+    spec.backoff.iter().copied().max().unwrap_or_default()
+        + spec.pull_timeout
+        + Duration::from_secs(5)
+}
+
+/// A fault the scenario caused.
+pub struct Fault {
+    /// What it was, for the notes.
+    pub what: String,
+    /// How long it kept NATS (or the only runtime) away.
+    pub lasted: Duration,
+    /// A process or its connection died with messages in flight: those
+    /// wait out `ack_wait` before the server delivers them again.
+    pub in_flight_lost: bool,
+}
 
 /// A scenario in progress.
 pub struct Harness {
@@ -34,6 +56,13 @@ pub struct Harness {
     runtimes: Vec<(RuntimeProcess, bool)>,
     stops: Vec<StopRecord>,
     notes: Vec<String>,
+    faults: Vec<Fault>,
+    /// Added to the bound for work the scenario queues on purpose.
+    backlog: Duration,
+    /// Per killed process: the stream sequences delivered and not yet
+    /// acknowledged just before the kill, and when it was killed.
+    killed_in_flight: Vec<(RangeInclusive<u64>, SystemTime)>,
+    spec: ServiceSpec,
     started: Instant,
 }
 
@@ -46,20 +75,15 @@ impl Harness {
         spec: impl FnOnce(&mut ServiceSpec),
     ) -> anyhow::Result<Harness> {
         let dir = tempfile::tempdir().context("cannot create a working directory")?;
-        let mut service = ServiceSpec {
-            servers: servers.urls(),
-            replicas: servers.replicas(),
-            component: artifacts.component.clone(),
-            concurrency: 4,
-            max_deliver: 5,
-            work: Duration::ZERO,
-            slow_every: 0,
-            slow: Duration::ZERO,
-            graceful_timeout: timing.graceful,
-            atomic: false,
-        };
-        spec(&mut service);
-        let service = service.write(dir.path())?;
+        let mut spec_ = ServiceSpec::new(
+            servers.urls(),
+            servers.replicas(),
+            artifacts.component.clone(),
+            timing.graceful,
+            timing.consumer,
+        );
+        spec(&mut spec_);
+        let service = spec_.write(dir.path())?;
         let js = servers.jetstream().await?;
         Ok(Harness {
             servers,
@@ -71,8 +95,37 @@ impl Harness {
             runtimes: Vec::new(),
             stops: Vec::new(),
             notes: Vec::new(),
+            faults: Vec::new(),
+            backlog: Duration::ZERO,
+            killed_in_flight: Vec::new(),
+            spec: spec_,
             started: Instant::now(),
         })
+    }
+
+    /// The service the scenario runs.
+    pub fn spec(&self) -> &ServiceSpec {
+        &self.spec
+    }
+
+    /// Records a fault, noted with how long it lasted.
+    pub fn fault(&mut self, fault: Fault) {
+        self.note(format!(
+            "{} ({:.1}s{})",
+            fault.what,
+            fault.lasted.as_secs_f64(),
+            if fault.in_flight_lost {
+                ", messages in flight lost with it"
+            } else {
+                ""
+            }
+        ));
+        self.faults.push(fault);
+    }
+
+    /// Adds `work` the scenario queues on purpose to the bound.
+    pub fn backlog(&mut self, work: Duration) {
+        self.backlog += work;
     }
 
     /// Starts a natsapp-wasm process (with NATS_SERVERS = `servers` when
@@ -99,6 +152,11 @@ impl Harness {
     /// Stops process `index` with `stop` and records how it exited.
     pub async fn stop_runtime(&mut self, index: usize, stop: Stop) -> anyhow::Result<()> {
         let within = self.timing.graceful + Duration::from_secs(10);
+        if stop == Stop::Kill {
+            let unacknowledged = verify::unacknowledged(&self.js).await?;
+            self.killed_in_flight
+                .push((unacknowledged, SystemTime::now()));
+        }
         let (process, stopped) = &mut self.runtimes[index];
         let exit = process.stop(stop, within).await?;
         *stopped = true;
@@ -163,26 +221,140 @@ impl Harness {
             .iter()
             .map(|(p, _)| Ok((p.name().to_string(), p.processed()?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let twice_at_once = self
+            .runtimes
+            .iter()
+            .map(|(p, _)| p.delivered_twice_at_once())
+            .sum::<anyhow::Result<usize>>()?;
+        let pull_recoveries = self
+            .runtimes
+            .iter()
+            .map(|(p, _)| p.pull_recoveries())
+            .sum::<anyhow::Result<usize>>()?;
+        let waits = self.waits(&counts, &summary.first_sent);
         let mut row = Row {
             scenario,
             label: None,
             planned: self.timing.messages,
+            // Its point: messages abandoned on their last delivery.
+            dead_letters_expected: scenario == crate::Scenario::RollingMaxDeliver.name(),
             counts: Some(counts),
             end: Some(end),
             stops: self.stops,
             processed,
+            twice_at_once,
+            pull_recoveries,
+            waits: Some(waits),
             notes: self.notes,
             elapsed: self.started.elapsed(),
             error: None,
+            kept: None,
         };
         if !row.failures().is_empty() {
-            // What it takes to find out why: the runtimes' logs.
-            let kept = self.dir.keep();
-            row.notes.push(format!(
-                "its service.toml and the runtimes' logs are kept in {}",
-                kept.display()
-            ));
+            row.kept = Some(keep(self.dir, &self.js, &self.servers).await);
         }
         Ok(row)
     }
+
+    /// The longest wait of any order, of those in flight when a process
+    /// was killed, and the bound they are held to. In flight: delivered
+    /// and unacknowledged just before the kill (on any process; those of
+    /// the survivors finish at once) and handled after it.
+    fn waits(&self, counts: &verify::Counts, first_sent: &[SystemTime]) -> Waits {
+        let status_at = &counts.status_at;
+        let waited = |id: &str| -> Option<Duration> {
+            let i: usize = id.strip_prefix('o')?.parse().ok()?;
+            status_at.get(id)?.duration_since(*first_sent.get(i)?).ok()
+        };
+        let longest = (0..first_sent.len())
+            .filter_map(|i| {
+                let id = format!("o{i}");
+                waited(&id).map(|w| (w, id))
+            })
+            .max();
+        let mut killed = None::<(usize, Duration)>;
+        for (sequences, at) in &self.killed_in_flight {
+            for sequence in sequences.clone() {
+                let id = usize::try_from(sequence - 1)
+                    .ok()
+                    .and_then(|i| counts.inputs_by_sequence.get(i));
+                let Some(done) = id.and_then(|id| status_at.get(id)) else {
+                    continue;
+                };
+                if let Ok(after) = done.duration_since(*at) {
+                    let (n, longest) = killed.unwrap_or_default();
+                    killed = Some((n + 1, longest.max(after)));
+                }
+            }
+        }
+        let longest_fault = self
+            .faults
+            .iter()
+            .map(|f| f.lasted)
+            .max()
+            .unwrap_or_default();
+        let lost_in_flight = self.faults.iter().any(|f| f.in_flight_lost);
+        let mut bound = longest_fault + base_bound(&self.spec) + self.backlog;
+        let mut why = format!(
+            "longest fault {:.1}s + backoff {:.1}s + pull timeout {:.1}s + 5s",
+            longest_fault.as_secs_f64(),
+            self.spec
+                .backoff
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or_default()
+                .as_secs_f64(),
+            self.spec.pull_timeout.as_secs_f64()
+        );
+        if lost_in_flight {
+            bound += self.spec.ack_wait;
+            why += &format!(" + ack_wait {:.0}s", self.spec.ack_wait.as_secs_f64());
+        }
+        if !self.backlog.is_zero() {
+            why += &format!(" + queued work {:.1}s", self.backlog.as_secs_f64());
+        }
+        Waits {
+            longest,
+            bound,
+            why,
+            killed_in_flight: killed,
+            killed_bound: self.spec.ack_wait + Duration::from_secs(5),
+        }
+    }
+}
+
+/// Keeps what explains a failed scenario, and says where: its
+/// service.toml and the runtimes' logs, the servers' stores and logs, and
+/// the durable's info as the server last gave it.
+async fn keep(
+    dir: tempfile::TempDir,
+    js: &jetstream::Context,
+    servers: &crate::servers::Servers,
+) -> PathBuf {
+    let kept = dir.keep();
+    if let Err(e) = copy_dir(servers.dir(), &kept.join("servers")) {
+        eprintln!("cannot keep the servers' stores: {e}");
+    }
+    let info = match verify::durable_info(js).await {
+        Ok(info) => format!("{info:#?}"),
+        Err(e) => format!("{e:#}"),
+    };
+    let _ = std::fs::write(kept.join("consumer-info.txt"), info);
+    kept
+}
+
+/// Copies `from` into `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }

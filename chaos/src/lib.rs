@@ -17,7 +17,8 @@
 //! [`service`] writes the service.toml, [`process`] runs and stops a
 //! natsapp-wasm process, [`load`] publishes the orders, [`harness`] holds
 //! one scenario's world, [`scenarios`] are the fault scripts, [`verify`]
-//! counts what was stored and [`report`] prints it.
+//! counts what was stored and [`report`] prints it; [`soak`] runs
+//! scenarios over and over and sums up what went wrong.
 
 pub mod artifacts;
 pub mod harness;
@@ -28,9 +29,11 @@ pub mod report;
 pub mod scenarios;
 pub mod servers;
 pub mod service;
+pub mod soak;
 pub mod verify;
 
 pub use scenarios::Scenario;
+pub use service::ConsumerSettings;
 
 use anyhow::Context as _;
 use std::path::PathBuf;
@@ -45,13 +48,30 @@ pub struct Options {
     pub short: bool,
     /// Where to write the rows as JSON.
     pub json: Option<PathBuf>,
+    /// Run the scenarios (by default the cluster ones) this many times in
+    /// all, short, keeping every failed run.
+    pub soak: Option<u32>,
+    /// The durable's settings.
+    pub consumer: ConsumerSettings,
 }
 
 /// Runs the scenarios one after another, prints the table and writes the
 /// JSON. `Ok(false)` when any scenario failed its checks.
 pub async fn run(options: Options) -> anyhow::Result<bool> {
     let artifacts = artifacts::Artifacts::locate()?;
-    let timing = scenarios::Timing::new(options.short, options.messages);
+    if let Some(runs) = options.soak {
+        let timing = scenarios::Timing::new(true, options.messages, options.consumer);
+        let chosen = if options.scenarios.is_empty() {
+            Scenario::ALL
+                .into_iter()
+                .filter(|s| s.on_cluster())
+                .collect()
+        } else {
+            options.scenarios
+        };
+        return soak::run(runs, &chosen, &artifacts, &timing, options.json.as_deref()).await;
+    }
+    let timing = scenarios::Timing::new(options.short, options.messages, options.consumer);
     let chosen = if options.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {

@@ -1,7 +1,8 @@
 //! The load generator: publishes the orders on `order.created` at a steady
 //! rate while the scenario breaks things, each with the Msg-Id `order-<i>`
 //! and awaiting its PubAck, retrying a failed publish with the same id so a
-//! retry never stores an input twice.
+//! retry never stores an input twice. It notes when each order was first
+//! sent: an order's wait runs from then to its status output.
 
 use crate::service::ORDER_SUBJECT;
 use anyhow::{anyhow, Context as _};
@@ -9,7 +10,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -36,12 +37,16 @@ pub struct LoadSummary {
     pub stored: u64,
     /// Publish attempts that failed and were retried.
     pub retries: u64,
+    /// When each order (by its number) was first sent.
+    pub first_sent: Vec<SystemTime>,
 }
 
 /// A running load generator.
 pub struct Load {
     stored: Arc<AtomicU64>,
     retries: Arc<AtomicU64>,
+    /// Per order, microseconds since the Unix epoch of its first attempt.
+    first_sent: Arc<Vec<AtomicU64>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -50,16 +55,21 @@ impl Load {
     pub fn start(js: jetstream::Context, messages: u64, spread: Duration) -> Load {
         let stored = Arc::new(AtomicU64::new(0));
         let retries = Arc::new(AtomicU64::new(0));
+        let first_sent = Arc::new((0..messages).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
         let task = tokio::spawn(generate(
             js,
             messages,
             spread,
-            stored.clone(),
-            retries.clone(),
+            Counters {
+                stored: stored.clone(),
+                retries: retries.clone(),
+                first_sent: first_sent.clone(),
+            },
         ));
         Load {
             stored,
             retries,
+            first_sent,
             task,
         }
     }
@@ -82,22 +92,34 @@ impl Load {
         let Load {
             stored,
             retries,
+            first_sent,
             task,
         } = self;
         task.await.context("the load generator panicked")??;
         Ok(LoadSummary {
             stored: stored.load(Ordering::Relaxed),
             retries: retries.load(Ordering::Relaxed),
+            first_sent: first_sent
+                .iter()
+                .map(|t| UNIX_EPOCH + Duration::from_micros(t.load(Ordering::Relaxed)))
+                .collect(),
         })
     }
+}
+
+/// What the generator counts and notes as it goes.
+#[derive(Clone)]
+struct Counters {
+    stored: Arc<AtomicU64>,
+    retries: Arc<AtomicU64>,
+    first_sent: Arc<Vec<AtomicU64>>,
 }
 
 async fn generate(
     js: jetstream::Context,
     messages: u64,
     spread: Duration,
-    stored: Arc<AtomicU64>,
-    retries: Arc<AtomicU64>,
+    counters: Counters,
 ) -> anyhow::Result<()> {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut publishes = JoinSet::new();
@@ -105,10 +127,14 @@ async fn generate(
     for i in 0..messages {
         tokio::time::sleep_until(start + spread.mul_f64(i as f64 / messages as f64)).await;
         let permit = permits.clone().acquire_owned().await?;
-        let (js, stored, retries) = (js.clone(), stored.clone(), retries.clone());
+        let (js, counters) = (js.clone(), counters.clone());
         publishes.spawn(async move {
-            publish_until_stored(&js, i, &retries).await?;
-            stored.fetch_add(1, Ordering::Relaxed);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            counters.first_sent[i as usize].store(now.as_micros() as u64, Ordering::Relaxed);
+            publish_until_stored(&js, i, &counters.retries).await?;
+            counters.stored.fetch_add(1, Ordering::Relaxed);
             drop(permit);
             anyhow::Ok(())
         });

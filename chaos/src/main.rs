@@ -3,7 +3,7 @@
 //! duplicate, did not settle or stopped badly. See the crate documentation.
 
 use clap::Parser;
-use natsapp_chaos::{Options, Scenario};
+use natsapp_chaos::{ConsumerSettings, Options, Scenario};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,6 +23,15 @@ struct Args {
     /// Also write the rows as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Run N short runs in all, round-robin over the scenarios [default: the
+    /// cluster ones], keeping every failed run's logs, stores and consumer
+    /// info; prints a summary.
+    #[arg(long, value_name = "N")]
+    soak: Option<u32>,
+    /// The durable's settings: the suite's own, or the order-processor
+    /// example's (max_deliver 3, backoff 1s, 10s).
+    #[arg(long, value_enum, default_value = "chaos")]
+    consumer: ConsumerSettings,
 }
 
 #[tokio::main]
@@ -33,6 +42,8 @@ async fn main() -> ExitCode {
         scenarios: args.scenario,
         short: args.short,
         json: args.json,
+        soak: args.soak,
+        consumer: args.consumer,
     };
     match natsapp_chaos::run(options).await {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! One `natsapp-wasm run service.toml` process: started with its log in a
 //! file, stopped with SIGTERM (graceful, must exit 0) or SIGKILL, and how
-//! many orders its handler reported processing.
+//! many orders its handler reported processing, and what its log says
+//! about deliveries made twice at once and pulls it got going again.
 
 use anyhow::{bail, Context as _};
 use std::fmt;
@@ -11,6 +12,12 @@ use std::time::Duration;
 
 /// The line the order processor logs after publishing an order's outputs.
 const PROCESSED_LINE: &str = "processed order ";
+/// The runtime's warning when the server delivers a message again while
+/// its handler still runs.
+const TWICE_AT_ONCE_LINE: &str = "delivered again while its handler still runs";
+/// The runtime's warnings when it gives up a pull request that brought
+/// nothing although it should have (a stall), or heard nothing from.
+const PULL_RECOVERY_LINES: [&str; 2] = ["the pull stalled", "no message, status or heartbeat"];
 /// The runtime's log line once it pulls (components loaded, durable ready).
 const RUNNING_LINE: &str = " running ";
 
@@ -160,6 +167,32 @@ impl RuntimeProcess {
         let text = std::fs::read_to_string(&self.log)
             .with_context(|| format!("cannot read {}", self.log.display()))?;
         Ok(text.lines().filter(|l| l.contains(PROCESSED_LINE)).count())
+    }
+
+    /// How often its log says a message was delivered again while its
+    /// handler still ran.
+    pub fn delivered_twice_at_once(&self) -> anyhow::Result<usize> {
+        let text = std::fs::read_to_string(&self.log)
+            .with_context(|| format!("cannot read {}", self.log.display()))?;
+        Ok(text
+            .lines()
+            .filter(|l| l.contains(TWICE_AT_ONCE_LINE))
+            .count())
+    }
+
+    /// How often its log says it recovered a stalled or silent pull.
+    pub fn pull_recoveries(&self) -> anyhow::Result<usize> {
+        let text = std::fs::read_to_string(&self.log)
+            .with_context(|| format!("cannot read {}", self.log.display()))?;
+        Ok(text
+            .lines()
+            .filter(|l| PULL_RECOVERY_LINES.iter().any(|m| l.contains(m)))
+            .count())
+    }
+
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        &self.log
     }
 
     fn log_tail(&self) -> String {

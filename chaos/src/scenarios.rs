@@ -3,13 +3,13 @@
 //! [`Harness::finish`] to wait, stop gracefully and count.
 
 use crate::artifacts::Artifacts;
-use crate::harness::Harness;
+use crate::harness::{Fault, Harness};
 use crate::load::Load;
 use crate::poll::eventually;
 use crate::process::Stop;
 use crate::report::Row;
 use crate::servers::Servers;
-use crate::service::{DURABLE, INPUT_STREAM, STREAMS};
+use crate::service::{ConsumerSettings, DURABLE, INPUT_STREAM, STREAMS};
 use crate::verify;
 use clap::builder::PossibleValue;
 use std::fmt;
@@ -35,6 +35,12 @@ pub enum Scenario {
     RollingMaxDeliver,
     /// R3 streams on a cluster: the stream leader, then the consumer leader, killed and restarted.
     ClusterLeaders,
+    /// The stream leader's node frozen (SIGSTOP) past an election, then resumed.
+    LeaderFreeze,
+    /// The stream's and the consumer's leader on one node, killed at once.
+    LeadersTogether,
+    /// All three nodes killed and restarted under load.
+    ClusterRestart,
     /// Two processes on one durable on a cluster, one killed with SIGKILL.
     Replicas2,
     /// Three processes on one durable on a cluster, one killed with SIGKILL.
@@ -45,16 +51,33 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run by default.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::ServerRestart,
         Scenario::RuntimeKill,
         Scenario::RuntimeTerm,
         Scenario::RollingMaxDeliver,
         Scenario::ClusterLeaders,
+        Scenario::LeaderFreeze,
+        Scenario::LeadersTogether,
+        Scenario::ClusterRestart,
         Scenario::Replicas2,
         Scenario::Replicas3,
         Scenario::Atomic,
     ];
+
+    /// Whether it runs on a three-node cluster (what `--soak` runs by
+    /// default).
+    pub fn on_cluster(self) -> bool {
+        matches!(
+            self,
+            Scenario::ClusterLeaders
+                | Scenario::LeaderFreeze
+                | Scenario::LeadersTogether
+                | Scenario::ClusterRestart
+                | Scenario::Replicas2
+                | Scenario::Replicas3
+        )
+    }
 
     /// Its name on the command line and in the report.
     pub fn name(self) -> &'static str {
@@ -64,6 +87,9 @@ impl Scenario {
             Scenario::RuntimeTerm => "runtime-term",
             Scenario::RollingMaxDeliver => "rolling-max-deliver",
             Scenario::ClusterLeaders => "cluster-leaders",
+            Scenario::LeaderFreeze => "leader-freeze",
+            Scenario::LeadersTogether => "leaders-together",
+            Scenario::ClusterRestart => "cluster-restart",
             Scenario::Replicas2 => "replicas-2",
             Scenario::Replicas3 => "replicas-3",
             Scenario::Atomic => "atomic",
@@ -94,12 +120,17 @@ pub struct Timing {
     pub graceful: Duration,
     /// How long the durable may take to settle once the load is stored.
     pub settle_within: Duration,
+    /// How long a frozen leader stays frozen: past nats-server's longest
+    /// election timeout (9 s), so the others elect a new one meanwhile.
+    pub freeze: Duration,
+    /// The durable's settings.
+    pub consumer: ConsumerSettings,
 }
 
 impl Timing {
     /// Short (CI): 250 orders over 8 s, 1 s outages. Full: 20,000 orders
     /// over 40 s, 3 s outages. `messages` overrides the count.
-    pub fn new(short: bool, messages: Option<u64>) -> Timing {
+    pub fn new(short: bool, messages: Option<u64>, consumer: ConsumerSettings) -> Timing {
         let messages = messages.unwrap_or(if short { 250 } else { 20_000 }).max(1);
         Timing {
             messages,
@@ -107,6 +138,8 @@ impl Timing {
             outage: Duration::from_secs(if short { 1 } else { 3 }),
             graceful: Duration::from_secs(5),
             settle_within: Duration::from_secs(60) + Duration::from_millis(10) * messages as u32,
+            freeze: Duration::from_secs(12),
+            consumer,
         }
     }
 
@@ -127,6 +160,9 @@ pub async fn run(scenario: Scenario, artifacts: &Artifacts, timing: &Timing) -> 
         Scenario::RuntimeTerm => runtime_stop(Stop::Term, scenario, artifacts, timing).await,
         Scenario::RollingMaxDeliver => rolling_max_deliver(artifacts, timing).await,
         Scenario::ClusterLeaders => cluster_leaders(artifacts, timing).await,
+        Scenario::LeaderFreeze => leader_freeze(artifacts, timing).await,
+        Scenario::LeadersTogether => leaders_together(artifacts, timing).await,
+        Scenario::ClusterRestart => cluster_restart(artifacts, timing).await,
         Scenario::Replicas2 => replicas(2, scenario, artifacts, timing).await,
         Scenario::Replicas3 => replicas(3, scenario, artifacts, timing).await,
         Scenario::Atomic => atomic(artifacts, timing).await,
@@ -153,10 +189,15 @@ async fn restart_server_at(h: &mut Harness, load: &Load, at: u64) -> anyhow::Res
     load.wait_stored(at, LOAD_WITHIN).await?;
     let stored = load.stored();
     let outage = h.timing.outage;
+    let killed = Instant::now();
     h.servers.restart_single(outage).await?;
-    h.note(format!(
-        "nats-server killed with SIGKILL at {stored} orders stored, restarted after {outage:?}"
-    ));
+    h.fault(Fault {
+        what: format!(
+            "nats-server killed with SIGKILL at {stored} orders stored, restarted after {outage:?} and accepting clients again"
+        ),
+        lasted: killed.elapsed(),
+        in_flight_lost: true,
+    });
     Ok(())
 }
 
@@ -173,11 +214,16 @@ async fn replace_runtime_at(
     load.wait_stored(at, LOAD_WITHIN).await?;
     verify::wait_in_flight(&h.js, IN_FLIGHT_WITHIN).await?;
     let stored = load.stored();
+    let stopped = Instant::now();
     h.stop_runtime(index, stop).await?;
-    h.note(format!(
-        "r{index} stopped by {stop:?} at {stored} orders stored ({why})"
-    ));
     h.start_runtime(None).await?;
+    h.fault(Fault {
+        what: format!(
+            "r{index} stopped by {stop:?} at {stored} orders stored ({why}), a new one running"
+        ),
+        lasted: stopped.elapsed(),
+        in_flight_lost: stop == Stop::Kill,
+    });
     Ok(())
 }
 
@@ -253,15 +299,24 @@ async fn rolling_max_deliver(artifacts: &Artifacts, timing: &Timing) -> anyhow::
         }
         verify::wait_in_flight(&h.js, IN_FLIGHT_WITHIN).await?;
         let state = verify::consumer_state(&h.js).await?;
+        let stopped = Instant::now();
         h.stop_runtime(current, Stop::Term).await?;
-        h.note(format!(
-            "rolling restart: r{current} sent SIGTERM with {} delivered and unacknowledged, {} pending (work {work:?} per order, {slow:?} for every 20th)",
-            state.ack_pending, state.pending
-        ));
+        let previous = current;
         current = h.start_runtime(None).await?;
+        h.fault(Fault {
+            what: format!(
+                "rolling restart: r{previous} sent SIGTERM with {} delivered and unacknowledged, {} pending (work {work:?} per order, {slow:?} for every 20th), r{current} running",
+                state.ack_pending, state.pending
+            ),
+            lasted: stopped.elapsed(),
+            in_flight_lost: false,
+        });
     }
     let processing =
         (work.mul_f64(0.95) + slow.mul_f64(0.05)).mul_f64(timing.messages as f64 / 4.0 * 2.0);
+    // Orders arrive twice as fast as they are handled: the last waits for
+    // the whole backlog.
+    h.backlog(processing);
     h.finish(
         Scenario::RollingMaxDeliver.name(),
         load,
@@ -286,6 +341,13 @@ impl fmt::Display for Leader {
     }
 }
 
+/// The node the runtime of the cluster scenarios is first connected to;
+/// the leaders a scenario breaks are moved off it first, so what is
+/// measured is an election, not a lost connection.
+const RUNTIME_NODE: usize = 0;
+/// The node a scenario moves the leaders it breaks to.
+const VICTIM: usize = 1;
+
 /// [cluster-leaders]: R3 streams; kill the input stream's leader at a
 /// third of the load and restart it once a new leader is elected; then the
 /// same for the durable's leader at two thirds. The load is spread over
@@ -293,47 +355,186 @@ impl fmt::Display for Leader {
 /// and the orders it held back must not all be stored before the second
 /// fault.
 async fn cluster_leaders(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result<Row> {
-    let mut h = Harness::new(Servers::start_cluster().await?, artifacts, timing, |_| {}).await?;
-    h.start_runtime(None).await?;
+    let mut h = cluster_harness(artifacts, timing).await?;
     let load = h.start_load(timing.spread * 3);
     for (k, which) in [(1, Leader::Stream), (2, Leader::Consumer)] {
         load.wait_stored(timing.messages * k / 3, LOAD_WITHIN)
             .await?;
+        move_leader(&h, which, VICTIM).await?;
         let stored = load.stored();
-        fail_over(&mut h, which, stored).await?;
+        fail_over(&mut h, &[which], stored).await?;
     }
     h.finish(Scenario::ClusterLeaders.name(), load, timing.settle_within)
         .await
 }
 
-/// Kills `which` leader, waits for another node to lead, restarts the old one.
-async fn fail_over(h: &mut Harness, which: Leader, stored: u64) -> anyhow::Result<()> {
-    let old = eventually(&format!("the {which} leader"), ELECTION_WITHIN, || {
-        leader(h, which)
+/// [leader-freeze]: the input stream's leader (moved off the runtime's
+/// node) is frozen with SIGSTOP at half the load, for longer than an
+/// election takes, then resumed: a paused or partitioned leader comes back
+/// believing it leads, and must give way without losing or doubling
+/// anything.
+async fn leader_freeze(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result<Row> {
+    let (mut h, load) = at_half_load(artifacts, timing).await?;
+    move_leader(&h, Leader::Stream, VICTIM).await?;
+    let stored = load.stored();
+    let frozen = Instant::now();
+    h.servers.cluster()?.freeze(VICTIM)?;
+    let new = eventually("a new stream leader", ELECTION_WITHIN, || async {
+        Ok(leader(&h, Leader::Stream)
+            .await
+            .ok()
+            .flatten()
+            .filter(|&n| n != VICTIM))
+    })
+    .await;
+    tokio::time::sleep(h.timing.freeze.saturating_sub(frozen.elapsed())).await;
+    h.servers.cluster()?.thaw(VICTIM)?;
+    let lasted = frozen.elapsed();
+    let new = new?;
+    catch_up(&h, VICTIM).await?;
+    h.fault(Fault {
+        what: format!(
+            "stream leader n{VICTIM} frozen with SIGSTOP at {stored} orders stored, n{new} elected meanwhile; resumed with SIGCONT"
+        ),
+        lasted,
+        in_flight_lost: false,
+    });
+    h.finish(Scenario::LeaderFreeze.name(), load, timing.settle_within)
+        .await
+}
+
+/// [leaders-together]: the input stream's leader and the durable's leader
+/// moved onto one node (not the runtime's), which is killed at half the
+/// load and restarted once both have new leaders.
+async fn leaders_together(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result<Row> {
+    let (mut h, load) = at_half_load(artifacts, timing).await?;
+    move_leader(&h, Leader::Stream, VICTIM).await?;
+    move_leader(&h, Leader::Consumer, VICTIM).await?;
+    let stored = load.stored();
+    fail_over(&mut h, &[Leader::Stream, Leader::Consumer], stored).await?;
+    h.finish(Scenario::LeadersTogether.name(), load, timing.settle_within)
+        .await
+}
+
+/// [cluster-restart]: every node killed with SIGKILL at half the load and
+/// all restarted after the outage: nothing answers for a while, then the
+/// whole cluster elects its leaders again from its stores.
+async fn cluster_restart(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result<Row> {
+    let (mut h, load) = at_half_load(artifacts, timing).await?;
+    let stored = load.stored();
+    let killed = Instant::now();
+    let outage = h.timing.outage;
+    h.servers.restart_cluster(outage).await?;
+    for which in [Leader::Stream, Leader::Consumer] {
+        eventually(&format!("a {which} leader"), ELECTION_WITHIN, || async {
+            Ok(leader(&h, which).await.ok().flatten())
+        })
+        .await?;
+    }
+    h.fault(Fault {
+        what: format!(
+            "all three nodes killed with SIGKILL at {stored} orders stored, restarted after {outage:?}; stream and consumer leaders elected again"
+        ),
+        lasted: killed.elapsed(),
+        in_flight_lost: true,
+    });
+    h.finish(Scenario::ClusterRestart.name(), load, timing.settle_within)
+        .await
+}
+
+/// A cluster scenario under load, once half the orders are stored. The
+/// load is spread over three times the usual time: an election stalls
+/// publishing for seconds.
+async fn at_half_load(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result<(Harness, Load)> {
+    let h = cluster_harness(artifacts, timing).await?;
+    let load = h.start_load(timing.spread * 3);
+    load.wait_stored(timing.messages / 2, LOAD_WITHIN).await?;
+    Ok((h, load))
+}
+
+/// A cluster with the runtime started on [`RUNTIME_NODE`].
+async fn cluster_harness(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result<Harness> {
+    let mut h = Harness::new(Servers::start_cluster().await?, artifacts, timing, |_| {}).await?;
+    let url = h.servers.cluster()?.url(RUNTIME_NODE);
+    h.start_runtime(Some(&url)).await?;
+    Ok(h)
+}
+
+/// Moves `which` leader to `node` (a step-down preferring it), and waits
+/// until it leads.
+async fn move_leader(h: &Harness, which: Leader, node: usize) -> anyhow::Result<()> {
+    let cluster = h.servers.cluster()?;
+    eventually(
+        &format!("the {which} leader on n{node}"),
+        ELECTION_WITHIN,
+        || async {
+            match leader(h, which).await {
+                Ok(Some(n)) if n == node => return Ok(Some(())),
+                Ok(Some(_)) => {
+                    let moved = match which {
+                        Leader::Stream => cluster.move_stream_leader(INPUT_STREAM, node).await,
+                        Leader::Consumer => {
+                            cluster
+                                .move_consumer_leader(INPUT_STREAM, DURABLE, node)
+                                .await
+                        }
+                    };
+                    if let Err(e) = moved {
+                        eprintln!("  moving the {which} leader to n{node}: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                _ => {}
+            }
+            Ok(None)
+        },
+    )
+    .await
+}
+
+/// Kills the node leading every one of `which` (one node), waits for each
+/// group to elect another, restarts the node and waits for it to catch up.
+async fn fail_over(h: &mut Harness, which: &[Leader], stored: u64) -> anyhow::Result<()> {
+    let first = which[0];
+    let old = eventually(&format!("the {first} leader"), ELECTION_WITHIN, || {
+        leader(h, first)
     })
     .await?;
     let killed = Instant::now();
     h.servers.cluster_mut()?.kill(old)?;
-    let new = eventually(
-        &format!("a new {which} leader"),
-        ELECTION_WITHIN,
-        || async { Ok(leader(h, which).await?.filter(|&n| n != old)) },
-    )
-    .await?;
-    let elected = killed.elapsed();
-    let cluster = h.servers.cluster_mut()?;
-    cluster.restart(old).await?;
-    // The next fault waits for the restarted node to catch up: a group
-    // with one member down and another still catching up has no quorum.
-    // STREAMS starts with the input stream, the durable's.
-    let streams: Vec<&str> = STREAMS.iter().map(|(name, _)| *name).collect();
-    cluster
-        .caught_up(old, &streams, DURABLE, ELECTION_WITHIN)
+    let mut elected = Vec::new();
+    for &w in which {
+        let new = eventually(&format!("a new {w} leader"), ELECTION_WITHIN, || async {
+            Ok(leader(h, w).await.ok().flatten().filter(|&n| n != old))
+        })
         .await?;
-    h.note(format!(
-        "{which} leader n{old} killed with SIGKILL at {stored} orders stored; n{new} seen leading {:.1}s later (polled, an upper bound); n{old} restarted",
-        elected.as_secs_f64()
-    ));
+        elected.push(format!("n{new} leads the {w}"));
+    }
+    let lasted = killed.elapsed();
+    h.servers.cluster_mut()?.restart(old).await?;
+    catch_up(h, old).await?;
+    let names: Vec<String> = which.iter().map(ToString::to_string).collect();
+    h.fault(Fault {
+        what: format!(
+            "n{old}, leading the {}, killed with SIGKILL at {stored} orders stored; {} (polled, an upper bound); n{old} restarted",
+            names.join(" and the "),
+            elected.join(", ")
+        ),
+        lasted,
+        in_flight_lost: old == RUNTIME_NODE,
+    });
+    Ok(())
+}
+
+/// Waits until `node` is a current member of every group again: a group
+/// with one member down and another still catching up has no quorum.
+/// STREAMS starts with the input stream, the durable's.
+async fn catch_up(h: &Harness, node: usize) -> anyhow::Result<()> {
+    let streams: Vec<&str> = STREAMS.iter().map(|(name, _)| *name).collect();
+    h.servers
+        .cluster()?
+        .caught_up(node, &streams, DURABLE, ELECTION_WITHIN)
+        .await?;
     Ok(())
 }
 
@@ -366,9 +567,11 @@ async fn replicas(
     verify::wait_in_flight(&h.js, IN_FLIGHT_WITHIN).await?;
     let stored = load.stored();
     h.stop_runtime(0, Stop::Kill).await?;
-    h.note(format!(
-        "r0 (of {n}) killed with SIGKILL at {stored} orders stored"
-    ));
+    h.fault(Fault {
+        what: format!("r0 (of {n}) killed with SIGKILL at {stored} orders stored"),
+        lasted: Duration::ZERO,
+        in_flight_lost: true,
+    });
     let mut row = h
         .finish(scenario.name(), load, timing.settle_within)
         .await?;

@@ -82,6 +82,28 @@ impl Servers {
         Ok(())
     }
 
+    /// The folder with the servers' stores, configs and logs.
+    pub fn dir(&self) -> &std::path::Path {
+        match self {
+            Servers::Single(s) => s.dir(),
+            Servers::Cluster(c) => c.dir(),
+        }
+    }
+
+    /// Kills every node of the cluster with SIGKILL, keeps them down for
+    /// `outage`, then starts them all on their ports and stores.
+    pub async fn restart_cluster(&mut self, outage: Duration) -> anyhow::Result<()> {
+        let cluster = self.cluster_mut()?;
+        for node in 0..nats_test_server::CLUSTER_SIZE {
+            cluster.kill(node)?;
+        }
+        tokio::time::sleep(outage).await;
+        for node in 0..nats_test_server::CLUSTER_SIZE {
+            cluster.restart(node).await?;
+        }
+        Ok(())
+    }
+
     /// The cluster, for scenarios that look up its leaders.
     pub fn cluster(&self) -> anyhow::Result<&NatsCluster> {
         match self {

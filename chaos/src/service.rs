@@ -21,7 +21,19 @@ pub const STREAMS: [(&str, &str); 4] = [
     ("DEAD_LETTERS", "dlq.>"),
 ];
 
+/// The durable's settings a scenario runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ConsumerSettings {
+    /// The suite's own: up to 5 deliveries, backoff 200 ms then 1 s.
+    #[default]
+    Chaos,
+    /// The order-processor example's (`examples/order-processor/service.toml`):
+    /// up to 3 deliveries, backoff 1 s then 10 s.
+    Example,
+}
+
 /// How the service is set up for one scenario.
+#[derive(Clone)]
 pub struct ServiceSpec {
     /// Client URLs (NATS_SERVERS may override them per process).
     pub servers: Vec<String>,
@@ -33,6 +45,12 @@ pub struct ServiceSpec {
     pub concurrency: usize,
     /// The consumer's max_deliver.
     pub max_deliver: i64,
+    /// The consumer's ack_wait.
+    pub ack_wait: Duration,
+    /// The runtime's backoff steps between deliveries of a failed message.
+    pub backoff: Vec<Duration>,
+    /// The pull requests' expiry.
+    pub pull_timeout: Duration,
     /// Simulated work per message (the guest's `work_ms` config value).
     pub work: Duration,
     /// Every this many messages (by stream sequence) take `slow` instead; 0: none.
@@ -46,9 +64,54 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
-    /// The consumer's ack_wait: longer than a handler may take (its 5 s
-    /// limit), so a running handler is never redelivered.
-    pub const ACK_WAIT: Duration = Duration::from_secs(6);
+    /// The order processor on `servers` with the durable `settings`, 4
+    /// handlers and no simulated work. `ack_wait` is the runtime's default
+    /// (10 s): in-progress signals keep a running handler's message, so it
+    /// need not cover the slowest handler.
+    pub fn new(
+        servers: Vec<String>,
+        replicas: Option<usize>,
+        component: PathBuf,
+        graceful_timeout: Duration,
+        settings: ConsumerSettings,
+    ) -> ServiceSpec {
+        let (max_deliver, backoff) = match settings {
+            ConsumerSettings::Chaos => {
+                (5, vec![Duration::from_millis(200), Duration::from_secs(1)])
+            }
+            ConsumerSettings::Example => (3, vec![Duration::from_secs(1), Duration::from_secs(10)]),
+        };
+        ServiceSpec {
+            servers,
+            replicas,
+            component,
+            concurrency: 4,
+            max_deliver,
+            ack_wait: Duration::from_secs(10),
+            backoff,
+            pull_timeout: Duration::from_secs(1),
+            work: Duration::ZERO,
+            slow_every: 0,
+            slow: Duration::ZERO,
+            graceful_timeout,
+            atomic: false,
+        }
+    }
+
+    /// The `consumer = { … }` line of the service.toml.
+    pub fn consumer_line(&self) -> String {
+        let backoff: Vec<String> = self
+            .backoff
+            .iter()
+            .map(|d| format!("\"{}\"", humanize(*d)))
+            .collect();
+        format!(
+            "consumer = {{ ack_wait = \"{}\", max_deliver = {}, backoff = [{}] }}",
+            humanize(self.ack_wait),
+            self.max_deliver,
+            backoff.join(", ")
+        )
+    }
 
     /// The service.toml text.
     pub fn render(&self) -> String {
@@ -96,8 +159,8 @@ impl ServiceSpec {
              subject = \"{ORDER_SUBJECT}\"\n\
              stream = \"{INPUT_STREAM}\"\n\
              durable = \"{DURABLE}\"\n\
-             pull = {{ batch_size = {c}, timeout = \"1s\" }}\n\
-             consumer = {{ ack_wait = \"{ack_wait}s\", max_deliver = {max_deliver}, backoff = [\"200ms\", \"1s\"] }}\n\
+             pull = {{ batch_size = {c}, timeout = \"{pull_timeout}\" }}\n\
+             {consumer}\n\
              concurrency = {c}\n\
              dead_letter = \"dlq.order\"\n\
              limits = {{ memory = \"64MiB\", timeout = \"5s\" }}\n\
@@ -105,8 +168,8 @@ impl ServiceSpec {
              config = {{ status_subject = \"order.status\", inventory_subject = \"inventory.updates\", work_ms = \"{work}\", slow_every = \"{slow_every}\", slow_ms = \"{slow}\" }}\n",
             component = self.component.display().to_string(),
             c = self.concurrency,
-            ack_wait = Self::ACK_WAIT.as_secs(),
-            max_deliver = self.max_deliver,
+            pull_timeout = humanize(self.pull_timeout),
+            consumer = self.consumer_line(),
             work = self.work.as_millis(),
             slow_every = self.slow_every,
             slow = self.slow.as_millis(),
@@ -125,5 +188,39 @@ impl ServiceSpec {
         std::fs::write(&path, self.render())
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
+    }
+}
+
+/// `d` as a service.toml duration: whole seconds as `"Ns"`, else `"Nms"`.
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_settings_are_the_examples() {
+        let spec = ServiceSpec::new(
+            Vec::new(),
+            None,
+            PathBuf::new(),
+            Duration::from_secs(5),
+            ConsumerSettings::Example,
+        );
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/order-processor/service.toml"),
+        )
+        .unwrap();
+        assert!(
+            example.contains(&spec.consumer_line()),
+            "examples/order-processor/service.toml has no line {:?}",
+            spec.consumer_line()
+        );
     }
 }

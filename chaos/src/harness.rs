@@ -319,7 +319,8 @@ impl Harness {
             bound,
             why,
             killed_in_flight: killed,
-            killed_bound: self.spec.ack_wait + Duration::from_secs(5),
+            // Redelivered after ack_wait, once a runtime is there to take them.
+            killed_bound: self.spec.ack_wait + longest_fault + Duration::from_secs(5),
         }
     }
 }

@@ -35,7 +35,8 @@ pub struct Waits {
     /// Orders in flight on a killed process: how many, and the longest
     /// time from the kill to their status output.
     pub killed_in_flight: Option<(usize, Duration)>,
-    /// What those may take: ack_wait and 5 s.
+    /// What those may take: ack_wait, the longest fault (a replacement's
+    /// start) and 5 s.
     pub killed_bound: Duration,
 }
 
@@ -152,7 +153,7 @@ impl Row {
             if let Some((n, longest)) = w.killed_in_flight {
                 if longest > w.killed_bound {
                     out.push(format!(
-                        "of {n} orders in flight on the killed process, one was handled {:.1}s after the kill, above ack_wait + 5s = {:.1}s",
+                        "of {n} orders in flight at the kill, one was handled {:.1}s after it, above ack_wait + fault + 5s = {:.1}s",
                         longest.as_secs_f64(),
                         w.killed_bound.as_secs_f64()
                     ));
@@ -263,7 +264,7 @@ pub fn print_table(rows: &[Row]) {
             }
             if let Some((n, longest)) = w.killed_in_flight {
                 lines.push(format!(
-                    "{n} orders in flight on the killed process: the last handled {:.1}s after the kill (ack_wait + 5s = {:.1}s)",
+                    "{n} orders in flight at the kill: the last handled {:.1}s after it (bound ack_wait + fault + 5s = {:.1}s)",
                     longest.as_secs_f64(),
                     w.killed_bound.as_secs_f64()
                 ));

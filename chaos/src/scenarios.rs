@@ -347,6 +347,8 @@ impl fmt::Display for Leader {
 const RUNTIME_NODE: usize = 0;
 /// The node a scenario moves the leaders it breaks to.
 const VICTIM: usize = 1;
+/// The third node.
+const BYSTANDER: usize = 2;
 
 /// [cluster-leaders]: R3 streams; kill the input stream's leader at a
 /// third of the load and restart it once a new leader is elected; then the
@@ -376,6 +378,8 @@ async fn cluster_leaders(artifacts: &Artifacts, timing: &Timing) -> anyhow::Resu
 async fn leader_freeze(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result<Row> {
     let (mut h, load) = at_half_load(artifacts, timing).await?;
     move_leader(&h, Leader::Stream, VICTIM).await?;
+    // Only the stream's leader is frozen: the durable's leads elsewhere.
+    move_leader(&h, Leader::Consumer, BYSTANDER).await?;
     let stored = load.stored();
     let frozen = Instant::now();
     h.servers.cluster()?.freeze(VICTIM)?;

@@ -64,11 +64,13 @@ impl Subscriber {
         let stats = &settler.stats;
         stats.started();
         // The server delivered it again while its handler still runs here:
-        // this delivery waits for that one, then goes on as any other.
+        // this delivery waits for that one and follows its result.
+        let mut waited = false;
         let _running = loop {
             match settler.ledger.start(msg.sequence) {
                 Ok(running) => break running,
                 Err(mut busy) => {
+                    waited = true;
                     stats.redelivered_while_running();
                     tracing::warn!(subscriber = %self.config.name, seq = msg.sequence, delivered = msg.delivery.delivered, "delivered again while its handler still runs here (its in-progress signals did not reach the server in time): this delivery waits for that handler");
                     settler
@@ -81,6 +83,17 @@ impl Subscriber {
             settler.already_finished(msg).await;
             return Handled {
                 outcome: "replayed",
+                error: None,
+            };
+        }
+        if waited {
+            // The handler it waited for did not finish the message (a
+            // retry, a failure): redelivered after its backoff step, as
+            // that result asked, rather than handled again at once.
+            let step = settler.policy().backoff_step(msg.delivery.delivered);
+            settler.hand_back(msg, step).await;
+            return Handled {
+                outcome: "handed_back",
                 error: None,
             };
         }

@@ -135,12 +135,13 @@ pub enum CommitError {
 
 impl CommitError {
     /// Whether it failed for want of NATS (no answer in time, no stream
-    /// leader to answer, the connection down): the same batch, whose ids
-    /// make a second commit of it refused as already stored, may be sent
-    /// again.
+    /// leader to answer, JetStream unavailable for now, the connection
+    /// down): the same batch, whose ids make a second commit of it refused
+    /// as already stored, may be sent again.
     pub fn unavailable(&self) -> bool {
         match self {
             CommitError::Timeout { .. } | CommitError::Send { .. } => true,
+            CommitError::Refused { code, .. } => super::publish::UNAVAILABLE_CODES.contains(code),
             CommitError::Request { source, .. } => matches!(
                 source.kind(),
                 async_nats::RequestErrorKind::TimedOut | async_nats::RequestErrorKind::NoResponders

@@ -125,6 +125,22 @@ pub enum PublishFailure {
     },
 }
 
+/// The server's error codes for "not now": JetStream temporarily
+/// unavailable (10008) and a cluster that cannot handle the request, as in
+/// a leader change (10009). Their status, 503, is shared with errors that
+/// are the message's own (a stream's maximum bytes, 10077), so the codes
+/// decide.
+pub const UNAVAILABLE_CODES: [u64; 2] = [10008, 10009];
+
+/// Whether the server answered the publish with one of
+/// [`UNAVAILABLE_CODES`]. async-nats reports it as `Other` with the
+/// server's error as its source.
+fn server_unavailable(e: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|api| UNAVAILABLE_CODES.contains(&api.error_code().0))
+}
+
 impl PublishError {
     /// Whether it failed for want of NATS — no PubAck in time, no stream
     /// leader (an election), a broken connection — rather than for what
@@ -136,10 +152,12 @@ impl PublishError {
             PublishError::Timeout { .. } => true,
             PublishError::Unavailable { source, .. } => match source {
                 PublishFailure::NoStream(_) => true,
-                PublishFailure::JetStream(e) => matches!(
-                    e.kind(),
-                    PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
-                ),
+                PublishFailure::JetStream(e) => {
+                    matches!(
+                        e.kind(),
+                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+                    ) || server_unavailable(e)
+                }
                 // The client gives up sending only when it is closed for good.
                 PublishFailure::Core(_) => false,
                 PublishFailure::TooLargeForStream(_) | PublishFailure::TooLarge { .. } => false,

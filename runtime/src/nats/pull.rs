@@ -50,6 +50,11 @@ pub struct ServerEnded {
 }
 
 impl ServerEnded {
+    /// The consumer's leader changed.
+    pub fn leadership_change(&self) -> bool {
+        self.status == StatusCode::REQUEST_TERMINATED && self.described("leadership change")
+    }
+
     /// The durable was deleted.
     pub fn consumer_deleted(&self) -> bool {
         self.described("consumer deleted")
@@ -75,8 +80,9 @@ impl ServerEnded {
 pub enum Pulled {
     /// A delivery.
     Message(Box<jetstream::Message>),
-    /// The server ended the request early: what it already sent may still
-    /// arrive until the request's expiry, and is read.
+    /// The server ended the request early. After a leadership change what
+    /// it already sent may still arrive until the request's expiry, and is
+    /// read; any other end is final.
     ServerEnded(ServerEnded),
     /// Nothing came from the server (no message, status or heartbeat) for
     /// two heartbeats, or the request passed its expiry without the
@@ -171,7 +177,9 @@ impl PullRequest {
                     return None;
                 }
                 Err(_) => {
-                    self.over = true;
+                    // Read on to its expiry: what the server might still
+                    // send is handled, not left to wait out ack_wait.
+                    self.ended = true;
                     return Some(Pulled::Silent);
                 }
             };
@@ -191,11 +199,20 @@ impl PullRequest {
                     return None;
                 }
                 Some(status) => {
-                    self.ended = true;
-                    return Some(Pulled::ServerEnded(ServerEnded {
+                    let ended = ServerEnded {
                         status,
                         description: message.description,
-                    }));
+                    };
+                    // After a leadership change the old leader may have
+                    // sent messages still on their way: read on to its
+                    // expiry. Any other end (no responders, a deleted
+                    // consumer, a limit, a bad request) sends nothing more.
+                    if ended.leadership_change() {
+                        self.ended = true;
+                    } else {
+                        self.over = true;
+                    }
+                    return Some(Pulled::ServerEnded(ended));
                 }
             }
         }
@@ -229,5 +246,7 @@ mod tests {
         assert!(ended("Exceeded MaxWaiting").consumer_limit());
         let leadership = ended("Leadership Change");
         assert!(!leadership.consumer_deleted() && !leadership.consumer_limit());
+        assert!(leadership.leadership_change());
+        assert!(!ended("Consumer Deleted").leadership_change());
     }
 }

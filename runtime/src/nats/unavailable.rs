@@ -1,11 +1,13 @@
 //! NATS briefly unavailable — a stream without a leader during an
-//! election, a PubAck that does not come, the connection down — is not the
-//! message's fault, so it must not cost the message a delivery: a call
-//! that fails for that reason is made again, after a pause doubling up to
-//! [`MAX_PAUSE`], until NATS answers (the server then de-duplicates a
-//! publish that was stored after all, by its `Nats-Msg-Id`). Whether an
-//! error means "unavailable" is the error's own kind (`unavailable()` on
-//! each); the callers count and time the waits.
+//! election, a PubAck that does not come, JetStream answering 503, the
+//! connection down — is not the message's fault, so it must not cost the
+//! message a delivery: a call that fails for that reason is made again,
+//! after a pause doubling up to [`MAX_PAUSE`], until NATS answers (the
+//! server then de-duplicates a publish that was stored after all, by its
+//! `Nats-Msg-Id`). While the connection is down, the next try waits for it
+//! to come back: the client would queue every try and send them all at
+//! once. Whether an error means "unavailable" is the error's own kind
+//! (`unavailable()` on each); the callers count and time the waits.
 
 use crate::error::ErrorChain;
 use std::time::Duration;
@@ -15,16 +17,36 @@ use tokio::time::Instant;
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// The longest pause between tries.
 pub const MAX_PAUSE: Duration = Duration::from_secs(2);
+/// How often a try waiting for the connection looks at it.
+const CONNECTION_POLL: Duration = Duration::from_millis(100);
 /// Every this many tries, the wait is logged again.
 const LOG_EVERY: u32 = 10;
+/// How long a call keeps trying unless it is its message's last delivery:
+/// a stream's default duplicate window, past which a try whose first
+/// attempt was stored after all would be stored again.
+pub const PATIENCE: Duration = Duration::from_secs(120);
 
-/// Runs `call` until it succeeds, or fails for another reason than NATS
-/// being unavailable (`unavailable` tells); `waited` hears how long each
-/// failed try and the pause after it took. `what` names the call in logs.
+/// How long a call keeps trying while NATS is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// At most this long; then the last failure is returned.
+    AtMost(Duration),
+    /// Until NATS answers (the message's last delivery: failing would
+    /// dead-letter it for NATS's sake), or the runtime gives up on it.
+    UntilAnswered,
+}
+
+/// Runs `call` until it succeeds, fails for another reason than NATS
+/// being unavailable (`unavailable` tells), or `patience` runs out; while
+/// `connected` says no, the next try waits for it. `waited` hears how long
+/// each failed try and the wait after it took. `what` names the call in
+/// logs.
 pub async fn retrying<T, E, F>(
     what: &str,
+    patience: Patience,
     mut call: impl FnMut() -> F,
     unavailable: impl Fn(&E) -> bool,
+    connected: impl Fn() -> bool,
     mut waited: impl FnMut(Duration),
 ) -> Result<T, E>
 where
@@ -34,10 +56,14 @@ where
     let mut pause = FIRST_PAUSE;
     let mut tries = 0u32;
     let first = Instant::now();
+    let out_of_patience = |now: Instant| match patience {
+        Patience::AtMost(limit) => now.duration_since(first) >= limit,
+        Patience::UntilAnswered => false,
+    };
     loop {
         let started = Instant::now();
         match call().await {
-            Err(e) if unavailable(&e) => {
+            Err(e) if unavailable(&e) && !out_of_patience(Instant::now()) => {
                 tries += 1;
                 if tries == 1 || tries.is_multiple_of(LOG_EVERY) {
                     tracing::warn!(
@@ -47,15 +73,25 @@ where
                     );
                 }
                 tokio::time::sleep(pause).await;
+                while !connected() && !out_of_patience(Instant::now()) {
+                    tokio::time::sleep(CONNECTION_POLL).await;
+                }
                 waited(started.elapsed());
                 pause = (pause * 2).min(MAX_PAUSE);
             }
             done => {
                 if tries > 0 {
-                    tracing::info!(
-                        "{what}: NATS answered after {tries} failed tries in {:.1}s",
-                        first.elapsed().as_secs_f64()
-                    );
+                    match &done {
+                        Err(e) if unavailable(e) => tracing::warn!(
+                            "{what}: NATS still unavailable after {tries} tries in {:.1}s: giving up ({})",
+                            first.elapsed().as_secs_f64(),
+                            ErrorChain(e)
+                        ),
+                        _ => tracing::info!(
+                            "{what}: NATS answered after {tries} failed tries in {:.1}s",
+                            first.elapsed().as_secs_f64()
+                        ),
+                    }
                 }
                 return done;
             }
@@ -66,6 +102,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
 
     #[derive(Debug, thiserror::Error)]
     #[error("{0}")]
@@ -77,6 +114,7 @@ mod tests {
         let mut waits = Vec::new();
         let done: Result<u32, E> = retrying(
             "a publish",
+            Patience::UntilAnswered,
             || {
                 calls += 1;
                 let n = calls;
@@ -88,6 +126,7 @@ mod tests {
                 }
             },
             |e| e.0 == "no leader",
+            || true,
             |d| waits.push(d),
         )
         .await;
@@ -100,14 +139,61 @@ mod tests {
         let mut calls = 0;
         let failed: Result<(), E> = retrying(
             "a publish",
+            Patience::UntilAnswered,
             || {
                 calls += 1;
                 async { Err(E("too large")) }
             },
             |e| e.0 == "no leader",
+            || true,
             |_| panic!("no wait for another failure"),
         )
         .await;
         assert_eq!((failed.unwrap_err().0, calls), ("too large", 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_for_the_connection_and_gives_up_when_out_of_patience() {
+        // Down for the first 1.5 s: the second try waits for it.
+        let start = Instant::now();
+        let mut tried_at = Vec::new();
+        let up = || start.elapsed() >= Duration::from_millis(1500);
+        let result: Result<(), E> = retrying(
+            "a request",
+            Patience::AtMost(Duration::from_secs(10)),
+            || {
+                tried_at.push(start.elapsed());
+                async { Err(E("disconnected")) }
+            },
+            |e| e.0 == "disconnected",
+            up,
+            |_| {},
+        )
+        .await;
+        assert!(result.is_err(), "given up after 10 s");
+        assert_eq!(tried_at[0], Duration::ZERO);
+        assert!(
+            tried_at[1] >= Duration::from_millis(1500),
+            "the second try waited for the connection: {tried_at:?}"
+        );
+        let last = *tried_at.last().unwrap();
+        assert!(
+            last >= Duration::from_secs(10) && last <= Duration::from_secs(10) + MAX_PAUSE,
+            "the first try past its patience was the last: {tried_at:?}"
+        );
+        let calls = Cell::new(0);
+        let _ = retrying(
+            "a request",
+            Patience::AtMost(Duration::ZERO),
+            || {
+                calls.set(calls.get() + 1);
+                async { Err::<(), _>(E("disconnected")) }
+            },
+            |e| e.0 == "disconnected",
+            || true,
+            |_| panic!("no patience, no wait"),
+        )
+        .await;
+        assert_eq!(calls.get(), 1);
     }
 }

@@ -294,16 +294,20 @@ pub enum Unavailable {
     Certainly,
 }
 
-/// Whether a write was refused for want of a stream leader (the server
-/// answered 503, which async-nats reports as "no stream"), at any depth of
-/// the error's causes.
+/// Whether a call was refused for want of a stream leader, at any depth of
+/// the error's causes: no responders (a write reports it as "no stream"),
+/// or JetStream saying it cannot answer now. Nothing was done then.
 fn no_leader(e: &(dyn std::error::Error + 'static)) -> bool {
     use async_nats::jetstream::context;
     let mut next = Some(e);
     while let Some(e) = next {
         let refused = e
             .downcast_ref::<context::PublishError>()
-            .is_some_and(|e| matches!(e.kind(), context::PublishErrorKind::StreamNotFound));
+            .is_some_and(|e| matches!(e.kind(), context::PublishErrorKind::StreamNotFound))
+            || e.downcast_ref::<async_nats::RequestError>()
+                .is_some_and(|e| matches!(e.kind(), async_nats::RequestErrorKind::NoResponders))
+            || e.downcast_ref::<async_nats::jetstream::Error>()
+                .is_some_and(|api| super::publish::UNAVAILABLE_CODES.contains(&api.error_code().0));
         if refused {
             return true;
         }

@@ -66,6 +66,11 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             break;
         };
         let asked = held.len();
+        // While the connection is down a request would only be queued, and
+        // sent with every other queued one when it comes back.
+        if !connected(&client, &sub.stop).await {
+            break;
+        }
         let request =
             PullRequest::send(&consumer, &sub.jetstream, &client, asked, cfg.pull_timeout);
         // Not abandoned on stop: a request the server already holds would
@@ -95,21 +100,18 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                     } else {
                         tokio::time::Instant::now() + cfg.pull_timeout.min(HAND_BACK_WAIT)
                     };
-                    let handing = sub.clone();
+                    let (handing, abandon) = (sub.clone(), ctx.abandon.clone());
                     ctx.tracker.spawn(sub.handing_back.track_future(async move {
-                        hand_back(&handing, request, read_until).await;
+                        tokio::select! {
+                            () = hand_back(&handing, request, read_until) => {}
+                            () = abandon.cancelled() => {}
+                        }
                     }));
                     break 'pull;
                 }
                 _ = restarts.changed() => {
-                    // Whatever the server still sends to it is read to
-                    // its expiry and handed back at once.
                     tracing::warn!(subscriber = %cfg.name, "the pull made no progress: pulling again");
-                    let read_until = request.expires_at() + EXPIRY_MARGIN;
-                    let handing = sub.clone();
-                    ctx.tracker.spawn(sub.handing_back.track_future(async move {
-                        hand_back(&handing, request, read_until).await;
-                    }));
+                    read_out(&sub, &ctx, request, held);
                     break;
                 }
                 pulled = request.next() => match pulled {
@@ -124,14 +126,16 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
                         dispatch(&sub, &ctx, *message, slot).await;
                     }
                     Some(Pulled::ServerEnded(e)) => {
-                        // What the server sent before ending it may still
-                        // arrive: the request is read to its expiry first.
-                        tracing::debug!(subscriber = %cfg.name, "{e}; reading what it already sent");
+                        // After a leadership change what the server sent
+                        // may still arrive: the request is read to its
+                        // expiry first (`next` ends at once otherwise).
+                        tracing::debug!(subscriber = %cfg.name, "{e}");
                         ended = Some(e);
                     }
                     Some(Pulled::Silent) => {
                         sub.settler().stats.pull_silent();
                         tracing::warn!(subscriber = %cfg.name, "no message, status or heartbeat from the server for this pull request: pulling again");
+                        read_out(&sub, &ctx, request, held);
                         break;
                     }
                 }
@@ -154,6 +158,59 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
     }
     watcher.abort();
     tracing::debug!(subscriber = %cfg.name, "stopped pulling");
+}
+
+/// Waits until `client` is connected; false when the subscriber stops first.
+async fn connected(client: &async_nats::Client, stop: &CancellationToken) -> bool {
+    while !matches!(
+        client.connection_state(),
+        async_nats::connection::State::Connected
+    ) {
+        tokio::select! {
+            () = tokio::time::sleep(CONNECTION_POLL) => {}
+            () = stop.cancelled() => return false,
+        }
+    }
+    true
+}
+
+/// How often a pull waiting for the connection looks at it.
+const CONNECTION_POLL: Duration = Duration::from_millis(100);
+
+/// Reads a request the loop gave up on (silent, or making no progress)
+/// to its end in a task of its own, keeping its handler slots: whatever
+/// the server still sends to it is handled as usual, not handed back at
+/// the cost of a delivery. On stop, what is left is handed back.
+fn read_out(
+    sub: &Arc<Subscriber>,
+    ctx: &Arc<PullContext>,
+    mut request: PullRequest,
+    mut held: Vec<Slot>,
+) {
+    let (sub, ctx_) = (sub.clone(), ctx.clone());
+    ctx.tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                _ = sub.stop.cancelled() => {
+                    let until = tokio::time::Instant::now() + HAND_BACK_WAIT;
+                    tokio::select! {
+                        () = hand_back(&sub, request, until) => {}
+                        () = ctx_.abandon.cancelled() => {}
+                    }
+                    return;
+                }
+                pulled = request.next() => match pulled {
+                    None => return,
+                    Some(Pulled::Message(message)) => {
+                        let Some(slot) = held.pop() else { return };
+                        dispatch(&sub, &ctx_, *message, slot).await;
+                    }
+                    Some(Pulled::ServerEnded(_) | Pulled::Silent) => {}
+                },
+            }
+        }
+    });
 }
 
 /// Takes the handler slots for the next request: one at least, waiting

@@ -6,9 +6,12 @@
 //! pull that stopped making progress: messages pending, room to take them
 //! (acks pending below `max_ack_pending`, free handler slots, no wait for
 //! the tenant's quota), and nothing delivered for three pull timeouts. The
-//! loop then gives up its pull and sends a new one; when even that brings
-//! nothing, the consumer's leader is asked to step down, so another server
-//! of a cluster leads it.
+//! loop then gives up its pull and sends a new one, again every three pull
+//! timeouts while it lasts. An election looks the same for a while, and
+//! pulling again is all it needs; only when the stall outlasts any
+//! election ([`STEP_DOWN_AFTER`]) while the stream and the consumer both
+//! have a leader is the consumer's leader asked, once, to step down, so
+//! another server of a cluster leads it.
 
 use super::progress::Progress;
 use crate::dispatch::Subscriber;
@@ -24,13 +27,29 @@ pub const EVERY: Duration = Duration::from_secs(2);
 /// them, that make a stall.
 const STALLED_AFTER: u32 = 3;
 
+/// How long a stall lasts before the consumer's leader is asked to step
+/// down: longer than an election takes (about 10 s on a loaded 3-node
+/// cluster), whose own step-down would start another.
+const STEP_DOWN_AFTER: Duration = Duration::from_secs(30);
+
+/// What the watcher did about the current stall.
+#[derive(Debug, Default)]
+struct StallRecovery {
+    /// When it last asked for a new pull.
+    last: Option<tokio::time::Instant>,
+    /// Whether it asked the consumer's leader to step down.
+    stepped_down: bool,
+}
+
 /// Looks at the durable every [`EVERY`] until the service stops pulling.
 pub async fn run(sub: Arc<Subscriber>, progress: Arc<Progress>) {
     let cfg = &sub.config;
     let settler = sub.settler();
     let mut tick = tokio::time::interval(EVERY);
-    // Stall recoveries tried since the last delivery.
-    let mut tried = 0u32;
+    // A look that took long (the server slow to answer during an
+    // election) is not followed by a burst of them.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recovery = StallRecovery::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -50,9 +69,22 @@ pub async fn run(sub: Arc<Subscriber>, progress: Arc<Progress>) {
             }
         };
         if progress.since_delivery() < STALLED_AFTER * cfg.pull_timeout {
-            tried = 0;
+            recovery = StallRecovery::default();
         } else if stalled(&sub, &progress, &info) {
-            recover_stall(&sub, &progress, &info, &mut tried).await;
+            let stream_led = stream
+                .cached_info()
+                .cluster
+                .as_ref()
+                .is_none_or(|c| c.leader.is_some());
+            let consumer_led = info.cluster.as_ref().is_none_or(|c| c.leader.is_some());
+            recover_stall(
+                &sub,
+                &progress,
+                &info,
+                stream_led && consumer_led,
+                &mut recovery,
+            )
+            .await;
         }
         settler.ledger.observe_floor(info.ack_floor.stream_sequence);
         settler.stats.set_ack_floor(info.ack_floor.stream_sequence);
@@ -111,18 +143,24 @@ impl Room {
     }
 }
 
-/// Gets a stalled pull going: first a new pull request, then (the stall
-/// lasting as long again) the consumer's leader asked to step down.
-async fn recover_stall(sub: &Subscriber, progress: &Progress, info: &Info, tried: &mut u32) {
+/// Gets a stalled pull going: a new pull request every stall period, and
+/// once, when it outlasts [`STEP_DOWN_AFTER`] with every group led, the
+/// consumer's leader asked to step down.
+async fn recover_stall(
+    sub: &Subscriber,
+    progress: &Progress,
+    info: &Info,
+    led: bool,
+    recovery: &mut StallRecovery,
+) {
     let cfg = &sub.config;
-    let since = progress.since_delivery();
     let stalled_for = STALLED_AFTER * cfg.pull_timeout;
-    // One recovery per stall period.
-    if since < stalled_for * (*tried + 1) {
+    if recovery.last.is_some_and(|t| t.elapsed() < stalled_for) {
         return;
     }
-    *tried += 1;
-    sub.settler().stats.pull_stalled();
+    let first = recovery.last.is_none();
+    recovery.last = Some(tokio::time::Instant::now());
+    let since = progress.since_delivery();
     let state = format!(
         "{} pending, {} awaiting ack, {} pull requests waiting on the server, nothing delivered for {:.1}s",
         info.num_pending,
@@ -130,13 +168,18 @@ async fn recover_stall(sub: &Subscriber, progress: &Progress, info: &Info, tried
         info.num_waiting,
         since.as_secs_f64()
     );
-    if *tried == 1 {
+    sub.settler().stats.pull_stalled();
+    progress.ask_restart();
+    if first {
         tracing::warn!(subscriber = %cfg.name, durable = %cfg.durable, "the pull stalled ({state}): sending a new pull request");
-        progress.ask_restart();
+    } else {
+        tracing::debug!(subscriber = %cfg.name, durable = %cfg.durable, "the pull is still stalled ({state}): sending a new pull request");
+    }
+    if recovery.stepped_down || since < STEP_DOWN_AFTER || !led {
         return;
     }
-    tracing::warn!(subscriber = %cfg.name, durable = %cfg.durable, "the pull is still stalled ({state}): asking the consumer's leader to step down");
-    progress.ask_restart();
+    recovery.stepped_down = true;
+    tracing::warn!(subscriber = %cfg.name, durable = %cfg.durable, "the pull is still stalled ({state}) with the stream and the consumer led: asking the consumer's leader to step down");
     let subject = format!(
         "$JS.API.CONSUMER.LEADER.STEPDOWN.{}.{}",
         cfg.stream, cfg.durable

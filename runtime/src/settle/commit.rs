@@ -7,7 +7,7 @@ use crate::counters::SubscriberStats;
 use crate::error::ErrorChain;
 use crate::nats::batch::{CommitError, Committed};
 use crate::nats::publish::Route;
-use crate::nats::unavailable::retrying;
+use crate::nats::unavailable::{retrying, Patience};
 use crate::nats::wire::Wire;
 use crate::outputs::held::Held;
 use std::time::Duration;
@@ -52,6 +52,7 @@ pub async fn commit(
     held: Held,
     wire: &Wire,
     stats: &SubscriberStats,
+    patience: Patience,
 ) -> Result<Vec<StreamCommit>, CommitFailed> {
     let (batches, core) = held.into_parts();
     let total = batches.len();
@@ -61,8 +62,10 @@ pub async fn commit(
         let ended = loop {
             let sent = retrying(
                 &format!("the commit of an atomic batch to stream {:?}", batch.stream),
+                patience,
                 || wire.commit_batch(&batch.stream, &batch.messages, batch.timeout),
                 CommitError::unavailable,
+                || wire.connected(),
                 |_| stats.nats_unavailable(),
             )
             .await;

@@ -21,7 +21,7 @@ use crate::error::ErrorChain;
 use crate::message::{ByGuest, FailureCause, InFlight, NotADelivery, Outcome};
 use crate::nats::ack::{Ack, AckError};
 use crate::nats::publish::{PublishError, PublishRoutes, Route};
-use crate::nats::unavailable::retrying;
+use crate::nats::unavailable::{retrying, Patience};
 use crate::nats::wire::Wire;
 use commit::StreamCommit;
 pub use disposition::{disposition, past_max_deliver, Disposition, Policy, TermCause};
@@ -120,6 +120,22 @@ impl Settler {
         &self.policy
     }
 
+    /// How long a call made for `msg` keeps trying while NATS is
+    /// unavailable: on its last handled delivery until NATS answers (a
+    /// failure would dead-letter it for NATS's sake), else at most
+    /// [`PATIENCE`](crate::nats::unavailable::PATIENCE).
+    pub fn patience(&self, msg: &InFlight) -> Patience {
+        if self
+            .policy
+            .max_deliver
+            .is_some_and(|max| msg.delivery.delivered >= max)
+        {
+            Patience::UntilAnswered
+        } else {
+            Patience::AtMost(crate::nats::unavailable::PATIENCE)
+        }
+    }
+
     /// Whether the server will not deliver `msg` again after this delivery.
     fn last_delivery(&self, msg: &InFlight) -> bool {
         self.policy
@@ -151,7 +167,7 @@ impl Settler {
             return (decision, None);
         }
         let outputs = held.len();
-        let committing = commit::commit(held, &self.wire, &self.stats);
+        let committing = commit::commit(held, &self.wire, &self.stats, self.patience(msg));
         match self.in_progress_while(msg, committing).await {
             Ok(batches) => {
                 for b in batches {
@@ -326,6 +342,7 @@ impl Settler {
                     "subscriber {:?}: dead-letter copy to {subject:?}",
                     &*self.subscriber
                 ),
+                self.patience(msg),
                 || {
                     let (headers, payload) = (copy.headers.clone(), copy.payload.clone());
                     let route = Route::JetStream(*wait);
@@ -333,6 +350,7 @@ impl Settler {
                         .publish(route, subject.to_string(), headers, payload)
                 },
                 PublishError::unavailable,
+                || self.wire.connected(),
                 |_| self.stats.nats_unavailable(),
             )
             .await;

@@ -182,12 +182,14 @@ impl KeyValueView<'_> {
                 &*sub.name,
                 op.as_str()
             ),
+            sub.settler.patience(msg),
             call,
             |e| match e.unavailable() {
                 Unavailable::Certainly => true,
                 Unavailable::Perhaps => repeatable,
                 Unavailable::No => false,
             },
+            || sub.wire.connected(),
             |waited| sub.waited_for_nats(msg, waited),
         )
         .await

@@ -167,11 +167,13 @@ impl Host for NatsView<'_> {
         let _call = msg.nats_call();
         let sent = retrying(
             &format!("subscriber {:?}: publish to {subject:?}", &*sub.name),
+            sub.settler.patience(msg),
             || {
                 let (subject, map, data) = (subject.clone(), map.clone(), data.clone());
                 sub.wire.publish(route, subject, map, data)
             },
             PublishError::unavailable,
+            || sub.wire.connected(),
             |waited| sub.waited_for_nats(msg, waited),
         )
         .await;
@@ -235,11 +237,11 @@ impl Host for NatsView<'_> {
         let timeout = Duration::from_millis(timeout_ms.into());
         let (sub, msg) = (self.sub, &**self.msg);
         let data = bytes::Bytes::from(data);
-        let _call = msg.nats_call();
         // A request that failed while the connection is down is made again
         // once it is back; with it up, no answer is the responder's doing.
         let asked = retrying(
             &format!("subscriber {:?}: request to {subject:?}", &*sub.name),
+            sub.settler.patience(msg),
             || {
                 let (subject, map, data) = (subject.clone(), map.clone(), data.clone());
                 sub.wire.request(subject, map, data, timeout)
@@ -248,6 +250,7 @@ impl Host for NatsView<'_> {
                 !sub.wire.connected()
                     && matches!(e, RequestError::TimedOut | RequestError::Failed { .. })
             },
+            || sub.wire.connected(),
             |waited| sub.waited_for_nats(msg, waited),
         )
         .await;

@@ -160,7 +160,10 @@ impl Harness {
         let (process, stopped) = &mut self.runtimes[index];
         let exit = process.stop(stop, within).await?;
         *stopped = true;
-        eprintln!("  {} stopped by {stop:?}: exit {exit}", process.name());
+        crate::progress(format!(
+            "{} stopped by {stop:?}: exit {exit}",
+            process.name()
+        ));
         self.stops.push(StopRecord {
             runtime: process.name().to_string(),
             stop,
@@ -171,7 +174,7 @@ impl Harness {
 
     /// Adds a line to the row's notes (and shows it as the run goes).
     pub fn note(&mut self, note: String) {
-        eprintln!("  {note}");
+        crate::progress(&note);
         self.notes.push(note);
     }
 
@@ -226,6 +229,11 @@ impl Harness {
             .iter()
             .map(|(p, _)| p.delivered_twice_at_once())
             .sum::<anyhow::Result<usize>>()?;
+        let anew_while_running = self
+            .runtimes
+            .iter()
+            .map(|(p, _)| p.delivered_anew_while_running())
+            .sum::<anyhow::Result<usize>>()?;
         let pull_recoveries = self
             .runtimes
             .iter()
@@ -243,6 +251,7 @@ impl Harness {
             stops: self.stops,
             processed,
             twice_at_once,
+            anew_while_running,
             pull_recoveries,
             waits: Some(waits),
             notes: self.notes,
@@ -335,7 +344,7 @@ async fn keep(
 ) -> PathBuf {
     let kept = dir.keep();
     if let Err(e) = copy_dir(servers.dir(), &kept.join("servers")) {
-        eprintln!("cannot keep the servers' stores: {e}");
+        crate::progress(format!("cannot keep the servers' stores: {e}"));
     }
     let info = match verify::durable_info(js).await {
         Ok(info) => format!("{info:#?}"),

@@ -36,6 +36,10 @@ pub use scenarios::Scenario;
 pub use service::ConsumerSettings;
 
 use anyhow::Context as _;
+use artifacts::Artifacts;
+use futures::{Stream, StreamExt};
+use report::Row;
+use scenarios::Timing;
 use std::path::PathBuf;
 
 /// What to run.
@@ -53,12 +57,50 @@ pub struct Options {
     pub soak: Option<u32>,
     /// The durable's settings.
     pub consumer: ConsumerSettings,
+    /// Scenarios run side by side (each with its own servers and processes).
+    pub jobs: usize,
 }
 
-/// Runs the scenarios one after another, prints the table and writes the
+tokio::task_local! {
+    /// The scenario whose progress a task reports, set when several run at once.
+    static RUNNING: &'static str;
+}
+
+/// Shows a progress line as the run goes, named by its scenario when
+/// several run at once.
+pub(crate) fn progress(line: impl std::fmt::Display) {
+    match RUNNING.try_with(|name| *name) {
+        Ok(name) => eprintln!("  {name}: {line}"),
+        Err(_) => eprintln!("  {line}"),
+    }
+}
+
+/// Runs the scenarios `jobs` at a time, starting the next as soon as one
+/// ends, and yields their rows as they end.
+fn rows<'a>(
+    chosen: Vec<Scenario>,
+    jobs: usize,
+    artifacts: &'a Artifacts,
+    timing: &'a Timing,
+) -> impl Stream<Item = (Scenario, Row)> + 'a {
+    futures::stream::iter(chosen)
+        .map(move |scenario| async move {
+            let run = scenarios::run(scenario, artifacts, timing);
+            let row = if jobs > 1 {
+                RUNNING.scope(scenario.name(), run).await
+            } else {
+                eprintln!("── {} ──", scenario.name());
+                run.await
+            };
+            (scenario, row)
+        })
+        .buffer_unordered(jobs.max(1))
+}
+
+/// Runs the scenarios (`jobs` at a time), prints the table and writes the
 /// JSON. `Ok(false)` when any scenario failed its checks.
 pub async fn run(options: Options) -> anyhow::Result<bool> {
-    let artifacts = artifacts::Artifacts::locate()?;
+    let artifacts = Artifacts::locate()?;
     if let Some(runs) = options.soak {
         let timing = scenarios::Timing::new(true, options.messages, options.consumer);
         let chosen = if options.scenarios.is_empty() {
@@ -69,7 +111,18 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
         } else {
             options.scenarios
         };
-        return soak::run(runs, &chosen, &artifacts, &timing, options.json.as_deref()).await;
+        anyhow::ensure!(!chosen.is_empty(), "no scenario to soak");
+        eprintln!(
+            "natsapp-chaos --soak {runs}: {} scenario(s) round-robin, {} at a time, {} orders each",
+            chosen.len(),
+            options.jobs,
+            timing.messages
+        );
+        let order = (0..runs as usize)
+            .map(|n| chosen[n % chosen.len()])
+            .collect();
+        let rows = rows(order, options.jobs, &artifacts, &timing);
+        return soak::run(runs, rows, options.json.as_deref()).await;
     }
     let timing = scenarios::Timing::new(options.short, options.messages, options.consumer);
     let chosen = if options.scenarios.is_empty() {
@@ -78,21 +131,24 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
         options.scenarios
     };
     eprintln!(
-        "natsapp-chaos: {} scenario(s), {} orders each, natsapp-wasm {}, component {}",
+        "natsapp-chaos: {} scenario(s), {} at a time, {} orders each, natsapp-wasm {}, component {}",
         chosen.len(),
+        options.jobs,
         timing.messages,
         artifacts.natsapp.display(),
         artifacts.component.display()
     );
-    let mut rows = Vec::new();
-    for scenario in chosen {
-        eprintln!("── {} ──", scenario.name());
-        let row = scenarios::run(scenario, &artifacts, &timing).await;
-        if let Some(e) = &row.error {
-            eprintln!("{}: {e}", scenario.name());
-        }
-        rows.push(row);
-    }
+    let mut ended: Vec<(Scenario, Row)> = rows(chosen.clone(), options.jobs, &artifacts, &timing)
+        .inspect(|(scenario, row)| {
+            if let Some(e) = &row.error {
+                eprintln!("{}: {e}", scenario.name());
+            }
+        })
+        .collect()
+        .await;
+    // The table follows the order asked for, not the order of ending.
+    ended.sort_by_key(|(scenario, _)| chosen.iter().position(|c| c == scenario));
+    let rows: Vec<Row> = ended.into_iter().map(|(_, row)| row).collect();
     report::print_table(&rows);
     if let Some(path) = &options.json {
         report::write_json(path, &rows)

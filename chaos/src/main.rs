@@ -32,6 +32,10 @@ struct Args {
     /// example's (max_deliver 3, backoff 1s, 10s).
     #[arg(long, value_enum, default_value = "chaos")]
     consumer: ConsumerSettings,
+    /// Scenarios run side by side, each with its own servers and
+    /// processes (faster; the waits then include the other's load).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: u16,
 }
 
 #[tokio::main]
@@ -44,6 +48,7 @@ async fn main() -> ExitCode {
         json: args.json,
         soak: args.soak,
         consumer: args.consumer,
+        jobs: args.jobs.into(),
     };
     match natsapp_chaos::run(options).await {
         Ok(true) => ExitCode::SUCCESS,

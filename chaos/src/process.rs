@@ -15,6 +15,10 @@ const PROCESSED_LINE: &str = "processed order ";
 /// The runtime's warning when the server delivers a message again while
 /// its handler still runs.
 const TWICE_AT_ONCE_LINE: &str = "delivered again while its handler still runs";
+/// The runtime's line when a message running there came as a first
+/// delivery again: the server lost its record of the earlier one (a
+/// SIGKILLed server restarting from its store), not a late in-progress.
+const FORGOTTEN_WHILE_RUNNING_LINE: &str = "delivered anew while its handler still runs";
 /// The runtime's warnings when it gives up a pull request that brought
 /// nothing although it should have (a stall), or heard nothing from.
 const PULL_RECOVERY_LINES: [&str; 2] = ["the pull stalled", "no message, status or heartbeat"];
@@ -172,21 +176,27 @@ impl RuntimeProcess {
     /// How often its log says a message was delivered again while its
     /// handler still ran.
     pub fn delivered_twice_at_once(&self) -> anyhow::Result<usize> {
-        let text = std::fs::read_to_string(&self.log)
-            .with_context(|| format!("cannot read {}", self.log.display()))?;
-        Ok(text
-            .lines()
-            .filter(|l| l.contains(TWICE_AT_ONCE_LINE))
-            .count())
+        self.log_lines(&[TWICE_AT_ONCE_LINE])
+    }
+
+    /// How often its log says a message running there came as a first
+    /// delivery again (the server had lost its record of the delivery).
+    pub fn delivered_anew_while_running(&self) -> anyhow::Result<usize> {
+        self.log_lines(&[FORGOTTEN_WHILE_RUNNING_LINE])
     }
 
     /// How often its log says it recovered a stalled or silent pull.
     pub fn pull_recoveries(&self) -> anyhow::Result<usize> {
+        self.log_lines(&PULL_RECOVERY_LINES)
+    }
+
+    /// Lines of its log holding any of `markers`.
+    fn log_lines(&self, markers: &[&str]) -> anyhow::Result<usize> {
         let text = std::fs::read_to_string(&self.log)
             .with_context(|| format!("cannot read {}", self.log.display()))?;
         Ok(text
             .lines()
-            .filter(|l| PULL_RECOVERY_LINES.iter().any(|m| l.contains(m)))
+            .filter(|l| markers.iter().any(|m| l.contains(m)))
             .count())
     }
 

@@ -62,6 +62,11 @@ pub struct Row {
     /// Deliveries of a message while its handler still ran, as the
     /// runtimes logged them.
     pub twice_at_once: usize,
+    /// Messages running in a runtime that the server delivered again as a
+    /// first delivery, having lost its record of the earlier one: the
+    /// runtime waited for the running handler. Expected when a server is
+    /// SIGKILLed, so a note rather than a failure.
+    pub anew_while_running: usize,
     /// Stalled or silent pulls the runtimes logged recovering from.
     pub pull_recoveries: usize,
     /// How long orders waited.
@@ -94,6 +99,7 @@ impl Row {
             stops: Vec::new(),
             processed: Vec::new(),
             twice_at_once: 0,
+            anew_while_running: 0,
             pull_recoveries: 0,
             waits: None,
             notes: Vec::new(),
@@ -270,6 +276,12 @@ pub fn print_table(rows: &[Row]) {
                 ));
             }
         }
+        if row.anew_while_running > 0 {
+            lines.push(format!(
+                "{} orders came as a first delivery again while their handler still ran (the server lost its record of the delivery); the runtime waited for the handler",
+                row.anew_while_running
+            ));
+        }
         if row.pull_recoveries > 0 {
             lines.push(format!(
                 "the runtimes recovered {} stalled or silent pulls (their logs say how)",
@@ -348,6 +360,7 @@ pub fn write_json(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
                 })).collect::<Vec<_>>(),
                 "processed_log_lines": row.processed.iter().map(|(r, n)| json!({"runtime": r, "processed": n})).collect::<Vec<_>>(),
                 "delivered_while_running": row.twice_at_once,
+                "delivered_anew_while_running": row.anew_while_running,
                 "pull_recoveries": row.pull_recoveries,
                 "dead_letter_causes": row.counts.as_ref().map(|c| &c.dead_letter_causes),
                 "waits": row.waits.as_ref().map(|w| json!({

@@ -484,7 +484,7 @@ async fn move_leader(h: &Harness, which: Leader, node: usize) -> anyhow::Result<
                         }
                     };
                     if let Err(e) = moved {
-                        eprintln!("  moving the {which} leader to n{node}: {e}");
+                        crate::progress(format!("moving the {which} leader to n{node}: {e}"));
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

@@ -6,10 +6,10 @@
 //! longest wait seen and how often the runtimes recovered a pull by
 //! themselves.
 
-use crate::artifacts::Artifacts;
 use crate::report::{self, Row};
-use crate::scenarios::{self, Scenario, Timing};
+use crate::scenarios::Scenario;
 use anyhow::Context as _;
+use futures::{Stream, StreamExt};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -26,25 +26,18 @@ struct Tally {
     failures: Vec<String>,
 }
 
-/// Runs `runs` short runs over `chosen`; `Ok(false)` when any failed.
+/// Tallies `runs` short runs as `results` yields them; `Ok(false)` when
+/// any failed.
 pub async fn run(
     runs: u32,
-    chosen: &[Scenario],
-    artifacts: &Artifacts,
-    timing: &Timing,
+    results: impl Stream<Item = (Scenario, Row)>,
     json: Option<&Path>,
 ) -> anyhow::Result<bool> {
-    anyhow::ensure!(!chosen.is_empty(), "no scenario to soak");
-    eprintln!(
-        "natsapp-chaos --soak {runs}: {} scenario(s) round-robin, {} orders each",
-        chosen.len(),
-        timing.messages
-    );
     let mut tallies: BTreeMap<&'static str, Tally> = BTreeMap::new();
     let mut rows = Vec::new();
-    for n in 0..runs {
-        let scenario = chosen[n as usize % chosen.len()];
-        let row = scenarios::run(scenario, artifacts, timing).await;
+    let mut results = std::pin::pin!(results);
+    let mut n = 0;
+    while let Some((scenario, row)) = results.next().await {
         let failures = row.failures();
         let tally = tallies.entry(scenario.name()).or_default();
         tally.runs += 1;
@@ -77,6 +70,7 @@ pub async fn run(
             }
         );
         rows.push(row);
+        n += 1;
     }
     print_summary(&tallies);
     if let Some(path) = json {

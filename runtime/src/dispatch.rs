@@ -72,7 +72,15 @@ impl Subscriber {
                 Err(mut busy) => {
                     waited = true;
                     stats.redelivered_while_running();
-                    tracing::warn!(subscriber = %self.config.name, seq = msg.sequence, delivered = msg.delivery.delivered, "delivered again while its handler still runs here (its in-progress signals did not reach the server in time): this delivery waits for that handler");
+                    if msg.delivery.delivered > 1 {
+                        tracing::warn!(subscriber = %self.config.name, seq = msg.sequence, delivered = msg.delivery.delivered, "delivered again while its handler still runs here (its in-progress signals did not reach the server in time): this delivery waits for that handler");
+                    } else {
+                        // A first delivery of a message already running here:
+                        // the server has no record of the earlier delivery
+                        // (a restart lost it, or a new consumer leader never
+                        // heard of it), not a late in-progress signal.
+                        tracing::info!(subscriber = %self.config.name, seq = msg.sequence, "delivered anew while its handler still runs here (the server lost its record of the earlier delivery): this delivery waits for that handler");
+                    }
                     settler
                         .in_progress_while(msg, async { while busy.changed().await.is_ok() {} })
                         .await;

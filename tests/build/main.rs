@@ -1,6 +1,11 @@
 //! Builds the handler components in guests/ for wasm32-wasip2 once per
-//! change and exposes their paths as constants (`guests::ECHO`, …).
+//! change and exposes their paths as constants (`guests::ECHO`, …): the
+//! Rust guests with cargo, the Python, JavaScript and C guests with their
+//! tools, side by side and cached outside the clone (cache.rs).
 
+mod cache;
+
+use cache::Recipe;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,15 +23,6 @@ const GUESTS: &[(&str, &str)] = &[
     ("PAYMENT", "payment"),
 ];
 
-/// (constant, folder under guests/python/): built with componentize-py to
-/// `guests/target/python/<folder with _>.wasm`.
-const PYTHON_GUESTS: &[(&str, &str)] = &[
-    ("PY_ORDER_PROCESSOR", "order-processor"),
-    ("PY_KIT", "kit"),
-    ("PY_NOOP", "noop"),
-    ("PY_PAYMENT", "payment"),
-];
-
 /// componentize-py: `COMPONENTIZE_PY`, else the repository's .venv.
 fn componentize_py(root: &Path) -> PathBuf {
     if let Some(p) = std::env::var_os("COMPONENTIZE_PY") {
@@ -41,20 +37,26 @@ fn componentize_py(root: &Path) -> PathBuf {
     venv
 }
 
-fn build_python(root: &Path, consts: &mut String) {
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("guest-sdk/python").display()
-    );
+/// (constant, folder under guests/python/): built with componentize-py to
+/// `guests/target/python/<folder with _>.wasm`.
+const PYTHON_GUESTS: &[(&str, &str)] = &[
+    ("PY_ORDER_PROCESSOR", "order-processor"),
+    ("PY_KIT", "kit"),
+    ("PY_NOOP", "noop"),
+    ("PY_PAYMENT", "payment"),
+];
+
+fn python_recipes(root: &Path, recipes: &mut Vec<Recipe>, consts: &mut String) {
     println!("cargo:rerun-if-env-changed=COMPONENTIZE_PY");
     let tool = componentize_py(root);
+    let version = cache::tool_version(&tool, &["--version"]);
     let out_dir = root.join("guests/target/python");
     std::fs::create_dir_all(&out_dir).unwrap();
     for (name, dir) in PYTHON_GUESTS {
         let src = root.join("guests/python").join(dir);
-        println!("cargo:rerun-if-changed={}", src.display());
         let out = out_dir.join(format!("{}.wasm", dir.replace('-', "_")));
-        let output = Command::new(&tool)
+        let mut command = Command::new(&tool);
+        command
             .arg("-d")
             .arg(root.join("wit"))
             .args(["-w", "handler-sdk", "componentize", "natsapp_main", "-p"])
@@ -62,21 +64,19 @@ fn build_python(root: &Path, consts: &mut String) {
             .arg("-p")
             .arg(&src)
             .arg("-o")
-            .arg(&out)
-            .output()
-            .expect("cannot run componentize-py");
-        if !output.status.success() {
-            panic!(
-                "componentize-py failed for {}:\n{}{}",
-                src.display(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
+            .arg(&out);
         consts.push_str(&format!(
             "/// Built Python component `{dir}`.\npub const {name}: &str = {:?};\n",
             out.display().to_string()
         ));
+        recipes.push(Recipe {
+            what: format!("the Python guest {}", src.display()),
+            inputs: vec![root.join("wit"), root.join("guest-sdk/python"), src],
+            tools: vec![version.clone()],
+            command,
+            out,
+            hint: "componentize-py 0.25.1 comes from ./scripts/install-prereqs.sh",
+        });
     }
 }
 
@@ -89,39 +89,35 @@ const JS_GUESTS: &[(&str, &str)] = &[
     ("JS_PAYMENT", "payment"),
 ];
 
-fn build_js(root: &Path, consts: &mut String) {
+fn js_recipes(root: &Path, recipes: &mut Vec<Recipe>, consts: &mut String) {
     let sdk = root.join("guest-sdk/js");
-    for watched in ["natsapp.js", "main.js", "build.sh", "package.json"] {
-        println!("cargo:rerun-if-changed={}", sdk.join(watched).display());
-    }
     assert!(
         sdk.join("node_modules/.bin/componentize-js").exists(),
         "componentize-js not installed in {}: run ./scripts/install-prereqs.sh (npm ci there)",
         sdk.display()
     );
+    let node = cache::tool_version(Path::new("node"), &["--version"]);
     let out_dir = root.join("guests/target/js");
     std::fs::create_dir_all(&out_dir).unwrap();
     for (name, dir) in JS_GUESTS {
         let src = root.join("guests/js").join(dir);
-        println!("cargo:rerun-if-changed={}", src.display());
         let out = out_dir.join(format!("{}.wasm", dir.replace('-', "_")));
-        let output = Command::new(sdk.join("build.sh"))
-            .arg(&src)
-            .arg(&out)
-            .output()
-            .expect("cannot run build.sh");
-        if !output.status.success() {
-            panic!(
-                "building the JavaScript guest {} failed:\n{}{}",
-                src.display(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
+        let mut command = Command::new(sdk.join("build.sh"));
+        command.arg(&src).arg(&out);
         consts.push_str(&format!(
             "/// Built JavaScript component `{dir}`.\npub const {name}: &str = {:?};\n",
             out.display().to_string()
         ));
+        // The SDK folder without node_modules; package-lock.json pins
+        // componentize-js and the bundler.
+        recipes.push(Recipe {
+            what: format!("the JavaScript guest {}", src.display()),
+            inputs: vec![root.join("wit"), sdk.clone(), src],
+            tools: vec![node.clone()],
+            command,
+            out,
+            hint: "componentize-js 0.23 comes from ./scripts/install-prereqs.sh",
+        });
     }
 }
 
@@ -129,15 +125,21 @@ fn build_js(root: &Path, consts: &mut String) {
 /// `guests/target/c/<folder with _>.wasm`.
 const C_GUESTS: &[(&str, &str)] = &[("C_KIT", "kit")];
 
-fn build_c(root: &Path, consts: &mut String) {
+fn c_recipes(root: &Path, recipes: &mut Vec<Recipe>, consts: &mut String) {
     let sdk = root.join("guest-sdk/c");
-    println!("cargo:rerun-if-changed={}", sdk.display());
-    for tool in [".tools/bin/wit-bindgen", ".venv/bin/wasm-tools"] {
+    let tools = [".tools/bin/wit-bindgen", ".venv/bin/wasm-tools"].map(|t| root.join(t));
+    for tool in &tools {
         assert!(
-            root.join(tool).exists(),
-            "{tool} not found: run ./scripts/install-prereqs.sh (the C recipe's tools)"
+            tool.exists(),
+            "{} not found: run ./scripts/install-prereqs.sh (the C recipe's tools)",
+            tool.display()
         );
     }
+    let mut versions: Vec<String> = tools
+        .iter()
+        .map(|t| cache::tool_version(t, &["--version"]))
+        .collect();
+    versions.push(cache::tool_version(Path::new("clang-14"), &["--version"]));
     let out_dir = root.join("guests/target/c");
     std::fs::create_dir_all(&out_dir).unwrap();
     let adapter = out_dir.join("wasi_snapshot_preview1.reactor.wasm");
@@ -148,26 +150,21 @@ fn build_c(root: &Path, consts: &mut String) {
     .unwrap();
     for (name, dir) in C_GUESTS {
         let src = root.join("guests/c").join(dir);
-        println!("cargo:rerun-if-changed={}", src.display());
         let out = out_dir.join(format!("{}.wasm", dir.replace('-', "_")));
-        let output = Command::new(sdk.join("build.sh"))
-            .arg(&src)
-            .arg(&out)
-            .arg(&adapter)
-            .output()
-            .expect("cannot run guest-sdk/c/build.sh");
-        if !output.status.success() {
-            panic!(
-                "building the C guest {} failed (clang-14, lld-14 and wasi-libc come from ./scripts/install-prereqs.sh):\n{}{}",
-                src.display(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
+        let mut command = Command::new(sdk.join("build.sh"));
+        command.arg(&src).arg(&out).arg(&adapter);
         consts.push_str(&format!(
             "/// Built C component `{dir}`.\npub const {name}: &str = {:?};\n",
             out.display().to_string()
         ));
+        recipes.push(Recipe {
+            what: format!("the C guest {}", src.display()),
+            inputs: vec![root.join("wit"), sdk.clone(), adapter.clone(), src],
+            tools: versions.clone(),
+            command,
+            out,
+            hint: "clang-14, lld-14 and wasi-libc come from ./scripts/install-prereqs.sh",
+        });
     }
 }
 
@@ -228,9 +225,11 @@ fn main() {
             path.display().to_string()
         ));
     }
-    build_python(&root, &mut consts);
-    build_js(&root, &mut consts);
-    build_c(&root, &mut consts);
+    let mut recipes = Vec::new();
+    python_recipes(&root, &mut recipes, &mut consts);
+    js_recipes(&root, &mut recipes, &mut consts);
+    c_recipes(&root, &mut recipes, &mut consts);
+    cache::build_all(&root, recipes);
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs");
     std::fs::write(out, consts).unwrap();
 }

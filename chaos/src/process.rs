@@ -75,8 +75,8 @@ pub enum Stop {
 
 impl RuntimeProcess {
     /// Starts `bin run service` with stderr (the log) in `log`, free of the
-    /// caller's NATS_DEBUG and RUST_LOG; `servers`, when given, becomes
-    /// NATS_SERVERS.
+    /// caller's NATS_DEBUG and RUST_LOG (NATSAPP_CHAOS_RUST_LOG, when set,
+    /// becomes its RUST_LOG); `servers`, when given, becomes NATS_SERVERS.
     pub fn spawn(
         name: &str,
         bin: &Path,
@@ -97,6 +97,9 @@ impl RuntimeProcess {
             .stdout(Stdio::null())
             .stderr(log_file)
             .kill_on_drop(true);
+        if let Some(filter) = std::env::var_os("NATSAPP_CHAOS_RUST_LOG") {
+            cmd.env("RUST_LOG", filter);
+        }
         if let Some(servers) = servers {
             cmd.env("NATS_SERVERS", servers);
         }

@@ -81,7 +81,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
             Err(e) => {
                 failures += 1;
                 tracing::warn!(subscriber = %cfg.name, "{}", ErrorChain(&e));
-                if !pause(&sub.stop, failures).await {
+                if !pause(&sub.stop, &progress, failures).await {
                     break;
                 }
                 continue;
@@ -146,7 +146,7 @@ pub async fn run(sub: Arc<Subscriber>, mut consumer: PullConsumer, ctx: Arc<Pull
         match recover::recover(&sub, &ctx, PullFailure::of(ended)).await {
             Ok(Recovered::Consumer(c)) => consumer = *c,
             Ok(Recovered::Nothing) => {
-                if !pause(&sub.stop, failures).await {
+                if !pause(&sub.stop, &progress, failures).await {
                     break 'pull;
                 }
             }
@@ -328,12 +328,17 @@ async fn hand_back(sub: &Subscriber, mut request: PullRequest, read_until: tokio
     }
 }
 
-/// Waits before the next try, longer after each failure; false when stopping.
-async fn pause(stop: &CancellationToken, failures: u32) -> bool {
+/// Waits before the next try, longer after each failure; false when
+/// stopping. A stall the watcher sees (messages wait, none delivered) ends
+/// the wait: after an outage the pause has grown to its longest, and the
+/// first pull once the cluster answers should not wait it out.
+async fn pause(stop: &CancellationToken, progress: &Progress, failures: u32) -> bool {
     let wait =
         (Duration::from_millis(100) * 2u32.saturating_pow(failures.min(6))).min(MAX_RETRY_PAUSE);
+    let mut restarts = progress.restarts();
     tokio::select! {
         _ = tokio::time::sleep(wait) => true,
+        _ = restarts.changed() => true,
         _ = stop.cancelled() => false,
     }
 }

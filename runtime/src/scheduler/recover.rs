@@ -60,7 +60,25 @@ enum Diagnosis {
     Unreachable(async_nats::Error),
 }
 
+/// How long a diagnosis waits for the JetStream API. During an election
+/// it may not answer for the context's whole timeout; pulling again sooner
+/// costs nothing, while waiting delays the first pull once it answers.
+const DIAGNOSIS_WAIT: Duration = Duration::from_secs(2);
+
 async fn diagnose(sub: &Subscriber) -> Diagnosis {
+    match tokio::time::timeout(DIAGNOSIS_WAIT, ask(sub)).await {
+        Ok(diagnosis) => diagnosis,
+        Err(_) => Diagnosis::Unreachable(
+            format!(
+                "no answer about the stream and durable within {}s",
+                DIAGNOSIS_WAIT.as_secs()
+            )
+            .into(),
+        ),
+    }
+}
+
+async fn ask(sub: &Subscriber) -> Diagnosis {
     let cfg = &sub.config;
     let stream = match sub.jetstream.get_stream(cfg.stream.as_str()).await {
         Ok(s) => {

@@ -40,9 +40,10 @@ pub enum Patience {
 /// being unavailable (`unavailable` tells), or `patience` runs out; while
 /// `connected` says no, the next try waits for it. `waited` hears how long
 /// each failed try and the wait after it took. `what` names the call in
-/// logs.
+/// logs, and is only formatted when there is something to log: most calls
+/// succeed at once, on the per-message path.
 pub async fn retrying<T, E, F>(
-    what: &str,
+    what: impl Fn() -> String,
     patience: Patience,
     mut call: impl FnMut() -> F,
     unavailable: impl Fn(&E) -> bool,
@@ -67,7 +68,8 @@ where
                 tries += 1;
                 if tries == 1 || tries.is_multiple_of(LOG_EVERY) {
                     tracing::warn!(
-                        "{what}: {}; NATS is unavailable, trying again until it answers (try {tries}, {:.1}s so far)",
+                        "{}: {}; NATS is unavailable, trying again until it answers (try {tries}, {:.1}s so far)",
+                        what(),
                         ErrorChain(&e),
                         first.elapsed().as_secs_f64()
                     );
@@ -83,12 +85,14 @@ where
                 if tries > 0 {
                     match &done {
                         Err(e) if unavailable(e) => tracing::warn!(
-                            "{what}: NATS still unavailable after {tries} tries in {:.1}s: giving up ({})",
+                            "{}: NATS still unavailable after {tries} tries in {:.1}s: giving up ({})",
+                            what(),
                             first.elapsed().as_secs_f64(),
                             ErrorChain(e)
                         ),
                         _ => tracing::info!(
-                            "{what}: NATS answered after {tries} failed tries in {:.1}s",
+                            "{}: NATS answered after {tries} failed tries in {:.1}s",
+                            what(),
                             first.elapsed().as_secs_f64()
                         ),
                     }
@@ -113,7 +117,7 @@ mod tests {
         let mut calls = 0;
         let mut waits = Vec::new();
         let done: Result<u32, E> = retrying(
-            "a publish",
+            || "a publish".to_string(),
             Patience::UntilAnswered,
             || {
                 calls += 1;
@@ -138,7 +142,7 @@ mod tests {
         );
         let mut calls = 0;
         let failed: Result<(), E> = retrying(
-            "a publish",
+            || "a publish".to_string(),
             Patience::UntilAnswered,
             || {
                 calls += 1;
@@ -159,7 +163,7 @@ mod tests {
         let mut tried_at = Vec::new();
         let up = || start.elapsed() >= Duration::from_millis(1500);
         let result: Result<(), E> = retrying(
-            "a request",
+            || "a request".to_string(),
             Patience::AtMost(Duration::from_secs(10)),
             || {
                 tried_at.push(start.elapsed());
@@ -183,7 +187,7 @@ mod tests {
         );
         let calls = Cell::new(0);
         let _ = retrying(
-            "a request",
+            || "a request".to_string(),
             Patience::AtMost(Duration::ZERO),
             || {
                 calls.set(calls.get() + 1);

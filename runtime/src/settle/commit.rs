@@ -61,7 +61,7 @@ pub async fn commit(
         let mut attempt = 0;
         let ended = loop {
             let sent = retrying(
-                &format!("the commit of an atomic batch to stream {:?}", batch.stream),
+                || format!("the commit of an atomic batch to stream {:?}", batch.stream),
                 patience,
                 || wire.commit_batch(&batch.stream, &batch.messages, batch.timeout),
                 CommitError::unavailable,

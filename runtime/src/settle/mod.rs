@@ -338,10 +338,12 @@ impl Settler {
         let last = copies.len() - 1;
         for (i, copy) in copies.into_iter().enumerate() {
             let sent = retrying(
-                &format!(
-                    "subscriber {:?}: dead-letter copy to {subject:?}",
-                    &*self.subscriber
-                ),
+                || {
+                    format!(
+                        "subscriber {:?}: dead-letter copy to {subject:?}",
+                        &*self.subscriber
+                    )
+                },
                 self.patience(msg),
                 || {
                     let (headers, payload) = (copy.headers.clone(), copy.payload.clone());

@@ -177,11 +177,13 @@ impl KeyValueView<'_> {
         let (sub, msg) = (self.sub, self.msg);
         let _call = msg.nats_call();
         retrying(
-            &format!(
-                "subscriber {:?}: {} in bucket {bucket:?}",
-                &*sub.name,
-                op.as_str()
-            ),
+            || {
+                format!(
+                    "subscriber {:?}: {} in bucket {bucket:?}",
+                    &*sub.name,
+                    op.as_str()
+                )
+            },
             sub.settler.patience(msg),
             call,
             |e| match e.unavailable() {

@@ -166,7 +166,7 @@ impl Host for NatsView<'_> {
         let data = bytes::Bytes::from(data);
         let _call = msg.nats_call();
         let sent = retrying(
-            &format!("subscriber {:?}: publish to {subject:?}", &*sub.name),
+            || format!("subscriber {:?}: publish to {subject:?}", &*sub.name),
             sub.settler.patience(msg),
             || {
                 let (subject, map, data) = (subject.clone(), map.clone(), data.clone());
@@ -240,7 +240,7 @@ impl Host for NatsView<'_> {
         // A request that failed while the connection is down is made again
         // once it is back; with it up, no answer is the responder's doing.
         let asked = retrying(
-            &format!("subscriber {:?}: request to {subject:?}", &*sub.name),
+            || format!("subscriber {:?}: request to {subject:?}", &*sub.name),
             sub.settler.patience(msg),
             || {
                 let (subject, map, data) = (subject.clone(), map.clone(), data.clone());

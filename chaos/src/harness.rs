@@ -234,6 +234,11 @@ impl Harness {
             .iter()
             .map(|(p, _)| p.delivered_anew_while_running())
             .sum::<anyhow::Result<usize>>()?;
+        let again_after_lost_connection = self
+            .runtimes
+            .iter()
+            .map(|(p, _)| p.delivered_again_after_lost_connection())
+            .sum::<anyhow::Result<usize>>()?;
         let pull_recoveries = self
             .runtimes
             .iter()
@@ -252,6 +257,7 @@ impl Harness {
             processed,
             twice_at_once,
             anew_while_running,
+            again_after_lost_connection,
             pull_recoveries,
             waits: Some(waits),
             notes: self.notes,

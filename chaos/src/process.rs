@@ -19,6 +19,11 @@ const TWICE_AT_ONCE_LINE: &str = "delivered again while its handler still runs";
 /// delivery again: the server lost its record of the earlier one (a
 /// SIGKILLed server restarting from its store), not a late in-progress.
 const FORGOTTEN_WHILE_RUNNING_LINE: &str = "delivered anew while its handler still runs";
+/// The runtime's line when a message running there came again after its
+/// connection was lost: its in-progress signals could not reach the
+/// server, whose redelivery after ack_wait is expected.
+const AGAIN_AFTER_LOST_CONNECTION_LINE: &str =
+    "delivered again after the connection was lost, while its handler still runs";
 /// The runtime's warnings when it gives up a pull request that brought
 /// nothing although it should have (a stall), or heard nothing from.
 const PULL_RECOVERY_LINES: [&str; 2] = ["the pull stalled", "no message, status or heartbeat"];
@@ -186,6 +191,12 @@ impl RuntimeProcess {
     /// delivery again (the server had lost its record of the delivery).
     pub fn delivered_anew_while_running(&self) -> anyhow::Result<usize> {
         self.log_lines(&[FORGOTTEN_WHILE_RUNNING_LINE])
+    }
+
+    /// How often its log says a message running there came again after
+    /// its connection was lost.
+    pub fn delivered_again_after_lost_connection(&self) -> anyhow::Result<usize> {
+        self.log_lines(&[AGAIN_AFTER_LOST_CONNECTION_LINE])
     }
 
     /// How often its log says it recovered a stalled or silent pull.

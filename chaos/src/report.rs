@@ -67,6 +67,11 @@ pub struct Row {
     /// runtime waited for the running handler. Expected when a server is
     /// SIGKILLed, so a note rather than a failure.
     pub anew_while_running: usize,
+    /// Messages running in a runtime that the server delivered again after
+    /// that runtime's connection was lost: its in-progress signals could
+    /// not arrive, so the server's redelivery after ack_wait is expected
+    /// (a note); the runtime waited for the running handler.
+    pub again_after_lost_connection: usize,
     /// Stalled or silent pulls the runtimes logged recovering from.
     pub pull_recoveries: usize,
     /// How long orders waited.
@@ -100,6 +105,7 @@ impl Row {
             processed: Vec::new(),
             twice_at_once: 0,
             anew_while_running: 0,
+            again_after_lost_connection: 0,
             pull_recoveries: 0,
             waits: None,
             notes: Vec::new(),
@@ -282,6 +288,12 @@ pub fn print_table(rows: &[Row]) {
                 row.anew_while_running
             ));
         }
+        if row.again_after_lost_connection > 0 {
+            lines.push(format!(
+                "{} orders came again while their handler still ran, after that runtime's connection was lost (its in-progress signals could not reach the server); the runtime waited for the handler",
+                row.again_after_lost_connection
+            ));
+        }
         if row.pull_recoveries > 0 {
             lines.push(format!(
                 "the runtimes recovered {} stalled or silent pulls (their logs say how)",
@@ -361,6 +373,7 @@ pub fn write_json(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
                 "processed_log_lines": row.processed.iter().map(|(r, n)| json!({"runtime": r, "processed": n})).collect::<Vec<_>>(),
                 "delivered_while_running": row.twice_at_once,
                 "delivered_anew_while_running": row.anew_while_running,
+                "delivered_again_after_lost_connection": row.again_after_lost_connection,
                 "pull_recoveries": row.pull_recoveries,
                 "dead_letter_causes": row.counts.as_ref().map(|c| &c.dead_letter_causes),
                 "waits": row.waits.as_ref().map(|w| json!({

@@ -67,22 +67,30 @@ impl Subscriber {
         // this delivery waits for that one and follows its result.
         let mut waited = false;
         let _running = loop {
-            match settler.ledger.start(msg.sequence) {
+            match settler.ledger.start(msg.sequence, settler.connects()) {
                 Ok(running) => break running,
                 Err(mut busy) => {
                     waited = true;
                     stats.redelivered_while_running();
-                    if msg.delivery.delivered > 1 {
-                        tracing::warn!(subscriber = %self.config.name, seq = msg.sequence, delivered = msg.delivery.delivered, "delivered again while its handler still runs here (its in-progress signals did not reach the server in time): this delivery waits for that handler");
-                    } else {
+                    let (seq, delivered) = (msg.sequence, msg.delivery.delivered);
+                    if delivered == 1 {
                         // A first delivery of a message already running here:
                         // the server has no record of the earlier delivery
                         // (a restart lost it, or a new consumer leader never
                         // heard of it), not a late in-progress signal.
-                        tracing::info!(subscriber = %self.config.name, seq = msg.sequence, "delivered anew while its handler still runs here (the server lost its record of the earlier delivery): this delivery waits for that handler");
+                        tracing::info!(subscriber = %self.config.name, seq, "delivered anew while its handler still runs here (the server lost its record of the earlier delivery): this delivery waits for that handler");
+                    } else if settler.connects() != busy.connects {
+                        // The connection was lost since that handler began:
+                        // its in-progress signals could not reach the server,
+                        // which redelivered after ack_wait as it should.
+                        tracing::info!(subscriber = %self.config.name, seq, delivered, "delivered again after the connection was lost, while its handler still runs here: this delivery waits for that handler");
+                    } else {
+                        tracing::warn!(subscriber = %self.config.name, seq, delivered, "delivered again while its handler still runs here (its in-progress signals did not reach the server in time): this delivery waits for that handler");
                     }
                     settler
-                        .in_progress_while(msg, async { while busy.changed().await.is_ok() {} })
+                        .in_progress_while(msg, async {
+                            while busy.done.changed().await.is_ok() {}
+                        })
                         .await;
                 }
             }

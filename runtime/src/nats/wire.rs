@@ -139,6 +139,19 @@ impl Wire {
         }
     }
 
+    /// How many times the connection was made, reconnects included (one,
+    /// in this process): a change since a delivery says the connection was
+    /// lost meanwhile.
+    pub fn connects(&self) -> u64 {
+        match self {
+            Wire::Server { client, .. } => client
+                .statistics()
+                .connects
+                .load(std::sync::atomic::Ordering::Relaxed),
+            Wire::Local(_) => 1,
+        }
+    }
+
     /// The largest message the server accepts.
     pub fn max_payload(&self) -> usize {
         match self {

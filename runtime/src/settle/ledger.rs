@@ -24,7 +24,16 @@ pub struct AckLedger {
     floor: AtomicU64,
     done: Mutex<BTreeSet<u64>>,
     /// Sequences whose handler runs now, and what tells when it is done.
-    running: Mutex<HashMap<u64, watch::Receiver<()>>>,
+    running: Mutex<HashMap<u64, Busy>>,
+}
+
+/// A sequence whose handler runs now.
+#[derive(Debug, Clone)]
+pub struct Busy {
+    /// Resolves once that handling ends.
+    pub done: watch::Receiver<()>,
+    /// The connection's count of connects when that handling started.
+    pub connects: u64,
 }
 
 /// A sequence being handled; it is not any more once this is dropped.
@@ -99,15 +108,22 @@ impl AckLedger {
         self.done.lock().expect("ledger lock").contains(&sequence)
     }
 
-    /// Marks `sequence` as being handled here, until the returned guard is
-    /// dropped; when it already is, what resolves once that handling ends.
-    pub fn start(self: &Arc<Self>, sequence: u64) -> Result<Running, watch::Receiver<()>> {
+    /// Marks `sequence` as being handled here, on a connection made
+    /// `connects` times so far, until the returned guard is dropped; when
+    /// it already is, that handling.
+    pub fn start(self: &Arc<Self>, sequence: u64, connects: u64) -> Result<Running, Busy> {
         let mut running = self.running.lock().expect("ledger lock");
         if let Some(busy) = running.get(&sequence) {
             return Err(busy.clone());
         }
         let (done, waiting) = watch::channel(());
-        running.insert(sequence, waiting);
+        running.insert(
+            sequence,
+            Busy {
+                done: waiting,
+                connects,
+            },
+        );
         Ok(Running {
             ledger: self.clone(),
             sequence,
@@ -123,13 +139,14 @@ mod tests {
     #[tokio::test]
     async fn a_second_delivery_waits_for_the_running_one() {
         let ledger = Arc::new(AckLedger::default());
-        let running = ledger.start(7).expect("nothing runs yet");
-        let mut waiting = ledger.start(7).expect_err("7 is being handled");
-        assert!(ledger.start(8).is_ok(), "another sequence runs freely");
+        let running = ledger.start(7, 1).expect("nothing runs yet");
+        let mut waiting = ledger.start(7, 2).expect_err("7 is being handled");
+        assert_eq!(waiting.connects, 1, "the connects of the running one");
+        assert!(ledger.start(8, 2).is_ok(), "another sequence runs freely");
         drop(running);
         // The sender is gone: changed() ends at once.
-        assert!(waiting.changed().await.is_err());
-        assert!(ledger.start(7).is_ok(), "7 may be handled again");
+        assert!(waiting.done.changed().await.is_err());
+        assert!(ledger.start(7, 2).is_ok(), "7 may be handled again");
     }
 
     #[test]

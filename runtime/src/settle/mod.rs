@@ -120,6 +120,11 @@ impl Settler {
         &self.policy
     }
 
+    /// How many times its connection was made, reconnects included.
+    pub fn connects(&self) -> u64 {
+        self.wire.connects()
+    }
+
     /// How long a call made for `msg` keeps trying while NATS is
     /// unavailable: on its last handled delivery until NATS answers (a
     /// failure would dead-letter it for NATS's sake), else at most

@@ -282,6 +282,16 @@ impl NatsCluster {
 
     /// The node leading the RAFT group of `consumer` on `stream`.
     pub async fn consumer_leader(&self, stream: &str, consumer: &str) -> io::Result<usize> {
+        Ok(self.consumer_leadership(stream, consumer).await?.0)
+    }
+
+    /// The node leading the RAFT group of `consumer` on `stream`, and since
+    /// when: a leader elected again on the same node has a new time.
+    pub async fn consumer_leadership(
+        &self,
+        stream: &str,
+        consumer: &str,
+    ) -> io::Result<(usize, Option<async_nats::datetime::DateTime>)> {
         let js = jetstream::new(self.client().await?);
         let handle = js
             .get_stream(stream)
@@ -291,10 +301,11 @@ impl NatsCluster {
             io::Error::other(format!("info of consumer {consumer:?} on {stream:?}: {e}"))
         })?;
         let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
-        self.node_named(
+        let node = self.node_named(
             leader.as_deref(),
             &format!("consumer {consumer:?} on {stream:?}"),
-        )
+        )?;
+        Ok((node, info.cluster.as_ref().and_then(|c| c.leader_since)))
     }
 
     fn node_named(&self, leader: Option<&str>, what: &str) -> io::Result<usize> {

@@ -1,7 +1,7 @@
 //! What `natsapp-wasm check` prints: the streams, publishers and
 //! subscribers a configuration sets up, and their components.
 
-use crate::config::Config;
+use crate::config::{ByteSize, Config, Quotas, TenantConfig};
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 use std::time::Duration;
@@ -72,18 +72,15 @@ impl Plan {
             let _ = writeln!(s, "tenants:");
         }
         for t in &c.tenants {
-            let grants = t.grant_publish.as_ref().map_or("any".to_string(), |g| {
-                g.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
-            });
             let _ = writeln!(
                 s,
-                "  {}: own connection to {} as {:?}; quotas: concurrency {}, {} publishes per message; grants publish [{grants}]",
+                "  {}: own connection to {} as {:?}",
                 t.name,
                 t.nats.servers.join(", "),
                 t.nats.auth,
-                t.quotas.concurrency.map_or("unlimited".to_string(), |n| n.to_string()),
-                t.quotas.publishes_per_message,
             );
+            let _ = writeln!(s, "    quotas: {}", describe_quotas(&t.quotas));
+            let _ = writeln!(s, "    grants: {}", describe_grants(t));
         }
         let _ = writeln!(s, "subscribers:");
         for sub in &c.subscribers {
@@ -193,8 +190,72 @@ impl Plan {
                     ))
             );
         }
+        let capped = c.capped();
+        if !capped.is_empty() {
+            let _ = writeln!(s, "warnings:");
+        }
+        for capped in capped {
+            let _ = writeln!(s, "  {capped}");
+        }
         Plan(s)
     }
+}
+
+/// Every quota of a tenant, defaults included.
+fn describe_quotas(q: &Quotas) -> String {
+    let unlimited = || "unlimited".to_string();
+    let cores = |c: f64| format!("{c} {}", if c == 1.0 { "core" } else { "cores" });
+    [
+        format!(
+            "concurrency {}",
+            q.concurrency.map_or_else(unlimited, |n| n.to_string())
+        ),
+        format!("cpu {}", q.cpu.map_or_else(unlimited, cores)),
+        format!(
+            "memory {}",
+            q.memory.map_or_else(unlimited, |m| ByteSize(m).to_string())
+        ),
+        format!("{} publishes per message", q.publishes_per_message),
+        format!(
+            "publish rate {}",
+            q.publish_rate.map_or_else(unlimited, |n| format!("{n}/s"))
+        ),
+        format!(
+            "publish bytes {}",
+            q.publish_bytes
+                .map_or_else(unlimited, |n| format!("{}/s", ByteSize(n)))
+        ),
+        format!(
+            "http rate {}",
+            q.http_rate.map_or_else(unlimited, |n| format!("{n}/s"))
+        ),
+        format!(
+            "http concurrency {}",
+            q.http_concurrency.map_or_else(unlimited, |n| n.to_string())
+        ),
+    ]
+    .join(", ")
+}
+
+/// The bounds a tenant's grants put on its subscribers' capabilities.
+fn describe_grants(t: &TenantConfig) -> String {
+    let any = || "any".to_string();
+    let publish = t.grant_publish.as_ref().map_or_else(any, |g| {
+        g.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
+    });
+    let kv = t.grant_kv.as_ref().map_or_else(any, |g| {
+        g.iter()
+            .map(|(b, access)| format!("{b} ({})", access.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    let http = t.grant_http.as_ref().map_or_else(any, |g| {
+        g.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    format!("publish [{publish}], kv [{kv}], http [{http}]")
 }
 
 /// A component's imports: the runtime's own interfaces and wasi:config by

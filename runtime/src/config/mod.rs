@@ -7,6 +7,7 @@
 //! against each other (this module). Every problem found by validation is
 //! reported at once.
 
+mod capped;
 mod include;
 mod interpolate;
 pub mod origin;
@@ -15,6 +16,7 @@ pub mod secrets;
 mod validate;
 pub mod values;
 
+pub use capped::Capped;
 use interpolate::{interpolate, InterpolateError};
 pub use origin::Origin;
 use raw::RawFile;

@@ -112,6 +112,20 @@ impl ByteSize {
     }
 }
 
+impl fmt::Display for ByteSize {
+    /// In the largest binary unit that divides it exactly, as service.toml
+    /// would write it ("64MiB", "1536KiB", "100B").
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let n = self.0;
+        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if n >= size && n.is_multiple_of(size) {
+                return write!(f, "{}{unit}", n / size);
+            }
+        }
+        write!(f, "{n}B")
+    }
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;

@@ -71,6 +71,9 @@ impl Roster {
         wasm: &Arc<WasmRuntime>,
         new: Config,
     ) -> Result<Prepared, PrepareError> {
+        for capped in new.capped() {
+            tracing::warn!("{}: {capped}", new.path.display());
+        }
         let change = self.change_to(wasm, &new)?;
         let mut compiled = HashMap::new();
         for name in change.add.iter().chain(&change.replace) {

@@ -360,3 +360,55 @@ fn docs_writes_an_asyncapi_document_of_the_channels() {
         .collect();
     assert_eq!(used, declared);
 }
+
+/// A kit service whose subscriber, under tenant acme, asks for more
+/// handlers and more memory than acme's quotas allow.
+fn capped_service() -> String {
+    kit_service("concurrency = 100\nlimits = { memory = \"256MiB\" }")
+        .replace(
+            "[[subscribers]]",
+            "[[tenants]]\nname = \"acme\"\nquotas = { memory = \"128MiB\", publish_rate = \"100/s\" }\n\n[[subscribers]]",
+        )
+        .replace("durable = \"kit\"", "durable = \"kit\"\ntenant = \"acme\"")
+}
+
+const CAPPED_CONCURRENCY: &str = "subscriber \"kit\" sets concurrency = 100, but its tenant \"acme\" allows 32 (quotas.concurrency): it gets at most 32";
+const CAPPED_MEMORY: &str = "subscriber \"kit\" sets limits.memory = \"256MiB\", but its tenant \"acme\" allows \"128MiB\" (quotas.memory): it gets at most \"128MiB\"";
+
+#[test]
+fn check_shows_every_tenant_quota_and_warns_of_settings_a_quota_caps() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, &capped_service());
+    let out = natsapp(&["check", file.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "a capped setting is a warning, not an error; exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        format!("  acme: own connection to {} as none", server.url()),
+        // The defaults shown beside the quotas the file sets.
+        "    quotas: concurrency 32, cpu 1 core, memory 128MiB, 1000 publishes per message, publish rate 100/s, publish bytes 64MiB/s, http rate 1000/s, http concurrency 64".to_string(),
+        "    grants: publish [any], kv [any], http [any]".to_string(),
+        "warnings:".to_string(),
+        format!("  {CAPPED_CONCURRENCY}"),
+        format!("  {CAPPED_MEMORY}"),
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "missing line {line:?} in:\n{stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_warns_of_settings_a_quota_caps() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, &capped_service());
+    let log = file.path().with_file_name("run.log");
+    let mut child = spawn_run(&file, &log, &[]);
+    logged(&log, CAPPED_CONCURRENCY).await;
+    logged(&log, CAPPED_MEMORY).await;
+    logged(&log, " running ").await;
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), 0);
+}

@@ -103,6 +103,14 @@ impl<C: Clock> CpuBudget<C> {
         b.tokens = b.tokens.saturating_add(nanos(tick));
     }
 
+    /// Admits a guest for its next `tick`, parking it first as long as
+    /// the budget requires.
+    pub async fn reserve(&self, tick: Duration) {
+        if let Some(wait) = self.admit(tick) {
+            self.admitted(tick, wait).await;
+        }
+    }
+
     /// Parks until a guest can be admitted, then admits it.
     pub async fn admitted(&self, tick: Duration, mut wait: Duration) {
         loop {

@@ -150,14 +150,20 @@ impl Handler {
                 ),
             })
         });
-        let instantiate = flushing(
-            metered(
-                self.pre.instantiate_async(&mut store),
-                self.host.quotas.cpu.as_deref(),
-            ),
-            &output,
-        );
-        match tokio::time::timeout(self.timeout, instantiate).await {
+        let budget = self.host.quotas.cpu.as_deref();
+        let instantiate = async {
+            reserve_first_tick(budget, &mut store).await;
+            flushing(
+                metered(self.pre.instantiate_async(&mut store), budget),
+                &output,
+            )
+            .await
+        };
+        let instantiated = tokio::time::timeout(self.timeout, instantiate).await;
+        if !matches!(instantiated, Ok(Ok(_))) {
+            self.return_tick(&mut store);
+        }
+        match instantiated {
             Ok(Ok(service)) => Ok(Warm {
                 store,
                 service,
@@ -225,6 +231,7 @@ impl Handler {
             // handles after 100,000 messages.
             let lent = Resource::<MessageHandle>::new_borrow(handle.rep());
             let call = async {
+                reserve_first_tick(self.host.quotas.cpu.as_deref(), &mut *store).await;
                 service
                     .natsapp_handler_handler()
                     .call_handle(&mut *store, &msg.message.payload, lent)
@@ -234,11 +241,7 @@ impl Handler {
             let call = flushing(metered(call, self.host.quotas.cpu.as_deref()), &warm.output);
             run_with_limits(call, self.timeout, self.heartbeat, &self.host.settler, &msg).await
         };
-        if std::mem::take(&mut warm.store.data_mut().cpu_reserved) {
-            if let Some(budget) = &self.host.quotas.cpu {
-                budget.release(super::EPOCH_TICK);
-            }
-        }
+        self.return_tick(&mut warm.store);
         let memory_exceeded = warm.store.data().limiter.exceeded;
         let outcome = match classify(result, memory_exceeded, self.timeout, &warm.output) {
             // A reason is the guest's text: keep its secrets out of the
@@ -265,6 +268,16 @@ impl Handler {
         outcome
     }
 
+    /// Returns the tick a guest that stopped running still holds in
+    /// reserve: the time it ran is charged by the metering.
+    fn return_tick(&self, store: &mut Store<HostState>) {
+        if std::mem::take(&mut store.data_mut().cpu_reserved) {
+            if let Some(budget) = &self.host.quotas.cpu {
+                budget.release(super::EPOCH_TICK);
+            }
+        }
+    }
+
     /// Drops an instance. Its memory goes back to the pool, which zeroes
     /// or unmaps what the guest touched: time spent on the guest's behalf,
     /// charged to its tenant's CPU quota like its execution.
@@ -275,6 +288,21 @@ impl Handler {
             budget.charge(started.elapsed());
         }
     }
+}
+
+/// Reserves a guest's first tick from its tenant's CPU budget before it
+/// runs (parking it until the budget allows), unless it holds one already.
+/// The epoch callback admits every later tick; without this, guests started
+/// together would each run up to a tick unadmitted: a burst of a tick per
+/// guest past the quota (16 spinners at `cpu = 0.1`: up to 1.6 s of the
+/// quota's time, taken in the first 10 ms).
+async fn reserve_first_tick(budget: Option<&CpuBudget>, store: &mut Store<HostState>) {
+    let Some(budget) = budget else { return };
+    if store.data().cpu_reserved {
+        return;
+    }
+    budget.reserve(super::EPOCH_TICK).await;
+    store.data_mut().cpu_reserved = true;
 }
 
 /// Runs `work`, charging the time each poll takes (the guest running, and

@@ -9,8 +9,10 @@
 //! Every case starts the quiet tenant's durable paused, waits until the
 //! noisy tenant has taken 16 messages, then resumes it and times the
 //! drain, so the noise is under way for the whole measurement. The drain
-//! is five times `--messages`: at 20,000 the quiet tenant alone would be
-//! done in a quarter of a second, too short to measure against noise.
+//! is five times `--messages` (at 20,000 the quiet tenant alone would be
+//! done in a quarter of a second, noisy to measure); the short-drain rows
+//! take `--messages` on purpose, against the quiet tenant alone on the
+//! same short drain, to show what the first fraction of a second costs.
 //! Each row also gives the CPU the runtime and nats-server used during the
 //! drain; `NATSAPP_BENCH_PERF=DIR` records a perf profile of the runtime
 //! for each drain into DIR.
@@ -36,71 +38,100 @@ enum Noise {
     Tenant(Option<f64>, Option<&'static str>),
 }
 
+/// How many messages a case's quiet drain takes.
+#[derive(Clone, Copy, PartialEq)]
+enum Size {
+    /// `DRAIN_FACTOR` times `--messages`: a drain of a second or two.
+    Long,
+    /// `--messages`: a drain of a fraction of a second (about 0.3 s at
+    /// 20,000), where a burst past a quota shows.
+    Short,
+    /// At most 2,000: the quiet subscriber beside unquoted spinners drains
+    /// a few hundred a second.
+    Few,
+}
+
 impl Bench {
     pub(crate) async fn noisy(&self, rounds: usize) -> Vec<Row> {
-        // The unquoted spinners bring the quiet tenant down to a few hundred
-        // messages a second: it drains fewer there.
-        let few = self.n.min(2_000);
-        let drain = self.n * DRAIN_FACTOR;
         let testkit = guest("wasm32-wasip2/release/testkit.wasm");
         const SPIN: &str = r#"{"op":"spin"}"#;
         const FLOOD: &str = r#"{"op":"publish_flood","n":1000000}"#;
         const BOMB: &str = r#"{"op":"alloc","mib":256}"#;
         let cases = [
-            ("quiet tenant alone", Noise::None, SPIN),
+            ("quiet tenant alone", Noise::None, SPIN, Size::Long),
             (
-                "(a) spinning, noisy subscriber without quotas (before tenants)",
+                "quiet tenant alone, short drain",
+                Noise::None,
+                SPIN,
+                Size::Short,
+            ),
+            (
+                "(a) spinning, both the service's own subscribers (no tenants, default settings)",
                 Noise::Unbounded,
                 SPIN,
+                Size::Few,
             ),
             (
                 "(a) spinning, noisy tenant at the default quotas (cpu 1)",
                 Noise::Tenant(None, None),
                 SPIN,
+                Size::Long,
             ),
             (
                 "(a) spinning, noisy tenant with cpu = 0.1",
                 Noise::Tenant(Some(0.1), None),
                 SPIN,
+                Size::Long,
+            ),
+            (
+                "(a) spinning, noisy tenant with cpu = 0.1, short drain",
+                Noise::Tenant(Some(0.1), None),
+                SPIN,
+                Size::Short,
             ),
             (
                 "(b) publish flood, noisy tenant at the default quotas",
                 Noise::Tenant(None, None),
                 FLOOD,
+                Size::Long,
             ),
             (
                 "(b) publish flood, noisy tenant with cpu = 0.1",
                 Noise::Tenant(Some(0.1), None),
                 FLOOD,
+                Size::Long,
             ),
             (
                 "(b) publish flood, noisy tenant with cpu = 0.1 and publish_rate = 1000/s",
                 Noise::Tenant(Some(0.1), Some("1000/s")),
                 FLOOD,
+                Size::Long,
             ),
             (
                 "(c) memory bombs, noisy tenant at the default quotas",
                 Noise::Tenant(None, None),
                 BOMB,
+                Size::Long,
             ),
             (
                 "(c) memory bombs, noisy tenant with cpu = 0.1",
                 Noise::Tenant(Some(0.1), None),
                 BOMB,
+                Size::Long,
             ),
         ];
         let mut samples: Vec<(usize, Drain)> = Vec::new();
         for round in 1..=rounds {
             eprintln!("noisy neighbour: round {round} of {rounds}");
-            for (i, (case, noise, op)) in cases.iter().enumerate() {
+            for (i, (case, noise, op, size)) in cases.iter().enumerate() {
                 // One round of the unquoted case says enough: 0.00×.
-                if matches!(noise, Noise::Unbounded) && round > 1 {
+                if *size == Size::Few && round > 1 {
                     continue;
                 }
-                let n = if matches!(noise, Noise::Unbounded) {
-                    few
-                } else {
-                    drain
+                let n = match size {
+                    Size::Long => self.n * DRAIN_FACTOR,
+                    Size::Short => self.n,
+                    Size::Few => self.n.min(2_000),
                 };
                 let drain = self.noisy_case(i, *noise, op, &testkit, n).await;
                 eprintln!(
@@ -123,11 +154,18 @@ impl Bench {
                 .collect::<Vec<_>>()
         };
         let rates_of = |i: usize| of(i, |d| Some(d.rate));
-        let (alone, ..) = median(rates_of(0));
+        // A short drain is compared with the quiet tenant alone on a short
+        // drain: a drain's start-up weighs more in it.
+        let (alone_long, ..) = median(rates_of(0));
+        let (alone_short, ..) = median(rates_of(1));
         cases
             .iter()
             .enumerate()
-            .map(|(i, (case, noise, _))| {
+            .map(|(i, (case, noise, _, size))| {
+                let alone = match size {
+                    Size::Short => alone_short,
+                    Size::Long | Size::Few => alone_long,
+                };
                 let rates = rates_of(i);
                 let runs = rates.len();
                 let (rate, lo, hi) = median(rates);
@@ -154,10 +192,14 @@ impl Bench {
                     "; {}{quota}",
                     processes.cpu_note((!guest.is_empty()).then(|| median(guest).0))
                 );
+                let baseline = match size {
+                    Size::Short => "the quiet tenant alone on a short drain",
+                    Size::Long | Size::Few => "the quiet tenant alone",
+                };
                 Row {
                     case: format!("noisy neighbour: {case}"),
                     msgs_per_s: Some(rate),
-                    note: format!("{:.2}× the quiet tenant alone{ratios}{cpu}", rate / alone),
+                    note: format!("{:.2}× {baseline}{ratios}{cpu}", rate / alone),
                     ..Default::default()
                 }
             })

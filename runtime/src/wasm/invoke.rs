@@ -14,6 +14,7 @@ use crate::message::{FailureCause, InFlight, Outcome};
 use crate::settle::Settler;
 use crate::wasm::cpu::CpuBudget;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Resource, ResourceTable};
@@ -114,7 +115,7 @@ impl Handler {
             limiter: MemoryLimiter::new(self.host.memory, self.host.quotas.memory.clone()),
             sub: self.host.clone(),
             msg: msg.clone(),
-            cpu_reserved: false,
+            cpu_reserved: Default::default(),
             http: Default::default(),
             http_hooks: crate::wasm::host::http::HttpHooks(self.host.http.clone()),
         };
@@ -136,18 +137,26 @@ impl Handler {
                     Box::pin(tokio::task::yield_now()),
                 ));
             };
-            if std::mem::take(&mut data.cpu_reserved) {
+            if data.cpu_reserved.swap(false, Ordering::AcqRel) {
                 budget.release(super::EPOCH_TICK);
             }
             // Admitted now, or once parked long enough: either way the
             // guest runs its next tick on a reservation.
-            data.cpu_reserved = true;
             Ok(match budget.admit(super::EPOCH_TICK) {
-                None => UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())),
-                Some(wait) => UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(async move { budget.admitted(super::EPOCH_TICK, wait).await }),
-                ),
+                None => {
+                    data.cpu_reserved.store(true, Ordering::Release);
+                    UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+                }
+                Some(wait) => {
+                    let reserved = data.cpu_reserved.clone();
+                    UpdateDeadline::YieldCustom(
+                        1,
+                        Box::pin(async move {
+                            budget.admitted(super::EPOCH_TICK, wait).await;
+                            reserved.store(true, Ordering::Release);
+                        }),
+                    )
+                }
             })
         });
         let budget = self.host.quotas.cpu.as_deref();
@@ -161,7 +170,7 @@ impl Handler {
         };
         let instantiated = tokio::time::timeout(self.timeout, instantiate).await;
         if !matches!(instantiated, Ok(Ok(_))) {
-            self.return_tick(&mut store);
+            self.return_tick(&store);
         }
         match instantiated {
             Ok(Ok(service)) => Ok(Warm {
@@ -214,12 +223,13 @@ impl Handler {
         let handle = match warm.store.data_mut().table.push(MessageHandle) {
             Ok(h) => h,
             Err(e) => {
+                self.return_tick(&warm.store);
                 return classify(
                     Some(Err(InvokeFailure::Instantiate(e.into()))),
                     false,
                     self.timeout,
                     &warm.output,
-                )
+                );
             }
         };
         let result = {
@@ -241,7 +251,7 @@ impl Handler {
             let call = flushing(metered(call, self.host.quotas.cpu.as_deref()), &warm.output);
             run_with_limits(call, self.timeout, self.heartbeat, &self.host.settler, &msg).await
         };
-        self.return_tick(&mut warm.store);
+        self.return_tick(&warm.store);
         let memory_exceeded = warm.store.data().limiter.exceeded;
         let outcome = match classify(result, memory_exceeded, self.timeout, &warm.output) {
             // A reason is the guest's text: keep its secrets out of the
@@ -270,8 +280,8 @@ impl Handler {
 
     /// Returns the tick a guest that stopped running still holds in
     /// reserve: the time it ran is charged by the metering.
-    fn return_tick(&self, store: &mut Store<HostState>) {
-        if std::mem::take(&mut store.data_mut().cpu_reserved) {
+    fn return_tick(&self, store: &Store<HostState>) {
+        if store.data().cpu_reserved.swap(false, Ordering::AcqRel) {
             if let Some(budget) = &self.host.quotas.cpu {
                 budget.release(super::EPOCH_TICK);
             }
@@ -298,11 +308,11 @@ impl Handler {
 /// quota's time, taken in the first 10 ms).
 async fn reserve_first_tick(budget: Option<&CpuBudget>, store: &mut Store<HostState>) {
     let Some(budget) = budget else { return };
-    if store.data().cpu_reserved {
+    if store.data().cpu_reserved.load(Ordering::Acquire) {
         return;
     }
     budget.reserve(super::EPOCH_TICK).await;
-    store.data_mut().cpu_reserved = true;
+    store.data().cpu_reserved.store(true, Ordering::Release);
 }
 
 /// Runs `work`, charging the time each poll takes (the guest running, and

@@ -17,6 +17,7 @@ use crate::message::trace::Tracer;
 use crate::message::InFlight;
 use crate::nats::wire::Wire;
 use crate::settle::Settler;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -199,8 +200,10 @@ pub struct HostState {
     pub(crate) sub: Arc<SubscriberHost>,
     pub(crate) msg: Arc<InFlight>,
     /// The guest runs its current epoch tick on a reservation of its
-    /// tenant's CPU budget (returned at the next tick).
-    pub(crate) cpu_reserved: bool,
+    /// tenant's CPU budget (returned at the next tick). Shared with the
+    /// future that parks an over-budget guest: set only once it is
+    /// admitted, so a guest dropped while parked returns nothing.
+    pub(crate) cpu_reserved: Arc<AtomicBool>,
     /// wasi:http's own state.
     pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
     /// Sends the guest's HTTP requests through its subscriber's grants.

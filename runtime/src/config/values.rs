@@ -113,16 +113,26 @@ impl ByteSize {
 }
 
 impl fmt::Display for ByteSize {
-    /// In the largest binary unit that divides it exactly, as service.toml
-    /// would write it ("64MiB", "1536KiB", "100B").
+    /// In the largest unit that divides it exactly, binary before decimal,
+    /// as service.toml would write it ("64MiB", "1536KiB", "100MB", "100B").
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let n = self.0;
-        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if n >= size && n.is_multiple_of(size) {
-                return write!(f, "{}{unit}", n / size);
-            }
+        const UNITS: [(&str, u64); 6] = [
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+            ("GB", 1_000_000_000),
+            ("MB", 1_000_000),
+            ("KB", 1_000),
+        ];
+        let unit = UNITS
+            .iter()
+            .filter(|(_, size)| n >= *size && n.is_multiple_of(*size))
+            .max_by_key(|(_, size)| *size);
+        match unit {
+            Some((unit, size)) => write!(f, "{}{unit}", n / size),
+            None => write!(f, "{n}B"),
         }
-        write!(f, "{n}B")
     }
 }
 
@@ -306,6 +316,16 @@ impl fmt::Display for Name {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_shown_as_a_file_would_write_them() {
+        for written in ["64MiB", "1536KiB", "1GiB", "100MB", "1GB", "1500KB", "100B"] {
+            let size = ByteSize::parse(written).unwrap();
+            assert_eq!(size.to_string(), written);
+            assert_eq!(ByteSize::parse(&size.to_string()).unwrap(), size);
+        }
+        assert_eq!(ByteSize(1_024_000).to_string(), "1000KiB");
+    }
 
     #[test]
     fn durations() {

@@ -19,11 +19,12 @@ const TWICE_AT_ONCE_LINE: &str = "delivered again while its handler still runs";
 /// delivery again: the server lost its record of the earlier one (a
 /// SIGKILLed server restarting from its store), not a late in-progress.
 const FORGOTTEN_WHILE_RUNNING_LINE: &str = "delivered anew while its handler still runs";
-/// The runtime's line when a message running there came again after its
-/// connection was lost: its in-progress signals could not reach the
-/// server, whose redelivery after ack_wait is expected.
+/// The runtime's line when a message running there came again soon after
+/// its connection was made anew (the server restarted, perhaps from an
+/// older state of the durable, or the outage outlasted ack_wait): an
+/// expected redelivery.
 const AGAIN_AFTER_LOST_CONNECTION_LINE: &str =
-    "delivered again after the connection was lost, while its handler still runs";
+    "delivered again after the connection was lost or the server restarted, while its handler still runs";
 /// The runtime's warnings when it gives up a pull request that brought
 /// nothing although it should have (a stall), or heard nothing from.
 const PULL_RECOVERY_LINES: [&str; 2] = ["the pull stalled", "no message, status or heartbeat"];
@@ -193,8 +194,8 @@ impl RuntimeProcess {
         self.log_lines(&[FORGOTTEN_WHILE_RUNNING_LINE])
     }
 
-    /// How often its log says a message running there came again after
-    /// its connection was lost.
+    /// How often its log says a message running there came again soon
+    /// after its connection was made anew.
     pub fn delivered_again_after_lost_connection(&self) -> anyhow::Result<usize> {
         self.log_lines(&[AGAIN_AFTER_LOST_CONNECTION_LINE])
     }

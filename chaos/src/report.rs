@@ -67,10 +67,10 @@ pub struct Row {
     /// runtime waited for the running handler. Expected when a server is
     /// SIGKILLed, so a note rather than a failure.
     pub anew_while_running: usize,
-    /// Messages running in a runtime that the server delivered again after
-    /// that runtime's connection was lost: its in-progress signals could
-    /// not arrive, so the server's redelivery after ack_wait is expected
-    /// (a note); the runtime waited for the running handler.
+    /// Messages running in a runtime that the server delivered again soon
+    /// after that runtime's connection was made anew (a restarted server,
+    /// an outage longer than ack_wait): expected, so a note; the runtime
+    /// waited for the running handler.
     pub again_after_lost_connection: usize,
     /// Stalled or silent pulls the runtimes logged recovering from.
     pub pull_recoveries: usize,
@@ -290,7 +290,7 @@ pub fn print_table(rows: &[Row]) {
         }
         if row.again_after_lost_connection > 0 {
             lines.push(format!(
-                "{} orders came again while their handler still ran, after that runtime's connection was lost (its in-progress signals could not reach the server); the runtime waited for the handler",
+                "{} orders came again while their handler still ran, soon after that runtime's connection was made anew (the server restarted, or the outage outlasted ack_wait); the runtime waited for the handler",
                 row.again_after_lost_connection
             ));
         }

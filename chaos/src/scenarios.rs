@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 const LOAD_WITHIN: Duration = Duration::from_secs(120);
 /// How long to wait for delivered, unacknowledged messages before a fault.
 const IN_FLIGHT_WITHIN: Duration = Duration::from_secs(60);
+/// How long after the thawed node caught up leader-freeze watches for the
+/// durable's leader being elected again.
+const LEADER_WATCH: Duration = Duration::from_secs(3);
 /// The atomic scenario's load rate at most, well under what the runtime's
 /// commits keep up with.
 const ATOMIC_ORDERS_PER_SEC: f64 = 100.0;
@@ -414,25 +417,37 @@ async fn leader_freeze(artifacts: &Artifacts, timing: &Timing) -> anyhow::Result
     let new = new?;
     catch_up(&h, VICTIM).await?;
     // The thawed node campaigns with a higher term and may unseat the
-    // durable's leader too; a delivery that leader recorded and had not
-    // sent is then delivered again only after ack_wait, as when a process
-    // dies with messages in flight.
-    let after = durable_leader().await?;
-    let stepped_down = after != before;
-    let durable = if stepped_down {
-        format!(
-            "; the durable's leader n{} stepped down meanwhile, n{} leads it now",
-            before.0, after.0
-        )
-    } else {
-        String::new()
+    // durable's leader too, up to a few seconds after it caught up; a
+    // delivery that leader recorded and had not sent is then delivered
+    // again only after ack_wait, as when a process dies with messages in
+    // flight. Watched for a while; a server that does not say since when
+    // its leader leads cannot show a re-election, so that counts as one.
+    let mut elected_again = None;
+    let watching = Instant::now();
+    while watching.elapsed() < LEADER_WATCH && elected_again.is_none() {
+        if let Ok(now) = durable_leader().await {
+            if now != before || now.1.is_none() {
+                elected_again = Some(now.0);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let durable = match elected_again {
+        Some(node) if node == before.0 => {
+            format!("; the durable's leader n{node} was elected again meanwhile")
+        }
+        Some(node) => format!(
+            "; the durable's leader n{} stepped down meanwhile, n{node} leads it now",
+            before.0
+        ),
+        None => String::new(),
     };
     h.fault(Fault {
         what: format!(
             "stream leader n{VICTIM} frozen with SIGSTOP at {stored} orders stored, n{new} elected meanwhile; resumed with SIGCONT{durable}"
         ),
         lasted,
-        in_flight_lost: stepped_down,
+        in_flight_lost: elected_again.is_some(),
     });
     h.finish(Scenario::LeaderFreeze.name(), load, timing.settle_within)
         .await

@@ -9,7 +9,7 @@ use crate::settle::{past_max_deliver, Settler};
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// Everything one subscriber needs on the message path.
@@ -40,6 +40,14 @@ pub struct Subscriber {
     pub retiring: std::sync::atomic::AtomicBool,
 }
 
+/// Whether the connection was made anew after a handler began at `since`,
+/// within two `ack_wait`s of now: a server that restarts redelivers what it
+/// had pending within one, so a redelivery later than that is a late
+/// in-progress signal again, whatever happened before.
+fn reconnected_lately(last_connect: Option<Instant>, since: Instant, ack_wait: Duration) -> bool {
+    last_connect.is_some_and(|at| at > since && at.elapsed() <= ack_wait * 2)
+}
+
 impl Subscriber {
     /// Its settler.
     pub fn settler(&self) -> &Settler {
@@ -67,7 +75,7 @@ impl Subscriber {
         // this delivery waits for that one and follows its result.
         let mut waited = false;
         let _running = loop {
-            match settler.ledger.start(msg.sequence, settler.connects()) {
+            match settler.ledger.start(msg.sequence) {
                 Ok(running) => break running,
                 Err(mut busy) => {
                     waited = true;
@@ -79,11 +87,17 @@ impl Subscriber {
                         // (a restart lost it, or a new consumer leader never
                         // heard of it), not a late in-progress signal.
                         tracing::info!(subscriber = %self.config.name, seq, "delivered anew while its handler still runs here (the server lost its record of the earlier delivery): this delivery waits for that handler");
-                    } else if settler.connects() != busy.connects {
-                        // The connection was lost since that handler began:
-                        // its in-progress signals could not reach the server,
-                        // which redelivered after ack_wait as it should.
-                        tracing::info!(subscriber = %self.config.name, seq, delivered, "delivered again after the connection was lost, while its handler still runs here: this delivery waits for that handler");
+                    } else if reconnected_lately(
+                        settler.last_connect(),
+                        busy.since,
+                        self.config.ack_wait,
+                    ) {
+                        // The connection was made anew since that handler
+                        // began, and lately: the server restarted (and may
+                        // have kept an older state of the durable than the
+                        // in-progress signals had reached) or the outage
+                        // outlasted ack_wait. An expected redelivery.
+                        tracing::info!(subscriber = %self.config.name, seq, delivered, "delivered again after the connection was lost or the server restarted, while its handler still runs here: this delivery waits for that handler");
                     } else {
                         tracing::warn!(subscriber = %self.config.name, seq, delivered, "delivered again while its handler still runs here (its in-progress signals did not reach the server in time): this delivery waits for that handler");
                     }
@@ -161,4 +175,29 @@ struct Handled {
     outcome: &'static str,
     /// Why the handler did not succeed, when it failed or rejected it.
     error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redelivery_is_put_down_to_a_reconnect_only_soon_after_one_that_followed_the_start() {
+        let ack_wait = Duration::from_secs(10);
+        let started = Instant::now() - Duration::from_secs(5);
+        let lately = Instant::now() - Duration::from_secs(1);
+        let long_ago = Instant::now() - Duration::from_secs(25);
+        let before_start = started - Duration::from_secs(1);
+        assert!(reconnected_lately(Some(lately), started, ack_wait));
+        // No reconnect since the handler began: a late in-progress signal.
+        assert!(!reconnected_lately(Some(before_start), started, ack_wait));
+        // A reconnect since, but more than two ack_waits ago.
+        assert!(!reconnected_lately(
+            Some(long_ago),
+            long_ago - Duration::from_secs(1),
+            ack_wait
+        ));
+        // In this process there is no connection to lose.
+        assert!(!reconnected_lately(None, started, ack_wait));
+    }
 }

@@ -150,8 +150,9 @@ impl Service {
             PoolSize::for_config(&config),
         )?);
         let (ended, connection) = mpsc::unbounded_channel();
-        let client = connect::connect(&config.service.name, &config.nats, ended).await?;
-        let own = Connection::new(&config, client.clone());
+        let connected = connect::connect(&config.service.name, &config.nats, ended).await?;
+        let client = connected.client.clone();
+        let own = Connection::new(&config, connected);
         let registry = Registry::default();
         let stats = Stats::new(Some(client.clone()), registry.clone(), wasm.loads());
         let tracer = traces.as_ref().map(|t| t.tracer());

@@ -70,7 +70,12 @@ pub(crate) async fn handler_cost(
     let js = jetstream::new(client.clone());
     let host = Arc::new(SubscriberHost::new(
         sub,
-        Wire::server(client.clone(), js.clone(), Default::default()),
+        Wire::server(
+            client.clone(),
+            js.clone(),
+            Default::default(),
+            Default::default(),
+        ),
         Arc::new(PublishRoutes::new(&config)),
         Vec::new(),
         None,

@@ -6,7 +6,8 @@
 use crate::config::{Auth, NatsConfig};
 use async_nats::{ClientError, ConnectOptions, Event, ServerAddr, ServerError};
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Why the service could not connect.
@@ -62,13 +63,45 @@ pub enum ConnectionEnd {
     Denied(#[source] ServerError),
 }
 
+/// When a connection was last made, the first time included.
+#[derive(Debug)]
+pub struct LastConnect(Mutex<Instant>);
+
+impl Default for LastConnect {
+    /// Made now.
+    fn default() -> LastConnect {
+        LastConnect(Mutex::new(Instant::now()))
+    }
+}
+
+impl LastConnect {
+    fn mark(&self) {
+        *self.0.lock().expect("last connect lock") = Instant::now();
+    }
+
+    /// When it was last made.
+    pub fn at(&self) -> Instant {
+        *self.0.lock().expect("last connect lock")
+    }
+}
+
+/// A client and when its connection was last made.
+pub struct Connected {
+    /// The client.
+    pub client: async_nats::Client,
+    /// When its connection was last made (again).
+    pub last_connect: Arc<LastConnect>,
+}
+
 /// Connects with every option of `nats`. Events that end the connection
 /// are sent on `ended`; the channel closes when the client gives up for good.
 pub async fn connect(
     service: &str,
     nats: &NatsConfig,
     ended: mpsc::UnboundedSender<ConnectionEnd>,
-) -> Result<async_nats::Client, ConnectError> {
+) -> Result<Connected, ConnectError> {
+    let last_connect = Arc::<LastConnect>::default();
+    let marked = last_connect.clone();
     let servers = nats
         .servers
         .iter()
@@ -119,6 +152,9 @@ pub async fn connect(
         .reconnect_delay_callback(move |attempt| if attempt <= 1 { Duration::ZERO } else { wait })
         .event_callback(move |event| {
             let ended = ended.clone();
+            if matches!(event, Event::Connected) {
+                marked.mark();
+            }
             async move {
                 if let Some(reason) = ending_event(&event, allow_reconnect, limit) {
                     let _ = ended.send(reason);
@@ -135,13 +171,17 @@ pub async fn connect(
                 }
             }
         });
-    options
+    let client = options
         .connect(servers)
         .await
         .map_err(|source| ConnectError::Unreachable {
             servers: nats.servers.join(", "),
             source,
-        })
+        })?;
+    Ok(Connected {
+        client,
+        last_connect,
+    })
 }
 
 /// The connection event that ends the connection's use, if `event` is one.

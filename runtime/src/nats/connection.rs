@@ -3,6 +3,7 @@
 //! atomic-batch slots its subscribers share.
 
 use super::batch::BatchSlots;
+use super::connect::{Connected, LastConnect};
 use super::wire::Wire;
 use crate::config::{defaults, Config};
 use async_nats::jetstream;
@@ -21,16 +22,20 @@ pub struct Connection {
     publishing: jetstream::Context,
     /// Atomic batches open per stream, shared by the connection's subscribers.
     pub batch_slots: Arc<BatchSlots>,
+    /// When the connection was last made (again).
+    last_connect: Arc<LastConnect>,
 }
 
 impl Connection {
-    /// `client` with JetStream set up for `config`'s publishers.
-    pub fn new(config: &Config, client: async_nats::Client) -> Connection {
+    /// A connected client with JetStream set up for `config`'s publishers.
+    pub fn new(config: &Config, connected: Connected) -> Connection {
+        let client = connected.client;
         Connection {
             jetstream: jetstream::new(client.clone()),
             publishing: publishing_context(config, client.clone()),
             client,
             batch_slots: Default::default(),
+            last_connect: connected.last_connect,
         }
     }
 
@@ -40,6 +45,7 @@ impl Connection {
             self.client.clone(),
             self.publishing.clone(),
             self.batch_slots.clone(),
+            self.last_connect.clone(),
         )
     }
 }

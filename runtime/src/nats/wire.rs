@@ -7,6 +7,7 @@
 
 use super::ack::{self, Ack, AckError};
 use super::batch::{self, BatchMessage, BatchSlots, CommitError, Committed};
+use super::connect::LastConnect;
 use super::publish::{self, Acked, PublishError, Route};
 use async_nats::jetstream::{self, kv};
 use async_nats::{HeaderMap, Subject};
@@ -27,6 +28,8 @@ pub enum Wire {
         jetstream: jetstream::Context,
         /// The atomic batches the connection may have open per stream.
         batch_slots: Arc<BatchSlots>,
+        /// When the connection was last made (again).
+        last_connect: Arc<LastConnect>,
     },
     /// This process, recording.
     Local(Arc<dyn InProcess>),
@@ -120,11 +123,13 @@ impl Wire {
         client: async_nats::Client,
         jetstream: jetstream::Context,
         batch_slots: Arc<BatchSlots>,
+        last_connect: Arc<LastConnect>,
     ) -> Self {
         Wire::Server {
             client,
             jetstream,
             batch_slots,
+            last_connect,
         }
     }
 
@@ -139,16 +144,12 @@ impl Wire {
         }
     }
 
-    /// How many times the connection was made, reconnects included (one,
-    /// in this process): a change since a delivery says the connection was
-    /// lost meanwhile.
-    pub fn connects(&self) -> u64 {
+    /// When the connection was last made, the first time included (never,
+    /// in this process, which has no connection to lose).
+    pub fn last_connect(&self) -> Option<std::time::Instant> {
         match self {
-            Wire::Server { client, .. } => client
-                .statistics()
-                .connects
-                .load(std::sync::atomic::Ordering::Relaxed),
-            Wire::Local(_) => 1,
+            Wire::Server { last_connect, .. } => Some(last_connect.at()),
+            Wire::Local(_) => None,
         }
     }
 

@@ -99,7 +99,7 @@ pub async fn ask_running(config: &Config) -> Result<Vec<Answer>, AskError> {
     use futures::StreamExt;
     let (ended, _ends) = mpsc::unbounded_channel();
     let name = format!("{} reload", config.service.name);
-    let client = connect::connect(&name, &config.nats, ended).await?;
+    let client = connect::connect(&name, &config.nats, ended).await?.client;
     let inbox = client.new_inbox();
     let mut replies =
         client

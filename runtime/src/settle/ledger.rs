@@ -11,6 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::watch;
 
 /// Most sequences remembered (a few MiB); past it the lowest are forgotten.
@@ -32,8 +33,8 @@ pub struct AckLedger {
 pub struct Busy {
     /// Resolves once that handling ends.
     pub done: watch::Receiver<()>,
-    /// The connection's count of connects when that handling started.
-    pub connects: u64,
+    /// When that handling started.
+    pub since: Instant,
 }
 
 /// A sequence being handled; it is not any more once this is dropped.
@@ -108,10 +109,9 @@ impl AckLedger {
         self.done.lock().expect("ledger lock").contains(&sequence)
     }
 
-    /// Marks `sequence` as being handled here, on a connection made
-    /// `connects` times so far, until the returned guard is dropped; when
-    /// it already is, that handling.
-    pub fn start(self: &Arc<Self>, sequence: u64, connects: u64) -> Result<Running, Busy> {
+    /// Marks `sequence` as being handled here until the returned guard is
+    /// dropped; when it already is, that handling.
+    pub fn start(self: &Arc<Self>, sequence: u64) -> Result<Running, Busy> {
         let mut running = self.running.lock().expect("ledger lock");
         if let Some(busy) = running.get(&sequence) {
             return Err(busy.clone());
@@ -121,7 +121,7 @@ impl AckLedger {
             sequence,
             Busy {
                 done: waiting,
-                connects,
+                since: Instant::now(),
             },
         );
         Ok(Running {
@@ -139,14 +139,15 @@ mod tests {
     #[tokio::test]
     async fn a_second_delivery_waits_for_the_running_one() {
         let ledger = Arc::new(AckLedger::default());
-        let running = ledger.start(7, 1).expect("nothing runs yet");
-        let mut waiting = ledger.start(7, 2).expect_err("7 is being handled");
-        assert_eq!(waiting.connects, 1, "the connects of the running one");
-        assert!(ledger.start(8, 2).is_ok(), "another sequence runs freely");
+        let before = Instant::now();
+        let running = ledger.start(7).expect("nothing runs yet");
+        let mut waiting = ledger.start(7).expect_err("7 is being handled");
+        assert!(waiting.since >= before, "when the running one started");
+        assert!(ledger.start(8).is_ok(), "another sequence runs freely");
         drop(running);
         // The sender is gone: changed() ends at once.
         assert!(waiting.done.changed().await.is_err());
-        assert!(ledger.start(7, 2).is_ok(), "7 may be handled again");
+        assert!(ledger.start(7).is_ok(), "7 may be handled again");
     }
 
     #[test]

@@ -120,9 +120,9 @@ impl Settler {
         &self.policy
     }
 
-    /// How many times its connection was made, reconnects included.
-    pub fn connects(&self) -> u64 {
-        self.wire.connects()
+    /// When its connection was last made (`None` in this process).
+    pub fn last_connect(&self) -> Option<std::time::Instant> {
+        self.wire.last_connect()
     }
 
     /// How long a call made for `msg` keeps trying while NATS is

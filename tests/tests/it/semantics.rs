@@ -358,7 +358,12 @@ async fn a_reused_instance_outlasts_the_store_handle_limit() {
     let routes = Arc::new(PublishRoutes::new(&config));
     let host = Arc::new(SubscriberHost::new(
         sub,
-        natsapp_wasm::nats::wire::Wire::server(client.clone(), js.clone(), Default::default()),
+        natsapp_wasm::nats::wire::Wire::server(
+            client.clone(),
+            js.clone(),
+            Default::default(),
+            Default::default(),
+        ),
         routes,
         Vec::new(),
         None,

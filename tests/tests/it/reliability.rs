@@ -427,23 +427,11 @@ async fn when_reconnect_attempts_run_out_the_process_exits_1_with_the_reason() {
     // failure rather than the connection's end.
     logged(&log, " running ").await;
     server.stop();
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still running after its reconnect attempts ran out"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .await
-    .unwrap();
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30)))
+        .await
+        .unwrap();
     let stderr = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.ends_with(
             "error: the connection to NATS is closed: nats.max_reconnect_attempts (2) reconnect attempts failed\n"

@@ -3,7 +3,6 @@
 use crate::{kit_service, Kit};
 use nats_test_server::{PullSwallower, Swallowing};
 use natsapp_wasm_tests::*;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,31 +58,19 @@ async fn with_allow_reconnect_false_a_lost_connection_stops_the_process_with_exi
     let mut server = NatsServer::start();
     let text = kit_service("").replace("[nats]\n", "[nats]\nallow_reconnect = false\n");
     let file = ServiceFile::new(&server, &text);
-    let mut child = Command::new(natsapp_bin())
-        .args(["run", file.path().to_str().unwrap()])
-        .env_remove("NATS_SERVERS")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let js = server.jetstream().await;
-    durable_exists(&js, "IN", "kit").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.log");
+    let mut child = spawn_run(&file, &log, &[]);
+    // Running, not only its durable created: stopped while start-up still
+    // waits for the server's answer, the process reports that request's
+    // failure rather than the connection's end.
+    logged(&log, " running ").await;
     server.stop();
-    let out = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while child.try_wait().unwrap().is_none() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still running after the server went away"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(15)))
+        .await
+        .unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.ends_with(
             "error: the connection to NATS was lost and nats.allow_reconnect is false\n"

@@ -166,24 +166,34 @@ pub(crate) async fn raw_throughput(js: &jetstream::Context, n: usize) -> f64 {
     n as f64 / took.as_secs_f64()
 }
 
+/// Relay runs so far: each gets streams of its own. Created again at once
+/// under the name just deleted, the relay's input stream once could not be
+/// created ("error creating store for stream", JetStream error 10049, in
+/// CI's smoke run): a run must not depend on the deletion having finished.
+static RELAY_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A raw async-nats relay draining `n` preloaded messages: consume,
 /// publish each to a stream and wait for its PubAck (with a `Nats-Msg-Id`
 /// when `ids`), then ack — the shape of the Rust relay guest's run.
 pub(crate) async fn raw_relay_throughput(js: &jetstream::Context, n: usize, ids: bool) -> f64 {
-    preload(js, "RELAY", "relay.in", n).await;
-    create_stream(js, "RELAY_OUT", &["relay.out"]).await;
-    let consumer = pull_consumer(js, "RELAY", "raw").await;
+    let run = RELAY_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (input, output) = (format!("RELAY{run}"), format!("RELAY{run}_OUT"));
+    let (input, output) = (input.as_str(), output.as_str());
+    let subject = format!("relay{run}.out");
+    preload(js, input, &format!("relay{run}.in"), n).await;
+    create_stream(js, output, &[&subject]).await;
+    let consumer = pull_consumer(js, input, "raw").await;
     let stop = Arc::new(tokio::sync::Notify::new());
     let relay = Relay {
         js: js.clone(),
-        subject: "relay.out".into(),
+        subject: subject.clone(),
         ids,
     };
     let task = tokio::spawn(raw_consume(consumer, Some(relay), stop.clone()));
-    let took = time_drain(js, "RELAY", "raw", n).await;
+    let took = time_drain(js, input, "raw", n).await;
     stop.notify_waiters();
     task.abort();
-    delete_streams(js, &["RELAY", "RELAY_OUT"]).await;
+    delete_streams(js, &[input, output]).await;
     n as f64 / took.as_secs_f64()
 }
 

@@ -224,26 +224,11 @@ impl Harness {
             .iter()
             .map(|(p, _)| Ok((p.name().to_string(), p.processed()?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let twice_at_once = self
-            .runtimes
-            .iter()
-            .map(|(p, _)| p.delivered_twice_at_once())
-            .sum::<anyhow::Result<usize>>()?;
-        let anew_while_running = self
-            .runtimes
-            .iter()
-            .map(|(p, _)| p.delivered_anew_while_running())
-            .sum::<anyhow::Result<usize>>()?;
-        let again_after_lost_connection = self
-            .runtimes
-            .iter()
-            .map(|(p, _)| p.delivered_again_after_lost_connection())
-            .sum::<anyhow::Result<usize>>()?;
-        let pull_recoveries = self
-            .runtimes
-            .iter()
-            .map(|(p, _)| p.pull_recoveries())
-            .sum::<anyhow::Result<usize>>()?;
+        let twice_at_once = self.logged(RuntimeProcess::delivered_twice_at_once)?;
+        let anew_while_running = self.logged(RuntimeProcess::delivered_anew_while_running)?;
+        let again_after_lost_connection =
+            self.logged(RuntimeProcess::delivered_again_after_lost_connection)?;
+        let pull_recoveries = self.logged(RuntimeProcess::pull_recoveries)?;
         let waits = self.waits(&counts, &summary.first_sent);
         let mut row = Row {
             scenario,
@@ -269,6 +254,11 @@ impl Harness {
             row.kept = Some(keep(self.dir, &self.js, &self.servers).await);
         }
         Ok(row)
+    }
+
+    /// What `count` finds in the logs of every runtime the scenario ran.
+    fn logged(&self, count: fn(&RuntimeProcess) -> anyhow::Result<usize>) -> anyhow::Result<usize> {
+        self.runtimes.iter().map(|(p, _)| count(p)).sum()
     }
 
     /// The longest wait of any order, of those in flight when a process

@@ -5,6 +5,7 @@
 
 use crate::config::SubscriberConfig;
 use crate::message::{InFlight, Outcome};
+use crate::settle::ledger::Busy;
 use crate::settle::{past_max_deliver, Settler};
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
@@ -67,40 +68,47 @@ impl Subscriber {
         trace.finish(handled.outcome, handled.error.as_deref());
     }
 
+    /// Says why `msg` came while `busy`, its earlier delivery's handler,
+    /// still runs here: at warning level only when nothing but a late
+    /// in-progress signal explains it.
+    fn log_redelivered_while_running(&self, msg: &InFlight, busy: &Busy) {
+        let (name, seq, delivered) = (&self.config.name, msg.sequence, msg.delivery.delivered);
+        if delivered == 1 {
+            // A first delivery of a message already running here: the
+            // server has no record of the earlier delivery (a restart lost
+            // it, or a new consumer leader never heard of it).
+            tracing::info!(subscriber = %name, seq, "delivered anew while its handler still runs here (the server lost its record of the earlier delivery): this delivery waits for that handler");
+        } else if reconnected_lately(
+            self.settler().last_connect(),
+            busy.since,
+            self.config.ack_wait,
+        ) {
+            // The connection was made anew since that handler began, and
+            // lately: the server restarted (and may have kept an older
+            // state of the durable than the in-progress signals had
+            // reached) or the outage outlasted ack_wait.
+            tracing::info!(subscriber = %name, seq, delivered, "delivered again after the connection was lost or the server restarted, while its handler still runs here: this delivery waits for that handler");
+        } else {
+            tracing::warn!(subscriber = %name, seq, delivered, "delivered again while its handler still runs here (its in-progress signals did not reach the server in time): this delivery waits for that handler");
+        }
+    }
+
     async fn handle(&self, msg: &Arc<InFlight>) -> Handled {
         let settler = self.settler();
         let stats = &settler.stats;
         stats.started();
+        // Also when its handling starts, for the ledger: one clock read.
+        let started = Instant::now();
         // The server delivered it again while its handler still runs here:
         // this delivery waits for that one and follows its result.
         let mut waited = false;
         let _running = loop {
-            match settler.ledger.start(msg.sequence) {
+            match settler.ledger.start(msg.sequence, started) {
                 Ok(running) => break running,
                 Err(mut busy) => {
                     waited = true;
                     stats.redelivered_while_running();
-                    let (seq, delivered) = (msg.sequence, msg.delivery.delivered);
-                    if delivered == 1 {
-                        // A first delivery of a message already running here:
-                        // the server has no record of the earlier delivery
-                        // (a restart lost it, or a new consumer leader never
-                        // heard of it), not a late in-progress signal.
-                        tracing::info!(subscriber = %self.config.name, seq, "delivered anew while its handler still runs here (the server lost its record of the earlier delivery): this delivery waits for that handler");
-                    } else if reconnected_lately(
-                        settler.last_connect(),
-                        busy.since,
-                        self.config.ack_wait,
-                    ) {
-                        // The connection was made anew since that handler
-                        // began, and lately: the server restarted (and may
-                        // have kept an older state of the durable than the
-                        // in-progress signals had reached) or the outage
-                        // outlasted ack_wait. An expected redelivery.
-                        tracing::info!(subscriber = %self.config.name, seq, delivered, "delivered again after the connection was lost or the server restarted, while its handler still runs here: this delivery waits for that handler");
-                    } else {
-                        tracing::warn!(subscriber = %self.config.name, seq, delivered, "delivered again while its handler still runs here (its in-progress signals did not reach the server in time): this delivery waits for that handler");
-                    }
+                    self.log_redelivered_while_running(msg, &busy);
                     settler
                         .in_progress_while(msg, async {
                             while busy.done.changed().await.is_ok() {}
@@ -138,7 +146,6 @@ impl Subscriber {
                 error: Some("past_max_deliver".into()),
             };
         }
-        let started = Instant::now();
         let outcome = self.handler.invoke(msg.clone()).await;
         stats.finished(started.elapsed());
         let name = &self.config.name;

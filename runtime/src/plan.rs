@@ -1,7 +1,7 @@
 //! What `natsapp-wasm check` prints: the streams, publishers and
 //! subscribers a configuration sets up, and their components.
 
-use crate::config::{ByteSize, Config, Quotas, TenantConfig};
+use crate::config::{ByteSize, Config, KvAccess, Quotas, TenantConfig};
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 use std::time::Duration;
@@ -150,11 +150,7 @@ impl Plan {
             if !config.is_empty() {
                 let _ = writeln!(s, "    config: {}", config.join(", "));
             }
-            let buckets: Vec<String> = sub
-                .kv
-                .iter()
-                .map(|(b, access)| format!("{b} ({})", access.as_str()))
-                .collect();
+            let buckets = describe_buckets(&sub.kv);
             let origins: Vec<String> = sub.http.iter().map(ToString::to_string).collect();
             let _ = writeln!(
                 s,
@@ -243,12 +239,10 @@ fn describe_grants(t: &TenantConfig) -> String {
     let publish = t.grant_publish.as_ref().map_or_else(any, |g| {
         g.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
     });
-    let kv = t.grant_kv.as_ref().map_or_else(any, |g| {
-        g.iter()
-            .map(|(b, access)| format!("{b} ({})", access.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    });
+    let kv = t
+        .grant_kv
+        .as_ref()
+        .map_or_else(any, |g| describe_buckets(g).join(", "));
     let http = t.grant_http.as_ref().map_or_else(any, |g| {
         g.iter()
             .map(ToString::to_string)
@@ -256,6 +250,13 @@ fn describe_grants(t: &TenantConfig) -> String {
             .join(", ")
     });
     format!("publish [{publish}], kv [{kv}], http [{http}]")
+}
+
+/// Key-value buckets with their access, as service.toml names them.
+fn describe_buckets(kv: &BTreeMap<String, KvAccess>) -> Vec<String> {
+    kv.iter()
+        .map(|(b, access)| format!("{b} ({})", access.as_str()))
+        .collect()
 }
 
 /// A component's imports: the runtime's own interfaces and wasi:config by

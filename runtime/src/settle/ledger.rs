@@ -109,9 +109,9 @@ impl AckLedger {
         self.done.lock().expect("ledger lock").contains(&sequence)
     }
 
-    /// Marks `sequence` as being handled here until the returned guard is
-    /// dropped; when it already is, that handling.
-    pub fn start(self: &Arc<Self>, sequence: u64) -> Result<Running, Busy> {
+    /// Marks `sequence` as being handled here from `since` until the
+    /// returned guard is dropped; when it already is, that handling.
+    pub fn start(self: &Arc<Self>, sequence: u64, since: Instant) -> Result<Running, Busy> {
         let mut running = self.running.lock().expect("ledger lock");
         if let Some(busy) = running.get(&sequence) {
             return Err(busy.clone());
@@ -121,7 +121,7 @@ impl AckLedger {
             sequence,
             Busy {
                 done: waiting,
-                since: Instant::now(),
+                since,
             },
         );
         Ok(Running {
@@ -139,15 +139,18 @@ mod tests {
     #[tokio::test]
     async fn a_second_delivery_waits_for_the_running_one() {
         let ledger = Arc::new(AckLedger::default());
-        let before = Instant::now();
-        let running = ledger.start(7).expect("nothing runs yet");
-        let mut waiting = ledger.start(7).expect_err("7 is being handled");
-        assert!(waiting.since >= before, "when the running one started");
-        assert!(ledger.start(8).is_ok(), "another sequence runs freely");
+        let (first, second) = (Instant::now(), Instant::now());
+        let running = ledger.start(7, first).expect("nothing runs yet");
+        let mut waiting = ledger.start(7, second).expect_err("7 is being handled");
+        assert_eq!(waiting.since, first, "when the running one started");
+        assert!(
+            ledger.start(8, second).is_ok(),
+            "another sequence runs freely"
+        );
         drop(running);
         // The sender is gone: changed() ends at once.
         assert!(waiting.done.changed().await.is_err());
-        assert!(ledger.start(7).is_ok(), "7 may be handled again");
+        assert!(ledger.start(7, second).is_ok(), "7 may be handled again");
     }
 
     #[test]

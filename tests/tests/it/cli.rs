@@ -14,19 +14,35 @@ fn natsapp(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn check_prints_the_plan() {
-    let example = repo_root().join("examples/order-processor/service.toml");
-    let out = natsapp(&["check", example.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// What `natsapp-wasm check FILE` prints; panics with its stderr unless it
+/// succeeded.
+fn plan_of(file: &std::path::Path) -> String {
+    let out = natsapp(&["check", file.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "exit {:?}: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Panics unless every one of `lines` is a whole line of `plan`.
+fn assert_lines(plan: &str, lines: &[String]) {
+    for line in lines {
+        assert!(
+            plan.lines().any(|l| l == line),
+            "missing line {line:?} in:\n{plan}"
+        );
+    }
+}
+
+#[test]
+fn check_prints_the_plan() {
+    let example = repo_root().join("examples/order-processor/service.toml");
+    let stdout = plan_of(&example);
     let component = repo_root().join("guests/target/wasm32-wasip2/release/order_processor.wasm");
-    for line in [
+    assert_lines(&stdout, &[
         format!("service \"order-processor\" ({})", example.display()),
         "nats: nats://localhost:4222 (reconnect every 2s, up to 10000 attempts; graceful shutdown 30s)".to_string(),
         "  ORDER_EVENTS [order.created] (declare if missing)".to_string(),
@@ -38,9 +54,7 @@ fn check_prints_the_plan() {
         "      order.status (JetStream, stream ORDER_STATUS, PubAck within 30s)".to_string(),
         "      inventory.updates (JetStream, stream INVENTORY, PubAck within 30s)".to_string(),
         "    dead letter: dlq.order (JetStream, stream DEAD_LETTERS; must be captured by a stream on the server)".to_string(),
-    ] {
-        assert!(stdout.lines().any(|l| l == line), "missing line {line:?} in:\n{stdout}");
-    }
+    ]);
 }
 
 #[test]
@@ -379,15 +393,9 @@ const CAPPED_MEMORY: &str = "subscriber \"kit\" sets limits.memory = \"256MiB\",
 fn check_shows_every_tenant_quota_and_warns_of_settings_a_quota_caps() {
     let server = NatsServer::start();
     let file = ServiceFile::new(&server, &capped_service());
-    let out = natsapp(&["check", file.path().to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "a capped setting is a warning, not an error; exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for line in [
+    // A capped setting is a warning, not an error: check succeeds.
+    let stdout = plan_of(&file.path());
+    assert_lines(&stdout, &[
         format!("  acme: own connection to {} as none", server.url()),
         // The defaults shown beside the quotas the file sets.
         "    quotas: concurrency 32, cpu 1 core, memory 128MiB, 1000 publishes per message, publish rate 100/s, publish bytes 64MiB/s, http rate 1000/s, http concurrency 64".to_string(),
@@ -395,9 +403,7 @@ fn check_shows_every_tenant_quota_and_warns_of_settings_a_quota_caps() {
         "warnings:".to_string(),
         format!("  {CAPPED_CONCURRENCY}"),
         format!("  {CAPPED_MEMORY}"),
-    ] {
-        assert!(stdout.lines().any(|l| l == line), "missing line {line:?} in:\n{stdout}");
-    }
+    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! What `natsapp-wasm check` prints: the streams, publishers and
 //! subscribers a configuration sets up, and their components.
 
-use crate::config::{ByteSize, Config, KvAccess, Quotas, TenantConfig};
+use crate::config::{ByteSize, Config, KvAccess, Quotas, SubscriberConfig, TenantConfig};
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 use std::time::Duration;
@@ -122,6 +122,7 @@ impl Plan {
                     crate::config::Instances::Reuse { max_uses: Some(n) } => format!("reused up to {n} times"),
                 }
             );
+            let _ = writeln!(s, "    guest cpu: {}", describe_share(c, sub));
             let _ = writeln!(
                 s,
                 "    limits: memory {} MiB, {} per message; output ids: {}",
@@ -197,10 +198,45 @@ impl Plan {
     }
 }
 
+fn cores(c: f64) -> String {
+    format!("{c} {}", if c == 1.0 { "core" } else { "cores" })
+}
+
+/// The guest CPU `sub` shares with the other subscribers of its group.
+fn describe_share(c: &Config, sub: &SubscriberConfig) -> String {
+    let siblings = c
+        .subscribers
+        .iter()
+        .filter(|o| o.tenant == sub.tenant)
+        .count();
+    let (pool, group) = match &sub.tenant {
+        Some(t) => (
+            c.tenants
+                .iter()
+                .find(|x| &x.name == t)
+                .and_then(|x| x.quotas.cpu)
+                .unwrap_or_else(crate::wasm::cpu::share::service_pool),
+            format!("tenant {t}'s"),
+        ),
+        None => (
+            crate::wasm::cpu::share::service_pool(),
+            "the service's own".to_string(),
+        ),
+    };
+    let noun = if siblings == 1 {
+        "subscriber"
+    } else {
+        "subscribers"
+    };
+    format!(
+        "{} shared equally by the busy ones of {group} {siblings} {noun}",
+        cores(pool)
+    )
+}
+
 /// Every quota of a tenant, defaults included.
 fn describe_quotas(q: &Quotas) -> String {
     let unlimited = || "unlimited".to_string();
-    let cores = |c: f64| format!("{c} {}", if c == 1.0 { "core" } else { "cores" });
     [
         format!(
             "concurrency {}",

@@ -3,8 +3,11 @@
 //! runs 16 guests that (a) spin until their 5 s time limit, (b) flood
 //! publishes, or (c) allocate past their memory limit. The quiet tenant's
 //! throughput is reported as a ratio of its throughput alone, as medians of
-//! interleaved rounds, with the noisy tenant's guest CPU as the runtime
-//! metered it (its shutdown statistics) next to its quota.
+//! interleaved rounds, with the noisy subscriber's guest CPU during the
+//! drain as the runtime metered it (`natsapp_guest_cpu_seconds_total`,
+//! read before and after) next to its share. The service's-own rows run
+//! both subscribers without tenants, against the quiet one alone without a
+//! tenant.
 //!
 //! Every case starts the quiet tenant's durable paused, waits until the
 //! noisy tenant has taken 16 messages, then resumes it and times the
@@ -27,15 +30,37 @@ const NOISY_MESSAGES: usize = 5_000;
 const DRAIN_FACTOR: usize = 5;
 
 /// How the noisy subscriber runs in each case.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Noise {
-    /// No noisy subscriber.
+    /// No noisy subscriber; the quiet one in its tenant.
     None,
-    /// In the service's implicit tenant: no quotas at all.
-    Unbounded,
+    /// No noisy subscriber; the quiet one the service's own.
+    OwnAlone,
+    /// Both the service's own subscribers, with default settings: the
+    /// spinner has half of every core but one while the quiet one is busy.
+    Sibling,
     /// A tenant with this CPU quota (cores; `None`: the default) and this
     /// `publish_rate` (`None`: the default).
     Tenant(Option<f64>, Option<&'static str>),
+}
+
+impl Noise {
+    /// Whether the quiet subscriber is the service's own (no tenant).
+    fn quiet_is_own(self) -> bool {
+        matches!(self, Noise::OwnAlone | Noise::Sibling)
+    }
+
+    /// The noisy subscriber's share of guest CPU while the quiet one is
+    /// busy, in cores.
+    fn share(self) -> Option<f64> {
+        match self {
+            Noise::None | Noise::OwnAlone => None,
+            Noise::Sibling => Some(natsapp_wasm::wasm::cpu::share::service_pool() / 2.0),
+            Noise::Tenant(cpu, _) => {
+                Some(cpu.unwrap_or(natsapp_wasm::config::defaults::TENANT_CPU))
+            }
+        }
+    }
 }
 
 /// How many messages a case's quiet drain takes.
@@ -46,9 +71,6 @@ enum Size {
     /// `--messages`: a drain of a fraction of a second (about 0.3 s at
     /// 20,000), where a burst past a quota shows.
     Short,
-    /// At most 2,000: the quiet subscriber beside unquoted spinners drains
-    /// a few hundred a second.
-    Few,
 }
 
 impl Bench {
@@ -66,10 +88,16 @@ impl Bench {
                 Size::Short,
             ),
             (
-                "(a) spinning, both the service's own subscribers (no tenants, default settings)",
-                Noise::Unbounded,
+                "the service's own quiet subscriber alone (no tenants)",
+                Noise::OwnAlone,
                 SPIN,
-                Size::Few,
+                Size::Long,
+            ),
+            (
+                "(a) spinning, both the service's own subscribers (no tenants, default settings)",
+                Noise::Sibling,
+                SPIN,
+                Size::Long,
             ),
             (
                 "(a) spinning, noisy tenant at the default quotas (cpu 1)",
@@ -124,14 +152,9 @@ impl Bench {
         for round in 1..=rounds {
             eprintln!("noisy neighbour: round {round} of {rounds}");
             for (i, (case, noise, op, size)) in cases.iter().enumerate() {
-                // One round of the unquoted case says enough: 0.00×.
-                if *size == Size::Few && round > 1 {
-                    continue;
-                }
                 let n = match size {
                     Size::Long => self.n * DRAIN_FACTOR,
                     Size::Short => self.n,
-                    Size::Few => self.n.min(2_000),
                 };
                 let drain = self.noisy_case(i, *noise, op, &testkit, n).await;
                 eprintln!(
@@ -155,16 +178,21 @@ impl Bench {
         };
         let rates_of = |i: usize| of(i, |d| Some(d.rate));
         // A short drain is compared with the quiet tenant alone on a short
-        // drain: a drain's start-up weighs more in it.
+        // drain: a drain's start-up weighs more in it; the service's own
+        // subscribers with the quiet one alone without a tenant.
         let (alone_long, ..) = median(rates_of(0));
         let (alone_short, ..) = median(rates_of(1));
+        let (alone_own, ..) = median(rates_of(2));
         cases
             .iter()
             .enumerate()
             .map(|(i, (case, noise, _, size))| {
-                let alone = match size {
-                    Size::Short => alone_short,
-                    Size::Long | Size::Few => alone_long,
+                let (alone, baseline) = match (size, noise.quiet_is_own()) {
+                    (_, true) => (alone_own, "the service's own quiet subscriber alone"),
+                    (Size::Short, false) => {
+                        (alone_short, "the quiet tenant alone on a short drain")
+                    }
+                    (Size::Long, false) => (alone_long, "the quiet tenant alone"),
                 };
                 let rates = rates_of(i);
                 let runs = rates.len();
@@ -181,21 +209,14 @@ impl Bench {
                     server_cores: median(of(i, |d| Some(d.server_cores))).0,
                 };
                 let guest = of(i, |d| d.noisy_guest_cpu);
-                let quota = match noise {
-                    Noise::Tenant(quota, _) if !guest.is_empty() => format!(
-                        ", quota {}",
-                        quota.unwrap_or(natsapp_wasm::config::defaults::TENANT_CPU)
-                    ),
+                let share = match noise.share() {
+                    Some(share) if !guest.is_empty() => format!(", share {share}"),
                     _ => String::new(),
                 };
                 let cpu = format!(
-                    "; {}{quota}",
+                    "; {}{share}",
                     processes.cpu_note((!guest.is_empty()).then(|| median(guest).0))
                 );
-                let baseline = match size {
-                    Size::Short => "the quiet tenant alone on a short drain",
-                    Size::Long | Size::Few => "the quiet tenant alone",
-                };
                 Row {
                     case: format!("noisy neighbour: {case}"),
                     msgs_per_s: Some(rate),
@@ -232,20 +253,35 @@ impl Bench {
         for ack in acks {
             ack.await.unwrap();
         }
+        let admin = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (quiet_tenant, quiet_in_tenant) = if noise.quiet_is_own() {
+            (String::new(), "")
+        } else {
+            (
+                format!(
+                    "[[tenants]]\nname = \"quiet\"\nquotas = {{ concurrency = {CONCURRENCY} }}\n"
+                ),
+                "tenant = \"quiet\"\n",
+            )
+        };
         let mut toml = format!(
-            "[service]\nname = \"noisy-bench\"\ngraceful_timeout = \"1s\"\n[nats]\nservers = [\"{}\"]\n\
+            "[service]\nname = \"noisy-bench\"\ngraceful_timeout = \"1s\"\nadmin = \"{admin}\"\n\
+             [nats]\nservers = [\"{}\"]\n\
              [[streams]]\nname = \"{quiet}\"\nsubjects = [\"{quiet_subject}\"]\ndeclare = false\n\
              [[streams]]\nname = \"{noisy}\"\nsubjects = [\"{noisy_subject}\"]\ndeclare = false\n\
-             [[tenants]]\nname = \"quiet\"\nquotas = {{ concurrency = {CONCURRENCY} }}\n\
-             [[subscribers]]\nname = \"quiet\"\ntenant = \"quiet\"\ncomponent = \"{}\"\nsubject = \"{quiet_subject}\"\n\
+             {quiet_tenant}\
+             [[subscribers]]\nname = \"quiet\"\n{quiet_in_tenant}component = \"{}\"\nsubject = \"{quiet_subject}\"\n\
              stream = \"{quiet}\"\ndurable = \"quiet\"\nconcurrency = {CONCURRENCY}\n\
              pull = {{ batch_size = {BATCH}, timeout = \"1s\" }}\n",
             self.server.url(),
             self.noop.display()
         );
         let noisy_tenant = match noise {
-            Noise::None => None,
-            Noise::Unbounded => Some(String::new()),
+            Noise::None | Noise::OwnAlone => None,
+            Noise::Sibling => Some(String::new()),
             Noise::Tenant(cpu, publish_rate) => {
                 let mut quotas = cpu.map_or(String::new(), |c| format!(", cpu = \"{c}\""));
                 if let Some(rate) = publish_rate {
@@ -290,6 +326,10 @@ impl Bench {
             )
         });
         let stream = self.js.get_stream(&quiet).await.unwrap();
+        let noisy_guest_before = match noisy_tenant {
+            Some(_) => noisy_guest_seconds(admin).await,
+            None => None,
+        };
         stream.resume_consumer("quiet").await.unwrap();
         // The drain is timed from its first delivery; the processes' CPU
         // over the whole wait, from the resume.
@@ -300,6 +340,10 @@ impl Bench {
             cpu_seconds(child.id()) - cpu_before.0,
             cpu_seconds(self.server.pid()) - cpu_before.1,
         );
+        let noisy_guest_after = match noisy_tenant {
+            Some(_) => noisy_guest_seconds(admin).await,
+            None => None,
+        };
         let watched = watched.elapsed().as_secs_f64();
         if let Some(perf) = profile {
             interrupt(perf);
@@ -308,7 +352,9 @@ impl Bench {
         delete_streams(&self.js, &[&quiet, &noisy]).await;
         Drain {
             rate: n as f64 / took.as_secs_f64(),
-            noisy_guest_cpu: noisy_guest_cpu(&std::fs::read_to_string(&log).unwrap_or_default()),
+            noisy_guest_cpu: noisy_guest_before
+                .zip(noisy_guest_after)
+                .map(|(before, after)| (after - before) / watched),
             runtime_cores: runtime_cpu / watched,
             server_cores: server_cpu / watched,
         }
@@ -347,7 +393,7 @@ impl Bench {
 /// One quiet drain: its rate and where the CPU went meanwhile.
 struct Drain {
     rate: f64,
-    /// The noisy tenant's guest CPU over the runtime's life, in cores.
+    /// The noisy subscriber's guest CPU during the drain, in cores.
     noisy_guest_cpu: Option<f64>,
     /// The runtime process's CPU during the drain, in cores.
     runtime_cores: f64,
@@ -415,14 +461,31 @@ pub(crate) fn interrupt(mut perf: std::process::Child) {
     let _ = perf.wait();
 }
 
-/// The noisy tenant's guest CPU, in cores, from the runtime's last
-/// statistics (`tenant=noisy … guest_cpu_cores=X`).
-fn noisy_guest_cpu(log: &str) -> Option<f64> {
-    log.lines()
-        .rev()
-        .find(|l| l.contains("tenant=noisy") && l.contains("guest_cpu_cores="))?
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("guest_cpu_cores="))?
+/// The noisy subscriber's guest CPU so far, in seconds, from the
+/// runtime's `/metrics` at `admin` (which opens once the service runs).
+async fn noisy_guest_seconds(admin: std::net::SocketAddr) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t0 = Instant::now();
+    let mut conn = loop {
+        match tokio::net::TcpStream::connect(admin).await {
+            Ok(conn) => break conn,
+            Err(_) => {
+                within(t0, "the runtime's admin endpoint");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    response
+        .lines()
+        .find(|l| {
+            l.starts_with("natsapp_guest_cpu_seconds_total{") && l.contains("subscriber=\"noisy\"")
+        })?
+        .rsplit_once(' ')?
+        .1
         .parse()
         .ok()
 }

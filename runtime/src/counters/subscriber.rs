@@ -45,6 +45,8 @@ pub struct SubscriberStats {
     batches_already_stored: AtomicU64,
     batches_busy: AtomicU64,
     warm_instances: AtomicU64,
+    guest_cpu_ns: AtomicU64,
+    cpu_parked: AtomicU64,
     calls: CapabilityCounters,
 }
 
@@ -159,6 +161,18 @@ impl SubscriberStats {
     /// The subscriber keeps this many idle instances for reuse.
     pub fn set_warm_instances(&self, n: usize) {
         self.warm_instances.store(n as u64, Relaxed);
+    }
+
+    /// Its guests ran `spent` (or work was done on their behalf).
+    pub fn guest_cpu(&self, spent: Duration) {
+        let ns = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        self.guest_cpu_ns.fetch_add(ns, Relaxed);
+    }
+
+    /// One of its guests was parked: over its share of guest CPU, or its
+    /// tenant's `cpu` quota.
+    pub fn cpu_parked(&self) {
+        self.cpu_parked.fetch_add(1, Relaxed);
     }
 
     /// The handler returned `retry`.
@@ -323,6 +337,8 @@ impl SubscriberStats {
             batches_already_stored: self.batches_already_stored.load(Relaxed),
             batches_busy: self.batches_busy.load(Relaxed),
             warm_instances: self.warm_instances.load(Relaxed),
+            guest_cpu_us: self.guest_cpu_ns.load(Relaxed) / 1_000,
+            cpu_parked: self.cpu_parked.load(Relaxed),
             kv: self.calls.kv_snapshot(),
             http: self.calls.http_snapshot(),
         }
@@ -428,6 +444,11 @@ pub struct SubscriberSnapshot {
     pub batches_busy: u64,
     /// Idle instances kept for reuse.
     pub warm_instances: u64,
+    /// Guest execution metered (and work on its guests' behalf), microseconds.
+    pub guest_cpu_us: u64,
+    /// Times one of its guests was parked: over its share of guest CPU, or
+    /// its tenant's `cpu` quota.
+    pub cpu_parked: u64,
     /// Key-value calls by (operation, outcome); only those that happened.
     pub kv: Vec<(String, String, u64)>,
     /// Outbound HTTP requests by outcome; only those that happened.

@@ -78,7 +78,8 @@ pub struct TenantSnapshot {
     pub guest_cpu_seconds: f64,
     /// Guest execution per second since the tenant connected, in cores.
     pub guest_cpu_cores: f64,
-    /// Times one of its guests was parked because the tenant was over its CPU quota.
+    /// Times one of its guests was parked over its CPU quota, or over its
+    /// subscriber's share of it.
     pub cpu_parked: u64,
     /// `quotas.memory`, in bytes.
     pub memory_quota: Option<u64>,

@@ -145,6 +145,8 @@ pub(crate) struct Roster {
     pub(crate) routes: Arc<PublishRoutes>,
     /// The service's own connection.
     pub(crate) own: Connection,
+    /// What the service's own subscribers share: guest CPU.
+    pub(crate) own_quotas: SharedQuotas,
     pub(crate) tenants: HashMap<String, TenantEntry>,
     pub(crate) subscribers: HashMap<String, Entry>,
     /// What observability reads: the members and reloads.
@@ -167,6 +169,7 @@ impl Roster {
             config: None,
             routes: Arc::default(),
             own,
+            own_quotas: SharedQuotas::default(),
             tenants: HashMap::new(),
             subscribers: HashMap::new(),
             registry,
@@ -227,7 +230,7 @@ impl Roster {
         s: &SubscriberConfig,
     ) -> Result<(&Connection, SharedQuotas), NotRunning> {
         let tenant = s.tenant.as_ref().and_then(|t| self.tenants.get(t));
-        connection_in(&self.own, s, tenant)
+        connection_in((&self.own, &self.own_quotas), s, tenant)
     }
 
     /// A subscriber of `s` running `loaded` that will pull from its
@@ -430,16 +433,16 @@ impl Roster {
     }
 }
 
-/// The connection `s` runs on — the service's own (`own`), or that of its
-/// tenant's entry (`tenant`, as the caller found it) — with its quotas; or
+/// The connection `s` runs on with its quotas — the service's own (`own`),
+/// or those of its tenant's entry (`tenant`, as the caller found it); or
 /// why it has none.
 fn connection_in<'a>(
-    own: &'a Connection,
+    (own, own_quotas): (&'a Connection, &SharedQuotas),
     s: &SubscriberConfig,
     tenant: Option<&'a TenantEntry>,
 ) -> Result<(&'a Connection, SharedQuotas), NotRunning> {
     let Some(name) = &s.tenant else {
-        return Ok((own, SharedQuotas::default()));
+        return Ok((own, own_quotas.clone()));
     };
     let t = tenant.ok_or_else(|| NotRunning::TenantNotConnected {
         tenant: name.clone(),

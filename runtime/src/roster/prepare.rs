@@ -105,7 +105,7 @@ impl Roster {
                 .tenant
                 .as_ref()
                 .and_then(|t| opened.get(t).or_else(|| self.tenants.get(t)));
-            let set_up = match connection_in(&self.own, s, tenant) {
+            let set_up = match connection_in((&self.own, &self.own_quotas), s, tenant) {
                 Err(reason) => Err(reason),
                 Ok((conn, _)) => match setup::ensure_subscriber(&conn.jetstream, &new, s).await {
                     Ok(set_up) => Ok(set_up),

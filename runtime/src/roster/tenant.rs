@@ -11,7 +11,7 @@ use crate::config::{Config, TenantConfig};
 use crate::error::ErrorChain;
 use crate::nats::connect::{self, ConnectionEnd};
 use crate::nats::connection::Connection;
-use crate::wasm::cpu::CpuBudget;
+use crate::wasm::cpu::{share, CpuBudget, CpuGroup};
 use crate::wasm::host::http::HttpQuota;
 use crate::wasm::host::GuestQuotas;
 use crate::wasm::memory::MemoryPool;
@@ -19,8 +19,8 @@ use crate::wasm::rate::{PublishQuota, RateLimit};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 
-/// The state of a tenant's quotas, shared by its subscribers. Empty for
-/// the service's own subscribers, which have none.
+/// The state of a tenant's quotas, shared by its subscribers. The
+/// service's own subscribers have none but a group sharing guest CPU.
 #[derive(Clone, Default)]
 pub struct SharedQuotas {
     /// Handlers running at once (`quotas.concurrency`).
@@ -37,6 +37,7 @@ impl SharedQuotas {
         SharedQuotas {
             concurrency: q.concurrency.map(|n| Arc::new(Semaphore::new(n))),
             guest: GuestQuotas {
+                shares: CpuGroup::new(q.cpu.unwrap_or_else(share::service_pool)),
                 cpu: q.cpu.map(|c| Arc::new(CpuBudget::new(c))),
                 memory: q.memory.map(|m| Arc::new(MemoryPool::new(m))),
                 publish: Some(Arc::new(PublishQuota {

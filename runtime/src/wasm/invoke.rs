@@ -12,7 +12,7 @@ use crate::config::Instances;
 use crate::error::ErrorChain;
 use crate::message::{FailureCause, InFlight, Outcome};
 use crate::settle::Settler;
-use crate::wasm::cpu::CpuBudget;
+use crate::wasm::cpu::GuestCpu;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -122,8 +122,8 @@ impl Handler {
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        // At every tick a running guest yields; when its tenant has spent its
-        // CPU quota it stays parked until the budget refills. It yields
+        // At every tick a running guest yields; when it is over its share of
+        // guest CPU or its tenant's quota it stays parked until they refill. It yields
         // through tokio's `yield_now`, which defers it until the worker has
         // looked at its timers and sockets: a plain yield only puts it back
         // in the run queue, and with every worker busy with guests tokio
@@ -131,18 +131,13 @@ impl Handler {
         // in-progress signals, PubAcks and pulls.
         store.epoch_deadline_callback(|mut ctx| {
             let data = ctx.data_mut();
-            let Some(budget) = data.sub.quotas.cpu.clone() else {
-                return Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ));
-            };
+            let cpu = data.sub.cpu.clone();
             if data.cpu_reserved.swap(false, Ordering::AcqRel) {
-                budget.release(super::EPOCH_TICK);
+                cpu.release(super::EPOCH_TICK);
             }
             // Admitted now, or once parked long enough: either way the
             // guest runs its next tick on a reservation.
-            Ok(match budget.admit(super::EPOCH_TICK) {
+            Ok(match cpu.admit(super::EPOCH_TICK) {
                 None => {
                     data.cpu_reserved.store(true, Ordering::Release);
                     UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
@@ -152,18 +147,18 @@ impl Handler {
                     UpdateDeadline::YieldCustom(
                         1,
                         Box::pin(async move {
-                            budget.admitted(super::EPOCH_TICK, wait).await;
+                            cpu.admitted(super::EPOCH_TICK, wait).await;
                             reserved.store(true, Ordering::Release);
                         }),
                     )
                 }
             })
         });
-        let budget = self.host.quotas.cpu.as_deref();
+        let cpu = &*self.host.cpu;
         let instantiate = async {
-            reserve_first_tick(budget, &mut store).await;
+            reserve_first_tick(cpu, &mut store).await;
             flushing(
-                metered(self.pre.instantiate_async(&mut store), budget),
+                metered(self.pre.instantiate_async(&mut store), cpu),
                 &output,
             )
             .await
@@ -197,6 +192,7 @@ impl Handler {
 
     /// Runs `handle` for `msg` and says what came of it.
     pub async fn invoke(&self, msg: Arc<InFlight>) -> Outcome {
+        let _busy = self.host.cpu.busy();
         let reused = match self.instances {
             Instances::Reuse { .. } => {
                 let mut idle = self.warm.lock().expect("pool lock");
@@ -241,14 +237,14 @@ impl Handler {
             // handles after 100,000 messages.
             let lent = Resource::<MessageHandle>::new_borrow(handle.rep());
             let call = async {
-                reserve_first_tick(self.host.quotas.cpu.as_deref(), &mut *store).await;
+                reserve_first_tick(&self.host.cpu, &mut *store).await;
                 service
                     .natsapp_handler_handler()
                     .call_handle(&mut *store, &msg.message.payload, lent)
                     .await
                     .map_err(InvokeFailure::Call)
             };
-            let call = flushing(metered(call, self.host.quotas.cpu.as_deref()), &warm.output);
+            let call = flushing(metered(call, &self.host.cpu), &warm.output);
             run_with_limits(call, self.timeout, self.heartbeat, &self.host.settler, &msg).await
         };
         self.return_tick(&warm.store);
@@ -282,50 +278,42 @@ impl Handler {
     /// reserve: the time it ran is charged by the metering.
     fn return_tick(&self, store: &Store<HostState>) {
         if store.data().cpu_reserved.swap(false, Ordering::AcqRel) {
-            if let Some(budget) = &self.host.quotas.cpu {
-                budget.release(super::EPOCH_TICK);
-            }
+            self.host.cpu.release(super::EPOCH_TICK);
         }
     }
 
     /// Drops an instance. Its memory goes back to the pool, which zeroes
     /// or unmaps what the guest touched: time spent on the guest's behalf,
-    /// charged to its tenant's CPU quota like its execution.
+    /// charged like its execution.
     fn retire(&self, warm: Warm) {
         let started = std::time::Instant::now();
         drop(warm);
-        if let Some(budget) = &self.host.quotas.cpu {
-            budget.charge(started.elapsed());
-        }
+        self.host.cpu.charge(started.elapsed());
     }
 }
 
-/// Reserves a guest's first tick from its tenant's CPU budget before it
-/// runs (parking it until the budget allows), unless it holds one already.
-/// The epoch callback admits every later tick; without this, guests started
-/// together would each run up to a tick unadmitted: a burst of a tick per
-/// guest past the quota (16 spinners at `cpu = 0.1`: up to 1.6 s of the
-/// quota's time, taken in the first 10 ms).
-async fn reserve_first_tick(budget: Option<&CpuBudget>, store: &mut Store<HostState>) {
-    let Some(budget) = budget else { return };
+/// Reserves a guest's first tick from its share and its tenant's quota
+/// before it runs (parking it until they allow), unless it holds one
+/// already. The epoch callback admits every later tick; without this,
+/// guests started together would each run up to a tick unadmitted: a burst
+/// of a tick per guest past the quota (16 spinners at `cpu = 0.1`: up to
+/// 1.6 s of the quota's time, taken in the first 10 ms).
+async fn reserve_first_tick(cpu: &GuestCpu, store: &mut Store<HostState>) {
     if store.data().cpu_reserved.load(Ordering::Acquire) {
         return;
     }
-    budget.reserve(super::EPOCH_TICK).await;
+    cpu.reserve(super::EPOCH_TICK).await;
     store.data().cpu_reserved.store(true, Ordering::Release);
 }
 
 /// Runs `work`, charging the time each poll takes (the guest running, and
-/// the host functions it calls) to `budget`.
-async fn metered<F: Future>(work: F, budget: Option<&CpuBudget>) -> F::Output {
-    let Some(budget) = budget else {
-        return work.await;
-    };
+/// the host functions it calls) to `cpu`.
+async fn metered<F: Future>(work: F, cpu: &GuestCpu) -> F::Output {
     let mut work = std::pin::pin!(work);
     std::future::poll_fn(|cx| {
         let started = std::time::Instant::now();
         let polled = work.as_mut().poll(cx);
-        budget.charge(started.elapsed());
+        cpu.charge(started.elapsed());
         polled
     })
     .await

@@ -50,6 +50,13 @@ fn check_prints_the_plan() {
         "  process-order: order.created on stream ORDER_EVENTS, durable order_processor_service".to_string(),
         format!("    component {} ({} KiB): implements natsapp:handler/handler@0.1.1", component.display(), std::fs::metadata(&component).unwrap().len().div_ceil(1024)),
         "    concurrency 4, batch 3, pull timeout 10s, ack_wait 10s, max_deliver 3 (server 4), backoff [1s, 10s], instances reused".to_string(),
+        format!(
+            "    guest cpu: {} shared equally by the busy ones of the service's own 1 subscriber",
+            match natsapp_wasm::wasm::cpu::share::service_pool() {
+                1.0 => "1 core".to_string(),
+                c => format!("{c} cores"),
+            }
+        ),
         "    limits: memory 64 MiB, 5s per message; output ids: sequence".to_string(),
         "      order.status (JetStream, stream ORDER_STATUS, PubAck within 30s)".to_string(),
         "      inventory.updates (JetStream, stream INVENTORY, PubAck within 30s)".to_string(),
@@ -400,6 +407,7 @@ fn check_shows_every_tenant_quota_and_warns_of_settings_a_quota_caps() {
         // The defaults shown beside the quotas the file sets.
         "    quotas: concurrency 32, cpu 1 core, memory 128MiB, 1000 publishes per message, publish rate 100/s, publish bytes 64MiB/s, http rate 1000/s, http concurrency 64".to_string(),
         "    grants: publish [any], kv [any], http [any]".to_string(),
+        "    guest cpu: 1 core shared equally by the busy ones of tenant acme's 1 subscriber".to_string(),
         "warnings:".to_string(),
         format!("  {CAPPED_CONCURRENCY}"),
         format!("  {CAPPED_MEMORY}"),

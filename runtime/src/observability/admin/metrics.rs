@@ -269,6 +269,20 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         MetricType::GAUGE,
         |s| gauge(s.warm_instances as f64),
     );
+    m.per_subscriber(
+        subs,
+        "natsapp_guest_cpu_seconds_total",
+        "Guest execution metered, and work on the guests' behalf",
+        MetricType::COUNTER,
+        |s| counter_f64(s.guest_cpu_us as f64 / 1e6),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_cpu_parked_total",
+        "Times one of the subscriber's guests was parked over its share of guest CPU or its tenant's cpu quota",
+        MetricType::COUNTER,
+        |s| counter(s.cpu_parked),
+    );
 
     let connections: [(&str, &str, Count<ConnectionSnapshot>); 5] = [
         (
@@ -368,7 +382,7 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
     m.per_tenant(
         &with_cpu,
         "natsapp_tenant_cpu_parked_total",
-        "Times one of the tenant's guests was parked over its cpu quota",
+        "Times one of the tenant's guests was parked over its cpu quota or its subscriber's share of it",
         MetricType::COUNTER,
         |t| counter(t.cpu_parked),
     );

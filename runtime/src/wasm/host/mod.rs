@@ -17,6 +17,7 @@ use crate::message::trace::Tracer;
 use crate::message::InFlight;
 use crate::nats::wire::Wire;
 use crate::settle::Settler;
+use crate::wasm::cpu::{CpuGroup, GuestCpu};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -44,9 +45,12 @@ pub use generated::{Service, ServicePre};
 pub struct MessageHandle;
 
 /// What a tenant's guests are metered against, shared by its subscribers.
-/// Empty for the service's own subscribers, which have no quotas.
-#[derive(Clone, Default)]
+/// The service's own subscribers have only a group sharing guest CPU.
+#[derive(Clone)]
 pub struct GuestQuotas {
+    /// The guest CPU its subscribers share (`quotas.cpu`; for the service's
+    /// own subscribers, every core but one).
+    pub shares: Arc<CpuGroup>,
     /// Guest execution (`quotas.cpu`).
     pub cpu: Option<Arc<crate::wasm::cpu::CpuBudget>>,
     /// Guest memory of live instances (`quotas.memory`).
@@ -56,6 +60,19 @@ pub struct GuestQuotas {
     /// Outbound HTTP requests per second and in flight (`quotas.http_rate`,
     /// `http_concurrency`).
     pub http: Option<Arc<http::HttpQuota>>,
+}
+
+impl Default for GuestQuotas {
+    /// The service's own subscribers': a group sharing every core but one.
+    fn default() -> GuestQuotas {
+        GuestQuotas {
+            shares: CpuGroup::new(crate::wasm::cpu::share::service_pool()),
+            cpu: None,
+            memory: None,
+            publish: None,
+            http: None,
+        }
+    }
 }
 
 /// What every store of one subscriber shares: its name, capabilities and NATS handles.
@@ -84,6 +101,8 @@ pub struct SubscriberHost {
     pub publishes_per_message: u32,
     /// Its tenant's quotas, shared with the tenant's other subscribers.
     pub quotas: GuestQuotas,
+    /// What its guests are admitted against and their time charged to.
+    pub cpu: Arc<GuestCpu>,
     /// Settles the subscriber's deliveries (the guest's ack, nak, term and
     /// in-progress go through it too).
     pub settler: Arc<Settler>,
@@ -110,6 +129,7 @@ impl SubscriberHost {
         previous: Option<&Settler>,
     ) -> Self {
         let settler = Arc::new(Settler::new(sub, wire.clone(), &routes, previous));
+        let quotas = GuestQuotas::default();
         let secrets = Arc::new(crate::config::secrets::Secrets::new(
             &sub.secrets,
             &sub.config,
@@ -126,7 +146,8 @@ impl SubscriberHost {
             held_outputs: (sub.outputs_mode == crate::config::OutputsMode::Atomic)
                 .then_some(sub.held_outputs),
             publishes_per_message: sub.publishes_per_message,
-            quotas: GuestQuotas::default(),
+            cpu: Arc::new(GuestCpu::new(&quotas.shares, None, settler.stats.clone())),
+            quotas,
             http: Arc::new(http::OutboundHttp::new(
                 sub,
                 None,
@@ -148,6 +169,11 @@ impl SubscriberHost {
             quotas.http.clone(),
             self.settler.stats.clone(),
             self.secrets.clone(),
+        ));
+        self.cpu = Arc::new(GuestCpu::new(
+            &quotas.shares,
+            quotas.cpu.clone(),
+            self.settler.stats.clone(),
         ));
         self.quotas = quotas;
         self

@@ -1,28 +1,32 @@
-//! A tenant's CPU quota (`quotas.cpu`, in cores): the time its guests
-//! actually run is metered per poll of their futures (not epoch ticks,
-//! which would count time a parked guest did not run) and drawn from a
-//! token bucket that refills at `cpu` seconds per second. At every epoch
-//! tick a guest must be admitted for the next tick, which reserves a tick
-//! from the bucket (returned at the following tick, when the metered time
-//! has been charged instead); a guest whose tenant is over budget is parked
-//! until it can be admitted. Reserving keeps many parked guests from all
-//! waking into the same refill, so a tenant spinning its guests cannot take
-//! more than its share of the cores from the others — nor from the NATS
-//! I/O of the process.
+//! A CPU budget (a tenant's `quotas.cpu`, or a subscriber's share, in
+//! cores): the time guests actually run is metered per poll of their
+//! futures (not epoch ticks, which would count time a parked guest did not
+//! run) and drawn from a token bucket that refills at `cores` seconds per
+//! second. At every epoch tick a guest must be admitted for the next tick,
+//! which reserves a tick from the bucket (returned at the following tick,
+//! when the metered time has been charged instead); a guest over budget is
+//! parked until it can be admitted. Reserving keeps many parked guests from
+//! all waking into the same refill, so guests spinning cannot take more
+//! than their budget of the cores from the others — nor from the NATS I/O
+//! of the process.
 
-use super::clock::{Clock, SystemClock};
+use crate::wasm::clock::{Clock, SystemClock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How much unused quota may accumulate, per core: a short burst, never a backlog.
-const BURST: Duration = Duration::from_millis(50);
+/// How much unused budget may accumulate, per core: one epoch tick, so
+/// that after idling or at start guests run at most about a tick ahead of
+/// their budget, never on a backlog.
+const BURST: Duration = crate::wasm::EPOCH_TICK;
 
-/// One tenant's CPU budget, on the system's clock (or `C`).
+/// A CPU budget, on the system's clock (or `C`).
 #[derive(Debug)]
 pub struct CpuBudget<C: Clock = SystemClock> {
     clock: C,
-    cores: f64,
+    /// The rate, in cores (`f64` bits): a share changes as its group's
+    /// busy members come and go.
+    cores: AtomicU64,
     since: Instant,
     state: Mutex<Bucket>,
     spent_ns: AtomicU64,
@@ -53,7 +57,7 @@ impl<C: Clock> CpuBudget<C> {
         let now = clock.now();
         CpuBudget {
             clock,
-            cores,
+            cores: AtomicU64::new(cores.to_bits()),
             since: now,
             state: Mutex::new(Bucket {
                 tokens: (BURST.as_nanos() as f64 * cores) as i64,
@@ -65,8 +69,9 @@ impl<C: Clock> CpuBudget<C> {
     }
 
     fn refill(&self, b: &mut Bucket, now: Instant) {
-        let earned = (now.duration_since(b.refilled).as_nanos() as f64 * self.cores) as i64;
-        let cap = (BURST.as_nanos() as f64 * self.cores) as i64;
+        let cores = self.cores();
+        let earned = (now.duration_since(b.refilled).as_nanos() as f64 * cores) as i64;
+        let cap = (BURST.as_nanos() as f64 * cores) as i64;
         b.tokens = b.tokens.saturating_add(earned).min(cap);
         b.refilled = now;
     }
@@ -92,7 +97,7 @@ impl<C: Clock> CpuBudget<C> {
             return None;
         }
         self.parked.fetch_add(1, Ordering::Relaxed);
-        let owed_ns = (-(b.tokens as f64) / self.cores).ceil() as u64;
+        let owed_ns = (-(b.tokens as f64) / self.cores()).ceil() as u64;
         Some(Duration::from_nanos(owed_ns).max(Duration::from_millis(1)))
     }
 
@@ -103,33 +108,25 @@ impl<C: Clock> CpuBudget<C> {
         b.tokens = b.tokens.saturating_add(nanos(tick));
     }
 
-    /// Admits a guest for its next `tick`, parking it first as long as
-    /// the budget requires.
-    pub async fn reserve(&self, tick: Duration) {
-        if let Some(wait) = self.admit(tick) {
-            self.admitted(tick, wait).await;
-        }
-    }
-
-    /// Parks until a guest can be admitted, then admits it.
-    pub async fn admitted(&self, tick: Duration, mut wait: Duration) {
-        loop {
-            tokio::time::sleep(wait).await;
-            match self.admit(tick) {
-                None => return,
-                Some(w) => wait = w,
-            }
-        }
-    }
-
     /// Guest execution charged so far.
     pub fn spent(&self) -> Duration {
         Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed))
     }
 
-    /// The quota, in cores.
+    /// The rate, in cores.
     pub fn cores(&self) -> f64 {
-        self.cores
+        f64::from_bits(self.cores.load(Ordering::Relaxed))
+    }
+
+    /// Sets the rate to `cores` from now on (what it earned until now was
+    /// earned at the old rate).
+    pub fn set_cores(&self, cores: f64) {
+        if self.cores.load(Ordering::Relaxed) == cores.to_bits() {
+            return;
+        }
+        let mut b = self.state.lock().expect("cpu budget lock");
+        self.refill(&mut b, self.clock.now());
+        self.cores.store(cores.to_bits(), Ordering::Relaxed);
     }
 
     /// Guest execution per second of wall-clock time since the budget was
@@ -139,7 +136,12 @@ impl<C: Clock> CpuBudget<C> {
         self.spent().as_secs_f64() / elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// Times a guest was parked for this budget.
+    /// Counts a guest parked by a share of this budget.
+    pub fn count_parked(&self) {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times a guest was parked for this budget (or a share of it).
     pub fn parked(&self) -> u64 {
         self.parked.load(Ordering::Relaxed)
     }
@@ -160,10 +162,10 @@ mod tests {
         assert_eq!(b.admit(TICK), None, "a fresh budget has its burst");
         b.charge(120 * MS);
         b.release(TICK);
-        // 25 ms of burst, 120 ms spent: 95 ms owed, repaid at half a core
-        // in 190 ms.
-        assert_eq!(b.admit(TICK), Some(190 * MS));
-        clock.advance(190 * MS);
+        // 5 ms of burst, 120 ms spent: 115 ms owed, repaid at half a core
+        // in 230 ms.
+        assert_eq!(b.admit(TICK), Some(230 * MS));
+        clock.advance(230 * MS);
         assert_eq!(
             b.admit(TICK),
             Some(MS),
@@ -179,7 +181,7 @@ mod tests {
         let clock = ManualClock::new();
         let b = CpuBudget::with_clock(1.0, clock.clone());
         let admitted = (0..16).filter(|_| b.admit(TICK).is_none()).count();
-        assert_eq!(admitted, 5, "50 ms of burst admits five 10 ms ticks");
+        assert_eq!(admitted, 1, "10 ms of burst admits one 10 ms tick");
         clock.advance(Duration::from_nanos(1));
         assert_eq!(b.admit(TICK), None, "a nanosecond earned admits one more");
         assert!(b.admit(TICK).is_some());
@@ -190,20 +192,20 @@ mod tests {
         let clock = ManualClock::new();
         let b = CpuBudget::with_clock(2.0, clock.clone());
         b.charge(150 * MS);
-        clock.advance(26 * MS);
+        clock.advance(66 * MS);
         assert_eq!(
             b.admit(TICK),
             None,
-            "26 ms at two cores repays the 50 ms owed, and a little more"
+            "66 ms at two cores repays the 130 ms owed, and a little more"
         );
         b.release(TICK);
         clock.advance(Duration::from_secs(10));
         let admitted = (0..100).filter(|_| b.admit(TICK).is_none()).count();
         assert_eq!(
-            admitted, 10,
-            "ten idle seconds save up the burst (50 ms per core), no more"
+            admitted, 2,
+            "ten idle seconds save up the burst (10 ms per core), no more"
         );
         let used = b.cores_used();
-        assert!((used - 0.150 / 10.026).abs() < 1e-9, "{used}");
+        assert!((used - 0.150 / 10.066).abs() < 1e-9, "{used}");
     }
 }

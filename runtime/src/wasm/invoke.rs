@@ -14,7 +14,6 @@ use crate::message::{FailureCause, InFlight, Outcome};
 use crate::settle::Settler;
 use crate::wasm::cpu::GuestCpu;
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Resource, ResourceTable};
@@ -115,58 +114,31 @@ impl Handler {
             limiter: MemoryLimiter::new(self.host.memory, self.host.quotas.memory.clone()),
             sub: self.host.clone(),
             msg: msg.clone(),
-            cpu_reserved: Default::default(),
             http: Default::default(),
             http_hooks: crate::wasm::host::http::HttpHooks(self.host.http.clone()),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        // At every tick a running guest yields; when it is over its share of
-        // guest CPU or its tenant's quota it stays parked until they refill. It yields
-        // through tokio's `yield_now`, which defers it until the worker has
-        // looked at its timers and sockets: a plain yield only puts it back
-        // in the run queue, and with every worker busy with guests tokio
-        // looks at them once in 61 polls (61 ticks, about 0.6 s), late for
-        // in-progress signals, PubAcks and pulls.
-        store.epoch_deadline_callback(|mut ctx| {
-            let data = ctx.data_mut();
-            let cpu = data.sub.cpu.clone();
-            if data.cpu_reserved.swap(false, Ordering::AcqRel) {
-                cpu.release(super::EPOCH_TICK);
-            }
-            // Admitted now, or once parked long enough: either way the
-            // guest runs its next tick on a reservation.
-            Ok(match cpu.admit(super::EPOCH_TICK) {
-                None => {
-                    data.cpu_reserved.store(true, Ordering::Release);
-                    UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-                }
-                Some(wait) => {
-                    let reserved = data.cpu_reserved.clone();
-                    UpdateDeadline::YieldCustom(
-                        1,
-                        Box::pin(async move {
-                            cpu.admitted(super::EPOCH_TICK, wait).await;
-                            reserved.store(true, Ordering::Release);
-                        }),
-                    )
-                }
-            })
+        // At every tick a running guest yields, so that it is admitted by
+        // its CPU budgets again before it goes on (see `metered`). It
+        // yields through tokio's `yield_now`, which defers it until the
+        // worker has looked at its timers and sockets: a plain yield only
+        // puts it back in the run queue, and with every worker busy with
+        // guests tokio looks at them once in 61 polls (61 ticks, about
+        // 0.6 s), late for in-progress signals, PubAcks and pulls.
+        store.epoch_deadline_callback(|_| {
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
         let cpu = &*self.host.cpu;
-        let instantiate = async {
-            reserve_first_tick(cpu, &mut store).await;
-            flushing(
-                metered(self.pre.instantiate_async(&mut store), cpu),
-                &output,
-            )
-            .await
-        };
+        let instantiate = flushing(
+            metered(self.pre.instantiate_async(&mut store), cpu),
+            &output,
+        );
         let instantiated = tokio::time::timeout(self.timeout, instantiate).await;
-        if !matches!(instantiated, Ok(Ok(_))) {
-            self.return_tick(&store);
-        }
         match instantiated {
             Ok(Ok(service)) => Ok(Warm {
                 store,
@@ -219,7 +191,6 @@ impl Handler {
         let handle = match warm.store.data_mut().table.push(MessageHandle) {
             Ok(h) => h,
             Err(e) => {
-                self.return_tick(&warm.store);
                 return classify(
                     Some(Err(InvokeFailure::Instantiate(e.into()))),
                     false,
@@ -237,7 +208,6 @@ impl Handler {
             // handles after 100,000 messages.
             let lent = Resource::<MessageHandle>::new_borrow(handle.rep());
             let call = async {
-                reserve_first_tick(&self.host.cpu, &mut *store).await;
                 service
                     .natsapp_handler_handler()
                     .call_handle(&mut *store, &msg.message.payload, lent)
@@ -247,7 +217,6 @@ impl Handler {
             let call = flushing(metered(call, &self.host.cpu), &warm.output);
             run_with_limits(call, self.timeout, self.heartbeat, &self.host.settler, &msg).await
         };
-        self.return_tick(&warm.store);
         let memory_exceeded = warm.store.data().limiter.exceeded;
         let outcome = match classify(result, memory_exceeded, self.timeout, &warm.output) {
             // A reason is the guest's text: keep its secrets out of the
@@ -274,14 +243,6 @@ impl Handler {
         outcome
     }
 
-    /// Returns the tick a guest that stopped running still holds in
-    /// reserve: the time it ran is charged by the metering.
-    fn return_tick(&self, store: &Store<HostState>) {
-        if store.data().cpu_reserved.swap(false, Ordering::AcqRel) {
-            self.host.cpu.release(super::EPOCH_TICK);
-        }
-    }
-
     /// Drops an instance. Its memory goes back to the pool, which zeroes
     /// or unmaps what the guest touched: time spent on the guest's behalf,
     /// charged like its execution.
@@ -292,28 +253,33 @@ impl Handler {
     }
 }
 
-/// Reserves a guest's first tick from its share and its tenant's quota
-/// before it runs (parking it until they allow), unless it holds one
-/// already. The epoch callback admits every later tick; without this,
-/// guests started together would each run up to a tick unadmitted: a burst
-/// of a tick per guest past the quota (16 spinners at `cpu = 0.1`: up to
-/// 1.6 s of the quota's time, taken in the first 10 ms).
-async fn reserve_first_tick(cpu: &GuestCpu, store: &mut Store<HostState>) {
-    if store.data().cpu_reserved.load(Ordering::Acquire) {
-        return;
-    }
-    cpu.reserve(super::EPOCH_TICK).await;
-    store.data().cpu_reserved.store(true, Ordering::Release);
-}
-
-/// Runs `work`, charging the time each poll takes (the guest running, and
-/// the host functions it calls) to `cpu`.
+/// Runs `work`, admitting each poll by `cpu` first (parking while it is
+/// over budget) and charging the time the poll takes — the guest running,
+/// and the host functions it calls — once it is done. Admission reserves
+/// a tick for the poll's length; a poll lasts at most a tick, as the guest
+/// yields at every epoch tick. The first poll is admitted too: guests
+/// started together do not each run a tick past the budget. A guest
+/// parked waits in line: while it does, guests that keep running are
+/// parked too.
 async fn metered<F: Future>(work: F, cpu: &GuestCpu) -> F::Output {
     let mut work = std::pin::pin!(work);
+    let mut parked: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut waiting = cpu.waiting();
     std::future::poll_fn(|cx| {
+        loop {
+            if let Some(sleep) = parked.as_mut() {
+                std::task::ready!(sleep.as_mut().poll(cx));
+                parked = None;
+            }
+            match cpu.admit(super::EPOCH_TICK, &mut waiting) {
+                None => break,
+                Some(wait) => parked = Some(Box::pin(tokio::time::sleep(wait))),
+            }
+        }
         let started = std::time::Instant::now();
         let polled = work.as_mut().poll(cx);
         cpu.charge(started.elapsed());
+        cpu.release(super::EPOCH_TICK);
         polled
     })
     .await

@@ -2,23 +2,23 @@
 //! cores): the time guests actually run is metered per poll of their
 //! futures (not epoch ticks, which would count time a parked guest did not
 //! run) and drawn from a token bucket that refills at `cores` seconds per
-//! second. At every epoch tick a guest must be admitted for the next tick,
-//! which reserves a tick from the bucket (returned at the following tick,
-//! when the metered time has been charged instead); a guest over budget is
-//! parked until it can be admitted. Reserving keeps many parked guests from
-//! all waking into the same refill, so guests spinning cannot take more
-//! than their budget of the cores from the others — nor from the NATS I/O
-//! of the process.
+//! second. Before every poll a guest must be admitted, which reserves a
+//! tick from the bucket for as long as the poll lasts (at most a tick: the
+//! guest yields at every epoch tick), after which the metered time is
+//! charged instead; a guest over budget is parked until it can be
+//! admitted. Reserving keeps many parked guests from all waking into the
+//! same refill, so guests spinning cannot take more than their budget of
+//! the cores from the others — nor from the NATS I/O of the process — and
+//! a guest waiting for the host (a PubAck, an HTTP answer) holds nothing.
 
 use crate::wasm::clock::{Clock, SystemClock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How much unused budget may accumulate, per core: one epoch tick, so
-/// that after idling or at start guests run at most about a tick ahead of
-/// their budget, never on a backlog.
-const BURST: Duration = crate::wasm::EPOCH_TICK;
+/// How much unused budget may accumulate, per core: a short burst, never
+/// a backlog.
+const BURST: Duration = Duration::from_millis(50);
 
 /// A CPU budget, on the system's clock (or `C`).
 #[derive(Debug)]
@@ -38,6 +38,9 @@ struct Bucket {
     /// Nanoseconds of CPU time that may be spent now (negative: owed).
     tokens: i64,
     refilled: Instant,
+    /// Guests parked now: while there are any, only they are admitted, so
+    /// a guest that keeps running cannot starve those waiting.
+    waiting: u64,
 }
 
 fn nanos(d: Duration) -> i64 {
@@ -62,6 +65,7 @@ impl<C: Clock> CpuBudget<C> {
             state: Mutex::new(Bucket {
                 tokens: (BURST.as_nanos() as f64 * cores) as i64,
                 refilled: now,
+                waiting: 0,
             }),
             spent_ns: AtomicU64::new(0),
             parked: AtomicU64::new(0),
@@ -88,17 +92,29 @@ impl<C: Clock> CpuBudget<C> {
     }
 
     /// Admits a guest for its next `tick`, reserving it from the bucket,
-    /// or says how long to park it first (counting the parking).
-    pub fn admit(&self, tick: Duration) -> Option<Duration> {
+    /// or says how long to park it first (counting the parking). While
+    /// guests are parked, only a `waiter` (one of them) is admitted.
+    pub fn admit(&self, tick: Duration, waiter: bool) -> Option<Duration> {
         let mut b = self.state.lock().expect("cpu budget lock");
         self.refill(&mut b, self.clock.now());
-        if b.tokens > 0 {
+        if b.tokens > 0 && (waiter || b.waiting == 0) {
             b.tokens = b.tokens.saturating_sub(nanos(tick));
             return None;
         }
         self.parked.fetch_add(1, Ordering::Relaxed);
-        let owed_ns = (-(b.tokens as f64) / self.cores()).ceil() as u64;
+        let owed_ns = (-(b.tokens as f64) / self.cores()).ceil().max(0.0) as u64;
         Some(Duration::from_nanos(owed_ns).max(Duration::from_millis(1)))
+    }
+
+    /// A guest starts waiting to be admitted.
+    pub fn wait_begin(&self) {
+        self.state.lock().expect("cpu budget lock").waiting += 1;
+    }
+
+    /// A guest waiting to be admitted no longer waits (admitted, or dropped).
+    pub fn wait_end(&self) {
+        let mut b = self.state.lock().expect("cpu budget lock");
+        b.waiting = b.waiting.saturating_sub(1);
     }
 
     /// Returns a reservation made by [`admit`](Self::admit): the time the
@@ -159,20 +175,20 @@ mod tests {
     fn spending_past_the_budget_parks_for_the_deficit() {
         let clock = ManualClock::new();
         let b = CpuBudget::with_clock(0.5, clock.clone());
-        assert_eq!(b.admit(TICK), None, "a fresh budget has its burst");
+        assert_eq!(b.admit(TICK, false), None, "a fresh budget has its burst");
         b.charge(120 * MS);
         b.release(TICK);
-        // 5 ms of burst, 120 ms spent: 115 ms owed, repaid at half a core
-        // in 230 ms.
-        assert_eq!(b.admit(TICK), Some(230 * MS));
-        clock.advance(230 * MS);
+        // 25 ms of burst, 120 ms spent: 95 ms owed, repaid at half a core
+        // in 190 ms.
+        assert_eq!(b.admit(TICK, false), Some(190 * MS));
+        clock.advance(190 * MS);
         assert_eq!(
-            b.admit(TICK),
+            b.admit(TICK, false),
             Some(MS),
             "a budget exactly repaid holds nothing yet: the shortest park"
         );
         clock.advance(MS);
-        assert_eq!(b.admit(TICK), None);
+        assert_eq!(b.admit(TICK, false), None);
         assert_eq!((b.parked(), b.spent()), (2, 120 * MS));
     }
 
@@ -180,11 +196,34 @@ mod tests {
     fn reservations_keep_waking_guests_from_all_running_at_once() {
         let clock = ManualClock::new();
         let b = CpuBudget::with_clock(1.0, clock.clone());
-        let admitted = (0..16).filter(|_| b.admit(TICK).is_none()).count();
-        assert_eq!(admitted, 1, "10 ms of burst admits one 10 ms tick");
+        let admitted = (0..16).filter(|_| b.admit(TICK, false).is_none()).count();
+        assert_eq!(admitted, 5, "50 ms of burst admits five 10 ms ticks");
         clock.advance(Duration::from_nanos(1));
-        assert_eq!(b.admit(TICK), None, "a nanosecond earned admits one more");
-        assert!(b.admit(TICK).is_some());
+        assert_eq!(
+            b.admit(TICK, false),
+            None,
+            "a nanosecond earned admits one more"
+        );
+        assert!(b.admit(TICK, false).is_some());
+    }
+
+    #[test]
+    fn a_guest_that_waited_goes_before_one_that_keeps_running() {
+        let clock = ManualClock::new();
+        let b = CpuBudget::with_clock(1.0, clock.clone());
+        b.charge(60 * MS);
+        assert_eq!(b.admit(TICK, false), Some(10 * MS), "10 ms owed");
+        b.wait_begin();
+        clock.advance(11 * MS);
+        assert_eq!(
+            b.admit(TICK, false),
+            Some(MS),
+            "a guest that did not wait waits behind the one that did"
+        );
+        assert_eq!(b.admit(TICK, true), None, "the waiter is admitted");
+        b.wait_end();
+        b.release(TICK);
+        assert_eq!(b.admit(TICK, false), None, "nobody waits: first come");
     }
 
     #[test]
@@ -192,20 +231,20 @@ mod tests {
         let clock = ManualClock::new();
         let b = CpuBudget::with_clock(2.0, clock.clone());
         b.charge(150 * MS);
-        clock.advance(66 * MS);
+        clock.advance(26 * MS);
         assert_eq!(
-            b.admit(TICK),
+            b.admit(TICK, false),
             None,
-            "66 ms at two cores repays the 130 ms owed, and a little more"
+            "26 ms at two cores repays the 50 ms owed, and a little more"
         );
         b.release(TICK);
         clock.advance(Duration::from_secs(10));
-        let admitted = (0..100).filter(|_| b.admit(TICK).is_none()).count();
+        let admitted = (0..100).filter(|_| b.admit(TICK, false).is_none()).count();
         assert_eq!(
-            admitted, 2,
-            "ten idle seconds save up the burst (10 ms per core), no more"
+            admitted, 10,
+            "ten idle seconds save up the burst (50 ms per core), no more"
         );
         let used = b.cores_used();
-        assert!((used - 0.150 / 10.066).abs() < 1e-9, "{used}");
+        assert!((used - 0.150 / 10.026).abs() < 1e-9, "{used}");
     }
 }

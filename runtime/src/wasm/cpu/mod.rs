@@ -1,7 +1,7 @@
-//! Guest CPU: what a subscriber's guests are admitted against before they
-//! run and at every epoch tick after — the subscriber's share of its group
-//! ([`share`]) and, for a tenant's subscriber, the tenant's `quotas.cpu`
-//! ([`budget`]) — and where the time they run is charged.
+//! Guest CPU: what a subscriber's guests are admitted against before each
+//! poll — the subscriber's share of its group ([`share`]) and, for a
+//! tenant's subscriber, the tenant's `quotas.cpu` ([`budget`]) — and where
+//! the time they run is charged.
 
 pub mod budget;
 pub mod share;
@@ -42,26 +42,61 @@ impl GuestCpu {
 
     /// Admits a guest for its next `tick` by its share and its tenant's
     /// quota, or says how long to park it first (counting the parking).
-    pub fn admit(&self, tick: Duration) -> Option<Duration> {
-        let parked = match self.share.admit(tick) {
+    /// A budget with guests parked on it admits only those (`waiting`
+    /// says which budgets this guest waits on, and is kept up to date): a
+    /// guest that keeps running cannot starve those parked.
+    pub fn admit(&self, tick: Duration, waiting: &mut Waiting<'_>) -> Option<Duration> {
+        let parked = match self.share.admit(tick, waiting.share) {
             Some(wait) => {
-                if let Some(t) = &self.tenant {
-                    t.count_parked();
+                if !waiting.share {
+                    self.share.wait_begin();
+                    waiting.share = true;
                 }
                 Some(wait)
             }
             None => {
-                let wait = self.tenant.as_ref().and_then(|t| t.admit(tick));
-                if wait.is_some() {
-                    self.share.release(tick);
+                if waiting.share {
+                    self.share.wait_end();
+                    waiting.share = false;
                 }
-                wait
+                match &self.tenant {
+                    None => None,
+                    Some(t) => match t.admit(tick, waiting.tenant) {
+                        Some(wait) => {
+                            self.share.release(tick);
+                            if !waiting.tenant {
+                                t.wait_begin();
+                                waiting.tenant = true;
+                            }
+                            Some(wait)
+                        }
+                        None => {
+                            if waiting.tenant {
+                                t.wait_end();
+                                waiting.tenant = false;
+                            }
+                            None
+                        }
+                    },
+                }
             }
         };
         if parked.is_some() {
+            if let (false, Some(t)) = (waiting.tenant, &self.tenant) {
+                t.count_parked();
+            }
             self.stats.cpu_parked();
         }
         parked
+    }
+
+    /// What a guest of this subscriber waits on: nothing yet.
+    pub fn waiting(&self) -> Waiting<'_> {
+        Waiting {
+            cpu: self,
+            share: false,
+            tenant: false,
+        }
     }
 
     /// Returns a reservation made by [`admit`](Self::admit): the time the
@@ -81,23 +116,23 @@ impl GuestCpu {
         }
         self.stats.guest_cpu(spent);
     }
+}
 
-    /// Admits a guest for its next `tick`, parking it first as long as
-    /// its share and its tenant's quota require.
-    pub async fn reserve(&self, tick: Duration) {
-        if let Some(wait) = self.admit(tick) {
-            self.admitted(tick, wait).await;
+/// The budgets a guest is parked on (see [`GuestCpu::admit`]); dropping it
+/// stops the waiting.
+pub struct Waiting<'a> {
+    cpu: &'a GuestCpu,
+    share: bool,
+    tenant: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.share {
+            self.cpu.share.wait_end();
         }
-    }
-
-    /// Parks until a guest can be admitted, then admits it.
-    pub async fn admitted(&self, tick: Duration, mut wait: Duration) {
-        loop {
-            tokio::time::sleep(wait).await;
-            match self.admit(tick) {
-                None => return,
-                Some(w) => wait = w,
-            }
+        if let (true, Some(t)) = (self.tenant, &self.cpu.tenant) {
+            t.wait_end();
         }
     }
 }

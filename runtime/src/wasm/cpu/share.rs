@@ -145,10 +145,20 @@ impl<C: Clock + Clone> CpuShare<C> {
     }
 
     /// Admits a guest for its next `tick` at the share's current rate, or
-    /// says how long to park it first.
-    pub fn admit(&self, tick: Duration) -> Option<Duration> {
+    /// says how long to park it first (see [`CpuBudget::admit`]).
+    pub fn admit(&self, tick: Duration, waiter: bool) -> Option<Duration> {
         self.budget.set_cores(self.cores());
-        self.budget.admit(tick)
+        self.budget.admit(tick, waiter)
+    }
+
+    /// A guest starts waiting to be admitted.
+    pub fn wait_begin(&self) {
+        self.budget.wait_begin();
+    }
+
+    /// A guest no longer waits to be admitted.
+    pub fn wait_end(&self) {
+        self.budget.wait_end();
     }
 
     /// Returns a reservation made by [`admit`](Self::admit).
@@ -207,13 +217,17 @@ mod tests {
         let quiet = group.join();
         let _spinning = spinner.busy();
         let _handling = quiet.busy();
-        assert_eq!(spinner.admit(TICK), None, "a fresh share has its burst");
+        assert_eq!(
+            spinner.admit(TICK, false),
+            None,
+            "a fresh share has its burst"
+        );
         spinner.charge(100 * MS);
         spinner.release(TICK);
-        // 5 ms of burst at half a core, 100 ms spent: 95 ms owed, repaid
-        // at half a core in 190 ms.
-        assert_eq!(spinner.admit(TICK), Some(190 * MS));
-        clock.advance(191 * MS);
-        assert_eq!(spinner.admit(TICK), None);
+        // 25 ms of burst at half a core, 100 ms spent: 75 ms owed, repaid
+        // at half a core in 150 ms.
+        assert_eq!(spinner.admit(TICK, false), Some(150 * MS));
+        clock.advance(151 * MS);
+        assert_eq!(spinner.admit(TICK, false), None);
     }
 }

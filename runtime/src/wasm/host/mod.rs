@@ -18,7 +18,6 @@ use crate::message::InFlight;
 use crate::nats::wire::Wire;
 use crate::settle::Settler;
 use crate::wasm::cpu::{CpuGroup, GuestCpu};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -225,11 +224,6 @@ pub struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) sub: Arc<SubscriberHost>,
     pub(crate) msg: Arc<InFlight>,
-    /// The guest runs its current epoch tick on a reservation of its
-    /// tenant's CPU budget (returned at the next tick). Shared with the
-    /// future that parks an over-budget guest: set only once it is
-    /// admitted, so a guest dropped while parked returns nothing.
-    pub(crate) cpu_reserved: Arc<AtomicBool>,
     /// wasi:http's own state.
     pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
     /// Sends the guest's HTTP requests through its subscriber's grants.

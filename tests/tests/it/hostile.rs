@@ -288,7 +288,11 @@ async fn a_guest_that_never_drops_its_host_resources_hits_the_table_bound() {
 }
 
 /// The corpus: what each hostile guest does, and the words the dead-letter
-/// copy's `Natsapp-Reason` carries for those that fail.
+/// copy's `Natsapp-Reason` carries for those that fail. Its guests share
+/// one subscriber's guest CPU with the spinner, so the floods are as large
+/// as proves their bound (1,024 lines reach the log, 1,000 requests go
+/// out), not larger: a million host calls in a fraction of a loaded
+/// machine's core would outlast the time limit.
 const CORPUS: [(&str, Option<&str>); 8] = [
     (r#"{"op":"spin"}"#, Some("time limit of 10s")),
     (r#"{"op":"alloc","mib":512}"#, Some("memory limit")),
@@ -302,9 +306,9 @@ const CORPUS: [(&str, Option<&str>); 8] = [
         Some("resource table has no free keys"),
     ),
     (r#"{"op":"publish_flood","n":1000000}"#, None),
-    (r#"{"op":"empty_lines","n":1000000}"#, None),
+    (r#"{"op":"empty_lines","n":100000}"#, None),
     (
-        r#"{"op":"request_loop","subject":"svc.nobody","n":100000}"#,
+        r#"{"op":"request_loop","subject":"svc.nobody","n":10000}"#,
         None,
     ),
 ];

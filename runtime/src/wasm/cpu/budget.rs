@@ -102,8 +102,14 @@ impl<C: Clock> CpuBudget<C> {
             return None;
         }
         self.parked.fetch_add(1, Ordering::Relaxed);
-        let owed_ns = (-(b.tokens as f64) / self.cores()).ceil().max(0.0) as u64;
-        Some(Duration::from_nanos(owed_ns).max(Duration::from_millis(1)))
+        // A guest not yet waiting goes to the back of the line: it waits
+        // for the deficit and a tick for each guest parked before it, so
+        // that those are served first.
+        let owed = (-b.tokens).max(0) as f64;
+        let ahead = if waiter { 0 } else { b.waiting };
+        let line = ahead as f64 * nanos(tick) as f64;
+        let wait_ns = ((owed + line) / self.cores()).ceil() as u64;
+        Some(Duration::from_nanos(wait_ns).max(Duration::from_millis(1)))
     }
 
     /// A guest starts waiting to be admitted.
@@ -217,8 +223,8 @@ mod tests {
         clock.advance(11 * MS);
         assert_eq!(
             b.admit(TICK, false),
-            Some(MS),
-            "a guest that did not wait waits behind the one that did"
+            Some(10 * MS),
+            "a guest that did not wait waits a tick behind the one that did"
         );
         assert_eq!(b.admit(TICK, true), None, "the waiter is admitted");
         b.wait_end();

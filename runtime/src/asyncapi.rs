@@ -25,7 +25,7 @@ pub fn document(config: &Config) -> Value {
                 s.durable,
                 s.stream,
                 s.concurrency,
-                s.component.display()
+                s.component
             ),
         );
         for (i, subject) in s.publish.iter().enumerate() {

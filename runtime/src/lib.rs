@@ -24,6 +24,7 @@
 //! ```text
 //! cli ─► service ─► observability (stats, logs, traces, admin, micro)
 //!                 ─► roster (change, prepare, commit, reload, tenants, registry)
+//!                 ─► deploy (fragments in key-value: watch, rollout, status)
 //!                 ─► scheduler ─► dispatch ─► wasm ─► settle ─► counters
 //!                 ─► message ─► outputs ─► nats ─► config          error: below all
 //! ```
@@ -39,6 +40,7 @@
 pub mod asyncapi;
 pub mod config;
 pub mod counters;
+pub mod deploy;
 pub mod dispatch;
 pub mod error;
 pub mod fatal;

@@ -84,9 +84,6 @@ impl Plan {
         }
         let _ = writeln!(s, "subscribers:");
         for sub in &c.subscribers {
-            let size = std::fs::metadata(&sub.component)
-                .map(|m| m.len())
-                .unwrap_or(0);
             let _ = writeln!(
                 s,
                 "  {}: {} on stream {}, durable {}{}",
@@ -98,13 +95,25 @@ impl Plan {
                     .as_ref()
                     .map_or(String::new(), |t| format!(" (tenant {t})"))
             );
-            let _ = writeln!(
-                s,
-                "    component {} ({} KiB): implements {}",
-                sub.component.display(),
-                size.div_ceil(1024),
-                crate::wasm::component::HANDLER_EXPORT,
-            );
+            match sub.component.file() {
+                Some(path) => {
+                    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                    let _ = writeln!(
+                        s,
+                        "    component {} ({} KiB): implements {}",
+                        path.display(),
+                        size.div_ceil(1024),
+                        crate::wasm::component::HANDLER_EXPORT,
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "    component {}: read through its connection and checked at start",
+                        sub.component
+                    );
+                }
+            }
             if let Some(imports) = imports.get(&sub.name) {
                 let _ = writeln!(s, "    imports: {}", describe_imports(imports));
             }

@@ -7,7 +7,9 @@
 //! between, then finishes in-flight handlers within the grace period and
 //! settles every fetched message. [`run`] does both.
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Fragment};
+use crate::deploy::rollout::Run;
+use crate::deploy::{Deploy, DeployError};
 use crate::error::ErrorChain;
 use crate::fatal::Fatal;
 use crate::nats::connect::{self, ConnectError, ConnectionEnd};
@@ -62,6 +64,9 @@ pub enum Error {
     /// The trace exporter cannot be set up.
     #[error(transparent)]
     Traces(#[from] traces::TracesError),
+    /// The fragments in key-value cannot be read or answered for.
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
 }
 
 impl Error {
@@ -78,7 +83,7 @@ impl Error {
                 PrepareError::Setup(e) => e.is_configuration(),
                 PrepareError::Compile { .. } => false,
             },
-            Error::Engine(_) | Error::NothingRuns(_) | Error::Fatal(_) => false,
+            Error::Engine(_) | Error::NothingRuns(_) | Error::Fatal(_) | Error::Deploy(_) => false,
         }
     }
 
@@ -113,13 +118,16 @@ pub const ENVIRONMENT_VARIABLES: &[&str] = &[
 /// How long shutdown waits for the last acknowledgements to reach the server.
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Compiles every subscriber's component and checks it implements the
-/// handler world, without connecting to NATS.
+/// Compiles every subscriber's component file and checks it implements
+/// the handler world, without connecting to NATS (components in an object
+/// store are read and checked at start).
 pub fn check(config: &Config) -> Result<plan::Plan, Error> {
     let runtime = WasmRuntime::new(ComponentCache::from_env(), PoolSize::for_config(config))?;
     let mut imports = std::collections::BTreeMap::new();
     for s in &config.subscribers {
-        imports.insert(s.name.clone(), runtime.load(&s.component, &s.name)?.imports);
+        if let Some(path) = s.component.file() {
+            imports.insert(s.name.clone(), runtime.load(path, &s.name)?.imports);
+        }
     }
     Ok(plan::Plan::new(config, &imports))
 }
@@ -134,6 +142,8 @@ pub struct Service {
     micro: Option<Micro>,
     reloads: (Reloader, mpsc::Receiver<reload::Request>),
     traces: Option<Arc<Traces>>,
+    /// The fragments in key-value it runs, when the file names any.
+    deploy: Option<Deploy>,
 }
 
 impl Service {
@@ -145,24 +155,45 @@ impl Service {
             None => None,
         };
         let traces = Traces::from_config(&config, |name| std::env::var(name).ok())?;
-        let wasm = Arc::new(WasmRuntime::new(
-            ComponentCache::from_env(),
-            PoolSize::for_config(&config),
-        )?);
         let (ended, connection) = mpsc::unbounded_channel();
         let connected = connect::connect(&config.service.name, &config.nats, ended).await?;
         let client = connected.client.clone();
+        // A replica reads its fragments from NATS before anything runs:
+        // the engine is sized for them too.
+        let mut deploy = Deploy::open(&config, &client).await?;
+        let sized = match &deploy {
+            Some(d) => Config::load_with(
+                &config.path,
+                |name| std::env::var(name).ok(),
+                &d.rollout.candidate(),
+            )
+            .unwrap_or_else(|_| config.clone()),
+            None => config.clone(),
+        };
+        let wasm = Arc::new(WasmRuntime::new(
+            ComponentCache::from_env(),
+            PoolSize::for_config(&sized),
+        )?);
         let own = Connection::new(&config, connected);
         let registry = Registry::default();
         let stats = Stats::new(Some(client.clone()), registry.clone(), wasm.loads());
         let tracer = traces.as_ref().map(|t| t.tracer());
-        // Start-up is a reload from nothing: the same prepare and commit.
+        // Start-up is a reload from nothing: the same prepare and commit,
+        // then the fragments read from NATS, key by key as any change.
         let mut roster = Roster::new(own, registry, tracer);
         let prepared = roster.prepare(&wasm, config).await?;
         let first_not_running = prepared.first_not_running();
         roster.commit(prepared);
+        if let Some(d) = &mut deploy {
+            apply_deploys(&mut roster, &wasm, d).await;
+        }
         if !roster.runs_any() {
-            return Err(Error::NothingRuns(first_not_running));
+            match &deploy {
+                None => return Err(Error::NothingRuns(first_not_running)),
+                Some(_) => tracing::warn!(
+                    "nothing deployed runs yet: waiting for fragments (not ready until a subscriber runs)"
+                ),
+            }
         }
         let name = &roster.config().service.name;
         logs::describe_service(roster.config());
@@ -178,6 +209,7 @@ impl Service {
             micro,
             reloads,
             traces,
+            deploy,
         })
     }
 
@@ -229,11 +261,21 @@ impl Service {
                 reason = self.connection.recv() => break Some(Fatal::from(reason.unwrap_or(ConnectionEnd::Closed))),
                 Some(reason) = subscriber_failed.recv() => break Some(reason),
                 Some(request) = self.reloads.1.recv() => {
-                    let outcome = reload::apply(&mut self.roster, &self.wasm).await;
+                    let fragments = self.deploy.as_ref().map(|d| d.rollout.applied()).unwrap_or_default();
+                    let outcome = reload::apply(&mut self.roster, &self.wasm, &fragments).await;
                     if outcome.is_ok() {
                         logs::describe_service(self.roster.config());
                     }
+                    if let Some(d) = &self.deploy {
+                        publish_status(&self.roster, d);
+                    }
                     request.answer(outcome);
+                }
+                Some(()) = changed(&mut self.deploy) => {
+                    if let Some(d) = &mut self.deploy {
+                        apply_deploys(&mut self.roster, &self.wasm, d).await;
+                        logs::describe_service(self.roster.config());
+                    }
                 }
             }
         };
@@ -288,6 +330,44 @@ impl Service {
             Some(reason) => Err(Error::Fatal(reason)),
         }
     }
+}
+
+/// Waits until a fragment changes (never when the file names none).
+async fn changed(deploy: &mut Option<Deploy>) -> Option<()> {
+    match deploy {
+        Some(d) => d.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies the fragments that changed, key by key as needed, and answers
+/// status requests with the outcome.
+async fn apply_deploys(roster: &mut Roster, wasm: &Arc<WasmRuntime>, deploy: &mut Deploy) {
+    deploy.rollout.apply(&mut Reloading { roster, wasm }).await;
+    publish_status(roster, deploy);
+}
+
+/// Runs fragments as a reload of the file does.
+struct Reloading<'a> {
+    roster: &'a mut Roster,
+    wasm: &'a Arc<WasmRuntime>,
+}
+
+impl Run for Reloading<'_> {
+    async fn run(&mut self, fragments: Vec<Fragment>) -> Result<(), String> {
+        reload::apply(self.roster, self.wasm, &fragments)
+            .await
+            .map(|_| ())
+            .map_err(|e| ErrorChain(&*e).to_string())
+    }
+}
+
+/// Answers status requests with what `roster` runs of `deploy`'s fragments.
+fn publish_status(roster: &Roster, deploy: &Deploy) {
+    deploy.publish_status(roster.subscribers.values().filter_map(|e| {
+        let key = e.config.fragment.as_ref()?;
+        Some((key, e.config.name.as_str(), e.digest.as_str()))
+    }));
 }
 
 /// Starts the service and runs it until `shutdown` resolves.

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["wasm"],
     &["dispatch", "plan", "testing"],
     &["scheduler", "asyncapi"],
-    &["roster"],
+    &["roster", "deploy"],
     &["observability"],
     &["service"],
 ];

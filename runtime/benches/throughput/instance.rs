@@ -65,7 +65,10 @@ pub(crate) async fn handler_cost(
         PoolSize::for_config(&config)
     };
     let wasm = WasmRuntime::new(ComponentCache::at(Some(cache.to_path_buf())), pool).unwrap();
-    let pre = wasm.load(&sub.component, "bench").unwrap().pre;
+    let pre = wasm
+        .load(sub.component.file().unwrap(), "bench")
+        .unwrap()
+        .pre;
     // One context for every delivery, as a pull consumer's messages share theirs.
     let js = jetstream::new(client.clone());
     let host = Arc::new(SubscriberHost::new(

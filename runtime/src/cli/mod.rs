@@ -3,11 +3,17 @@
 //! `natsapp-wasm docs FILE` (AsyncAPI) and
 //! `natsapp-wasm new NAME --lang rust|python|js|c`, `natsapp-wasm cache dir|clear`,
 //! `natsapp-wasm invoke COMPONENT|FILE` (one message, no server: see `invoke`),
-//! `natsapp-wasm dev [DIR]` (build, run, rebuild and reload on change: see `dev`).
+//! `natsapp-wasm dev [DIR]` (build, run, rebuild and reload on change: see `dev`),
+//! `natsapp-wasm push FILE BUCKET/NAME` (a component into an object store: see `push`),
+//! `natsapp-wasm deploy FRAGMENT BUCKET/KEY`, `rollback BUCKET/KEY`, `status FILE|BUCKET`
+//! (fragments through key-value keys: see `deploy`).
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.
 
+mod deploy;
 mod dev;
 mod invoke;
+mod push;
+mod remote;
 
 use clap::{Parser, Subcommand};
 use natsapp_wasm::config::Config;
@@ -75,6 +81,21 @@ enum Command {
     /// configured one does not answer, build the handler, run the service,
     /// and rebuild and reload whenever a source changes.
     Dev(Box<dev::DevArgs>),
+    /// Store a component in a JetStream Object Store as a version named by
+    /// its SHA-256 (never overwriting one) and link NAME to it; prints the
+    /// `component = { object, sha256 }` a subscriber takes.
+    Push(Box<push::PushArgs>),
+    /// Deploy a fragment (subscribers, as an included file holds them) to
+    /// a key-value key every replica watches: checks it and compiles its
+    /// components, pushes those named by file to the object store and
+    /// names them by digest, puts it; --wait waits for every replica.
+    Deploy(Box<deploy::DeployArgs>),
+    /// Put an earlier revision of a deployed key again (default: the one
+    /// before the latest).
+    Rollback(Box<deploy::RollbackArgs>),
+    /// Ask every replica what it runs of each deployed key: revision,
+    /// components' digests, last refusal.
+    Status(Box<deploy::StatusArgs>),
     /// The compiled-component cache (NATSAPP_CACHE_DIR, default ~/.cache/natsapp-wasm).
     Cache {
         #[command(subcommand)]
@@ -144,6 +165,10 @@ pub fn main() -> ExitCode {
         Command::Invoke(args) => return invoke::run(*args, cli.log_format),
         Command::Dev(args) => return dev::run(*args, cli.log_format),
         Command::New { name, lang, dir } => return new_project(&dir, &name, lang),
+        Command::Push(args) => return push::run(*args),
+        Command::Deploy(args) => return deploy::deploy(*args),
+        Command::Rollback(args) => return deploy::rollback(*args),
+        Command::Status(args) => return deploy::status(*args),
     };
     let config = match Config::load(file) {
         Ok(c) => c,
@@ -162,7 +187,14 @@ pub fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             Ok(())
         }
-        Command::Cache { .. } | Command::New { .. } | Command::Invoke(_) | Command::Dev(_) => {
+        Command::Cache { .. }
+        | Command::New { .. }
+        | Command::Invoke(_)
+        | Command::Dev(_)
+        | Command::Push(_)
+        | Command::Deploy(_)
+        | Command::Rollback(_)
+        | Command::Status(_) => {
             unreachable!("handled before loading a configuration")
         }
         Command::Run { .. } | Command::Reload { .. } => {

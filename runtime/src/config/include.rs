@@ -6,7 +6,7 @@
 //! included file resolve against that file's folder.
 
 use super::interpolate::interpolate;
-use super::raw::{RawFile, RawInclude};
+use super::raw::{RawFile, RawInclude, RawIncludeEntry};
 use super::{interpolation_error, syntax_error, ConfigError, Problem};
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,17 @@ pub(super) fn read_includes(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    for (i, pattern) in raw.service.include.clone().iter().enumerate() {
+    let patterns: Vec<(usize, String)> = raw
+        .service
+        .include
+        .iter()
+        .enumerate()
+        .filter_map(|(i, entry)| match entry {
+            RawIncludeEntry::Files(pattern) => Some((i, pattern.clone())),
+            RawIncludeEntry::Kv(_) => None,
+        })
+        .collect();
+    for (i, pattern) in &patterns {
         for file in matches(dir, pattern).map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),
             problems: vec![Problem {
@@ -47,8 +57,9 @@ pub(super) fn read_includes(
                 raw.tenants.push(t);
             }
             for mut s in included.subscribers {
-                let path = s.component.path_mut();
-                *path = rebase(&base, path);
+                if let Some(path) = s.component.path_mut() {
+                    *path = rebase(&base, path);
+                }
                 s.origin = Some(file.clone());
                 raw.subscribers.push(s);
             }

@@ -8,6 +8,7 @@
 //! reported at once.
 
 mod capped;
+mod fragments;
 mod include;
 mod interpolate;
 pub mod origin;
@@ -17,6 +18,9 @@ mod validate;
 pub mod values;
 
 pub use capped::Capped;
+pub use fragments::{
+    local_components, with_objects, Fragment, FragmentKey, KvKeys, LocalComponent,
+};
 use interpolate::{interpolate, InterpolateError};
 pub use origin::Origin;
 use raw::RawFile;
@@ -76,6 +80,12 @@ pub mod defaults {
     pub const TENANT_PUBLISH_RATE: u64 = 10_000;
     /// `quotas.publish_bytes` of a declared tenant, per second
     pub const TENANT_PUBLISH_BYTES: u64 = 64 << 20;
+    /// `quotas.component_size` of a declared tenant
+    pub const TENANT_COMPONENT_SIZE: u64 = 64 << 20;
+    /// `quotas.handlers` of a declared tenant
+    pub const TENANT_HANDLERS: usize = 100;
+    /// The largest fragment a tenant's `deploy` key may hold, in bytes.
+    pub const TENANT_FRAGMENT_SIZE: usize = 64 << 10;
     /// `limits.http_timeout`
     pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
     /// `limits.http_response`
@@ -134,6 +144,9 @@ pub struct TenantConfig {
     pub grant_kv: Option<BTreeMap<String, KvAccess>>,
     /// `grants.http`: the origins its subscribers may be granted (`None`: no bound).
     pub grant_http: Option<Vec<Origin>>,
+    /// `deploy`: the keys of its own bucket that hold its fragments, read
+    /// with its identity (`None`: it deploys only through the platform).
+    pub deploy: Option<KvKeys>,
 }
 
 /// Limits across the subscribers that share them.
@@ -155,6 +168,10 @@ pub struct Quotas {
     pub http_rate: Option<u64>,
     /// Outbound HTTP requests in flight at once (`None`: no quota).
     pub http_concurrency: Option<usize>,
+    /// The largest component, in bytes (`None`: no quota).
+    pub component_size: Option<u64>,
+    /// The most subscribers (`None`: no quota).
+    pub handlers: Option<usize>,
 }
 
 /// `[service]`, validated.
@@ -173,6 +190,9 @@ pub struct ServiceConfig {
     /// The OTLP/HTTP collector traces are exported to (`None`: the
     /// `OTEL_EXPORTER_OTLP_*` variables decide).
     pub traces: Option<String>,
+    /// `include = [{ kv, keys }]`: the key-value keys whose fragments the
+    /// service runs, read and watched with its own identity.
+    pub include_kv: Vec<KvKeys>,
 }
 
 /// How to authenticate to NATS.
@@ -235,6 +255,23 @@ pub struct NatsConfig {
     pub tls: Option<TlsConfig>,
 }
 
+impl NatsConfig {
+    /// Connecting to `servers` as `auth`, with every other setting at its
+    /// default: a command's connection, not a service's.
+    pub fn to(servers: Vec<String>, auth: Auth) -> NatsConfig {
+        NatsConfig {
+            servers,
+            allow_reconnect: true,
+            reconnect_time_wait: defaults::RECONNECT_TIME_WAIT,
+            max_reconnect_attempts: Some(3),
+            ping_interval: defaults::PING_INTERVAL,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            auth,
+            tls: None,
+        }
+    }
+}
+
 /// `[[streams]]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamConfig {
@@ -291,6 +328,51 @@ pub struct BucketConfig {
     pub replicas: Option<usize>,
 }
 
+/// Where a subscriber's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentSource {
+    /// A file (absolute path); a pin was checked when the file was read.
+    File(PathBuf),
+    /// An object in a JetStream Object Store, read through the subscriber's
+    /// connection.
+    Object {
+        /// The object store bucket.
+        bucket: String,
+        /// The component's name in it.
+        name: String,
+        /// The version's SHA-256 in hex (`None`: the latest pushed).
+        sha256: Option<String>,
+    },
+}
+
+impl ComponentSource {
+    /// The file, when it is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            ComponentSource::File(p) => Some(p),
+            ComponentSource::Object { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for ComponentSource {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ComponentSource::File(p) => write!(f, "{}", p.display()),
+            ComponentSource::Object {
+                bucket,
+                name,
+                sha256: None,
+            } => write!(f, "object {bucket}/{name} (latest)"),
+            ComponentSource::Object {
+                bucket,
+                name,
+                sha256: Some(d),
+            } => write!(f, "object {bucket}/{name} (sha256 {d})"),
+        }
+    }
+}
+
 /// `[[subscribers]]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriberConfig {
@@ -300,8 +382,10 @@ pub struct SubscriberConfig {
     pub tenant: Option<String>,
     /// Publishes and requests one message's handler may make (its tenant's quota).
     pub publishes_per_message: u32,
-    /// Absolute path of the component.
-    pub component: PathBuf,
+    /// Where its component comes from.
+    pub component: ComponentSource,
+    /// The key-value fragment that declares it (`None`: a file).
+    pub fragment: Option<FragmentKey>,
     /// Filter subject.
     pub subject: Subject,
     /// Stream.
@@ -500,12 +584,22 @@ impl Config {
         path: impl AsRef<Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Self::load_with(path, env, &[])
+    }
+
+    /// Reads and validates `path` with `fragments` from key-value keys,
+    /// looking environment variables up with `env`.
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        env: impl Fn(&str) -> Option<String>,
+        fragments: &[Fragment],
+    ) -> Result<Config, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(path, &text, env)
+        Self::parse_with(path, &text, env, fragments)
     }
 
     /// Validates `text` as if read from `path` (relative paths resolve against its folder).
@@ -514,12 +608,35 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Self::parse_with(path, text, env, &[])
+    }
+
+    /// Validates `text` as if read from `path`, with `fragments` from
+    /// key-value keys.
+    pub fn parse_with(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+        fragments: &[Fragment],
+    ) -> Result<Config, ConfigError> {
         let text = interpolate(text, &env).map_err(|e| interpolation_error(path, text, e))?;
         let de = toml::Deserializer::parse(&text).map_err(|e| syntax_error(path, &text, "", &e))?;
         let mut raw: RawFile = serde_path_to_error::deserialize(de)
             .map_err(|e| syntax_error(path, &text, &e.path().to_string(), e.inner()))?;
         include::read_includes(path, &mut raw, &env)?;
+        fragments::add_fragments(&mut raw, fragments, &env)?;
         validate::Validator::new(path, &env).validate(raw)
+    }
+
+    /// Every source of fragments: the platform's `include = [{ kv, keys }]`
+    /// and each tenant's `deploy`.
+    pub fn fragment_sources(&self) -> Vec<(Option<&TenantConfig>, &KvKeys)> {
+        let platform = self.service.include_kv.iter().map(|k| (None, k));
+        let tenants = self
+            .tenants
+            .iter()
+            .filter_map(|t| t.deploy.as_ref().map(|k| (Some(t), k)));
+        platform.chain(tenants).collect()
     }
 
     /// Checks `text` as a part of a service file (read from `path`), as the

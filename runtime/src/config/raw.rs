@@ -61,9 +61,33 @@ pub struct RawTenant {
     /// `grants = { publish = ["acme.>"] }`: the most its subscribers may be granted.
     #[serde(default)]
     pub grants: RawGrants,
+    /// `deploy = { kv = "ACME_DEPLOY", keys = ">" }`: the tenant's own
+    /// fragments, read with its identity, in its account.
+    pub deploy: Option<RawKvKeys>,
     /// The included file it came from (set when reading includes).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
+}
+
+/// `{ kv = "DEPLOY", keys = "platform.>" }`: the keys of a key-value bucket
+/// that hold service fragments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKvKeys {
+    /// The bucket.
+    pub kv: String,
+    /// The keys: a key, or a pattern with `*` and `>`.
+    pub keys: String,
+}
+
+/// An entry of `[service] include`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawIncludeEntry {
+    /// `"tenants/*.toml"`: files.
+    Files(String),
+    /// `{ kv = "DEPLOY", keys = "platform.>" }`: fragments from key-value keys.
+    Kv(RawKvKeys),
 }
 
 /// `[[tenants]] nats = { … }`: the tenant's identity; how to connect
@@ -108,6 +132,10 @@ pub struct RawQuotas {
     pub http_rate: Option<PerSecond>,
     /// `http_concurrency = 16`: outbound HTTP requests in flight at once across its subscribers.
     pub http_concurrency: Option<usize>,
+    /// `component_size = "64MiB"`: the largest component its subscribers may run.
+    pub component_size: Option<ByteSize>,
+    /// `handlers = 100`: the most subscribers it may have.
+    pub handlers: Option<usize>,
 }
 
 /// A number of cores, written `"0.5"` or `0.5`.
@@ -156,11 +184,11 @@ pub struct RawService {
     pub graceful_timeout: Option<Dur>,
     /// `stats_interval = "60s"`: log statistics this often (0 = only at shutdown).
     pub stats_interval: Option<Dur>,
-    /// `include = ["tenants/*.toml"]`: more `[[tenants]]` and
-    /// `[[subscribers]]` from other files (relative to this one; `*` and
-    /// `?` match within a name).
+    /// `include = ["tenants/*.toml", { kv = "DEPLOY", keys = "platform.>" }]`:
+    /// more `[[tenants]]` and `[[subscribers]]` from other files (relative
+    /// to this one; `*` and `?` match within a name) and from key-value keys.
     #[serde(default)]
-    pub include: Vec<String>,
+    pub include: Vec<RawIncludeEntry>,
     /// `admin = "127.0.0.1:9464"`: serve /metrics, /healthz and /readyz
     /// over HTTP on this address (off when absent).
     pub admin: Option<String>,
@@ -358,8 +386,12 @@ pub struct RawSubscriber {
     /// The included file it came from (set when reading includes).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
-    /// `component = "handler.wasm"` (relative to this file), or
-    /// `component = { path = "handler.wasm", sha256 = "…" }` to pin its bytes.
+    /// The key-value fragment it came from (set when adding fragments).
+    #[serde(skip)]
+    pub fragment: Option<super::FragmentKey>,
+    /// `component = "handler.wasm"` (relative to this file),
+    /// `component = { path = "handler.wasm", sha256 = "…" }` to pin its bytes, or
+    /// `component = { object = "BUCKET/NAME", sha256 = "…" }` from an object store.
     pub component: RawComponent,
     /// `subject = "order.created"`: the consumer's filter subject.
     pub subject: Subject,
@@ -444,7 +476,8 @@ pub enum OutputIds {
     Sequence,
 }
 
-/// A component file, optionally pinned by its SHA-256.
+/// A component file, optionally pinned by its SHA-256, or an object in a
+/// JetStream Object Store.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawComponent {
@@ -457,13 +490,21 @@ pub enum RawComponent {
         /// The SHA-256 of its bytes, 64 hexadecimal digits.
         sha256: String,
     },
+    /// `{ object = "BUCKET/NAME", sha256 = "…" }`
+    Object {
+        /// `BUCKET/NAME`.
+        object: String,
+        /// The version's SHA-256 (absent: the latest pushed).
+        sha256: Option<String>,
+    },
 }
 
 impl RawComponent {
-    /// The file.
-    pub fn path_mut(&mut self) -> &mut PathBuf {
+    /// The file, when it is one.
+    pub fn path_mut(&mut self) -> Option<&mut PathBuf> {
         match self {
-            RawComponent::Path(p) | RawComponent::Pinned { path: p, .. } => p,
+            RawComponent::Path(p) | RawComponent::Pinned { path: p, .. } => Some(p),
+            RawComponent::Object { .. } => None,
         }
     }
 }

@@ -39,7 +39,8 @@ fn minimal_file_gets_documented_defaults() {
     assert_eq!(s.max_deliver, Some(5));
     assert_eq!(s.ack_wait, Duration::from_secs(10));
     assert_eq!(s.memory, 64 << 20);
-    assert!(s.component.is_absolute() && s.component.ends_with("testdata/handler.wasm"));
+    let file = s.component.file().expect("a component file");
+    assert!(file.is_absolute() && file.ends_with("testdata/handler.wasm"));
     assert!(s.publish.is_empty());
 }
 
@@ -248,11 +249,16 @@ publish = ["acme.payments.>"]
             publish_bytes: Some(defaults::TENANT_PUBLISH_BYTES),
             http_rate: Some(defaults::TENANT_HTTP_RATE),
             http_concurrency: Some(defaults::TENANT_HTTP_CONCURRENCY),
+            component_size: Some(defaults::TENANT_COMPONENT_SIZE),
+            handlers: Some(defaults::TENANT_HANDLERS),
         }
     );
     let s = c.subscriber("charge").unwrap();
     assert_eq!(s.tenant.as_deref(), Some("acme"));
-    assert!(s.component.ends_with("tenants/acme/charge.wasm"));
+    assert!(s
+        .component
+        .file()
+        .is_some_and(|f| f.ends_with("tenants/acme/charge.wasm")));
 }
 
 #[test]
@@ -375,4 +381,83 @@ fn a_pinned_component_must_have_its_digest() {
         e.ends_with("\"abc\" is not a SHA-256 (64 hexadecimal digits)"),
         "{e}"
     );
+}
+
+const DEPLOYED: &str = r#"
+[service]
+name = "platform"
+include = [{ kv = "DEPLOY", keys = "platform.>" }]
+
+[nats]
+servers = ["nats://a:4222"]
+
+[[tenants]]
+name = "acme"
+nats = { user = "acme", password = "acme" }
+deploy = { kv = "ACME_DEPLOY", keys = ">" }
+"#;
+
+fn fragment(tenant: Option<&str>, bucket: &str, key: &str, text: &str) -> Fragment {
+    Fragment {
+        key: FragmentKey {
+            tenant: tenant.map(str::to_string),
+            bucket: bucket.into(),
+            key: key.into(),
+        },
+        revision: 3,
+        text: text.into(),
+    }
+}
+
+const KIT: &str = r#"
+[[subscribers]]
+name = "kit"
+component = { object = "ACME_COMPONENTS/kit" }
+subject = "acme.in"
+stream = "ACME_IN"
+durable = "kit"
+"#;
+
+#[test]
+fn a_file_of_key_value_includes_alone_is_valid_and_fragments_join_it() {
+    let path = Path::new("/srv/service.toml");
+    let c = Config::parse(path, DEPLOYED, |_| None).unwrap();
+    assert!(c.subscribers.is_empty(), "nothing deployed yet is valid");
+    assert_eq!(
+        c.service.include_kv,
+        [KvKeys {
+            bucket: "DEPLOY".into(),
+            keys: "platform.>".into()
+        }]
+    );
+    assert_eq!(c.fragment_sources().len(), 2);
+
+    let acme = fragment(Some("acme"), "ACME_DEPLOY", "kit", KIT);
+    let c = Config::parse_with(path, DEPLOYED, |_| None, std::slice::from_ref(&acme)).unwrap();
+    let s = c.subscriber("kit").unwrap();
+    assert_eq!(s.tenant.as_deref(), Some("acme"), "its tenant is implied");
+    assert_eq!(s.fragment.as_ref(), Some(&acme.key));
+}
+
+#[test]
+fn a_tenants_fragment_declares_only_its_own_subscribers_with_objects() {
+    let path = Path::new("/srv/service.toml");
+    let refused = |text: &str| {
+        let f = fragment(Some("acme"), "ACME_DEPLOY", "kit", text);
+        Config::parse_with(path, DEPLOYED, |_| None, &[f])
+            .unwrap_err()
+            .to_string()
+    };
+    let e = refused(&KIT.replace("{ object = \"ACME_COMPONENTS/kit\" }", "\"kit.wasm\""));
+    assert!(
+        e.contains("tenant \"acme\"'s ACME_DEPLOY/kit (revision 3)"),
+        "{e}"
+    );
+    assert!(e.contains("must be an object in its own account"), "{e}");
+    let e = refused(&format!("{KIT}tenant = \"beta\"\n"));
+    assert!(e.contains("not tenant \"beta\"'s"), "{e}");
+    let e = refused("[[tenants]]\nname = \"evil\"\n");
+    assert!(e.contains("may not declare tenants"), "{e}");
+    let e = refused(&KIT.replace("durable = \"kit\"", "durable = \"${HOME}\""));
+    assert!(e.contains("may not read the platform's environment"), "{e}");
 }

@@ -13,6 +13,8 @@ pub mod ack;
 pub mod batch;
 pub mod connect;
 pub mod connection;
+pub mod gather;
+pub mod objects;
 pub mod publish;
 pub mod pull;
 pub mod setup;

@@ -9,7 +9,8 @@
 
 use super::change::{Change, Current, NeedsRestart};
 use super::{connection_in, NotRunning, Roster, TenantEntry};
-use crate::config::Config;
+use crate::config::{ComponentSource, Config, SubscriberConfig};
+use crate::nats::objects;
 use crate::nats::setup::{self, SetupError, SubscriberSetup};
 use crate::wasm::component::{ComponentError, ComponentProblem, Loaded};
 use crate::wasm::WasmRuntime;
@@ -74,18 +75,23 @@ impl Roster {
         for capped in new.capped() {
             tracing::warn!("{}: {capped}", new.path.display());
         }
-        let change = self.change_to(wasm, &new)?;
+        let digests = self.digests_of(&new).await?;
+        let change = self.change_to(wasm, &new, &digests)?;
+        // Component files first: a broken one refuses the file before the
+        // server is touched. Objects are read once their connection is open.
         let mut compiled = HashMap::new();
         for name in change.add.iter().chain(&change.replace) {
             let s = new.subscriber(name).expect("changed from the new file");
-            let (wasm, path, subscriber) = (wasm.clone(), s.component.clone(), s.name.clone());
-            let loaded = tokio::task::spawn_blocking(move || wasm.load(&path, &subscriber))
-                .await
-                .map_err(|source| PrepareError::Compile {
-                    subscriber: s.name.clone(),
-                    source,
-                })??;
-            compiled.insert(s.name.clone(), loaded);
+            if let ComponentSource::File(path) = &s.component {
+                let (wasm, path, subscriber) = (wasm.clone(), path.clone(), s.name.clone());
+                let loaded = tokio::task::spawn_blocking(move || wasm.load(&path, &subscriber))
+                    .await
+                    .map_err(|source| PrepareError::Compile {
+                        subscriber: s.name.clone(),
+                        source,
+                    })??;
+                compiled.insert(s.name.clone(), loaded);
+            }
         }
         let js = &self.own.jetstream;
         setup::ensure_streams(js, &new).await?;
@@ -107,16 +113,44 @@ impl Roster {
                 .and_then(|t| opened.get(t).or_else(|| self.tenants.get(t)));
             let set_up = match connection_in((&self.own, &self.own_quotas), s, tenant) {
                 Err(reason) => Err(reason),
-                Ok((conn, _)) => match setup::ensure_subscriber(&conn.jetstream, &new, s).await {
-                    Ok(set_up) => Ok(set_up),
-                    Err(e) if s.tenant.is_none() => {
-                        for (_, t) in opened.drain() {
-                            self.close_tenant(t, Vec::new(), false);
+                Ok((conn, _)) => {
+                    let ready = match &s.component {
+                        ComponentSource::Object {
+                            bucket,
+                            name: object,
+                            sha256,
+                        } => fetch_and_load(
+                            wasm,
+                            &conn.jetstream,
+                            s,
+                            (bucket, object, sha256),
+                            tenant.and_then(|t| t.config.quotas.component_size),
+                        )
+                        .await
+                        .map(|loaded| {
+                            compiled.insert(name.clone(), loaded);
+                        }),
+                        ComponentSource::File(_) => Ok(()),
+                    };
+                    let set_up = match ready {
+                        Ok(()) => setup::ensure_subscriber(&conn.jetstream, &new, s)
+                            .await
+                            .map_err(PrepareError::from),
+                        Err(e) => Err(e),
+                    };
+                    match set_up {
+                        Ok(set_up) => Ok(set_up),
+                        Err(PrepareError::Setup(e)) if s.tenant.is_some() => {
+                            Err(NotRunning::Setup(Arc::new(e)))
                         }
-                        return Err(e.into());
+                        Err(e) => {
+                            for (_, t) in opened.drain() {
+                                self.close_tenant(t, Vec::new(), false);
+                            }
+                            return Err(e);
+                        }
                     }
-                    Err(e) => Err(NotRunning::Setup(Arc::new(e))),
-                },
+                }
             };
             set_ups.insert(name.clone(), set_up);
         }
@@ -129,8 +163,54 @@ impl Roster {
         })
     }
 
-    /// What moving from the running file to `new` takes.
-    fn change_to(&self, wasm: &WasmRuntime, new: &Config) -> Result<Change, PrepareError> {
+    /// The SHA-256 of the component each subscriber of `new` that runs now
+    /// would run: a running subscriber whose component changed is replaced.
+    /// An object pinned is its pin; one unpinned is looked up through the
+    /// connection its subscriber runs on (none when that is not open).
+    async fn digests_of(&self, new: &Config) -> Result<HashMap<String, String>, PrepareError> {
+        let mut digests = HashMap::new();
+        for s in new
+            .subscribers
+            .iter()
+            .filter(|s| self.subscribers.contains_key(&s.name))
+        {
+            let fail = |problem| ComponentError {
+                subscriber: s.name.clone(),
+                from: Box::new(s.component.clone()),
+                problem,
+            };
+            let digest = match &s.component {
+                ComponentSource::File(path) => {
+                    let bytes =
+                        std::fs::read(path).map_err(|e| fail(ComponentProblem::Unreadable(e)))?;
+                    crate::config::sha256_hex(&bytes)
+                }
+                ComponentSource::Object {
+                    bucket,
+                    name,
+                    sha256,
+                } => {
+                    let Ok((conn, _)) = self.connection_of(s) else {
+                        continue;
+                    };
+                    objects::digest_of(&conn.jetstream, bucket, name, sha256.as_deref())
+                        .await
+                        .map_err(|e| fail(ComponentProblem::Object(Box::new(e))))?
+                }
+            };
+            digests.insert(s.name.clone(), digest);
+        }
+        Ok(digests)
+    }
+
+    /// What moving from the running file to `new`, whose components have
+    /// `digests`, takes.
+    fn change_to(
+        &self,
+        wasm: &WasmRuntime,
+        new: &Config,
+        digests: &HashMap<String, String>,
+    ) -> Result<Change, PrepareError> {
         wasm.fits(new).map_err(|source| NeedsRestart::Engine {
             file: new.path.clone(),
             source,
@@ -153,26 +233,39 @@ impl Roster {
             .filter(|(_, t)| t.connection.is_ok())
             .map(|(n, _)| n.clone())
             .collect();
-        // A running subscriber whose component bytes changed is replaced.
-        let mut digests = HashMap::new();
-        for s in new
-            .subscribers
-            .iter()
-            .filter(|s| running.contains_key(&s.name))
-        {
-            let bytes = std::fs::read(&s.component).map_err(|e| ComponentError {
-                subscriber: s.name.clone(),
-                path: s.component.clone(),
-                problem: ComponentProblem::Unreadable(e),
-            })?;
-            digests.insert(s.name.clone(), crate::config::sha256_hex(&bytes));
-        }
         Ok(Change::between(
             self.config.as_ref(),
             &running,
             &connected,
             new,
-            &digests,
+            digests,
         )?)
     }
+}
+
+/// Reads `s`'s component, `name` pinned at `sha256` in object store
+/// `bucket`, through `js` (its own connection), refusing one larger than
+/// `most` bytes (its tenant's `component_size`), and compiles it.
+async fn fetch_and_load(
+    wasm: &Arc<WasmRuntime>,
+    js: &async_nats::jetstream::Context,
+    s: &SubscriberConfig,
+    (bucket, name, sha256): (&str, &str, &Option<String>),
+    most: Option<u64>,
+) -> Result<Loaded, PrepareError> {
+    let fetched = objects::fetch(js, bucket, name, sha256.as_deref(), most)
+        .await
+        .map_err(|e| ComponentError {
+            subscriber: s.name.clone(),
+            from: Box::new(s.component.clone()),
+            problem: ComponentProblem::Object(Box::new(e)),
+        })?;
+    let (wasm, from, subscriber) = (wasm.clone(), s.component.clone(), s.name.clone());
+    tokio::task::spawn_blocking(move || wasm.load_bytes(&fetched.bytes, &from, &subscriber))
+        .await
+        .map_err(|source| PrepareError::Compile {
+            subscriber: s.name.clone(),
+            source,
+        })?
+        .map_err(PrepareError::from)
 }

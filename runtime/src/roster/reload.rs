@@ -11,9 +11,10 @@
 pub use super::change::Summary;
 use super::prepare::PrepareError;
 use super::Roster;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Fragment};
 use crate::error::ErrorChain;
 use crate::nats::connect::{self, ConnectError};
+use crate::nats::gather::{self, GatherError, Patience};
 use crate::wasm::WasmRuntime;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -40,24 +41,9 @@ pub enum AskError {
     /// No connection to NATS.
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    /// The answers' inbox cannot be subscribed to.
-    #[error("cannot subscribe to {inbox}")]
-    Subscribe {
-        /// The inbox.
-        inbox: String,
-        /// Why.
-        #[source]
-        source: async_nats::SubscribeError,
-    },
-    /// The request cannot be sent.
-    #[error("cannot publish to {subject}")]
-    Publish {
-        /// The reload subject.
-        subject: String,
-        /// Why.
-        #[source]
-        source: async_nats::client::PublishError,
-    },
+    /// The question could not be asked.
+    #[error(transparent)]
+    Gather(#[from] GatherError),
 }
 
 impl AskError {
@@ -96,37 +82,16 @@ pub const MORE_ANSWERS_WAIT: std::time::Duration = std::time::Duration::from_sec
 /// Asks every running replica of `config`'s service, over its `[nats]`
 /// connection, to reload, and gathers their answers.
 pub async fn ask_running(config: &Config) -> Result<Vec<Answer>, AskError> {
-    use futures::StreamExt;
     let (ended, _ends) = mpsc::unbounded_channel();
     let name = format!("{} reload", config.service.name);
     let client = connect::connect(&name, &config.nats, ended).await?.client;
-    let inbox = client.new_inbox();
-    let mut replies =
-        client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|source| AskError::Subscribe {
-                inbox: inbox.clone(),
-                source,
-            })?;
     let subject = format!("{}.reload", config.service.name);
-    client
-        .publish_with_reply(subject.clone(), inbox, Default::default())
-        .await
-        .map_err(|source| AskError::Publish {
-            subject: subject.clone(),
-            source,
-        })?;
-    let mut answers = Vec::new();
-    let mut wait = FIRST_ANSWER_WAIT;
-    while let Ok(Some(reply)) = tokio::time::timeout(wait, replies.next()).await {
-        match serde_json::from_slice::<Answer>(&reply.payload) {
-            Ok(a) => answers.push(a),
-            Err(e) => tracing::warn!("an answer on {subject} is not a reload answer: {e}"),
-        }
-        wait = MORE_ANSWERS_WAIT;
-    }
-    Ok(answers)
+    let patience = Patience {
+        first: FIRST_ANSWER_WAIT,
+        more: MORE_ANSWERS_WAIT,
+        enough: None,
+    };
+    Ok(gather::answers(&client, &subject, patience).await?)
 }
 
 /// A reload asked for, and where its outcome goes.
@@ -168,14 +133,16 @@ impl Reloader {
     }
 }
 
-/// Reloads `roster`'s file and components and applies them; counted and logged.
+/// Reloads `roster`'s file with `fragments` from key-value keys, and its
+/// components, and applies them; counted and logged.
 pub(crate) async fn apply(
     roster: &mut Roster,
     wasm: &Arc<WasmRuntime>,
+    fragments: &[Fragment],
 ) -> Result<Summary, Arc<ReloadError>> {
     let path = roster.config().path.clone();
-    tracing::info!(file = %path.display(), "reloading");
-    match try_apply(roster, wasm).await {
+    tracing::info!(file = %path.display(), fragments = fragments.len(), "reloading");
+    match try_apply(roster, wasm, fragments).await {
         Ok(summary) => {
             roster.registry.reloads.applied.fetch_add(1, Relaxed);
             tracing::info!(file = %path.display(), "reload applied: {summary}");
@@ -189,8 +156,16 @@ pub(crate) async fn apply(
     }
 }
 
-async fn try_apply(roster: &mut Roster, wasm: &Arc<WasmRuntime>) -> Result<Summary, ReloadError> {
-    let new = Config::load(&roster.config().path)?;
+async fn try_apply(
+    roster: &mut Roster,
+    wasm: &Arc<WasmRuntime>,
+    fragments: &[Fragment],
+) -> Result<Summary, ReloadError> {
+    let new = Config::load_with(
+        &roster.config().path,
+        |name| std::env::var(name).ok(),
+        fragments,
+    )?;
     let prepared = roster.prepare(wasm, new).await?;
     Ok(roster.commit(prepared))
 }

@@ -389,7 +389,13 @@ http = {http}
         let mut pool = PoolSize::for_config(&config);
         pool.max_memory = pool.max_memory.max(sub.memory);
         let wasm = WasmRuntime::new(cache, pool)?;
-        let loaded = wasm.load(&sub.component, &sub.name)?;
+        let Some(path) = sub.component.file() else {
+            return Err(BuildError::Invalid(format!(
+                "subscriber {:?} runs {}: running it locally needs its component file (give the file instead)",
+                sub.name, sub.component
+            )));
+        };
+        let loaded = wasm.load(path, &sub.name)?;
         let mut host = SubscriberHost::new(
             &sub,
             Wire::Local(wire.clone()),

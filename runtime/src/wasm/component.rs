@@ -4,6 +4,7 @@
 
 use super::host::{HostState, ServicePre};
 use super::WasmRuntime;
+use crate::config::ComponentSource;
 use std::path::Path;
 
 /// The WIT package version this runtime implements; components built
@@ -40,12 +41,12 @@ pub struct Loaded {
 
 /// A component that cannot serve as a handler.
 #[derive(Debug, thiserror::Error)]
-#[error("component {} (subscriber {subscriber:?})", path.display())]
+#[error("component {from} (subscriber {subscriber:?})")]
 pub struct ComponentError {
     /// The subscriber.
     pub subscriber: String,
-    /// The file.
-    pub path: std::path::PathBuf,
+    /// Where it comes from.
+    pub from: Box<ComponentSource>,
     /// What is wrong and how to fix it.
     #[source]
     pub problem: ComponentProblem,
@@ -57,6 +58,9 @@ pub enum ComponentProblem {
     /// The file cannot be read.
     #[error("cannot read it")]
     Unreadable(#[source] std::io::Error),
+    /// The object cannot be read from its object store, or is not the one named.
+    #[error(transparent)]
+    Object(Box<crate::nats::objects::ObjectError>),
     /// A core module where a component belongs.
     #[error("this is a core WebAssembly module, not a component: build for wasm32-wasip2 (or wrap it with `wasm-tools component new`)")]
     CoreModule,
@@ -90,22 +94,40 @@ pub enum ComponentProblem {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl WasmRuntime {
-    /// Compiles `path` and pre-instantiates it against the host's imports.
+    /// Compiles the file `path` and pre-instantiates it against the host's imports.
     pub fn load(&self, path: &Path, subscriber: &str) -> Result<Loaded, ComponentError> {
+        let from = ComponentSource::File(path.to_path_buf());
+        match std::fs::read(path) {
+            Ok(bytes) => self.load_bytes(&bytes, &from, subscriber),
+            Err(e) => Err(ComponentError {
+                subscriber: subscriber.to_string(),
+                from: Box::new(from),
+                problem: ComponentProblem::Unreadable(e),
+            }),
+        }
+    }
+
+    /// Compiles `bytes`, read `from` a file or an object store, and
+    /// pre-instantiates them against the host's imports.
+    pub fn load_bytes(
+        &self,
+        bytes: &[u8],
+        from: &ComponentSource,
+        subscriber: &str,
+    ) -> Result<Loaded, ComponentError> {
         let fail = |problem: ComponentProblem| ComponentError {
             subscriber: subscriber.to_string(),
-            path: path.to_path_buf(),
+            from: Box::new(from.clone()),
             problem,
         };
-        let bytes = std::fs::read(path).map_err(|e| fail(ComponentProblem::Unreadable(e)))?;
         if bytes.starts_with(b"\0asm\x01\0\0\0") {
             return Err(fail(ComponentProblem::CoreModule));
         }
         let started = std::time::Instant::now();
-        let digest = crate::config::sha256_hex(&bytes);
+        let digest = crate::config::sha256_hex(bytes);
         let (component, cached) = self
             .cache
-            .load_or_compile(&self.engine, &bytes, &digest)
+            .load_or_compile(&self.engine, bytes, &digest)
             .map_err(|e| fail(ComponentProblem::Invalid(e.into())))?;
         let ty = component.component_type();
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
@@ -156,7 +178,7 @@ impl WasmRuntime {
             super::cache::CacheUse::Off => 2,
         };
         self.loads[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(subscriber, component = %path.display(), ?cached, "component ready in {:?}", started.elapsed());
+        tracing::info!(subscriber, component = %from, sha256 = %digest, ?cached, "component ready in {:?}", started.elapsed());
         let imports = ty
             .imports(&self.engine)
             .map(|(name, _)| name.to_string())

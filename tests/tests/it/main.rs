@@ -15,17 +15,42 @@ mod keyvalue;
 mod languages;
 mod logs;
 mod micro;
+mod objects;
 mod packages;
 mod publish;
 mod reliability;
 mod reload;
 mod resilience;
+mod rollout;
 mod scaffold;
 mod sdks;
 mod semantics;
 mod startup;
 mod tenants;
 mod traces;
+
+/// A server configuration with three accounts, each with JetStream and a
+/// user named after it (password: the same): the service's own, `svc`,
+/// and two tenants', `acme` and `beta`.
+pub const ACCOUNTS: &str = r#"
+accounts {
+  SVC: { jetstream: enabled, users: [ { user: svc, password: svc } ] }
+  ACME: { jetstream: enabled, users: [ { user: acme, password: acme } ] }
+  BETA: { jetstream: enabled, users: [ { user: beta, password: beta } ] }
+}
+"#;
+
+/// JetStream as `user` (whose password is the same) on `server`.
+pub async fn jetstream_as(
+    server: &natsapp_wasm_tests::NatsServer,
+    user: &str,
+) -> async_nats::jetstream::Context {
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    async_nats::jetstream::new(client)
+}
 
 /// A service with the testkit guest on `in.kit` (stream IN) and an OUT
 /// stream capturing `out.>`; `extra` is appended to the subscriber.

@@ -352,7 +352,10 @@ async fn a_reused_instance_outlasts_the_store_handle_limit() {
     let config = file.config();
     let sub = &config.subscribers[0];
     let wasm = WasmRuntime::new(ComponentCache::from_env(), PoolSize::for_config(&config)).unwrap();
-    let pre = wasm.load(&sub.component, &sub.name).unwrap().pre;
+    let pre = wasm
+        .load(sub.component.file().unwrap(), &sub.name)
+        .unwrap()
+        .pre;
     let client = server.client().await;
     let js = async_nats::jetstream::new(client.clone());
     let routes = Arc::new(PublishRoutes::new(&config));

@@ -5,14 +5,6 @@
 use natsapp_wasm_tests::*;
 use std::time::Duration;
 
-const ACCOUNTS: &str = r#"
-accounts {
-  SVC: { jetstream: enabled, users: [ { user: svc, password: svc } ] }
-  ACME: { jetstream: enabled, users: [ { user: acme, password: acme } ] }
-  BETA: { jetstream: enabled, users: [ { user: beta, password: beta } ] }
-}
-"#;
-
 const SERVICE: &str = r#"
 [service]
 name = "platform"
@@ -63,7 +55,7 @@ async fn connect(server: &NatsServer, user: &str) -> async_nats::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_run_side_by_side_each_in_its_own_account() {
-    let server = NatsServer::with_config(ACCOUNTS);
+    let server = NatsServer::with_config(crate::ACCOUNTS);
     let file = ServiceFile::new(&server, SERVICE);
     // Acme's allow-list reaches beta's subjects; its account does not.
     file.write(
@@ -120,7 +112,7 @@ async fn tenants_run_side_by_side_each_in_its_own_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_publishes_per_message_quota_is_enforced_and_counted() {
-    let server = NatsServer::with_config(ACCOUNTS);
+    let server = NatsServer::with_config(crate::ACCOUNTS);
     let file = ServiceFile::new(&server, SERVICE);
     file.write(
         &server,
@@ -285,7 +277,7 @@ async fn a_tenants_cpu_quota_bounds_its_spinning_guests_and_counts_the_parking()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_whose_connection_is_refused_later_stops_alone() {
-    let server = NatsServer::with_config(ACCOUNTS);
+    let server = NatsServer::with_config(crate::ACCOUNTS);
     let text = SERVICE.replace(
         "password = \"svc\"\n",
         "password = \"svc\"\nreconnect_time_wait = \"100ms\"\nmax_reconnect_attempts = 3\n",
@@ -297,7 +289,8 @@ async fn a_tenant_whose_connection_is_refused_later_stops_alone() {
 
     // The operator removes acme's user: the server drops its connection
     // and refuses it from then on.
-    server.reload(&ACCOUNTS.replace("users: [ { user: acme, password: acme } ]", "users: []"));
+    server
+        .reload(&crate::ACCOUNTS.replace("users: [ { user: acme, password: acme } ]", "users: []"));
     let acme = stats_until(&running, "acme-kit", "acme's subscriber stopped", |s| {
         s.not_running.is_some()
     })

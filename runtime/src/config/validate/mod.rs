@@ -80,11 +80,27 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                 .iter()
                 .any(|s| s.writes_atomically_to(&st.subjects));
         }
-        if subscribers.is_empty() && self.problems.is_empty() {
+        let deployed = !service.include_kv.is_empty() || tenants.iter().any(|t| t.deploy.is_some());
+        if subscribers.is_empty() && self.problems.is_empty() && !deployed {
             self.problem(
                 "subscribers",
                 "no [[subscribers]]: the service would do nothing",
             );
+        }
+        for t in &tenants {
+            let count = subscribers
+                .iter()
+                .filter(|s| s.tenant.as_deref() == Some(&t.name))
+                .count();
+            if let Some(most) = t.quotas.handlers.filter(|most| count > *most) {
+                self.problem(
+                    format!("tenants ({:?}).quotas.handlers", t.name),
+                    format!(
+                        "tenant {:?} has {count} subscribers; its quota allows {most}",
+                        t.name
+                    ),
+                );
+            }
         }
         self.unique(
             subscribers.iter().map(|s| s.name.clone()),
@@ -168,6 +184,18 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             self.problem("service.traces", format!("{t:?}: {why}"));
             None
         });
+        let include_kv = raw
+            .service
+            .include
+            .iter()
+            .enumerate()
+            .filter_map(|(i, entry)| match entry {
+                raw::RawIncludeEntry::Kv(k) => {
+                    Some(self.kv_keys(&format!("service.include[{i}]"), k.clone()))
+                }
+                raw::RawIncludeEntry::Files(_) => None,
+            })
+            .collect();
         ServiceConfig {
             name: raw.service.name.clone(),
             graceful_timeout,
@@ -175,6 +203,40 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             debug,
             admin,
             traces,
+            include_kv,
+        }
+    }
+
+    /// `{ kv, keys }`: a bucket name and a key pattern.
+    pub(super) fn kv_keys(&mut self, key: &str, raw: raw::RawKvKeys) -> KvKeys {
+        let valid_bucket = !raw.kv.is_empty()
+            && raw
+                .kv
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_bucket {
+            self.problem(
+                format!("{key}.kv"),
+                format!(
+                    "{:?} is not a bucket name (letters, digits, '-' and '_')",
+                    raw.kv
+                ),
+            );
+        }
+        let valid_keys =
+            !raw.keys.is_empty()
+                && raw.keys.split('.').enumerate().all(|(i, t)| {
+                    !t.is_empty() && (t != ">" || i == raw.keys.split('.').count() - 1)
+                });
+        if !valid_keys {
+            self.problem(
+                format!("{key}.keys"),
+                format!("{:?} is not a key or a pattern of keys (tokens separated by '.', '*' for one, '>' last for the rest)", raw.keys),
+            );
+        }
+        KvKeys {
+            bucket: raw.kv,
+            keys: raw.keys,
         }
     }
 
@@ -310,22 +372,39 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             .collect()
     }
 
-    fn subscriber(
-        &mut self,
-        i: usize,
-        s: RawSubscriber,
-        streams: &[StreamConfig],
-        publishers: &[PublisherConfig],
-        tenants: &[TenantConfig],
-    ) -> Option<SubscriberConfig> {
-        let key = format!("subscribers[{i}] ({:?}){}", s.name, origin(&s.origin));
-        let before = self.problems.len();
-        if s.name.trim().is_empty() {
-            self.problem(format!("subscribers[{i}].name"), "must not be empty");
-        }
-        let (path, pin) = match &s.component {
+    /// Where a subscriber's component comes from; a file must be readable
+    /// (and have the bytes pinned), an object's name and pin well formed.
+    fn component(&mut self, key: &str, raw: &raw::RawComponent) -> ComponentSource {
+        let (path, pin) = match raw {
             raw::RawComponent::Path(p) => (p, None),
             raw::RawComponent::Pinned { path, sha256 } => (path, Some(sha256)),
+            raw::RawComponent::Object { object, sha256 } => {
+                let (bucket, name) = object.split_once('/').unwrap_or((object, ""));
+                let valid_bucket = !bucket.is_empty()
+                    && bucket
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                if !valid_bucket || name.is_empty() {
+                    self.problem(
+                        format!("{key}.component.object"),
+                        format!("{object:?} is not BUCKET/NAME (a bucket of letters, digits, '-' and '_', then the component's name)"),
+                    );
+                }
+                let sha256 = sha256.as_deref().map(|d| d.trim().to_ascii_lowercase());
+                if let Some(d) = &sha256 {
+                    if d.len() != 64 || !d.chars().all(|c| c.is_ascii_hexdigit()) {
+                        self.problem(
+                            format!("{key}.component.sha256"),
+                            format!("{d:?} is not a SHA-256 (64 hexadecimal digits)"),
+                        );
+                    }
+                }
+                return ComponentSource::Object {
+                    bucket: bucket.to_string(),
+                    name: name.to_string(),
+                    sha256,
+                };
+            }
         };
         let component = self.resolve(path);
         match std::fs::metadata(&component) {
@@ -343,6 +422,23 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                 format!("cannot read {}: {e}", component.display()),
             ),
         }
+        ComponentSource::File(component)
+    }
+
+    fn subscriber(
+        &mut self,
+        i: usize,
+        s: RawSubscriber,
+        streams: &[StreamConfig],
+        publishers: &[PublisherConfig],
+        tenants: &[TenantConfig],
+    ) -> Option<SubscriberConfig> {
+        let key = format!("subscribers[{i}] ({:?}){}", s.name, origin(&s.origin));
+        let before = self.problems.len();
+        if s.name.trim().is_empty() {
+            self.problem(format!("subscribers[{i}].name"), "must not be empty");
+        }
+        let component = self.component(&key, &s.component);
         if let Some(st) = streams.iter().find(|st| st.name == s.stream) {
             if !st.subjects.is_empty()
                 && !st
@@ -542,6 +638,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                 t.quotas.publishes_per_message
             }),
             component,
+            fragment: s.fragment,
             subject: s.subject,
             stream: s.stream,
             durable: s.durable,

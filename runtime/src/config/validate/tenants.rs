@@ -114,6 +114,9 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                         "must be 1 or more",
                     );
                 }
+                if t.quotas.handlers == Some(0) {
+                    self.problem(format!("{key}.quotas.handlers"), "must be 1 or more");
+                }
                 if t.quotas.publishes_per_message == Some(0) {
                     self.problem(
                         format!("{key}.quotas.publishes_per_message"),
@@ -158,7 +161,14 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                                 .http_concurrency
                                 .unwrap_or(defaults::TENANT_HTTP_CONCURRENCY),
                         ),
+                        component_size: Some(
+                            t.quotas
+                                .component_size
+                                .map_or(defaults::TENANT_COMPONENT_SIZE, |b| b.0),
+                        ),
+                        handlers: Some(t.quotas.handlers.unwrap_or(defaults::TENANT_HANDLERS)),
                     },
+                    deploy: t.deploy.map(|d| self.kv_keys(&format!("{key}.deploy"), d)),
                     grant_publish: t.grants.publish,
                     grant_kv: t.grants.kv,
                     grant_http: t

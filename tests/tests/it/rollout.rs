@@ -1,0 +1,452 @@
+//! Deploying over NATS: replicas started from a file that holds only
+//! `[service]`, `[nats]` and a key-value include run what `deploy` puts
+//! in the key, report it on status requests, refuse a broken revision
+//! while the last good one keeps serving, and follow a rollback.
+
+use natsapp_wasm_tests::*;
+use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+const FLEET: &str = r#"
+[service]
+name = "fleet"
+graceful_timeout = "5s"
+include = [{ kv = "DEPLOY", keys = "orders.>" }]
+
+[nats]
+servers = ["{url}"]
+"#;
+
+/// A replica that is stopped when the test ends.
+struct Replica(Child);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        sigterm(&self.0);
+        let _ = wait_exit(&mut self.0, Duration::from_secs(15));
+    }
+}
+
+fn natsapp(server: &NatsServer, args: &[&str]) -> Output {
+    Command::new(natsapp_bin())
+        .args(args)
+        .args(["--server", server.url()])
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A fragment declaring the subscriber "kit" on `in.kit` running `component`.
+fn fragment(dir: &std::path::Path, name: &str, component: &str, extra: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "[[subscribers]]\nname = \"kit\"\ncomponent = \"{component}\"\nsubject = \"in.kit\"\nstream = \"IN\"\ndurable = \"kit\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+async fn create_stream(js: &async_nats::jetstream::Context, name: &str, subject: &str) {
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![subject.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+fn digest_of(path: &str) -> String {
+    natsapp_wasm::config::sha256_hex(&std::fs::read(path).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_run_what_is_deployed_refuse_a_broken_revision_and_roll_back() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "IN", "in.>").await;
+    create_stream(&js, "OUT", "out.>").await;
+    let file = ServiceFile::new(&server, FLEET);
+    let dir = tempfile::tempdir().unwrap();
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        let log = dir.path().join(format!("replica-{i}.log"));
+        replicas.push(Replica(spawn_run(&file, &log, &[])));
+        logged(&log, "nothing deployed runs yet").await;
+    }
+
+    // v1: the testkit, pushed to the object store by `deploy`.
+    let v1 = fragment(dir.path(), "v1.toml", guests::TESTKIT, "");
+    let out = natsapp(
+        &server,
+        &[
+            "deploy",
+            &v1,
+            "DEPLOY/orders.kit",
+            "--create",
+            "--wait",
+            "--replicas",
+            "3",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("deployed DEPLOY/orders.kit revision 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("every replica (3) applied DEPLOY/orders.kit revision 1"),
+        "{stdout}"
+    );
+    js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;
+    drained(&js, "IN", "kit").await;
+
+    // v2: the echo handler; status shows its digest on every replica.
+    let v2 = fragment(
+        dir.path(),
+        "v2.toml",
+        guests::ECHO,
+        "publish = [\"out.>\"]\nconfig = { output = \"out.echo\" }\n",
+    );
+    let out = natsapp(
+        &server,
+        &[
+            "deploy",
+            &v2,
+            "DEPLOY/orders.kit",
+            "--wait",
+            "--replicas",
+            "3",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = natsapp(&server, &["status", "DEPLOY", "--replicas", "3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    let echo = &digest_of(guests::ECHO)[..12];
+    assert_eq!(
+        status
+            .lines()
+            .filter(|l| l.contains(&format!("DEPLOY/orders.kit  revision 2  kit={echo}")))
+            .count(),
+        3,
+        "{status}"
+    );
+    js_publish(&js, "in.kit", "after v2").await;
+    stream_has(&js, "OUT", 1).await;
+
+    // v3 names a stream the server does not have: every replica refuses
+    // it, v2 keeps serving, and `deploy --wait` says so.
+    let v3 = fragment(
+        dir.path(),
+        "v3.toml",
+        guests::ECHO,
+        "publish = [\"out.>\"]\nconfig = { output = \"out.echo\" }\n",
+    );
+    std::fs::write(
+        &v3,
+        std::fs::read_to_string(&v3)
+            .unwrap()
+            .replace("stream = \"IN\"", "stream = \"MISSING\""),
+    )
+    .unwrap();
+    let out = natsapp(
+        &server,
+        &[
+            "deploy",
+            &v3,
+            "DEPLOY/orders.kit",
+            "--wait",
+            "--replicas",
+            "3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.matches("refused revision 3: ").count(),
+        3,
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stdout.contains("MISSING"),
+        "the reason names the stream: {stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("3 of 3 replicas refused DEPLOY/orders.kit revision 3"),
+        "{}",
+        text(&out)
+    );
+    js_publish(&js, "in.kit", "v2 still serves").await;
+    stream_has(&js, "OUT", 2).await;
+
+    // Back to v1: every replica runs the testkit again.
+    let out = natsapp(
+        &server,
+        &["rollback", "DEPLOY/orders.kit", "--revision", "1"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("rolled DEPLOY/orders.kit back to revision 1: it is revision 4 now"),
+        "{}",
+        text(&out)
+    );
+    let testkit = &digest_of(guests::TESTKIT)[..12];
+    eventually(
+        Duration::from_secs(30),
+        "every replica on revision 4",
+        || async {
+            let out = natsapp(&server, &["status", "DEPLOY", "--replicas", "3"]);
+            let status = String::from_utf8_lossy(&out.stdout).into_owned();
+            (status
+                .lines()
+                .filter(|l| l.contains(&format!("DEPLOY/orders.kit  revision 4  kit={testkit}")))
+                .count()
+                == 3)
+                .then_some(())
+        },
+    )
+    .await;
+    js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;
+    drained(&js, "IN", "kit").await;
+    assert_eq!(
+        stream_messages(&js, "OUT").await,
+        2,
+        "nothing more went through echo after the rollback"
+    );
+}
+
+const PLATFORM: &str = r#"
+[service]
+name = "platform"
+graceful_timeout = "5s"
+
+[nats]
+servers = ["{url}"]
+user = "svc"
+password = "svc"
+
+[[tenants]]
+name = "acme"
+nats = { user = "acme", password = "acme" }
+deploy = { kv = "ACME_DEPLOY", keys = ">" }
+quotas = { component_size = "100KiB" }
+grants = { publish = ["acme.>"] }
+
+[[tenants]]
+name = "beta"
+nats = { user = "beta", password = "beta" }
+deploy = { kv = "BETA_DEPLOY", keys = ">" }
+grants = { publish = ["beta.>"] }
+"#;
+
+/// Tenant `name`'s echo subscriber: from `name.in` to `name.out.<output>`,
+/// running `component`, written to `dir`.
+fn echo_fragment(
+    dir: &std::path::Path,
+    name: &str,
+    file: &str,
+    component: &str,
+    output: &str,
+) -> String {
+    let path = dir.join(file);
+    let upper = name.to_uppercase();
+    std::fs::write(
+        &path,
+        format!(
+            "[[subscribers]]\nname = \"{name}-echo\"\ncomponent = \"{component}\"\nsubject = \"{name}.in\"\nstream = \"{upper}_IN\"\ndurable = \"echo\"\npublish = [\"{name}.out.>\"]\nconfig = {{ output = \"{name}.out.{output}\" }}\n"
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// `natsapp-wasm ARGS` as tenant `tenant` (its user), with its CI's flags.
+fn as_tenant(server: &NatsServer, tenant: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(natsapp_bin());
+    cmd.args(args).args([
+        "--server",
+        server.url(),
+        "--user",
+        tenant,
+        "--password",
+        tenant,
+    ]);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_deploy_into_their_own_accounts_and_a_refusal_stays_theirs() {
+    let server = NatsServer::with_config(crate::ACCOUNTS);
+    let (acme, beta) = (
+        crate::jetstream_as(&server, "acme").await,
+        crate::jetstream_as(&server, "beta").await,
+    );
+    for (js, name) in [(&acme, "acme"), (&beta, "beta")] {
+        let upper = name.to_uppercase();
+        create_stream(js, &format!("{upper}_IN"), &format!("{name}.in")).await;
+        create_stream(js, &format!("{upper}_OUT"), &format!("{name}.out.>")).await;
+    }
+    let file = ServiceFile::new(&server, PLATFORM);
+    let running = Running::start(&file).await;
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = |tenant: &str, fragment: &str| {
+        let upper = tenant.to_uppercase();
+        as_tenant(
+            &server,
+            tenant,
+            &[
+                "deploy",
+                fragment,
+                &format!("{upper}_DEPLOY/echo"),
+                "--components",
+                &format!("{upper}_COMPONENTS"),
+                "--create",
+                "--wait",
+                "--replicas",
+                "1",
+            ],
+        )
+    };
+
+    // Each tenant's CI deploys with its own credentials, into its account.
+    for tenant in ["acme", "beta"] {
+        let f = echo_fragment(
+            dir.path(),
+            tenant,
+            &format!("{tenant}-1.toml"),
+            guests::ECHO,
+            "v1",
+        );
+        let out = deploy(tenant, &f).output().unwrap();
+        assert!(out.status.success(), "{tenant}: {}", text(&out));
+    }
+    js_publish(&acme, "acme.in", "a").await;
+    js_publish(&beta, "beta.in", "b").await;
+    stream_has(&acme, "ACME_OUT", 1).await;
+    stream_has(&beta, "BETA_OUT", 1).await;
+
+    // Acme asks for more than its grants, declares a tenant: each refused,
+    // naming acme, its key and the revision.
+    let outside = echo_fragment(dir.path(), "acme", "outside.toml", guests::ECHO, "v2");
+    std::fs::write(
+        &outside,
+        std::fs::read_to_string(&outside).unwrap().replace(
+            "publish = [\"acme.out.>\"]",
+            "publish = [\"acme.out.>\", \"beta.>\"]",
+        ),
+    )
+    .unwrap();
+    let tenants = dir.path().join("tenant.toml");
+    std::fs::write(&tenants, "[[tenants]]\nname = \"evil\"\n").unwrap();
+    for (fragment, words, revision) in [
+        (
+            outside.as_str(),
+            "\"beta.>\" is outside tenant \"acme\"'s grants.publish",
+            2,
+        ),
+        (
+            tenants.to_str().unwrap(),
+            "tenant \"acme\"'s fragment may not declare tenants",
+            3,
+        ),
+    ] {
+        let out = deploy("acme", fragment).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!(
+                "refused revision {revision}: tenant \"acme\"'s ACME_DEPLOY/echo revision {revision}: "
+            )) && stdout.contains(words),
+            "{}",
+            text(&out)
+        );
+    }
+
+    // Acme's component over its size quota is refused while beta's deploy
+    // at the same time applies, and beta's messages keep flowing.
+    let oversized = echo_fragment(dir.path(), "acme", "big.toml", guests::TESTKIT, "v4");
+    let b2 = echo_fragment(dir.path(), "beta", "beta-2.toml", guests::ECHO, "v2");
+    let piped = |mut cmd: Command| {
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let acme_deploy = piped(deploy("acme", &oversized));
+    let beta_deploy = piped(deploy("beta", &b2));
+    for i in 0..20 {
+        js_publish(&beta, "beta.in", format!("b{i}")).await;
+    }
+    let (acme_out, beta_out) = (
+        acme_deploy.wait_with_output().unwrap(),
+        beta_deploy.wait_with_output().unwrap(),
+    );
+    assert_eq!(acme_out.status.code(), Some(1), "{}", text(&acme_out));
+    assert!(
+        String::from_utf8_lossy(&acme_out.stdout).contains("component_size quota allows"),
+        "{}",
+        text(&acme_out)
+    );
+    assert!(beta_out.status.success(), "{}", text(&beta_out));
+    stream_has(&beta, "BETA_OUT", 21).await;
+    js_publish(&beta, "beta.in", "after").await;
+    eventually(
+        Duration::from_secs(20),
+        "beta's output on its v2 subject",
+        || async {
+            let s = beta.get_stream("BETA_OUT").await.unwrap();
+            s.get_last_raw_message_by_subject("beta.out.v2")
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+
+    // Acme's last good revision keeps serving; its status, asked with its
+    // own credentials in its account, shows the refusal.
+    js_publish(&acme, "acme.in", "still").await;
+    stream_has(&acme, "ACME_OUT", 2).await;
+    let out = as_tenant(
+        &server,
+        "acme",
+        &["status", "ACME_DEPLOY", "--replicas", "1"],
+    )
+    .output()
+    .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains("ACME_DEPLOY/echo  revision 1  acme-echo=")
+            && status.contains("refused revision 4: "),
+        "{}",
+        text(&out)
+    );
+    let out = as_tenant(&server, "beta", &["status", "ACME_DEPLOY"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ACME_DEPLOY: no replica answered"),
+        "beta's account does not see acme's status: {}",
+        text(&out)
+    );
+    assert_eq!(
+        running.subscriber("acme-echo").tenant.as_deref(),
+        Some("acme")
+    );
+}

@@ -176,7 +176,10 @@ impl Service {
         )?);
         let own = Connection::new(&config, connected);
         let registry = Registry::default();
-        let stats = Stats::new(Some(client.clone()), registry.clone(), wasm.loads());
+        let mut stats = Stats::new(Some(client.clone()), registry.clone(), wasm.loads());
+        if let Some(d) = &deploy {
+            stats = stats.with_deploys(d.book());
+        }
         let tracer = traces.as_ref().map(|t| t.tracer());
         // Start-up is a reload from nothing: the same prepare and commit,
         // then the fragments read from NATS, key by key as any change.

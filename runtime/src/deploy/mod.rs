@@ -140,6 +140,11 @@ impl Deploy {
         Ok(Some(deploy))
     }
 
+    /// What status requests are answered with, for the statistics too.
+    pub fn book(&self) -> Book {
+        self.book.clone()
+    }
+
     /// Waits for a change of a fragment, and gathers those that arrive
     /// with it; `None` when no watch is left.
     pub async fn changed(&mut self) -> Option<()> {

@@ -5,6 +5,7 @@
 //! each tenant's use of its quotas.
 
 pub use crate::counters::{LatencySnapshot, SubscriberSnapshot};
+use crate::deploy::status::Book;
 use crate::roster::registry::Registry;
 use crate::wasm::host::GuestQuotas;
 use serde::Serialize;
@@ -34,6 +35,23 @@ pub struct StatsSnapshot {
     pub reloads_applied: u64,
     /// Reloads refused (the configuration before them kept running).
     pub reloads_refused: u64,
+    /// Each key of fragments deployed over NATS, as this replica runs it.
+    pub deploys: Vec<DeploySnapshot>,
+}
+
+/// A key of fragments as this replica runs it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeploySnapshot {
+    /// The tenant whose bucket it is (`None`: the platform's).
+    pub tenant: Option<String>,
+    /// The key-value bucket.
+    pub bucket: String,
+    /// The key.
+    pub key: String,
+    /// The revision applied (`None`: none yet).
+    pub revision: Option<u64>,
+    /// The last revision refused since one was applied.
+    pub refused: Option<u64>,
 }
 
 /// One NATS connection's traffic, from the client's own counters.
@@ -106,6 +124,22 @@ impl TenantSnapshot {
     }
 }
 
+/// Every key in `book`.
+fn deploys(book: &Book) -> Vec<DeploySnapshot> {
+    let book = book.read().expect("status book lock");
+    book.iter()
+        .flat_map(|((tenant, bucket), answer)| {
+            answer.keys.iter().map(move |k| DeploySnapshot {
+                tenant: tenant.clone(),
+                bucket: bucket.clone(),
+                key: k.key.clone(),
+                revision: k.revision,
+                refused: k.refused.as_ref().map(|r| r.revision),
+            })
+        })
+        .collect()
+}
+
 /// A cheap handle to read the running service's statistics.
 #[derive(Clone)]
 pub struct Stats {
@@ -113,6 +147,8 @@ pub struct Stats {
     registry: Registry,
     /// Components loaded: from the cache, compiled into it, compiled with it off.
     loads: Arc<[AtomicU64; 3]>,
+    /// What the replica runs of its fragments, when it reads any.
+    deploys: Option<Book>,
 }
 
 impl Stats {
@@ -127,7 +163,14 @@ impl Stats {
             client,
             registry,
             loads,
+            deploys: None,
         }
+    }
+
+    /// The same, reporting the fragments deployed over NATS as `book` says.
+    pub fn with_deploys(mut self, book: Book) -> Stats {
+        self.deploys = Some(book);
+        self
     }
 
     /// Current statistics.
@@ -170,6 +213,7 @@ impl Stats {
             components_compiled_uncached: self.loads[2].load(Relaxed),
             reloads_applied: self.registry.reloads.applied.load(Relaxed),
             reloads_refused: self.registry.reloads.refused.load(Relaxed),
+            deploys: self.deploys.as_ref().map_or_else(Vec::new, deploys),
         }
     }
 

@@ -449,4 +449,18 @@ async fn tenants_deploy_into_their_own_accounts_and_a_refusal_stays_theirs() {
         running.subscriber("acme-echo").tenant.as_deref(),
         Some("acme")
     );
+    let deploys = running.stats.snapshot().deploys;
+    let acme_key = deploys
+        .iter()
+        .find(|d| d.tenant.as_deref() == Some("acme"))
+        .expect("acme's key in the statistics");
+    assert_eq!(
+        (
+            acme_key.bucket.as_str(),
+            acme_key.key.as_str(),
+            acme_key.revision,
+            acme_key.refused
+        ),
+        ("ACME_DEPLOY", "echo", Some(1), Some(4))
+    );
 }

@@ -408,6 +408,39 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         |t| counter(t.idle_instances_reclaimed),
     );
 
+    m.family(
+        "natsapp_deploy_revision",
+        "The revision of a key of fragments deployed over NATS this replica runs",
+        MetricType::GAUGE,
+        snap.deploys
+            .iter()
+            .filter_map(|d| {
+                let labels = vec![
+                    ("tenant", d.tenant.clone().unwrap_or_default()),
+                    ("bucket", d.bucket.clone()),
+                    ("key", d.key.clone()),
+                ];
+                Some((labels, gauge(d.revision? as f64)))
+            })
+            .collect(),
+    );
+    m.family(
+        "natsapp_deploy_refused_revision",
+        "The last revision of a key refused since one was applied",
+        MetricType::GAUGE,
+        snap.deploys
+            .iter()
+            .filter_map(|d| {
+                let labels = vec![
+                    ("tenant", d.tenant.clone().unwrap_or_default()),
+                    ("bucket", d.bucket.clone()),
+                    ("key", d.key.clone()),
+                ];
+                Some((labels, gauge(d.refused? as f64)))
+            })
+            .collect(),
+    );
+
     TextEncoder::new().encode_to_string(&m.out)
 }
 

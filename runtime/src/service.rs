@@ -8,7 +8,7 @@
 //! settles every fetched message. [`run`] does both.
 
 use crate::config::{Config, ConfigError, Fragment};
-use crate::deploy::rollout::Run;
+use crate::deploy::rollout::{NotRun, Run};
 use crate::deploy::{Deploy, DeployError};
 use crate::error::ErrorChain;
 use crate::fatal::Fatal;
@@ -357,11 +357,14 @@ struct Reloading<'a> {
 }
 
 impl Run for Reloading<'_> {
-    async fn run(&mut self, fragments: Vec<Fragment>) -> Result<(), String> {
+    async fn run(&mut self, fragments: Vec<Fragment>) -> Result<(), NotRun> {
         reload::apply(self.roster, self.wasm, &fragments)
             .await
             .map(|_| ())
-            .map_err(|e| ErrorChain(&*e).to_string())
+            .map_err(|e| NotRun {
+                reason: ErrorChain(&*e).to_string(),
+                transient: e.is_transient(),
+            })
     }
 }
 

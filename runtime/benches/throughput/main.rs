@@ -4,7 +4,7 @@
 //!   cargo bench -p natsapp-wasm --bench throughput -- [--messages N] [--json PATH] [--rate R]
 //!       [--seconds S] [--rounds R] [--only SECTION,…]
 //!
-//! Sections: throughput, noisy, tenants, calls, python, latency, startup, idle (all by default).
+//! Sections: throughput, noisy, tenants, calls, python, latency, startup, deploy, idle (all by default).
 //! Throughput cases run in R rounds (default 3), each round every case once,
 //! and report the median.
 //!
@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod broker;
+mod deploy;
 mod instance;
 mod noisy;
 mod python;
@@ -62,7 +63,7 @@ const RELAY_ATOMIC_MEMORY: &str =
 /// batch to disk, a few hundred a second.
 const ATOMIC_FILE_MESSAGES: usize = 2_000;
 const NATS_PY_FETCH1: &str = "nats-py 2.16 fetch(1), ack each (the Python wrapper's defaults)";
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "throughput",
     "noisy",
     "tenants",
@@ -70,6 +71,7 @@ const SECTIONS: [&str; 8] = [
     "python",
     "latency",
     "startup",
+    "deploy",
     "idle",
 ];
 
@@ -231,6 +233,9 @@ async fn main() {
     }
     if a.runs("startup") {
         rows.extend(b.startup().await);
+    }
+    if a.runs("deploy") {
+        rows.extend(b.deploy().await);
     }
     if a.runs("idle") {
         rows.extend(b.idle().await);

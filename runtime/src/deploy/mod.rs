@@ -24,6 +24,8 @@ use watch::Change;
 
 /// How long changes arriving together are gathered into one try.
 const GATHER: Duration = Duration::from_millis(100);
+/// How long a change NATS kept from running waits to be tried again.
+const TRY_AGAIN: Duration = Duration::from_secs(2);
 
 /// Why the fragments could not be read at start.
 #[derive(Debug, thiserror::Error)]
@@ -146,9 +148,17 @@ impl Deploy {
     }
 
     /// Waits for a change of a fragment, and gathers those that arrive
-    /// with it; `None` when no watch is left.
+    /// with it, or, while a change waits to be tried again, for its turn;
+    /// `None` when no watch is left and nothing waits.
     pub async fn changed(&mut self) -> Option<()> {
-        let first = self.changes.recv().await?;
+        let first = if self.rollout.has_pending() {
+            tokio::select! {
+                change = self.changes.recv() => change,
+                () = tokio::time::sleep(TRY_AGAIN) => return Some(()),
+            }
+        } else {
+            self.changes.recv().await
+        }?;
         self.rollout.record(first);
         tokio::time::sleep(GATHER).await;
         while let Ok(more) = self.changes.try_recv() {

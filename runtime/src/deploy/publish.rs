@@ -3,8 +3,10 @@
 //! key-value bucket keeps, so that a rollback can reach back 64 revisions —
 //! and put an earlier revision of a key again.
 
+use crate::nats::unavailable;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
+use std::time::Duration;
 
 /// Revisions a bucket created by `deploy` keeps per key: the most
 /// JetStream key-value allows.
@@ -66,9 +68,60 @@ pub enum PublishError {
     },
 }
 
+/// How long a command keeps trying while NATS is unavailable (a node of
+/// the cluster down, a bucket's stream electing a leader).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+impl PublishError {
+    /// Whether NATS, not what was asked, is at fault: worth trying again.
+    pub fn unavailable(&self) -> bool {
+        match self {
+            PublishError::Bucket { source, .. } => {
+                source.kind() == jetstream::context::KeyValueErrorKind::GetBucket
+                    && !unavailable::stream_missing(source)
+            }
+            PublishError::Key { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Runs `call` until it succeeds, fails for another reason than NATS
+/// being unavailable, or [`PATIENCE`] runs out.
+async fn patiently<T, F: std::future::Future<Output = Result<T, PublishError>>>(
+    js: &jetstream::Context,
+    what: impl Fn() -> String,
+    call: impl FnMut() -> F,
+) -> Result<T, PublishError> {
+    unavailable::patiently(
+        &js.client(),
+        PATIENCE,
+        what,
+        call,
+        PublishError::unavailable,
+    )
+    .await
+}
+
 /// Puts `text` in `bucket`/`key` (creating the bucket with `replicas` when
-/// it is missing and `create` is given); the key's new revision.
+/// it is missing and `create` is given); the key's new revision. Tried
+/// again while NATS is unavailable.
 pub async fn put(
+    js: &jetstream::Context,
+    bucket: &str,
+    key: &str,
+    text: &str,
+    create: Option<usize>,
+) -> Result<u64, PublishError> {
+    patiently(
+        js,
+        || format!("putting {bucket}/{key}"),
+        || put_once(js, bucket, key, text, create),
+    )
+    .await
+}
+
+async fn put_once(
     js: &jetstream::Context,
     bucket: &str,
     key: &str,
@@ -120,8 +173,23 @@ pub struct RolledBack {
 }
 
 /// Puts revision `revision` of `bucket`/`key` (default: the one before the
-/// latest) again, as the key's newest revision.
+/// latest) again, as the key's newest revision. Tried again while NATS is
+/// unavailable.
 pub async fn rollback(
+    js: &jetstream::Context,
+    bucket: &str,
+    key: &str,
+    revision: Option<u64>,
+) -> Result<RolledBack, PublishError> {
+    patiently(
+        js,
+        || format!("rolling {bucket}/{key} back"),
+        || rollback_once(js, bucket, key, revision),
+    )
+    .await
+}
+
+async fn rollback_once(
     js: &jetstream::Context,
     bucket: &str,
     key: &str,
@@ -150,6 +218,20 @@ pub async fn rollback(
         if entry.operation == kv::Operation::Put {
             puts.push(entry);
         }
+    }
+    // The history is read through a consumer a lagging replica of the
+    // bucket may serve (a node just back): it must reach the latest
+    // revision, or it is read again.
+    let latest = store
+        .entry(key)
+        .await
+        .map_err(|e| failed("read the latest revision of", Box::new(e)))?
+        .map(|e| e.revision);
+    if latest.is_some() && puts.last().map(|e| e.revision) < latest {
+        return Err(failed(
+            "read the whole history of",
+            format!("it ends before revision {}", latest.unwrap_or(0)).into(),
+        ));
     }
     let target = match revision {
         Some(r) => {

@@ -115,7 +115,9 @@ impl Rollout {
     }
 
     /// Tries the pending changes with `runner`: all at once, then, when
-    /// that is refused, key by key.
+    /// that is refused, key by key. A change NATS kept from running (a
+    /// node down, a stream electing a leader) is neither applied nor
+    /// refused: it stays pending, to be tried again.
     pub async fn apply(&mut self, runner: &mut impl Run) {
         let keys: Vec<FragmentKey> = self.pending.keys().cloned().collect();
         if keys.is_empty() {
@@ -123,18 +125,42 @@ impl Rollout {
         }
         match runner.run(self.with(&keys)).await {
             Ok(()) => keys.iter().for_each(|k| self.accept(k)),
-            Err(e) if keys.len() == 1 => self.refuse(&keys[0], e),
+            Err(e) if keys.len() == 1 && e.transient => return self.wait(&keys, &e.reason),
+            Err(e) if keys.len() == 1 => self.refuse(&keys[0], e.reason),
             Err(_) => {
                 for key in &keys {
                     match runner.run(self.with(std::slice::from_ref(key))).await {
                         Ok(()) => self.accept(key),
-                        Err(e) => self.refuse(key, e),
+                        Err(e) if e.transient => {
+                            self.wait(std::slice::from_ref(key), &e.reason);
+                            continue;
+                        }
+                        Err(e) => self.refuse(key, e.reason),
                     }
+                    self.pending.remove(key);
                 }
+                return;
             }
         }
-        self.pending.clear();
+        for key in &keys {
+            self.pending.remove(key);
+        }
     }
+
+    fn wait(&self, keys: &[FragmentKey], reason: &str) {
+        for key in keys {
+            tracing::warn!(key = %key, "deploy waits for NATS, to be tried again: {reason}");
+        }
+    }
+}
+
+/// Why fragments did not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRun {
+    /// Why, with its causes.
+    pub reason: String,
+    /// NATS was unavailable: the same fragments may run when tried again.
+    pub transient: bool,
 }
 
 /// Runs the fragments it is given — with the file, as a reload does — or
@@ -144,7 +170,7 @@ pub trait Run {
     fn run(
         &mut self,
         fragments: Vec<Fragment>,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    ) -> impl std::future::Future<Output = Result<(), NotRun>> + Send;
 }
 
 #[cfg(test)]
@@ -167,13 +193,20 @@ mod tests {
         }
     }
 
-    /// Runs fragments unless one of them says "bad".
+    /// Runs fragments unless one of them says "bad" (or "busy": NATS is
+    /// unavailable).
     struct Picky;
 
     impl Run for Picky {
-        async fn run(&mut self, fragments: Vec<Fragment>) -> Result<(), String> {
-            match fragments.iter().find(|f| f.text == "bad") {
-                Some(f) => Err(format!("{} is bad", f.key)),
+        async fn run(&mut self, fragments: Vec<Fragment>) -> Result<(), NotRun> {
+            match fragments
+                .iter()
+                .find(|f| f.text == "bad" || f.text == "busy")
+            {
+                Some(f) => Err(NotRun {
+                    reason: format!("{} is {}", f.key, f.text),
+                    transient: f.text == "busy",
+                }),
                 None => Ok(()),
             }
         }
@@ -207,5 +240,21 @@ mod tests {
         r.apply(&mut Picky).await;
         assert_eq!(r.applied_revision(&a), Some(5));
         assert_eq!(r.refusal(&a), None, "a revision applied clears the refusal");
+    }
+
+    #[tokio::test]
+    async fn a_change_nats_kept_from_running_is_tried_again_not_refused() {
+        let mut r = Rollout::default();
+        r.record(change("a", 1, "busy"));
+        r.record(change("b", 2, "good"));
+        r.apply(&mut Picky).await;
+        let b = r.keys().find(|k| k.key == "b").unwrap().clone();
+        assert_eq!(r.applied_revision(&b), Some(2));
+        assert!(r.has_pending(), "a waits to be tried again");
+        assert_eq!(r.keys().count(), 1, "a is neither applied nor refused");
+        r.record(change("a", 1, "good"));
+        r.apply(&mut Picky).await;
+        assert!(!r.has_pending());
+        assert_eq!(r.applied().len(), 2);
     }
 }

@@ -14,6 +14,10 @@ use tokio::sync::mpsc;
 /// How long a watch waits before looking for its bucket, or watching
 /// again after its watch ended.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often the keys are read anew besides the watch: a watch whose
+/// consumer stalled (its node gone) must not keep a replica on an old
+/// revision.
+const RESYNC: Duration = Duration::from_secs(5);
 
 /// A change of one key: its new fragment, or `None` when it was deleted.
 #[derive(Debug, Clone)]
@@ -114,7 +118,18 @@ pub async fn watch(
                 continue;
             }
         };
-        while let Some(entry) = entries.next().await {
+        let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + RESYNC, RESYNC);
+        loop {
+            let entry = tokio::select! {
+                entry = entries.next() => entry,
+                _ = resync.tick() => {
+                    if !resync_keys(&js, &tenant, &source, &mut known, &changes).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(entry) = entry else { break };
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(e) => {
@@ -147,4 +162,59 @@ pub async fn watch(
         }
         tokio::time::sleep(RETRY).await;
     }
+}
+
+/// Reads the keys of `source` anew and sends what the watch missed: keys
+/// at a newer revision than `known`, and keys gone. False when `changes`
+/// is closed.
+async fn resync_keys(
+    js: &jetstream::Context,
+    tenant: &Option<String>,
+    source: &KvKeys,
+    known: &mut HashMap<String, u64>,
+    changes: &mpsc::UnboundedSender<Change>,
+) -> bool {
+    let fragments = match read(js, tenant, source).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(bucket = %source.bucket, "cannot read the fragments anew: {}", ErrorChain(&e));
+            return true;
+        }
+    };
+    let mut present = std::collections::HashSet::new();
+    for f in fragments {
+        present.insert(f.key.key.clone());
+        if known.get(&f.key.key).is_some_and(|r| *r >= f.revision) {
+            continue;
+        }
+        tracing::info!(key = %f.key, revision = f.revision, "a change the watch had not delivered");
+        known.insert(f.key.key.clone(), f.revision);
+        let change = Change {
+            key: f.key.clone(),
+            fragment: Some(f),
+        };
+        if changes.send(change).is_err() {
+            return false;
+        }
+    }
+    let gone: Vec<String> = known
+        .keys()
+        .filter(|k| !present.contains(*k))
+        .cloned()
+        .collect();
+    for key in gone {
+        known.remove(&key);
+        let change = Change {
+            key: FragmentKey {
+                tenant: tenant.clone(),
+                bucket: source.bucket.clone(),
+                key,
+            },
+            fragment: None,
+        };
+        if changes.send(change).is_err() {
+            return false;
+        }
+    }
+    true
 }

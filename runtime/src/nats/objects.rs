@@ -8,10 +8,12 @@
 //! subscriber's own connection; the bytes' SHA-256 must equal the pin,
 //! the digest in the version's name and the object store's own digest.
 
+use super::unavailable;
 use async_nats::jetstream::context::{CreateObjectStoreError, ObjectStoreError};
 use async_nats::jetstream::object_store::{InfoErrorKind, ObjectInfo, ObjectStore};
 use async_nats::jetstream::{self, object_store};
 use base64::Engine;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 /// An error from async-nats, with its chain of causes.
@@ -113,6 +115,31 @@ pub enum ObjectError {
         /// Who said so.
         by: &'static str,
     },
+}
+
+/// How long a read keeps trying while NATS is unavailable (a node of the
+/// cluster down, a stream without a leader) before it fails.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+impl ObjectError {
+    /// Whether NATS, not the object, is at fault: worth trying again.
+    pub fn unavailable(&self) -> bool {
+        match self {
+            ObjectError::Bucket { source, .. } => !unavailable::stream_missing(source),
+            ObjectError::Failed { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Runs `read` until it succeeds, fails for another reason than NATS being
+/// unavailable, or [`PATIENCE`] runs out.
+async fn patiently<T, F: std::future::Future<Output = Result<T, ObjectError>>>(
+    js: &jetstream::Context,
+    what: impl Fn() -> String,
+    read: impl FnMut() -> F,
+) -> Result<T, ObjectError> {
+    unavailable::patiently(&js.client(), PATIENCE, what, read, ObjectError::unavailable).await
 }
 
 async fn open(js: &jetstream::Context, bucket: &str) -> Result<ObjectStore, ObjectError> {
@@ -224,7 +251,8 @@ async fn version(
 }
 
 /// The SHA-256 of the component `name` pinned at `pin` (or, unpinned,
-/// of its latest version), without reading its bytes.
+/// of its latest version), without reading its bytes; tried again while
+/// NATS is unavailable.
 pub async fn digest_of(
     js: &jetstream::Context,
     bucket: &str,
@@ -234,6 +262,19 @@ pub async fn digest_of(
     if let Some(pin) = pin {
         return Ok(pin.to_string());
     }
+    patiently(
+        js,
+        || format!("looking up {bucket}/{name}"),
+        || latest_digest(js, bucket, name),
+    )
+    .await
+}
+
+async fn latest_digest(
+    js: &jetstream::Context,
+    bucket: &str,
+    name: &str,
+) -> Result<String, ObjectError> {
     let store = open(js, bucket).await?;
     let info = target(&store, bucket, name).await?;
     match named_digest(&info.name)
@@ -241,14 +282,31 @@ pub async fn digest_of(
         .or_else(|| stored_digest(&info))
     {
         Some(digest) => Ok(digest),
-        None => Ok(fetch(js, bucket, name, None, None).await?.digest),
+        None => Ok(fetch_once(js, bucket, name, None, None).await?.digest),
     }
 }
 
 /// Reads the component `name` pinned at `pin` (or, unpinned, its latest
 /// version) from object store `bucket`, and checks its SHA-256; one
-/// larger than `most` bytes is refused before it is read.
+/// larger than `most` bytes is refused before it is read. Tried again
+/// while NATS is unavailable: a node down during a deploy is no reason to
+/// refuse it.
 pub async fn fetch(
+    js: &jetstream::Context,
+    bucket: &str,
+    name: &str,
+    pin: Option<&str>,
+    most: Option<u64>,
+) -> Result<Fetched, ObjectError> {
+    patiently(
+        js,
+        || format!("reading {bucket}/{name}"),
+        || fetch_once(js, bucket, name, pin, most),
+    )
+    .await
+}
+
+async fn fetch_once(
     js: &jetstream::Context,
     bucket: &str,
     name: &str,
@@ -317,8 +375,24 @@ pub async fn fetch(
 
 /// Stores `bytes` as a version of `name` in object store `bucket` (created
 /// with `replicas` when it is missing and `create` is given), unless that
-/// version is there already, and links `name` to it.
+/// version is there already, and links `name` to it. Tried again while
+/// NATS is unavailable: a version half stored is stored again whole.
 pub async fn push(
+    js: &jetstream::Context,
+    bucket: &str,
+    name: &str,
+    bytes: &[u8],
+    create: Option<usize>,
+) -> Result<Pushed, ObjectError> {
+    patiently(
+        js,
+        || format!("storing {bucket}/{name}"),
+        || push_once(js, bucket, name, bytes, create),
+    )
+    .await
+}
+
+async fn push_once(
     js: &jetstream::Context,
     bucket: &str,
     name: &str,

@@ -103,6 +103,42 @@ where
     }
 }
 
+/// [`retrying`] for a call on `client` outside the message path (reading
+/// a component, deploying): for at most `limit`, waiting for the
+/// connection when it is down.
+pub async fn patiently<T, E, F>(
+    client: &async_nats::Client,
+    limit: Duration,
+    what: impl Fn() -> String,
+    call: impl FnMut() -> F,
+    unavailable: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + 'static,
+{
+    retrying(
+        what,
+        Patience::AtMost(limit),
+        call,
+        unavailable,
+        || client.connection_state() == async_nats::connection::State::Connected,
+        |_| {},
+    )
+    .await
+}
+
+/// Whether `e` says its stream (a bucket's) does not exist, rather than
+/// that NATS did not answer.
+pub fn stream_missing(e: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
+    e.source()
+        .and_then(|s| s.downcast_ref::<GetStreamError>())
+        .is_some_and(|g| {
+            matches!(g.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use crate::config::{Config, ConfigError, Fragment};
 use crate::error::ErrorChain;
 use crate::nats::connect::{self, ConnectError};
 use crate::nats::gather::{self, GatherError, Patience};
+use crate::wasm::component::ComponentProblem;
 use crate::wasm::WasmRuntime;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -33,6 +34,20 @@ pub enum ReloadError {
     /// The service is not running (any more).
     #[error("the service is not running")]
     NotRunning,
+}
+
+impl ReloadError {
+    /// Whether NATS being unavailable, not the file or its components,
+    /// kept it from applying: the same file may apply when tried again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReloadError::Prepare(PrepareError::Setup(e)) => !e.is_configuration(),
+            ReloadError::Prepare(PrepareError::Component(c)) => {
+                matches!(&c.problem, ComponentProblem::Object(o) if o.unavailable())
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Why `natsapp-wasm reload` could not ask the running replicas.

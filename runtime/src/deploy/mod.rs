@@ -191,6 +191,7 @@ impl Deploy {
                     revision: self.rollout.applied_revision(k),
                     handlers: by_key.get(k).cloned().unwrap_or_default(),
                     refused: self.rollout.refusal(k).cloned(),
+                    refusals: self.rollout.refusals(k),
                 })
                 .collect();
             book.insert(

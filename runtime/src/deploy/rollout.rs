@@ -23,9 +23,16 @@ pub struct Rollout {
     applied: BTreeMap<FragmentKey, Fragment>,
     pending: BTreeMap<FragmentKey, Option<Fragment>>,
     refused: BTreeMap<FragmentKey, Refusal>,
+    /// Revisions refused so far, by key.
+    refusals: BTreeMap<FragmentKey, u64>,
 }
 
 impl Rollout {
+    /// Revisions of `key` refused since the replica started.
+    pub fn refusals(&self, key: &FragmentKey) -> u64 {
+        self.refusals.get(key).copied().unwrap_or(0)
+    }
+
     /// A change seen, to try with the next [`apply`](Self::apply).
     pub fn record(&mut self, change: Change) {
         self.pending.insert(change.key, change.fragment);
@@ -110,6 +117,7 @@ impl Rollout {
         }
         // Named in full: a tenant's CI reads it without the replica's log.
         let reason = format!("{key} revision {revision}: {reason}");
+        *self.refusals.entry(key.clone()).or_default() += 1;
         self.refused
             .insert(key.clone(), Refusal { revision, reason });
     }
@@ -235,6 +243,7 @@ mod tests {
             })
         );
         assert!(!r.has_pending());
+        assert_eq!((r.refusals(&a), r.refusals(&b)), (1, 0));
 
         r.record(change("a", 5, "good"));
         r.apply(&mut Picky).await;

@@ -32,6 +32,9 @@ pub struct KeyStatus {
     /// The last refusal since a revision was applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<Refusal>,
+    /// Revisions refused since the replica started.
+    #[serde(default)]
+    pub refusals: u64,
 }
 
 /// A replica's answer for one bucket.

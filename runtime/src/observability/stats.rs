@@ -52,6 +52,8 @@ pub struct DeploySnapshot {
     pub revision: Option<u64>,
     /// The last revision refused since one was applied.
     pub refused: Option<u64>,
+    /// Revisions refused since the replica started.
+    pub refusals: u64,
 }
 
 /// One NATS connection's traffic, from the client's own counters.
@@ -135,6 +137,7 @@ fn deploys(book: &Book) -> Vec<DeploySnapshot> {
                 key: k.key.clone(),
                 revision: k.revision,
                 refused: k.refused.as_ref().map(|r| r.revision),
+                refusals: k.refusals,
             })
         })
         .collect()

@@ -459,10 +459,17 @@ async fn tenants_deploy_into_their_own_accounts_and_a_refusal_stays_theirs() {
             acme_key.bucket.as_str(),
             acme_key.key.as_str(),
             acme_key.revision,
-            acme_key.refused
+            acme_key.refused,
+            acme_key.refusals
         ),
-        ("ACME_DEPLOY", "echo", Some(1), Some(4))
+        ("ACME_DEPLOY", "echo", Some(1), Some(4), 3),
+        "acme's three refused revisions are counted as its own"
     );
+    let beta_key = deploys
+        .iter()
+        .find(|d| d.tenant.as_deref() == Some("beta"))
+        .expect("beta's key in the statistics");
+    assert_eq!((beta_key.revision, beta_key.refusals), (Some(2), 0));
 }
 
 /// Every payload stored in `stream`, in order, with its subject.

@@ -425,6 +425,22 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
             .collect(),
     );
     m.family(
+        "natsapp_deploy_refusals_total",
+        "Revisions of a key of fragments this replica refused, each naming its tenant, key and revision in the log and in status answers",
+        MetricType::COUNTER,
+        snap.deploys
+            .iter()
+            .map(|d| {
+                let labels = vec![
+                    ("tenant", d.tenant.clone().unwrap_or_default()),
+                    ("bucket", d.bucket.clone()),
+                    ("key", d.key.clone()),
+                ];
+                (labels, counter(d.refusals))
+            })
+            .collect(),
+    );
+    m.family(
         "natsapp_deploy_refused_revision",
         "The last revision of a key refused since one was applied",
         MetricType::GAUGE,

@@ -6,7 +6,8 @@
 //! and `tenant` (empty for the service's own identity).
 
 use crate::observability::stats::{
-    ConnectionSnapshot, LatencySnapshot, StatsSnapshot, SubscriberSnapshot, TenantSnapshot,
+    ConnectionSnapshot, DeploySnapshot, LatencySnapshot, StatsSnapshot, SubscriberSnapshot,
+    TenantSnapshot,
 };
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
@@ -414,14 +415,7 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         MetricType::GAUGE,
         snap.deploys
             .iter()
-            .filter_map(|d| {
-                let labels = vec![
-                    ("tenant", d.tenant.clone().unwrap_or_default()),
-                    ("bucket", d.bucket.clone()),
-                    ("key", d.key.clone()),
-                ];
-                Some((labels, gauge(d.revision? as f64)))
-            })
+            .filter_map(|d| Some((deployed(d), gauge(d.revision? as f64))))
             .collect(),
     );
     m.family(
@@ -430,14 +424,7 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         MetricType::COUNTER,
         snap.deploys
             .iter()
-            .map(|d| {
-                let labels = vec![
-                    ("tenant", d.tenant.clone().unwrap_or_default()),
-                    ("bucket", d.bucket.clone()),
-                    ("key", d.key.clone()),
-                ];
-                (labels, counter(d.refusals))
-            })
+            .map(|d| (deployed(d), counter(d.refusals)))
             .collect(),
     );
     m.family(
@@ -446,14 +433,7 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         MetricType::GAUGE,
         snap.deploys
             .iter()
-            .filter_map(|d| {
-                let labels = vec![
-                    ("tenant", d.tenant.clone().unwrap_or_default()),
-                    ("bucket", d.bucket.clone()),
-                    ("key", d.key.clone()),
-                ];
-                Some((labels, gauge(d.refused? as f64)))
-            })
+            .filter_map(|d| Some((deployed(d), gauge(d.refused? as f64))))
             .collect(),
     );
 
@@ -541,6 +521,15 @@ fn subscriber(
     ];
     labels.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     labels
+}
+
+/// The labels of a deployed key's series.
+fn deployed(d: &DeploySnapshot) -> Vec<(&'static str, String)> {
+    vec![
+        ("tenant", d.tenant.clone().unwrap_or_default()),
+        ("bucket", d.bucket.clone()),
+        ("key", d.key.clone()),
+    ]
 }
 
 fn pair(name: &str, value: &str) -> LabelPair {

@@ -130,10 +130,8 @@ async fn put_once(
 ) -> Result<u64, PublishError> {
     let store = match (js.get_key_value(bucket).await, create) {
         (Ok(store), _) => store,
-        (Err(e), Some(replicas))
-            if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket =>
-        {
-            js.create_key_value(kv::Config {
+        (Err(e), Some(replicas)) if unavailable::stream_missing(&e) => js
+            .create_key_value(kv::Config {
                 bucket: bucket.to_string(),
                 history: HISTORY,
                 num_replicas: replicas,
@@ -143,8 +141,7 @@ async fn put_once(
             .map_err(|source| PublishError::Create {
                 bucket: bucket.to_string(),
                 source,
-            })?
-        }
+            })?,
         (Err(source), _) => {
             return Err(PublishError::Bucket {
                 bucket: bucket.to_string(),

@@ -5,6 +5,7 @@
 
 use crate::config::{Fragment, FragmentKey, KvKeys};
 use crate::error::ErrorChain;
+use crate::nats::unavailable;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -64,9 +65,7 @@ pub async fn read(
     };
     let store = match js.get_key_value(&source.bucket).await {
         Ok(store) => store,
-        Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {
-            return Ok(Vec::new())
-        }
+        Err(e) if unavailable::stream_missing(&e) => return Ok(Vec::new()),
         Err(e) => return Err(fail(Box::new(e))),
     };
     let mut keys = store.keys().await.map_err(|e| fail(Box::new(e)))?;

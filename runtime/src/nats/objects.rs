@@ -315,13 +315,17 @@ async fn fetch_once(
 ) -> Result<Fetched, ObjectError> {
     let store = open(js, bucket).await?;
     let info = version(&store, bucket, name, pin).await?;
-    if let Some(most) = most.filter(|m| info.size as u64 > *m) {
-        return Err(ObjectError::TooLarge {
-            bucket: bucket.to_string(),
-            object: info.name.clone(),
-            size: info.size as u64,
-            most,
-        });
+    let too_large = |size: u64| {
+        most.filter(|m| size > *m)
+            .map(|most| ObjectError::TooLarge {
+                bucket: bucket.to_string(),
+                object: info.name.clone(),
+                size,
+                most,
+            })
+    };
+    if let Some(e) = too_large(info.size as u64) {
+        return Err(e);
     }
     let failed = |doing, source: BoxError| ObjectError::Failed {
         bucket: bucket.to_string(),
@@ -341,13 +345,8 @@ async fn fetch_once(
         .read_to_end(&mut bytes)
         .await
         .map_err(|e| failed("read", Box::new(e)))?;
-    if let Some(most) = most.filter(|m| bytes.len() as u64 > *m) {
-        return Err(ObjectError::TooLarge {
-            bucket: bucket.to_string(),
-            object: info.name.clone(),
-            size: bytes.len() as u64,
-            most,
-        });
+    if let Some(e) = too_large(bytes.len() as u64) {
+        return Err(e);
     }
     let have = crate::config::sha256_hex(&bytes);
     let claims = [
@@ -401,10 +400,8 @@ async fn push_once(
 ) -> Result<Pushed, ObjectError> {
     let store = match (js.get_object_store(bucket).await, create) {
         (Ok(store), _) => store,
-        (Err(e), Some(replicas))
-            if e.kind() == jetstream::context::ObjectStoreErrorKind::GetStore =>
-        {
-            js.create_object_store(object_store::Config {
+        (Err(e), Some(replicas)) if unavailable::stream_missing(&e) => js
+            .create_object_store(object_store::Config {
                 bucket: bucket.to_string(),
                 num_replicas: replicas,
                 ..Default::default()
@@ -413,8 +410,7 @@ async fn push_once(
             .map_err(|source| ObjectError::Create {
                 bucket: bucket.to_string(),
                 source,
-            })?
-        }
+            })?,
         (Err(source), _) => {
             return Err(ObjectError::Bucket {
                 bucket: bucket.to_string(),

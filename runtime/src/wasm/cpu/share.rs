@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 
 /// How long a subscriber counts as busy after its last handler ended.
 pub const BUSY_GRACE: Duration = Duration::from_millis(100);
+/// How long a share's rate stands before its group's busy members are
+/// counted again: every poll of every guest asks for it, and counting
+/// takes the group's lock.
+const RATE_STANDS: Duration = Duration::from_millis(10);
 
 /// The guest CPU pool of the service's own subscribers: every core but one,
 /// at least one.
@@ -78,6 +82,7 @@ impl<C: Clock + Clone> CpuGroup<C> {
             budget: CpuBudget::with_clock(self.pool, self.clock.clone()),
             group: self.clone(),
             member,
+            rate_set: AtomicU64::new(0),
         }
     }
 }
@@ -112,6 +117,9 @@ pub struct CpuShare<C: Clock = SystemClock> {
     budget: CpuBudget<C>,
     group: Arc<CpuGroup<C>>,
     member: Arc<Member>,
+    /// When its budget's rate was last set, in nanoseconds since the
+    /// group's origin, plus one; 0 before it was.
+    rate_set: AtomicU64,
 }
 
 /// Marks its subscriber busy until dropped.
@@ -147,7 +155,12 @@ impl<C: Clock + Clone> CpuShare<C> {
     /// Admits a guest for its next `tick` at the share's current rate, or
     /// says how long to park it first (see [`CpuBudget::admit`]).
     pub fn admit(&self, tick: Duration, waiter: bool) -> Option<Duration> {
-        self.budget.set_cores(self.cores());
+        let now = self.group.since_origin() + 1;
+        let set = self.rate_set.load(Ordering::Relaxed);
+        if set == 0 || now.saturating_sub(set) >= RATE_STANDS.as_nanos() as u64 {
+            self.rate_set.store(now, Ordering::Relaxed);
+            self.budget.set_cores(self.cores());
+        }
         self.budget.admit(tick, waiter)
     }
 

@@ -274,6 +274,20 @@ fn describe_quotas(q: &Quotas) -> String {
             "http concurrency {}",
             q.http_concurrency.map_or_else(unlimited, |n| n.to_string())
         ),
+        format!(
+            "components up to {}",
+            q.component_size
+                .map_or_else(unlimited, |b| ByteSize(b).to_string())
+        ),
+        format!(
+            "compiled within {}",
+            q.compile_time.map_or_else(unlimited, secs)
+        ),
+        format!(
+            "{} handlers",
+            q.handlers
+                .map_or_else(unlimited, |n| format!("at most {n}"))
+        ),
     ]
     .join(", ")
 }

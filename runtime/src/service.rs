@@ -81,7 +81,6 @@ impl Error {
             Error::Prepare(e) => match e {
                 PrepareError::Component(_) | PrepareError::NeedsRestart(_) => true,
                 PrepareError::Setup(e) => e.is_configuration(),
-                PrepareError::Compile { .. } => false,
             },
             Error::Engine(_) | Error::NothingRuns(_) | Error::Fatal(_) | Error::Deploy(_) => false,
         }
@@ -174,6 +173,9 @@ impl Service {
             ComponentCache::from_env(),
             PoolSize::for_config(&sized),
         )?);
+        if let Some(d) = &mut deploy {
+            d.compile_ahead(wasm.clone());
+        }
         let own = Connection::new(&config, connected);
         let registry = Registry::default();
         let mut stats = Stats::new(Some(client.clone()), registry.clone(), wasm.loads());
@@ -270,6 +272,7 @@ impl Service {
                         logs::describe_service(self.roster.config());
                     }
                     if let Some(d) = &self.deploy {
+                        d.set_limits(self.roster.config());
                         publish_status(&self.roster, d);
                     }
                     request.answer(outcome);

@@ -11,6 +11,7 @@
 
 use super::interpolate::interpolate;
 use super::raw::{RawComponent, RawFile, RawInclude};
+use super::ComponentSource;
 use super::{interpolation_error, syntax_error, ConfigError, Problem};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -106,6 +107,45 @@ pub fn local_components(origin: &Path, text: &str) -> Result<Vec<LocalComponent>
             RawComponent::Object { .. } => None,
         })
         .collect())
+}
+
+/// A component a fragment names as an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedObject {
+    /// The subscriber.
+    pub subscriber: String,
+    /// The subscriber's `tenant`, as the fragment states it.
+    pub tenant: Option<String>,
+    /// Where it is, as the subscriber names it.
+    pub source: ComponentSource,
+}
+
+/// The components `text`, a fragment, names as objects in their
+/// `BUCKET/NAME` form; none when it does not parse as a fragment (its
+/// apply says why).
+pub fn named_objects(text: &str) -> Vec<NamedObject> {
+    let Ok(included) = toml::from_str::<RawInclude>(text) else {
+        return Vec::new();
+    };
+    included
+        .subscribers
+        .into_iter()
+        .filter_map(|s| match s.component {
+            RawComponent::Object { object, sha256 } => {
+                let (bucket, name) = object.split_once('/')?;
+                Some(NamedObject {
+                    subscriber: s.name,
+                    tenant: s.tenant,
+                    source: ComponentSource::Object {
+                        bucket: bucket.to_string(),
+                        name: name.to_string(),
+                        sha256: sha256.map(|d| d.trim().to_ascii_lowercase()),
+                    },
+                })
+            }
+            RawComponent::Path(_) | RawComponent::Pinned { .. } => None,
+        })
+        .collect()
 }
 
 /// `text` with the component of each subscriber in `objects` (name →

@@ -21,7 +21,8 @@ pub mod values;
 pub use capped::Capped;
 pub use component::ComponentSource;
 pub use fragments::{
-    local_components, with_objects, Fragment, FragmentKey, KvKeys, LocalComponent,
+    local_components, named_objects, with_objects, Fragment, FragmentKey, KvKeys, LocalComponent,
+    NamedObject,
 };
 use interpolate::{interpolate, InterpolateError};
 pub use origin::Origin;
@@ -86,6 +87,9 @@ pub mod defaults {
     pub const TENANT_COMPONENT_SIZE: u64 = 64 << 20;
     /// `quotas.handlers` of a declared tenant
     pub const TENANT_HANDLERS: usize = 100;
+    /// `quotas.compile_time` of a declared tenant: a Python component
+    /// takes about 20 s on one core.
+    pub const TENANT_COMPILE_TIME: Duration = Duration::from_secs(120);
     /// The largest fragment a tenant's `deploy` key may hold, in bytes.
     pub const TENANT_FRAGMENT_SIZE: usize = 64 << 10;
     /// `limits.http_timeout`
@@ -174,6 +178,8 @@ pub struct Quotas {
     pub component_size: Option<u64>,
     /// The most subscribers (`None`: no quota).
     pub handlers: Option<usize>,
+    /// The longest a component may take to compile (`None`: no quota).
+    pub compile_time: Option<Duration>,
 }
 
 /// `[service]`, validated.

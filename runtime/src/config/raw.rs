@@ -136,6 +136,8 @@ pub struct RawQuotas {
     pub component_size: Option<ByteSize>,
     /// `handlers = 100`: the most subscribers it may have.
     pub handlers: Option<usize>,
+    /// `compile_time = "2m"`: the longest one of its components may take to compile.
+    pub compile_time: Option<Dur>,
 }
 
 /// A number of cores, written `"0.5"` or `0.5`.

@@ -251,6 +251,7 @@ publish = ["acme.payments.>"]
             http_concurrency: Some(defaults::TENANT_HTTP_CONCURRENCY),
             component_size: Some(defaults::TENANT_COMPONENT_SIZE),
             handlers: Some(defaults::TENANT_HANDLERS),
+            compile_time: Some(defaults::TENANT_COMPILE_TIME),
         }
     );
     let s = c.subscriber("charge").unwrap();

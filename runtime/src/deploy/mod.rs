@@ -1,12 +1,14 @@
 //! Deploying over NATS: service fragments in key-value keys — the
 //! platform's `include = [{ kv, keys }]` and each tenant's `deploy`, read
 //! with the tenant's own identity in its account — that every replica
-//! reads at start and watches after (`watch`), applies key by key so that
-//! a refused key keeps its last applied revision running and blocks no
-//! other (`rollout`), and answers for on status requests (`status`). No
-//! coordinator: each replica watches NATS.
+//! reads at start and watches after (`watch`), compiles the components of
+//! each change ahead, key by key at once (`ready`), applies key by key so
+//! that a refused key keeps its last applied revision running and blocks
+//! no other (`rollout`), and answers for on status requests (`status`).
+//! No coordinator: each replica watches NATS.
 
 pub mod publish;
+pub mod ready;
 pub mod rollout;
 pub mod status;
 pub mod watch;
@@ -14,9 +16,12 @@ pub mod watch;
 use crate::config::{Config, FragmentKey};
 use crate::error::ErrorChain;
 use crate::nats::connect;
+use crate::wasm::WasmRuntime;
+use ready::{Ready, TenantLimits, Watchers};
 use rollout::Rollout;
 use status::{Answer, Book, KeyStatus};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -49,7 +54,16 @@ pub enum DeployError {
 pub struct Deploy {
     /// What runs, what was refused, what waits to be tried.
     pub rollout: Rollout,
-    changes: mpsc::UnboundedReceiver<Change>,
+    /// Changes seen and where ready ones go, until
+    /// [`compile_ahead`](Self::compile_ahead) takes them.
+    unstarted: Option<(
+        mpsc::UnboundedReceiver<Change>,
+        mpsc::UnboundedSender<Ready>,
+    )>,
+    /// Changes made ready.
+    readied: mpsc::UnboundedReceiver<Ready>,
+    watchers: Watchers,
+    limits: TenantLimits,
     book: Book,
     /// The buckets answered for: (tenant, bucket).
     sources: Vec<(Option<String>, String)>,
@@ -80,10 +94,16 @@ impl Deploy {
         if sources.is_empty() {
             return Ok(None);
         }
-        let (sender, changes) = mpsc::unbounded_channel();
+        let (sender, seen) = mpsc::unbounded_channel();
+        let (ready, readied) = mpsc::unbounded_channel();
+        let limits = TenantLimits::default();
+        limits.set(config);
         let mut deploy = Deploy {
             rollout: Rollout::default(),
-            changes,
+            unstarted: Some((seen, ready)),
+            readied,
+            watchers: Watchers::new(),
+            limits,
             book: Book::default(),
             sources: Vec::new(),
             service: config.service.name.clone(),
@@ -118,6 +138,9 @@ impl Deploy {
                     fragment: Some(f),
                 });
             }
+            deploy
+                .watchers
+                .insert((tenant.clone(), keys.bucket.clone()), js.clone());
             deploy.tasks.push(tokio::spawn(watch::watch(
                 js,
                 tenant.clone(),
@@ -142,6 +165,25 @@ impl Deploy {
         Ok(Some(deploy))
     }
 
+    /// Starts compiling the components of each change ahead of its apply,
+    /// on `wasm`; changes seen until then wait for it.
+    pub fn compile_ahead(&mut self, wasm: Arc<WasmRuntime>) {
+        if let Some((seen, ready)) = self.unstarted.take() {
+            self.tasks.push(tokio::spawn(ready::forward(
+                seen,
+                self.watchers.clone(),
+                self.limits.clone(),
+                wasm,
+                ready,
+            )));
+        }
+    }
+
+    /// Takes the tenants' quotas of `config`, the file now running.
+    pub fn set_limits(&self, config: &Config) {
+        self.limits.set(config);
+    }
+
     /// What status requests are answered with, for the statistics too.
     pub fn book(&self) -> Book {
         self.book.clone()
@@ -153,18 +195,25 @@ impl Deploy {
     pub async fn changed(&mut self) -> Option<()> {
         let first = if self.rollout.has_pending() {
             tokio::select! {
-                change = self.changes.recv() => change,
+                ready = self.readied.recv() => ready,
                 () = tokio::time::sleep(TRY_AGAIN) => return Some(()),
             }
         } else {
-            self.changes.recv().await
+            self.readied.recv().await
         }?;
-        self.rollout.record(first);
+        self.take(first);
         tokio::time::sleep(GATHER).await;
-        while let Ok(more) = self.changes.try_recv() {
-            self.rollout.record(more);
+        while let Ok(more) = self.readied.try_recv() {
+            self.take(more);
         }
         Some(())
+    }
+
+    fn take(&mut self, ready: Ready) {
+        match ready.refused {
+            None => self.rollout.record(ready.change),
+            Some(reason) => self.rollout.refuse_early(ready.change, reason),
+        }
     }
 
     /// Updates what status requests are answered with, from the rollout

@@ -38,6 +38,15 @@ impl Rollout {
         self.pending.insert(change.key, change.fragment);
     }
 
+    /// A change refused before it was tried: its components could not be
+    /// made ready.
+    pub fn refuse_early(&mut self, change: Change, reason: String) {
+        let key = change.key.clone();
+        self.pending.insert(change.key, change.fragment);
+        self.refuse(&key, reason);
+        self.pending.remove(&key);
+    }
+
     /// Whether changes wait to be tried.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()

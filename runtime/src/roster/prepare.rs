@@ -12,6 +12,7 @@ use super::{connection_in, NotRunning, Roster, TenantEntry};
 use crate::config::{ComponentSource, Config, SubscriberConfig};
 use crate::nats::objects;
 use crate::nats::setup::{self, SetupError, SubscriberSetup};
+use crate::wasm::compile::Budget;
 use crate::wasm::component::{ComponentError, ComponentProblem, Loaded};
 use crate::wasm::WasmRuntime;
 use std::collections::{BTreeSet, HashMap};
@@ -26,15 +27,6 @@ pub enum PrepareError {
     /// A component cannot serve as a handler.
     #[error(transparent)]
     Component(#[from] ComponentError),
-    /// Compiling a component did not finish (its task panicked or was cancelled).
-    #[error("compiling the component of subscriber {subscriber:?} did not finish")]
-    Compile {
-        /// The subscriber.
-        subscriber: String,
-        /// What ended the compilation.
-        #[source]
-        source: tokio::task::JoinError,
-    },
     /// Streams, consumers or buckets of the service's own do not match the
     /// file, or the server refused them.
     #[error(transparent)]
@@ -83,13 +75,14 @@ impl Roster {
         for name in change.add.iter().chain(&change.replace) {
             let s = new.subscriber(name).expect("changed from the new file");
             if let ComponentSource::File(path) = &s.component {
-                let (wasm, path, subscriber) = (wasm.clone(), path.clone(), s.name.clone());
-                let loaded = tokio::task::spawn_blocking(move || wasm.load(&path, &subscriber))
-                    .await
-                    .map_err(|source| PrepareError::Compile {
-                        subscriber: s.name.clone(),
-                        source,
-                    })??;
+                let bytes = std::fs::read(path).map_err(|e| ComponentError {
+                    subscriber: s.name.clone(),
+                    from: Box::new(s.component.clone()),
+                    problem: ComponentProblem::Unreadable(e),
+                })?;
+                let loaded = wasm
+                    .load_within(bytes, &s.component, &s.name, &budget(&new, s))
+                    .await?;
                 compiled.insert(s.name.clone(), loaded);
             }
         }
@@ -125,6 +118,7 @@ impl Roster {
                             s,
                             (bucket, object, sha256),
                             tenant.and_then(|t| t.config.quotas.component_size),
+                            &budget(&new, s),
                         )
                         .await
                         .map(|loaded| {
@@ -243,16 +237,37 @@ impl Roster {
     }
 }
 
+/// Whose compile `s`'s component is, and how long it may take: its
+/// tenant's `compile_time` quota (the service's own have none).
+fn budget(config: &Config, s: &SubscriberConfig) -> Budget {
+    Budget {
+        tenant: s.tenant.clone(),
+        limit: s
+            .tenant
+            .as_ref()
+            .and_then(|t| config.tenant(t))
+            .and_then(|t| t.quotas.compile_time),
+    }
+}
+
 /// Reads `s`'s component, `name` pinned at `sha256` in object store
 /// `bucket`, through `js` (its own connection), refusing one larger than
-/// `most` bytes (its tenant's `component_size`), and compiles it.
+/// `most` bytes (its tenant's `component_size`), and compiles it within
+/// `budget` — unless that version was compiled ahead.
 async fn fetch_and_load(
     wasm: &Arc<WasmRuntime>,
     js: &async_nats::jetstream::Context,
     s: &SubscriberConfig,
     (bucket, name, sha256): (&str, &str, &Option<String>),
     most: Option<u64>,
+    budget: &Budget,
 ) -> Result<Loaded, PrepareError> {
+    if let Some(loaded) = sha256
+        .as_deref()
+        .and_then(|pin| wasm.load_ahead(pin, &s.component, &s.name, budget))
+    {
+        return Ok(loaded?);
+    }
     let fetched = objects::fetch(js, bucket, name, sha256.as_deref(), most)
         .await
         .map_err(|e| ComponentError {
@@ -260,12 +275,7 @@ async fn fetch_and_load(
             from: Box::new(s.component.clone()),
             problem: ComponentProblem::Object(Box::new(e)),
         })?;
-    let (wasm, from, subscriber) = (wasm.clone(), s.component.clone(), s.name.clone());
-    tokio::task::spawn_blocking(move || wasm.load_bytes(&fetched.bytes, &from, &subscriber))
-        .await
-        .map_err(|source| PrepareError::Compile {
-            subscriber: s.name.clone(),
-            source,
-        })?
-        .map_err(PrepareError::from)
+    Ok(wasm
+        .load_within(fetched.bytes, &s.component, &s.name, budget)
+        .await?)
 }

@@ -15,6 +15,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
@@ -108,6 +109,20 @@ impl ComponentCache {
         bytes: &[u8],
         content: &str,
     ) -> wasmtime::Result<(Component, CacheUse)> {
+        self.load_or_compile_unless(engine, bytes, content, &AtomicBool::new(false))
+    }
+
+    /// Like [`load_or_compile`](Self::load_or_compile), storing nothing
+    /// when `given_up` is set by the time the compile ends: a compile
+    /// given up past its quota must not turn into a cache hit for the
+    /// same component tried again.
+    pub fn load_or_compile_unless(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        content: &str,
+        given_up: &AtomicBool,
+    ) -> wasmtime::Result<(Component, CacheUse)> {
         let Some(entry) = self.entry(engine, content) else {
             return Ok((Component::new(engine, bytes)?, CacheUse::Off));
         };
@@ -123,6 +138,9 @@ impl ComponentCache {
             }
         }
         let component = Component::new(engine, bytes)?;
+        if given_up.load(Ordering::Relaxed) {
+            return Ok((component, CacheUse::Miss));
+        }
         if let Err(e) = store(&entry, &component) {
             tracing::warn!(entry = %entry.display(), "cannot cache the compiled component: {e:#}");
         }

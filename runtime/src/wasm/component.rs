@@ -2,10 +2,13 @@
 //! imports and check the export, so a component that does not implement the
 //! world fails before the first pull with a message naming what is missing.
 
+use super::cache::CacheUse;
+use super::compile::{Budget, CompileError};
 use super::host::{HostState, ServicePre};
 use super::WasmRuntime;
 use crate::config::ComponentSource;
 use std::path::Path;
+use wasmtime::component::Component;
 
 /// The WIT package version this runtime implements; components built
 /// against any earlier 0.1 version link to it too.
@@ -79,6 +82,9 @@ pub enum ComponentProblem {
     /// Its imports have other types than the host's.
     #[error("its imports do not match what the runtime provides")]
     ImportsMismatch(#[source] BoxError),
+    /// Compiling it on the compile threads failed or took too long.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
     /// It does not export the handler.
     #[error("does not export {HANDLER_EXPORT} ({hint})")]
     NoHandler {
@@ -88,6 +94,18 @@ pub enum ComponentProblem {
         #[source]
         source: BoxError,
     },
+}
+
+/// Makes `subscriber`'s component, `from`, the subject of a problem.
+fn failing<'a>(
+    subscriber: &'a str,
+    from: &'a ComponentSource,
+) -> impl Fn(ComponentProblem) -> ComponentError + 'a {
+    move |problem| ComponentError {
+        subscriber: subscriber.to_string(),
+        from: Box::new(from.clone()),
+        problem,
+    }
 }
 
 /// An error from wasmtime, with its chain of causes.
@@ -115,11 +133,7 @@ impl WasmRuntime {
         from: &ComponentSource,
         subscriber: &str,
     ) -> Result<Loaded, ComponentError> {
-        let fail = |problem: ComponentProblem| ComponentError {
-            subscriber: subscriber.to_string(),
-            from: Box::new(from.clone()),
-            problem,
-        };
+        let fail = failing(subscriber, from);
         if bytes.starts_with(b"\0asm\x01\0\0\0") {
             return Err(fail(ComponentProblem::CoreModule));
         }
@@ -129,6 +143,97 @@ impl WasmRuntime {
             .cache
             .load_or_compile(&self.engine, bytes, &digest)
             .map_err(|e| fail(ComponentProblem::Invalid(e.into())))?;
+        self.link(component, cached, digest, from, subscriber, started)
+    }
+
+    /// Like [`load_bytes`](Self::load_bytes), compiling on the compile
+    /// threads within `budget` (see [`compile`](super::compile)), or
+    /// linking a component compiled ahead.
+    pub async fn load_within(
+        &self,
+        bytes: Vec<u8>,
+        from: &ComponentSource,
+        subscriber: &str,
+        budget: &Budget,
+    ) -> Result<Loaded, ComponentError> {
+        let fail = failing(subscriber, from);
+        let started = std::time::Instant::now();
+        let digest = crate::config::sha256_hex(&bytes);
+        let (component, cached) = match self.compiler.ahead(&budget.tenant, &digest) {
+            Some(ahead) => ahead,
+            None => self
+                .compile_within(bytes, digest.clone(), budget)
+                .await
+                .map_err(fail)?,
+        };
+        self.link(component, cached, digest, from, subscriber, started)
+    }
+
+    /// The component of SHA-256 `digest` linked, when it was compiled
+    /// ahead for the same tenant and is kept: its bytes need not be read
+    /// again.
+    pub fn load_ahead(
+        &self,
+        digest: &str,
+        from: &ComponentSource,
+        subscriber: &str,
+        budget: &Budget,
+    ) -> Option<Result<Loaded, ComponentError>> {
+        let started = std::time::Instant::now();
+        let (component, cached) = self.compiler.ahead(&budget.tenant, digest)?;
+        Some(self.link(
+            component,
+            cached,
+            digest.to_string(),
+            from,
+            subscriber,
+            started,
+        ))
+    }
+
+    /// Compiles `bytes` within `budget` before an apply needs them, keeping
+    /// the result for it; returns their SHA-256.
+    pub async fn compile_ahead(
+        &self,
+        bytes: Vec<u8>,
+        budget: &Budget,
+    ) -> Result<String, ComponentProblem> {
+        let digest = crate::config::sha256_hex(&bytes);
+        if self.compiler.ahead(&budget.tenant, &digest).is_none() {
+            let compiled = self.compile_within(bytes, digest.clone(), budget).await?;
+            self.compiler
+                .keep_ahead(budget.tenant.clone(), digest.clone(), compiled);
+        }
+        Ok(digest)
+    }
+
+    async fn compile_within(
+        &self,
+        bytes: Vec<u8>,
+        digest: String,
+        budget: &Budget,
+    ) -> Result<(Component, CacheUse), ComponentProblem> {
+        if bytes.starts_with(b"\0asm\x01\0\0\0") {
+            return Err(ComponentProblem::CoreModule);
+        }
+        Ok(self
+            .compiler
+            .compile(&self.engine, &self.cache, bytes.into(), digest, budget)
+            .await?)
+    }
+
+    /// Pre-instantiates `component` against the host's imports and checks
+    /// that it exports the handler.
+    fn link(
+        &self,
+        component: Component,
+        cached: CacheUse,
+        digest: String,
+        from: &ComponentSource,
+        subscriber: &str,
+        started: std::time::Instant,
+    ) -> Result<Loaded, ComponentError> {
+        let fail = failing(subscriber, from);
         let ty = component.component_type();
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             let unknown: Vec<String> = ty
@@ -173,9 +278,9 @@ impl WasmRuntime {
             })
         })?;
         let counted = match cached {
-            super::cache::CacheUse::Hit => 0,
-            super::cache::CacheUse::Miss => 1,
-            super::cache::CacheUse::Off => 2,
+            CacheUse::Hit => 0,
+            CacheUse::Miss => 1,
+            CacheUse::Off => 2,
         };
         self.loads[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(subscriber, component = %from, sha256 = %digest, ?cached, "component ready in {:?}", started.elapsed());

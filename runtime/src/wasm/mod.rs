@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod compile;
 pub mod component;
 pub mod cpu;
 pub mod guest_log;
@@ -160,6 +161,8 @@ pub struct WasmRuntime {
     loads: Arc<[std::sync::atomic::AtomicU64; 3]>,
     /// The pooling allocator's size, when instances come from a pool.
     pool: Option<PoolSize>,
+    /// Where components compile, off the message path.
+    compiler: compile::Compiler,
 }
 
 impl WasmRuntime {
@@ -221,6 +224,7 @@ impl WasmRuntime {
         // roughly doubles per-call overhead and buys nothing here.
         config.concurrency_support(false);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        compile::lower_parallel_compilation();
         let engine = Engine::new(&config).map_err(|e| EngineError::Wasmtime(e.into()))?;
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker).map_err(|e| EngineError::Wasmtime(e.into()))?;
@@ -242,6 +246,7 @@ impl WasmRuntime {
             cache,
             linker,
             ticker_stop,
+            compiler: compile::Compiler::new(),
         })
     }
 

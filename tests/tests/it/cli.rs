@@ -405,7 +405,7 @@ fn check_shows_every_tenant_quota_and_warns_of_settings_a_quota_caps() {
     assert_lines(&stdout, &[
         format!("  acme: own connection to {} as none", server.url()),
         // The defaults shown beside the quotas the file sets.
-        "    quotas: concurrency 32, cpu 1 core, memory 128MiB, 1000 publishes per message, publish rate 100/s, publish bytes 64MiB/s, http rate 1000/s, http concurrency 64".to_string(),
+        "    quotas: concurrency 32, cpu 1 core, memory 128MiB, 1000 publishes per message, publish rate 100/s, publish bytes 64MiB/s, http rate 1000/s, http concurrency 64, components up to 64MiB, compiled within 2m, at most 100 handlers".to_string(),
         "    grants: publish [any], kv [any], http [any]".to_string(),
         "    guest cpu: 1 core shared equally by the busy ones of tenant acme's 1 subscriber".to_string(),
         "warnings:".to_string(),

@@ -20,6 +20,22 @@ servers = ["{url}"]
 /// A replica that is stopped when the test ends.
 struct Replica(Child);
 
+impl Replica {
+    /// `natsapp-wasm run SERVICE` with `env`, logging to `log`.
+    fn run(service: &std::path::Path, log: &std::path::Path, env: &[(&str, &str)]) -> Replica {
+        let child = Command::new(natsapp_bin())
+            .args(["run", service.to_str().unwrap()])
+            .envs(env.iter().copied())
+            .env_remove("NATS_SERVERS")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Replica(child)
+    }
+}
+
 impl Drop for Replica {
     fn drop(&mut self) {
         sigterm(&self.0);
@@ -290,52 +306,78 @@ fn as_tenant(server: &NatsServer, tenant: &str, args: &[&str]) -> Command {
     cmd
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_deploy_into_their_own_accounts_and_a_refusal_stays_theirs() {
-    let server = NatsServer::with_config(crate::ACCOUNTS);
+/// Acme's and beta's JetStream, each in its account with its streams
+/// `<TENANT>_IN` (`<tenant>.in`) and `<TENANT>_OUT` (`<tenant>.out.>`).
+async fn tenant_streams(
+    server: &NatsServer,
+) -> (
+    async_nats::jetstream::Context,
+    async_nats::jetstream::Context,
+) {
     let (acme, beta) = (
-        crate::jetstream_as(&server, "acme").await,
-        crate::jetstream_as(&server, "beta").await,
+        crate::jetstream_as(server, "acme").await,
+        crate::jetstream_as(server, "beta").await,
     );
     for (js, name) in [(&acme, "acme"), (&beta, "beta")] {
         let upper = name.to_uppercase();
         create_stream(js, &format!("{upper}_IN"), &format!("{name}.in")).await;
         create_stream(js, &format!("{upper}_OUT"), &format!("{name}.out.>")).await;
     }
+    (acme, beta)
+}
+
+/// `status ACME_DEPLOY` by acme's CI, for one replica.
+fn acme_status(server: &NatsServer) -> Output {
+    as_tenant(
+        server,
+        "acme",
+        &["status", "ACME_DEPLOY", "--replicas", "1"],
+    )
+    .output()
+    .unwrap()
+}
+
+/// Each tenant's CI deploys its echo, v1, with its own credentials.
+fn deploy_echo_v1(server: &NatsServer, dir: &std::path::Path) {
+    for tenant in ["acme", "beta"] {
+        let v1 = echo_fragment(dir, tenant, &format!("{tenant}-1.toml"), guests::ECHO, "v1");
+        let out = deploy_as(server, tenant, &v1).output().unwrap();
+        assert!(out.status.success(), "{tenant}: {}", text(&out));
+    }
+}
+
+/// `deploy FRAGMENT <TENANT>_DEPLOY/echo --wait` by `tenant`'s CI, its
+/// components pushed to `<TENANT>_COMPONENTS`, for one replica.
+fn deploy_as(server: &NatsServer, tenant: &str, fragment: &str) -> Command {
+    let upper = tenant.to_uppercase();
+    as_tenant(
+        server,
+        tenant,
+        &[
+            "deploy",
+            fragment,
+            &format!("{upper}_DEPLOY/echo"),
+            "--components",
+            &format!("{upper}_COMPONENTS"),
+            "--create",
+            "--wait",
+            "--replicas",
+            "1",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_deploy_into_their_own_accounts_and_a_refusal_stays_theirs() {
+    let server = NatsServer::with_config(crate::ACCOUNTS);
+    let (acme, beta) = tenant_streams(&server).await;
     let file = ServiceFile::new(&server, PLATFORM);
     let running = Running::start(&file).await;
     let dir = tempfile::tempdir().unwrap();
-    let deploy = |tenant: &str, fragment: &str| {
-        let upper = tenant.to_uppercase();
-        as_tenant(
-            &server,
-            tenant,
-            &[
-                "deploy",
-                fragment,
-                &format!("{upper}_DEPLOY/echo"),
-                "--components",
-                &format!("{upper}_COMPONENTS"),
-                "--create",
-                "--wait",
-                "--replicas",
-                "1",
-            ],
-        )
-    };
+    let deploy = |tenant: &str, fragment: &str| deploy_as(&server, tenant, fragment);
 
     // Each tenant's CI deploys with its own credentials, into its account.
-    for tenant in ["acme", "beta"] {
-        let f = echo_fragment(
-            dir.path(),
-            tenant,
-            &format!("{tenant}-1.toml"),
-            guests::ECHO,
-            "v1",
-        );
-        let out = deploy(tenant, &f).output().unwrap();
-        assert!(out.status.success(), "{tenant}: {}", text(&out));
-    }
+    deploy_echo_v1(&server, dir.path());
     js_publish(&acme, "acme.in", "a").await;
     js_publish(&beta, "beta.in", "b").await;
     stream_has(&acme, "ACME_OUT", 1).await;
@@ -423,13 +465,7 @@ async fn tenants_deploy_into_their_own_accounts_and_a_refusal_stays_theirs() {
     // own credentials in its account, shows the refusal.
     js_publish(&acme, "acme.in", "still").await;
     stream_has(&acme, "ACME_OUT", 2).await;
-    let out = as_tenant(
-        &server,
-        "acme",
-        &["status", "ACME_DEPLOY", "--replicas", "1"],
-    )
-    .output()
-    .unwrap();
+    let out = acme_status(&server);
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(
         status.contains("ACME_DEPLOY/echo  revision 1  acme-echo=")
@@ -470,6 +506,92 @@ async fn tenants_deploy_into_their_own_accounts_and_a_refusal_stays_theirs() {
         .find(|d| d.tenant.as_deref() == Some("beta"))
         .expect("beta's key in the statistics");
     assert_eq!((beta_key.revision, beta_key.refusals), (Some(2), 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_slow_compile_is_refused_and_holds_up_no_other_tenant() {
+    let server = NatsServer::with_config(crate::ACCOUNTS);
+    let (acme, beta) = tenant_streams(&server).await;
+    // Acme may take 5 s to compile a component; a Python one takes
+    // about 20 s on one core. The replica caches no compiled component,
+    // so every deploy compiles.
+    let platform = PLATFORM.replace(
+        "quotas = { component_size = \"100KiB\" }",
+        "quotas = { compile_time = \"5s\" }",
+    );
+    let file = ServiceFile::new(&server, &platform);
+    let log = file.path().with_file_name("replica.log");
+    let _replica = Replica::run(&file.path(), &log, &[("NATSAPP_CACHE_DIR", "off")]);
+    logged(&log, "nothing deployed runs yet").await;
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = |tenant: &str, fragment: &str| {
+        let mut cmd = deploy_as(&server, tenant, fragment);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    deploy_echo_v1(&server, dir.path());
+
+    // Acme deploys a component that compiles for longer than its quota.
+    let slow = echo_fragment(
+        dir.path(),
+        "acme",
+        "slow.toml",
+        guests::PY_ORDER_PROCESSOR,
+        "v2",
+    );
+    let acme_deploy = deploy("acme", &slow).spawn().unwrap();
+    logged(
+        &log,
+        "subscriber \"acme-echo\" of tenant \"acme\"'s ACME_DEPLOY/echo revision 2 ahead",
+    )
+    .await;
+
+    // While the replica compiles it, beta's deploy applies: acme's key is
+    // then still at revision 1, its revision 2 not refused yet. Beta's
+    // messages flow.
+    let b2 = echo_fragment(dir.path(), "beta", "beta-2.toml", guests::ECHO, "v2");
+    let out = deploy("beta", &b2).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = acme_status(&server);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains("ACME_DEPLOY/echo  revision 1  acme-echo=") && !status.contains("refused"),
+        "beta's v2 applied while acme's component still compiled: {}",
+        text(&out)
+    );
+    for i in 0..50 {
+        js_publish(&beta, "beta.in", format!("b{i}")).await;
+    }
+    stream_has(&beta, "BETA_OUT", 50).await;
+
+    // Acme's compile is given up at its quota: refused, naming acme; its
+    // revision 1 keeps serving.
+    let out = acme_deploy.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("refused revision 2: tenant \"acme\"'s ACME_DEPLOY/echo revision 2: ")
+            && stdout.contains(
+                "compiling it took longer than tenant \"acme\"'s compile_time quota (5s) allows; it was given up"
+            ),
+        "{}",
+        text(&out)
+    );
+    let s = beta.get_stream("BETA_OUT").await.unwrap();
+    assert!(
+        s.get_last_raw_message_by_subject("beta.out.v2")
+            .await
+            .is_ok(),
+        "beta's messages ran its v2"
+    );
+    js_publish(&acme, "acme.in", "still").await;
+    stream_has(&acme, "ACME_OUT", 1).await;
+    let s = acme.get_stream("ACME_OUT").await.unwrap();
+    assert!(s
+        .get_last_raw_message_by_subject("acme.out.v1")
+        .await
+        .is_ok());
 }
 
 /// Every payload stored in `stream`, in order, with its subject.
@@ -520,15 +642,7 @@ async fn a_fleet_on_a_cluster_converges_through_a_node_kill_and_restarts_from_na
     .unwrap();
     let spawn = |i: usize| {
         let log = dir.path().join(format!("replica-{i}.log"));
-        let child = Command::new(natsapp_bin())
-            .args(["run", service.to_str().unwrap()])
-            .env_remove("NATS_SERVERS")
-            .env_remove("RUST_LOG")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        (Replica(child), log)
+        (Replica::run(&service, &log, &[]), log)
     };
     let mut replicas = Vec::new();
     for i in 0..3 {

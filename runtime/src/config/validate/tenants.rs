@@ -167,6 +167,11 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                                 .map_or(defaults::TENANT_COMPONENT_SIZE, |b| b.0),
                         ),
                         handlers: Some(t.quotas.handlers.unwrap_or(defaults::TENANT_HANDLERS)),
+                        compile_time: Some(
+                            t.quotas
+                                .compile_time
+                                .map_or(defaults::TENANT_COMPILE_TIME, |d| d.0),
+                        ),
                     },
                     deploy: t.deploy.map(|d| self.kv_keys(&format!("{key}.deploy"), d)),
                     grant_publish: t.grants.publish,

@@ -50,7 +50,11 @@ impl Plan {
             } else {
                 "must exist"
             };
-            let _ = writeln!(s, "  {} [{}] ({how})", st.name, subjects.join(", "));
+            let whose = match &st.tenant {
+                Some(t) => format!(", in tenant {t:?}'s account"),
+                None => String::new(),
+            };
+            let _ = writeln!(s, "  {} [{}] ({how}{whose})", st.name, subjects.join(", "));
         }
         let _ = writeln!(s, "publishers:");
         for p in &c.publishers {

@@ -79,7 +79,7 @@ pub(crate) async fn handler_cost(
             Default::default(),
             Default::default(),
         ),
-        Arc::new(PublishRoutes::new(&config)),
+        Arc::new(PublishRoutes::new(&config, &None)),
         Vec::new(),
         None,
     ));

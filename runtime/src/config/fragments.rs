@@ -5,10 +5,12 @@
 //! text joins the file like an included file's, marked with its key and
 //! revision. A tenant's fragment is read with the tenant's identity and
 //! may declare only subscribers of that tenant, whose components are
-//! objects in its own account: no `[[tenants]]`, no `${…}` (the
+//! objects in its own account, and streams and buckets, declared in its
+//! account: no `[[tenants]]`, no `[[publishers]]`, no `${…}` (the
 //! platform's environment is not the tenant's to read), no file paths
 //! (nor its disk).
 
+use super::include::add_streams_and_buckets;
 use super::interpolate::interpolate;
 use super::raw::{RawComponent, RawFile, RawInclude};
 use super::ComponentSource;
@@ -172,8 +174,8 @@ pub fn with_objects(
     Ok(toml::to_string(&doc).expect("a table parsed from TOML serializes"))
 }
 
-/// Adds every fragment's tenants and subscribers to `raw`, marking where
-/// each came from.
+/// Adds what every fragment declares to `raw`, marking where each came
+/// from, and a tenant's streams and buckets as its own.
 pub(super) fn add_fragments(
     raw: &mut RawFile,
     fragments: &[Fragment],
@@ -220,6 +222,12 @@ pub(super) fn add_fragments(
                     format!("tenant {tenant:?}'s fragment may not declare tenants"),
                 ));
             }
+            if !included.publishers.is_empty() {
+                return Err(refuse(
+                    "publishers",
+                    format!("tenant {tenant:?}'s fragment may not declare publishers: a stream it declares makes its handlers' publishes to that stream wait for a PubAck"),
+                ));
+            }
         }
         for mut t in included.tenants {
             t.origin = Some(origin.clone());
@@ -247,6 +255,18 @@ pub(super) fn add_fragments(
             s.origin = Some(origin.clone());
             s.fragment = Some(fragment.key.clone());
             raw.subscribers.push(s);
+        }
+        let (mut streams, mut buckets) = (included.streams, included.buckets);
+        for st in &mut streams {
+            st.tenant = fragment.key.tenant.clone();
+        }
+        for b in &mut buckets {
+            b.tenant = fragment.key.tenant.clone();
+        }
+        add_streams_and_buckets(raw, streams, buckets, &origin);
+        for mut p in included.publishers {
+            p.origin = Some(origin.clone());
+            raw.publishers.push(p);
         }
     }
     Ok(())

@@ -1,17 +1,17 @@
 //! Step 1a of reading service.toml: `[service] include` — more
-//! `[[tenants]]` and `[[subscribers]]` from other files, so each tenant can
-//! own a file. Patterns resolve against the including file's folder (`*`
+//! `[[tenants]]`, `[[subscribers]]`, `[[streams]]`, `[[buckets]]` and
+//! `[[publishers]]` from other files, so each tenant can own a file. Patterns resolve against the including file's folder (`*`
 //! and `?` match within a name); a pattern that matches nothing is fine
 //! unless it names a file without wildcards. Relative paths inside an
 //! included file resolve against that file's folder.
 
 use super::interpolate::interpolate;
-use super::raw::{RawFile, RawInclude, RawIncludeEntry};
+use super::raw::{RawBucket, RawFile, RawInclude, RawIncludeEntry, RawStream};
 use super::{interpolation_error, syntax_error, ConfigError, Problem};
 use std::path::{Path, PathBuf};
 
-/// Reads every file `raw.service.include` names and appends its tenants and
-/// subscribers to `raw`, marking where each came from.
+/// Reads every file `raw.service.include` names and appends what it
+/// declares to `raw`, marking where each came from.
 pub(super) fn read_includes(
     path: &Path,
     raw: &mut RawFile,
@@ -63,9 +63,31 @@ pub(super) fn read_includes(
                 s.origin = Some(file.clone());
                 raw.subscribers.push(s);
             }
+            add_streams_and_buckets(raw, included.streams, included.buckets, &file);
+            for mut p in included.publishers {
+                p.origin = Some(file.clone());
+                raw.publishers.push(p);
+            }
         }
     }
     Ok(())
+}
+
+/// Appends `streams` and `buckets`, from `origin`, to `raw`.
+pub(super) fn add_streams_and_buckets(
+    raw: &mut RawFile,
+    streams: Vec<RawStream>,
+    buckets: Vec<RawBucket>,
+    origin: &Path,
+) {
+    for mut st in streams {
+        st.origin = Some(origin.to_path_buf());
+        raw.streams.push(st);
+    }
+    for mut b in buckets {
+        b.origin = Some(origin.to_path_buf());
+        raw.buckets.push(b);
+    }
 }
 
 fn rebase(base: &Path, p: &Path) -> PathBuf {

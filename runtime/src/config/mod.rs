@@ -302,6 +302,32 @@ pub struct StreamConfig {
     /// A subscriber with `outputs.mode = "atomic"` may publish to it: it
     /// is declared with atomic publish allowed, and must allow it when it exists.
     pub atomic: bool,
+    /// The tenant whose fragment declares it, in its account (`None`: the
+    /// platform's file, fragments or included files).
+    pub tenant: Option<String>,
+}
+
+/// The stream `name` of `streams` as subscribers of `tenant` (`None`: the
+/// service's own) see it: the tenant's own first, then the platform's.
+pub fn stream_named<'a>(
+    streams: &'a [StreamConfig],
+    name: &str,
+    tenant: &Option<String>,
+) -> Option<&'a StreamConfig> {
+    let named = |owner: &Option<String>| {
+        streams
+            .iter()
+            .find(|s| s.name.as_str() == name && &s.tenant == owner)
+    };
+    named(tenant).or_else(|| named(&None))
+}
+
+impl StreamConfig {
+    /// Whether subscribers of `tenant` (`None`: the service's own) see it:
+    /// a tenant's own streams are its alone; the platform's are everyone's.
+    pub fn seen_by(&self, tenant: &Option<String>) -> bool {
+        self.tenant.is_none() || &self.tenant == tenant
+    }
 }
 
 /// `[[publishers]]`, validated.
@@ -334,6 +360,9 @@ pub struct BucketConfig {
     pub storage: Option<Storage>,
     /// Replicas in a cluster.
     pub replicas: Option<usize>,
+    /// The tenant whose fragment declares it, in its account (`None`: the
+    /// platform's).
+    pub tenant: Option<String>,
 }
 
 /// `[[subscribers]]`, validated.
@@ -626,6 +655,24 @@ impl Config {
     /// The tenant named `name`.
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// The `[[streams]]` entry `name` as subscribers of `tenant` (`None`:
+    /// the service's own) see it: the tenant's own first, then the
+    /// platform's.
+    pub fn stream_for(&self, name: &str, tenant: &Option<String>) -> Option<&StreamConfig> {
+        stream_named(&self.streams, name, tenant)
+    }
+
+    /// The `[[buckets]]` entry `name` as subscribers of `tenant` see it,
+    /// as [`stream_for`](Self::stream_for) does.
+    pub fn bucket_for(&self, name: &str, tenant: &Option<String>) -> Option<&BucketConfig> {
+        let named = |owner: &Option<String>| {
+            self.buckets
+                .iter()
+                .find(|b| b.name == name && &b.tenant == owner)
+        };
+        named(tenant).or_else(|| named(&None))
     }
 }
 

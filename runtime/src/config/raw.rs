@@ -34,7 +34,8 @@ pub struct RawFile {
     pub tenants: Vec<RawTenant>,
 }
 
-/// A file named by `[service] include`: more tenants and subscribers.
+/// A file named by `[service] include`, or a fragment in key-value: more
+/// tenants, subscribers, streams, buckets and publishers.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawInclude {
@@ -44,6 +45,15 @@ pub struct RawInclude {
     /// `[[subscribers]]`
     #[serde(default)]
     pub subscribers: Vec<RawSubscriber>,
+    /// `[[streams]]`
+    #[serde(default)]
+    pub streams: Vec<RawStream>,
+    /// `[[buckets]]`
+    #[serde(default)]
+    pub buckets: Vec<RawBucket>,
+    /// `[[publishers]]`
+    #[serde(default)]
+    pub publishers: Vec<RawPublisher>,
 }
 
 /// `[[tenants]]`
@@ -266,6 +276,12 @@ pub struct RawStream {
     pub max_age: Option<Dur>,
     /// `duplicate_window = "2m"`: how long `Nats-Msg-Id` deduplicates.
     pub duplicate_window: Option<Dur>,
+    /// The tenant whose fragment declares it, in its account.
+    #[serde(skip)]
+    pub tenant: Option<String>,
+    /// The included file or fragment it came from.
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
 }
 
 /// `[[buckets]]`: a JetStream key-value bucket.
@@ -288,6 +304,12 @@ pub struct RawBucket {
     pub storage: Option<Storage>,
     /// `replicas = 3`
     pub replicas: Option<usize>,
+    /// The tenant whose fragment declares it, in its account.
+    #[serde(skip)]
+    pub tenant: Option<String>,
+    /// The included file or fragment it came from.
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
 }
 
 /// An `http` grant entry: `"https://host[:port]"`, or
@@ -374,6 +396,9 @@ pub struct RawPublisher {
     pub stream: Option<Name>,
     /// `timeout = "30s"`: how long a publish waits for its PubAck.
     pub timeout: Option<Dur>,
+    /// The included file or fragment it came from.
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
 }
 
 /// `[[subscribers]]`

@@ -462,3 +462,109 @@ fn a_tenants_fragment_declares_only_its_own_subscribers_with_objects() {
     let e = refused(&KIT.replace("durable = \"kit\"", "durable = \"${HOME}\""));
     assert!(e.contains("may not read the platform's environment"), "{e}");
 }
+
+#[test]
+fn fragments_declare_streams_buckets_and_a_tenants_are_its_own() {
+    let path = Path::new("/srv/service.toml");
+    let platform = fragment(
+        None,
+        "DEPLOY",
+        "platform.routes",
+        r#"
+[[streams]]
+name = "AUDIT"
+subjects = ["audit.>"]
+
+[[buckets]]
+name = "STATE"
+
+[[publishers]]
+subject = "audit.>"
+stream = "AUDIT"
+"#,
+    );
+    let acme = fragment(
+        Some("acme"),
+        "ACME_DEPLOY",
+        "kit",
+        &format!(
+            "{KIT}kv = {{ CART = \"rw\" }}\n[[streams]]\nname = \"ACME_IN\"\nsubjects = [\"acme.in\"]\n\n[[streams]]\nname = \"AUDIT\"\nsubjects = [\"acme.audit.>\"]\n\n[[buckets]]\nname = \"CART\"\nhistory = 5\n"
+        ),
+    );
+    let c =
+        Config::parse_with(path, DEPLOYED, |_| None, &[platform.clone(), acme.clone()]).unwrap();
+    let owners: Vec<(&str, Option<&str>)> = c
+        .streams
+        .iter()
+        .map(|s| (s.name.as_str(), s.tenant.as_deref()))
+        .collect();
+    assert_eq!(
+        owners,
+        [
+            ("AUDIT", None),
+            ("ACME_IN", Some("acme")),
+            ("AUDIT", Some("acme"))
+        ],
+        "a tenant may name a stream as the platform does: it lives in its account"
+    );
+    let acme_tenant = Some("acme".to_string());
+    assert_eq!(
+        c.stream_for("AUDIT", &acme_tenant).unwrap().subjects[0].as_str(),
+        "acme.audit.>"
+    );
+    assert_eq!(
+        c.stream_for("AUDIT", &None).unwrap().subjects[0].as_str(),
+        "audit.>"
+    );
+    assert_eq!(c.bucket_for("CART", &acme_tenant).unwrap().history, 5);
+    assert!(
+        c.bucket_for("CART", &None).is_none(),
+        "acme's bucket is its own"
+    );
+    assert_eq!(c.publishers.len(), 1);
+
+    // Its publishes to its own stream wait for a PubAck; the platform's
+    // to the same subjects do not.
+    let acme_routes = crate::nats::publish::PublishRoutes::new(&c, &acme_tenant);
+    let own_routes = crate::nats::publish::PublishRoutes::new(&c, &None);
+    assert_eq!(
+        acme_routes.stream("acme.audit.x").map(|s| s.0),
+        Some("AUDIT")
+    );
+    assert_eq!(own_routes.stream("acme.audit.x"), None);
+
+    let refused = |text: &str| {
+        let f = fragment(Some("acme"), "ACME_DEPLOY", "kit", text);
+        Config::parse_with(path, DEPLOYED, |_| None, &[f])
+            .unwrap_err()
+            .to_string()
+    };
+    let e = refused(&format!("{KIT}[[publishers]]\nsubject = \"acme.>\"\n"));
+    assert!(
+        e.contains("tenant \"acme\"'s fragment may not declare publishers"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_tenants_bucket_must_lie_within_its_grants() {
+    let path = Path::new("/srv/service.toml");
+    let granted = DEPLOYED.replace(
+        "deploy = { kv = \"ACME_DEPLOY\", keys = \">\" }",
+        "deploy = { kv = \"ACME_DEPLOY\", keys = \">\" }\ngrants = { kv = { CART = \"rw\" } }",
+    );
+    let f = fragment(
+        Some("acme"),
+        "ACME_DEPLOY",
+        "kit",
+        &format!("{KIT}[[buckets]]\nname = \"PAYMENTS\"\n"),
+    );
+    let e = Config::parse_with(path, &granted, |_| None, &[f])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("buckets[0] (\"PAYMENTS\") in tenant \"acme\"'s ACME_DEPLOY/kit (revision 3)")
+            && e.contains("bucket \"PAYMENTS\" is outside tenant \"acme\"'s grants.kv"),
+        "{e}"
+    );
+}

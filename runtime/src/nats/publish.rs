@@ -28,8 +28,10 @@ pub struct PublishRoutes {
 }
 
 impl PublishRoutes {
-    /// Routes from the service's configuration.
-    pub fn new(config: &Config) -> Self {
+    /// Routes of subscribers of `tenant` (`None`: the service's own) from
+    /// the service's configuration: a tenant's own streams route only its
+    /// own publishes.
+    pub fn new(config: &Config, tenant: &Option<String>) -> Self {
         PublishRoutes {
             publishers: config
                 .publishers
@@ -42,6 +44,7 @@ impl PublishRoutes {
             streams: config
                 .streams
                 .iter()
+                .filter(|s| s.seen_by(tenant))
                 .flat_map(|s| s.subjects.iter().map(|x| (x.clone(), s.name.to_string())))
                 .collect(),
         }
@@ -302,7 +305,7 @@ durable = "d"
         );
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/nats");
         let config = Config::parse(&dir.join("service.toml"), &text, |_| None).unwrap();
-        let routes = PublishRoutes::new(&config);
+        let routes = PublishRoutes::new(&config, &None);
         assert_eq!(
             routes.route("inventory.item.7"),
             Route::JetStream(Duration::from_secs(3))

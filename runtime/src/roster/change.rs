@@ -3,7 +3,7 @@
 //! Start-up is the same move from nothing. Decided without touching
 //! anything; `prepare` and `commit` carry it out.
 
-use crate::config::{Config, SubscriberConfig};
+use crate::config::{Config, StreamConfig, SubscriberConfig};
 use crate::wasm::PoolTooSmall;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -96,8 +96,20 @@ impl Change {
                 change.close_tenants.insert(name.clone());
             }
         }
-        let routes_changed =
-            old.is_some_and(|old| old.streams != new.streams || old.publishers != new.publishers);
+        // The streams a subscriber of `tenant` publishes through.
+        let streams_of = |c: &Config, tenant: &Option<String>| -> Vec<StreamConfig> {
+            c.streams
+                .iter()
+                .filter(|st| st.seen_by(tenant))
+                .cloned()
+                .collect()
+        };
+        let routes_changed = |tenant: &Option<String>| {
+            old.is_some_and(|old| {
+                old.publishers != new.publishers
+                    || streams_of(old, tenant) != streams_of(new, tenant)
+            })
+        };
         for s in &new.subscribers {
             let Some(current) = running.get(&s.name) else {
                 change.add.insert(s.name.clone());
@@ -110,13 +122,13 @@ impl Change {
             // A subscriber granted a bucket whose [[buckets]] entry changed is
             // set up again, so the bucket is verified (or declared) anew.
             let buckets_changed = s.kv.keys().any(|b| {
-                let bucket = |c: &Config| c.buckets.iter().find(|x| &x.name == b).cloned();
+                let bucket = |c: &Config| c.bucket_for(b, &s.tenant).cloned();
                 old.and_then(bucket) != bucket(new)
             });
             let same = current.config == s
                 && digests.get(&s.name).map(String::as_str) == Some(current.digest)
                 && current.runs
-                && !routes_changed
+                && !routes_changed(&s.tenant)
                 && !buckets_changed
                 && !tenant_reopened;
             if same {

@@ -22,7 +22,13 @@ impl Roster {
             mut set_ups,
         } = prepared;
         let summary = Summary::of(&change);
-        self.routes = Arc::new(PublishRoutes::new(&new));
+        self.routes = std::iter::once(None)
+            .chain(new.tenants.iter().map(|t| Some(t.name.clone())))
+            .map(|t| {
+                let routes = Arc::new(PublishRoutes::new(&new, &t));
+                (t, routes)
+            })
+            .collect();
         self.set_streams(&new.streams);
         let mut closing: HashMap<String, TenantEntry> = HashMap::new();
         for name in &change.close_tenants {

@@ -142,7 +142,8 @@ impl Entry {
 pub(crate) struct Roster {
     /// The file it runs; `None` until the first commit.
     config: Option<Config>,
-    pub(crate) routes: Arc<PublishRoutes>,
+    /// Publish routes by tenant (`None`: the service's own subscribers').
+    pub(crate) routes: HashMap<Option<String>, Arc<PublishRoutes>>,
     /// The service's own connection.
     pub(crate) own: Connection,
     /// What the service's own subscribers share: guest CPU.
@@ -167,7 +168,7 @@ impl Roster {
     pub(crate) fn new(own: Connection, registry: Registry, tracer: Option<Tracer>) -> Roster {
         Roster {
             config: None,
-            routes: Arc::default(),
+            routes: HashMap::new(),
             own,
             own_quotas: SharedQuotas::default(),
             tenants: HashMap::new(),
@@ -252,7 +253,7 @@ impl Roster {
         let host = SubscriberHost::new(
             s,
             conn.wire(),
-            self.routes.clone(),
+            self.routes.get(&s.tenant).cloned().unwrap_or_default(),
             setup.buckets,
             previous.as_deref().map(Subscriber::settler),
         );

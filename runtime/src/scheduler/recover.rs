@@ -159,13 +159,12 @@ pub async fn recover(
             Ok(Recovered::Consumer(Box::new(consumer)))
         }
         Diagnosis::StreamGone => {
-            let declared = ctx
-                .streams
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .find(|s| s.name == cfg.stream && s.declare)
-                .cloned();
+            let declared = {
+                let streams = ctx.streams.read().unwrap_or_else(|e| e.into_inner());
+                crate::config::stream_named(&streams, cfg.stream.as_str(), &cfg.tenant)
+                    .filter(|s| s.declare)
+                    .cloned()
+            };
             let Some(declared) = declared else {
                 return Err(fatal(SetupError::StreamGone {
                     stream: cfg.stream.to_string(),

@@ -399,7 +399,7 @@ http = {http}
         let mut host = SubscriberHost::new(
             &sub,
             Wire::Local(wire.clone()),
-            Arc::new(PublishRoutes::new(&config)),
+            Arc::new(PublishRoutes::new(&config, &sub.tenant)),
             buckets,
             None,
         );

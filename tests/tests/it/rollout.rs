@@ -594,6 +594,67 @@ async fn a_tenants_slow_compile_is_refused_and_holds_up_no_other_tenant() {
         .is_ok());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_declare_their_streams_each_in_its_own_account() {
+    let server = NatsServer::with_config(crate::ACCOUNTS);
+    let platform = PLATFORM.replace(
+        "graceful_timeout = \"5s\"",
+        "graceful_timeout = \"5s\"\ninclude = [{ kv = \"DEPLOY\", keys = \">\" }]",
+    );
+    let file = ServiceFile::new(&server, &platform);
+    let _running = Running::start(&file).await;
+    let dir = tempfile::tempdir().unwrap();
+    let streams = |name: &str| {
+        let upper = name.to_uppercase();
+        format!(
+            "\n[[streams]]\nname = \"{upper}_IN\"\nsubjects = [\"{name}.in\"]\n\n[[streams]]\nname = \"{upper}_OUT\"\nsubjects = [\"{name}.out.>\"]\n"
+        )
+    };
+    // The platform's fragment declares its streams and a publisher; beta's
+    // declares its streams, in its own account.
+    let own = echo_fragment(dir.path(), "own", "own.toml", guests::ECHO, "v1");
+    let mut own_text = std::fs::read_to_string(&own).unwrap() + &streams("own");
+    own_text +=
+        "\n[[publishers]]\nsubject = \"own.out.>\"\nstream = \"OWN_OUT\"\ntimeout = \"5s\"\n";
+    std::fs::write(&own, own_text).unwrap();
+    let out = as_tenant(
+        &server,
+        "svc",
+        &[
+            "deploy",
+            &own,
+            "DEPLOY/own",
+            "--components",
+            "COMPONENTS",
+            "--create",
+            "--wait",
+            "--replicas",
+            "1",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let beta_fragment = echo_fragment(dir.path(), "beta", "beta.toml", guests::ECHO, "v1");
+    let text_b = std::fs::read_to_string(&beta_fragment).unwrap() + &streams("beta");
+    std::fs::write(&beta_fragment, text_b).unwrap();
+    let out = deploy_as(&server, "beta", &beta_fragment).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let (svc, beta) = (
+        crate::jetstream_as(&server, "svc").await,
+        crate::jetstream_as(&server, "beta").await,
+    );
+    js_publish(&svc, "own.in", "o").await;
+    js_publish(&beta, "beta.in", "b").await;
+    stream_has(&svc, "OWN_OUT", 1).await;
+    stream_has(&beta, "BETA_OUT", 1).await;
+    assert!(
+        svc.get_stream("BETA_OUT").await.is_err() && beta.get_stream("OWN_OUT").await.is_err(),
+        "each stream lives in its declarer's account only"
+    );
+}
+
 /// Every payload stored in `stream`, in order, with its subject.
 async fn stored_payloads(
     js: &async_nats::jetstream::Context,
@@ -642,7 +703,8 @@ async fn a_fleet_on_a_cluster_converges_through_a_node_kill_and_restarts_from_na
     .unwrap();
     let spawn = |i: usize| {
         let log = dir.path().join(format!("replica-{i}.log"));
-        (Replica::run(&service, &log, &[]), log)
+        let tag = format!("r{i}");
+        (Replica::run(&service, &log, &[("REPLICA", &tag)]), log)
     };
     let mut replicas = Vec::new();
     for i in 0..3 {
@@ -662,7 +724,7 @@ async fn a_fleet_on_a_cluster_converges_through_a_node_kill_and_restarts_from_na
         std::fs::write(
             &path,
             format!(
-                "[[subscribers]]\nname = \"orders\"\ncomponent = \"{}\"\nsubject = \"in.orders\"\nstream = \"IN\"\ndurable = \"orders\"\nconcurrency = 8\npublish = [\"out.>\"]\nconfig = {{ output = \"out.{version}\" }}\n",
+                "[[subscribers]]\nname = \"orders\"\ncomponent = \"{}\"\nsubject = \"in.orders\"\nstream = \"IN\"\ndurable = \"orders\"\nconcurrency = 8\npublish = [\"out.>\"]\nconfig = {{ output = \"out.{version}.${{REPLICA:-cli}}\" }}\n",
                 guests::ECHO
             ),
         )
@@ -767,9 +829,30 @@ async fn a_fleet_on_a_cluster_converges_through_a_node_kill_and_restarts_from_na
     }
     assert_eq!(seen.len(), orders, "every order output once");
     assert!(
-        outputs.iter().any(|(s, _)| s == "out.v2"),
+        outputs.iter().any(|(s, _)| s.starts_with("out.v2.")),
         "v2 handled the orders after its deploy"
     );
+    // Each replica's outputs name it (out.<version>.<replica>): none of
+    // its v1 outputs is stored after its first v2 output.
+    let mut compared = 0;
+    for r in 0..3 {
+        let place = |version: &str| {
+            let subject = format!("out.{version}.r{r}");
+            outputs
+                .iter()
+                .enumerate()
+                .filter(move |(_, (s, _))| *s == subject)
+                .map(|(i, _)| i)
+        };
+        if let (Some(last_v1), Some(first_v2)) = (place("v1").max(), place("v2").min()) {
+            assert!(
+                last_v1 < first_v2,
+                "replica r{r} stored a v1 output (#{last_v1}) after its first v2 output (#{first_v2})"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 0, "some replica handled orders with v1 and v2");
 
     // A replica restarted after the deploy starts from NATS alone.
     drop(replicas.remove(0));
@@ -810,5 +893,8 @@ async fn a_fleet_on_a_cluster_converges_through_a_node_kill_and_restarts_from_na
         .unwrap();
     stream_has(&js, "OUT", orders as u64 + 1).await;
     let last = stored_payloads(&js, "OUT").await.pop().unwrap();
-    assert_eq!(last, ("out.v1".to_string(), "after rollback".to_string()));
+    assert!(
+        last.0.starts_with("out.v1.") && last.1 == "after rollback",
+        "{last:?}"
+    );
 }

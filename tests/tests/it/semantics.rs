@@ -358,7 +358,7 @@ async fn a_reused_instance_outlasts_the_store_handle_limit() {
         .pre;
     let client = server.client().await;
     let js = async_nats::jetstream::new(client.clone());
-    let routes = Arc::new(PublishRoutes::new(&config));
+    let routes = Arc::new(PublishRoutes::new(&config, &None));
     let host = Arc::new(SubscriberHost::new(
         sub,
         natsapp_wasm::nats::wire::Wire::server(

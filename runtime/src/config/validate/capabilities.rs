@@ -6,11 +6,15 @@ use super::*;
 
 impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
     pub(super) fn buckets(&mut self, raw: Vec<raw::RawBucket>) -> Vec<BucketConfig> {
-        self.unique(raw.iter().map(|b| b.name.clone()), "buckets", "name");
+        self.unique(
+            raw.iter().map(|b| super::owned(&b.tenant, &b.name)),
+            "buckets",
+            "name",
+        );
         raw.into_iter()
             .enumerate()
             .map(|(i, b)| {
-                let key = format!("buckets[{i}] ({:?})", b.name);
+                let key = format!("buckets[{i}] ({:?}){}", b.name, super::origin(&b.origin));
                 if let Err(e) = check_bucket_name(&b.name) {
                     self.problem(format!("{key}.name"), e);
                 }
@@ -43,6 +47,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                     max_value_size: b.max_value_size.map(|m| m.0),
                     storage: b.storage,
                     replicas: b.replicas,
+                    tenant: b.tenant,
                 }
             })
             .collect()
@@ -92,6 +97,26 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
 
     /// Checks a subscriber's `kv` grants: bucket names, and within its
     /// tenant's `grants.kv`.
+    /// Checks the buckets tenants' fragments declare — (index, name,
+    /// tenant, origin) — lie within their `grants.kv`.
+    pub(super) fn tenant_buckets(
+        &mut self,
+        buckets: &[(usize, String, String, Option<PathBuf>)],
+        tenants: &[TenantConfig],
+    ) {
+        for (i, name, tenant, from) in buckets {
+            let Some(t) = tenants.iter().find(|x| &x.name == tenant) else {
+                continue;
+            };
+            if t.grant_kv.as_ref().is_some_and(|g| !g.contains_key(name)) {
+                self.problem(
+                    format!("buckets[{i}] ({name:?}){}", super::origin(from)),
+                    format!("bucket {name:?} is outside tenant {tenant:?}'s grants.kv"),
+                );
+            }
+        }
+    }
+
     pub(super) fn kv_grants(
         &mut self,
         key: &str,

@@ -66,6 +66,10 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         let service = self.service(&raw);
         let nats = self.nats(raw.nats);
         let streams = self.streams(raw.streams);
+        let tenant_buckets: Vec<(usize, String, String, Option<PathBuf>)> = (raw.buckets.iter())
+            .enumerate()
+            .filter_map(|(i, b)| Some((i, b.name.clone(), b.tenant.clone()?, b.origin.clone())))
+            .collect();
         let buckets = self.buckets(raw.buckets);
         let publishers = self.publishers(raw.publishers, &streams);
         let tenants = self.tenants(raw.tenants, &nats);
@@ -79,8 +83,9 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         for st in &mut streams {
             st.atomic = subscribers
                 .iter()
-                .any(|s| s.writes_atomically_to(&st.subjects));
+                .any(|s| st.seen_by(&s.tenant) && s.writes_atomically_to(&st.subjects));
         }
+        self.tenant_buckets(&tenant_buckets, &tenants);
         let deployed = !service.include_kv.is_empty() || tenants.iter().any(|t| t.deploy.is_some());
         if subscribers.is_empty() && self.problems.is_empty() && !deployed {
             self.problem(
@@ -268,22 +273,24 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
     }
 
     fn streams(&mut self, raw: Vec<raw::RawStream>) -> Vec<StreamConfig> {
-        self.unique(raw.iter().map(|s| s.name.to_string()), "streams", "name");
+        self.unique(
+            raw.iter().map(|s| owned(&s.tenant, s.name.as_str())),
+            "streams",
+            "name",
+        );
         raw.into_iter()
             .enumerate()
             .map(|(i, s)| {
+                let key = format!("streams[{i}] ({:?}){}", s.name.as_str(), origin(&s.origin));
                 let declare = s.declare.unwrap_or(true);
                 if declare && s.subjects.is_empty() {
                     self.problem(
-                        format!("streams[{i}] ({:?}).subjects", s.name.as_str()),
+                        format!("{key}.subjects"),
                         "a declared stream needs at least one subject",
                     );
                 }
                 if s.replicas == Some(0) {
-                    self.problem(
-                        format!("streams[{i}] ({:?}).replicas", s.name.as_str()),
-                        "must be 1 or more",
-                    );
+                    self.problem(format!("{key}.replicas"), "must be 1 or more");
                 }
                 StreamConfig {
                     name: s.name,
@@ -295,6 +302,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                     max_age: s.max_age.map(|d| d.0),
                     duplicate_window: s.duplicate_window.map(|d| d.0),
                     atomic: false,
+                    tenant: s.tenant,
                 }
             })
             .collect()
@@ -314,13 +322,19 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             .enumerate()
             .map(|(i, p)| {
                 if let Some(stream) = &p.stream {
-                    let declared = streams.iter().find(|s| &s.name == stream);
+                    let declared = streams
+                        .iter()
+                        .find(|s| &s.name == stream && s.tenant.is_none());
                     if let Some(s) = declared.filter(|s| !s.subjects.is_empty()) {
                         if !p.subject.has_wildcards()
                             && !s.subjects.iter().any(|pat| pat.matches(p.subject.as_str()))
                         {
                             self.problem(
-                                format!("publishers[{i}] ({:?}).stream", p.subject.as_str()),
+                                format!(
+                                    "publishers[{i}] ({:?}){}.stream",
+                                    p.subject.as_str(),
+                                    origin(&p.origin)
+                                ),
                                 format!(
                                     "stream {:?} does not capture subject {:?} (its subjects: {})",
                                     stream.as_str(),
@@ -354,7 +368,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             self.problem(format!("subscribers[{i}].name"), "must not be empty");
         }
         let component = self.component(&key, &s.component);
-        if let Some(st) = streams.iter().find(|st| st.name == s.stream) {
+        if let Some(st) = stream_named(streams, s.stream.as_str(), &s.tenant) {
             if !st.subjects.is_empty()
                 && !st
                     .subjects
@@ -593,6 +607,15 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             outputs_mode,
             held_outputs,
         })
+    }
+}
+
+/// How uniqueness names an entry a tenant's fragment may own: each
+/// tenant's streams and buckets live in its own account.
+fn owned(tenant: &Option<String>, name: &str) -> String {
+    match tenant {
+        None => name.to_string(),
+        Some(t) => format!("{name} (tenant {t:?})"),
     }
 }
 

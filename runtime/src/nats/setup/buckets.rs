@@ -64,7 +64,7 @@ pub async fn open_buckets(
 ) -> Result<Vec<OpenedBucket>, SetupError> {
     let mut opened = Vec::with_capacity(sub.kv.len());
     for (name, access) in &sub.kv {
-        let declared = config.buckets.iter().find(|b| &b.name == name);
+        let declared = config.bucket_for(name, &sub.tenant);
         let stream_name = format!("KV_{name}");
         let existing = match js.get_stream(&stream_name).await {
             Ok(mut s) => Some(

@@ -153,16 +153,21 @@ pub struct SubscriberSetup {
 
 /// Sets up one subscriber on `js` — its tenant's connection, or the
 /// service's: a tenant's input stream is declared (or verified) when the
-/// file lists it, else it must exist; its dead-letter subject must be
-/// captured by a stream; its buckets are opened; its durable is created or
-/// verified.
+/// file lists it, else it must exist, and the streams the tenant's
+/// fragments declare are declared in its account; its dead-letter subject
+/// must be captured by a stream; its buckets are opened; its durable is
+/// created or verified.
 pub async fn ensure_subscriber(
     js: &jetstream::Context,
     config: &Config,
     sub: &SubscriberConfig,
 ) -> Result<SubscriberSetup, SetupError> {
     if sub.tenant.is_some() {
-        match config.streams.iter().find(|s| s.name == sub.stream) {
+        let own = config.streams.iter().filter(|s| s.tenant == sub.tenant);
+        for st in own.filter(|s| s.name != sub.stream) {
+            ensure_stream(js, st).await?;
+        }
+        match config.stream_for(sub.stream.as_str(), &sub.tenant) {
             Some(st) => ensure_stream(js, st).await?,
             None => {
                 stream_exists(

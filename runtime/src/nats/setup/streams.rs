@@ -5,17 +5,14 @@
 use super::*;
 
 /// On the service's own connection: declares or verifies the `[[streams]]`
-/// it serves, then checks that every stream its subscribers and the
-/// publishers use exists.
+/// it serves (not a tenant's, which live in its account), then checks
+/// that every stream its subscribers and the publishers use exists.
 pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<(), SetupError> {
-    for s in config
-        .streams
-        .iter()
-        .filter(|s| !tenant_input(config, s.name.as_str()))
-    {
+    let platform = || config.streams.iter().filter(|s| s.tenant.is_none());
+    for s in platform().filter(|s| !tenant_input(config, s.name.as_str())) {
         ensure_stream(js, s).await?;
     }
-    let declared: BTreeSet<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
+    let declared: BTreeSet<&str> = platform().map(|s| s.name.as_str()).collect();
     let mut used: Vec<(String, String)> = config
         .subscribers
         .iter()

@@ -691,14 +691,10 @@ async fn a_fleet_on_a_cluster_converges_through_a_node_kill_and_restarts_from_na
     let servers: Vec<String> = urls.split(',').map(|u| format!("\"{u}\"")).collect();
     let dir = tempfile::tempdir().unwrap();
     let service = dir.path().join("service.toml");
-    // The platform names the streams (made R3 above) so that the runtime
-    // publishes to OUT with a PubAck, and waits 2 s for one: a PubAck lost
-    // with the node killed is then asked for again within seconds, not
-    // after the default 30.
-    let streams = "[[streams]]\nname = \"IN\"\nsubjects = [\"in.>\"]\ndeclare = false\n\n[[streams]]\nname = \"OUT\"\nsubjects = [\"out.>\"]\ndeclare = false\n\n[[publishers]]\nsubject = \"out.>\"\nstream = \"OUT\"\ntimeout = \"2s\"\n";
+    // The replicas' file holds [service], [nats] and the include only.
     std::fs::write(
         &service,
-        FLEET.replace("[\"{url}\"]", &format!("[{}]", servers.join(", "))) + streams,
+        FLEET.replace("[\"{url}\"]", &format!("[{}]", servers.join(", "))),
     )
     .unwrap();
     let spawn = |i: usize| {
@@ -719,12 +715,17 @@ async fn a_fleet_on_a_cluster_converges_through_a_node_kill_and_restarts_from_na
             .output()
             .unwrap()
     };
+    // The fragment names the streams (made R3 above) so that the runtime
+    // publishes to OUT with a PubAck, and waits 2 s for one: a PubAck lost
+    // with the node killed is then asked for again within seconds, not
+    // after the default 30.
+    let streams = "[[streams]]\nname = \"IN\"\nsubjects = [\"in.>\"]\ndeclare = false\n\n[[streams]]\nname = \"OUT\"\nsubjects = [\"out.>\"]\ndeclare = false\n\n[[publishers]]\nsubject = \"out.>\"\nstream = \"OUT\"\ntimeout = \"2s\"\n";
     let echo = |file: &str, version: &str| {
         let path = dir.path().join(file);
         std::fs::write(
             &path,
             format!(
-                "[[subscribers]]\nname = \"orders\"\ncomponent = \"{}\"\nsubject = \"in.orders\"\nstream = \"IN\"\ndurable = \"orders\"\nconcurrency = 8\npublish = [\"out.>\"]\nconfig = {{ output = \"out.{version}.${{REPLICA:-cli}}\" }}\n",
+                "[[subscribers]]\nname = \"orders\"\ncomponent = \"{}\"\nsubject = \"in.orders\"\nstream = \"IN\"\ndurable = \"orders\"\nconcurrency = 8\npublish = [\"out.>\"]\nconfig = {{ output = \"out.{version}.${{REPLICA:-cli}}\" }}\n\n{streams}",
                 guests::ECHO
             ),
         )

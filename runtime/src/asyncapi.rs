@@ -142,7 +142,7 @@ fn description(config: &Config, subject: &str) -> String {
         .find(|s| s.subject.as_str() == subject)
     {
         Some(s) => format!("JetStream, stream {}", s.stream),
-        None => crate::plan::route_of(config, subject),
+        None => crate::plan::route_of(config, subject, &None),
     }
 }
 

@@ -148,7 +148,8 @@ impl Plan {
             );
             let _ = writeln!(s, "    may publish to:");
             for subject in &sub.publish {
-                let _ = writeln!(s, "      {subject} ({})", route_of(c, subject.as_str()));
+                let route = route_of(c, subject.as_str(), &sub.tenant);
+                let _ = writeln!(s, "      {subject} ({route})");
             }
             if sub.publish.is_empty() {
                 let _ = writeln!(s, "      nothing");
@@ -196,7 +197,7 @@ impl Plan {
                     .as_ref()
                     .map_or("none".to_string(), |d| format!(
                         "{d} ({}; must be captured by a stream on the server)",
-                        route_of(c, d.as_str())
+                        route_of(c, d.as_str(), &sub.tenant)
                     ))
             );
         }
@@ -346,7 +347,7 @@ fn describe_imports(imports: &[String]) -> String {
 /// How publishes to `pattern` go, from the file: JetStream when a
 /// `[[publishers]]` entry with a stream or a `[[streams]]` entry captures
 /// all of it, core NATS when nothing in the file captures any of it.
-pub(crate) fn route_of(c: &Config, pattern: &str) -> String {
+pub(crate) fn route_of(c: &Config, pattern: &str, tenant: &Option<String>) -> String {
     let publisher = c
         .publishers
         .iter()
@@ -358,11 +359,8 @@ pub(crate) fn route_of(c: &Config, pattern: &str) -> String {
             secs(p.timeout)
         );
     }
-    if let Some(st) = c
-        .streams
-        .iter()
-        .find(|st| st.subjects.iter().any(|s| s.covers(pattern)))
-    {
+    let streams = || c.streams.iter().filter(|st| st.seen_by(tenant));
+    if let Some(st) = streams().find(|st| st.subjects.iter().any(|s| s.covers(pattern))) {
         return format!("JetStream, stream {}", st.name);
     }
     let overlaps = |s: &crate::config::Subject| {
@@ -372,7 +370,7 @@ pub(crate) fn route_of(c: &Config, pattern: &str) -> String {
         .publishers
         .iter()
         .any(|p| p.stream.is_some() && overlaps(&p.subject))
-        || c.streams.iter().any(|st| st.subjects.iter().any(overlaps));
+        || streams().any(|st| st.subjects.iter().any(overlaps));
     if partly {
         "JetStream where a stream in the file captures the subject, core NATS elsewhere".into()
     } else {

@@ -79,7 +79,8 @@ impl Error {
                 ConnectError::BadUrl { .. } | ConnectError::Credentials { .. }
             ),
             Error::Prepare(e) => match e {
-                PrepareError::Component(_) | PrepareError::NeedsRestart(_) => true,
+                PrepareError::Component(e) => !e.problem.is_compiler_failure(),
+                PrepareError::NeedsRestart(_) => true,
                 PrepareError::Setup(e) => e.is_configuration(),
             },
             Error::Engine(_) | Error::NothingRuns(_) | Error::Fatal(_) | Error::Deploy(_) => false,

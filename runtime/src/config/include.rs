@@ -1,8 +1,9 @@
 //! Step 1a of reading service.toml: `[service] include` — more
 //! `[[tenants]]`, `[[subscribers]]`, `[[streams]]`, `[[buckets]]` and
-//! `[[publishers]]` from other files, so each tenant can own a file. Patterns resolve against the including file's folder (`*`
-//! and `?` match within a name); a pattern that matches nothing is fine
-//! unless it names a file without wildcards. Relative paths inside an
+//! `[[publishers]]` from other files, so each tenant can own a file.
+//! Patterns resolve against the including file's folder (`*` and `?`
+//! match within a name); a pattern that matches nothing is fine unless it
+//! names a file without wildcards. Relative paths inside an
 //! included file resolve against that file's folder.
 
 use super::interpolate::interpolate;

@@ -15,7 +15,7 @@ use crate::wasm::component::{ComponentError, ComponentProblem};
 use crate::wasm::WasmRuntime;
 use async_nats::jetstream;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -80,10 +80,17 @@ pub async fn forward(
     ready: mpsc::UnboundedSender<Ready>,
 ) {
     let mut last: HashMap<FragmentKey, JoinHandle<()>> = HashMap::new();
+    // Each key's latest change, by arrival: an older one is not compiled.
+    let latest: Arc<Mutex<HashMap<FragmentKey, u64>>> = Arc::default();
+    let mut arrivals = 0u64;
     while let Some(change) = changes.recv().await {
         last.retain(|_, task| !task.is_finished());
         let before = last.remove(&change.key);
         let key = change.key.clone();
+        arrivals += 1;
+        let arrival = arrivals;
+        lock(&latest).insert(key.clone(), arrival);
+        let latest = latest.clone();
         let js = watchers
             .get(&(key.tenant.clone(), key.bucket.clone()))
             .cloned();
@@ -93,14 +100,19 @@ pub async fn forward(
             if let Some(before) = before {
                 let _ = before.await;
             }
+            let superseded = lock(&latest).get(&change.key) != Some(&arrival);
             let refused = match js {
-                Some(js) => compile_ahead(&change, &js, limits, &wasm).await.err(),
-                None => None,
+                Some(js) if !superseded => compile_ahead(&change, &js, limits, &wasm).await.err(),
+                _ => None,
             };
             let _ = ready.send(Ready { change, refused });
         });
         last.insert(key, task);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads and compiles the objects `change`'s fragment names for
@@ -156,11 +168,7 @@ async fn compile_ahead(
         );
         match wasm.compile_ahead(fetched.bytes, &budget).await {
             Ok(_) => {}
-            Err(
-                problem @ ComponentProblem::Compile(
-                    CompileError::TooSlow { .. } | CompileError::StillCompiling { .. },
-                ),
-            ) => {
+            Err(problem @ ComponentProblem::Compile(CompileError::TooSlow { .. })) => {
                 let e = ComponentError {
                     subscriber: named.subscriber,
                     from: Box::new(named.source),

@@ -378,9 +378,7 @@ http = {http}
                 store: BucketStore::Local(wire.bucket(name).expect("a bucket per grant")),
                 access: *access,
                 max_value_size: config
-                    .buckets
-                    .iter()
-                    .find(|b| &b.name == name)
+                    .bucket_for(name, &sub.tenant)
                     .and_then(|b| b.max_value_size),
             })
             .collect();

@@ -143,6 +143,9 @@ impl ComponentCache {
         }
         if let Err(e) = store(&entry, &component) {
             tracing::warn!(entry = %entry.display(), "cannot cache the compiled component: {e:#}");
+        } else if given_up.load(Ordering::Relaxed) {
+            // Given up while it was stored.
+            let _ = std::fs::remove_file(&entry);
         }
         Ok((component, CacheUse::Miss))
     }

@@ -9,7 +9,7 @@
 
 use super::cache::{CacheUse, ComponentCache};
 use std::collections::HashMap;
-use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,15 +28,6 @@ pub enum CompileError {
     /// Compiling it took longer than its tenant's quota allows.
     #[error("compiling it took longer than tenant {tenant:?}'s compile_time quota ({limit:?}) allows; it was given up")]
     TooSlow {
-        /// The tenant.
-        tenant: String,
-        /// Its `compile_time` quota.
-        limit: std::time::Duration,
-    },
-    /// The tenant's earlier compile still ran past its quota: each tenant
-    /// compiles one component at a time.
-    #[error("tenant {tenant:?}'s earlier compile still ran after {limit:?}, its compile_time quota: a tenant compiles one component at a time")]
-    StillCompiling {
         /// The tenant.
         tenant: String,
         /// Its `compile_time` quota.
@@ -93,7 +84,8 @@ impl Compiler {
         tenant: &Option<String>,
         digest: &str,
     ) -> Option<(Component, CacheUse)> {
-        let ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        ahead.retain(|_, kept| kept.since.elapsed() < KEPT_AHEAD);
         ahead
             .get(&(tenant.clone(), digest.to_string()))
             .map(|kept| kept.compiled.clone())
@@ -130,16 +122,9 @@ impl Compiler {
                 .or_insert_with(|| Arc::new(Semaphore::new(1)))
                 .clone()
         };
-        let tenant = || budget.tenant.clone().unwrap_or_default();
-        // Waiting for the tenant's own earlier compile counts against its
-        // quota; waiting for a slot others hold does not.
-        let turn = within(budget.limit, turn.acquire_owned())
-            .await
-            .map_err(|limit| CompileError::StillCompiling {
-                tenant: tenant(),
-                limit,
-            })?
-            .expect("turns are never closed");
+        // The quota counts the compile alone: waiting for the tenant's
+        // earlier compile (one given up included) or for a slot does not.
+        let turn = turn.acquire_owned().await.expect("turns are never closed");
         let slot = self
             .slots
             .clone()
@@ -155,28 +140,35 @@ impl Compiler {
             .spawn(move || {
                 lower_priority();
                 let _held = (turn, slot);
-                let compiled = cache.load_or_compile_unless(&engine, &bytes, &digest, &given_up);
-                let _ = done.send(compiled);
+                let compiled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    cache.load_or_compile_unless(&engine, &bytes, &digest, &given_up)
+                }));
+                let _ = done.send(match compiled {
+                    Ok(compiled) => compiled.map_err(|e| CompileError::Invalid(e.into())),
+                    Err(panic) => Err(CompileError::Ended(panic_message(&*panic).into())),
+                });
             })
             .map_err(|e| CompileError::Ended(Box::new(e)))?;
-        let result = within(budget.limit, result).await.map_err(|limit| {
-            giving_up.store(true, Ordering::Relaxed);
-            CompileError::TooSlow {
-                tenant: tenant(),
-                limit,
-            }
-        })?;
-        result
-            .map_err(|e| CompileError::Ended(Box::new(e)))?
-            .map_err(|e| CompileError::Invalid(e.into()))
+        let result = match budget.limit {
+            None => result.await,
+            Some(limit) => tokio::time::timeout(limit, result).await.map_err(|_| {
+                giving_up.store(true, Ordering::Relaxed);
+                CompileError::TooSlow {
+                    tenant: budget.tenant.clone().unwrap_or_default(),
+                    limit,
+                }
+            })?,
+        };
+        result.expect("the compile thread sends its result, a panic included")
     }
 }
 
-/// `f`'s output, or the limit it outlasted.
-async fn within<T>(limit: Option<Duration>, f: impl Future<Output = T>) -> Result<T, Duration> {
-    match limit {
-        None => Ok(f.await),
-        Some(limit) => tokio::time::timeout(limit, f).await.map_err(|_| limit),
+/// What a panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => format!("the compiler panicked: {s}"),
+        (None, Some(s)) => format!("the compiler panicked: {s}"),
+        (None, None) => "the compiler panicked".to_string(),
     }
 }
 

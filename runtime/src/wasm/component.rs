@@ -96,6 +96,14 @@ pub enum ComponentProblem {
     },
 }
 
+impl ComponentProblem {
+    /// Whether the compiler, not the component, failed: its thread could
+    /// not start, or it panicked.
+    pub fn is_compiler_failure(&self) -> bool {
+        matches!(self, ComponentProblem::Compile(CompileError::Ended(_)))
+    }
+}
+
 /// Makes `subscriber`'s component, `from`, the subject of a problem.
 fn failing<'a>(
     subscriber: &'a str,

@@ -604,18 +604,27 @@ async fn fragments_declare_their_streams_each_in_its_own_account() {
     let file = ServiceFile::new(&server, &platform);
     let _running = Running::start(&file).await;
     let dir = tempfile::tempdir().unwrap();
-    let streams = |name: &str| {
-        let upper = name.to_uppercase();
-        format!(
-            "\n[[streams]]\nname = \"{upper}_IN\"\nsubjects = [\"{name}.in\"]\n\n[[streams]]\nname = \"{upper}_OUT\"\nsubjects = [\"{name}.out.>\"]\n"
+    // Both declare streams IN and OUT: the same names, each in its account.
+    let with_streams = |fragment: &str, name: &str| {
+        let text = std::fs::read_to_string(fragment)
+            .unwrap()
+            .replace(&format!("{}_IN", name.to_uppercase()), "IN");
+        text + &format!(
+            "\n[[streams]]\nname = \"IN\"\nsubjects = [\"{name}.in\"]\n\n[[streams]]\nname = \"OUT\"\nsubjects = [\"{name}.out.>\"]\n"
         )
     };
-    // The platform's fragment declares its streams and a publisher; beta's
-    // declares its streams, in its own account.
+    // Beta deploys first: the platform's stream of the same name is still
+    // declared in the platform's account after.
+    let beta_fragment = echo_fragment(dir.path(), "beta", "beta.toml", guests::ECHO, "v1");
+    let text_b = with_streams(&beta_fragment, "beta");
+    std::fs::write(&beta_fragment, text_b).unwrap();
+    let out = deploy_as(&server, "beta", &beta_fragment).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The platform's fragment declares its streams and a publisher.
     let own = echo_fragment(dir.path(), "own", "own.toml", guests::ECHO, "v1");
-    let mut own_text = std::fs::read_to_string(&own).unwrap() + &streams("own");
-    own_text +=
-        "\n[[publishers]]\nsubject = \"own.out.>\"\nstream = \"OWN_OUT\"\ntimeout = \"5s\"\n";
+    let mut own_text = with_streams(&own, "own");
+    own_text += "\n[[publishers]]\nsubject = \"own.out.>\"\nstream = \"OUT\"\ntimeout = \"5s\"\n";
     std::fs::write(&own, own_text).unwrap();
     let out = as_tenant(
         &server,
@@ -635,11 +644,6 @@ async fn fragments_declare_their_streams_each_in_its_own_account() {
     .output()
     .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let beta_fragment = echo_fragment(dir.path(), "beta", "beta.toml", guests::ECHO, "v1");
-    let text_b = std::fs::read_to_string(&beta_fragment).unwrap() + &streams("beta");
-    std::fs::write(&beta_fragment, text_b).unwrap();
-    let out = deploy_as(&server, "beta", &beta_fragment).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
 
     let (svc, beta) = (
         crate::jetstream_as(&server, "svc").await,
@@ -647,12 +651,18 @@ async fn fragments_declare_their_streams_each_in_its_own_account() {
     );
     js_publish(&svc, "own.in", "o").await;
     js_publish(&beta, "beta.in", "b").await;
-    stream_has(&svc, "OWN_OUT", 1).await;
-    stream_has(&beta, "BETA_OUT", 1).await;
-    assert!(
-        svc.get_stream("BETA_OUT").await.is_err() && beta.get_stream("OWN_OUT").await.is_err(),
-        "each stream lives in its declarer's account only"
-    );
+    stream_has(&svc, "OUT", 1).await;
+    stream_has(&beta, "OUT", 1).await;
+    for (js, account) in [(&svc, "own"), (&beta, "beta")] {
+        let subjects = |name: &'static str| async move {
+            let mut s = js.get_stream(name).await.unwrap();
+            s.info().await.unwrap().config.subjects.clone()
+        };
+        assert_eq!(subjects("IN").await, [format!("{account}.in")]);
+        assert_eq!(subjects("OUT").await, [format!("{account}.out.>")]);
+        let out = stored_payloads(js, "OUT").await;
+        assert_eq!(out[0].0, format!("{account}.out.v1"));
+    }
 }
 
 /// Every payload stored in `stream`, in order, with its subject.

@@ -95,8 +95,6 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         }
     }
 
-    /// Checks a subscriber's `kv` grants: bucket names, and within its
-    /// tenant's `grants.kv`.
     /// Checks the buckets tenants' fragments declare — (index, name,
     /// tenant, origin) — lie within their `grants.kv`.
     pub(super) fn tenant_buckets(
@@ -117,6 +115,8 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         }
     }
 
+    /// Checks a subscriber's `kv` grants: bucket names, and within its
+    /// tenant's `grants.kv`.
     pub(super) fn kv_grants(
         &mut self,
         key: &str,

@@ -116,7 +116,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         self.unique(
             subscribers
                 .iter()
-                .map(|s| format!("{}/{}", s.stream, s.durable)),
+                .map(|s| owned(&s.tenant, &format!("{}/{}", s.stream, s.durable))),
             "subscribers",
             "stream/durable",
         );

@@ -133,14 +133,18 @@ fn server(
     }
 }
 
-/// Whether `stream` is the input stream of a tenant's subscriber: such a
-/// stream lives in the tenant's account and is set up through its
+/// Whether `stream`, a platform's entry, is the input stream of a
+/// tenant's subscriber (whose tenant declares no stream of that name):
+/// such a stream lives in the tenant's account and is set up through its
 /// connection (`ensure_subscriber`), not the service's.
 fn tenant_input(config: &Config, stream: &str) -> bool {
-    config
-        .subscribers
-        .iter()
-        .any(|s| s.tenant.is_some() && s.stream.as_str() == stream)
+    config.subscribers.iter().any(|s| {
+        s.tenant.is_some()
+            && s.stream.as_str() == stream
+            && config
+                .stream_for(stream, &s.tenant)
+                .is_some_and(|st| st.tenant.is_none())
+    })
 }
 
 /// What a subscriber needs from the server to run.

@@ -263,7 +263,8 @@ pub async fn warn_duplicate_windows(js: &jetstream::Context, config: &Config) {
         let Some(span) = sub.redelivery_span() else {
             continue;
         };
-        for st in &config.streams {
+        // The service's connection sees the platform's streams only.
+        for st in config.streams.iter().filter(|st| st.tenant.is_none()) {
             let reached = st.subjects.iter().any(|s| {
                 sub.publish
                     .iter()

@@ -330,4 +330,34 @@ durable = "d"
         assert_eq!(routes.stream("notify.email"), None);
         assert_eq!(routes.route("anything.else"), Route::Core);
     }
+
+    #[test]
+    fn a_tenants_own_stream_routes_only_its_publishes() {
+        let text = r#"
+[service]
+name = "svc"
+include = [{ kv = "DEPLOY", keys = ">" }]
+[[tenants]]
+name = "acme"
+deploy = { kv = "ACME_DEPLOY", keys = ">" }
+"#;
+        let fragment = crate::config::Fragment {
+            key: crate::config::FragmentKey {
+                tenant: Some("acme".into()),
+                bucket: "ACME_DEPLOY".into(),
+                key: "audit".into(),
+            },
+            revision: 1,
+            text: "[[streams]]\nname = \"AUDIT\"\nsubjects = [\"acme.audit.>\"]\n".into(),
+        };
+        let path = Path::new("/srv/service.toml");
+        let config = Config::parse_with(path, text, |_| None, &[fragment]).unwrap();
+        let acme = PublishRoutes::new(&config, &Some("acme".into()));
+        assert_eq!(
+            acme.route("acme.audit.x"),
+            Route::JetStream(defaults::PUBLISH_TIMEOUT)
+        );
+        let own = PublishRoutes::new(&config, &None);
+        assert_eq!(own.route("acme.audit.x"), Route::Core);
+    }
 }

@@ -12,6 +12,10 @@
 #         into ./.venv
 #       - componentize-js 0.23.0 (JavaScript handlers) into guest-sdk/js/node_modules
 #       - promtool (the tests validate /metrics with it), from Debian's prometheus package
+#       - docker-registry (the CNCF distribution registry; the tests push
+#         components to it and `push oci://…` reads them): Debian's package
+#         unpacked into the tools cache below, so that no registry service
+#         is installed or started, and linked into ./.tools/bin
 #       - the C recipe's clang-14, lld-14 and wasi-libc, from Debian
 #       - wit-bindgen-cli 0.63 (the C recipe) and mdbook 0.5.4 (the book), built
 #         with cargo install into a cache shared by every clone
@@ -127,11 +131,28 @@ cargo_tool() { # crate version binary [cargo install flags…]
     fi
     ln -sfn "$root/bin/$bin" ".tools/bin/$bin"
 }
+registry_root="$tools_cache/docker-registry"
+if [ ! -x "$registry_root/usr/bin/docker-registry" ]; then
+    echo "installing docker-registry (Debian package, unpacked into $registry_root)"
+    debs=$(mktemp -d)
+    download() { (cd "$debs" && apt-get download docker-registry >/dev/null 2>&1); }
+    if ! download; then
+        apt=(apt-get)
+        [ "$(id -u)" -eq 0 ] || apt=(sudo apt-get)
+        "${apt[@]}" update >/dev/null
+        download
+    fi
+    mkdir -p "$registry_root"
+    dpkg-deb -x "$debs"/docker-registry_*.deb "$registry_root"
+    rm -rf "$debs"
+fi
+ln -sfn "$registry_root/usr/bin/docker-registry" .tools/bin/docker-registry
 cargo_tool wit-bindgen-cli "$WIT_BINDGEN_CLI_VERSION" wit-bindgen
 cargo_tool mdbook "$MDBOOK_VERSION" mdbook --no-default-features --features search
 
 .venv/bin/nats-server --version
 promtool --version 2>&1 | head -1
+.tools/bin/docker-registry --version
 .venv/bin/componentize-py --version
 echo "componentize-js $(cd guest-sdk/js && node -p 'require("./node_modules/@bytecodealliance/componentize-js/package.json").version')"
 clang-14 --version | head -1

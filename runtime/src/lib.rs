@@ -27,6 +27,7 @@
 //!                 ─► deploy (fragments in key-value: watch, rollout, status)
 //!                 ─► scheduler ─► dispatch ─► wasm ─► settle ─► counters
 //!                 ─► message ─► outputs ─► nats ─► config          error: below all
+//!   (push) ─► oci (components read from OCI registries) ─► config
 //! ```
 //!
 //! The message as it travels (`message`) and what the message path counts
@@ -48,6 +49,7 @@ pub mod grants;
 pub mod message;
 pub mod nats;
 pub mod observability;
+pub mod oci;
 pub mod outputs;
 pub mod plan;
 pub mod roster;

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["error"],
     &["config", "scaffold"],
+    &["oci"],
     &["nats", "grants"],
     &["outputs", "fatal"],
     &["message"],

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
+pub mod oci;
 pub mod otlp;
 pub mod web;
 

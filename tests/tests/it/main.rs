@@ -16,6 +16,7 @@ mod languages;
 mod logs;
 mod micro;
 mod objects;
+mod oci;
 mod packages;
 mod publish;
 mod reliability;

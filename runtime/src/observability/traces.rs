@@ -48,6 +48,11 @@ impl Traces {
         if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
+        // The exporter's HTTP client is reqwest's, whose TLS (shared in
+        // this build with the OCI client's) leaves the choice of crypto to
+        // its user and panics without one: ring, as the runtime's other
+        // TLS. Only the first install counts.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary);

@@ -97,6 +97,9 @@ impl Subscriber {
         let settler = self.settler();
         let stats = &settler.stats;
         stats.started();
+        if msg.delivery.delivered == 1 && is_redriven(&msg.message) {
+            stats.redriven();
+        }
         // Also when its handling starts, for the ledger: one clock read.
         let started = Instant::now();
         // The server delivered it again while its handler still runs here:
@@ -182,6 +185,14 @@ struct Handled {
     outcome: &'static str,
     /// Why the handler did not succeed, when it failed or rejected it.
     error: Option<String>,
+}
+
+/// Whether `message` was put back from the dead letters by `redrive`.
+fn is_redriven(message: &async_nats::Message) -> bool {
+    message.headers.as_ref().is_some_and(|h| {
+        h.get(crate::settle::dead_letter::headers::REDRIVEN)
+            .is_some()
+    })
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@
 //! cli ─► service ─► observability (stats, logs, traces, admin, micro)
 //!                 ─► roster (change, prepare, commit, reload, tenants, registry)
 //!                 ─► deploy (fragments in key-value: watch, rollout, status)
+//!                 ─► redrive (dead letters back on their subject)
 //!                 ─► scheduler ─► dispatch ─► wasm ─► settle ─► counters
 //!                 ─► message ─► outputs ─► nats ─► config          error: below all
 //!   (push) ─► oci (components read from OCI registries) ─► config
@@ -52,6 +53,7 @@ pub mod observability;
 pub mod oci;
 pub mod outputs;
 pub mod plan;
+pub mod redrive;
 pub mod roster;
 pub mod scaffold;
 pub mod scheduler;

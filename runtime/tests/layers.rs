@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["wasm"],
     &["dispatch", "plan", "testing"],
     &["scheduler", "asyncapi"],
-    &["roster", "deploy"],
+    &["roster", "deploy", "redrive"],
     &["observability"],
     &["service"],
 ];

@@ -6,13 +6,15 @@
 //! `natsapp-wasm dev [DIR]` (build, run, rebuild and reload on change: see `dev`),
 //! `natsapp-wasm push FILE BUCKET/NAME` (a component into an object store: see `push`),
 //! `natsapp-wasm deploy FRAGMENT BUCKET/KEY`, `rollback BUCKET/KEY`, `status FILE|BUCKET`
-//! (fragments through key-value keys: see `deploy`).
+//! (fragments through key-value keys: see `deploy`),
+//! `natsapp-wasm redrive FILE --subscriber NAME` (dead letters back: see `redrive`).
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.
 
 mod deploy;
 mod dev;
 mod invoke;
 mod push;
+mod redrive;
 mod remote;
 
 use clap::{Parser, Subcommand};
@@ -96,6 +98,10 @@ enum Command {
     /// Ask every replica what it runs of each deployed key: revision,
     /// components' digests, last refusal.
     Status(Box<deploy::StatusArgs>),
+    /// Put a subscriber's dead letters back on their original subjects,
+    /// each removed only once its copy is stored; a stopped redrive
+    /// resumes without losing or doubling one. --dry-run lists them.
+    Redrive(Box<redrive::RedriveArgs>),
     /// The compiled-component cache (NATSAPP_CACHE_DIR, default ~/.cache/natsapp-wasm).
     Cache {
         #[command(subcommand)]
@@ -169,6 +175,7 @@ pub fn main() -> ExitCode {
         Command::Deploy(args) => return deploy::deploy(*args),
         Command::Rollback(args) => return deploy::rollback(*args),
         Command::Status(args) => return deploy::status(*args),
+        Command::Redrive(args) => return redrive::run(*args),
     };
     let config = match Config::load(file) {
         Ok(c) => c,
@@ -194,7 +201,8 @@ pub fn main() -> ExitCode {
         | Command::Push(_)
         | Command::Deploy(_)
         | Command::Rollback(_)
-        | Command::Status(_) => {
+        | Command::Status(_)
+        | Command::Redrive(_) => {
             unreachable!("handled before loading a configuration")
         }
         Command::Run { .. } | Command::Reload { .. } => {

@@ -30,6 +30,7 @@ pub struct SubscriberStats {
     pulls_stalled: AtomicU64,
     nats_unavailable: AtomicU64,
     redelivered_while_running: AtomicU64,
+    redriven: AtomicU64,
     paused: AtomicBool,
     ack_floor: AtomicU64,
     quota_refused: AtomicU64,
@@ -260,6 +261,11 @@ impl SubscriberStats {
         self.redelivered_while_running.fetch_add(1, Relaxed);
     }
 
+    /// A message put back from the dead letters (`redrive`) arrived.
+    pub fn redriven(&self) {
+        self.redriven.fetch_add(1, Relaxed);
+    }
+
     /// Handlers running now.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Relaxed)
@@ -319,6 +325,7 @@ impl SubscriberStats {
             pulls_stalled: self.pulls_stalled.load(Relaxed),
             nats_unavailable: self.nats_unavailable.load(Relaxed),
             redelivered_while_running: self.redelivered_while_running.load(Relaxed),
+            redriven: self.redriven.load(Relaxed),
             paused: self.paused.load(Relaxed),
             ack_floor: self.ack_floor.load(Relaxed),
             retried: self.retried.load(Relaxed),
@@ -416,6 +423,9 @@ pub struct SubscriberSnapshot {
     /// in-progress signals did not reach the server in time): each waited
     /// for that handler instead of running a second one.
     pub redelivered_while_running: u64,
+    /// Messages put back from the dead letters (`redrive`), counted at
+    /// their first delivery.
+    pub redriven: u64,
     /// The consumer is paused on the server.
     pub paused: bool,
     /// The consumer's ack floor (stream sequence) when last looked at.

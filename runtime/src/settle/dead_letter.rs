@@ -31,6 +31,8 @@ pub mod headers {
     pub const DELIVERED: &str = "Natsapp-Delivered";
     /// Set when the copy leaves something out to fit: what and why.
     pub const OMITTED: &str = "Natsapp-Omitted";
+    /// Kept from the original: how many times it was redriven before.
+    pub const REDRIVEN: &str = "Natsapp-Redriven";
 }
 
 /// How much of the original a copy carries.
@@ -86,7 +88,8 @@ pub fn copies(
         if let Some(headers) = &original.headers {
             for (name, values) in headers.iter() {
                 let n: &str = name.as_ref();
-                if n.starts_with("Nats-") || n.starts_with("Natsapp-") {
+                // A redriven message's count goes on with it (`redrive`).
+                if n.starts_with("Nats-") || (n.starts_with("Natsapp-") && n != REDRIVEN) {
                     continue;
                 }
                 for v in values {

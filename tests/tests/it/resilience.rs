@@ -1,7 +1,7 @@
 //! Losing the server: resume after it returns; stop when reconnecting is off.
 
 use crate::{kit_service, Kit};
-use nats_test_server::{PullSwallower, Swallowing};
+use nats_test_server::{NatsProxy, Swallowing};
 use natsapp_wasm_tests::*;
 use std::time::Duration;
 
@@ -79,13 +79,13 @@ async fn with_allow_reconnect_false_a_lost_connection_stops_the_process_with_exi
     );
 }
 
-/// The kit service behind a [`PullSwallower`], one message handled, then
+/// The kit service behind a [`NatsProxy`], one message handled, then
 /// pull requests swallowed as `how` says and ten messages published: the
 /// server holds them, delivers none and waits for no ack, while the
 /// connection is up. ack_wait is far above what the tests wait: a message
 /// handled later was delivered to a new pull, not redelivered.
 struct Stalled {
-    proxy: PullSwallower,
+    proxy: NatsProxy,
     running: Running,
     js: async_nats::jetstream::Context,
     handled: async_nats::Subscriber,
@@ -95,7 +95,7 @@ struct Stalled {
 impl Stalled {
     async fn start(pull_timeout: &str, how: Swallowing) -> Stalled {
         let server = NatsServer::start();
-        let proxy = PullSwallower::start(server.url()).await;
+        let proxy = NatsProxy::start(server.url()).await;
         let text = kit_service(&format!(
             "pull = {{ timeout = \"{pull_timeout}\" }}\nconsumer = {{ ack_wait = \"60s\" }}"
         ))

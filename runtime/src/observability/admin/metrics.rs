@@ -146,6 +146,13 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
     );
     m.per_subscriber(
         subs,
+        "natsapp_redriven_total",
+        "Messages put back from the dead letters by natsapp-wasm redrive, at their first delivery",
+        MetricType::COUNTER,
+        |s| counter(s.redriven),
+    );
+    m.per_subscriber(
+        subs,
         "natsapp_quota_refused_total",
         "Publishes and requests refused by a tenant quota",
         MetricType::COUNTER,

@@ -111,6 +111,24 @@ pub enum RedriveError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The dead-letter stream removes what a consumer acknowledges.
+    #[error("stream {stream} keeps messages only until they are acknowledged ({retention:?} retention): the redrive's progress would remove the dead letters it leaves; give dead letters a stream with limits retention")]
+    Retention {
+        /// The dead-letter stream.
+        stream: String,
+        /// Its retention.
+        retention: stream::RetentionPolicy,
+    },
+    /// A stopped redrive's dead letter whose copy cannot be looked for.
+    #[error("{letter} was in flight when a redrive stopped, and stream {stream} removes what its consumers acknowledge: whether its copy was stored cannot be told. Look for a message with Natsapp-Redriven-From {from} in {stream}; to move it again anyway, run with --force")]
+    Uncertain {
+        /// The dead letter.
+        letter: Box<DeadLetter>,
+        /// The stream of its original subject.
+        stream: String,
+        /// Its `Natsapp-Redriven-From`.
+        from: String,
+    },
     /// The dead-letter stream does not let messages be deleted.
     #[error("stream {stream} denies deleting messages (deny_delete): a redrive could not remove what it moves")]
     DenyDelete {
@@ -160,6 +178,9 @@ pub async fn list(
     subject: &str,
     selection: &Selection,
 ) -> Result<Vec<DeadLetter>, RedriveError> {
+    if selection.limit == Some(0) {
+        return Ok(Vec::new());
+    }
     let stream = dead_letter_stream(js, subject).await?;
     let mut found = Vec::new();
     let doing = format!("read the dead letters on {subject}");
@@ -172,7 +193,8 @@ pub async fn list(
             if let Some(letter) = selected(name, selection, sequence, headers) {
                 found.push(letter);
             }
-            selection.limit.is_none_or(|limit| found.len() < limit)
+            let movable = found.iter().filter(|l| l.unmovable.is_none()).count();
+            selection.limit.is_none_or(|limit| movable < limit)
         },
     )
     .await?;
@@ -180,8 +202,8 @@ pub async fn list(
 }
 
 /// Reads the headers of the messages of `stream` on `subject` from
-/// `start` on, in order, handing each to `each` until it returns false or
-/// none is left.
+/// `start` on, in order, up to the last the stream held when called,
+/// handing each to `each` until it returns false.
 async fn scan(
     stream: &stream::Stream,
     subject: &str,
@@ -189,6 +211,12 @@ async fn scan(
     doing: &str,
     mut each: impl FnMut(u64, &HeaderMap) -> bool,
 ) -> Result<(), RedriveError> {
+    let last = stream
+        .get_info()
+        .await
+        .map_err(nats(doing))?
+        .state
+        .last_sequence;
     let reader = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: subject.to_string(),
@@ -202,17 +230,27 @@ async fn scan(
         return Ok(());
     }
     let mut messages = reader.messages().await.map_err(nats(doing))?;
-    while let Some(msg) = messages.next().await {
+    loop {
+        // Messages removed after the reader was made (acknowledged on an
+        // interest stream, aged out) never come: nothing for a while is
+        // the end.
+        let Ok(next) = tokio::time::timeout(SCAN_IDLE, messages.next()).await else {
+            return Ok(());
+        };
+        let Some(msg) = next else { return Ok(()) };
         let msg = msg.map_err(nats(doing))?;
         let info = msg.info().map_err(nats(doing))?;
         let (sequence, pending) = (info.stream_sequence, info.pending);
         let headers = msg.headers.clone().unwrap_or_default();
-        if !each(sequence, &headers) || pending == 0 {
-            break;
+        if !each(sequence, &headers) || pending == 0 || sequence >= last {
+            return Ok(());
         }
     }
-    Ok(())
 }
+
+/// How long a scan waits for its next message before taking the stream
+/// as read to its end.
+const SCAN_IDLE: Duration = Duration::from_secs(5);
 
 /// The dead letter in `headers` (at `sequence`) when it is `name`'s and
 /// `selection` takes it.
@@ -264,9 +302,10 @@ async fn dead_letter_stream(
         .map_err(nats(format!("open dead-letter stream {name}")))
 }
 
-/// The redrive's progress: a durable consumer of the dead-letter stream.
-fn progress_name(durable: &str) -> String {
-    format!("natsapp-redrive-{durable}")
+/// The redrive's progress: a durable consumer of the dead-letter stream,
+/// named for the subscriber's stream and durable (unique together).
+fn progress_name(sub: &SubscriberConfig) -> String {
+    format!("natsapp-redrive-{}-{}", sub.stream, sub.durable)
 }
 
 /// Moves the dead letters of subscriber `sub` on `subject` that
@@ -277,6 +316,7 @@ pub async fn redrive(
     sub: &SubscriberConfig,
     subject: &str,
     selection: &Selection,
+    force: bool,
     mut moved: impl FnMut(&DeadLetter, &Moved),
     mut warn: impl FnMut(&str),
 ) -> Result<usize, RedriveError> {
@@ -291,37 +331,39 @@ pub async fn redrive(
             stream: stream_name,
         });
     }
-    let progress = progress_name(sub.durable.as_str());
+    if info.config.retention != stream::RetentionPolicy::Limits {
+        return Err(RedriveError::Retention {
+            stream: stream_name,
+            retention: info.config.retention,
+        });
+    }
+    // Dead letters that arrive while this runs (a copy that failed again)
+    // wait for the next redrive: this one ends.
+    let end = info.state.last_sequence;
+    let progress = progress_name(sub);
 
     // A redrive that was stopped left its consumer: what it delivered and
     // did not acknowledge was in flight — perhaps published, not deleted.
-    let in_flight = match stream.consumer_info(&progress).await {
-        Ok(info) => {
-            let range = info.ack_floor.stream_sequence + 1..=info.delivered.stream_sequence;
-            let what = if range.is_empty() {
-                "no dead letter was in flight".to_string()
-            } else {
-                format!(
-                    "dead letters {}..={} were in flight: each is looked for in its stream before it moves",
-                    range.start(),
-                    range.end()
-                )
+    // That is settled before the consumer, the only record of it, goes.
+    match stream.consumer_info(&progress).await {
+        Ok(previous) => {
+            let stopped = Stopped {
+                stream: &stream,
+                name: &stream_name,
+                subject,
+                previous: &previous,
             };
-            warn(&format!(
-                "resuming a redrive of {} that was stopped; {what}",
-                sub.name
-            ));
+            stopped
+                .settle(js, sub, force, &mut moved, &mut warn)
+                .await?;
             stream
                 .delete_consumer(&progress)
                 .await
                 .map_err(nats(format!("remove consumer {progress}")))?;
-            Some(range)
         }
-        Err(e) if e.kind() == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound => {
-            None
-        }
+        Err(e) if e.kind() == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound => {}
         Err(e) => return Err(nats(format!("read consumer {progress}"))(e)),
-    };
+    }
     let consumer: consumer::PullConsumer = stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some(progress.clone()),
@@ -336,6 +378,7 @@ pub async fn redrive(
         .await
         .map_err(nats(format!("create consumer {progress} on {stream_name}")))?;
 
+    let reading = || format!("read the dead letters on {subject}");
     let mut count = 0;
     while selection.limit.is_none_or(|limit| count < limit) {
         let mut batch = consumer
@@ -343,26 +386,18 @@ pub async fn redrive(
             .max_messages(1)
             .messages()
             .await
-            .map_err(nats(format!("read the dead letters on {subject}")))?;
+            .map_err(nats(reading()))?;
         let Some(msg) = batch.next().await else { break };
-        let msg = msg.map_err(nats(format!("read the dead letters on {subject}")))?;
-        let (sequence, published) = {
-            let info = msg.info().map_err(nats("read a dead letter's metadata"))?;
+        let msg = msg.map_err(nats(reading()))?;
+        let (sequence, stored) = {
+            let info = msg.info().map_err(nats(reading()))?;
             (info.stream_sequence, info.published)
         };
+        if sequence > end {
+            break;
+        }
         let headers = msg.headers.clone().unwrap_or_default();
-        let was_in_flight = in_flight.as_ref().is_some_and(|r| r.contains(&sequence));
         let Some(letter) = selected(&sub.name, selection, sequence, &headers) else {
-            if was_in_flight {
-                // Moved under another selection before the stop: finish it.
-                if let Some(letter) = selected(&sub.name, &Selection::default(), sequence, &headers)
-                {
-                    if copy_exists(js, &stream_name, &letter, published, &mut warn).await? {
-                        delete(&stream, &stream_name, sequence).await?;
-                        moved(&letter, &Moved::AlreadyRedriven);
-                    }
-                }
-            }
             acknowledge(&msg).await?;
             continue;
         };
@@ -371,13 +406,8 @@ pub async fn redrive(
             acknowledge(&msg).await?;
             continue;
         }
-        let outcome = if was_in_flight
-            && copy_exists(js, &stream_name, &letter, published, &mut warn).await?
-        {
-            Moved::AlreadyRedriven
-        } else {
-            publish(js, &stream_name, &letter, &headers, msg.payload.clone()).await?
-        };
+        let copy = redriven_headers(&stream_name, &letter, stored, &headers);
+        let outcome = publish(js, &letter, copy, msg.payload.clone()).await?;
         delete(&stream, &stream_name, sequence).await?;
         acknowledge(&msg).await?;
         moved(&letter, &outcome);
@@ -390,9 +420,154 @@ pub async fn redrive(
     Ok(count)
 }
 
+/// What a stopped redrive left: its progress consumer.
+struct Stopped<'a> {
+    stream: &'a stream::Stream,
+    name: &'a str,
+    subject: &'a str,
+    previous: &'a consumer::Info,
+}
+
+impl Stopped<'_> {
+    /// Finishes the move of each dead letter the stopped redrive had in
+    /// flight whose copy is stored; leaves those whose copy is not, to be
+    /// moved as any other.
+    async fn settle(
+        &self,
+        js: &jetstream::Context,
+        sub: &SubscriberConfig,
+        force: bool,
+        moved: &mut impl FnMut(&DeadLetter, &Moved),
+        warn: &mut impl FnMut(&str),
+    ) -> Result<(), RedriveError> {
+        let range =
+            self.previous.ack_floor.stream_sequence + 1..=self.previous.delivered.stream_sequence;
+        warn(&if range.is_empty() {
+            format!(
+                "resuming a redrive of {} that was stopped; no dead letter was in flight",
+                sub.name
+            )
+        } else {
+            format!(
+                "resuming a redrive of {} that was stopped; dead letters {}..={} were in flight: their copies are looked for first",
+                sub.name,
+                range.start(),
+                range.end()
+            )
+        });
+        for sequence in range {
+            let msg = match self.stream.get_raw_message(sequence).await {
+                Ok(msg) => msg,
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => {
+                    return Err(nats(format!(
+                        "read dead letter {sequence} of {}",
+                        self.name
+                    ))(e))
+                }
+            };
+            if msg.subject.as_str() != self.subject {
+                continue;
+            }
+            let Some(letter) = selected(&sub.name, &Selection::default(), sequence, &msg.headers)
+            else {
+                continue;
+            };
+            if letter.unmovable.is_some() {
+                continue;
+            }
+            let outcome = match self.copy_stored(js, &letter, msg.time).await {
+                Ok(Some(true)) => Moved::AlreadyRedriven,
+                // No copy: it moves as any other.
+                Ok(Some(false)) => continue,
+                // Within the duplicate window the message id decides.
+                Ok(None) => {
+                    let copy = redriven_headers(self.name, &letter, msg.time, &msg.headers);
+                    publish(js, &letter, copy, msg.payload.clone()).await?
+                }
+                Err(RedriveError::Uncertain { letter, stream, .. }) if force => {
+                    warn(&format!(
+                        "--force: {letter} moves again although a copy may be stored in {stream}"
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            delete(self.stream, self.name, sequence).await?;
+            moved(&letter, &outcome);
+        }
+        Ok(())
+    }
+
+    /// Whether `letter`'s copy is stored: `Some` when its stream can tell
+    /// (it keeps messages to its limits), `None` when the message id can
+    /// (the stop was within the stream's duplicate window).
+    async fn copy_stored(
+        &self,
+        js: &jetstream::Context,
+        letter: &DeadLetter,
+        since: async_nats::datetime::DateTime,
+    ) -> Result<Option<bool>, RedriveError> {
+        let name = js
+            .stream_by_subject(&letter.subject)
+            .await
+            .map_err(nats(format!("find the stream of {}", letter.subject)))?;
+        let mut stream = js
+            .get_stream(&name)
+            .await
+            .map_err(nats(format!("open stream {name}")))?;
+        let config = stream
+            .info()
+            .await
+            .map_err(nats(format!("read stream {name}")))?
+            .config
+            .clone();
+        let from = format!("{}:{}", self.name, letter.sequence);
+        if config.retention == stream::RetentionPolicy::Limits {
+            // Server clocks of two stream leaders: a second's margin.
+            let start_time = since - Duration::from_secs(1);
+            let mut found = false;
+            scan(
+                &stream,
+                &letter.subject,
+                consumer::DeliverPolicy::ByStartTime { start_time },
+                &format!("read stream {name}"),
+                |_, copy| {
+                    found = copy
+                        .get(headers::REDRIVEN_FROM)
+                        .is_some_and(|v| v.as_str() == from);
+                    !found
+                },
+            )
+            .await?;
+            return Ok(Some(found));
+        }
+        let last_active = self
+            .previous
+            .delivered
+            .last_active
+            .unwrap_or(self.previous.created);
+        let stopped_for = async_nats::datetime::DateTime::now_utc() - last_active;
+        if stopped_for < config.duplicate_window {
+            return Ok(None);
+        }
+        Err(RedriveError::Uncertain {
+            letter: Box::new(letter.clone()),
+            stream: name,
+            from,
+        })
+    }
+}
+
 /// The original's headers, the redrive count and the dead letter's name;
-/// its message id keeps a second copy out within the duplicate window.
-fn redriven_headers(dead_letters: &str, letter: &DeadLetter, copy: &HeaderMap) -> HeaderMap {
+/// its message id (the dead letter's stream, sequence and time stored)
+/// keeps a second copy out within the duplicate window.
+fn redriven_headers(
+    dead_letters: &str,
+    letter: &DeadLetter,
+    stored: async_nats::datetime::DateTime,
+    copy: &HeaderMap,
+) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, values) in copy.iter() {
         let n: &str = name.as_ref();
@@ -409,26 +584,22 @@ fn redriven_headers(dead_letters: &str, letter: &DeadLetter, copy: &HeaderMap) -
         .unwrap_or(0)
         + 1;
     let from = format!("{dead_letters}:{}", letter.sequence);
+    let id = format!("natsapp-redrive:{from}:{}", stored.unix_timestamp_nanos());
     out.insert(headers::REDRIVEN, times.to_string().as_str());
     out.insert(headers::REDRIVEN_FROM, from.as_str());
-    out.insert("Nats-Msg-Id", format!("natsapp-redrive:{from}").as_str());
+    out.insert("Nats-Msg-Id", id.as_str());
     out
 }
 
 async fn publish(
     js: &jetstream::Context,
-    dead_letters: &str,
     letter: &DeadLetter,
-    copy: &HeaderMap,
+    headers: HeaderMap,
     payload: bytes::Bytes,
 ) -> Result<Moved, RedriveError> {
     let doing = || format!("publish {letter} to {}", letter.subject);
     let ack = js
-        .publish_with_headers(
-            letter.subject.clone(),
-            redriven_headers(dead_letters, letter, copy),
-            payload,
-        )
+        .publish_with_headers(letter.subject.clone(), headers, payload)
         .await
         .map_err(nats(doing()))?
         .await
@@ -464,50 +635,4 @@ async fn acknowledge(msg: &jetstream::Message) -> Result<(), RedriveError> {
     msg.double_ack()
         .await
         .map_err(nats("record the redrive's progress"))
-}
-
-/// Whether the stream that captures `letter`'s subject holds a copy of it
-/// published since it became a dead letter (`Natsapp-Redriven-From`).
-async fn copy_exists(
-    js: &jetstream::Context,
-    dead_letters: &str,
-    letter: &DeadLetter,
-    since: async_nats::datetime::DateTime,
-    warn: &mut impl FnMut(&str),
-) -> Result<bool, RedriveError> {
-    let wanted = format!("{dead_letters}:{}", letter.sequence);
-    let name = js
-        .stream_by_subject(&letter.subject)
-        .await
-        .map_err(nats(format!("find the stream of {}", letter.subject)))?;
-    let mut stream = js
-        .get_stream(&name)
-        .await
-        .map_err(nats(format!("open stream {name}")))?;
-    let retention = stream
-        .info()
-        .await
-        .map_err(nats(format!("read stream {name}")))?
-        .config
-        .retention;
-    if retention != stream::RetentionPolicy::Limits {
-        warn(&format!(
-            "stream {name} removes what its consumers acknowledge: a copy of {letter} that was published and already handled cannot be seen there"
-        ));
-    }
-    let mut found = false;
-    scan(
-        &stream,
-        &letter.subject,
-        consumer::DeliverPolicy::ByStartTime { start_time: since },
-        &format!("read stream {name}"),
-        |_, copy| {
-            found = copy
-                .get(headers::REDRIVEN_FROM)
-                .is_some_and(|v| v.as_str() == wanted);
-            !found
-        },
-    )
-    .await?;
-    Ok(found)
 }

@@ -39,15 +39,10 @@ pub struct PushArgs {
 pub struct RegistryArgs {
     /// The registry user (with --registry-password); without one, Docker's
     /// config.json ($DOCKER_CONFIG or ~/.docker) is read.
-    #[arg(long, requires = "registry_password")]
+    #[arg(long)]
     registry_username: Option<String>,
     /// The registry user's password.
-    #[arg(
-        long,
-        env = "NATSAPP_REGISTRY_PASSWORD",
-        hide_env_values = true,
-        requires = "registry_username"
-    )]
+    #[arg(long, env = "NATSAPP_REGISTRY_PASSWORD", hide_env_values = true)]
     registry_password: Option<String>,
     /// Talk to the registry over plain HTTP (a registry on loopback).
     #[arg(long)]
@@ -68,7 +63,16 @@ async fn read(source: &str, registry: RegistryArgs, name: &str) -> Result<Vec<u8
         ExitCode::from(if e.is_input() { 2 } else { 1 })
     };
     let reference = OciReference::parse(source).map_err(failed)?;
-    let given = registry.registry_username.zip(registry.registry_password);
+    // The password may come from the environment for every push; only a
+    // user given without one is a mistake.
+    let given = match (registry.registry_username, registry.registry_password) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (Some(_), None) => {
+            eprintln!("error: --registry-username needs --registry-password (or NATSAPP_REGISTRY_PASSWORD)");
+            return Err(ExitCode::from(2));
+        }
+        (None, _) => None,
+    };
     let credentials =
         Credentials::for_registry(reference.registry(), given).map_err(|e| failed(e.into()))?;
     let access = Access {

@@ -25,6 +25,11 @@ pub struct RedriveArgs {
     /// List what would move, with reasons, and move nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Resuming a stopped redrive: move a dead letter it had in flight
+    /// again even when its stream cannot tell whether its copy was stored
+    /// (a work-queue or interest stream, past its duplicate window).
+    #[arg(long)]
+    force: bool,
 }
 
 fn failed(e: &RedriveError) -> ExitCode {
@@ -100,6 +105,7 @@ pub fn run(args: RedriveArgs) -> ExitCode {
             sub,
             &subject,
             &selection,
+            args.force,
             |letter, moved| match moved {
                 Moved::Redriven { stream, sequence } => {
                     println!("moved {letter} to {stream} {sequence}")

@@ -102,6 +102,14 @@ impl Credentials {
                 config: config(),
             }),
             Err(CredentialRetrievalError::NoCredentialConfigured) => Ok(Credentials::Anonymous),
+            // A credential store (`credsStore`: the desktop keychains) that
+            // holds nothing for this registry: read it anonymously, as the
+            // Docker CLI does.
+            Err(CredentialRetrievalError::HelperFailure { stdout, stderr, .. })
+                if format!("{stdout}{stderr}").contains("credentials not found") =>
+            {
+                Ok(Credentials::Anonymous)
+            }
             Err(source) => Err(CredentialsError::Read {
                 registry: registry.to_string(),
                 config: config(),

@@ -32,6 +32,11 @@ pub const WASM_CONFIGS: [&str; 2] = [
     oci_client::manifest::WASM_CONFIG_MEDIA_TYPE,
 ];
 
+/// The largest component layer read: far past any handler (a Python
+/// component with its interpreter is about 40 MB), short of what would
+/// exhaust memory on a small machine.
+pub const MAX_COMPONENT: u64 = 512 * 1024 * 1024;
+
 /// `oci://REGISTRY/REPOSITORY:TAG`, `oci://REGISTRY/REPOSITORY@sha256:…`,
 /// or both: the tag is read and must name that manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -250,7 +255,16 @@ pub async fn pull(reference: &OciReference, access: &Access) -> Result<Pulled, R
         }
     }
     let layer = component_layer(reference, &manifest)?;
-    let mut bytes = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0));
+    let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
+    if size > MAX_COMPONENT {
+        return Err(RegistryError::NotAComponent {
+            reference: reference.to_string(),
+            reason: format!(
+                "its component layer is {size} bytes, past the {MAX_COMPONENT} a handler may be"
+            ),
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     client
         .pull_blob(&reference.read, layer, &mut bytes)
         .await

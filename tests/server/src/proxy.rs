@@ -188,10 +188,12 @@ impl Link {
                 if self.swallows(&command) {
                     continue;
                 }
+                // Deaf before the publish leaves, so that its PubAck cannot
+                // slip through.
+                self.deafen_on(&command);
                 if server.write_all(&command).await.is_err() {
                     return;
                 }
-                self.deafen_after(&command);
             }
             match client.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
@@ -247,9 +249,9 @@ impl Link {
         true
     }
 
-    /// Turns clients deaf when `command`, just passed, is the publish
+    /// Turns clients deaf when `command`, about to pass, is the publish
     /// that was to.
-    fn deafen_after(&self, command: &[u8]) {
+    fn deafen_on(&self, command: &[u8]) {
         let mut armed = self.deafness.after_publish_to.lock().unwrap();
         let Some(subject) = armed.as_deref() else {
             return;

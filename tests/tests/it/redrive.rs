@@ -144,6 +144,25 @@ async fn redrive_puts_every_dead_letter_back_once_the_handler_is_fixed() {
     assert_eq!(lines(&out), ["0 dead letters of kit would move"]);
     assert_eq!(stream_messages(&js, "DLQ").await, MESSAGES);
 
+    // A subscriber the file does not have is named.
+    let out = Command::new(natsapp_bin())
+        .args([
+            "redrive",
+            file.path().to_str().unwrap(),
+            "--subscriber",
+            "nobody",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: {} has no subscriber \"nobody\"",
+            file.path().display()
+        )
+    );
+
     let out = succeeds(&mut redrive(&file, &[]));
     let moved = lines(&out);
     assert_eq!(
@@ -237,4 +256,136 @@ async fn a_redrive_killed_halfway_and_run_again_moves_each_dead_letter_once() {
 
     let stats = handled_after_fix(&file, &js).await;
     assert_eq!((stats.acked, stats.redriven), (200, 200), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_dead_letters_move_in_its_own_account() {
+    let server = NatsServer::with_config(crate::ACCOUNTS);
+    let acme = crate::jetstream_as(&server, "acme").await;
+    for (name, subject) in [("ACME_IN", "acme.in"), ("ACME_DLQ", "acme.dlq")] {
+        acme.create_stream(async_nats::jetstream::stream::Config {
+            name: name.into(),
+            subjects: vec![subject.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let service = |timeout: &str| {
+        format!(
+            r#"
+[service]
+name = "platform"
+graceful_timeout = "5s"
+
+[nats]
+servers = ["{{url}}"]
+user = "svc"
+password = "svc"
+
+[[tenants]]
+name = "acme"
+nats = {{ user = "acme", password = "acme" }}
+
+[[streams]]
+name = "ACME_IN"
+subjects = ["acme.in"]
+declare = false
+
+[[subscribers]]
+name = "acme-kit"
+tenant = "acme"
+component = "{{testkit}}"
+subject = "acme.in"
+stream = "ACME_IN"
+durable = "kit"
+consumer = {{ max_deliver = 1 }}
+dead_letter = "acme.dlq"
+publish = ["testkit.out.>"]
+limits = {{ timeout = "{timeout}" }}
+"#
+        )
+    };
+    let file = ServiceFile::new(&server, &service("50ms"));
+    let running = Running::start(&file).await;
+    for i in 0..20 {
+        js_publish(
+            &acme,
+            "acme.in",
+            format!(r#"{{"op":"sleep","ms":300,"i":{i}}}"#),
+        )
+        .await;
+    }
+    stream_has(&acme, "ACME_DLQ", 20).await;
+    running.stop().await;
+    file.write(&server, "service.toml", &service("10s"));
+
+    // The platform's identity cannot see acme's streams; the redrive
+    // moves them as acme.
+    let out = succeeds(Command::new(natsapp_bin()).args([
+        "redrive",
+        file.path().to_str().unwrap(),
+        "--subscriber",
+        "acme-kit",
+    ]));
+    assert_eq!(
+        lines(&out).last().map(String::as_str),
+        Some("20 dead letters of acme-kit redriven")
+    );
+    assert_eq!(stream_messages(&acme, "ACME_DLQ").await, 0);
+    assert_eq!(stream_messages(&acme, "ACME_IN").await, 40);
+    let platform = crate::jetstream_as(&server, "svc").await;
+    assert!(platform.get_stream("ACME_IN").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_while_the_handler_still_fails_ends_and_counts_on() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    let file = dead_letters(&server).await;
+    // Not fixed after all: every copy is dead-lettered again while the
+    // redrive runs. It moves those there when it started, and ends.
+    file.write(&server, "service.toml", &service("50ms"));
+    let running = Running::start(&file).await;
+    let out = succeeds(&mut redrive(&file, &[]));
+    assert_eq!(
+        lines(&out).last().map(String::as_str),
+        Some("200 dead letters of kit redriven")
+    );
+    let stats = stats_until(&running, "kit", "the copies dead-lettered again", |s| {
+        s.dead_lettered == 200 && s.in_flight == 0
+    })
+    .await;
+    assert_eq!(stats.redriven, 200, "{stats:?}");
+    stream_has(&js, "DLQ", 200).await;
+    let dlq = js.get_stream("DLQ").await.unwrap();
+    let again = dlq
+        .get_first_raw_message_by_subject("dlq.kit", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.headers.get("Natsapp-Redriven").map(|v| v.as_str()),
+        Some("1"),
+        "a dead letter of a redriven copy keeps its count"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_stream_that_forgets_what_is_acknowledged_is_refused() {
+    let server = NatsServer::start();
+    let text = service("50ms").replace(
+        "subjects = [\"dlq.>\"]",
+        "subjects = [\"dlq.>\"]\nretention = \"interest\"",
+    );
+    let file = ServiceFile::new(&server, &text);
+    Running::start(&file).await.stop().await;
+    let out = redrive(&file, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: stream DLQ keeps messages only until they are acknowledged (Interest retention): \
+         the redrive's progress would remove the dead letters it leaves; give dead letters a \
+         stream with limits retention"
+    );
 }

@@ -72,6 +72,20 @@ impl Plan {
                 }
             }
         }
+        if !c.schedules.is_empty() {
+            let _ = writeln!(s, "schedules (published by nats-server):");
+        }
+        for sc in &c.schedules {
+            let _ = writeln!(
+                s,
+                "  {}: {} -> {} (held on {} in stream {})",
+                sc.name,
+                sc.when.header(),
+                sc.subject,
+                sc.held_on,
+                sc.stream
+            );
+        }
         if !c.tenants.is_empty() {
             let _ = writeln!(s, "tenants:");
         }

@@ -129,6 +129,8 @@ pub struct Config {
     pub buckets: Vec<BucketConfig>,
     /// `[[publishers]]`
     pub publishers: Vec<PublisherConfig>,
+    /// `[[schedules]]`
+    pub schedules: Vec<ScheduleConfig>,
     /// `[[subscribers]]`, the included files' too.
     pub subscribers: Vec<SubscriberConfig>,
     /// `[[tenants]]`, the included files' too.
@@ -302,9 +304,75 @@ pub struct StreamConfig {
     /// A subscriber with `outputs.mode = "atomic"` may publish to it: it
     /// is declared with atomic publish allowed, and must allow it when it exists.
     pub atomic: bool,
+    /// nats-server message schedules allowed (`allow_schedules`).
+    pub allow_schedules: bool,
+    /// Per-message time-to-live allowed (`allow_ttl`).
+    pub allow_ttl: bool,
     /// The tenant whose fragment declares it, in its account (`None`: the
     /// platform's file, fragments or included files).
     pub tenant: Option<String>,
+}
+
+/// `[[schedules]]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleConfig {
+    /// Its name.
+    pub name: String,
+    /// Where each firing is published.
+    pub subject: Subject,
+    /// When it fires.
+    pub when: ScheduleWhen,
+    /// What each firing carries.
+    pub payload: String,
+    /// Headers each firing carries.
+    pub headers: BTreeMap<String, String>,
+    /// The stream holding it.
+    pub stream: Name,
+    /// The subject the schedule message is held on:
+    /// `natsapp.schedules.<service>.<name>`.
+    pub held_on: String,
+}
+
+/// When a schedule fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleWhen {
+    /// A cron pattern, six fields, seconds first, in UTC.
+    Cron(String),
+    /// At this interval.
+    Every(Duration),
+    /// Once, at this RFC 3339 time.
+    At(String),
+}
+
+impl ScheduleWhen {
+    /// The `Nats-Schedule` header's value.
+    pub fn header(&self) -> String {
+        match self {
+            ScheduleWhen::Cron(pattern) => pattern.clone(),
+            ScheduleWhen::Every(d) => format!("@every {}ms", d.as_millis()),
+            ScheduleWhen::At(at) => format!("@at {at}"),
+        }
+    }
+}
+
+/// The subject prefix of the subjects schedule messages are held on.
+pub const SCHEDULES_PREFIX: &str = "natsapp.schedules";
+
+/// The subject schedule `name` of `service` is held on,
+/// `natsapp.schedules.<service>.<name>`: the service's name as one token
+/// (what is not a letter, digit, `-` or `_` becomes `_`).
+pub fn schedule_subject(service: &str, name: &str) -> String {
+    let service: String = service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{SCHEDULES_PREFIX}.{service}.{name}")
 }
 
 /// The stream `name` of `streams` as subscribers of `tenant` (`None`: the

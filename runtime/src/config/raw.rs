@@ -32,6 +32,35 @@ pub struct RawFile {
     /// identity, quotas and grants.
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
+    /// `[[schedules]]`: messages nats-server publishes on a schedule.
+    #[serde(default)]
+    pub schedules: Vec<RawSchedule>,
+}
+
+/// `[[schedules]]`: a message nats-server publishes on a schedule (its
+/// message schedules), held in a stream that allows them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// `name = "nightly"`: names the subject holding the schedule.
+    pub name: String,
+    /// `subject = "jobs.nightly"`: where each firing is published.
+    pub subject: Subject,
+    /// `cron = "0 0 2 * * *"`: six fields, seconds first (UTC).
+    pub cron: Option<String>,
+    /// `every = "30s"`: at least 1s.
+    pub every: Option<Dur>,
+    /// `at = "2027-01-01T00:00:00Z"`: once (RFC 3339, with its offset).
+    pub at: Option<String>,
+    /// `payload = '{"job":"compact"}'`
+    #[serde(default)]
+    pub payload: String,
+    /// `headers = { "X-Job" = "compact" }`
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `stream = "JOBS"`: the stream that captures `subject` and the
+    /// schedule's own subject, and allows schedules.
+    pub stream: Name,
 }
 
 /// A file named by `[service] include`, or a fragment in key-value: more
@@ -276,6 +305,10 @@ pub struct RawStream {
     pub max_age: Option<Dur>,
     /// `duplicate_window = "2m"`: how long `Nats-Msg-Id` deduplicates.
     pub duplicate_window: Option<Dur>,
+    /// `allow_schedules = true`: nats-server message schedules (ADR-51).
+    pub allow_schedules: Option<bool>,
+    /// `allow_ttl = true`: per-message time-to-live.
+    pub allow_ttl: Option<bool>,
     /// The tenant whose fragment declares it, in its account.
     #[serde(skip)]
     pub tenant: Option<String>,

@@ -88,6 +88,7 @@ impl Roster {
         }
         let js = &self.own.jetstream;
         setup::ensure_streams(js, &new).await?;
+        setup::sync_schedules(js, &new).await?;
         setup::check_publishers(js, &new).await?;
         setup::warn_duplicate_windows(js, &new).await;
 

@@ -25,6 +25,7 @@ mod reload;
 mod resilience;
 mod rollout;
 mod scaffold;
+mod schedules;
 mod sdks;
 mod semantics;
 mod startup;

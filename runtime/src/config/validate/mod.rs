@@ -3,6 +3,7 @@
 //! against each other, collecting every problem with the key it is about.
 
 mod capabilities;
+mod schedules;
 mod sources;
 mod tenants;
 
@@ -79,6 +80,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             .enumerate()
             .filter_map(|(i, s)| self.subscriber(i, s, &streams, &publishers, &tenants))
             .collect();
+        let schedules = self.schedules(raw.schedules, &service.name, &streams, &subscribers);
         let mut streams = streams;
         for st in &mut streams {
             st.atomic = subscribers
@@ -133,6 +135,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             streams,
             buckets,
             publishers,
+            schedules,
             subscribers,
             tenants,
         })
@@ -302,6 +305,8 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                     max_age: s.max_age.map(|d| d.0),
                     duplicate_window: s.duplicate_window.map(|d| d.0),
                     atomic: false,
+                    allow_schedules: s.allow_schedules.unwrap_or(false),
+                    allow_ttl: s.allow_ttl.unwrap_or(false),
                     tenant: s.tenant,
                 }
             })

@@ -7,10 +7,12 @@
 
 mod buckets;
 mod consumers;
+mod schedules;
 mod streams;
 
 pub use buckets::*;
 pub use consumers::*;
+pub use schedules::*;
 pub use streams::*;
 
 use crate::config::{Config, Retention, Storage, StreamConfig, SubscriberConfig};
@@ -90,6 +92,14 @@ pub enum SetupError {
     #[error("stream {stream:?} was created without atomic publish: the server ignores allow_atomic (outputs.mode = \"atomic\" needs nats-server 2.12 or newer)")]
     AtomicUnsupported {
         /// The stream.
+        stream: String,
+    },
+    /// A schedule's stream does not allow message schedules.
+    #[error("schedule {schedule:?}: stream {stream:?} does not allow message schedules; set allow_schedules = true on it (a stream that exists must be changed on the server: the runtime never changes it)")]
+    SchedulesNotAllowed {
+        /// The schedule.
+        schedule: String,
+        /// Its stream.
         stream: String,
     },
     /// A stream the service needs is gone and may not be declared again.

@@ -135,6 +135,12 @@ pub fn stream_diffs(want: &StreamConfig, existing: &stream::Config) -> Vec<Strin
             ));
         }
     }
+    if want.allow_schedules && !existing.allow_message_schedules {
+        diffs.push("allow_schedules: the server's stream does not allow message schedules".into());
+    }
+    if want.allow_ttl && !existing.allow_message_ttl {
+        diffs.push("allow_ttl: the server's stream does not allow per-message TTL".into());
+    }
     if want.atomic && !existing.allow_atomic_publish {
         diffs.push(
             "allow_atomic: the server's stream does not allow atomic publish, and a subscriber with outputs.mode = \"atomic\" may publish to it".into(),
@@ -171,6 +177,8 @@ pub async fn ensure_stream(js: &jetstream::Context, s: &StreamConfig) -> Result<
                 num_replicas: s.replicas.unwrap_or(1),
                 max_age: s.max_age.unwrap_or_default(),
                 allow_atomic_publish: s.atomic,
+                allow_message_schedules: s.allow_schedules,
+                allow_message_ttl: s.allow_ttl,
                 ..Default::default()
             };
             if let Some(w) = s.duplicate_window {

@@ -1,0 +1,169 @@
+//! Validating `[[schedules]]`: messages nats-server publishes on a
+//! schedule (ADR-51), each held on a subject of its own that its stream
+//! captures and no subscriber reads.
+
+use super::super::raw::RawSchedule;
+use super::super::values::subject_matches;
+use super::super::{
+    schedule_subject, ScheduleConfig, ScheduleWhen, StreamConfig, SubscriberConfig,
+    SCHEDULES_PREFIX,
+};
+use super::Validator;
+use std::time::Duration;
+
+/// The shortest interval nats-server schedules.
+const SHORTEST_EVERY: Duration = Duration::from_secs(1);
+
+/// Cron shorthands nats-server knows.
+const CRON_SHORTHANDS: [&str; 7] = [
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+];
+
+impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
+    pub(super) fn schedules(
+        &mut self,
+        raw: Vec<RawSchedule>,
+        service: &str,
+        streams: &[StreamConfig],
+        subscribers: &[SubscriberConfig],
+    ) -> Vec<ScheduleConfig> {
+        self.unique(raw.iter().map(|s| s.name.clone()), "schedules", "name");
+        self.unique(
+            raw.iter().map(|s| s.subject.to_string()),
+            "schedules",
+            "subject",
+        );
+        raw.into_iter()
+            .enumerate()
+            .filter_map(|(i, s)| self.schedule(i, s, service, streams, subscribers))
+            .collect()
+    }
+
+    fn schedule(
+        &mut self,
+        i: usize,
+        s: RawSchedule,
+        service: &str,
+        streams: &[StreamConfig],
+        subscribers: &[SubscriberConfig],
+    ) -> Option<ScheduleConfig> {
+        let key = format!("schedules[{i}] ({:?})", s.name);
+        let is_token = s
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if s.name.is_empty() || !is_token {
+            self.problem(
+                format!("{key}.name"),
+                "must be letters, digits, '-' and '_': it names the subject the schedule is held on",
+            );
+        }
+        if s.subject.has_wildcards() {
+            self.problem(
+                format!("{key}.subject"),
+                "a schedule publishes to one subject: no wildcards",
+            );
+        }
+        let when = match (&s.cron, &s.every, &s.at) {
+            (Some(cron), None, None) => self.cron(&key, cron),
+            (None, Some(every), None) if every.0 < SHORTEST_EVERY => {
+                self.problem(
+                    format!("{key}.every"),
+                    "must be 1s or more (nats-server's shortest interval)",
+                );
+                None
+            }
+            (None, Some(every), None) => Some(ScheduleWhen::Every(every.0)),
+            (None, None, Some(at)) => match async_nats::datetime::parse_rfc3339(at) {
+                Ok(_) => Some(ScheduleWhen::At(at.clone())),
+                Err(_) => {
+                    self.problem(
+                        format!("{key}.at"),
+                        format!("{at:?} is not an RFC 3339 time with its offset, such as \"2027-01-01T00:00:00Z\""),
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.problem(key.clone(), "give exactly one of cron, every and at");
+                None
+            }
+        };
+        let held_on = schedule_subject(service, &s.name);
+        let declared = streams
+            .iter()
+            .find(|st| st.name == s.stream && st.tenant.is_none());
+        if let Some(stream) = declared {
+            if !stream.allow_schedules {
+                self.problem(
+                    format!("{key}.stream"),
+                    format!(
+                        "stream {:?} must allow schedules: set allow_schedules = true on it",
+                        s.stream.as_str()
+                    ),
+                );
+            }
+            for (what, subject) in [
+                ("its subject", s.subject.as_str()),
+                ("the subject it is held on", &held_on),
+            ] {
+                if !stream.subjects.is_empty()
+                    && !stream.subjects.iter().any(|p| p.matches(subject))
+                {
+                    self.problem(
+                        format!("{key}.stream"),
+                        format!(
+                            "stream {:?} does not capture {what}, {subject:?}: add it (or \"{SCHEDULES_PREFIX}.>\") to its subjects",
+                            s.stream.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+        for sub in subscribers
+            .iter()
+            .filter(|sub| sub.stream == s.stream && sub.tenant.is_none())
+        {
+            if subject_matches(sub.subject.as_str(), &held_on) {
+                self.problem(
+                    format!("{key}.name"),
+                    format!(
+                        "subscriber {:?} (subject {:?}) would read the schedule itself, held on {held_on:?}: narrow its subject",
+                        sub.name,
+                        sub.subject.as_str()
+                    ),
+                );
+            }
+        }
+        Some(ScheduleConfig {
+            name: s.name,
+            subject: s.subject,
+            when: when?,
+            payload: s.payload,
+            headers: s.headers,
+            stream: s.stream,
+            held_on,
+        })
+    }
+
+    fn cron(&mut self, key: &str, cron: &str) -> Option<ScheduleWhen> {
+        let shorthand = CRON_SHORTHANDS.contains(&cron.trim());
+        if shorthand || cron.split_whitespace().count() == 6 {
+            return Some(ScheduleWhen::Cron(cron.trim().to_string()));
+        }
+        self.problem(
+            format!("{key}.cron"),
+            format!(
+                "{cron:?} is not a cron pattern of six fields, seconds first (\"0 */5 * * * *\"), nor one of {}",
+                CRON_SHORTHANDS.join(", ")
+            ),
+        );
+        None
+    }
+}

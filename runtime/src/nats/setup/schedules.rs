@@ -1,0 +1,188 @@
+//! Schedules: nats-server publishes each `[[schedules]]` entry's message
+//! itself (message schedules, ADR-51) from a schedule message held on
+//! `natsapp.schedules.<service>.<name>` in the entry's stream, so a
+//! firing happens once however many replicas run, and no timer of ours
+//! exists. Start-up and every reload make the held messages what the file
+//! says: a schedule is put only when it differs from the one held (a put
+//! restarts an `every` and re-arms a fired `at`), an `at` already past is
+//! not put again, and the held subjects of schedules gone from the file
+//! are purged.
+
+use super::*;
+use crate::config::{schedule_subject, ScheduleConfig, ScheduleWhen};
+use async_nats::HeaderMap;
+use std::collections::BTreeMap;
+
+/// Headers of a schedule message nats-server reads.
+mod header {
+    pub const SCHEDULE: &str = "Nats-Schedule";
+    pub const TARGET: &str = "Nats-Schedule-Target";
+    /// Makes the put conditional: two replicas starting at once put a
+    /// changed schedule once.
+    pub const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+}
+
+/// The headers a schedule's held message carries.
+fn wanted_headers(s: &ScheduleConfig) -> BTreeMap<String, String> {
+    let mut h = s.headers.clone();
+    h.insert(header::SCHEDULE.into(), s.when.header());
+    h.insert(header::TARGET.into(), s.subject.to_string());
+    h
+}
+
+/// Whether `held` is the message `s` wants: the same schedule, target,
+/// headers and payload (the server's `Nats-Rollup` and the put's
+/// `Nats-Expected-*` condition aside).
+fn same(s: &ScheduleConfig, held: &jetstream::message::StreamMessage) -> bool {
+    let held_headers: BTreeMap<String, String> = held
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = AsRef::<str>::as_ref(*name);
+            name != "Nats-Rollup" && !name.starts_with("Nats-Expected-")
+        })
+        .filter_map(|(name, values)| Some((name.to_string(), values.first()?.to_string())))
+        .collect();
+    held_headers == wanted_headers(s) && held.payload.as_ref() == s.payload.as_bytes()
+}
+
+/// Whether `s` is an `at` already past.
+fn past(s: &ScheduleConfig) -> bool {
+    match &s.when {
+        ScheduleWhen::At(at) => async_nats::datetime::parse_rfc3339(at)
+            .is_ok_and(|at| at <= async_nats::datetime::DateTime::now_utc()),
+        _ => false,
+    }
+}
+
+/// On the service's own connection: makes the schedule messages held in
+/// each stream that holds (or held) the service's schedules what the file
+/// says.
+pub async fn sync_schedules(js: &jetstream::Context, config: &Config) -> Result<(), SetupError> {
+    let mut streams: BTreeSet<&str> = config.schedules.iter().map(|s| s.stream.as_str()).collect();
+    streams.extend(
+        config
+            .streams
+            .iter()
+            .filter(|s| s.allow_schedules && s.tenant.is_none())
+            .map(|s| s.name.as_str()),
+    );
+    let held_by_this_service = schedule_subject(&config.service.name, "*");
+    for name in streams {
+        let schedules: Vec<&ScheduleConfig> = config
+            .schedules
+            .iter()
+            .filter(|s| s.stream.as_str() == name)
+            .collect();
+        let stream = match js.get_stream(name).await {
+            Ok(stream) => stream,
+            Err(e) if is_stream_not_found(&e) => match schedules.first() {
+                Some(s) => {
+                    return Err(SetupError::StreamMissing {
+                        stream: name.to_string(),
+                        used_by: format!("stream of schedule {:?}", s.name),
+                    })
+                }
+                None => continue,
+            },
+            Err(e) => return Err(server(format!("cannot look up stream {name:?}"), e, false)),
+        };
+        if let Some(s) = schedules.first() {
+            if !stream.cached_info().config.allow_message_schedules {
+                return Err(SetupError::SchedulesNotAllowed {
+                    schedule: s.name.clone(),
+                    stream: name.to_string(),
+                });
+            }
+        }
+        for s in &schedules {
+            put_if_changed(js, &stream, s).await?;
+        }
+        // The held subjects of schedules gone from the file.
+        let listing = |e: jetstream::stream::InfoError| {
+            server(
+                format!("cannot list the schedules held in {name:?}"),
+                e,
+                false,
+            )
+        };
+        let held: Vec<(String, usize)> = {
+            use futures::TryStreamExt;
+            let subjects = stream
+                .info_with_subjects(&held_by_this_service)
+                .await
+                .map_err(listing)?;
+            subjects.try_collect().await.map_err(listing)?
+        };
+        for (subject, _) in held {
+            if schedules.iter().any(|s| s.held_on == subject) {
+                continue;
+            }
+            stream.purge().filter(subject.as_str()).await.map_err(|e| {
+                server(
+                    format!("cannot remove the schedule held on {subject:?} in {name:?}"),
+                    e,
+                    false,
+                )
+            })?;
+            tracing::info!(stream = name, held_on = %subject, "removed a schedule no longer in the file");
+        }
+    }
+    Ok(())
+}
+
+/// Puts `s`'s schedule message unless the one held is the same, or `s` is
+/// an `at` already past; conditional on what was held, so that of replicas
+/// starting at once one puts it.
+async fn put_if_changed(
+    js: &jetstream::Context,
+    stream: &stream::Stream,
+    s: &ScheduleConfig,
+) -> Result<(), SetupError> {
+    let held = match stream.get_last_raw_message_by_subject(&s.held_on).await {
+        Ok(held) if same(s, &held) => return Ok(()),
+        Ok(held) => Some(held.sequence),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
+        Err(e) => {
+            return Err(server(
+                format!("cannot read schedule {:?} held on {:?}", s.name, s.held_on),
+                e,
+                false,
+            ))
+        }
+    };
+    if past(s) {
+        tracing::info!(schedule = %s.name, at = %s.when.header(), "a schedule whose time has passed is not put again");
+        return Ok(());
+    }
+    let mut headers = HeaderMap::new();
+    for (name, value) in wanted_headers(s) {
+        headers.insert(name.as_str(), value.as_str());
+    }
+    headers.insert(
+        header::EXPECTED_LAST_SUBJECT_SEQUENCE,
+        held.unwrap_or(0).to_string().as_str(),
+    );
+    let put = js
+        .publish_with_headers(s.held_on.clone(), headers, s.payload.clone().into())
+        .await
+        .map_err(|e| server(format!("cannot put schedule {:?}", s.name), e, false))?
+        .await;
+    match put {
+        Ok(_) => {
+            tracing::info!(schedule = %s.name, when = %s.when.header(), subject = %s.subject, "schedule put");
+            Ok(())
+        }
+        // Another replica put it first.
+        Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(()),
+        Err(e) => Err(server(
+            format!(
+                "nats-server refused schedule {:?} ({})",
+                s.name,
+                s.when.header()
+            ),
+            e,
+            true,
+        )),
+    }
+}

@@ -1,0 +1,196 @@
+//! `[[schedules]]`: nats-server publishes a schedule's message itself, so
+//! with two replicas each firing is stored and handled once; the file is
+//! the truth at start-up and at every reload.
+
+use natsapp_wasm_tests::*;
+use std::time::Duration;
+
+const SCHEDULE: &str = r#"
+[[schedules]]
+name = "tick"
+subject = "jobs.tick"
+every = "1s"
+payload = '{"op":"ok"}'
+headers = { "X-Job" = "tick" }
+stream = "JOBS"
+"#;
+
+fn service(schedules: &str) -> String {
+    format!(
+        r#"
+[service]
+name = "scheduled"
+graceful_timeout = "5s"
+
+[nats]
+servers = ["{{url}}"]
+
+[[streams]]
+name = "JOBS"
+subjects = ["jobs.>", "natsapp.schedules.>"]
+allow_schedules = true
+
+[[subscribers]]
+name = "tick"
+component = "{{testkit}}"
+subject = "jobs.tick"
+stream = "JOBS"
+durable = "tick"
+{schedules}"#
+    )
+}
+
+/// Firings stored on jobs.tick so far.
+async fn firings(js: &async_nats::jetstream::Context) -> usize {
+    use futures::TryStreamExt;
+    let stream = js.get_stream("JOBS").await.unwrap();
+    stream
+        .info_with_subjects("jobs.tick")
+        .await
+        .unwrap()
+        .try_collect::<Vec<(String, usize)>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_once_per_tick_across_replicas_until_it_leaves_the_file() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    let file = ServiceFile::new(&server, &service(SCHEDULE));
+    let (first, second) = (Running::start(&file).await, Running::start(&file).await);
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let fired = firings(&js).await;
+    assert!((3..=6).contains(&fired), "{fired} firings in 5 s");
+    // Each firing carries the schedule's payload and headers.
+    let stream = js.get_stream("JOBS").await.unwrap();
+    let one = stream
+        .get_last_raw_message_by_subject("jobs.tick")
+        .await
+        .unwrap();
+    assert_eq!(one.payload.as_ref(), br#"{"op":"ok"}"#);
+    assert_eq!(one.headers.get("X-Job").map(|v| v.as_str()), Some("tick"));
+    assert_eq!(
+        one.headers.get("Nats-Scheduler").map(|v| v.as_str()),
+        Some("natsapp.schedules.scheduled.tick")
+    );
+
+    // Gone from the file: a reload of either replica removes it.
+    file.write(&server, "service.toml", &service(""));
+    first.reloader.reload().await.unwrap();
+    second.reloader.reload().await.unwrap();
+    let stopped_at = firings(&js).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        firings(&js).await <= stopped_at + 1,
+        "still firing after the reload"
+    );
+    drained(&js, "JOBS", "tick").await;
+    let total = firings(&js).await as u64;
+    let (a, b) = (
+        settled_stats(&first, "tick").await,
+        settled_stats(&second, "tick").await,
+    );
+    assert_eq!(
+        a.acked + b.acked,
+        total,
+        "each firing handled once: {a:?} {b:?}"
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_schedule_is_not_put_again_at_start() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    let file = ServiceFile::new(&server, &service(SCHEDULE));
+    // `check` shows it, without a server.
+    let plan = succeeds(
+        std::process::Command::new(natsapp_bin()).args(["check", file.path().to_str().unwrap()]),
+    );
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains(
+            "schedules (published by nats-server):\n  tick: @every 1000ms -> jobs.tick (held on natsapp.schedules.scheduled.tick in stream JOBS)\n"
+        ),
+        "{}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    Running::start(&file).await.stop().await;
+    let stream = js.get_stream("JOBS").await.unwrap();
+    let held = stream
+        .get_last_raw_message_by_subject("natsapp.schedules.scheduled.tick")
+        .await
+        .unwrap();
+    // A restart (or a second replica) finds the same schedule held.
+    Running::start(&file).await.stop().await;
+    let again = stream
+        .get_last_raw_message_by_subject("natsapp.schedules.scheduled.tick")
+        .await
+        .unwrap();
+    assert_eq!(again.sequence, held.sequence, "not put again");
+
+    // Changed in the file, it is put anew.
+    file.write(
+        &server,
+        "service.toml",
+        &service(&SCHEDULE.replace("every = \"1s\"", "every = \"2s\"")),
+    );
+    Running::start(&file).await.stop().await;
+    let changed = stream
+        .get_last_raw_message_by_subject("natsapp.schedules.scheduled.tick")
+        .await
+        .unwrap();
+    assert_eq!(
+        changed.headers.get("Nats-Schedule").map(|v| v.as_str()),
+        Some("@every 2000ms")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_at_fires_once_and_is_not_put_again_once_past() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    let at =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(2));
+    let once = SCHEDULE
+        .replace("name = \"tick\"", "name = \"once\"")
+        .replace("subject = \"jobs.tick\"", "subject = \"jobs.once\"")
+        .replace("every = \"1s\"", &format!("at = \"{at}\""));
+    let file = ServiceFile::new(&server, &service(&once));
+    Running::start(&file).await.stop().await;
+    let stream = js.get_stream("JOBS").await.unwrap();
+    let held = "natsapp.schedules.scheduled.once";
+    assert!(stream.get_last_raw_message_by_subject(held).await.is_ok());
+    eventually(Duration::from_secs(10), "the at to fire", || async {
+        stream
+            .get_last_raw_message_by_subject("jobs.once")
+            .await
+            .ok()
+    })
+    .await;
+    // Fired, nats-server removes it; a restart after its time puts it not
+    // again, and it does not fire twice.
+    eventually(
+        Duration::from_secs(5),
+        "the fired schedule removed",
+        || async {
+            stream
+                .get_last_raw_message_by_subject(held)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    Running::start(&file).await.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(stream.get_last_raw_message_by_subject(held).await.is_err());
+    let mut info = js.get_stream("JOBS").await.unwrap();
+    let jobs = info.info().await.unwrap().state.messages;
+    assert_eq!(jobs, 1, "one firing, and nothing held");
+}

@@ -359,19 +359,8 @@ impl ScheduleWhen {
 pub const SCHEDULES_PREFIX: &str = "natsapp.schedules";
 
 /// The subject schedule `name` of `service` is held on,
-/// `natsapp.schedules.<service>.<name>`: the service's name as one token
-/// (what is not a letter, digit, `-` or `_` becomes `_`).
+/// `natsapp.schedules.<service>.<name>` (validation keeps both one token).
 pub fn schedule_subject(service: &str, name: &str) -> String {
-    let service: String = service
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
     format!("{SCHEDULES_PREFIX}.{service}.{name}")
 }
 

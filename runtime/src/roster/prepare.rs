@@ -88,7 +88,6 @@ impl Roster {
         }
         let js = &self.own.jetstream;
         setup::ensure_streams(js, &new).await?;
-        setup::sync_schedules(js, &new).await?;
         setup::check_publishers(js, &new).await?;
         setup::warn_duplicate_windows(js, &new).await;
 
@@ -148,6 +147,14 @@ impl Roster {
                 }
             };
             set_ups.insert(name.clone(), set_up);
+        }
+        // Last, once nothing else can refuse the file: a refused reload
+        // leaves the schedules as the running file has them.
+        if let Err(e) = setup::sync_schedules(js, &new).await {
+            for (_, t) in opened.drain() {
+                self.close_tenant(t, Vec::new(), false);
+            }
+            return Err(e.into());
         }
         Ok(Prepared {
             config: new,

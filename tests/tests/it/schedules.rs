@@ -61,13 +61,19 @@ async fn a_schedule_fires_once_per_tick_across_replicas_until_it_leaves_the_file
     let server = NatsServer::start();
     let js = server.jetstream().await;
     let file = ServiceFile::new(&server, &service(SCHEDULE));
-    let (first, second) = (Running::start(&file).await, Running::start(&file).await);
+    // Started together: one of them puts the schedule.
+    let (first, second) = tokio::join!(Running::start(&file), Running::start(&file));
+    let stream = js.get_stream("JOBS").await.unwrap();
+    let held = stream
+        .get_last_raw_message_by_subject("natsapp.schedules.scheduled.tick")
+        .await
+        .unwrap();
+    assert_eq!(held.sequence, 1, "put once, before any firing");
 
     tokio::time::sleep(Duration::from_secs(5)).await;
     let fired = firings(&js).await;
     assert!((3..=6).contains(&fired), "{fired} firings in 5 s");
     // Each firing carries the schedule's payload and headers.
-    let stream = js.get_stream("JOBS").await.unwrap();
     let one = stream
         .get_last_raw_message_by_subject("jobs.tick")
         .await
@@ -79,8 +85,13 @@ async fn a_schedule_fires_once_per_tick_across_replicas_until_it_leaves_the_file
         Some("natsapp.schedules.scheduled.tick")
     );
 
-    // Gone from the file: a reload of either replica removes it.
-    file.write(&server, "service.toml", &service(""));
+    // Gone from the file, and the stream's flag with it: a reload of either
+    // replica still finds and removes it.
+    file.write(
+        &server,
+        "service.toml",
+        &service("").replace("allow_schedules = true\n", ""),
+    );
     first.reloader.reload().await.unwrap();
     second.reloader.reload().await.unwrap();
     let stopped_at = firings(&js).await;

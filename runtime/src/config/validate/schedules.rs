@@ -25,6 +25,14 @@ const CRON_SHORTHANDS: [&str; 7] = [
     "@hourly",
 ];
 
+/// Whether `name` is one subject token of letters, digits, `-` and `_`.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     pub(super) fn schedules(
         &mut self,
@@ -33,6 +41,12 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         streams: &[StreamConfig],
         subscribers: &[SubscriberConfig],
     ) -> Vec<ScheduleConfig> {
+        if !raw.is_empty() && !is_token(service) {
+            self.problem(
+                "service.name",
+                "must be letters, digits, '-' and '_' when the file has [[schedules]]: it names the subjects they are held on",
+            );
+        }
         self.unique(raw.iter().map(|s| s.name.clone()), "schedules", "name");
         self.unique(
             raw.iter().map(|s| s.subject.to_string()),
@@ -54,11 +68,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         subscribers: &[SubscriberConfig],
     ) -> Option<ScheduleConfig> {
         let key = format!("schedules[{i}] ({:?})", s.name);
-        let is_token = s
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if s.name.is_empty() || !is_token {
+        if !is_token(&s.name) {
             self.problem(
                 format!("{key}.name"),
                 "must be letters, digits, '-' and '_': it names the subject the schedule is held on",
@@ -69,6 +79,31 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 format!("{key}.subject"),
                 "a schedule publishes to one subject: no wildcards",
             );
+        }
+        if subject_matches(&format!("{SCHEDULES_PREFIX}.>"), s.subject.as_str()) {
+            self.problem(
+                format!("{key}.subject"),
+                format!("{SCHEDULES_PREFIX}.> holds the schedules themselves: publish elsewhere"),
+            );
+        }
+        for (name, value) in &s.headers {
+            if name.to_ascii_lowercase().starts_with("nats-") {
+                self.problem(
+                    format!("{key}.headers"),
+                    format!("{name:?}: Nats- headers are nats-server's and the runtime's to set"),
+                );
+            } else if name.parse::<async_nats::HeaderName>().is_err() {
+                self.problem(
+                    format!("{key}.headers"),
+                    format!("{name:?} is not a header name (printable ASCII, no spaces or ':')"),
+                );
+            }
+            if value.parse::<async_nats::HeaderValue>().is_err() {
+                self.problem(
+                    format!("{key}.headers"),
+                    format!("the value of {name:?} must not hold a line break"),
+                );
+            }
         }
         let when = match (&s.cron, &s.every, &s.at) {
             (Some(cron), None, None) => self.cron(&key, cron),

@@ -5,8 +5,9 @@
 //! exists. Start-up and every reload make the held messages what the file
 //! says: a schedule is put only when it differs from the one held (a put
 //! restarts an `every` and re-arms a fired `at`), an `at` already past is
-//! not put again, and the held subjects of schedules gone from the file
-//! are purged.
+//! not put (and one held that differs is removed), and the held subjects
+//! of schedules gone from the file are purged — in every stream that holds
+//! one of the service's, wherever the file puts them now.
 
 use super::*;
 use crate::config::{schedule_subject, ScheduleConfig, ScheduleWhen};
@@ -20,6 +21,8 @@ mod header {
     /// Makes the put conditional: two replicas starting at once put a
     /// changed schedule once.
     pub const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+    /// Makes the put land in the schedule's stream or nowhere.
+    pub const EXPECTED_STREAM: &str = "Nats-Expected-Stream";
 }
 
 /// The headers a schedule's held message carries.
@@ -34,16 +37,25 @@ fn wanted_headers(s: &ScheduleConfig) -> BTreeMap<String, String> {
 /// headers and payload (the server's `Nats-Rollup` and the put's
 /// `Nats-Expected-*` condition aside).
 fn same(s: &ScheduleConfig, held: &jetstream::message::StreamMessage) -> bool {
-    let held_headers: BTreeMap<String, String> = held
+    let held_headers: BTreeMap<String, Vec<String>> = held
         .headers
         .iter()
         .filter(|(name, _)| {
             let name = AsRef::<str>::as_ref(*name);
             name != "Nats-Rollup" && !name.starts_with("Nats-Expected-")
         })
-        .filter_map(|(name, values)| Some((name.to_string(), values.first()?.to_string())))
+        .map(|(name, values)| {
+            (
+                name.to_string(),
+                values.iter().map(|v| v.to_string()).collect(),
+            )
+        })
         .collect();
-    held_headers == wanted_headers(s) && held.payload.as_ref() == s.payload.as_bytes()
+    let wanted: BTreeMap<String, Vec<String>> = wanted_headers(s)
+        .into_iter()
+        .map(|(name, value)| (name, vec![value]))
+        .collect();
+    held_headers == wanted && held.payload.as_ref() == s.payload.as_bytes()
 }
 
 /// Whether `s` is an `at` already past.
@@ -59,16 +71,17 @@ fn past(s: &ScheduleConfig) -> bool {
 /// each stream that holds (or held) the service's schedules what the file
 /// says.
 pub async fn sync_schedules(js: &jetstream::Context, config: &Config) -> Result<(), SetupError> {
-    let mut streams: BTreeSet<&str> = config.schedules.iter().map(|s| s.stream.as_str()).collect();
-    streams.extend(
-        config
-            .streams
-            .iter()
-            .filter(|s| s.allow_schedules && s.tenant.is_none())
-            .map(|s| s.name.as_str()),
-    );
     let held_by_this_service = schedule_subject(&config.service.name, "*");
-    for name in streams {
+    // Where the file puts schedules now, and every stream that may hold
+    // one put before: moved, or its stream entry or flag gone from the file.
+    let mut streams: BTreeSet<String> = config
+        .schedules
+        .iter()
+        .map(|s| s.stream.to_string())
+        .collect();
+    streams.extend(streams_capturing(js, &held_by_this_service).await?);
+    for name in &streams {
+        let name = name.as_str();
         let schedules: Vec<&ScheduleConfig> = config
             .schedules
             .iter()
@@ -131,9 +144,50 @@ pub async fn sync_schedules(js: &jetstream::Context, config: &Config) -> Result<
     Ok(())
 }
 
+/// The streams whose subjects capture `filter`.
+async fn streams_capturing(
+    js: &jetstream::Context,
+    filter: &str,
+) -> Result<Vec<String>, SetupError> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        #[serde(default)]
+        streams: Option<Vec<String>>,
+        total: usize,
+    }
+    let listing = |e: Box<dyn std::error::Error + Send + Sync>| {
+        server(
+            format!("cannot list the streams that capture {filter:?}"),
+            e,
+            false,
+        )
+    };
+    let mut names = Vec::new();
+    loop {
+        let page: jetstream::response::Response<Page> = js
+            .request(
+                "STREAM.NAMES",
+                &serde_json::json!({ "subject": filter, "offset": names.len() }),
+            )
+            .await
+            .map_err(|e| listing(Box::new(e)))?;
+        let page = match page {
+            jetstream::response::Response::Ok(page) => page,
+            jetstream::response::Response::Err { error } => return Err(listing(Box::new(error))),
+        };
+        let got = page.streams.unwrap_or_default();
+        let done = got.is_empty() || names.len() + got.len() >= page.total;
+        names.extend(got);
+        if done {
+            return Ok(names);
+        }
+    }
+}
+
 /// Puts `s`'s schedule message unless the one held is the same, or `s` is
-/// an `at` already past; conditional on what was held, so that of replicas
-/// starting at once one puts it.
+/// an `at` already past (then one held that differs is removed: it would
+/// fire at another time than the file's); conditional on what was held,
+/// so that of replicas starting at once one puts it.
 async fn put_if_changed(
     js: &jetstream::Context,
     stream: &stream::Stream,
@@ -152,7 +206,14 @@ async fn put_if_changed(
         }
     };
     if past(s) {
-        tracing::info!(schedule = %s.name, at = %s.when.header(), "a schedule whose time has passed is not put again");
+        tracing::info!(schedule = %s.name, at = %s.when.header(), "a schedule whose time has passed is not put");
+        if held.is_some() {
+            stream
+                .purge()
+                .filter(s.held_on.as_str())
+                .await
+                .map_err(|e| server(format!("cannot remove schedule {:?}", s.name), e, false))?;
+        }
         return Ok(());
     }
     let mut headers = HeaderMap::new();
@@ -163,6 +224,7 @@ async fn put_if_changed(
         header::EXPECTED_LAST_SUBJECT_SEQUENCE,
         held.unwrap_or(0).to_string().as_str(),
     );
+    headers.insert(header::EXPECTED_STREAM, s.stream.as_str());
     let put = js
         .publish_with_headers(s.held_on.clone(), headers, s.payload.clone().into())
         .await
@@ -175,14 +237,23 @@ async fn put_if_changed(
         }
         // Another replica put it first.
         Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(()),
-        Err(e) => Err(server(
-            format!(
-                "nats-server refused schedule {:?} ({})",
-                s.name,
-                s.when.header()
-            ),
-            e,
-            true,
-        )),
+        Err(e) => {
+            // The server refusing the schedule is the file's fault; a
+            // timeout or a lost connection is not.
+            let invalid = matches!(
+                e.kind(),
+                jetstream::context::PublishErrorKind::Other
+                    | jetstream::context::PublishErrorKind::StreamNotFound
+            );
+            Err(server(
+                format!(
+                    "nats-server refused schedule {:?} ({})",
+                    s.name,
+                    s.when.header()
+                ),
+                e,
+                invalid,
+            ))
+        }
     }
 }

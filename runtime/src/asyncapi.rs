@@ -1,7 +1,8 @@
 //! What `natsapp-wasm docs` writes: an AsyncAPI 3.0 document of the
 //! service's channels — the subjects its subscribers receive, the subjects
-//! their guests may publish to, dead letters and declared publishers, with
-//! the streams that store them — for the tools FastStream users know.
+//! their guests may publish to, dead letters, declared publishers and the
+//! schedules nats-server publishes, with the streams that store them — for
+//! the tools FastStream users know.
 
 use crate::config::Config;
 use serde_json::{json, Map, Value};
@@ -61,6 +62,21 @@ pub fn document(config: &Config) -> Value {
             "send",
             &channel,
             "A declared publisher of the service.".to_string(),
+        );
+    }
+    for sc in &config.schedules {
+        let channel = doc.channel(sc.subject.as_str(), config);
+        doc.operation(
+            &format!("schedule-{}", sc.name),
+            "send",
+            &channel,
+            format!(
+                "Schedule {}: nats-server publishes its message here ({}), held on {} in stream {}.",
+                sc.name,
+                sc.when.header(),
+                sc.held_on,
+                sc.stream
+            ),
         );
     }
     let servers: Map<String, Value> = config

@@ -131,6 +131,18 @@ async fn an_unchanged_schedule_is_not_put_again_at_start() {
         "{}",
         String::from_utf8_lossy(&plan.stdout)
     );
+    // `docs` lists it in the AsyncAPI document.
+    let docs = succeeds(
+        std::process::Command::new(natsapp_bin()).args(["docs", file.path().to_str().unwrap()]),
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&docs.stdout).unwrap();
+    let operation = &doc["operations"]["schedule-tick"];
+    assert_eq!(operation["action"], "send");
+    let channel = operation["channel"]["$ref"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("#/channels/");
+    assert_eq!(doc["channels"][channel]["address"], "jobs.tick");
     Running::start(&file).await.stop().await;
     let stream = js.get_stream("JOBS").await.unwrap();
     let held = stream

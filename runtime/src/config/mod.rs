@@ -14,6 +14,7 @@ mod include;
 mod interpolate;
 pub mod origin;
 pub mod raw;
+mod schedule;
 pub mod secrets;
 mod validate;
 pub mod values;
@@ -28,6 +29,7 @@ use interpolate::{interpolate, InterpolateError};
 pub use origin::Origin;
 use raw::RawFile;
 pub use raw::{KvAccess, OutputIds, OutputsMode, Retention, Storage};
+pub use schedule::{schedule_subject, ScheduleConfig, ScheduleWhen, SCHEDULES_PREFIX};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -311,57 +313,6 @@ pub struct StreamConfig {
     /// The tenant whose fragment declares it, in its account (`None`: the
     /// platform's file, fragments or included files).
     pub tenant: Option<String>,
-}
-
-/// `[[schedules]]`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleConfig {
-    /// Its name.
-    pub name: String,
-    /// Where each firing is published.
-    pub subject: Subject,
-    /// When it fires.
-    pub when: ScheduleWhen,
-    /// What each firing carries.
-    pub payload: String,
-    /// Headers each firing carries.
-    pub headers: BTreeMap<String, String>,
-    /// The stream holding it.
-    pub stream: Name,
-    /// The subject the schedule message is held on:
-    /// `natsapp.schedules.<service>.<name>`.
-    pub held_on: String,
-}
-
-/// When a schedule fires.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScheduleWhen {
-    /// A cron pattern, six fields, seconds first, in UTC.
-    Cron(String),
-    /// At this interval.
-    Every(Duration),
-    /// Once, at this RFC 3339 time.
-    At(String),
-}
-
-impl ScheduleWhen {
-    /// The `Nats-Schedule` header's value.
-    pub fn header(&self) -> String {
-        match self {
-            ScheduleWhen::Cron(pattern) => pattern.clone(),
-            ScheduleWhen::Every(d) => format!("@every {}ms", d.as_millis()),
-            ScheduleWhen::At(at) => format!("@at {at}"),
-        }
-    }
-}
-
-/// The subject prefix of the subjects schedule messages are held on.
-pub const SCHEDULES_PREFIX: &str = "natsapp.schedules";
-
-/// The subject schedule `name` of `service` is held on,
-/// `natsapp.schedules.<service>.<name>` (validation keeps both one token).
-pub fn schedule_subject(service: &str, name: &str) -> String {
-    format!("{SCHEDULES_PREFIX}.{service}.{name}")
 }
 
 /// The stream `name` of `streams` as subscribers of `tenant` (`None`: the

@@ -151,6 +151,35 @@ void natsapp_msg_delivery(natsapp_msg_t *msg, natsapp_delivery_t *out) {
     natsapp_handler_types_delivery_free(&d);
 }
 
+bool natsapp_msg_kv(natsapp_msg_t *msg, natsapp_kv_change_t *out) {
+    natsapp_delivery_t d;
+    natsapp_msg_delivery(msg, &d);
+    if (strncmp(d.stream, "KV_", 3) != 0) return false;
+    char prefix[300];
+    snprintf(prefix, sizeof prefix, "$KV.%s.", d.stream + 3);
+    char subject[1400];
+    natsapp_msg_subject(msg, subject, sizeof subject);
+    size_t n = strlen(prefix);
+    if (strncmp(subject, prefix, n) != 0) return false;
+    copy_text((const uint8_t *)(subject + n), strlen(subject + n), out->key, sizeof out->key);
+    char op[16];
+    out->operation = NATSAPP_KV_PUT;
+    if (natsapp_msg_header(msg, "KV-Operation", op, sizeof op)) {
+        if (strcmp(op, "DEL") == 0) out->operation = NATSAPP_KV_DELETE;
+        if (strcmp(op, "PURGE") == 0) out->operation = NATSAPP_KV_PURGE;
+    }
+    out->revision = d.stream_sequence;
+    return true;
+}
+
+const char *natsapp_kv_operation_name(natsapp_kv_operation_t op) {
+    switch (op) {
+    case NATSAPP_KV_DELETE: return "delete";
+    case NATSAPP_KV_PURGE: return "purge";
+    default: return "put";
+    }
+}
+
 bool natsapp_msg_ack(natsapp_msg_t *msg, natsapp_error_t *err) {
     natsapp_handler_types_error_t e;
     if (natsapp_handler_types_method_message_ack(msg->handle, &e)) return true;

@@ -78,6 +78,20 @@ typedef struct {
 } natsapp_delivery_t;
 void natsapp_msg_delivery(natsapp_msg_t *msg, natsapp_delivery_t *out);
 
+// With watch = { kv = … }: which key changed, how, and the change's revision
+// (what natsapp_kv_update compares). A bucket is the stream KV_<bucket> whose
+// subjects are $KV.<bucket>.<key>.
+typedef enum { NATSAPP_KV_PUT, NATSAPP_KV_DELETE, NATSAPP_KV_PURGE } natsapp_kv_operation_t;
+typedef struct {
+    char key[1024];  // NUL-terminated, cut to 1023 bytes
+    natsapp_kv_operation_t operation;
+    uint64_t revision;
+} natsapp_kv_change_t;
+// False for a message of any other stream.
+bool natsapp_msg_kv(natsapp_msg_t *msg, natsapp_kv_change_t *out);
+// "put", "delete" or "purge".
+const char *natsapp_kv_operation_name(natsapp_kv_operation_t op);
+
 // Settle it yourself (the runtime then adds nothing); false with `err` when refused.
 // With outputs.mode = "atomic", ack and nak take effect when handle returns (an ack after the commit).
 bool natsapp_msg_ack(natsapp_msg_t *msg, natsapp_error_t *err);

@@ -209,6 +209,26 @@ export class Message {
     const d = this.raw.delivery();
     return Object.fromEntries(Object.entries(d).map(([k, v]) => [k, typeof v === "bigint" ? Number(v) : v]));
   }
+  /** With `watch = { kv: … }`: the key whose change this is (undefined for a
+   * message of any other stream). A bucket is the stream `KV_<bucket>` whose
+   * subjects are `$KV.<bucket>.<key>`. */
+  get kvKey() {
+    const stream = this.raw.delivery().stream;
+    if (!stream.startsWith("KV_")) return undefined;
+    const prefix = `$KV.${stream.slice(3)}.`;
+    const subject = this.raw.subject();
+    return subject.startsWith(prefix) ? subject.slice(prefix.length) : undefined;
+  }
+  /** With `watch`: "put", "delete" or "purge" (undefined for a message of any other stream). */
+  get kvOperation() {
+    if (this.kvKey === undefined) return undefined;
+    return { DEL: "delete", PURGE: "purge" }[this.header("KV-Operation")] ?? "put";
+  }
+  /** With `watch`: the change's revision, what `Bucket.update` compares (undefined for a message of any other stream). */
+  get kvRevision() {
+    if (this.kvKey === undefined) return undefined;
+    return Number(this.raw.delivery().streamSequence);
+  }
   /** Acknowledge now; with `outputs.mode = "atomic"` after the outputs' commit, and only if `handle` returns. */
   ack() {
     call(() => this.raw.ack());

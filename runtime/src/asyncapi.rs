@@ -16,12 +16,20 @@ pub fn document(config: &Config) -> Value {
             .as_ref()
             .map_or(String::new(), |t| format!(" (tenant {t})"));
         let input = doc.channel(s.subject.as_str(), config);
+        let watching = s.watch.as_ref().map_or(String::new(), |w| {
+            format!(
+                " (the changes of keys {} of bucket {}, from {})",
+                w.keys,
+                w.bucket,
+                w.start.as_str()
+            )
+        });
         doc.operation(
             &s.name,
             "receive",
             &input,
             format!(
-                "Subscriber {}{tenant}: durable pull consumer {} on stream {}, {} at once, component {}.",
+                "Subscriber {}{tenant}: durable pull consumer {} on stream {}{watching}, {} at once, component {}.",
                 s.name,
                 s.durable,
                 s.stream,

@@ -102,12 +102,20 @@ impl Plan {
         }
         let _ = writeln!(s, "subscribers:");
         for sub in &c.subscribers {
+            let source = match &sub.watch {
+                None => format!("{} on stream {}", sub.subject, sub.stream),
+                Some(w) => format!(
+                    "changes of keys {} of bucket {} (start {}, stream {})",
+                    w.keys,
+                    w.bucket,
+                    w.start.as_str(),
+                    sub.stream
+                ),
+            };
             let _ = writeln!(
                 s,
-                "  {}: {} on stream {}, durable {}{}",
+                "  {}: {source}, durable {}{}",
                 sub.name,
-                sub.subject,
-                sub.stream,
                 sub.durable,
                 sub.tenant
                     .as_ref()

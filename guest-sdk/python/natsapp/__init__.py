@@ -432,6 +432,34 @@ class Message:
         """Stream, consumer, stream_sequence, consumer_sequence, delivered, pending, published_unix_ns."""
         return self._raw.delivery()
 
+    @property
+    def kv_key(self):
+        """With ``watch = { kv = … }``: the key whose change this is (``None`` for a
+        message of any other stream). A bucket is the stream ``KV_<bucket>`` whose
+        subjects are ``$KV.<bucket>.<key>``."""
+        stream = self._raw.delivery().stream
+        if not stream.startswith("KV_"):
+            return None
+        prefix = "$KV." + stream[3:] + "."
+        subject = self._raw.subject()
+        return subject[len(prefix):] if subject.startswith(prefix) else None
+
+    @property
+    def kv_operation(self):
+        """With ``watch = { kv = … }``: ``"put"``, ``"delete"`` or ``"purge"`` (``None``
+        for a message of any other stream)."""
+        if self.kv_key is None:
+            return None
+        return {"DEL": "delete", "PURGE": "purge"}.get(self.header("KV-Operation"), "put")
+
+    @property
+    def kv_revision(self):
+        """With ``watch = { kv = … }``: the change's revision, what ``Bucket.update``
+        compares (``None`` for a message of any other stream)."""
+        if self.kv_key is None:
+            return None
+        return self._raw.delivery().stream_sequence
+
     def ack(self):
         """Acknowledge now. With ``outputs.mode = "atomic"`` the ack is sent after the
         outputs' commit, and only if ``handle`` returns without an error."""

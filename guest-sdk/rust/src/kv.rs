@@ -79,3 +79,42 @@ impl Bucket {
         Ok(keyvalue::delete(&self.0, key)?)
     }
 }
+
+/// What a change to a key did, for a subscriber with `watch = { kv = … }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// A value was put: the message's data is the value.
+    Put,
+    /// The key was deleted (its history kept); the data is empty.
+    Delete,
+    /// The key was purged (its history dropped); the data is empty.
+    Purge,
+}
+
+impl Operation {
+    /// `"put"`, `"delete"` or `"purge"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Put => "put",
+            Operation::Delete => "delete",
+            Operation::Purge => "purge",
+        }
+    }
+
+    /// From the `KV-Operation` header a bucket's stream stores with a
+    /// change (absent on a put).
+    pub(crate) fn from_header(value: Option<&str>) -> Operation {
+        match value {
+            Some("DEL") => Operation::Delete,
+            Some("PURGE") => Operation::Purge,
+            _ => Operation::Put,
+        }
+    }
+}
+
+/// The key a bucket's change is about: a bucket is the stream
+/// `KV_<bucket>` whose subjects are `$KV.<bucket>.<key>`.
+pub(crate) fn key_of<'a>(stream: &str, subject: &'a str) -> Option<&'a str> {
+    let bucket = stream.strip_prefix("KV_")?;
+    subject.strip_prefix("$KV.")?.strip_prefix(bucket)?.strip_prefix('.')
+}

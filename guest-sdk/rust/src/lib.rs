@@ -296,6 +296,27 @@ impl Message<'_> {
         self.0.delivery()
     }
 
+    /// With `watch = { kv = … }`: the key whose change this is (`None` for
+    /// a message of any other stream).
+    pub fn kv_key(&self) -> Option<String> {
+        kv::key_of(&self.0.delivery().stream, &self.0.subject()).map(str::to_string)
+    }
+
+    /// With `watch = { kv = … }`: what the change did (`None` for a message
+    /// of any other stream).
+    pub fn kv_operation(&self) -> Option<kv::Operation> {
+        self.kv_key()?;
+        Some(kv::Operation::from_header(self.header("KV-Operation").as_deref()))
+    }
+
+    /// With `watch = { kv = … }`: the change's revision, what
+    /// [`kv::Bucket::update`] compares (`None` for a message of any other
+    /// stream).
+    pub fn kv_revision(&self) -> Option<u64> {
+        self.kv_key()?;
+        Some(self.0.delivery().stream_sequence)
+    }
+
     /// Acknowledge now; the runtime then adds nothing. With atomic outputs
     /// the ack is sent after their commit, and only if `handle` returns `Ok`.
     pub fn ack(&self) -> Result<(), HostError> {

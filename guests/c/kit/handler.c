@@ -112,6 +112,15 @@ static natsapp_result_t operation(const char *json, size_t len, natsapp_msg_t *m
 static void key_value(char *bucket_name, char *key_name, char *value_text, char *out, size_t n);
 
 natsapp_result_t natsapp_handle(const uint8_t *data, size_t len, natsapp_msg_t *msg) {
+    natsapp_kv_change_t change;
+    if (natsapp_msg_kv(msg, &change)) {
+        // A watched bucket's change: reported, then its value run as an op.
+        char out[1200];
+        snprintf(out, sizeof out, "{\"key\": \"%s\", \"operation\": \"%s\", \"revision\": %" PRIu64 "}", change.key,
+                 natsapp_kv_operation_name(change.operation), change.revision);
+        report("testkit.out.kvchange", out);
+        if (len == 0) return natsapp_ok();
+    }
     char command[1024];
     size_t n = len < sizeof command - 1 ? len : sizeof command - 1;
     memcpy(command, data, n);

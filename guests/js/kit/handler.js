@@ -4,6 +4,11 @@
 import { Bucket, HostError, Reject, Retry, config, publish } from "./natsapp.js";
 
 export function handle(data, msg) {
+  if (msg.kvKey !== undefined) {
+    // A watched bucket's change: reported, then its value run as an op.
+    publish("testkit.out.kvchange", { key: msg.kvKey, operation: msg.kvOperation, revision: msg.kvRevision });
+    if (msg.data.length === 0) return;
+  }
   if (data === null || typeof data !== "object" || Array.isArray(data) || data instanceof Uint8Array) {
     // What the default parser made of a payload that is not an op.
     const bytes = data instanceof Uint8Array;

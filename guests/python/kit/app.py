@@ -19,6 +19,11 @@ class LegacyModel:
 
 
 def handle(data, msg):
+    if msg.kv_key is not None:
+        # A watched bucket's change: reported, then its value run as an op.
+        natsapp.publish("testkit.out.kvchange", {"key": msg.kv_key, "operation": msg.kv_operation, "revision": msg.kv_revision})
+        if not msg.data:
+            return
     if not isinstance(data, dict):
         # What the default parser made of a payload that is not an op.
         value = list(data) if isinstance(data, bytes) else data

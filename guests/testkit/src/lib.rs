@@ -146,6 +146,14 @@ fn report(op: &str, value: serde_json::Value) -> Result {
 
 impl Handler for TestKit {
     fn handle(data: Data, msg: &Message) -> Result {
+        if let Some(key) = msg.kv_key() {
+            // A watched bucket's change: reported, then its value run as an op.
+            let operation = msg.kv_operation().map(|o| o.as_str());
+            report("kvchange", json!({"key": key, "operation": operation, "revision": msg.kv_revision()}))?;
+            if data.bytes().is_empty() {
+                return Ok(());
+            }
+        }
         match data.json::<Op>()? {
             Op::Ok => Ok(()),
             Op::Publish { subject, data } => {

@@ -18,6 +18,7 @@ mod schedule;
 pub mod secrets;
 mod validate;
 pub mod values;
+mod watch;
 
 pub use capped::Capped;
 pub use component::ComponentSource;
@@ -35,6 +36,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 pub use values::{ByteSize, Dur, Name, PerSecond, Subject};
+pub use watch::{kv_stream, kv_subject, Watch, WatchStart};
 
 /// Defaults, in one place so the README can quote them.
 pub mod defaults {
@@ -386,10 +388,12 @@ pub struct SubscriberConfig {
     pub component: ComponentSource,
     /// The key-value fragment that declares it (`None`: a file).
     pub fragment: Option<FragmentKey>,
-    /// Filter subject.
+    /// Filter subject (`$KV.<bucket>.<keys>` for a watch).
     pub subject: Subject,
-    /// Stream.
+    /// Stream (`KV_<bucket>` for a watch).
     pub stream: Name,
+    /// `watch = { … }`: the bucket whose changes it handles, and where it starts.
+    pub watch: Option<Watch>,
     /// Durable consumer name.
     pub durable: Name,
     /// Most messages per pull.

@@ -453,10 +453,13 @@ pub struct RawSubscriber {
     /// `component = { path = "handler.wasm", sha256 = "…" }` to pin its bytes, or
     /// `component = { object = "BUCKET/NAME", sha256 = "…" }` from an object store.
     pub component: RawComponent,
-    /// `subject = "order.created"`: the consumer's filter subject.
-    pub subject: Subject,
-    /// `stream = "ORDER_EVENTS"`
-    pub stream: Name,
+    /// `subject = "order.created"`: the consumer's filter subject (not with `watch`).
+    pub subject: Option<Subject>,
+    /// `stream = "ORDER_EVENTS"` (not with `watch`).
+    pub stream: Option<Name>,
+    /// `watch = { kv = "PRICES", keys = "sku.>", start = "new" }`: a
+    /// key-value bucket's changes, instead of `stream` and `subject`.
+    pub watch: Option<RawWatch>,
     /// `durable = "order_processor"`: the durable consumer's name.
     pub durable: Name,
     /// `pull = { batch_size = 3, timeout = "10s" }` (also accepted as `pull_sub`).
@@ -499,6 +502,18 @@ pub struct RawSubscriber {
     /// handler's outputs are identified and when they are stored.
     #[serde(default)]
     pub outputs: RawOutputs,
+}
+
+/// `watch = { … }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    /// `kv = "PRICES"`: the bucket.
+    pub kv: String,
+    /// `keys = "sku.>"` (default `">"`, every key).
+    pub keys: Option<String>,
+    /// `start = "new"` (default), `"last"` or `"all"`.
+    pub start: Option<super::WatchStart>,
 }
 
 /// `outputs = { … }`

@@ -212,7 +212,9 @@ impl Deploy {
     fn take(&mut self, ready: Ready) {
         match ready.refused {
             None => self.rollout.record(ready.change),
-            Some(reason) => self.rollout.refuse_early(ready.change, reason),
+            Some(e) => self
+                .rollout
+                .refuse_early(ready.change, ErrorChain(&e).to_string()),
         }
     }
 

@@ -25,7 +25,7 @@ pub struct Ready {
     /// The change.
     pub change: Change,
     /// Why it is refused before it is tried (`None`: try it).
-    pub refused: Option<String>,
+    pub refused: Option<ComponentError>,
 }
 
 /// What a tenant's quotas allow compiling ahead.
@@ -124,7 +124,7 @@ async fn compile_ahead(
     js: &jetstream::Context,
     limits: Limits,
     wasm: &WasmRuntime,
-) -> Result<(), String> {
+) -> Result<(), ComponentError> {
     let Some(fragment) = &change.fragment else {
         return Ok(());
     };
@@ -169,12 +169,11 @@ async fn compile_ahead(
         match wasm.compile_ahead(fetched.bytes, &budget).await {
             Ok(_) => {}
             Err(problem @ ComponentProblem::Compile(CompileError::TooSlow { .. })) => {
-                let e = ComponentError {
+                return Err(ComponentError {
                     subscriber: named.subscriber,
                     from: Box::new(named.source),
                     problem,
-                };
-                return Err(ErrorChain(&e).to_string());
+                });
             }
             Err(e) => {
                 tracing::debug!(key = %change.key, "not compiled ahead: {}", ErrorChain(&e))

@@ -31,6 +31,7 @@ mod semantics;
 mod startup;
 mod tenants;
 mod traces;
+mod watch;
 
 /// A server configuration with three accounts, each with JetStream and a
 /// user named after it (password: the same): the service's own, `svc`,

@@ -160,7 +160,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
 }
 
 /// A JetStream key-value bucket name: letters, digits, `-` and `_`.
-fn check_bucket_name(name: &str) -> Result<(), String> {
+pub(super) fn check_bucket_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || !name
             .chars()

@@ -6,6 +6,7 @@ mod capabilities;
 mod schedules;
 mod sources;
 mod tenants;
+mod watch;
 
 use super::raw::{self, RawFile, RawNats, RawSubscriber};
 use super::values::{Dur, Subject};
@@ -373,19 +374,20 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             self.problem(format!("subscribers[{i}].name"), "must not be empty");
         }
         let component = self.component(&key, &s.component);
-        if let Some(st) = stream_named(streams, s.stream.as_str(), &s.tenant) {
+        let (stream, subject, watch) = self.source(&key, &s)?;
+        if let Some(st) = stream_named(streams, stream.as_str(), &s.tenant) {
             if !st.subjects.is_empty()
                 && !st
                     .subjects
                     .iter()
-                    .any(|p| p.matches(s.subject.as_str()) || p == &s.subject)
+                    .any(|p| p.matches(subject.as_str()) || p == &subject)
             {
                 self.problem(
                     format!("{key}.subject"),
                     format!(
                         "stream {:?} does not capture {:?} (its subjects: {})",
                         st.name.as_str(),
-                        s.subject.as_str(),
+                        subject.as_str(),
                         join(&st.subjects)
                     ),
                 );
@@ -477,7 +479,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                     "must be a subject without wildcards",
                 );
             }
-            if s.subject.matches(dl.as_str()) {
+            if subject.matches(dl.as_str()) {
                 self.problem(
                     format!("{key}.dead_letter"),
                     format!(
@@ -573,8 +575,9 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             }),
             component,
             fragment: s.fragment,
-            subject: s.subject,
-            stream: s.stream,
+            subject,
+            stream,
+            watch,
             durable: s.durable,
             batch_size,
             pull_timeout,

@@ -4,6 +4,7 @@
 //! subject's stream.
 
 use super::*;
+use crate::config::WatchStart;
 
 /// Where a durable created by the runtime starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +28,14 @@ pub fn consumer_config(sub: &SubscriberConfig, start: StartAt) -> pull::Config {
         durable_name: Some(sub.durable.to_string()),
         filter_subject: sub.subject.to_string(),
         ack_policy: AckPolicy::Explicit,
-        deliver_policy: match start {
-            StartAt::First => DeliverPolicy::All,
-            StartAt::After(floor) => DeliverPolicy::ByStartSequence {
+        deliver_policy: match (start, &sub.watch) {
+            (StartAt::First, None) => DeliverPolicy::All,
+            (StartAt::First, Some(watch)) => match watch.start {
+                WatchStart::New => DeliverPolicy::New,
+                WatchStart::Last => DeliverPolicy::LastPerSubject,
+                WatchStart::All => DeliverPolicy::All,
+            },
+            (StartAt::After(floor), _) => DeliverPolicy::ByStartSequence {
                 start_sequence: floor + 1,
             },
         },
@@ -84,13 +90,19 @@ pub fn consumer_drift(sub: &SubscriberConfig, existing: &consumer::Config) -> Co
             existing.ack_policy
         ));
     }
-    if !matches!(
-        existing.deliver_policy,
-        DeliverPolicy::All | DeliverPolicy::ByStartSequence { .. }
-    ) {
+    let started_as_asked = match existing.deliver_policy {
+        DeliverPolicy::All | DeliverPolicy::ByStartSequence { .. } => true,
+        // A watch's durable started where its `start` said.
+        _ => sub.watch.is_some() && existing.deliver_policy == want.deliver_policy,
+    };
+    if !started_as_asked {
         conflicts.push(format!(
-            "deliver policy: server has {:?}, the runtime delivers the whole stream (all)",
-            existing.deliver_policy
+            "deliver policy: server has {:?}, the runtime delivers {}",
+            existing.deliver_policy,
+            match &sub.watch {
+                None => "the whole stream (all)".to_string(),
+                Some(w) => format!("from watch.start = {:?}", w.start.as_str()),
+            }
         ));
     }
     if existing.headers_only {

@@ -169,8 +169,8 @@ pub struct SubscriberSetup {
 /// service's: a tenant's input stream is declared (or verified) when the
 /// file lists it, else it must exist, and the streams the tenant's
 /// fragments declare are declared in its account; its dead-letter subject
-/// must be captured by a stream; its buckets are opened; its durable is
-/// created or verified.
+/// must be captured by a stream; its buckets are opened (a watched
+/// bucket among them); its durable is created or verified.
 pub async fn ensure_subscriber(
     js: &jetstream::Context,
     config: &Config,
@@ -182,6 +182,8 @@ pub async fn ensure_subscriber(
             ensure_stream(js, st).await?;
         }
         match config.stream_for(sub.stream.as_str(), &sub.tenant) {
+            // A watch's stream is its bucket's, opened with its buckets below.
+            _ if sub.watch.is_some() => {}
             Some(st) => ensure_stream(js, st).await?,
             None => {
                 stream_exists(

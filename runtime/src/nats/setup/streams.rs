@@ -16,7 +16,8 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
     let mut used: Vec<(String, String)> = config
         .subscribers
         .iter()
-        .filter(|s| s.tenant.is_none())
+        // A watch's stream is its bucket's, opened with its buckets.
+        .filter(|s| s.tenant.is_none() && s.watch.is_none())
         .map(|s| {
             (
                 s.stream.to_string(),

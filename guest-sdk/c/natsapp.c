@@ -2,6 +2,7 @@
 // (handler_sdk.h): each copies what the runtime returns and frees it.
 #include "natsapp.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,6 +252,29 @@ bool natsapp_publish_with_headers(const char *subject, const void *data, size_t 
     }
     natsapp_handler_publisher_option_publish_ack_free(&got);
     return true;
+}
+
+bool natsapp_publish_later(const char *subject, const void *data, size_t len, const char *const *headers,
+                           uint64_t delay_ms, uint64_t ttl_ms, natsapp_publish_ack_t *ack, natsapp_error_t *err) {
+    const char *all[2 * MAX_HEADERS + 1];
+    size_t n = 0;
+    for (size_t i = 0; headers && headers[i] && headers[i + 1] && n < 2 * (MAX_HEADERS - 2); i += 2) {
+        all[n++] = headers[i];
+        all[n++] = headers[i + 1];
+    }
+    char delay[32], ttl[32];
+    if (delay_ms > 0) {
+        snprintf(delay, sizeof delay, "%" PRIu64 "ms", delay_ms);
+        all[n++] = "Natsapp-Delay";
+        all[n++] = delay;
+    }
+    if (ttl_ms > 0) {
+        snprintf(ttl, sizeof ttl, "%" PRIu64 "ms", ttl_ms);
+        all[n++] = "Nats-TTL";
+        all[n++] = ttl;
+    }
+    all[n] = NULL;
+    return natsapp_publish_with_headers(subject, data, len, all, ack, err);
 }
 
 bool natsapp_publish(const char *subject, const void *data, size_t len, natsapp_publish_ack_t *ack,

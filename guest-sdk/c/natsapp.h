@@ -112,6 +112,11 @@ bool natsapp_publish(const char *subject, const void *data, size_t len, natsapp_
                      natsapp_error_t *err);
 bool natsapp_publish_with_headers(const char *subject, const void *data, size_t len, const char *const *headers,
                                   natsapp_publish_ack_t *ack, natsapp_error_t *err);
+// As natsapp_publish_with_headers, stored `delay_ms` from now (0: at once; 1000 or more, rounded up
+// to the second) and kept `ttl_ms` (0: as the stream keeps messages; 1000 or more). The stream that
+// captures `subject` must allow schedules (a delay: it also captures natsapp.delayed.>) or TTLs.
+bool natsapp_publish_later(const char *subject, const void *data, size_t len, const char *const *headers,
+                           uint64_t delay_ms, uint64_t ttl_ms, natsapp_publish_ack_t *ack, natsapp_error_t *err);
 // Sends a request, waits up to timeout_ms; the reply is copied into `out` (cut to `size`), its
 // length into `out_len`.
 bool natsapp_request(const char *subject, const void *data, size_t len, const char *const *headers,

@@ -102,8 +102,13 @@ const pairs = (headers) => Object.entries(headers ?? {}).map(([k, v]) => [String
  * With `outputs.mode = "atomic"` it returns null: the output is held and stored with the others after `handle`
  * returns, or not at all.
  */
-export function publish(subject, data, headers) {
-  const ack = call(() => publisher.publish(subject, encode(data), Array.isArray(headers) ? headers : pairs(headers)));
+export function publish(subject, data, headers, { delayMs, ttlMs } = {}) {
+  const list = Array.isArray(headers) ? [...headers] : pairs(headers);
+  // Stored after a delay, or kept for a time: the stream must allow schedules
+  // (and, for a delay, capture natsapp.delayed.>) or TTLs.
+  if (delayMs !== undefined) list.push(["Natsapp-Delay", `${Math.round(delayMs)}ms`]);
+  if (ttlMs !== undefined) list.push(["Nats-TTL", `${Math.round(ttlMs)}ms`]);
+  const ack = call(() => publisher.publish(subject, encode(data), list));
   return ack ? { stream: ack.stream, sequence: Number(ack.sequence), duplicate: ack.duplicate } : null;
 }
 

@@ -10,8 +10,9 @@
 //!   the allow-list: the reply path, and the only way into `_INBOX.>`.
 //! - `Nats-*` headers are the server's controls. A guest's `Nats-Msg-Id` is
 //!   kept inside its subscriber's namespace (`<stream>:<durable>:<id>`), so
-//!   one subscriber cannot suppress another's outputs; the others
-//!   (`Nats-Rollup`, `Nats-TTL`, `Nats-Expected-*`, …) are refused.
+//!   one subscriber cannot suppress another's outputs; its `Nats-TTL` (a
+//!   duration, 1s or more) lets the stored output expire; the others
+//!   (`Nats-Rollup`, `Nats-Schedule`, `Nats-Expected-*`, …) are refused.
 
 use crate::config::values::check_subject;
 use crate::config::Subject;
@@ -101,27 +102,48 @@ pub fn check_subject_grant(
     )))
 }
 
+/// A guest's `Nats-TTL`: how long the stored output lives.
+pub const TTL: &str = "Nats-TTL";
+
 /// Applies the header rules to a guest's publish: namespaces its
-/// `Nats-Msg-Id` under `namespace` and refuses the other `Nats-*` headers.
+/// `Nats-Msg-Id` under `namespace`, writes its `Nats-TTL` in whole seconds
+/// and refuses the other `Nats-*` headers.
 pub fn check_guest_headers(headers: &mut HeaderMap, namespace: &str) -> Result<(), Refused> {
     let mut msg_id = None;
+    let mut ttl = None;
     for (name, values) in headers.iter() {
         let n: &str = name.as_ref();
         if !n.to_ascii_lowercase().starts_with("nats-") {
             continue;
         }
-        if n != "Nats-Msg-Id" {
+        if n != "Nats-Msg-Id" && n != TTL {
             return Err(Refused::Denied(format!(
-                "header {n:?} is reserved: a handler may set Nats-Msg-Id but no other Nats-* header"
+                "header {n:?} is reserved: a handler may set Nats-Msg-Id and Nats-TTL but no other Nats-* header"
             )));
         }
         if values.len() > 1 {
-            return Err(Refused::Invalid("more than one Nats-Msg-Id".into()));
+            return Err(Refused::Invalid(format!("more than one {n}")));
         }
-        msg_id = values.first().map(|v| v.as_str().to_string());
+        let value = values.first().map(|v| v.as_str().to_string());
+        if n == TTL {
+            ttl = value;
+        } else {
+            msg_id = value;
+        }
     }
     if let Some(id) = msg_id {
         headers.insert("Nats-Msg-Id", format!("{namespace}:{id}").as_str());
+    }
+    if let Some(ttl) = ttl {
+        let d = crate::config::Dur::parse(&ttl)
+            .map_err(|e| Refused::Invalid(format!("{TTL}: {e}")))?
+            .0;
+        if d.as_secs() < 1 {
+            return Err(Refused::Invalid(format!(
+                "{TTL}: {ttl:?} is under 1s, the shortest time-to-live a stream keeps"
+            )));
+        }
+        headers.insert(TTL, format!("{}s", d.as_secs()).as_str());
     }
     Ok(())
 }
@@ -216,9 +238,17 @@ mod tests {
         check_guest_headers(&mut h, "IN:kit").unwrap();
         assert_eq!(h.get("Nats-Msg-Id").unwrap().as_str(), "IN:kit:order-7");
         assert_eq!(h.get("X-Trace").unwrap().as_str(), "t");
+        let mut h = HeaderMap::new();
+        h.insert("Nats-TTL", "1m");
+        check_guest_headers(&mut h, "IN:kit").unwrap();
+        assert_eq!(h.get("Nats-TTL").unwrap().as_str(), "60s");
+        h.insert("Nats-TTL", "200ms");
+        assert!(
+            matches!(check_guest_headers(&mut h, "IN:kit"), Err(Refused::Invalid(m)) if m.contains("under 1s"))
+        );
         for reserved in [
             "Nats-Rollup",
-            "Nats-TTL",
+            "Nats-Schedule",
             "Nats-Expected-Last-Sequence",
             "nats-msg-ttl",
         ] {

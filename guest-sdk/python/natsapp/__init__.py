@@ -157,13 +157,21 @@ def _headers(headers):
     return [(str(k), str(v)) for k, v in headers]
 
 
-def publish(subject, data, headers=None):
+def publish(subject, data, headers=None, delay=None, ttl=None):
     """Publishes ``data`` (see ``encode``). A JetStream subject returns its PubAck
     (``.stream``, ``.sequence``, ``.duplicate``) once the stream stored it; a core
     subject returns a false ``Result``. With ``outputs.mode = "atomic"`` every publish
     returns a false ``Result``: the output is held and stored with the others after
-    ``handle`` returns, or not at all."""
-    return Result(_call(_publisher.publish, subject, encode(data), _headers(headers)))
+    ``handle`` returns, or not at all. ``delay`` (seconds, 1 or more) stores it that
+    much later, ``ttl`` (seconds, 1 or more) lets the stream drop it after that long:
+    the stream must allow schedules (and, for a delay, capture ``natsapp.delayed.>``)
+    or TTLs."""
+    pairs = list(_headers(headers))
+    if delay is not None:
+        pairs.append(("Natsapp-Delay", "%dms" % round(delay * 1000)))
+    if ttl is not None:
+        pairs.append(("Nats-TTL", "%dms" % round(ttl * 1000)))
+    return Result(_call(_publisher.publish, subject, encode(data), pairs))
 
 
 class Publisher:

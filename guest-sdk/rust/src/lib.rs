@@ -363,6 +363,37 @@ pub fn publish_with_headers(
     Ok(publisher::publish(subject, data.as_ref(), &headers)?)
 }
 
+/// When a published output is stored and how long it is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Later {
+    /// Store it this much later (1 s or more, rounded up to the second): the
+    /// stream that captures the subject must allow schedules and capture
+    /// `natsapp.delayed.>`, where it waits.
+    pub delay: Option<Duration>,
+    /// Let the stream drop it after this long (1 s or more): the stream must
+    /// allow TTLs.
+    pub ttl: Option<Duration>,
+}
+
+/// Publishes as [`publish_with_headers`], stored after `later.delay` and
+/// kept for `later.ttl`. A delayed output's PubAck is the one of the
+/// stream that holds it until it is due.
+pub fn publish_later(
+    subject: &str,
+    data: impl AsRef<[u8]>,
+    headers: &[(&str, &str)],
+    later: Later,
+) -> Result<Option<PublishAck>, HostError> {
+    let mut headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    if let Some(delay) = later.delay {
+        headers.push(("Natsapp-Delay".into(), format!("{}ms", delay.as_millis())));
+    }
+    if let Some(ttl) = later.ttl {
+        headers.push(("Nats-TTL".into(), format!("{}ms", ttl.as_millis())));
+    }
+    Ok(publisher::publish(subject, data.as_ref(), &headers)?)
+}
+
 /// Sends a request and waits up to `timeout` for the reply.
 pub fn request(subject: &str, data: impl AsRef<[u8]>, timeout: Duration) -> Result<Response, HostError> {
     request_with_headers(subject, data, &[], timeout)

@@ -88,6 +88,24 @@ static natsapp_result_t operation(const char *json, size_t len, natsapp_msg_t *m
         report("testkit.out.publish", out);
         return natsapp_ok();
     }
+    if (strcmp(op, "later") == 0) {
+        char subject[256], delay[32], ttl[32], out[512];
+        field_text(json, "subject", subject, sizeof subject);
+        field_text(json, "data", text, sizeof text);
+        field_text(json, "delay_ms", delay, sizeof delay);
+        field_text(json, "ttl_ms", ttl, sizeof ttl);
+        natsapp_publish_ack_t ack;
+        if (natsapp_publish_later(subject, text, strlen(text), NULL, strtoull(delay, NULL, 10), strtoull(ttl, NULL, 10),
+                                  &ack, &err))
+            snprintf(out, sizeof out, "{\"stream\": \"%s\"}", ack.stream);
+        else {
+            for (char *c = err.message; *c; c++)
+                if (*c == '"' || *c == '\\') *c = '\'';
+            snprintf(out, sizeof out, "{\"error\": \"%s\"}", err.message);
+        }
+        report("testkit.out.later", out);
+        return natsapp_ok();
+    }
     if (strcmp(op, "ack") == 0) {
         if (!natsapp_msg_ack(msg, &err)) return natsapp_error_result(&err);
         natsapp_crash("error: failing after my own ack");

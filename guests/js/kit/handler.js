@@ -28,6 +28,16 @@ export function handle(data, msg) {
       publish("testkit.out.publish", ack);
       return;
     }
+    case "later": {
+      try {
+        const ack = publish(data.subject, data.data, [], { delayMs: data.delay_ms, ttlMs: data.ttl_ms });
+        publish("testkit.out.later", { stream: ack.stream });
+      } catch (e) {
+        if (!(e instanceof HostError)) throw e;
+        publish("testkit.out.later", { error: e.message });
+      }
+      return;
+    }
     case "ack":
       msg.ack();
       throw new Error("failing after my own ack");

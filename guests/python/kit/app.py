@@ -39,6 +39,14 @@ def handle(data, msg):
     if op == "publish":
         ack = natsapp.publish(data["subject"], data["data"])
         natsapp.publish("testkit.out.publish", {"stream": ack.stream, "sequence": ack.sequence, "duplicate": ack.duplicate})
+    elif op == "later":
+        delay, ttl = data.get("delay_ms"), data.get("ttl_ms")
+        try:
+            ack = natsapp.publish(data["subject"], data["data"], delay=None if delay is None else delay / 1000,
+                                  ttl=None if ttl is None else ttl / 1000)
+            natsapp.publish("testkit.out.later", {"stream": ack.stream})
+        except natsapp.HostError as e:
+            natsapp.publish("testkit.out.later", {"error": str(e)})
     elif op == "ack":
         msg.ack()
         raise RuntimeError("failing after my own ack")

@@ -15,6 +15,9 @@ enum Op {
     Ok,
     /// Publish `data` to `subject`, report the PubAck on testkit.out.publish.
     Publish { subject: String, data: String },
+    /// Publish stored after `delay_ms` and kept `ttl_ms`; report the
+    /// PubAck, or the error, on testkit.out.later.
+    Later { subject: String, data: String, delay_ms: Option<u64>, ttl_ms: Option<u64> },
     /// Publish, then fail with retry until delivered reaches `n`: the
     /// redelivery publishes the same output again, which must be deduplicated.
     PublishThenFail { subject: String, data: String, n: u32 },
@@ -160,6 +163,16 @@ impl Handler for TestKit {
                 let ack = natsapp_guest::publish(&subject, data)?;
                 let ack = ack.map(|a| json!({"stream": a.stream, "sequence": a.sequence, "duplicate": a.duplicate}));
                 report("publish", json!({"ack": ack}))
+            }
+            Op::Later { subject, data, delay_ms, ttl_ms } => {
+                let later = natsapp_guest::Later {
+                    delay: delay_ms.map(Duration::from_millis),
+                    ttl: ttl_ms.map(Duration::from_millis),
+                };
+                match natsapp_guest::publish_later(&subject, data, &[], later) {
+                    Ok(ack) => report("later", json!({"stream": ack.map(|a| a.stream)})),
+                    Err(e) => report("later", json!({"error": e.to_string()})),
+                }
             }
             Op::PublishThenFail { subject, data, n } => {
                 let ack = natsapp_guest::publish(&subject, data)?.ok_or_else(|| Error::reject("no PubAck"))?;

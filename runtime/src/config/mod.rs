@@ -30,7 +30,9 @@ use interpolate::{interpolate, InterpolateError};
 pub use origin::Origin;
 use raw::RawFile;
 pub use raw::{KvAccess, OutputIds, OutputsMode, Retention, Storage};
-pub use schedule::{schedule_subject, ScheduleConfig, ScheduleWhen, SCHEDULES_PREFIX};
+pub use schedule::{
+    schedule_subject, ScheduleConfig, ScheduleWhen, DELAYED_PREFIX, SCHEDULES_PREFIX,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -50,6 +50,10 @@ impl ScheduleWhen {
 /// The subject prefix of the subjects schedule messages are held on.
 pub const SCHEDULES_PREFIX: &str = "natsapp.schedules";
 
+/// The subject prefix a guest's delayed outputs are held on until they
+/// fire (`Natsapp-Delay`), in the stream that captures their subject.
+pub const DELAYED_PREFIX: &str = "natsapp.delayed";
+
 /// The subject schedule `name` of `service` is held on,
 /// `natsapp.schedules.<service>.<name>` (validation keeps both one token).
 pub fn schedule_subject(service: &str, name: &str) -> String {

@@ -86,7 +86,11 @@ async fn a_guest_cannot_forge_another_subscribers_output_ids_or_set_server_contr
         Some(format!("IN:kit:{forged}").as_str())
     );
 
-    for control in ["Nats-Rollup", "Nats-TTL", "Nats-Expected-Last-Sequence"] {
+    for control in [
+        "Nats-Rollup",
+        "Nats-Schedule",
+        "Nats-Expected-Last-Sequence",
+    ] {
         js_publish(
             &kit.js,
             "in.kit",

@@ -13,6 +13,7 @@ mod http;
 mod invoke;
 mod keyvalue;
 mod languages;
+mod later;
 mod logs;
 mod micro;
 mod objects;

@@ -82,6 +82,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             .filter_map(|(i, s)| self.subscriber(i, s, &streams, &publishers, &tenants))
             .collect();
         let schedules = self.schedules(raw.schedules, &service.name, &streams, &subscribers);
+        self.delayed_readers(&streams, &subscribers);
         let mut streams = streams;
         for st in &mut streams {
             st.atomic = subscribers

@@ -5,7 +5,7 @@
 use super::super::raw::RawSchedule;
 use super::super::values::subject_matches;
 use super::super::{
-    schedule_subject, ScheduleConfig, ScheduleWhen, StreamConfig, SubscriberConfig,
+    schedule_subject, ScheduleConfig, ScheduleWhen, StreamConfig, SubscriberConfig, DELAYED_PREFIX,
     SCHEDULES_PREFIX,
 };
 use super::Validator;
@@ -57,6 +57,36 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             .enumerate()
             .filter_map(|(i, s)| self.schedule(i, s, service, streams, subscribers))
             .collect()
+    }
+
+    /// Refuses a subscriber that would read guests' delayed outputs from
+    /// where they wait (`natsapp.delayed.>`) in a stream the file declares.
+    pub(super) fn delayed_readers(
+        &mut self,
+        streams: &[StreamConfig],
+        subscribers: &[SubscriberConfig],
+    ) {
+        let waiting = format!("{DELAYED_PREFIX}.x");
+        for (i, sub) in subscribers.iter().enumerate() {
+            let holds_delayed = streams.iter().any(|st| {
+                st.name == sub.stream
+                    && st.seen_by(&sub.tenant)
+                    && st
+                        .subjects
+                        .iter()
+                        .any(|p| subject_matches(p.as_str(), &waiting))
+            });
+            if holds_delayed && subject_matches(sub.subject.as_str(), &waiting) {
+                self.problem(
+                    format!("subscribers[{i}] ({:?}).subject", sub.name),
+                    format!(
+                        "{:?} also reads {DELAYED_PREFIX}.>, where stream {:?} holds delayed outputs until they fire: narrow it",
+                        sub.subject.as_str(),
+                        sub.stream.as_str()
+                    ),
+                );
+            }
+        }
     }
 
     fn schedule(

@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod keyvalue;
+mod later;
 mod publisher;
 mod types;
 

@@ -4,10 +4,11 @@
 
 use super::generated::natsapp::handler::publisher::{Host, PublishAck, Response};
 use super::generated::natsapp::handler::types::Error;
+use super::later;
 use super::types::{header_pairs, REPLY_TO};
 use super::NatsView;
 use crate::error::ErrorChain;
-use crate::grants::{check_guest_headers, check_subject_grant, Refused, Use};
+use crate::grants::{check_guest_headers, check_subject_grant, Refused, Use, TTL};
 use crate::nats::publish::{PublishError, Route};
 use crate::nats::unavailable::retrying;
 use crate::nats::wire::RequestError;
@@ -130,17 +131,32 @@ impl Host for NatsView<'_> {
         {
             return Ok(Err(e));
         }
+        let (delay, headers) = match later::take_delay(headers) {
+            Ok(split) => split,
+            Err(e) => return Ok(Err(e.into())),
+        };
         let mut map = match header_map(headers) {
             Ok(m) => m,
             Err(e) => return Ok(Err(e)),
         };
         if let Some(limit) = self.sub.held_outputs {
+            if delay.is_some() || map.get(TTL).is_some() {
+                return Ok(Err(Error::Invalid(format!(
+                    "with outputs.mode = \"atomic\" outputs are stored together at once: {} and {TTL} are not accepted",
+                    later::DELAY
+                ))));
+            }
             return Ok(self.hold(subject, data, map, limit));
         }
         if let Err(e) = check_guest_headers(&mut map, &self.sub.id_namespace) {
             return Ok(Err(e.into()));
         }
         let route = self.sub.routes.route(&subject);
+        if delay.is_some() && !matches!(route, Route::JetStream(_)) {
+            return Ok(Err(Error::Invalid(format!(
+                "a delayed output is held in the stream that captures its subject, and none captures {subject:?}"
+            ))));
+        }
         let output_id = match route {
             Route::JetStream(_) if map.get("Nats-Msg-Id").is_none() => {
                 let id = self.msg.outputs.id(
@@ -156,6 +172,11 @@ impl Host for NatsView<'_> {
             _ => None,
         };
         let acked_by_stream = matches!(route, Route::JetStream(_));
+        // A delayed output is stored on a subject of its own until it fires.
+        let stored_on = match delay {
+            Some(delay) => later::schedule(&mut map, &subject, delay, std::time::SystemTime::now()),
+            None => subject.clone(),
+        };
         let send = self
             .msg
             .trace
@@ -169,7 +190,7 @@ impl Host for NatsView<'_> {
             || format!("subscriber {:?}: publish to {subject:?}", &*sub.name),
             sub.settler.patience(msg),
             || {
-                let (subject, map, data) = (subject.clone(), map.clone(), data.clone());
+                let (subject, map, data) = (stored_on.clone(), map.clone(), data.clone());
                 sub.wire.publish(route, subject, map, data)
             },
             PublishError::unavailable,

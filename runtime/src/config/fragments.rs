@@ -228,6 +228,12 @@ pub(super) fn add_fragments(
                     format!("tenant {tenant:?}'s fragment may not declare publishers: a stream it declares makes its handlers' publishes to that stream wait for a PubAck"),
                 ));
             }
+            if !included.schedules.is_empty() {
+                return Err(refuse(
+                    "schedules",
+                    format!("tenant {tenant:?}'s fragment may not declare schedules: the runtime puts schedules with the service's own identity, into the service's streams"),
+                ));
+            }
         }
         for mut t in included.tenants {
             t.origin = Some(origin.clone());
@@ -267,6 +273,10 @@ pub(super) fn add_fragments(
         for mut p in included.publishers {
             p.origin = Some(origin.clone());
             raw.publishers.push(p);
+        }
+        for mut s in included.schedules {
+            s.origin = Some(origin.clone());
+            raw.schedules.push(s);
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Step 1a of reading service.toml: `[service] include` — more
-//! `[[tenants]]`, `[[subscribers]]`, `[[streams]]`, `[[buckets]]` and
-//! `[[publishers]]` from other files, so each tenant can own a file.
+//! `[[tenants]]`, `[[subscribers]]`, `[[streams]]`, `[[buckets]]`,
+//! `[[publishers]]` and `[[schedules]]` from other files, so each tenant can
+//! own a file.
 //! Patterns resolve against the including file's folder (`*` and `?`
 //! match within a name); a pattern that matches nothing is fine unless it
 //! names a file without wildcards. Relative paths inside an
@@ -68,6 +69,10 @@ pub(super) fn read_includes(
             for mut p in included.publishers {
                 p.origin = Some(file.clone());
                 raw.publishers.push(p);
+            }
+            for mut s in included.schedules {
+                s.origin = Some(file.clone());
+                raw.schedules.push(s);
             }
         }
     }

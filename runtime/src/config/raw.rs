@@ -61,10 +61,13 @@ pub struct RawSchedule {
     /// `stream = "JOBS"`: the stream that captures `subject` and the
     /// schedule's own subject, and allows schedules.
     pub stream: Name,
+    /// The included file or fragment it came from (set when reading them).
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
 }
 
 /// A file named by `[service] include`, or a fragment in key-value: more
-/// tenants, subscribers, streams, buckets and publishers.
+/// tenants, subscribers, streams, buckets, publishers and schedules.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawInclude {
@@ -83,6 +86,9 @@ pub struct RawInclude {
     /// `[[publishers]]`
     #[serde(default)]
     pub publishers: Vec<RawPublisher>,
+    /// `[[schedules]]` (not in a tenant's fragment)
+    #[serde(default)]
+    pub schedules: Vec<RawSchedule>,
 }
 
 /// `[[tenants]]`

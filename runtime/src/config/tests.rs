@@ -536,6 +536,51 @@ stream = "AUDIT"
         e.contains("tenant \"acme\"'s fragment may not declare publishers"),
         "{e}"
     );
+    let e = refused(&format!("{KIT}{SCHEDULE}"));
+    assert!(
+        e.contains("tenant \"acme\"'s fragment may not declare schedules: the runtime puts schedules with the service's own identity"),
+        "{e}"
+    );
+}
+
+const SCHEDULE: &str = r#"
+[[schedules]]
+name = "tick"
+subject = "jobs.tick"
+every = "1m"
+stream = "JOBS"
+"#;
+
+#[test]
+fn a_service_fragment_declares_schedules_and_its_problems_name_it() {
+    let path = Path::new("/srv/service.toml");
+    let jobs = "[[streams]]\nname = \"JOBS\"\nsubjects = [\"jobs.>\", \"natsapp.schedules.>\"]\nallow_schedules = true\n";
+    let f = fragment(
+        None,
+        "DEPLOY",
+        "platform.jobs",
+        &format!("{jobs}{SCHEDULE}"),
+    );
+    let c = Config::parse_with(path, DEPLOYED, |_| None, &[f]).unwrap();
+    assert_eq!(c.schedules.len(), 1);
+    assert_eq!(c.schedules[0].held_on, "natsapp.schedules.platform.tick");
+
+    let f = fragment(
+        None,
+        "DEPLOY",
+        "platform.jobs",
+        &format!(
+            "{jobs}{}",
+            SCHEDULE.replace("every = \"1m\"", "every = \"10ms\"")
+        ),
+    );
+    let e = Config::parse_with(path, DEPLOYED, |_| None, &[f])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("schedules[0] (\"tick\") in DEPLOY/platform.jobs (revision 3).every: must be 1s or more"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -161,6 +161,12 @@ pub struct Summary {
     pub tenants_opened: Vec<String>,
     /// Tenants whose connection is drained and closed.
     pub tenants_closed: Vec<String>,
+    /// Schedules put, new or changed.
+    #[serde(default)]
+    pub schedules_put: Vec<String>,
+    /// Schedules' held subjects removed from their streams.
+    #[serde(default)]
+    pub schedules_removed: Vec<String>,
 }
 
 impl std::fmt::Display for Summary {
@@ -188,6 +194,14 @@ impl std::fmt::Display for Summary {
                 list(&self.tenants_closed)
             )?;
         }
+        if !self.schedules_put.is_empty() || !self.schedules_removed.is_empty() {
+            write!(
+                f,
+                "; schedules put {}, removed {}",
+                list(&self.schedules_put),
+                list(&self.schedules_removed)
+            )?;
+        }
         Ok(())
     }
 }
@@ -203,6 +217,7 @@ impl Summary {
             unchanged: names(&change.keep),
             tenants_opened: names(&change.open_tenants),
             tenants_closed: names(&change.close_tenants),
+            ..Summary::default()
         }
     }
 }

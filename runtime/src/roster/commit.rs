@@ -20,8 +20,13 @@ impl Roster {
             mut compiled,
             opened,
             mut set_ups,
+            schedules,
         } = prepared;
-        let summary = Summary::of(&change);
+        let summary = Summary {
+            schedules_put: schedules.put,
+            schedules_removed: schedules.removed,
+            ..Summary::of(&change)
+        };
         self.routes = std::iter::once(None)
             .chain(new.tenants.iter().map(|t| Some(t.name.clone())))
             .map(|t| {

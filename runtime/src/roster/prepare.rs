@@ -45,6 +45,8 @@ pub(crate) struct Prepared {
     pub(crate) opened: HashMap<String, TenantEntry>,
     /// Each added or replaced subscriber's set-up, or why it cannot run.
     pub(crate) set_ups: HashMap<String, Result<SubscriberSetup, NotRunning>>,
+    /// What putting the file's schedules changed on the server.
+    pub(crate) schedules: setup::ScheduleSync,
 }
 
 impl Prepared {
@@ -150,18 +152,22 @@ impl Roster {
         }
         // Last, once nothing else can refuse the file: a refused reload
         // leaves the schedules as the running file has them.
-        if let Err(e) = setup::sync_schedules(js, &new).await {
-            for (_, t) in opened.drain() {
-                self.close_tenant(t, Vec::new(), false);
+        let schedules = match setup::sync_schedules(js, &new).await {
+            Ok(sync) => sync,
+            Err(e) => {
+                for (_, t) in opened.drain() {
+                    self.close_tenant(t, Vec::new(), false);
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
+        };
         Ok(Prepared {
             config: new,
             change,
             compiled,
             opened,
             set_ups,
+            schedules,
         })
     }
 

@@ -217,3 +217,63 @@ async fn an_at_fires_once_and_is_not_put_again_once_past() {
     let jobs = info.info().await.unwrap().state.messages;
     assert_eq!(jobs, 1, "one firing, and nothing held");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_in_an_included_file_is_put_and_removed_and_the_reload_says_so() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    let text = service("").replace(
+        "graceful_timeout = \"5s\"\n",
+        "graceful_timeout = \"5s\"\ninclude = [\"jobs/*.toml\"]\n",
+    );
+    let file = ServiceFile::new(&server, &text);
+    file.write(&server, "jobs/tick.toml", SCHEDULE);
+    let running = Running::start(&file).await;
+    let stream = js.get_stream("JOBS").await.unwrap();
+    let held = "natsapp.schedules.scheduled.tick";
+    assert_eq!(
+        stream
+            .get_last_raw_message_by_subject(held)
+            .await
+            .unwrap()
+            .sequence,
+        1
+    );
+
+    let unchanged = running.reloader.reload().await.unwrap();
+    assert_eq!(
+        (
+            unchanged.schedules_put.len(),
+            unchanged.schedules_removed.len()
+        ),
+        (0, 0),
+        "an unchanged schedule is not put again: {unchanged}"
+    );
+
+    std::fs::remove_file(file.path().parent().unwrap().join("jobs/tick.toml")).unwrap();
+    let removed = running.reloader.reload().await.unwrap();
+    assert_eq!(removed.schedules_removed, [held]);
+    assert!(
+        removed
+            .to_string()
+            .ends_with(&format!("; schedules put none, removed {held}")),
+        "{removed}"
+    );
+    assert!(stream.get_last_raw_message_by_subject(held).await.is_err());
+
+    file.write(
+        &server,
+        "jobs/tick.toml",
+        &SCHEDULE.replace("every = \"1s\"", "every = \"1h\""),
+    );
+    let put = running.reloader.reload().await.unwrap();
+    assert_eq!(
+        (put.schedules_put, put.schedules_removed),
+        (vec!["tick".to_string()], vec![])
+    );
+    let again = stream.get_last_raw_message_by_subject(held).await.unwrap();
+    assert_eq!(
+        again.headers.get("Nats-Schedule").map(|v| v.as_str()),
+        Some("@every 3600000ms")
+    );
+}

@@ -97,7 +97,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         streams: &[StreamConfig],
         subscribers: &[SubscriberConfig],
     ) -> Option<ScheduleConfig> {
-        let key = format!("schedules[{i}] ({:?})", s.name);
+        let key = format!("schedules[{i}] ({:?}){}", s.name, super::origin(&s.origin));
         if !is_token(&s.name) {
             self.problem(
                 format!("{key}.name"),

@@ -67,10 +67,24 @@ fn past(s: &ScheduleConfig) -> bool {
     }
 }
 
+/// What a sync changed on the server.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScheduleSync {
+    /// The schedules put (new or changed), by name.
+    pub put: Vec<String>,
+    /// The held subjects removed: schedules gone from the file, and `at`s
+    /// past their time whose held message differed.
+    pub removed: Vec<String>,
+}
+
 /// On the service's own connection: makes the schedule messages held in
 /// each stream that holds (or held) the service's schedules what the file
 /// says.
-pub async fn sync_schedules(js: &jetstream::Context, config: &Config) -> Result<(), SetupError> {
+pub async fn sync_schedules(
+    js: &jetstream::Context,
+    config: &Config,
+) -> Result<ScheduleSync, SetupError> {
+    let mut sync = ScheduleSync::default();
     let held_by_this_service = schedule_subject(&config.service.name, "*");
     // Where the file puts schedules now, and every stream that may hold
     // one put before: moved, or its stream entry or flag gone from the file.
@@ -109,7 +123,11 @@ pub async fn sync_schedules(js: &jetstream::Context, config: &Config) -> Result<
             }
         }
         for s in &schedules {
-            put_if_changed(js, &stream, s).await?;
+            match put_if_changed(js, &stream, s).await? {
+                Held::Unchanged => {}
+                Held::Put => sync.put.push(s.name.clone()),
+                Held::Removed => sync.removed.push(s.held_on.clone()),
+            }
         }
         // The held subjects of schedules gone from the file.
         let listing = |e: jetstream::stream::InfoError| {
@@ -139,9 +157,20 @@ pub async fn sync_schedules(js: &jetstream::Context, config: &Config) -> Result<
                 )
             })?;
             tracing::info!(stream = name, held_on = %subject, "removed a schedule no longer in the file");
+            sync.removed.push(subject);
         }
     }
-    Ok(())
+    Ok(sync)
+}
+
+/// What [`put_if_changed`] did.
+enum Held {
+    /// The held message is the file's (or another replica put it first).
+    Unchanged,
+    /// The file's was put.
+    Put,
+    /// An `at` past its time: the differing one held was removed.
+    Removed,
 }
 
 /// The streams whose subjects capture `filter`.
@@ -192,9 +221,9 @@ async fn put_if_changed(
     js: &jetstream::Context,
     stream: &stream::Stream,
     s: &ScheduleConfig,
-) -> Result<(), SetupError> {
+) -> Result<Held, SetupError> {
     let held = match stream.get_last_raw_message_by_subject(&s.held_on).await {
-        Ok(held) if same(s, &held) => return Ok(()),
+        Ok(held) if same(s, &held) => return Ok(Held::Unchanged),
         Ok(held) => Some(held.sequence),
         Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
         Err(e) => {
@@ -213,8 +242,9 @@ async fn put_if_changed(
                 .filter(s.held_on.as_str())
                 .await
                 .map_err(|e| server(format!("cannot remove schedule {:?}", s.name), e, false))?;
+            return Ok(Held::Removed);
         }
-        return Ok(());
+        return Ok(Held::Unchanged);
     }
     let mut headers = HeaderMap::new();
     for (name, value) in wanted_headers(s) {
@@ -233,10 +263,12 @@ async fn put_if_changed(
     match put {
         Ok(_) => {
             tracing::info!(schedule = %s.name, when = %s.when.header(), subject = %s.subject, "schedule put");
-            Ok(())
+            Ok(Held::Put)
         }
         // Another replica put it first.
-        Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(()),
+        Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+            Ok(Held::Unchanged)
+        }
         Err(e) => {
             // The server refusing the schedule is the file's fault; a
             // timeout or a lost connection is not.

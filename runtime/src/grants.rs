@@ -17,6 +17,7 @@
 use crate::config::values::check_subject;
 use crate::config::Subject;
 use async_nats::HeaderMap;
+use std::time::Duration;
 
 /// First tokens of the subjects no wildcard reaches.
 pub const SYSTEM_PREFIXES: [&str; 6] = ["$JS", "$KV", "$O", "$SYS", "$SRV", "_INBOX"];
@@ -105,6 +106,9 @@ pub fn check_subject_grant(
 /// A guest's `Nats-TTL`: how long the stored output lives.
 pub const TTL: &str = "Nats-TTL";
 
+/// The longest `Nats-TTL` a guest may set.
+pub const LONGEST_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Applies the header rules to a guest's publish: namespaces its
 /// `Nats-Msg-Id` under `namespace`, writes its `Nats-TTL` in whole seconds
 /// and refuses the other `Nats-*` headers.
@@ -138,12 +142,19 @@ pub fn check_guest_headers(headers: &mut HeaderMap, namespace: &str) -> Result<(
         let d = crate::config::Dur::parse(&ttl)
             .map_err(|e| Refused::Invalid(format!("{TTL}: {e}")))?
             .0;
-        if d.as_secs() < 1 {
+        if d < Duration::from_secs(1) {
             return Err(Refused::Invalid(format!(
                 "{TTL}: {ttl:?} is under 1s, the shortest time-to-live a stream keeps"
             )));
         }
-        headers.insert(TTL, format!("{}s", d.as_secs()).as_str());
+        if d > LONGEST_TTL {
+            return Err(Refused::Invalid(format!(
+                "{TTL}: {ttl:?} is over ten years, the longest time-to-live a handler may give"
+            )));
+        }
+        // The server reads whole seconds: a part of one is rounded up.
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        headers.insert(TTL, format!("{secs}s").as_str());
     }
     Ok(())
 }
@@ -242,10 +253,20 @@ mod tests {
         h.insert("Nats-TTL", "1m");
         check_guest_headers(&mut h, "IN:kit").unwrap();
         assert_eq!(h.get("Nats-TTL").unwrap().as_str(), "60s");
-        h.insert("Nats-TTL", "200ms");
-        assert!(
-            matches!(check_guest_headers(&mut h, "IN:kit"), Err(Refused::Invalid(m)) if m.contains("under 1s"))
-        );
+        h.insert("Nats-TTL", "1500ms");
+        check_guest_headers(&mut h, "IN:kit").unwrap();
+        assert_eq!(h.get("Nats-TTL").unwrap().as_str(), "2s", "rounded up");
+        for (value, refused) in [
+            ("200ms", "under 1s"),
+            ("20years", "over ten years"),
+            ("1e300", "too long"),
+        ] {
+            h.insert("Nats-TTL", value);
+            assert!(
+                matches!(check_guest_headers(&mut h, "IN:kit"), Err(Refused::Invalid(m)) if m.contains(refused)),
+                "{value}"
+            );
+        }
         for reserved in [
             "Nats-Rollup",
             "Nats-Schedule",

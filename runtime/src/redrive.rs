@@ -96,6 +96,14 @@ pub enum RedriveError {
         /// The name asked for.
         name: String,
     },
+    /// The subscriber watches a bucket: its dead letters are changes.
+    #[error("subscriber {name:?} watches bucket {bucket:?}: putting its dead letters back would write old values and deletes into the bucket over newer ones; read them from the dead-letter stream and put what still holds")]
+    Watch {
+        /// The subscriber.
+        name: String,
+        /// The bucket.
+        bucket: String,
+    },
     /// The subscriber has no dead letters.
     #[error("subscriber {name:?} has no dead_letter subject: it keeps no dead letters")]
     NoDeadLetter {
@@ -161,6 +169,12 @@ pub fn subscriber<'c>(
             file: config.path.display().to_string(),
             name: name.to_string(),
         })?;
+    if let Some(watch) = &sub.watch {
+        return Err(RedriveError::Watch {
+            name: name.to_string(),
+            bucket: watch.bucket.clone(),
+        });
+    }
     let subject = sub
         .dead_letter
         .as_ref()

@@ -12,13 +12,13 @@ mod component;
 mod fragments;
 mod include;
 mod interpolate;
+mod kv_trigger;
 pub mod origin;
 pub mod raw;
 mod schedule;
 pub mod secrets;
 mod validate;
 pub mod values;
-mod watch;
 
 pub use capped::Capped;
 pub use component::ComponentSource;
@@ -27,6 +27,7 @@ pub use fragments::{
     NamedObject,
 };
 use interpolate::{interpolate, InterpolateError};
+pub use kv_trigger::{kv_stream, kv_subject, Watch, WatchStart};
 pub use origin::Origin;
 use raw::RawFile;
 pub use raw::{KvAccess, OutputIds, OutputsMode, Retention, Storage};
@@ -38,7 +39,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 pub use values::{ByteSize, Dur, Name, PerSecond, Subject};
-pub use watch::{kv_stream, kv_subject, Watch, WatchStart};
 
 /// Defaults, in one place so the README can quote them.
 pub mod defaults {

@@ -29,7 +29,9 @@ impl Dur {
                 "invalid duration {secs}: must be zero or more seconds"
             ));
         }
-        Ok(Dur(Duration::from_secs_f64(secs)))
+        Duration::try_from_secs_f64(secs)
+            .map(Dur)
+            .map_err(|_| format!("invalid duration {secs}: too long"))
     }
 }
 

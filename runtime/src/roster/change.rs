@@ -161,10 +161,10 @@ pub struct Summary {
     pub tenants_opened: Vec<String>,
     /// Tenants whose connection is drained and closed.
     pub tenants_closed: Vec<String>,
-    /// Schedules put, new or changed.
+    /// Schedules put, new or changed, as `<name> in <stream>`.
     #[serde(default)]
     pub schedules_put: Vec<String>,
-    /// Schedules' held subjects removed from their streams.
+    /// Schedules removed from a stream, as `<name> in <stream>`.
     #[serde(default)]
     pub schedules_removed: Vec<String>,
 }

@@ -142,7 +142,9 @@ pub async fn recover(
                     .observe_stream(super::watch::created_ns(&stream));
             }
             let floor = sub.settler().ledger.floor();
-            let start = if floor == 0 {
+            // A watch's first start (`new`, `last`) would skip what is
+            // above a floor not yet seen: it starts above the floor too.
+            let start = if floor == 0 && cfg.watch.is_none() {
                 StartAt::First
             } else {
                 StartAt::After(floor)

@@ -118,6 +118,41 @@ async fn an_output_with_a_ttl_is_dropped_after_it_and_one_without_is_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_output_with_a_ttl_gets_it_when_it_fires() {
+    let kit = Kit::start(service(guests::TESTKIT)).await;
+    let mut out = subscribe(&kit.client, "testkit.out.later").await;
+    let report = later(
+        &kit,
+        &mut out,
+        json!({"op": "later", "subject": "out.later", "data": "due", "delay_ms": 1000, "ttl_ms": 1500}),
+    )
+    .await;
+    assert_eq!(report, json!({"stream": "OUT"}));
+    let fired = eventually(
+        Duration::from_secs(30),
+        "the delayed output is stored",
+        || async { stored_on(&kit.js, "out.later").await },
+    )
+    .await;
+    assert_eq!(
+        fired.headers.get("Nats-TTL").map(|v| v.as_str()),
+        Some("2s"),
+        "the TTL, in whole seconds rounded up, is the fired output's"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the fired output expired",
+        || async {
+            stored_on(&kit.js, "out.later")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delay_no_stream_can_hold_and_a_repeating_schedule_are_refused() {
     let kit = Kit::start(service(guests::TESTKIT)).await;
     let mut out = subscribe(&kit.client, "testkit.out.later").await;
@@ -137,7 +172,7 @@ async fn a_delay_no_stream_can_hold_and_a_repeating_schedule_are_refused() {
         &kit.js,
         "in.kit",
         json!({"op": "publish_with_headers", "subject": "out.x", "data": "x",
-               "headers": [["Nats-Schedule", "@every 1s"], ["Nats-Schedule-Target", "out.y"]]})
+               "headers": [["Nats-Schedule", "@every 1s"]]})
         .to_string(),
     )
     .await;

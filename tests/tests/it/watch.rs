@@ -296,3 +296,94 @@ fn check_and_docs_show_what_a_watch_reads() {
         "{doc:#}"
     );
 }
+
+/// A service file for `service(TESTKIT, extra)`, written with a server
+/// address nothing listens on: for the verbs that need no server.
+fn offline_file(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("service.toml");
+    let text = service(guests::TESTKIT, extra).replace("{url}", "nats://127.0.0.1:1");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn invoke_runs_a_watch_handler_on_a_change_without_a_server() {
+    let (_dir, path) = offline_file(r#"watch = { kv = "PRICES", keys = "sku.>" }"#);
+    let out = std::process::Command::new(natsapp_bin())
+        .args(["invoke", path.to_str().unwrap(), "", "-s", "kit"])
+        .args([
+            "--subject",
+            "$KV.PRICES.sku.7",
+            "-H",
+            "KV-Operation=DEL",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let change: Value = report["published"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["subject"] == "testkit.out.kvchange")
+        .map(|p| serde_json::from_str(p["payload"].as_str().unwrap()).unwrap())
+        .unwrap_or_else(|| panic!("no change reported: {report:#}"));
+    assert_eq!(change["key"], "sku.7");
+    assert_eq!(change["operation"], "delete");
+}
+
+#[test]
+fn redrive_refuses_a_watchs_dead_letters() {
+    let (_dir, path) = offline_file("watch = { kv = \"PRICES\" }\ndead_letter = \"dlq.prices\"");
+    let out = std::process::Command::new(natsapp_bin())
+        .args(["redrive", path.to_str().unwrap(), "--subscriber", "kit"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "subscriber \"kit\" watches bucket \"PRICES\": putting its dead letters back would write old values and deletes into the bucket over newer ones"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watchs_durable_stays_where_it_is_when_start_changes() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    let watch = |start: &str| {
+        service(
+            guests::TESTKIT,
+            &format!("watch = {{ kv = \"PRICES\", start = \"{start}\" }}"),
+        )
+    };
+    let file = ServiceFile::new(&server, &watch("new"));
+    Running::start(&file).await.stop().await;
+    let prices = js.get_key_value("PRICES").await.unwrap();
+    prices.put("sku.1", "".into()).await.unwrap();
+    file.write(&server, "service.toml", &watch("last"));
+    let client = server.client().await;
+    let mut out = subscribe(&client, "testkit.out.kvchange").await;
+    let running = Running::start(&file).await;
+    assert_eq!(
+        next_change(&mut out).await,
+        change("sku.1", "put", 1),
+        "the change made while it was stopped"
+    );
+    drained(&js, "KV_PRICES", "kit").await;
+    assert_eq!(settled_stats(&running, "kit").await.received, 1);
+    let info = consumer_info(&js, "KV_PRICES", "kit").await;
+    assert_eq!(
+        info.config.deliver_policy,
+        async_nats::jetstream::consumer::DeliverPolicy::New
+    );
+}

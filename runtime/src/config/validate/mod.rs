@@ -3,10 +3,10 @@
 //! against each other, collecting every problem with the key it is about.
 
 mod capabilities;
+mod input;
 mod schedules;
 mod sources;
 mod tenants;
-mod watch;
 
 use super::raw::{self, RawFile, RawNats, RawSubscriber};
 use super::values::{Dur, Subject};
@@ -375,7 +375,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             self.problem(format!("subscribers[{i}].name"), "must not be empty");
         }
         let component = self.component(&key, &s.component);
-        let (stream, subject, watch) = self.source(&key, &s)?;
+        let (stream, subject, watch) = self.input(&key, &s)?;
         if let Some(st) = stream_named(streams, stream.as_str(), &s.tenant) {
             if !st.subjects.is_empty()
                 && !st

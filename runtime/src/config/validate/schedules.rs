@@ -60,7 +60,8 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     }
 
     /// Refuses a subscriber that would read guests' delayed outputs from
-    /// where they wait (`natsapp.delayed.>`) in a stream the file declares.
+    /// where they wait (`natsapp.delayed.>`) in a stream the file declares
+    /// with schedules allowed (no other can hold them).
     pub(super) fn delayed_readers(
         &mut self,
         streams: &[StreamConfig],
@@ -70,6 +71,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         for (i, sub) in subscribers.iter().enumerate() {
             let holds_delayed = streams.iter().any(|st| {
                 st.name == sub.stream
+                    && st.allow_schedules
                     && st.seen_by(&sub.tenant)
                     && st
                         .subjects

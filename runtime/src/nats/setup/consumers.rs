@@ -92,8 +92,10 @@ pub fn consumer_drift(sub: &SubscriberConfig, existing: &consumer::Config) -> Co
     }
     let started_as_asked = match existing.deliver_policy {
         DeliverPolicy::All | DeliverPolicy::ByStartSequence { .. } => true,
-        // A watch's durable started where its `start` said.
-        _ => sub.watch.is_some() && existing.deliver_policy == want.deliver_policy,
+        // A watch's durable is kept where it is, whatever `start` says now:
+        // `start` is where a new one begins.
+        DeliverPolicy::New | DeliverPolicy::LastPerSubject => sub.watch.is_some(),
+        _ => false,
     };
     if !started_as_asked {
         conflicts.push(format!(

@@ -67,13 +67,13 @@ fn past(s: &ScheduleConfig) -> bool {
     }
 }
 
-/// What a sync changed on the server.
+/// What a sync changed on the server, each schedule as `<name> in <stream>`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ScheduleSync {
-    /// The schedules put (new or changed), by name.
+    /// The schedules put, new or changed.
     pub put: Vec<String>,
-    /// The held subjects removed: schedules gone from the file, and `at`s
-    /// past their time whose held message differed.
+    /// The schedules removed: gone from the file (or moved to another
+    /// stream), and `at`s past their time whose held message differed.
     pub removed: Vec<String>,
 }
 
@@ -125,8 +125,8 @@ pub async fn sync_schedules(
         for s in &schedules {
             match put_if_changed(js, &stream, s).await? {
                 Held::Unchanged => {}
-                Held::Put => sync.put.push(s.name.clone()),
-                Held::Removed => sync.removed.push(s.held_on.clone()),
+                Held::Put => sync.put.push(format!("{} in {name}", s.name)),
+                Held::Removed => sync.removed.push(format!("{} in {name}", s.name)),
             }
         }
         // The held subjects of schedules gone from the file.
@@ -157,7 +157,8 @@ pub async fn sync_schedules(
                 )
             })?;
             tracing::info!(stream = name, held_on = %subject, "removed a schedule no longer in the file");
-            sync.removed.push(subject);
+            let schedule = subject.rsplit('.').next().unwrap_or(&subject);
+            sync.removed.push(format!("{schedule} in {name}"));
         }
     }
     Ok(sync)

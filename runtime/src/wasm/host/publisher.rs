@@ -152,11 +152,6 @@ impl Host for NatsView<'_> {
             return Ok(Err(e.into()));
         }
         let route = self.sub.routes.route(&subject);
-        if delay.is_some() && !matches!(route, Route::JetStream(_)) {
-            return Ok(Err(Error::Invalid(format!(
-                "a delayed output is held in the stream that captures its subject, and none captures {subject:?}"
-            ))));
-        }
         let output_id = match route {
             Route::JetStream(_) if map.get("Nats-Msg-Id").is_none() => {
                 let id = self.msg.outputs.id(
@@ -174,8 +169,26 @@ impl Host for NatsView<'_> {
         let acked_by_stream = matches!(route, Route::JetStream(_));
         // A delayed output is stored on a subject of its own until it fires.
         let stored_on = match delay {
-            Some(delay) => later::schedule(&mut map, &subject, delay, std::time::SystemTime::now()),
             None => subject.clone(),
+            Some(delay) => {
+                let id = map.get("Nats-Msg-Id").map(|v| v.to_string());
+                let now = std::time::SystemTime::now();
+                let routes = &self.sub.routes;
+                match later::hold(
+                    &map,
+                    &subject,
+                    id.as_deref().unwrap_or_default(),
+                    delay,
+                    now,
+                    routes,
+                ) {
+                    Ok(held) => {
+                        map = held.headers;
+                        held.subject
+                    }
+                    Err(e) => return Ok(Err(e.into())),
+                }
+            }
         };
         let send = self
             .msg

@@ -1,4 +1,4 @@
-//! A subscriber's source: `stream` and `subject`, or `watch` — a
+//! What a subscriber reads: `stream` and `subject`, or `watch` — a
 //! key-value bucket's changes, read from the bucket's own stream.
 
 use super::super::raw::{RawSubscriber, RawWatch};
@@ -10,7 +10,7 @@ use super::Validator;
 impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     /// The stream and filter subject `s` consumes, and its watch when it
     /// has one; `None` (with the problem recorded) when they cannot be told.
-    pub(super) fn source(
+    pub(super) fn input(
         &mut self,
         key: &str,
         s: &RawSubscriber,

@@ -827,11 +827,18 @@ async fn a_fleet_on_a_cluster_converges_through_a_node_kill_and_restarts_from_na
             .map(|(_, p)| p)
             .filter(|p| !out.contains(p))
             .collect();
+        let mut counted: std::collections::BTreeMap<&String, usize> = Default::default();
+        for (_, payload) in &outputs {
+            *counted.entry(payload).or_default() += 1;
+        }
+        let repeated: Vec<_> = counted.iter().filter(|(_, n)| **n > 1).collect();
+        // The runtimes' logs outlive the failed test, for its diagnosis.
+        let logs = dir.keep();
         panic!(
-            "{orders} orders sent, {} stored in IN, {} outputs; missing: {missing:?}; logs in {}",
+            "{orders} orders sent, {} stored in IN, {} outputs; missing: {missing:?}; stored more than once: {repeated:?}; logs kept in {}",
             inputs.len(),
             outputs.len(),
-            dir.path().display()
+            logs.display()
         );
     }
     let mut seen = std::collections::BTreeSet::new();

@@ -48,6 +48,9 @@ enum Op {
     /// Keep the CPU busy for `ms` of wall time (no host call but the
     /// clock), then report on testkit.out.busy and succeed.
     Busy { ms: u64 },
+    /// Compute `n` rounds of a hash (a fixed amount of guest CPU whatever
+    /// the parking), then succeed.
+    Work { n: u64 },
     /// Allocate and touch this many MiB.
     Alloc { mib: usize },
     /// Send a request (with `headers`), publish the reply to testkit.out.request.
@@ -260,6 +263,15 @@ impl Handler for TestKit {
                     }
                 }
                 report("busy", json!({"busy_ms": ms, "seq": msg.delivery().stream_sequence}))
+            }
+            Op::Work { n } => {
+                let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+                for _ in 0..n {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x = std::hint::black_box(x ^ (x << 17));
+                }
+                Ok(())
             }
             Op::Sleep { ms } => {
                 std::thread::sleep(Duration::from_millis(ms));

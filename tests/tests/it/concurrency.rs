@@ -112,7 +112,7 @@ stream = "IN"
 durable = "spinner"
 concurrency = 16
 consumer = { max_deliver = 1 }
-limits = { timeout = "10s" }
+limits = { timeout = "60s" }
 
 [[subscribers]]
 name = "quiet"
@@ -120,19 +120,22 @@ component = "{testkit}"
 subject = "in.quiet"
 stream = "IN"
 durable = "quiet"
-concurrency = 100
+concurrency = 2
 "#;
 
 /// The service's own subscribers share every core but one; a subscriber
 /// whose guests spin takes at most its share while a sibling is busy,
-/// whatever its concurrency, so the sibling's 3,000 messages are all
-/// handled within two seconds (about 0.15 s on a 2-core machine; about
-/// 1.3 s for 1,000 when the spinners took every core).
+/// whatever its concurrency. The bound is stated in metered guest CPU, the
+/// currency the shares are kept in, so a loaded machine slows both sides
+/// alike: while the quiet subscriber (2 guests) drains messages that each
+/// compute a fixed amount, the 16 spinners are charged at most twice what
+/// it is (1.1–1.3 times as much with equal shares, on a 2-core machine;
+/// some thirty times as much when they are held to no share).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spinning_subscriber_takes_only_its_share_from_its_siblings() {
     const SPINNERS: usize = 16;
-    const QUIET: u64 = 3000;
-    const BOUND: Duration = Duration::from_secs(2);
+    const QUIET: u64 = 300;
+    const WORK: &str = r#"{"op":"work","n":2000000}"#;
     let server = NatsServer::start();
     let file = ServiceFile::new(&server, SPINNER_AND_QUIET);
     let running = Running::start(&file).await;
@@ -146,20 +149,16 @@ async fn a_spinning_subscriber_takes_only_its_share_from_its_siblings() {
     })
     .await;
 
-    let quiet_started = std::time::Instant::now();
+    let spinner_before = running.subscriber("spinner").guest_cpu_us;
     let mut acks = Vec::new();
     for _ in 0..QUIET {
-        acks.push(
-            js.publish("in.quiet", r#"{"op":"ok"}"#.into())
-                .await
-                .unwrap(),
-        );
+        acks.push(js.publish("in.quiet", WORK.into()).await.unwrap());
     }
     for ack in acks {
         ack.await.unwrap();
     }
     let quiet = eventually(
-        BOUND,
+        Duration::from_secs(120),
         "every quiet message handled beside the spinners",
         || {
             let s = running.subscriber("quiet");
@@ -167,11 +166,19 @@ async fn a_spinning_subscriber_takes_only_its_share_from_its_siblings() {
         },
     )
     .await;
-    let took = quiet_started.elapsed();
-    assert_eq!((quiet.received, quiet.acked), (QUIET, QUIET), "{quiet:?}");
-    assert!(took < BOUND, "the quiet subscriber took {took:?}");
-
     let spinner = running.subscriber("spinner");
+    assert_eq!((quiet.received, quiet.acked), (QUIET, QUIET), "{quiet:?}");
+    let spun = (spinner.guest_cpu_us - spinner_before) as f64 / 1e6;
+    let worked = quiet.guest_cpu_us as f64 / 1e6;
+    eprintln!(
+        "guest CPU while the quiet subscriber drained: spinners {spun:.3} s, quiet {worked:.3} s"
+    );
+    assert!(
+        worked > 0.0 && spun <= 2.0 * worked,
+        "while the quiet subscriber drained, the spinners were charged {spun:.3} s of guest \
+         CPU, it {worked:.3} s"
+    );
+
     assert_eq!(
         spinner.in_flight, SPINNERS as u64,
         "the spinners still spin"
@@ -190,6 +197,7 @@ async fn a_spinning_subscriber_takes_only_its_share_from_its_siblings() {
     let used = spinner.guest_cpu_us as f64 / 1e6;
     assert!(
         used > 0.0 && used <= allowed,
-        "{used:.3} s of guest CPU in {window:.2} s (at most {allowed:.3}, quiet took {took:?})"
+        "{used:.3} s of guest CPU in {window:.2} s (at most {allowed:.3}, the quiet side \
+         {worked:.3} s while the spinners took {spun:.3} s)"
     );
 }

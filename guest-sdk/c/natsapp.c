@@ -302,6 +302,17 @@ bool natsapp_request(const char *subject, const void *data, size_t len, const ch
     return true;
 }
 
+bool natsapp_msg_respond(natsapp_msg_t *msg, const void *data, size_t len, const char *const *headers,
+                         natsapp_error_t *err) {
+    handler_sdk_list_u8_t payload = {(uint8_t *)data, len};
+    handler_sdk_tuple2_string_string_t pairs[MAX_HEADERS];
+    natsapp_handler_types_headers_t list = header_list(headers, pairs, MAX_HEADERS);
+    natsapp_handler_types_error_t e;
+    if (natsapp_handler_types_method_message_respond(msg->handle, &payload, &list, &e)) return true;
+    take_error(&e, err);
+    return false;
+}
+
 bool natsapp_config(const char *key, char *out, size_t size) {
     handler_sdk_string_t k;
     handler_sdk_string_set(&k, key);

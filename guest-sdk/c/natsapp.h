@@ -67,8 +67,13 @@ natsapp_result_t natsapp_handle(const uint8_t *data, size_t len, natsapp_msg_t *
 size_t natsapp_msg_subject(natsapp_msg_t *msg, char *out, size_t size);
 // The first value of header `name`; false when absent.
 bool natsapp_msg_header(natsapp_msg_t *msg, const char *name, char *out, size_t size);
-// Where the publisher wants an answer (Reply-To); false when none.
+// Where the publisher wants an answer: a request's reply subject (an
+// endpoint's message), else its Reply-To header; false when none.
 bool natsapp_msg_reply(natsapp_msg_t *msg, char *out, size_t size);
+// Answers the message on its reply address, once; `headers` is NULL or
+// "Name", "value", …, NULL. False with `err` when refused.
+bool natsapp_msg_respond(natsapp_msg_t *msg, const void *data, size_t len, const char *const *headers,
+                         natsapp_error_t *err);
 
 typedef struct {
     char stream[256];

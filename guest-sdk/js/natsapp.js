@@ -15,8 +15,8 @@
 // one: write `export async function handle` and await it.
 // Build: ./build.sh (componentize-js 0.23; `natsapp-wasm new --lang js` sets it up).
 
-import * as publisher from "natsapp:handler/publisher@0.1.1";
-import * as keyvalue from "natsapp:handler/keyvalue@0.1.1";
+import * as publisher from "natsapp:handler/publisher@0.1.2";
+import * as keyvalue from "natsapp:handler/keyvalue@0.1.2";
 import * as store from "wasi:config/store@0.2.0-rc.1";
 
 /** Throw to end the message for good: term, and a dead-letter copy when configured. */
@@ -197,9 +197,15 @@ export class Message {
   get subject() {
     return this.raw.subject();
   }
-  /** Where the publisher wants an answer: its Reply-To header. */
+  /** Where the publisher wants an answer: a request's reply subject (an
+   * endpoint's message), else its Reply-To header. */
   get reply() {
     return this.raw.reply();
+  }
+  /** Answers the message on its reply address, once; `data` as `publish` encodes it. */
+  respond(data, headers) {
+    const list = Array.isArray(headers) ? [...headers] : pairs(headers);
+    call(() => this.raw.respond(encode(data), list));
   }
   /** [name, value] pairs; a name may repeat. */
   get headers() {

@@ -1,8 +1,8 @@
 //! What `natsapp-wasm docs` writes: an AsyncAPI 3.0 document of the
-//! service's channels — the subjects its subscribers receive, the subjects
-//! their guests may publish to, dead letters, declared publishers and the
-//! schedules nats-server publishes, with the streams that store them — for
-//! the tools FastStream users know.
+//! service's channels — the subjects its subscribers receive, the requests
+//! its endpoints answer, the subjects their guests may publish to, dead
+//! letters, declared publishers and the schedules nats-server publishes,
+//! with the streams that store them — for the tools FastStream users know.
 
 use crate::config::Config;
 use serde_json::{json, Map, Value};
@@ -59,6 +59,42 @@ pub fn document(config: &Config) -> Value {
                     "Dead letters of subscriber {}: a copy of each message it terminates, \
                      with the reason in the Natsapp-Reason header.",
                     s.name
+                ),
+            );
+        }
+    }
+    for e in &config.endpoints {
+        let tenant = e
+            .tenant()
+            .map_or(String::new(), |t| format!(" (tenant {t})"));
+        let input = doc.channel(e.subject.as_str(), config);
+        // A request's reply subject is its requester's: a channel whose
+        // address is known only at run time.
+        let reply = format!("{}-reply", e.name);
+        doc.channels.insert(
+            reply.clone(),
+            json!({ "address": null, "description": "The request's reply subject." }),
+        );
+        doc.operation(
+            &e.name,
+            "receive",
+            &input,
+            format!(
+                "Endpoint {}{tenant}: core NATS requests in queue group {}, {} at once and up to {} waiting, component {}.",
+                e.name, e.queue_group, e.handler.concurrency, e.max_waiting, e.handler.component
+            ),
+        );
+        doc.operations[&e.name]["reply"] =
+            json!({ "channel": { "$ref": format!("#/channels/{reply}") } });
+        for (i, subject) in e.handler.publish.iter().enumerate() {
+            let output = doc.channel(subject.as_str(), config);
+            doc.operation(
+                &format!("{}-publish-{}", e.name, i + 1),
+                "send",
+                &output,
+                format!(
+                    "Endpoint {}'s handler may publish or send requests here.",
+                    e.name
                 ),
             );
         }
@@ -160,6 +196,13 @@ impl Document {
 /// How messages on `subject` travel, as `check` says it: the subscriber's
 /// own input stream, or the route a publish to it takes.
 fn description(config: &Config, subject: &str) -> String {
+    if let Some(e) = config
+        .endpoints
+        .iter()
+        .find(|e| e.subject.as_str() == subject)
+    {
+        return format!("core NATS requests, queue group {}", e.queue_group);
+    }
     match config
         .subscribers
         .iter()

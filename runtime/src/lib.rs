@@ -27,6 +27,7 @@
 //!                 ─► deploy (fragments in key-value: watch, rollout, status)
 //!                 ─► redrive (dead letters back on their subject)
 //!                 ─► scheduler ─► dispatch ─► wasm ─► settle ─► counters
+//!                 ─► endpoint (core requests answered) ─► wasm
 //!                 ─► message ─► outputs ─► nats ─► config          error: below all
 //!   (push) ─► oci (components read from OCI registries) ─► config
 //! ```
@@ -44,6 +45,7 @@ pub mod config;
 pub mod counters;
 pub mod deploy;
 pub mod dispatch;
+pub mod endpoint;
 pub mod error;
 pub mod fatal;
 pub mod grants;

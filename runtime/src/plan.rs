@@ -1,5 +1,5 @@
-//! What `natsapp-wasm check` prints: the streams, publishers and
-//! subscribers a configuration sets up, and their components.
+//! What `natsapp-wasm check` prints: the streams, publishers,
+//! subscribers and endpoints a configuration sets up, and their components.
 
 use crate::config::{ByteSize, Config, KvAccess, Quotas, SubscriberConfig, TenantConfig};
 use std::collections::BTreeMap;
@@ -121,28 +121,7 @@ impl Plan {
                     .as_ref()
                     .map_or(String::new(), |t| format!(" (tenant {t})"))
             );
-            match sub.component.file() {
-                Some(path) => {
-                    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                    let _ = writeln!(
-                        s,
-                        "    component {} ({} KiB): implements {}",
-                        path.display(),
-                        size.div_ceil(1024),
-                        crate::wasm::component::HANDLER_EXPORT,
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        s,
-                        "    component {}: read through its connection and checked at start",
-                        sub.component
-                    );
-                }
-            }
-            if let Some(imports) = imports.get(&sub.name) {
-                let _ = writeln!(s, "    imports: {}", describe_imports(imports));
-            }
+            component_lines(&mut s, sub, imports);
             let max_deliver = sub.max_deliver.map_or("unlimited".to_string(), |m| {
                 format!("{m} (server {})", sub.server_max_deliver())
             });
@@ -151,67 +130,9 @@ impl Plan {
                 s,
                 "    concurrency {}, batch {}, pull timeout {}, ack_wait {}, max_deliver {max_deliver}, backoff [{}], instances {}",
                 sub.concurrency, sub.batch_size, secs(sub.pull_timeout), secs(sub.ack_wait), backoff.join(", "),
-                match sub.instances {
-                    crate::config::Instances::PerMessage => "per-message".to_string(),
-                    crate::config::Instances::Reuse { max_uses: None } => "reused".to_string(),
-                    crate::config::Instances::Reuse { max_uses: Some(n) } => format!("reused up to {n} times"),
-                }
+                describe_instances(sub.instances)
             );
-            let _ = writeln!(s, "    guest cpu: {}", describe_share(c, sub));
-            let _ = writeln!(
-                s,
-                "    limits: memory {} MiB, {} per message; output ids: {}",
-                sub.memory >> 20,
-                secs(sub.timeout),
-                match sub.output_ids {
-                    crate::config::OutputIds::Content => "content",
-                    crate::config::OutputIds::Sequence => "sequence",
-                }
-            );
-            let _ = writeln!(s, "    may publish to:");
-            for subject in &sub.publish {
-                let route = route_of(c, subject.as_str(), &sub.tenant);
-                let _ = writeln!(s, "      {subject} ({route})");
-            }
-            if sub.publish.is_empty() {
-                let _ = writeln!(s, "      nothing");
-            }
-            let config: Vec<String> = sub
-                .config
-                .iter()
-                .map(|(k, v)| match sub.secrets.contains(k) {
-                    true => format!("{k} = (secret)"),
-                    false => format!("{k} = {v:?}"),
-                })
-                .collect();
-            if !config.is_empty() {
-                let _ = writeln!(s, "    config: {}", config.join(", "));
-            }
-            let buckets = describe_buckets(&sub.kv);
-            let origins: Vec<String> = sub.http.iter().map(ToString::to_string).collect();
-            let _ = writeln!(
-                s,
-                "    http: {}",
-                if origins.is_empty() {
-                    "none".to_string()
-                } else {
-                    format!(
-                        "{} (timeout {}, responses up to {} KiB)",
-                        origins.join(", "),
-                        secs(sub.http_timeout),
-                        sub.http_response.div_ceil(1024)
-                    )
-                }
-            );
-            let _ = writeln!(
-                s,
-                "    key-value buckets: {}",
-                if buckets.is_empty() {
-                    "none".to_string()
-                } else {
-                    buckets.join(", ")
-                }
-            );
+            guest_lines(&mut s, c, sub);
             let _ = writeln!(
                 s,
                 "    dead letter: {}",
@@ -222,6 +143,31 @@ impl Plan {
                         route_of(c, d.as_str(), &sub.tenant)
                     ))
             );
+        }
+        if !c.endpoints.is_empty() {
+            let _ = writeln!(s, "endpoints:");
+        }
+        for e in &c.endpoints {
+            let sub = &e.handler;
+            let _ = writeln!(
+                s,
+                "  {}: requests on {} in queue group {}{}",
+                e.name,
+                e.subject,
+                e.queue_group,
+                sub.tenant
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(" (tenant {t})"))
+            );
+            component_lines(&mut s, sub, imports);
+            let _ = writeln!(
+                s,
+                "    concurrency {}, up to {} waiting (then 503), instances {}",
+                sub.concurrency,
+                e.max_waiting,
+                describe_instances(sub.instances)
+            );
+            guest_lines(&mut s, c, sub);
         }
         let capped = c.capped();
         if !capped.is_empty() {
@@ -234,15 +180,111 @@ impl Plan {
     }
 }
 
+/// The component of `sub` and what it imports (when loaded).
+fn component_lines(
+    s: &mut String,
+    sub: &SubscriberConfig,
+    imports: &BTreeMap<String, Vec<String>>,
+) {
+    match sub.component.file() {
+        Some(path) => {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "    component {} ({} KiB): implements {}",
+                path.display(),
+                size.div_ceil(1024),
+                crate::wasm::component::HANDLER_EXPORT,
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "    component {}: read through its connection and checked at start",
+                sub.component
+            );
+        }
+    }
+    if let Some(imports) = imports.get(&sub.name) {
+        let _ = writeln!(s, "    imports: {}", describe_imports(imports));
+    }
+}
+
+/// What the guest of `sub` may use: CPU, limits, publishes, config, HTTP, buckets.
+fn guest_lines(s: &mut String, c: &Config, sub: &SubscriberConfig) {
+    let _ = writeln!(s, "    guest cpu: {}", describe_share(c, sub));
+    let _ = writeln!(
+        s,
+        "    limits: memory {} MiB, {} per message; output ids: {}",
+        sub.memory >> 20,
+        secs(sub.timeout),
+        match sub.output_ids {
+            crate::config::OutputIds::Content => "content",
+            crate::config::OutputIds::Sequence => "sequence",
+        }
+    );
+    let _ = writeln!(s, "    may publish to:");
+    for subject in &sub.publish {
+        let route = route_of(c, subject.as_str(), &sub.tenant);
+        let _ = writeln!(s, "      {subject} ({route})");
+    }
+    if sub.publish.is_empty() {
+        let _ = writeln!(s, "      nothing");
+    }
+    let config: Vec<String> = sub
+        .config
+        .iter()
+        .map(|(k, v)| match sub.secrets.contains(k) {
+            true => format!("{k} = (secret)"),
+            false => format!("{k} = {v:?}"),
+        })
+        .collect();
+    if !config.is_empty() {
+        let _ = writeln!(s, "    config: {}", config.join(", "));
+    }
+    let buckets = describe_buckets(&sub.kv);
+    let origins: Vec<String> = sub.http.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        s,
+        "    http: {}",
+        if origins.is_empty() {
+            "none".to_string()
+        } else {
+            format!(
+                "{} (timeout {}, responses up to {} KiB)",
+                origins.join(", "),
+                secs(sub.http_timeout),
+                sub.http_response.div_ceil(1024)
+            )
+        }
+    );
+    let _ = writeln!(
+        s,
+        "    key-value buckets: {}",
+        if buckets.is_empty() {
+            "none".to_string()
+        } else {
+            buckets.join(", ")
+        }
+    );
+}
+
+fn describe_instances(instances: crate::config::Instances) -> String {
+    match instances {
+        crate::config::Instances::PerMessage => "per-message".to_string(),
+        crate::config::Instances::Reuse { max_uses: None } => "reused".to_string(),
+        crate::config::Instances::Reuse { max_uses: Some(n) } => format!("reused up to {n} times"),
+    }
+}
+
 fn cores(c: f64) -> String {
     format!("{c} {}", if c == 1.0 { "core" } else { "cores" })
 }
 
 /// The guest CPU `sub` shares with the other subscribers of its group.
 fn describe_share(c: &Config, sub: &SubscriberConfig) -> String {
-    let siblings = c
-        .subscribers
-        .iter()
+    let siblings = (c.subscribers.iter())
+        .chain(c.endpoints.iter().map(|e| &e.handler))
         .filter(|o| o.tenant == sub.tenant)
         .count();
     let (pool, group) = match &sub.tenant {
@@ -259,10 +301,11 @@ fn describe_share(c: &Config, sub: &SubscriberConfig) -> String {
             "the service's own".to_string(),
         ),
     };
-    let noun = if siblings == 1 {
-        "subscriber"
-    } else {
-        "subscribers"
+    let noun = match (siblings, c.endpoints.is_empty()) {
+        (1, true) => "subscriber",
+        (_, true) => "subscribers",
+        (1, false) => "handler",
+        (_, false) => "subscribers and endpoints",
     };
     format!(
         "{} shared equally by the busy ones of {group} {siblings} {noun}",

@@ -118,13 +118,14 @@ pub const ENVIRONMENT_VARIABLES: &[&str] = &[
 /// How long shutdown waits for the last acknowledgements to reach the server.
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Compiles every subscriber's component file and checks it implements
+/// Compiles every subscriber's and endpoint's component file and checks it implements
 /// the handler world, without connecting to NATS (components in an object
 /// store are read and checked at start).
 pub fn check(config: &Config) -> Result<plan::Plan, Error> {
     let runtime = WasmRuntime::new(ComponentCache::from_env(), PoolSize::for_config(config))?;
     let mut imports = std::collections::BTreeMap::new();
-    for s in &config.subscribers {
+    let handlers = (config.subscribers.iter()).chain(config.endpoints.iter().map(|e| &e.handler));
+    for s in handlers {
         if let Some(path) = s.component.file() {
             imports.insert(s.name.clone(), runtime.load(path, &s.name)?.imports);
         }
@@ -186,7 +187,8 @@ impl Service {
         let tracer = traces.as_ref().map(|t| t.tracer());
         // Start-up is a reload from nothing: the same prepare and commit,
         // then the fragments read from NATS, key by key as any change.
-        let mut roster = Roster::new(own, registry, tracer);
+        let own_micro = crate::roster::micro_service(&client, &config, None).await;
+        let mut roster = Roster::new(own, own_micro.clone(), registry, tracer);
         let prepared = roster.prepare(&wasm, config).await?;
         let first_not_running = prepared.first_not_running();
         roster.commit(prepared);
@@ -205,7 +207,12 @@ impl Service {
         logs::describe_service(roster.config());
         let admin = admin_listener.map(|l| l.serve(name, stats.clone()));
         let reloads = Reloader::channel();
-        let micro = micro::start(&client, name, stats.clone(), reloads.0.clone()).await;
+        let micro = match own_micro {
+            Some(service) => {
+                Some(micro::start(&client, service, name, stats.clone(), reloads.0.clone()).await)
+            }
+            None => None,
+        };
         Ok(Service {
             roster,
             wasm,

@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["counters"],
     &["settle"],
     &["wasm"],
-    &["dispatch", "plan", "testing"],
+    &["dispatch", "endpoint", "plan", "testing"],
     &["scheduler", "asyncapi"],
     &["roster", "deploy", "redrive"],
     &["observability"],

@@ -421,8 +421,14 @@ class Message:
 
     @property
     def reply(self):
-        """Where the publisher wants an answer: its ``Reply-To`` header."""
+        """Where the publisher wants an answer: a request's reply subject (an
+        endpoint's message), else its ``Reply-To`` header."""
         return self._raw.reply()
+
+    def respond(self, data, headers=None):
+        """Answers the message on its reply address, once; ``data`` as ``publish``
+        encodes it."""
+        return Result(_call(self._raw.respond, encode(data), list(_headers(headers))))
 
     @property
     def headers(self):

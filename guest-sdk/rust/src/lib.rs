@@ -276,9 +276,24 @@ impl Message<'_> {
         self.0.subject()
     }
 
-    /// Where the publisher wants an answer (its `Reply-To` header).
+    /// Where the publisher wants an answer: a request's reply subject (an
+    /// endpoint's message), else its `Reply-To` header.
     pub fn reply(&self) -> Option<String> {
         self.0.reply()
+    }
+
+    /// Answers the message on its reply address, once (see [`reply`](Self::reply)).
+    pub fn respond(&self, data: impl AsRef<[u8]>) -> Result<(), HostError> {
+        self.respond_with_headers(data, &[])
+    }
+
+    /// Answers the message with `headers`, once.
+    pub fn respond_with_headers(
+        &self,
+        data: impl AsRef<[u8]>,
+        headers: &[(String, String)],
+    ) -> Result<(), HostError> {
+        Ok(self.0.respond(data.as_ref(), headers)?)
     }
 
     /// All headers, a name may repeat.

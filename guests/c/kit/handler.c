@@ -1,6 +1,6 @@
 // Test handler for the C recipe, written against natsapp.h. A JSON payload
 // is an operation of the SDK semantics test ({"op": "raise" | "reject" |
-// "retry" | "denied" | "publish" | "ack" | "info", …}); a text payload is a
+// "retry" | "denied" | "publish" | "respond" | "ack" | "info", …}); a text payload is a
 // command whose result goes to testkit.out.c:
 //   kv BUCKET KEY VALUE  create KEY if absent, then read it back
 //   http URL             GET URL
@@ -104,6 +104,12 @@ static natsapp_result_t operation(const char *json, size_t len, natsapp_msg_t *m
             snprintf(out, sizeof out, "{\"error\": \"%s\"}", err.message);
         }
         report("testkit.out.later", out);
+        return natsapp_ok();
+    }
+    if (strcmp(op, "respond") == 0) {
+        field_text(json, "data", text, sizeof text);
+        const char *headers[] = {"X-Answered-By", "c", NULL};
+        if (!natsapp_msg_respond(msg, text, strlen(text), headers, &err)) return natsapp_error_result(&err);
         return natsapp_ok();
     }
     if (strcmp(op, "ack") == 0) {

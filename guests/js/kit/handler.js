@@ -23,6 +23,9 @@ export function handle(data, msg) {
       throw new Reject(data.reason);
     case "retry":
       throw new Retry("asked to retry", { delayMs: data.delay_ms });
+    case "respond":
+      msg.respond(data.data, { "X-Answered-By": "js" });
+      return;
     case "publish": {
       const ack = publish(data.subject, data.data);
       publish("testkit.out.publish", ack);

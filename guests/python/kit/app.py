@@ -36,6 +36,9 @@ def handle(data, msg):
         raise natsapp.Reject(data["reason"])
     if op == "retry":
         raise natsapp.Retry("asked to retry", delay=data["delay_ms"] / 1000)
+    if op == "respond":
+        msg.respond(data["data"], {"X-Answered-By": "python"})
+        return
     if op == "publish":
         ack = natsapp.publish(data["subject"], data["data"])
         natsapp.publish("testkit.out.publish", {"stream": ack.stream, "sequence": ack.sequence, "duplicate": ack.duplicate})

@@ -84,8 +84,11 @@ enum Op {
     Sandbox,
     /// Count messages seen by this instance (shows whether it is reused).
     Count,
-    /// Answer on the message's Reply-To subject.
-    Reply { data: String },
+    /// Answer with `respond` (WIT 0.1.2), with an `X-Answered-By` header.
+    Respond { data: String },
+    /// Answer on the message's reply address (its Reply-To header, or a
+    /// request's reply subject) with a publish, after `after_ms`.
+    Reply { data: String, #[serde(default)] after_ms: u64 },
     /// Publish `first` (subject, data pairs) on the first delivery and ask
     /// for a retry; publish `then` on the later ones and succeed.
     Outputs { first: Vec<(String, String)>, then: Vec<(String, String)> },
@@ -492,7 +495,12 @@ impl Handler for TestKit {
                 }
                 report("publish_retrying", json!({"errors": errors}))
             }
-            Op::Reply { data } => {
+            Op::Respond { data } => {
+                msg.respond_with_headers(data, &[("X-Answered-By".into(), "rust".into())])?;
+                Ok(())
+            }
+            Op::Reply { data, after_ms } => {
+                std::thread::sleep(Duration::from_millis(after_ms));
                 let to = msg.reply().ok_or_else(|| Error::reject("no Reply-To header"))?;
                 natsapp_guest::publish(&to, data)?;
                 Ok(())

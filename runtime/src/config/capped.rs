@@ -43,7 +43,8 @@ impl Config {
     /// Every subscriber setting its tenant's quotas cap, in file order.
     pub fn capped(&self) -> Vec<Capped> {
         let mut capped = Vec::new();
-        for sub in &self.subscribers {
+        let handlers = (self.subscribers.iter()).chain(self.endpoints.iter().map(|e| &e.handler));
+        for sub in handlers {
             let Some(tenant) = sub.tenant.as_deref().and_then(|t| self.tenant(t)) else {
                 continue;
             };

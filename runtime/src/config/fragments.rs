@@ -235,6 +235,12 @@ pub(super) fn add_fragments(
                 ));
             }
         }
+        if !included.endpoints.is_empty() {
+            return Err(refuse(
+                "endpoints",
+                "a fragment may not declare endpoints: declare them in the service's file or an included file".into(),
+            ));
+        }
         for mut t in included.tenants {
             t.origin = Some(origin.clone());
             raw.tenants.push(t);

@@ -65,6 +65,13 @@ pub(super) fn read_includes(
                 s.origin = Some(file.clone());
                 raw.subscribers.push(s);
             }
+            for mut e in included.endpoints {
+                if let Some(path) = e.component.path_mut() {
+                    *path = rebase(&base, path);
+                }
+                e.origin = Some(file.clone());
+                raw.endpoints.push(e);
+            }
             add_streams_and_buckets(raw, included.streams, included.buckets, &file);
             for mut p in included.publishers {
                 p.origin = Some(file.clone());

@@ -9,6 +9,7 @@
 
 mod capped;
 mod component;
+pub mod endpoint;
 mod error;
 mod fragments;
 mod include;
@@ -23,6 +24,7 @@ pub mod values;
 
 pub use capped::Capped;
 pub use component::ComponentSource;
+pub use endpoint::EndpointConfig;
 use error::{interpolation_error, syntax_error};
 pub use error::{ConfigError, Problem};
 pub use fragments::{
@@ -142,6 +144,8 @@ pub struct Config {
     pub schedules: Vec<ScheduleConfig>,
     /// `[[subscribers]]`, the included files' too.
     pub subscribers: Vec<SubscriberConfig>,
+    /// `[[endpoints]]`, the included files' too.
+    pub endpoints: Vec<EndpointConfig>,
     /// `[[tenants]]`, the included files' too.
     pub tenants: Vec<TenantConfig>,
 }
@@ -517,11 +521,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Config {
-    /// True when some subscriber belongs to tenant `tenant`.
-    pub fn has_subscribers(&self, tenant: &str) -> bool {
+    /// True when some subscriber or endpoint belongs to tenant `tenant`:
+    /// it needs its connection.
+    pub fn has_handlers(&self, tenant: &str) -> bool {
         self.subscribers
             .iter()
             .any(|s| s.tenant.as_deref() == Some(tenant))
+            || self.endpoints.iter().any(|e| e.tenant() == Some(tenant))
     }
 
     /// Reads and validates `path`, with overrides from the process environment.
@@ -608,6 +614,17 @@ impl Config {
     /// The subscriber named `name`.
     pub fn subscriber(&self, name: &str) -> Option<&SubscriberConfig> {
         self.subscribers.iter().find(|s| s.name == name)
+    }
+
+    /// What the subscriber or endpoint `name` runs its guest with.
+    pub fn handler(&self, name: &str) -> Option<&SubscriberConfig> {
+        self.subscriber(name)
+            .or_else(|| self.endpoint(name).map(|e| &e.handler))
+    }
+
+    /// The endpoint named `name`.
+    pub fn endpoint(&self, name: &str) -> Option<&EndpointConfig> {
+        self.endpoints.iter().find(|e| e.name == name)
     }
 
     /// The tenant named `name`.

@@ -28,6 +28,9 @@ pub struct RawFile {
     /// `[[subscribers]]`: one handler component per durable consumer.
     #[serde(default)]
     pub subscribers: Vec<RawSubscriber>,
+    /// `[[endpoints]]`: handler components answering core NATS requests.
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
     /// `[[tenants]]`: teams whose subscribers run with their own NATS
     /// identity, quotas and grants.
     #[serde(default)]
@@ -77,6 +80,9 @@ pub struct RawInclude {
     /// `[[subscribers]]`
     #[serde(default)]
     pub subscribers: Vec<RawSubscriber>,
+    /// `[[endpoints]]` (not in a fragment)
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
     /// `[[streams]]`
     #[serde(default)]
     pub streams: Vec<RawStream>,
@@ -508,6 +514,51 @@ pub struct RawSubscriber {
     /// handler's outputs are identified and when they are stored.
     #[serde(default)]
     pub outputs: RawOutputs,
+}
+
+/// `[[endpoints]]`: a core NATS subject served by a component in a queue
+/// group, as an endpoint of the service's NATS micro-service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// `name = "quote"`: the micro-service endpoint's name, in logs and statistics.
+    pub name: String,
+    /// `subject = "pricing.quote"`: the subject it serves.
+    pub subject: Subject,
+    /// `queue_group = "pricing"` (default: the service's name): replicas
+    /// in one group share the requests.
+    pub queue_group: Option<String>,
+    /// `max_waiting = 1024`: requests waiting beyond `concurrency`; past
+    /// it a request is answered 503 at once.
+    pub max_waiting: Option<usize>,
+    /// `tenant = "acme"`: whose identity, quotas and grants it runs with.
+    pub tenant: Option<String>,
+    /// The included file it came from (set when reading includes).
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
+    /// `component = "quote.wasm"`, pinned or an object, as for subscribers.
+    pub component: RawComponent,
+    /// `concurrency = 64`: handlers running at once.
+    pub concurrency: Option<usize>,
+    /// `publish = ["pricing.>"]`: where the handler may publish (its
+    /// requests' reply subjects are always allowed).
+    pub publish: Option<Vec<Subject>>,
+    /// `http = ["https://api.example.com"]`
+    #[serde(default)]
+    pub http: Vec<RawOrigin>,
+    /// `kv = { PRICES = "ro" }`
+    #[serde(default)]
+    pub kv: BTreeMap<String, KvAccess>,
+    /// `limits = { memory = "64MiB", timeout = "5s" }`
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// `config = { … }`: wasi:config values, as for subscribers.
+    #[serde(default)]
+    pub config: BTreeMap<String, RawConfigValue>,
+    /// `instances = "reuse"` (default) or `"per-message"`.
+    pub instances: Option<InstanceMode>,
+    /// `max_instance_uses = 1000`
+    pub max_instance_uses: Option<u64>,
 }
 
 /// `watch = { … }`

@@ -62,6 +62,31 @@ pub struct InFlight {
     waited_for_nats: AtomicU64,
     /// NATS calls of its handler under way now.
     nats_calls: AtomicU32,
+    /// A core NATS request to an endpoint rather than a JetStream delivery:
+    /// where its answer goes, and whether it went.
+    pub request: Option<Request>,
+}
+
+/// A core NATS request being handled by an endpoint.
+#[derive(Debug)]
+pub struct Request {
+    /// The endpoint.
+    pub endpoint: std::sync::Arc<str>,
+    /// Where the answer goes (`None`: the sender wants none).
+    pub reply: Option<async_nats::Subject>,
+    answered: std::sync::atomic::AtomicBool,
+}
+
+impl Request {
+    /// Claims the one answer the request gets; false when it was sent already.
+    pub fn claim_answer(&self) -> bool {
+        !self.answered.swap(true, Relaxed)
+    }
+
+    /// Whether its answer was sent (or is being sent).
+    pub fn answered(&self) -> bool {
+        self.answered.load(Relaxed)
+    }
 }
 
 /// A NATS call of a handler under way; over when dropped.
@@ -117,6 +142,34 @@ impl InFlight {
             by_guest: Mutex::new(ByGuest::Nothing),
             waited_for_nats: AtomicU64::new(0),
             nats_calls: AtomicU32::new(0),
+            request: None,
+        }
+    }
+
+    /// A core NATS request to `endpoint`, the `sequence`th it received:
+    /// delivered once, its sequence numbering its outputs.
+    pub fn request(
+        message: async_nats::Message,
+        endpoint: &std::sync::Arc<str>,
+        sequence: u64,
+    ) -> Self {
+        let delivery = DeliveryInfo {
+            stream: String::new(),
+            consumer: endpoint.to_string(),
+            stream_sequence: sequence,
+            consumer_sequence: sequence,
+            delivered: 1,
+            pending: 0,
+            published_unix_ns: 0,
+        };
+        let reply = message.reply.clone();
+        InFlight {
+            request: Some(Request {
+                endpoint: endpoint.clone(),
+                reply,
+                answered: std::sync::atomic::AtomicBool::new(false),
+            }),
+            ..Self::delivered(message, delivery)
         }
     }
 

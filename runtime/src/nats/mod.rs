@@ -4,7 +4,8 @@
 //! consumers; `pull` reads one pull request to its real end; `publish`
 //! sends outputs, `batch` commits an atomic subscriber's outputs to a
 //! stream as one batch; `ack` is the acknowledgement wire format;
-//! `unavailable` retries a call while NATS cannot answer it; `wire` is
+//! `unavailable` retries a call while NATS cannot answer it; `micro`
+//! answers the micro-service protocol's `$SRV` requests; `wire` is
 //! where all of it goes (a server, or a stand-in in this process, for
 //! running one message without one). Nothing here decides how a message
 //! is settled (that is `settle`) or imports the layers above.
@@ -14,6 +15,7 @@ pub mod batch;
 pub mod connect;
 pub mod connection;
 pub mod gather;
+pub mod micro;
 pub mod objects;
 pub mod publish;
 pub mod pull;

@@ -1,22 +1,27 @@
-//! The NATS micro-service API, on the service's own connection: the
-//! service answers `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` (by name and
-//! id) like any NATS service, and `<service>.health` with its connection
-//! status and statistics, the Python wrapper's health-check example built
-//! in. The statistics ride in the health endpoint's STATS `data`: the one
-//! endpoint there is, and it counts real requests.
+//! The service's NATS micro-service on its own connection: `$SRV.PING`,
+//! `$SRV.INFO` and `$SRV.STATS` (by name and id, `nats::micro`), its
+//! endpoints (the roster lists them there), and `<service>.health` with
+//! the connection status and statistics, the Python wrapper's health-check
+//! example built in. The statistics ride in the health endpoint's STATS
+//! `data`.
 //!
 //! `<service>.reload` (a plain subscription, not a queue group: every
 //! replica reloads) reloads the configuration and answers with the outcome.
 
 use super::stats::Stats;
 use crate::error::ErrorChain;
-use async_nats::service::ServiceExt;
+use crate::nats::micro::{MicroEndpoint, MicroService};
 use futures::StreamExt;
+use std::sync::Arc;
 
-/// The running micro-service; [`stop`](Micro::stop) leaves the service group.
+/// The queue group of `<service>.health`, as NATS services have by default.
+const HEALTH_QUEUE_GROUP: &str = "q";
+
+/// The running health and reload answering; [`stop`](Micro::stop) leaves
+/// the service group.
 pub(crate) struct Micro {
-    service: async_nats::service::Service,
-    health: tokio::task::JoinHandle<()>,
+    service: Arc<MicroService>,
+    health: Option<tokio::task::JoinHandle<()>>,
     reload: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -24,58 +29,54 @@ pub(crate) struct Micro {
 #[derive(serde::Serialize)]
 struct Health {
     service: String,
-    /// `healthy` while the service's connection is up and a subscriber runs.
+    /// `healthy` while the service's connection is up and a subscriber or
+    /// endpoint runs.
     status: &'static str,
     timestamp: String,
     stats: super::stats::StatsSnapshot,
 }
 
-/// Registers `name` as a NATS service on `client`. A name NATS services
-/// cannot carry (only A-Z, a-z, 0-9, `-` and `_`) leaves the service
-/// running without it, with a warning; so does a user the server does not
-/// allow to subscribe to the endpoints (the refusal arrives later, as an
+/// Adds `<name>.health` to `service` and answers `<name>.reload` on
+/// `client`. A user the server does not allow to subscribe to them keeps
+/// the service running without them (the refusal arrives later, as an
 /// event the connection logs and does not treat as fatal).
 pub(crate) async fn start(
     client: &async_nats::Client,
+    service: Arc<MicroService>,
     name: &str,
     stats: Stats,
     reloader: crate::roster::reload::Reloader,
-) -> Option<Micro> {
-    let for_stats = stats.clone();
-    let service = client
-        .service_builder()
-        .description(format!(
-            "natsapp-wasm {}: {} subscribers",
-            env!("CARGO_PKG_VERSION"),
-            stats.snapshot().total_subscribers
-        ))
-        .stats_handler(move |_endpoint, _| {
-            serde_json::to_value(for_stats.snapshot()).unwrap_or_default()
-        })
-        .start(name, env!("CARGO_PKG_VERSION"))
-        .await;
-    let service = match service {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(
-                "$SRV.PING, INFO and STATS are off: cannot register {name:?} as a NATS service: {}",
-                ErrorChain(e.as_ref())
+) -> Micro {
+    let subject = format!("{name}.health");
+    let health = match client
+        .queue_subscribe(subject.clone(), HEALTH_QUEUE_GROUP.into())
+        .await
+    {
+        Ok(requests) => {
+            let endpoint = Arc::new(MicroEndpoint {
+                name: "health".into(),
+                subject,
+                queue_group: HEALTH_QUEUE_GROUP.into(),
+                stats: Default::default(),
+            });
+            let for_stats = stats.clone();
+            service.add(
+                endpoint.clone(),
+                Some(Box::new(move || {
+                    serde_json::to_value(for_stats.snapshot()).unwrap_or_default()
+                })),
             );
-            return None;
+            Some(tokio::spawn(answer_health(
+                client.clone(),
+                requests,
+                endpoint,
+                name.to_string(),
+                stats,
+            )))
         }
-    };
-    let endpoint = service
-        .group(name)
-        .endpoint_builder()
-        .name("health")
-        .add("health")
-        .await;
-    let mut endpoint = match endpoint {
-        Ok(e) => e,
         Err(e) => {
-            tracing::warn!("{name}.health is off: {}", ErrorChain(e.as_ref()));
-            let _ = service.stop().await;
-            return None;
+            tracing::warn!("{name}.health is off: {}", ErrorChain(&e));
+            None
         }
     };
     let reload = match client.subscribe(format!("{name}.reload")).await {
@@ -83,7 +84,7 @@ pub(crate) async fn start(
             client.clone(),
             requests,
             name.to_string(),
-            service.info().await.id,
+            service.id().to_string(),
             reloader,
         ))),
         Err(e) => {
@@ -92,25 +93,35 @@ pub(crate) async fn start(
         }
     };
     tracing::info!("answering $SRV.PING, $SRV.INFO, $SRV.STATS, {name}.health and {name}.reload");
-    let name = name.to_string();
-    let health = tokio::spawn(async move {
-        while let Some(request) = endpoint.next().await {
-            let body = serde_json::to_vec(&health(&name, &stats)).unwrap_or_default();
-            if let Err(e) = request.respond(Ok(body.into())).await {
-                tracing::debug!("could not answer a health request: {}", ErrorChain(&e));
-            }
-        }
-    });
-    Some(Micro {
+    Micro {
         service,
         health,
         reload,
-    })
+    }
+}
+
+async fn answer_health(
+    client: async_nats::Client,
+    mut requests: async_nats::Subscriber,
+    endpoint: Arc<MicroEndpoint>,
+    name: String,
+    stats: Stats,
+) {
+    while let Some(request) = requests.next().await {
+        let started = std::time::Instant::now();
+        let Some(reply) = request.reply else { continue };
+        let body = serde_json::to_vec(&health(&name, &stats)).unwrap_or_default();
+        if let Err(e) = client.publish(reply, body.into()).await {
+            tracing::debug!("could not answer a health request: {}", ErrorChain(&e));
+        }
+        endpoint.stats.record(started.elapsed(), None);
+    }
 }
 
 fn health(name: &str, stats: &Stats) -> Health {
     let snapshot = stats.snapshot();
-    let running = snapshot.subscribers.iter().any(|s| s.not_running.is_none());
+    let running = snapshot.subscribers.iter().any(|s| s.not_running.is_none())
+        || !snapshot.endpoints.is_empty();
     Health {
         service: name.to_string(),
         status: if snapshot.connection_status == "connected" && running {
@@ -126,11 +137,13 @@ fn health(name: &str, stats: &Stats) -> Health {
 impl Micro {
     /// Stops answering: the service leaves the `$SRV` group.
     pub(crate) async fn stop(self) {
-        self.health.abort();
+        if let Some(h) = self.health {
+            h.abort();
+        }
         if let Some(r) = self.reload {
             r.abort();
         }
-        let _ = self.service.stop().await;
+        self.service.stop();
     }
 }
 

@@ -21,6 +21,8 @@ pub struct StatsSnapshot {
     pub total_subscribers: usize,
     /// Per subscriber.
     pub subscribers: Vec<SubscriberSnapshot>,
+    /// Per endpoint that serves.
+    pub endpoints: Vec<EndpointSnapshot>,
     /// Per tenant with subscribers: the use of its quotas.
     pub tenants: Vec<TenantSnapshot>,
     /// Per NATS connection: the service's own, then each tenant's.
@@ -37,6 +39,23 @@ pub struct StatsSnapshot {
     pub reloads_refused: u64,
     /// Each key of fragments deployed over NATS, as this replica runs it.
     pub deploys: Vec<DeploySnapshot>,
+}
+
+/// An endpoint's requests, as `$SRV.STATS` counts them.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EndpointSnapshot {
+    /// Its name.
+    pub name: String,
+    /// Its tenant (`None`: the service's own identity).
+    pub tenant: Option<String>,
+    /// The subject it serves.
+    pub subject: String,
+    /// Requests handled or refused.
+    pub requests: u64,
+    /// Those answered with an error (or, with no reply subject, that failed).
+    pub errors: u64,
+    /// Time from receiving requests to their outcome, in total, in microseconds.
+    pub processing_us: u64,
 }
 
 /// A key of fragments as this replica runs it.
@@ -194,6 +213,18 @@ impl Stats {
                 .subscribers
                 .iter()
                 .map(|e| e.stats.snapshot(&e.name, e.tenant.as_deref()))
+                .collect(),
+            endpoints: registry
+                .endpoints
+                .iter()
+                .map(|e| EndpointSnapshot {
+                    name: e.micro.name.clone(),
+                    tenant: e.tenant.clone(),
+                    subject: e.micro.subject.clone(),
+                    requests: e.micro.stats.requests(),
+                    errors: e.micro.stats.errors(),
+                    processing_us: e.micro.stats.processing().as_micros() as u64,
+                })
                 .collect(),
             tenants: registry
                 .tenants

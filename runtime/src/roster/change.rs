@@ -3,14 +3,17 @@
 //! Start-up is the same move from nothing. Decided without touching
 //! anything; `prepare` and `commit` carry it out.
 
-use crate::config::{Config, StreamConfig, SubscriberConfig};
+use crate::config::{Config, EndpointConfig, StreamConfig, SubscriberConfig};
 use crate::wasm::PoolTooSmall;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
-/// What a running subscriber is, as far as a reload compares it.
+/// What a running subscriber or endpoint is, as far as a reload compares it.
 pub(crate) struct Current<'a> {
+    /// What its guest runs with (an endpoint's `handler`).
     pub(crate) config: &'a SubscriberConfig,
+    /// The endpoint, for an endpoint.
+    pub(crate) endpoint: Option<&'a EndpointConfig>,
     pub(crate) digest: &'a str,
     pub(crate) runs: bool,
 }
@@ -79,7 +82,7 @@ impl Change {
         }
         let mut change = Change::default();
         for t in &new.tenants {
-            if !new.has_subscribers(&t.name) {
+            if !new.has_handlers(&t.name) {
                 continue;
             }
             let same = old.is_some_and(|old| old.tenants.iter().any(|o| o == t))
@@ -91,7 +94,7 @@ impl Change {
         for name in connected_tenants {
             let kept = new.tenants.iter().any(|t| &t.name == name)
                 && !change.open_tenants.contains(name)
-                && new.has_subscribers(name);
+                && new.has_handlers(name);
             if !kept {
                 change.close_tenants.insert(name.clone());
             }
@@ -110,7 +113,9 @@ impl Change {
                     || streams_of(old, tenant) != streams_of(new, tenant)
             })
         };
-        for s in &new.subscribers {
+        let handlers = (new.subscribers.iter().map(|s| (s, None)))
+            .chain(new.endpoints.iter().map(|e| (&e.handler, Some(e))));
+        for (s, endpoint) in handlers {
             let Some(current) = running.get(&s.name) else {
                 change.add.insert(s.name.clone());
                 continue;
@@ -126,6 +131,7 @@ impl Change {
                 old.and_then(bucket) != bucket(new)
             });
             let same = current.config == s
+                && current.endpoint == endpoint
                 && digests.get(&s.name).map(String::as_str) == Some(current.digest)
                 && current.runs
                 && !routes_changed(&s.tenant)
@@ -138,7 +144,7 @@ impl Change {
             }
         }
         for name in running.keys() {
-            if !new.subscribers.iter().any(|s| &s.name == name) {
+            if new.subscriber(name).is_none() && new.endpoint(name).is_none() {
                 change.remove.insert(name.clone());
             }
         }
@@ -146,7 +152,7 @@ impl Change {
     }
 }
 
-/// What a change did, by subscriber and tenant name.
+/// What a change did, by subscriber, endpoint and tenant name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Subscribers that started.
@@ -279,6 +285,7 @@ durable = "b"
                     s.name.clone(),
                     Current {
                         config: s,
+                        endpoint: None,
                         digest: "d",
                         runs: true,
                     },

@@ -2,7 +2,8 @@
 //! [`Prepared`] file in. Tenants opened for it join, subscribers it removes
 //! or replaces are retired (a replacement pulls once its predecessor's
 //! in-flight messages are settled), new and replacing subscribers start,
-//! and tenants it no longer needs close after their last subscriber.
+//! and tenants it no longer needs close after their last subscriber. An
+//! endpoint is retired as its replacement starts (see `endpoints`).
 
 use super::change::Summary;
 use super::prepare::Prepared;
@@ -20,6 +21,7 @@ impl Roster {
             mut compiled,
             opened,
             mut set_ups,
+            mut endpoint_set_ups,
             schedules,
         } = prepared;
         let summary = Summary {
@@ -48,6 +50,10 @@ impl Roster {
         let mut closing_waits: HashMap<String, Vec<Retired>> = HashMap::new();
         let mut predecessors = HashMap::new();
         for name in change.remove.iter().chain(&change.replace) {
+            if let Some(entry) = self.endpoints.remove(name) {
+                self.retire_endpoint(entry);
+                continue;
+            }
             let Some(entry) = self.subscribers.remove(name) else {
                 continue;
             };
@@ -81,6 +87,19 @@ impl Roster {
                 },
             };
             self.subscribers.insert(name.clone(), entry);
+        }
+        let starting = new
+            .endpoints
+            .iter()
+            .filter(|e| change.add.contains(&e.name) || change.replace.contains(&e.name));
+        for e in starting {
+            let loaded = compiled.remove(&e.name).expect("compiled by prepare");
+            let set_up = endpoint_set_ups.remove(&e.name).expect("set up by prepare");
+            let entry = match set_up {
+                Ok(buckets) => self.running_endpoint(e, loaded, buckets),
+                Err(reason) => self.not_running_endpoint(e, loaded.digest, &reason),
+            };
+            self.endpoints.insert(e.name.clone(), entry);
         }
         for (name, t) in closing {
             let forget = !change.open_tenants.contains(&name);

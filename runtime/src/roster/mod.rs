@@ -9,11 +9,14 @@
 //! in-flight handlers to settle. A replacement (a reload changed it) starts
 //! pulling only once its predecessor is retired, so a message that is
 //! running finishes on the old instance and no two versions overlap. A
-//! tenant is connected while it has subscribers, and drained and closed
-//! after its last one is retired.
+//! tenant is connected while it has subscribers or endpoints, and drained
+//! and closed after its last one is retired. An endpoint (`endpoints`) is
+//! replaced at once: its old and new versions share its queue group for
+//! the moment the old one takes to stop.
 
 pub mod change;
 mod commit;
+mod endpoints;
 mod prepare;
 pub mod registry;
 pub mod reload;
@@ -29,6 +32,7 @@ use crate::error::ErrorChain;
 use crate::message::trace::Tracer;
 use crate::nats::connect::{ConnectError, ConnectionEnd};
 use crate::nats::connection::Connection;
+use crate::nats::micro::MicroService;
 use crate::nats::publish::PublishRoutes;
 use crate::nats::setup::{SetupError, SubscriberSetup};
 use crate::scheduler::{self, PullContext};
@@ -103,6 +107,9 @@ pub(crate) struct TenantEntry {
     pub(crate) quotas: SharedQuotas,
     /// Cancelled when its connection is gone for good: its subscribers stop.
     pub(crate) stop: CancellationToken,
+    /// The micro-service of the same name on its connection, listing its
+    /// endpoints (`None`: its user may not answer `$SRV` requests).
+    pub(crate) micro: Option<Arc<MicroService>>,
     watch: Option<JoinHandle<()>>,
 }
 
@@ -150,6 +157,10 @@ pub(crate) struct Roster {
     pub(crate) own_quotas: SharedQuotas,
     pub(crate) tenants: HashMap<String, TenantEntry>,
     pub(crate) subscribers: HashMap<String, Entry>,
+    pub(crate) endpoints: HashMap<String, endpoints::EndpointEntry>,
+    /// The service's micro-service on its own connection, listing its
+    /// endpoints (`None`: its user may not answer `$SRV` requests).
+    pub(crate) own_micro: Option<Arc<MicroService>>,
     /// What observability reads: the members and reloads.
     pub(crate) registry: Registry,
     /// Cancelled at shutdown: every pull stops.
@@ -165,8 +176,15 @@ pub(crate) struct Roster {
 impl Roster {
     /// A roster running nothing yet, publishing through `own`, reporting
     /// its members in `registry`.
-    pub(crate) fn new(own: Connection, registry: Registry, tracer: Option<Tracer>) -> Roster {
+    pub(crate) fn new(
+        own: Connection,
+        own_micro: Option<Arc<MicroService>>,
+        registry: Registry,
+        tracer: Option<Tracer>,
+    ) -> Roster {
         Roster {
+            endpoints: HashMap::new(),
+            own_micro,
             config: None,
             routes: HashMap::new(),
             own,
@@ -181,9 +199,10 @@ impl Roster {
         }
     }
 
-    /// Whether any subscriber runs (or will, once the service runs).
+    /// Whether any subscriber or endpoint runs (or will, once the service runs).
     pub(crate) fn runs_any(&self) -> bool {
         self.subscribers.values().any(Entry::runs)
+            || self.endpoints.values().any(endpoints::EndpointEntry::runs)
     }
 
     /// The file it runs.
@@ -205,11 +224,16 @@ impl Roster {
                 self.registry.clone(),
             ))
         });
+        let micro = match &connection {
+            Ok(conn) => micro_service(&conn.client, config, Some(&t.name)).await,
+            Err(_) => None,
+        };
         TenantEntry {
             config: t.clone(),
             connection,
             quotas: SharedQuotas::of(t),
             stop,
+            micro,
             watch,
         }
     }
@@ -326,6 +350,7 @@ impl Roster {
         for entry in self.subscribers.values_mut() {
             start(entry, &ctx);
         }
+        self.start_serving(&ctx);
         self.ctx = Some(ctx);
         self.subscribers.values().filter(|e| e.runs()).count()
     }
@@ -417,6 +442,10 @@ impl Roster {
             if let Some(w) = &t.watch {
                 w.abort();
             }
+            // A stopping replica leaves its tenants' $SRV groups too.
+            if let Some(m) = &t.micro {
+                m.stop();
+            }
         }
         for entry in self.subscribers.values_mut() {
             if let Some((_, pull)) = &mut entry.running {
@@ -450,6 +479,42 @@ fn connection_in<'a>(
     })?;
     let conn = t.connection.as_ref().map_err(Clone::clone)?;
     Ok((conn, t.quotas.clone()))
+}
+
+/// The micro-service of `config`'s service on `client` (the service's own
+/// connection, or `tenant`'s), listing no endpoint yet; `None`, with a
+/// warning, when the server refuses its user the `$SRV` subscriptions.
+pub(crate) async fn micro_service(
+    client: &async_nats::Client,
+    config: &Config,
+    tenant: Option<&str>,
+) -> Option<Arc<MicroService>> {
+    let name = &config.service.name;
+    let description = format!(
+        "natsapp-wasm {}: {} subscribers, {} endpoints",
+        env!("CARGO_PKG_VERSION"),
+        config
+            .subscribers
+            .iter()
+            .filter(|s| s.tenant.as_deref() == tenant)
+            .count(),
+        config
+            .endpoints
+            .iter()
+            .filter(|e| e.tenant() == tenant)
+            .count(),
+    );
+    match MicroService::start(client, name, env!("CARGO_PKG_VERSION"), description).await {
+        Ok(m) => Some(Arc::new(m)),
+        Err(e) => {
+            tracing::warn!(
+                tenant,
+                "$SRV.PING, INFO and STATS are off: cannot register {name:?} as a NATS service: {}",
+                ErrorChain(&e)
+            );
+            None
+        }
+    }
 }
 
 /// Why a closing tenant's connection did not close cleanly.

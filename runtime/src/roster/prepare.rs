@@ -11,7 +11,7 @@ use super::change::{Change, Current, NeedsRestart};
 use super::{connection_in, NotRunning, Roster, TenantEntry};
 use crate::config::{ComponentSource, Config, SubscriberConfig};
 use crate::nats::objects;
-use crate::nats::setup::{self, SetupError, SubscriberSetup};
+use crate::nats::setup::{self, OpenedBucket, SetupError, SubscriberSetup};
 use crate::wasm::compile::Budget;
 use crate::wasm::component::{ComponentError, ComponentProblem, Loaded};
 use crate::wasm::WasmRuntime;
@@ -45,6 +45,8 @@ pub(crate) struct Prepared {
     pub(crate) opened: HashMap<String, TenantEntry>,
     /// Each added or replaced subscriber's set-up, or why it cannot run.
     pub(crate) set_ups: HashMap<String, Result<SubscriberSetup, NotRunning>>,
+    /// Each added or replaced endpoint's buckets, opened, or why it cannot run.
+    pub(crate) endpoint_set_ups: HashMap<String, Result<Vec<OpenedBucket>, NotRunning>>,
     /// What putting the file's schedules changed on the server.
     pub(crate) schedules: setup::ScheduleSync,
 }
@@ -75,7 +77,7 @@ impl Roster {
         // server is touched. Objects are read once their connection is open.
         let mut compiled = HashMap::new();
         for name in change.add.iter().chain(&change.replace) {
-            let s = new.subscriber(name).expect("changed from the new file");
+            let s = new.handler(name).expect("changed from the new file");
             if let ComponentSource::File(path) = &s.component {
                 let bytes = std::fs::read(path).map_err(|e| ComponentError {
                     subscriber: s.name.clone(),
@@ -99,8 +101,10 @@ impl Roster {
             opened.insert(name.clone(), self.open_tenant(&new, t).await);
         }
         let mut set_ups = HashMap::new();
+        let mut endpoint_set_ups = HashMap::new();
         for name in change.add.iter().chain(&change.replace) {
-            let s = new.subscriber(name).expect("changed from the new file");
+            let s = new.handler(name).expect("changed from the new file");
+            let endpoint = new.endpoint(name).is_some();
             // A tenant opened for this file replaces the running one.
             let tenant = s
                 .tenant
@@ -129,8 +133,13 @@ impl Roster {
                         ComponentSource::File(_) => Ok(()),
                     };
                     let set_up = match ready {
+                        Ok(()) if endpoint => setup::ensure_endpoint(&conn.jetstream, &new, s)
+                            .await
+                            .map(SetUp::Endpoint)
+                            .map_err(PrepareError::from),
                         Ok(()) => setup::ensure_subscriber(&conn.jetstream, &new, s)
                             .await
+                            .map(|s| SetUp::Subscriber(Box::new(s)))
                             .map_err(PrepareError::from),
                         Err(e) => Err(e),
                     };
@@ -148,7 +157,20 @@ impl Roster {
                     }
                 }
             };
-            set_ups.insert(name.clone(), set_up);
+            match set_up {
+                Ok(SetUp::Endpoint(buckets)) => {
+                    endpoint_set_ups.insert(name.clone(), Ok(buckets));
+                }
+                Ok(SetUp::Subscriber(set_up)) => {
+                    set_ups.insert(name.clone(), Ok(*set_up));
+                }
+                Err(reason) if endpoint => {
+                    endpoint_set_ups.insert(name.clone(), Err(reason));
+                }
+                Err(reason) => {
+                    set_ups.insert(name.clone(), Err(reason));
+                }
+            }
         }
         // Last, once nothing else can refuse the file: a refused reload
         // leaves the schedules as the running file has them.
@@ -167,6 +189,7 @@ impl Roster {
             compiled,
             opened,
             set_ups,
+            endpoint_set_ups,
             schedules,
         })
     }
@@ -177,11 +200,12 @@ impl Roster {
     /// connection its subscriber runs on (none when that is not open).
     async fn digests_of(&self, new: &Config) -> Result<HashMap<String, String>, PrepareError> {
         let mut digests = HashMap::new();
-        for s in new
-            .subscribers
-            .iter()
-            .filter(|s| self.subscribers.contains_key(&s.name))
-        {
+        let handlers = (new.subscribers.iter())
+            .chain(new.endpoints.iter().map(|e| &e.handler))
+            .filter(|s| {
+                self.subscribers.contains_key(&s.name) || self.endpoints.contains_key(&s.name)
+            });
+        for s in handlers {
             let fail = |problem| ComponentError {
                 subscriber: s.name.clone(),
                 from: Box::new(s.component.clone()),
@@ -229,11 +253,21 @@ impl Roster {
             .map(|(name, e)| {
                 let current = Current {
                     config: &e.config,
+                    endpoint: None,
                     digest: &e.digest,
                     runs: e.runs(),
                 };
                 (name.clone(), current)
             })
+            .chain(self.endpoints.iter().map(|(name, e)| {
+                let current = Current {
+                    config: &e.config.handler,
+                    endpoint: Some(&e.config),
+                    digest: &e.digest,
+                    runs: e.runs(),
+                };
+                (name.clone(), current)
+            }))
             .collect();
         let connected: BTreeSet<String> = self
             .tenants
@@ -249,6 +283,12 @@ impl Roster {
             digests,
         )?)
     }
+}
+
+/// What an added or replaced subscriber or endpoint was set up with.
+enum SetUp {
+    Subscriber(Box<SubscriberSetup>),
+    Endpoint(Vec<OpenedBucket>),
 }
 
 /// Whose compile `s`'s component is, and how long it may take: its

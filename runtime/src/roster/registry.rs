@@ -4,6 +4,7 @@
 //! outcomes. Observability reads it; the roster writes it.
 
 use crate::counters::SubscriberStats;
+use crate::nats::micro::MicroEndpoint;
 use crate::wasm::host::GuestQuotas;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -29,11 +30,21 @@ pub struct SubscriberEntry {
     pub stats: Arc<SubscriberStats>,
 }
 
-/// The subscribers and tenants of the running configuration.
+/// An endpoint, as its statistics are read.
+pub struct EndpointEntry {
+    /// Its tenant (`None`: the service's own identity).
+    pub tenant: Option<String>,
+    /// Its name, subject, queue group and counters.
+    pub micro: Arc<MicroEndpoint>,
+}
+
+/// The subscribers, endpoints and tenants of the running configuration.
 #[derive(Default)]
 pub struct Members {
     /// Every subscriber, running or not.
     pub subscribers: Vec<SubscriberEntry>,
+    /// Every endpoint that serves.
+    pub endpoints: Vec<EndpointEntry>,
     /// The tenants that connected, by name.
     pub tenants: Vec<TenantHandles>,
 }
@@ -80,6 +91,23 @@ impl Registry {
             tenant: tenant.map(str::to_string),
             stats,
         });
+    }
+
+    /// Counts an endpoint's figures from now on (replacing an entry of the same name).
+    pub(crate) fn add_endpoint(&self, tenant: Option<&str>, micro: Arc<MicroEndpoint>) {
+        let mut m = self.members_mut();
+        m.endpoints.retain(|e| e.micro.name != micro.name);
+        m.endpoints.push(EndpointEntry {
+            tenant: tenant.map(str::to_string),
+            micro,
+        });
+    }
+
+    /// Forgets `micro`'s endpoint (a replacement of the same name added since stays).
+    pub(crate) fn remove_endpoint(&self, micro: &Arc<MicroEndpoint>) {
+        self.members_mut()
+            .endpoints
+            .retain(|e| !Arc::ptr_eq(&e.micro, micro));
     }
 
     /// Forgets a subscriber removed from the configuration.

@@ -426,7 +426,8 @@ impl Settler {
     /// from redelivering `msg` for as long as it is still the runtime's to
     /// settle (a term the guest asked for is sent only when it returns).
     pub async fn heartbeat(&self, msg: &InFlight) -> Result<(), AckError> {
-        if msg.by_guest() == ByGuest::Settled {
+        // A request's reply subject is the requester's: nothing to extend.
+        if msg.request.is_some() || msg.by_guest() == ByGuest::Settled {
             return Ok(());
         }
         self.send(msg, Ack::Progress).await

@@ -12,9 +12,9 @@ use wasmtime::component::Component;
 
 /// The WIT package version this runtime implements; components built
 /// against any earlier 0.1 version link to it too.
-pub const PACKAGE: &str = "natsapp:handler@0.1.1";
+pub const PACKAGE: &str = "natsapp:handler@0.1.2";
 /// The export a handler must provide.
-pub const HANDLER_EXPORT: &str = "natsapp:handler/handler@0.1.1";
+pub const HANDLER_EXPORT: &str = "natsapp:handler/handler@0.1.2";
 
 /// Import prefixes the host provides.
 const PROVIDED: &[&str] = &[

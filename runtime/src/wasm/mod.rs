@@ -73,17 +73,16 @@ pub struct PoolSize {
 }
 
 impl PoolSize {
-    /// The pool a service needs: one slot per handler that can run at once.
+    /// The pool a service needs: one slot per handler that can run at
+    /// once, its subscribers' and its endpoints'.
     pub fn for_config(config: &crate::config::Config) -> Self {
-        let instances = config
-            .subscribers
-            .iter()
+        let handlers =
+            || (config.subscribers.iter()).chain(config.endpoints.iter().map(|e| &e.handler));
+        let instances = handlers()
             .map(|s| s.concurrency as u64)
             .sum::<u64>()
             .clamp(1, 10_000) as u32;
-        let max_memory = config
-            .subscribers
-            .iter()
+        let max_memory = handlers()
             .map(|s| s.memory)
             .max()
             .unwrap_or(crate::config::defaults::MEMORY);

@@ -48,10 +48,27 @@ async fn metrics_count_what_the_statistics_count_and_pass_promtool() {
     let server = NatsServer::start();
     let file = ServiceFile::new(
         &server,
-        &crate::tenants::in_tenant_acme(with_admin(""), "cpu = \"0.5\", memory = \"256MiB\""),
+        &(crate::tenants::in_tenant_acme(with_admin(""), "cpu = \"0.5\", memory = \"256MiB\"")
+            + "\n[[endpoints]]\nname = \"ask\"\nsubject = \"kit.ask\"\ncomponent = \"{testkit}\"\n"),
     );
     let running = Running::start(&file).await;
     let admin = running.admin.expect("the admin endpoint listens");
+    let client = server.client().await;
+    let asked = eventually(
+        Duration::from_secs(30),
+        "the endpoint to answer",
+        || async {
+            let op = r#"{"op":"respond","data":"yes"}"#;
+            client.request("kit.ask", op.into()).await.ok()
+        },
+    )
+    .await;
+    assert_eq!(asked.payload, "yes");
+    let refused = client
+        .request("kit.ask", r#"{"op":"reject","reason":"no"}"#.into())
+        .await
+        .unwrap();
+    assert!(refused.headers.is_some(), "an error answer: {refused:?}");
     let js = server.jetstream().await;
     for _ in 0..3 {
         js_publish(&js, "in.kit", r#"{"op":"ok"}"#).await;
@@ -83,6 +100,10 @@ async fn metrics_count_what_the_statistics_count_and_pass_promtool() {
         format!("natsapp_handlers_in_flight{{{labels}}} 0"),
         format!("natsapp_subscriber_running{{{labels}}} 1"),
         "natsapp_nats_connected{service=\"kit-service\"} 1".to_string(),
+        "natsapp_endpoint_requests_total{service=\"kit-service\",endpoint=\"ask\",tenant=\"\"} 2"
+            .to_string(),
+        "natsapp_endpoint_errors_total{service=\"kit-service\",endpoint=\"ask\",tenant=\"\"} 1"
+            .to_string(),
         "natsapp_tenant_cpu_quota_cores{service=\"kit-service\",tenant=\"acme\"} 0.5".to_string(),
         "natsapp_tenant_memory_quota_bytes{service=\"kit-service\",tenant=\"acme\"} 268435456"
             .to_string(),
@@ -98,8 +119,8 @@ async fn metrics_count_what_the_statistics_count_and_pass_promtool() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(
-        loaded, 1,
-        "the testkit component, from the cache or compiled:\n{body}"
+        loaded, 2,
+        "the testkit component of the subscriber and of the endpoint, from the cache or compiled:\n{body}"
     );
     if let Err(said) = promtool_check(&body) {
         panic!("promtool check metrics: {said}\n{body}");

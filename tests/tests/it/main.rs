@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod deploy;
 mod dev;
+mod endpoints;
 mod flow;
 mod guests;
 mod hostile;

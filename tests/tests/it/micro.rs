@@ -8,7 +8,11 @@ use std::time::Duration;
 /// Asks `subject` until `n` replicas (distinct `id`s) have answered: the
 /// request is sent again every 200 ms, since a replica that just started
 /// may not have its subscription in place yet. Panics after 30 s.
-async fn gather(client: &async_nats::Client, subject: &str, n: usize) -> Vec<serde_json::Value> {
+pub(crate) async fn gather(
+    client: &async_nats::Client,
+    subject: &str,
+    n: usize,
+) -> Vec<serde_json::Value> {
     use futures::StreamExt;
     let inbox = client.new_inbox();
     let mut answers = client.subscribe(inbox.clone()).await.unwrap();

@@ -3,6 +3,7 @@
 //! against each other, collecting every problem with the key it is about.
 
 mod capabilities;
+mod endpoints;
 mod input;
 mod schedules;
 mod sources;
@@ -81,6 +82,12 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             .enumerate()
             .filter_map(|(i, s)| self.subscriber(i, s, &streams, &publishers, &tenants))
             .collect();
+        let endpoints: Vec<EndpointConfig> = raw
+            .endpoints
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, e)| self.endpoint(i, e, &service.name, &publishers, &tenants))
+            .collect();
         let schedules = self.schedules(raw.schedules, &service.name, &streams, &subscribers);
         self.delayed_readers(&streams, &subscribers);
         let mut streams = streams;
@@ -91,31 +98,38 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
         }
         self.tenant_buckets(&tenant_buckets, &tenants);
         let deployed = !service.include_kv.is_empty() || tenants.iter().any(|t| t.deploy.is_some());
-        if subscribers.is_empty() && self.problems.is_empty() && !deployed {
+        if subscribers.is_empty() && endpoints.is_empty() && self.problems.is_empty() && !deployed {
             self.problem(
                 "subscribers",
-                "no [[subscribers]]: the service would do nothing",
+                "no [[subscribers]] nor [[endpoints]]: the service would do nothing",
             );
         }
         for t in &tenants {
             let count = subscribers
                 .iter()
                 .filter(|s| s.tenant.as_deref() == Some(&t.name))
-                .count();
+                .count()
+                + endpoints
+                    .iter()
+                    .filter(|e| e.tenant() == Some(&t.name))
+                    .count();
             if let Some(most) = t.quotas.handlers.filter(|most| count > *most) {
                 self.problem(
                     format!("tenants ({:?}).quotas.handlers", t.name),
                     format!(
-                        "tenant {:?} has {count} subscribers; its quota allows {most}",
+                        "tenant {:?} has {count} subscribers and endpoints; its quota allows {most}",
                         t.name
                     ),
                 );
             }
         }
         self.unique(
-            subscribers.iter().map(|s| s.name.clone()),
+            subscribers
+                .iter()
+                .map(|s| s.name.clone())
+                .chain(endpoints.iter().map(|e| e.name.clone())),
             "subscribers",
-            "name",
+            "name (of a subscriber or endpoint)",
         );
         self.unique(
             subscribers
@@ -139,6 +153,7 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             publishers,
             schedules,
             subscribers,
+            endpoints,
             tenants,
         })
     }
@@ -394,6 +409,32 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
                 );
             }
         }
+        self.handler(
+            &key,
+            before,
+            s,
+            component,
+            (stream, subject, watch),
+            publishers,
+            tenants,
+        )
+    }
+
+    /// What `s` runs with, its input told (`stream`, `subject`, `watch`):
+    /// the part subscribers and endpoints share. `None` when a problem was
+    /// recorded since `before`.
+    #[allow(clippy::too_many_arguments)]
+    fn handler(
+        &mut self,
+        key: &str,
+        before: usize,
+        s: RawSubscriber,
+        component: ComponentSource,
+        (stream, subject, watch): (Name, Subject, Option<super::Watch>),
+        publishers: &[PublisherConfig],
+        tenants: &[TenantConfig],
+    ) -> Option<SubscriberConfig> {
+        let key = key.to_string();
         let (concurrency, batch_size) = match (s.concurrency, s.pull.batch_size) {
             (Some(c), Some(b)) => (c, b),
             (Some(c), None) => (c, c),

@@ -203,6 +203,22 @@ pub async fn ensure_subscriber(
     })
 }
 
+/// Sets up one endpoint on `js`, its tenant's connection or the
+/// service's: the streams its tenant's fragments declare, and the buckets
+/// it is granted, opened. It reads no stream.
+pub async fn ensure_endpoint(
+    js: &jetstream::Context,
+    config: &Config,
+    handler: &SubscriberConfig,
+) -> Result<Vec<OpenedBucket>, SetupError> {
+    if handler.tenant.is_some() {
+        for st in config.streams.iter().filter(|s| s.tenant == handler.tenant) {
+            ensure_stream(js, st).await?;
+        }
+    }
+    open_buckets(js, config, handler).await
+}
+
 /// Whether a stream lookup failed because the stream does not exist.
 pub fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
     matches!(e.kind(), GetStreamErrorKind::JetStream(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND)

@@ -6,8 +6,8 @@
 //! and `tenant` (empty for the service's own identity).
 
 use crate::observability::stats::{
-    ConnectionSnapshot, DeploySnapshot, LatencySnapshot, StatsSnapshot, SubscriberSnapshot,
-    TenantSnapshot,
+    ConnectionSnapshot, DeploySnapshot, EndpointSnapshot, LatencySnapshot, StatsSnapshot,
+    SubscriberSnapshot, TenantSnapshot,
 };
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
@@ -416,6 +416,36 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
         |t| counter(t.idle_instances_reclaimed),
     );
 
+    let endpoint = |e: &EndpointSnapshot| {
+        vec![
+            ("endpoint", e.name.clone()),
+            ("tenant", e.tenant.clone().unwrap_or_default()),
+        ]
+    };
+    m.family(
+        "natsapp_endpoint_requests_total",
+        "Core NATS requests an endpoint handled or refused",
+        MetricType::COUNTER,
+        (snap.endpoints.iter())
+            .map(|e| (endpoint(e), counter(e.requests)))
+            .collect(),
+    );
+    m.family(
+        "natsapp_endpoint_errors_total",
+        "Requests an endpoint answered with a micro-service error",
+        MetricType::COUNTER,
+        (snap.endpoints.iter())
+            .map(|e| (endpoint(e), counter(e.errors)))
+            .collect(),
+    );
+    m.family(
+        "natsapp_endpoint_processing_seconds_total",
+        "Time from receiving an endpoint's requests to their outcome",
+        MetricType::COUNTER,
+        (snap.endpoints.iter())
+            .map(|e| (endpoint(e), counter_f64(e.processing_us as f64 / 1e6)))
+            .collect(),
+    );
     m.family(
         "natsapp_deploy_revision",
         "The revision of a key of fragments deployed over NATS this replica runs",

@@ -119,7 +119,7 @@ async fn scrape(State(probe): State<Arc<Probe>>) -> impl IntoResponse {
     }
 }
 
-/// 200 while the service connection is up, some subscriber runs and the
+/// 200 while the service connection is up, some subscriber or endpoint runs and the
 /// service is not shutting down; 503 otherwise. Either way the body lists
 /// subscribers that do not run (a tenant refused, a stream missing), so a
 /// degraded service says so without being taken out of rotation.
@@ -147,7 +147,7 @@ async fn ready(State(probe): State<Arc<Probe>>) -> impl IntoResponse {
             ))
         })
         .collect();
-    if not_running.len() == snapshot.subscribers.len() {
+    if not_running.len() == snapshot.subscribers.len() && snapshot.endpoints.is_empty() {
         problems.push("no subscriber runs".to_string());
     }
     let status = if problems.is_empty() {

@@ -46,13 +46,16 @@ impl NatsView<'_> {
     /// tenant's `publishes_per_message` quota.
     fn allowed(&self, subject: &str, what: Use) -> Result<(), Error> {
         self.sub.count_call(self.msg)?;
-        let reply_to = self
-            .msg
-            .message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(REPLY_TO))
-            .map(|v| v.as_str());
+        let reply_to = match &self.msg.request {
+            Some(request) => request.reply.as_ref().map(|r| r.as_str()),
+            None => self
+                .msg
+                .message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(REPLY_TO))
+                .map(|v| v.as_str()),
+        };
         Ok(check_subject_grant(
             &self.sub.name,
             &self.sub.allow,
@@ -130,6 +133,18 @@ impl Host for NatsView<'_> {
             .and_then(|()| self.sub.pay(data.len()))
         {
             return Ok(Err(e));
+        }
+        let (sub, msg) = (self.sub, &**self.msg);
+        if let Some(request) = &msg.request {
+            if request
+                .reply
+                .as_ref()
+                .is_some_and(|r| r.as_str() == subject)
+            {
+                return Ok(answer(sub, msg, request, data, headers)
+                    .await
+                    .map(|()| None));
+            }
         }
         let (delay, headers) = match later::take_delay(headers) {
             Ok(split) => split,
@@ -313,6 +328,44 @@ impl Host for NatsView<'_> {
         }
         Ok(answered)
     }
+}
+
+/// Sends the guest's answer to the request being handled: its first
+/// only, since the requester takes one.
+async fn answer(
+    sub: &super::SubscriberHost,
+    msg: &crate::message::InFlight,
+    request: &crate::message::Request,
+    data: Vec<u8>,
+    headers: Vec<(String, String)>,
+) -> Result<(), Error> {
+    let map = header_map(headers)?;
+    let reply = request
+        .reply
+        .as_ref()
+        .expect("answered on its reply subject");
+    if !request.claim_answer() {
+        return Err(Error::Denied(format!(
+            "the request to endpoint {:?} was answered already: a requester takes one answer",
+            &*request.endpoint
+        )));
+    }
+    let _call = msg.nats_call();
+    let data = bytes::Bytes::from(data);
+    retrying(
+        || format!("endpoint {:?}: answer on {reply:?}", &*request.endpoint),
+        sub.settler.patience(msg),
+        || {
+            sub.wire
+                .publish(Route::Core, reply.to_string(), map.clone(), data.clone())
+        },
+        PublishError::unavailable,
+        || sub.wire.connected(),
+        |waited| sub.waited_for_nats(msg, waited),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::from)
 }
 
 #[cfg(test)]

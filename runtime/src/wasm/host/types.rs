@@ -22,8 +22,24 @@ impl NatsView<'_> {
 
     /// The guest's own ack, nak or term, once.
     async fn settle(&mut self, what: GuestSettle) -> wasmtime::Result<Result<(), Error>> {
+        if let Some(refused) = self.not_a_delivery() {
+            return Ok(Err(refused));
+        }
         let settler = self.sub.settler.clone();
         Ok(settler.by_guest(self.msg, what).await.map_err(guest_error))
+    }
+}
+
+impl NatsView<'_> {
+    /// Why ack, nak, term and in-progress do not apply to a request to an
+    /// endpoint: nothing redelivers it, so there is nothing to settle, and
+    /// its reply subject is the requester's.
+    fn not_a_delivery(&self) -> Option<Error> {
+        let request = self.msg.request.as_ref()?;
+        Some(Error::Denied(format!(
+            "a request to endpoint {:?} is not a JetStream delivery: there is nothing to acknowledge; answer it with respond or a publish to its reply subject, or fail to send an error answer",
+            &*request.endpoint
+        )))
     }
 }
 
@@ -44,6 +60,9 @@ impl HostMessage for NatsView<'_> {
 
     async fn reply(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<Option<String>> {
         self.check(&handle)?;
+        if let Some(request) = &self.msg.request {
+            return Ok(request.reply.as_ref().map(|r| r.to_string()));
+        }
         // A delivery's own reply subject is its ack subject, never the answer address.
         Ok(self
             .msg
@@ -114,8 +133,29 @@ impl HostMessage for NatsView<'_> {
         handle: Resource<MessageHandle>,
     ) -> wasmtime::Result<Result<(), Error>> {
         self.check(&handle)?;
+        if let Some(refused) = self.not_a_delivery() {
+            return Ok(Err(refused));
+        }
         let settler = self.sub.settler.clone();
         Ok(settler.in_progress(self.msg).await.map_err(guest_error))
+    }
+
+    async fn respond(
+        &mut self,
+        handle: Resource<MessageHandle>,
+        data: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        self.check(&handle)?;
+        let to = self.reply(Resource::new_borrow(handle.rep())).await?;
+        let Some(to) = to else {
+            return Ok(Err(Error::Invalid(
+                "the message has no reply address: no reply subject, no Reply-To header".into(),
+            )));
+        };
+        use super::generated::natsapp::handler::publisher::Host as _;
+        let sent = self.publish(to, data, headers).await?;
+        Ok(sent.map(|_| ()))
     }
 
     async fn drop(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<()> {

@@ -1,0 +1,221 @@
+//! Step 5 for endpoints: core NATS requests handled by a component. A
+//! request is read off the endpoint's queue subscription and admitted — to
+//! a handler slot, or to one of `max_waiting` places until a slot frees, or
+//! else answered 503 at once; its guest runs as a subscriber's does (the
+//! same limits, grants, quotas and CPU share) and answers it, or the
+//! runtime answers with a micro-service error for what came of it
+//! (`answer`). Nothing is acknowledged: a core request is delivered once.
+
+pub mod answer;
+
+use crate::config::EndpointConfig;
+use crate::error::ErrorChain;
+use crate::message::{InFlight, Outcome};
+use crate::nats::micro::{error_headers, MicroEndpoint};
+use crate::wasm::host::SubscriberHost;
+use crate::wasm::invoke::Handler;
+use answer::ErrorAnswer;
+use futures::{FutureExt, StreamExt};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// One endpoint on its connection.
+pub struct Endpoint {
+    /// Its configuration.
+    pub config: EndpointConfig,
+    /// Its compiled handler.
+    pub handler: Handler,
+    /// Capabilities and NATS handles shared with the guest's stores.
+    pub host: Arc<SubscriberHost>,
+    /// How the micro-service lists and counts it.
+    pub micro: Arc<MicroEndpoint>,
+    /// Its tenant's `concurrency` quota, shared with the tenant's other
+    /// handlers.
+    pub tenant_slots: Option<Arc<Semaphore>>,
+    /// The connection it serves on.
+    pub client: async_nats::Client,
+    /// Cancelled when it must stop serving.
+    pub stop: CancellationToken,
+    /// Its requests being handled or waiting.
+    pub tasks: TaskTracker,
+    /// Its handler slots.
+    slots: Arc<Semaphore>,
+    /// Its handler slots and waiting places: a request finding none left is
+    /// answered 503.
+    places: Arc<Semaphore>,
+    /// Requests received, numbering each one's outputs.
+    received: AtomicU64,
+    name: Arc<str>,
+}
+
+impl Endpoint {
+    /// An endpoint of `config` running `handler` on `client`.
+    pub fn new(
+        config: EndpointConfig,
+        handler: Handler,
+        host: Arc<SubscriberHost>,
+        tenant_slots: Option<Arc<Semaphore>>,
+        client: async_nats::Client,
+        stop: CancellationToken,
+    ) -> Arc<Endpoint> {
+        let concurrency = config.handler.concurrency;
+        let micro = Arc::new(MicroEndpoint {
+            name: config.name.clone(),
+            subject: config.subject.to_string(),
+            queue_group: config.queue_group.clone(),
+            stats: Default::default(),
+        });
+        Arc::new(Endpoint {
+            name: config.name.as_str().into(),
+            slots: Arc::new(Semaphore::new(concurrency)),
+            places: Arc::new(Semaphore::new(
+                concurrency.saturating_add(config.max_waiting),
+            )),
+            config,
+            handler,
+            host,
+            micro,
+            tenant_slots,
+            client,
+            stop,
+            tasks: TaskTracker::new(),
+            received: AtomicU64::new(0),
+        })
+    }
+
+    /// Serves requests until stopped, their handlers tracked by `tracker`
+    /// too and cut short (answered 503) once `abandon` is cancelled; then
+    /// handles those already read and waits for them.
+    pub async fn serve(self: Arc<Self>, tracker: TaskTracker, abandon: CancellationToken) {
+        let (subject, group) = (&self.config.subject, &self.config.queue_group);
+        let mut requests = match self
+            .client
+            .queue_subscribe(subject.to_string(), group.clone())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(endpoint = %self.name, "cannot subscribe to {subject} in queue group {group}: {}: this endpoint does not serve", ErrorChain(&e));
+                return;
+            }
+        };
+        tracing::info!(endpoint = %self.name, %subject, queue_group = %group, "serving");
+        loop {
+            let request = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => break,
+                r = requests.next() => match r {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            self.admit(request, &tracker, &abandon).await;
+        }
+        let _ = requests.unsubscribe().await;
+        // What reached this process before the unsubscription is handled,
+        // not dropped: a replacement or another replica serves the rest.
+        while let Some(Some(request)) = requests.next().now_or_never() {
+            self.admit(request, &tracker, &abandon).await;
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Starts handling `request` when a slot or waiting place is left, else
+    /// answers it 503.
+    async fn admit(
+        self: &Arc<Self>,
+        request: async_nats::Message,
+        tracker: &TaskTracker,
+        abandon: &CancellationToken,
+    ) {
+        let Ok(place) = self.places.clone().try_acquire_owned() else {
+            let concurrency = self.config.handler.concurrency;
+            let refused = answer::overloaded(concurrency, self.config.max_waiting);
+            self.refuse(request, refused).await;
+            return;
+        };
+        let (me, abandon) = (self.clone(), abandon.clone());
+        let reply = request.reply.clone();
+        let handled = async move {
+            tokio::select! {
+                () = me.clone().handle(request, place) => {}
+                // Past the graceful timeout the handler is dropped; its
+                // requester learns at once rather than at its timeout.
+                () = abandon.cancelled() => {
+                    let stopping = answer::stopping();
+                    me.send_error(reply.as_ref(), &stopping).await;
+                    me.micro.stats.record(std::time::Duration::ZERO, Some(stopping.to_string()));
+                }
+            }
+        };
+        tokio::spawn(tracker.track_future(self.tasks.track_future(handled)));
+    }
+
+    /// Answers `request` with `error` without handling it.
+    async fn refuse(&self, request: async_nats::Message, error: ErrorAnswer) {
+        self.send_error(request.reply.as_ref(), &error).await;
+        self.micro
+            .stats
+            .record(std::time::Duration::ZERO, Some(error.to_string()));
+    }
+
+    async fn handle(self: Arc<Self>, request: async_nats::Message, _place: OwnedSemaphorePermit) {
+        let received = Instant::now();
+        let sequence = self.received.fetch_add(1, Relaxed) + 1;
+        let msg = Arc::new(InFlight::request(request, &self.name, sequence));
+        let _slot = self.slots.acquire().await.expect("never closed");
+        let _tenant_slot = match &self.tenant_slots {
+            Some(s) => Some(s.acquire().await.expect("never closed")),
+            None => None,
+        };
+        let outcome = self.handler.invoke(msg.clone()).await;
+        let request = msg.request.as_ref().expect("a request");
+        // A request that wants no answer and was handled is no error.
+        let error = match (&outcome, &request.reply) {
+            (Outcome::Ok, None) => None,
+            _ => answer::after(&outcome, request.answered()),
+        };
+        log(&self.name, &outcome);
+        if let Some(e) = &error {
+            if request.reply.is_some() && request.claim_answer() {
+                self.send_error(request.reply.as_ref(), e).await;
+            }
+        }
+        self.micro
+            .stats
+            .record(received.elapsed(), error.map(|e| e.to_string()));
+    }
+
+    /// Sends `error` to `reply`, when the requester wants an answer.
+    async fn send_error(&self, reply: Option<&async_nats::Subject>, error: &ErrorAnswer) {
+        let Some(reply) = reply else { return };
+        let headers = error_headers(error.code, &error.description);
+        if let Err(e) = self
+            .client
+            .publish_with_headers(reply.clone(), headers, bytes::Bytes::new())
+            .await
+        {
+            tracing::debug!(endpoint = %self.name, "could not answer a request: {}", ErrorChain(&e));
+        }
+    }
+}
+
+fn log(endpoint: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Ok => {}
+        Outcome::Reject(reason) => {
+            tracing::info!(%endpoint, %reason, "handler rejected the request: answered 400")
+        }
+        Outcome::Retry { reason, .. } => {
+            tracing::info!(%endpoint, %reason, "handler asked for a retry: answered 503")
+        }
+        Outcome::Failed { cause, detail } => {
+            tracing::warn!(%endpoint, cause = cause.as_str(), "handler failed: {detail}")
+        }
+    }
+}

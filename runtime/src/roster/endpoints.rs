@@ -1,0 +1,162 @@
+//! The endpoints of the running configuration: each built on its
+//! connection (the service's or its tenant's) with its host and handler,
+//! listed by that connection's micro-service while it serves, and retired
+//! when a reload removes or replaces it.
+
+use super::{NotRunning, Roster};
+use crate::config::EndpointConfig;
+use crate::endpoint::Endpoint;
+use crate::error::ErrorChain;
+use crate::nats::micro::MicroService;
+use crate::nats::setup::OpenedBucket;
+use crate::scheduler::PullContext;
+use crate::wasm::component::Loaded;
+use crate::wasm::host::SubscriberHost;
+use crate::wasm::invoke::Handler;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// An endpoint of the configuration.
+pub(crate) struct EndpointEntry {
+    pub(crate) config: EndpointConfig,
+    /// The SHA-256 of its component when it was loaded.
+    pub(crate) digest: String,
+    /// Running, or `None` when it could not start (its tenant is refused).
+    running: Option<Running>,
+}
+
+struct Running {
+    endpoint: Arc<Endpoint>,
+    /// The micro-service that lists it.
+    micro: Option<Arc<MicroService>>,
+    /// Its serving task, once the service runs.
+    serving: Option<JoinHandle<()>>,
+}
+
+impl EndpointEntry {
+    /// True when it serves (or will, once the service runs).
+    pub(crate) fn runs(&self) -> bool {
+        self.running.is_some()
+    }
+}
+
+impl Roster {
+    /// An endpoint of `e` running `loaded`, with the key-value `buckets`
+    /// it is granted, on its connection within its tenant's quotas; it
+    /// serves once the service runs.
+    pub(crate) fn running_endpoint(
+        &self,
+        e: &EndpointConfig,
+        loaded: Loaded,
+        buckets: Vec<OpenedBucket>,
+    ) -> EndpointEntry {
+        let s = &e.handler;
+        let (conn, quotas) = match self.connection_of(s) {
+            Ok(c) => c,
+            Err(reason) => return self.not_running_endpoint(e, loaded.digest, &reason),
+        };
+        let mut host = SubscriberHost::new(
+            s,
+            conn.wire(),
+            self.routes.get(&s.tenant).cloned().unwrap_or_default(),
+            buckets,
+            None,
+        )
+        .with_quotas(s, quotas.guest);
+        // Outputs of each request are numbered within this process's run
+        // of the endpoint: replicas and restarts never share an id.
+        host.id_namespace = format!("endpoint:{}:{}", e.name, nuid::next());
+        let host = Arc::new(host);
+        let (stop, micro) = match s.tenant.as_ref().and_then(|t| self.tenants.get(t)) {
+            Some(t) => (t.stop.child_token(), t.micro.clone()),
+            None => (self.stop_all.child_token(), self.own_micro.clone()),
+        };
+        let endpoint = Endpoint::new(
+            e.clone(),
+            Handler::new(
+                loaded.pre,
+                host.clone(),
+                s.timeout,
+                s.progress_every(),
+                s.instances,
+            ),
+            host,
+            quotas.concurrency,
+            conn.client.clone(),
+            stop,
+        );
+        if let Some(m) = &micro {
+            m.add(endpoint.micro.clone(), None);
+        }
+        self.registry
+            .add_endpoint(s.tenant.as_deref(), endpoint.micro.clone());
+        let mut entry = EndpointEntry {
+            config: e.clone(),
+            digest: loaded.digest,
+            running: Some(Running {
+                endpoint,
+                micro,
+                serving: None,
+            }),
+        };
+        if let Some(ctx) = &self.ctx {
+            serve(&mut entry, ctx);
+        }
+        entry
+    }
+
+    /// An endpoint that cannot run, for `reason`: reported.
+    pub(crate) fn not_running_endpoint(
+        &self,
+        e: &EndpointConfig,
+        digest: String,
+        reason: &NotRunning,
+    ) -> EndpointEntry {
+        tracing::error!(tenant = e.tenant(), endpoint = %e.name, "{}: this endpoint does not serve; the others do", ErrorChain(reason));
+        EndpointEntry {
+            config: e.clone(),
+            digest,
+            running: None,
+        }
+    }
+
+    /// Starts every endpoint's serving, once the service runs.
+    pub(crate) fn start_serving(&mut self, ctx: &Arc<PullContext>) {
+        for entry in self.endpoints.values_mut() {
+            serve(entry, ctx);
+        }
+    }
+
+    /// Stops `entry` serving: it leaves its micro-service's INFO at once,
+    /// and its task ends once its requests are handled.
+    pub(crate) fn retire_endpoint(&self, entry: EndpointEntry) {
+        let Some(running) = entry.running else {
+            return;
+        };
+        if let Some(m) = &running.micro {
+            m.remove(&running.endpoint.micro);
+        }
+        self.registry.remove_endpoint(&running.endpoint.micro);
+        running.endpoint.stop.cancel();
+        let name = entry.config.name;
+        if let Some(serving) = running.serving {
+            self.retiring.spawn(async move {
+                let _ = serving.await;
+                tracing::info!(endpoint = %name, "retired: its requests are answered");
+            });
+        }
+    }
+}
+
+/// Spawns `entry`'s serving, unless it serves already.
+fn serve(entry: &mut EndpointEntry, ctx: &Arc<PullContext>) {
+    let Some(running) = &mut entry.running else {
+        return;
+    };
+    if running.serving.is_none() {
+        let endpoint = running.endpoint.clone();
+        running.serving = Some(tokio::spawn(
+            endpoint.serve(ctx.tracker.clone(), ctx.abandon.clone()),
+        ));
+    }
+}

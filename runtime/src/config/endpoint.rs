@@ -10,6 +10,20 @@ pub const DEFAULT_CONCURRENCY: usize = 16;
 /// replica is answered, not refused.
 pub const DEFAULT_MAX_WAITING: usize = 1024;
 
+/// The most requests an endpoint may keep waiting.
+pub const MOST_WAITING: usize = 1_000_000;
+/// The endpoint every service has: `<service>.health`.
+pub const HEALTH: &str = "health";
+
+/// Whether `name` may name a NATS micro-service or one of its endpoints:
+/// letters, digits, `-` and `_`.
+pub fn is_micro_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// `[[endpoints]]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointConfig {
@@ -32,5 +46,18 @@ impl EndpointConfig {
     /// Its tenant (`None`: the service's own).
     pub fn tenant(&self) -> Option<&str> {
         self.handler.tenant.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_micro_name;
+
+    #[test]
+    fn micro_service_names_are_letters_digits_dash_and_underscore() {
+        assert!(is_micro_name("quote-v2_a"));
+        for bad in ["", "a.b", "a b", "a*", "ü"] {
+            assert!(!is_micro_name(bad), "{bad:?}");
+        }
     }
 }

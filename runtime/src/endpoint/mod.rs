@@ -15,13 +15,16 @@ use crate::nats::micro::{error_headers, MicroEndpoint};
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
 use answer::ErrorAnswer;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// How long a stopping endpoint takes in requests already on their way.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One endpoint on its connection.
 pub struct Endpoint {
@@ -89,8 +92,13 @@ impl Endpoint {
 
     /// Serves requests until stopped, their handlers tracked by `tracker`
     /// too and cut short (answered 503) once `abandon` is cancelled; then
-    /// handles those already read and waits for them.
-    pub async fn serve(self: Arc<Self>, tracker: TaskTracker, abandon: CancellationToken) {
+    /// takes in the requests already on their way to this process and
+    /// returns, their handlers still running (see [`finished`](Self::finished)).
+    pub async fn serve(
+        self: Arc<Self>,
+        tracker: TaskTracker,
+        abandon: CancellationToken,
+    ) -> Result<(), async_nats::SubscribeError> {
         let (subject, group) = (&self.config.subject, &self.config.queue_group);
         let mut requests = match self
             .client
@@ -100,7 +108,7 @@ impl Endpoint {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(endpoint = %self.name, "cannot subscribe to {subject} in queue group {group}: {}: this endpoint does not serve", ErrorChain(&e));
-                return;
+                return Err(e);
             }
         };
         tracing::info!(endpoint = %self.name, %subject, queue_group = %group, "serving");
@@ -110,17 +118,25 @@ impl Endpoint {
                 () = self.stop.cancelled() => break,
                 r = requests.next() => match r {
                     Some(r) => r,
-                    None => break,
+                    None => return Ok(()),
                 },
             };
             self.admit(request, &tracker, &abandon).await;
         }
-        let _ = requests.unsubscribe().await;
-        // What reached this process before the unsubscription is handled,
-        // not dropped: a replacement or another replica serves the rest.
-        while let Some(Some(request)) = requests.next().now_or_never() {
-            self.admit(request, &tracker, &abandon).await;
+        // The server sends no more once it has the unsubscription; what it
+        // sent before is handled, not dropped (a replacement or another
+        // replica serves the rest).
+        if requests.drain().await.is_ok() {
+            let until = tokio::time::Instant::now() + DRAIN_WAIT;
+            while let Ok(Some(request)) = tokio::time::timeout_at(until, requests.next()).await {
+                self.admit(request, &tracker, &abandon).await;
+            }
         }
+        Ok(())
+    }
+
+    /// Resolves once the requests it took are answered (after [`serve`](Self::serve)).
+    pub async fn finished(&self) {
         self.tasks.close();
         self.tasks.wait().await;
     }
@@ -129,45 +145,53 @@ impl Endpoint {
     /// answers it 503.
     async fn admit(
         self: &Arc<Self>,
-        request: async_nats::Message,
+        mut request: async_nats::Message,
         tracker: &TaskTracker,
         abandon: &CancellationToken,
     ) {
+        let received = Instant::now();
+        if request.reply.as_ref().is_some_and(|r| r.starts_with('$')) {
+            // The system's namespace ($JS.API…, $SRV…) is never an answer
+            // address: the request is handled as one that wants none.
+            tracing::debug!(endpoint = %self.name, "a request's reply subject is in the system's namespace: not answered");
+            request.reply = None;
+        }
         let Ok(place) = self.places.clone().try_acquire_owned() else {
             let concurrency = self.config.handler.concurrency;
             let refused = answer::overloaded(concurrency, self.config.max_waiting);
-            self.refuse(request, refused).await;
+            self.send_error(request.reply.as_ref(), &refused).await;
+            self.micro
+                .stats
+                .record(received.elapsed(), Some(refused.to_string()));
             return;
         };
+        let sequence = self.received.fetch_add(1, Relaxed) + 1;
+        let msg = Arc::new(InFlight::request(request, &self.name, sequence));
         let (me, abandon) = (self.clone(), abandon.clone());
-        let reply = request.reply.clone();
         let handled = async move {
             tokio::select! {
-                () = me.clone().handle(request, place) => {}
+                () = me.clone().handle(msg.clone(), received, place) => {}
                 // Past the graceful timeout the handler is dropped; its
                 // requester learns at once rather than at its timeout.
                 () = abandon.cancelled() => {
+                    let request = msg.request.as_ref().expect("a request");
                     let stopping = answer::stopping();
-                    me.send_error(reply.as_ref(), &stopping).await;
-                    me.micro.stats.record(std::time::Duration::ZERO, Some(stopping.to_string()));
+                    if request.claim_answer() {
+                        me.send_error(request.reply.as_ref(), &stopping).await;
+                    }
+                    me.micro.stats.record(received.elapsed(), Some(stopping.to_string()));
                 }
             }
         };
         tokio::spawn(tracker.track_future(self.tasks.track_future(handled)));
     }
 
-    /// Answers `request` with `error` without handling it.
-    async fn refuse(&self, request: async_nats::Message, error: ErrorAnswer) {
-        self.send_error(request.reply.as_ref(), &error).await;
-        self.micro
-            .stats
-            .record(std::time::Duration::ZERO, Some(error.to_string()));
-    }
-
-    async fn handle(self: Arc<Self>, request: async_nats::Message, _place: OwnedSemaphorePermit) {
-        let received = Instant::now();
-        let sequence = self.received.fetch_add(1, Relaxed) + 1;
-        let msg = Arc::new(InFlight::request(request, &self.name, sequence));
+    async fn handle(
+        self: Arc<Self>,
+        msg: Arc<InFlight>,
+        received: Instant,
+        _place: OwnedSemaphorePermit,
+    ) {
         let _slot = self.slots.acquire().await.expect("never closed");
         let _tenant_slot = match &self.tenant_slots {
             Some(s) => Some(s.acquire().await.expect("never closed")),

@@ -83,6 +83,11 @@ impl Request {
         !self.answered.swap(true, Relaxed)
     }
 
+    /// Gives the answer back: sending it failed, so the runtime may answer.
+    pub fn release_answer(&self) {
+        self.answered.store(false, Relaxed);
+    }
+
     /// Whether its answer was sent (or is being sent).
     pub fn answered(&self) -> bool {
         self.answered.load(Relaxed)

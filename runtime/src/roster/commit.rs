@@ -51,7 +51,11 @@ impl Roster {
         let mut predecessors = HashMap::new();
         for name in change.remove.iter().chain(&change.replace) {
             if let Some(entry) = self.endpoints.remove(name) {
-                self.retire_endpoint(entry);
+                let tenant = entry.config.handler.tenant.clone();
+                let retired = self.retire_endpoint(entry);
+                if let Some(t) = tenant.filter(|t| closing.contains_key(t)) {
+                    closing_waits.entry(t).or_default().push(retired);
+                }
                 continue;
             }
             let Some(entry) = self.subscribers.remove(name) else {
@@ -59,7 +63,10 @@ impl Roster {
             };
             let tenant = entry.config.tenant.clone();
             let previous = entry.subscriber().cloned();
-            let retirement = self.retire(entry, change.remove.contains(name));
+            // A subscriber whose name an endpoint takes over leaves the
+            // statistics as a removed one does.
+            let forget = change.remove.contains(name) || new.subscriber(name).is_none();
+            let retirement = self.retire(entry, forget);
             if let Some(t) = tenant.filter(|t| closing.contains_key(t)) {
                 closing_waits
                     .entry(t)

@@ -3,7 +3,8 @@
 //! listed by that connection's micro-service while it serves, and retired
 //! when a reload removes or replaces it.
 
-use super::{NotRunning, Roster};
+use super::registry::Registry;
+use super::{NotRunning, Retired, Roster};
 use crate::config::EndpointConfig;
 use crate::endpoint::Endpoint;
 use crate::error::ErrorChain;
@@ -13,6 +14,7 @@ use crate::scheduler::PullContext;
 use crate::wasm::component::Loaded;
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
+use futures::FutureExt;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -100,7 +102,7 @@ impl Roster {
             }),
         };
         if let Some(ctx) = &self.ctx {
-            serve(&mut entry, ctx);
+            serve(&mut entry, ctx, &self.registry);
         }
         entry
     }
@@ -123,40 +125,68 @@ impl Roster {
     /// Starts every endpoint's serving, once the service runs.
     pub(crate) fn start_serving(&mut self, ctx: &Arc<PullContext>) {
         for entry in self.endpoints.values_mut() {
-            serve(entry, ctx);
+            serve(entry, ctx, &self.registry);
         }
     }
 
-    /// Stops `entry` serving: it leaves its micro-service's INFO at once,
-    /// and its task ends once its requests are handled.
-    pub(crate) fn retire_endpoint(&self, entry: EndpointEntry) {
+    /// Stops `entry` serving: it leaves its micro-service's INFO at once;
+    /// resolves once the requests it took are answered (its tenant's
+    /// connection may close then).
+    pub(crate) fn retire_endpoint(&self, entry: EndpointEntry) -> Retired {
         let Some(running) = entry.running else {
-            return;
+            return futures::future::ready(()).boxed().shared();
         };
-        if let Some(m) = &running.micro {
-            m.remove(&running.endpoint.micro);
-        }
-        self.registry.remove_endpoint(&running.endpoint.micro);
+        self.unlist(&running);
         running.endpoint.stop.cancel();
         let name = entry.config.name;
-        if let Some(serving) = running.serving {
-            self.retiring.spawn(async move {
+        let retired = async move {
+            if let Some(serving) = running.serving {
                 let _ = serving.await;
-                tracing::info!(endpoint = %name, "retired: its requests are answered");
-            });
+            }
+            running.endpoint.finished().await;
+            tracing::info!(endpoint = %name, "retired: its requests are answered");
+        };
+        self.retiring.spawn(retired).map(|_| ()).boxed().shared()
+    }
+
+    /// Stops every endpoint reading requests (shutdown): those already
+    /// read are handled, tracked with the rest of the service's handlers.
+    pub(crate) async fn stop_serving(&mut self) {
+        for entry in self.endpoints.values_mut() {
+            if let Some(serving) = entry.running.as_mut().and_then(|r| r.serving.take()) {
+                let _ = serving.await;
+            }
         }
+    }
+
+    /// Takes `running` out of its micro-service and the statistics.
+    fn unlist(&self, running: &Running) {
+        unlist(running.micro.as_ref(), &self.registry, &running.endpoint);
     }
 }
 
+/// Takes `endpoint` out of `micro` and `registry`.
+fn unlist(micro: Option<&Arc<MicroService>>, registry: &Registry, endpoint: &Endpoint) {
+    if let Some(m) = micro {
+        m.remove(&endpoint.micro);
+    }
+    registry.remove_endpoint(&endpoint.micro);
+}
+
 /// Spawns `entry`'s serving, unless it serves already.
-fn serve(entry: &mut EndpointEntry, ctx: &Arc<PullContext>) {
+fn serve(entry: &mut EndpointEntry, ctx: &Arc<PullContext>, registry: &Registry) {
     let Some(running) = &mut entry.running else {
         return;
     };
     if running.serving.is_none() {
-        let endpoint = running.endpoint.clone();
-        running.serving = Some(tokio::spawn(
-            endpoint.serve(ctx.tracker.clone(), ctx.abandon.clone()),
-        ));
+        let (endpoint, micro) = (running.endpoint.clone(), running.micro.clone());
+        let (tracker, abandon, registry) =
+            (ctx.tracker.clone(), ctx.abandon.clone(), registry.clone());
+        running.serving = Some(tokio::spawn(async move {
+            if endpoint.clone().serve(tracker, abandon).await.is_err() {
+                // It serves nothing: no longer listed as if it did.
+                unlist(micro.as_ref(), &registry, &endpoint);
+            }
+        }));
     }
 }

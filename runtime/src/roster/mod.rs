@@ -447,6 +447,7 @@ impl Roster {
                 m.stop();
             }
         }
+        self.stop_serving().await;
         for entry in self.subscribers.values_mut() {
             if let Some((_, pull)) = &mut entry.running {
                 if let Pull::Spawned(handle) = std::mem::replace(pull, Pull::Done) {
@@ -490,20 +491,11 @@ pub(crate) async fn micro_service(
     tenant: Option<&str>,
 ) -> Option<Arc<MicroService>> {
     let name = &config.service.name;
-    let description = format!(
-        "natsapp-wasm {}: {} subscribers, {} endpoints",
-        env!("CARGO_PKG_VERSION"),
-        config
-            .subscribers
-            .iter()
-            .filter(|s| s.tenant.as_deref() == tenant)
-            .count(),
-        config
-            .endpoints
-            .iter()
-            .filter(|e| e.tenant() == tenant)
-            .count(),
-    );
+    if !crate::config::endpoint::is_micro_name(name) {
+        tracing::warn!(tenant, "$SRV.PING, INFO and STATS are off: a NATS service cannot be named {name:?} (only A-Z, a-z, 0-9, - and _)");
+        return None;
+    }
+    let description = format!("natsapp-wasm {}", env!("CARGO_PKG_VERSION"));
     match MicroService::start(client, name, env!("CARGO_PKG_VERSION"), description).await {
         Ok(m) => Some(Arc::new(m)),
         Err(e) => {

@@ -175,7 +175,7 @@ async fn requests_past_the_waiting_places_are_answered_503_at_once() {
         &server,
         &ENDPOINT
             .replace("concurrency = 2", "concurrency = 1\nmax_waiting = 1")
-            .replace(r#"timeout = "2s""#, r#"timeout = "30s""#),
+            .replace(r#"limits = { timeout = "2s" }"#, r#"limits = { timeout = "30s" }"#),
     );
     let _running = Running::start(&file).await;
     let client = server.client().await;
@@ -447,5 +447,82 @@ fn check_and_docs_describe_an_endpoint() {
     assert_eq!(
         doc["channels"]["pricing_quote"]["description"],
         "core NATS requests, queue group pricing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_service_answers_every_request_it_took() {
+    let server = NatsServer::start();
+    // One handler at a time, 2 s of grace: of five requests of 700 ms
+    // taken before the stop, two or three finish, the rest are cut at the
+    // graceful timeout — and every one is answered.
+    let file = ServiceFile::new(
+        &server,
+        &ENDPOINT
+            .replace("concurrency = 2", "concurrency = 1")
+            .replace(r#"limits = { timeout = "2s" }"#, r#"limits = { timeout = "30s" }"#),
+    );
+    let running = Running::start(&file).await;
+    let client = server.client().await;
+    serving(&client, "pricing.quote").await;
+    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..5 {
+        let (client, tx) = (client.clone(), tx.clone());
+        tokio::spawn(async move {
+            let op = format!(r#"{{"op":"reply","data":"{i}","after_ms":700}}"#);
+            let _ = tx.send(ask(&client, "pricing.quote", &op).await);
+        });
+    }
+    drop(tx);
+    // The first answer comes 700 ms after the five requests were sent: by
+    // then the other four are in the service, waiting.
+    let first = answers.recv().await.unwrap();
+    running.stop().await;
+    let mut all = vec![first];
+    while let Some(a) = answers.recv().await {
+        all.push(a);
+    }
+    let (mut answered, mut cut) = (0, 0);
+    for a in all {
+        match a {
+            (payload, None) if !payload.is_empty() => answered += 1,
+            (_, Some((code, description))) => {
+                assert_eq!(
+                    (code.as_str(), description.as_str()),
+                    ("503", "the endpoint is stopping")
+                );
+                cut += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(answered + cut, 5, "every request answered");
+    assert!(answered >= 1 && cut >= 1, "{answered} answered, {cut} cut");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_subject_in_the_systems_namespace_is_never_answered() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, ENDPOINT);
+    let _running = Running::start(&file).await;
+    let client = server.client().await;
+    serving(&client, "pricing.quote").await;
+    // A requester naming a $ subject as its reply address would have the
+    // runtime publish there with the service's identity.
+    let mut system = subscribe(&client, "$X.answers").await;
+    for op in [
+        r#"{"op":"respond","data":"x"}"#,
+        r#"{"op":"reject","reason":"no"}"#,
+    ] {
+        client
+            .publish_with_reply("pricing.quote", "$X.answers", op.into())
+            .await
+            .unwrap();
+    }
+    let (payload, _) = ask(&client, "pricing.quote", r#"{"op":"reply","data":"after"}"#).await;
+    assert_eq!(payload, "after");
+    assert!(
+        silent(&mut system, Duration::from_millis(500)).await,
+        "nothing is sent to a $ subject"
     );
 }

@@ -2,20 +2,13 @@
 //! is; the endpoint adds its name (a micro-service endpoint's), its queue
 //! group and its bound on waiting requests.
 
-use super::super::endpoint::{EndpointConfig, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAITING};
+use super::super::endpoint::{
+    is_micro_name, EndpointConfig, DEFAULT_CONCURRENCY, DEFAULT_MAX_WAITING, HEALTH, MOST_WAITING,
+};
 use super::super::raw::{RawEndpoint, RawPull, RawSubscriber};
 use super::super::values::Name;
 use super::super::{PublisherConfig, TenantConfig};
 use super::{origin, Validator};
-
-/// Whether `name` may name a NATS micro-service endpoint or queue group:
-/// letters, digits, `-` and `_`.
-fn micro_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
 
 impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     pub(super) fn endpoint(
@@ -28,13 +21,24 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     ) -> Option<EndpointConfig> {
         let key = format!("endpoints[{i}] ({:?}){}", e.name, origin(&e.origin));
         let before = self.problems.len();
-        if !micro_token(&e.name) {
+        if !is_micro_name(&e.name) {
             self.problem(
                 format!("endpoints[{i}].name"),
                 format!(
                     "{:?} cannot name a micro-service endpoint: use letters, digits, `-` and `_`",
                     e.name
                 ),
+            );
+        } else if e.name == HEALTH {
+            self.problem(
+                format!("endpoints[{i}].name"),
+                format!("{HEALTH:?} is the service's own endpoint (<service>.health): choose another name"),
+            );
+        }
+        if !is_micro_name(service) {
+            self.problem(
+                key.clone(),
+                format!("the service's name {service:?} cannot name a NATS micro-service, whose endpoints these are: use letters, digits, `-` and `_`"),
             );
         }
         let queue_group = e.queue_group.unwrap_or_else(|| service.to_string());
@@ -45,6 +49,12 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             );
         }
         let max_waiting = e.max_waiting.unwrap_or(DEFAULT_MAX_WAITING);
+        if max_waiting > MOST_WAITING {
+            self.problem(
+                format!("{key}.max_waiting"),
+                format!("{max_waiting} is more than {MOST_WAITING}"),
+            );
+        }
         let component = self.component(&key, &e.component);
         // Names nothing on the server; a bad name was reported above.
         let placeholder = |n: &str| Name::try_from(n.to_string()).expect("a valid name");
@@ -94,18 +104,5 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             max_waiting,
             handler,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::micro_token;
-
-    #[test]
-    fn micro_service_names_are_letters_digits_dash_and_underscore() {
-        assert!(micro_token("quote-v2_a"));
-        for bad in ["", "a.b", "a b", "a*", "ü"] {
-            assert!(!micro_token(bad), "{bad:?}");
-        }
     }
 }

@@ -339,7 +339,8 @@ async fn answer(
     data: Vec<u8>,
     headers: Vec<(String, String)>,
 ) -> Result<(), Error> {
-    let map = header_map(headers)?;
+    let mut map = header_map(headers)?;
+    check_guest_headers(&mut map, &sub.id_namespace)?;
     let reply = request
         .reply
         .as_ref()
@@ -365,7 +366,11 @@ async fn answer(
     )
     .await
     .map(|_| ())
-    .map_err(Error::from)
+    .map_err(|e| {
+        // Not answered after all: the runtime answers for the outcome.
+        request.release_answer();
+        Error::from(e)
+    })
 }
 
 #[cfg(test)]

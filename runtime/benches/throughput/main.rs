@@ -4,7 +4,8 @@
 //!   cargo bench -p natsapp-wasm --bench throughput -- [--messages N] [--json PATH] [--rate R]
 //!       [--seconds S] [--rounds R] [--only SECTION,…]
 //!
-//! Sections: throughput, noisy, tenants, calls, python, latency, startup, deploy, idle (all by default).
+//! Sections: throughput, noisy, tenants, calls, python, latency, endpoints, startup, deploy, idle
+//! (all by default).
 //! Throughput cases run in R rounds (default 3), each round every case once,
 //! and report the median.
 //!
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 
 mod broker;
 mod deploy;
+mod endpoints;
 mod instance;
 mod noisy;
 mod python;
@@ -63,13 +65,14 @@ const RELAY_ATOMIC_MEMORY: &str =
 /// batch to disk, a few hundred a second.
 const ATOMIC_FILE_MESSAGES: usize = 2_000;
 const NATS_PY_FETCH1: &str = "nats-py 2.16 fetch(1), ack each (the Python wrapper's defaults)";
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "throughput",
     "noisy",
     "tenants",
     "calls",
     "python",
     "latency",
+    "endpoints",
     "startup",
     "deploy",
     "idle",
@@ -153,6 +156,7 @@ struct Bench {
     warm_cache: PathBuf,
     noop: PathBuf,
     relay: PathBuf,
+    testkit: PathBuf,
     py_noop: PathBuf,
     js_noop: PathBuf,
     n: usize,
@@ -171,6 +175,7 @@ async fn main() {
         warm_cache: root().join("target/natsapp-bench-cache"),
         noop: guest("wasm32-wasip2/release/noop.wasm"),
         relay: guest("wasm32-wasip2/release/relay.wasm"),
+        testkit: guest("wasm32-wasip2/release/testkit.wasm"),
         py_noop: guest("python/noop.wasm"),
         js_noop: guest("js/noop.wasm"),
         n: a.messages,
@@ -230,6 +235,9 @@ async fn main() {
     }
     if a.runs("latency") {
         rows.extend(b.latency(a.rate, a.seconds).await);
+    }
+    if a.runs("endpoints") {
+        rows.extend(b.endpoints(usize::from(a.rounds), a.seconds).await);
     }
     if a.runs("startup") {
         rows.extend(b.startup().await);

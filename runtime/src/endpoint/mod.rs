@@ -169,8 +169,11 @@ impl Endpoint {
         let msg = Arc::new(InFlight::request(request, &self.name, sequence));
         let (me, abandon) = (self.clone(), abandon.clone());
         let handled = async move {
+            // Boxed: the handler's state is large, and a spawned future is
+            // moved into its task.
+            let handled = Box::pin(me.clone().handle(msg.clone(), received, place));
             tokio::select! {
-                () = me.clone().handle(msg.clone(), received, place) => {}
+                () = handled => {}
                 // Past the graceful timeout the handler is dropped; its
                 // requester learns at once rather than at its timeout.
                 () = abandon.cancelled() => {

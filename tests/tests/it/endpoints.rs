@@ -175,7 +175,10 @@ async fn requests_past_the_waiting_places_are_answered_503_at_once() {
         &server,
         &ENDPOINT
             .replace("concurrency = 2", "concurrency = 1\nmax_waiting = 1")
-            .replace(r#"limits = { timeout = "2s" }"#, r#"limits = { timeout = "30s" }"#),
+            .replace(
+                r#"limits = { timeout = "2s" }"#,
+                r#"limits = { timeout = "30s" }"#,
+            ),
     );
     let _running = Running::start(&file).await;
     let client = server.client().await;
@@ -460,7 +463,10 @@ async fn a_stopping_service_answers_every_request_it_took() {
         &server,
         &ENDPOINT
             .replace("concurrency = 2", "concurrency = 1")
-            .replace(r#"limits = { timeout = "2s" }"#, r#"limits = { timeout = "30s" }"#),
+            .replace(
+                r#"limits = { timeout = "2s" }"#,
+                r#"limits = { timeout = "30s" }"#,
+            ),
     );
     let running = Running::start(&file).await;
     let client = server.client().await;

@@ -1,0 +1,182 @@
+//! Request/reply: a Rust endpoint of natsapp-wasm against a raw async-nats
+//! responder on the same server, both answering 100 requesters, then one,
+//! each sending its next request once answered, for a few seconds per
+//! round.
+//! Rounds alternate the two; each row is the median of its rounds, its
+//! ratio taken per round against the raw responder of the same round.
+
+use super::*;
+
+const REQUESTERS: usize = 100;
+const RAW_ENDPOINT: &str =
+    "request/reply, raw async-nats responder (own connection, queue group, a task per request)";
+const WASM_ENDPOINT: &str =
+    "request/reply, natsapp-wasm Rust endpoint (respond, reused instances, concurrency 100)";
+
+/// One round of one side: answers per second, and the p50 and p99 latency.
+struct Round {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Bench {
+    pub(crate) async fn endpoints(&self, rounds: usize, seconds: u64) -> Vec<Row> {
+        let payload = format!(r#"{{"op":"respond","data":"{}"}}"#, "x".repeat(PAYLOAD));
+        // The raw responder has a connection of its own, as a service
+        // beside its requesters would.
+        let responder = self.server.client().await;
+        let raw = tokio::spawn(raw_responder(responder, "bench.raw"));
+        let toml = format!(
+            "[service]\nname = \"bench\"\ngraceful_timeout = \"2s\"\n[nats]\nservers = [\"{}\"]\n\
+             [[endpoints]]\nname = \"bench\"\nsubject = \"bench.wasm\"\ncomponent = \"{}\"\n\
+             concurrency = {CONCURRENCY}\ninstances = \"reuse\"\n",
+            self.server.url(),
+            self.testkit.display()
+        );
+        let child = spawn(&toml, self.dir.path(), &self.warm_cache);
+        answered(&self.client, "bench.wasm", &payload).await;
+        // Rounds alternate the two sides: 100 requesters, then one.
+        let mut runs: [(usize, Vec<Round>, Vec<Round>); 2] = [
+            (REQUESTERS, Vec::new(), Vec::new()),
+            (1, Vec::new(), Vec::new()),
+        ];
+        for round in 1..=rounds {
+            eprintln!("endpoints: round {round} of {rounds}");
+            for (requesters, raws, wasms) in &mut runs {
+                raws.push(load(&self.client, "bench.raw", &payload, seconds, *requesters).await);
+                wasms.push(load(&self.client, "bench.wasm", &payload, seconds, *requesters).await);
+            }
+        }
+        let (peak, _) = rss_mib(child.id());
+        stop(child);
+        raw.abort();
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let mut rows = Vec::new();
+        for (requesters, raws, wasms) in &runs {
+            let side = |rounds: &[Round], ratio, note: String, peak| Row {
+                case: String::new(),
+                msgs_per_s: Some(median(rounds.iter().map(|r| r.rate).collect())),
+                ratio,
+                p50_ms: Some(median(rounds.iter().map(|r| r.p50_ms).collect())),
+                p99_ms: Some(median(rounds.iter().map(|r| r.p99_ms).collect())),
+                peak_rss_mib: peak,
+                note,
+            };
+            let per_round = |f: fn(&Round, &Round) -> f64| {
+                median(raws.iter().zip(wasms).map(|(r, w)| f(r, w)).collect())
+            };
+            let ratio = per_round(|r, w| w.rate / r.rate);
+            let added = per_round(|r, w| w.p50_ms - r.p50_ms);
+            let who = format!(
+                ", {requesters} requester{}",
+                if *requesters == 1 { "" } else { "s" }
+            );
+            rows.push(Row {
+                case: format!("{RAW_ENDPOINT}{who}"),
+                ..side(
+                    raws,
+                    Some(1.0),
+                    format!("median of {rounds} rounds of {seconds} s"),
+                    None,
+                )
+            });
+            rows.push(Row {
+                case: format!("{WASM_ENDPOINT}{who}"),
+                ..side(
+                    wasms,
+                    Some(ratio),
+                    format!("× raw per round (median); p50 added over raw: {added:.3} ms"),
+                    Some(peak),
+                )
+            });
+        }
+        rows
+    }
+}
+
+/// Answers every request to `subject` with its payload, each in a task of
+/// its own, in a queue group: what a hand-written async-nats service does.
+async fn raw_responder(client: async_nats::Client, subject: &'static str) {
+    let mut requests = client.queue_subscribe(subject, "q".into()).await.unwrap();
+    while let Some(request) = requests.next().await {
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Some(reply) = request.reply {
+                let _ = client.publish(reply, request.payload).await;
+            }
+        });
+    }
+}
+
+/// Waits until `subject` answers.
+async fn answered(client: &async_nats::Client, subject: &str, payload: &str) {
+    let t0 = Instant::now();
+    loop {
+        if client
+            .request(subject.to_string(), payload.to_string().into())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        within(t0, "the endpoint to answer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `requesters` asking `subject` one request after another each, for
+/// `seconds`: answers per second and their latencies.
+async fn load(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: &str,
+    seconds: u64,
+    requesters: usize,
+) -> Round {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let requesters = (0..requesters).map(|_| {
+        let (client, subject, payload) = (client.clone(), subject.to_string(), payload.to_string());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < until {
+                let sent = Instant::now();
+                let answer = client
+                    .request(subject.clone(), payload.clone().into())
+                    .await
+                    .expect("an answer");
+                assert!(
+                    answer
+                        .headers
+                        .as_ref()
+                        .is_none_or(|h| h.get("Nats-Service-Error-Code").is_none()),
+                    "an error answer: {answer:?}"
+                );
+                latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+            }
+            latencies
+        })
+    });
+    let mut latencies: Vec<f64> = futures::future::join_all(requesters)
+        .await
+        .into_iter()
+        .flat_map(|r| r.unwrap())
+        .collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let round = Round {
+        rate: latencies.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    };
+    eprintln!(
+        "{subject}: {:.0} answers/s, p50 {:.3} ms, p99 {:.3} ms",
+        round.rate, round.p50_ms, round.p99_ms
+    );
+    round
+}

@@ -381,9 +381,10 @@ impl Run for Reloading<'_> {
 
 /// Answers status requests with what `roster` runs of `deploy`'s fragments.
 fn publish_status(roster: &Roster, deploy: &Deploy) {
-    deploy.publish_status(roster.subscribers.values().filter_map(|e| {
-        let key = e.config.fragment.as_ref()?;
-        Some((key, e.config.name.as_str(), e.digest.as_str()))
+    let subscribers = (roster.subscribers.values()).map(|e| (&e.config, e.digest.as_str()));
+    let endpoints = (roster.endpoints.values()).map(|e| (&e.config.handler, e.digest.as_str()));
+    deploy.publish_status(subscribers.chain(endpoints).filter_map(|(config, digest)| {
+        Some((config.fragment.as_ref()?, config.name.as_str(), digest))
     }));
 }
 

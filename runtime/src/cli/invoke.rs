@@ -14,17 +14,18 @@ use std::time::Duration;
 #[derive(clap::Args)]
 pub struct InvokeArgs {
     /// A component (.wasm) to run alone, or a service file (.toml) whose
-    /// subscriber runs with the file's limits, grants and config.
+    /// subscriber or endpoint runs with the file's limits, grants and config
+    /// (an endpoint's message is a request: the report shows its answer).
     target: PathBuf,
     /// The payload, as text (or use --file; neither: empty).
     payload: Option<String>,
     /// Read the payload from FILE ("-": standard input).
     #[arg(long, short = 'f', conflicts_with = "payload")]
     file: Option<PathBuf>,
-    /// The subscriber to run, when the service file has several.
+    /// The subscriber or endpoint to run, when the service file has several.
     #[arg(long, short = 's')]
     subscriber: Option<String>,
-    /// The message's subject (default: the subscriber's).
+    /// The message's subject (default: the subscriber's or endpoint's).
     #[arg(long)]
     subject: Option<String>,
     /// A header of the message, NAME=VALUE (repeatable).

@@ -85,7 +85,7 @@ impl KvKeys {
 /// A component a fragment names by its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalComponent {
-    /// The subscriber.
+    /// The subscriber or endpoint.
     pub subscriber: String,
     /// The file, relative to the fragment's folder unless absolute.
     pub path: PathBuf,
@@ -98,12 +98,20 @@ pub fn local_components(origin: &Path, text: &str) -> Result<Vec<LocalComponent>
     let de = toml::Deserializer::parse(text).map_err(|e| syntax_error(origin, text, "", &e))?;
     let included: RawInclude = serde_path_to_error::deserialize(de)
         .map_err(|e| syntax_error(origin, text, &e.path().to_string(), e.inner()))?;
-    Ok(included
+    let handlers = (included
         .subscribers
         .into_iter()
-        .filter_map(|s| match s.component {
+        .map(|s| (s.name, s.component)))
+    .chain(
+        included
+            .endpoints
+            .into_iter()
+            .map(|e| (e.name, e.component)),
+    );
+    Ok(handlers
+        .filter_map(|(name, component)| match component {
             RawComponent::Path(path) | RawComponent::Pinned { path, .. } => Some(LocalComponent {
-                subscriber: s.name,
+                subscriber: name,
                 path,
             }),
             RawComponent::Object { .. } => None,
@@ -114,7 +122,7 @@ pub fn local_components(origin: &Path, text: &str) -> Result<Vec<LocalComponent>
 /// A component a fragment names as an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedObject {
-    /// The subscriber.
+    /// The subscriber or endpoint.
     pub subscriber: String,
     /// The subscriber's `tenant`, as the fragment states it.
     pub tenant: Option<String>,
@@ -129,15 +137,16 @@ pub fn named_objects(text: &str) -> Vec<NamedObject> {
     let Ok(included) = toml::from_str::<RawInclude>(text) else {
         return Vec::new();
     };
-    included
-        .subscribers
-        .into_iter()
-        .filter_map(|s| match s.component {
+    let handlers = (included.subscribers.into_iter())
+        .map(|s| (s.name, s.tenant, s.component))
+        .chain((included.endpoints.into_iter()).map(|e| (e.name, e.tenant, e.component)));
+    handlers
+        .filter_map(|(handler, tenant, component)| match component {
             RawComponent::Object { object, sha256 } => {
                 let (bucket, name) = object.split_once('/')?;
                 Some(NamedObject {
-                    subscriber: s.name,
-                    tenant: s.tenant,
+                    subscriber: handler,
+                    tenant,
                     source: ComponentSource::Object {
                         bucket: bucket.to_string(),
                         name: name.to_string(),
@@ -150,15 +159,18 @@ pub fn named_objects(text: &str) -> Vec<NamedObject> {
         .collect()
 }
 
-/// `text` with the component of each subscriber in `objects` (name →
+/// `text` with the component of each subscriber and endpoint in `objects` (name →
 /// `BUCKET/NAME` and SHA-256) replaced by that object.
 pub fn with_objects(
     text: &str,
     objects: &std::collections::BTreeMap<String, (String, String)>,
 ) -> Result<String, toml::de::Error> {
     let mut doc: toml::Table = toml::from_str(text)?;
-    if let Some(toml::Value::Array(subscribers)) = doc.get_mut("subscribers") {
-        for s in subscribers.iter_mut().filter_map(toml::Value::as_table_mut) {
+    for section in ["subscribers", "endpoints"] {
+        let Some(toml::Value::Array(handlers)) = doc.get_mut(section) else {
+            continue;
+        };
+        for s in handlers.iter_mut().filter_map(toml::Value::as_table_mut) {
             let name = s
                 .get("name")
                 .and_then(toml::Value::as_str)
@@ -235,38 +247,48 @@ pub(super) fn add_fragments(
                 ));
             }
         }
-        if !included.endpoints.is_empty() {
-            return Err(refuse(
-                "endpoints",
-                "a fragment may not declare endpoints: declare them in the service's file or an included file".into(),
-            ));
-        }
         for mut t in included.tenants {
             t.origin = Some(origin.clone());
             raw.tenants.push(t);
         }
-        for (i, mut s) in included.subscribers.into_iter().enumerate() {
-            if let Some(tenant) = &fragment.key.tenant {
-                let key = format!("subscribers[{i}] ({:?})", s.name);
-                match &s.tenant {
-                    Some(other) if other != tenant => {
-                        return Err(refuse(
-                            &format!("{key}.tenant"),
-                            format!("tenant {tenant:?}'s fragment may declare only its own subscribers, not tenant {other:?}'s"),
-                        ))
-                    }
-                    _ => s.tenant = Some(tenant.clone()),
-                }
-                if !matches!(s.component, RawComponent::Object { .. }) {
+        // A tenant's fragment declares its own handlers, from its own objects.
+        let owned = |section: &str,
+                     i: usize,
+                     name: &str,
+                     whose: &mut Option<String>,
+                     component: &RawComponent| {
+            let Some(tenant) = &fragment.key.tenant else {
+                return Ok(());
+            };
+            let key = format!("{section}[{i}] ({name:?})");
+            match whose {
+                Some(other) if other != tenant => {
                     return Err(refuse(
-                        &format!("{key}.component"),
-                        "a tenant's component must be an object in its own account ({ object = \"BUCKET/NAME\" }), not a file".into(),
-                    ));
+                        &format!("{key}.tenant"),
+                        format!("tenant {tenant:?}'s fragment may declare only its own {section}, not tenant {other:?}'s"),
+                    ))
                 }
+                _ => *whose = Some(tenant.clone()),
             }
+            if !matches!(component, RawComponent::Object { .. }) {
+                return Err(refuse(
+                    &format!("{key}.component"),
+                    "a tenant's component must be an object in its own account ({ object = \"BUCKET/NAME\" }), not a file".into(),
+                ));
+            }
+            Ok(())
+        };
+        for (i, mut s) in included.subscribers.into_iter().enumerate() {
+            owned("subscribers", i, &s.name, &mut s.tenant, &s.component)?;
             s.origin = Some(origin.clone());
             s.fragment = Some(fragment.key.clone());
             raw.subscribers.push(s);
+        }
+        for (i, mut e) in included.endpoints.into_iter().enumerate() {
+            owned("endpoints", i, &e.name, &mut e.tenant, &e.component)?;
+            e.origin = Some(origin.clone());
+            e.fragment = Some(fragment.key.clone());
+            raw.endpoints.push(e);
         }
         let (mut streams, mut buckets) = (included.streams, included.buckets);
         for st in &mut streams {

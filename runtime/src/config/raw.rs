@@ -80,7 +80,7 @@ pub struct RawInclude {
     /// `[[subscribers]]`
     #[serde(default)]
     pub subscribers: Vec<RawSubscriber>,
-    /// `[[endpoints]]` (not in a fragment)
+    /// `[[endpoints]]`
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
     /// `[[streams]]`
@@ -536,6 +536,9 @@ pub struct RawEndpoint {
     /// The included file it came from (set when reading includes).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
+    /// The key-value fragment it came from (set when adding fragments).
+    #[serde(skip)]
+    pub fragment: Option<super::FragmentKey>,
     /// `component = "quote.wasm"`, pinned or an object, as for subscribers.
     pub component: RawComponent,
     /// `concurrency = 64`: handlers running at once.

@@ -6,15 +6,13 @@
 //! runtime answers with a micro-service error for what came of it
 //! (`answer`). Nothing is acknowledged: a core request is delivered once.
 
-pub mod answer;
-
 use crate::config::EndpointConfig;
 use crate::error::ErrorChain;
+use crate::message::answer::{self, ErrorAnswer};
 use crate::message::{InFlight, Outcome};
 use crate::nats::micro::{error_headers, MicroEndpoint};
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
-use answer::ErrorAnswer;
 use futures::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -200,6 +198,8 @@ impl Endpoint {
             Some(s) => Some(s.acquire().await.expect("never closed")),
             None => None,
         };
+        let trace = (self.host.tracer.as_ref())
+            .map(|t| msg.trace.get_or_init(|| t.request(&self.config, &msg)));
         let outcome = self.handler.invoke(msg.clone()).await;
         let request = msg.request.as_ref().expect("a request");
         // A request that wants no answer and was handled is no error.
@@ -212,6 +212,15 @@ impl Endpoint {
             if request.reply.is_some() && request.claim_answer() {
                 self.send_error(request.reply.as_ref(), e).await;
             }
+        }
+        if let Some(trace) = trace {
+            let code = error.as_ref().map(|e| e.code.to_string());
+            let outcome = match (&error, &request.reply) {
+                (Some(_), _) => "error_answer",
+                (None, Some(_)) => "answered",
+                (None, None) => "handled",
+            };
+            trace.finish(outcome, code.as_deref());
         }
         self.micro
             .stats

@@ -4,6 +4,7 @@
 //! down to settling uses these; they import nothing above the outputs and
 //! NATS layers they carry.
 
+pub mod answer;
 pub mod outcome;
 pub mod trace;
 

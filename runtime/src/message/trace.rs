@@ -1,13 +1,13 @@
 //! One delivery's trace, after OpenTelemetry's messaging semantic
 //! conventions (v1.30.0, development status): a `process <subject>` span
-//! of kind consumer per delivery, whose parent is the input's W3C
+//! of kind consumer per delivery (or endpoint request), whose parent is the input's W3C
 //! `traceparent`, and a `send <subject>` span of kind producer per guest
 //! publish or request, whose context goes out in the output's
 //! `traceparent` (replacing one the guest set), so a trace crosses
 //! services. The exporter is set up by `observability::traces`.
 
 use super::InFlight;
-use crate::config::SubscriberConfig;
+use crate::config::{EndpointConfig, SubscriberConfig};
 use async_nats::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
@@ -27,36 +27,46 @@ impl Tracer {
 
     /// Starts the `process` span of one delivery to `sub`.
     pub fn process(&self, sub: &SubscriberConfig, msg: &InFlight) -> MessageTrace {
+        let mut attributes = common(msg);
+        attributes.extend([
+            KeyValue::new("messaging.consumer.group.name", sub.durable.to_string()),
+            KeyValue::new("natsapp.subscriber", sub.name.clone()),
+            KeyValue::new("natsapp.stream", msg.stream.clone()),
+            KeyValue::new("natsapp.stream.sequence", msg.sequence as i64),
+            KeyValue::new("natsapp.delivered", i64::from(msg.delivery.delivered)),
+        ]);
+        if let Some(tenant) = &sub.tenant {
+            attributes.push(KeyValue::new("natsapp.tenant", tenant.clone()));
+        }
+        self.start(msg, attributes)
+    }
+
+    /// Starts the `process` span of one request to `endpoint`.
+    pub fn request(&self, endpoint: &EndpointConfig, msg: &InFlight) -> MessageTrace {
+        let mut attributes = common(msg);
+        attributes.extend([
+            KeyValue::new(
+                "messaging.consumer.group.name",
+                endpoint.queue_group.clone(),
+            ),
+            KeyValue::new("natsapp.endpoint", endpoint.name.clone()),
+        ]);
+        if let Some(tenant) = endpoint.tenant() {
+            attributes.push(KeyValue::new("natsapp.tenant", tenant.to_string()));
+        }
+        self.start(msg, attributes)
+    }
+
+    /// The `process` span of `msg`, a child of its `traceparent` when it has one.
+    fn start(&self, msg: &InFlight, attributes: Vec<KeyValue>) -> MessageTrace {
         let message = &msg.message;
         let parent = match &message.headers {
             Some(h) => TraceContextPropagator::new().extract(&Headers(h)),
             None => Context::new(),
         };
-        let subject = message.subject.as_str();
-        let mut attributes = vec![
-            KeyValue::new("messaging.system", "nats"),
-            KeyValue::new("messaging.operation.name", "process"),
-            KeyValue::new("messaging.operation.type", "process"),
-            KeyValue::new("messaging.destination.name", subject.to_string()),
-            KeyValue::new("messaging.consumer.group.name", sub.durable.to_string()),
-            KeyValue::new("messaging.message.body.size", message.payload.len() as i64),
-            KeyValue::new("natsapp.subscriber", sub.name.clone()),
-            KeyValue::new("natsapp.stream", msg.stream.clone()),
-            KeyValue::new("natsapp.stream.sequence", msg.sequence as i64),
-            KeyValue::new("natsapp.delivered", i64::from(msg.delivery.delivered)),
-        ];
-        if let Some(id) = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
-            attributes.push(KeyValue::new(
-                "messaging.message.id",
-                id.as_str().to_string(),
-            ));
-        }
-        if let Some(tenant) = &sub.tenant {
-            attributes.push(KeyValue::new("natsapp.tenant", tenant.clone()));
-        }
         let span = self
             .0
-            .span_builder(format!("process {subject}"))
+            .span_builder(format!("process {}", message.subject))
             .with_kind(SpanKind::Consumer)
             .with_attributes(attributes)
             .start_with_context(&self.0, &parent);
@@ -65,6 +75,26 @@ impl Tracer {
             tracer: self.0.clone(),
         }
     }
+}
+
+/// The attributes of every `process` span: the system, the operation, the
+/// subject, the payload's size and the message's id when it has one.
+fn common(msg: &InFlight) -> Vec<KeyValue> {
+    let message = &msg.message;
+    let mut attributes = vec![
+        KeyValue::new("messaging.system", "nats"),
+        KeyValue::new("messaging.operation.name", "process"),
+        KeyValue::new("messaging.operation.type", "process"),
+        KeyValue::new("messaging.destination.name", message.subject.to_string()),
+        KeyValue::new("messaging.message.body.size", message.payload.len() as i64),
+    ];
+    if let Some(id) = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+        attributes.push(KeyValue::new(
+            "messaging.message.id",
+            id.as_str().to_string(),
+        ));
+    }
+    attributes
 }
 
 /// One delivery's `process` span.

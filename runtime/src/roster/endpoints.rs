@@ -68,6 +68,7 @@ impl Roster {
         // Outputs of each request are numbered within this process's run
         // of the endpoint: replicas and restarts never share an id.
         host.id_namespace = format!("endpoint:{}:{}", e.name, nuid::next());
+        host.tracer = self.tracer.clone();
         let host = Arc::new(host);
         let (stop, micro) = match s.tenant.as_ref().and_then(|t| self.tenants.get(t)) {
             Some(t) => (t.stop.child_token(), t.micro.clone()),

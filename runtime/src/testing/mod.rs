@@ -22,8 +22,8 @@ mod report;
 pub use local::{Event, LocalWire};
 pub use report::{KvWrite, LogLine, Published, Report, Request, Verdict};
 
-use crate::config::{Config, ConfigError, Subject, SubscriberConfig};
-use crate::message::{DeliveryInfo, InFlight};
+use crate::config::{Config, ConfigError, EndpointConfig, Subject, SubscriberConfig};
+use crate::message::{answer, DeliveryInfo, InFlight};
 use crate::nats::publish::PublishRoutes;
 use crate::nats::setup::OpenedBucket;
 use crate::nats::wire::{BucketStore, Wire};
@@ -220,7 +220,7 @@ impl Builder {
     }
 
     /// The service configuration the handler runs with.
-    fn service(&self) -> Result<(Config, SubscriberConfig), BuildError> {
+    fn service(&self) -> Result<(Config, SubscriberConfig, Option<EndpointConfig>), BuildError> {
         let (config, name) = match &self.source {
             Source::Service(file, name) => {
                 for (flag, given) in [
@@ -242,23 +242,28 @@ impl Builder {
                 (Config::parse(&file, &text, |_| None)?, None)
             }
         };
-        let mut sub = match name {
-            Some(name) => config
-                .subscribers
+        let handlers: Vec<(&SubscriberConfig, Option<&EndpointConfig>)> =
+            (config.subscribers.iter().map(|s| (s, None)))
+                .chain(config.endpoints.iter().map(|e| (&e.handler, Some(e))))
+                .collect();
+        let (mut sub, endpoint) = match name {
+            Some(name) => handlers
                 .iter()
-                .find(|s| s.name == name)
-                .cloned()
+                .find(|(s, _)| s.name == name)
+                .map(|(s, e)| ((*s).clone(), e.cloned()))
                 .ok_or_else(|| {
                     BuildError::Invalid(format!(
-                        "no subscriber {name:?} in the service file (it has {})",
+                        "no {} {name:?} in the service file (it has {})",
+                        kinds(&config, "subscriber", "subscriber or endpoint"),
                         names(&config)
                     ))
                 })?,
-            None => match config.subscribers.as_slice() {
-                [only] => only.clone(),
+            None => match handlers.as_slice() {
+                [(only, endpoint)] => ((*only).clone(), endpoint.cloned()),
                 _ => {
                     return Err(BuildError::Invalid(format!(
-                        "the service file has several subscribers ({}): name one",
+                        "the service file has several {} ({}): name one",
+                        kinds(&config, "subscribers", "subscribers and endpoints"),
                         names(&config)
                     )))
                 }
@@ -282,7 +287,7 @@ impl Builder {
                 )));
             }
         }
-        Ok((config, sub))
+        Ok((config, sub, endpoint))
     }
 
     /// A service file for a component run alone, next to the component
@@ -353,7 +358,7 @@ http = {http}
 
     /// Compiles the component and sets up its local wire.
     pub fn build(self) -> Result<LocalHandler, BuildError> {
-        let (config, sub) = self.service()?;
+        let (config, sub, endpoint) = self.service()?;
         let replies = self
             .replies
             .iter()
@@ -413,6 +418,7 @@ http = {http}
         );
         Ok(LocalHandler {
             sub,
+            endpoint,
             handler,
             host,
             wire,
@@ -424,11 +430,20 @@ http = {http}
     }
 }
 
+/// What `config`'s handlers are called: `subscribers` when it has no
+/// endpoint, `both` when it has.
+fn kinds(config: &Config, subscribers: &'static str, both: &'static str) -> &'static str {
+    if config.endpoints.is_empty() {
+        subscribers
+    } else {
+        both
+    }
+}
+
 fn names(config: &Config) -> String {
-    config
-        .subscribers
-        .iter()
-        .map(|s| format!("{:?}", s.name))
+    (config.subscribers.iter().map(|s| &s.name))
+        .chain(config.endpoints.iter().map(|e| &e.name))
+        .map(|name| format!("{name:?}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -445,6 +460,8 @@ impl Drop for LocalHandler {
 /// A compiled handler that runs messages in this process.
 pub struct LocalHandler {
     sub: SubscriberConfig,
+    /// The endpoint it runs as, when it is one: messages are requests.
+    endpoint: Option<EndpointConfig>,
     handler: Handler,
     host: Arc<SubscriberHost>,
     wire: Arc<LocalWire>,
@@ -497,6 +514,9 @@ impl LocalHandler {
 
     /// [`invoke`](Self::invoke), from async code.
     pub async fn invoke_async(&self, message: Message) -> Report {
+        if let Some(endpoint) = &self.endpoint {
+            return self.request(endpoint, message).await;
+        }
         let msg = match self.delivery(message) {
             Ok(msg) => Arc::new(msg),
             Err(e) => return Report::refused(&self.sub.name, e),
@@ -522,6 +542,32 @@ impl LocalHandler {
         )
     }
 
+    /// Runs `message` as a request to `endpoint`: the report shows its
+    /// answer, the guest's or the one the runtime sends for the outcome.
+    async fn request(&self, endpoint: &EndpointConfig, message: Message) -> Report {
+        let msg = match self.inbound(message) {
+            Ok((message, sequence)) => {
+                let name: Arc<str> = endpoint.name.as_str().into();
+                Arc::new(InFlight::request(message, &name, sequence))
+            }
+            Err(e) => return Report::refused(&endpoint.name, e),
+        };
+        let started = std::time::Instant::now();
+        let outcome = self.handler.invoke(msg.clone()).await;
+        let elapsed = started.elapsed();
+        let request = msg.request.as_ref().expect("a request");
+        let error = answer::after(&outcome, request.answered());
+        Report::answered(
+            &endpoint.name,
+            &outcome,
+            request.reply.as_ref().map_or("", |r| r.as_str()),
+            error.as_ref(),
+            self.wire.take_events(),
+            self.transcript.take(),
+            elapsed,
+        )
+    }
+
     /// The contents of bucket `name` now.
     pub fn bucket(&self, name: &str) -> Vec<(String, Bytes)> {
         self.wire
@@ -532,6 +578,37 @@ impl LocalHandler {
 
     /// `message` as a delivery of the subscriber's consumer.
     fn delivery(&self, message: Message) -> Result<InFlight, String> {
+        let delivered = message.delivered.max(1);
+        let (message, sequence) = self.inbound(message)?;
+        let sub = &self.sub;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let ack_subject = format!(
+            "$JS.ACK.{}.{}.{delivered}.{sequence}.{sequence}.{now}.0",
+            sub.stream, sub.durable
+        );
+        Ok(InFlight::delivered(
+            async_nats::Message {
+                reply: Some(ack_subject.into()),
+                ..message
+            },
+            DeliveryInfo {
+                stream: sub.stream.to_string(),
+                consumer: sub.durable.to_string(),
+                stream_sequence: sequence,
+                consumer_sequence: sequence,
+                delivered,
+                pending: 0,
+                published_unix_ns: now,
+            },
+        ))
+    }
+
+    /// `message` as it arrives on a subject the subscriber or endpoint
+    /// receives (a request's reply subject an inbox of this run), and its
+    /// number among this handler's messages.
+    fn inbound(&self, message: Message) -> Result<(async_nats::Message, u64), String> {
         let sub = &self.sub;
         let subject = match message.subject {
             Some(s) if sub.subject.matches(&s) => s,
@@ -564,35 +641,20 @@ impl LocalHandler {
             .sequence
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        let delivered = message.delivered.max(1);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let ack_subject = format!(
-            "$JS.ACK.{}.{}.{delivered}.{sequence}.{sequence}.{now}.0",
-            sub.stream, sub.durable
-        );
         let length = message.payload.len();
+        let reply = self
+            .endpoint
+            .as_ref()
+            .map(|_| format!("_INBOX.invoke.{sequence}").into());
         let message = async_nats::Message {
             subject: subject.into(),
-            reply: Some(ack_subject.into()),
+            reply,
             payload: message.payload,
             headers: (!headers.is_empty()).then_some(headers),
             status: None,
             description: None,
             length,
         };
-        Ok(InFlight::delivered(
-            message,
-            DeliveryInfo {
-                stream: sub.stream.to_string(),
-                consumer: sub.durable.to_string(),
-                stream_sequence: sequence,
-                consumer_sequence: sequence,
-                delivered,
-                pending: 0,
-                published_unix_ns: now,
-            },
-        ))
+        Ok((message, sequence))
     }
 }

@@ -4,8 +4,10 @@
 
 use super::local::Event;
 pub use super::local::{KvWrite, Published, Request};
+use crate::message::answer::ErrorAnswer;
 use crate::message::{ByGuest, Outcome};
 use crate::nats::ack::Ack;
+use crate::nats::micro::{ERROR_CODE_HEADER, ERROR_HEADER};
 use crate::settle::Disposition;
 use crate::wasm::guest_log::GuestLine;
 use base64::Engine;
@@ -111,6 +113,9 @@ pub struct Report {
     pub acks: Vec<Ack>,
     /// The dead-letter copy, when the runtime published one.
     pub dead_letter: Option<Published>,
+    /// For an endpoint's request: the answer the requester got, the
+    /// guest's or the runtime's error answer.
+    pub answer: Option<Published>,
     /// What the guest wrote to stdout and stderr.
     pub log: Vec<LogLine>,
     /// How long `handle` took (instantiation included).
@@ -140,6 +145,7 @@ impl Report {
             kv: Vec::new(),
             acks: Vec::new(),
             dead_letter: None,
+            answer: None,
             log,
             duration,
         };
@@ -197,6 +203,56 @@ impl Report {
         report
     }
 
+    /// A request to `endpoint` whose reply subject is `reply`, handled
+    /// with `outcome`; `error` is the answer the runtime sends for it.
+    /// Returning without answering is a failure (`no_response`).
+    pub(super) fn answered(
+        endpoint: &str,
+        outcome: &Outcome,
+        reply: &str,
+        error: Option<&ErrorAnswer>,
+        handled: Vec<Event>,
+        log: Vec<LogLine>,
+        duration: Duration,
+    ) -> Self {
+        let mut report = Report::new(
+            endpoint,
+            outcome,
+            &ByGuest::Nothing,
+            &Disposition::Ack,
+            handled,
+            Vec::new(),
+            log,
+            duration,
+        );
+        report.settled = if error.is_some() {
+            "error_answer"
+        } else {
+            "answered"
+        };
+        let at = report.published.iter().position(|p| p.subject == reply);
+        report.answer = match (at, error) {
+            (Some(at), _) => Some(report.published.remove(at)),
+            (None, Some(e)) => Some(Published {
+                subject: reply.to_string(),
+                headers: vec![
+                    (ERROR_HEADER.to_string(), e.description.clone()),
+                    (ERROR_CODE_HEADER.to_string(), e.code.to_string()),
+                ],
+                payload: Bytes::new(),
+                stored: None,
+            }),
+            (None, None) => None,
+        };
+        if let (Outcome::Ok, Some(e)) = (outcome, error) {
+            report.verdict = Verdict::Failed {
+                cause: "no_response".into(),
+                detail: format!("the handler returned without answering: answered {e}"),
+            };
+        }
+        report
+    }
+
     /// A message that was not run, for `why`.
     pub(super) fn refused(subscriber: &str, why: String) -> Self {
         Report {
@@ -208,6 +264,7 @@ impl Report {
             kv: Vec::new(),
             acks: Vec::new(),
             dead_letter: None,
+            answer: None,
             log: Vec::new(),
             duration: Duration::ZERO,
         }
@@ -266,6 +323,7 @@ impl Report {
             }).collect::<Vec<_>>(),
             "acks": self.acks.iter().map(ack_text).collect::<Vec<_>>(),
             "dead_letter": self.dead_letter.as_ref().map(published_json),
+            "answer": self.answer.as_ref().map(published_json),
             "log": self.log.iter().map(|l| json!({
                 "stream": if l.stderr { "stderr" } else { "stdout" },
                 "line": l.text,
@@ -377,6 +435,17 @@ impl fmt::Display for Report {
         }
         if let Some(d) = &self.dead_letter {
             writeln!(f, "  dead letter {}: {}", d.subject, shown(&d.payload))?;
+        }
+        if let Some(a) = &self.answer {
+            match (a.header(ERROR_CODE_HEADER), a.header(ERROR_HEADER)) {
+                (Some(code), description) => writeln!(
+                    f,
+                    "  answer: error {code} {}",
+                    description.unwrap_or_default()
+                )?,
+                _ => writeln!(f, "  answer: {}", shown(&a.payload))?,
+            }
+            return writeln!(f, "  settled: {}", self.settled);
         }
         let acks: Vec<String> = self.acks.iter().map(ack_text).collect();
         writeln!(f, "  settled: {} [{}]", self.settled, acks.join(", "))

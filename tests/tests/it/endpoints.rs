@@ -532,3 +532,79 @@ async fn a_reply_subject_in_the_systems_namespace_is_never_answered() {
         "nothing is sent to a $ subject"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_deployed_over_nats_serves_on_every_replica_and_follows_its_key() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        "[service]\nname = \"fleet\"\ngraceful_timeout = \"5s\"\ninclude = [{ kv = \"DEPLOY\", keys = \"pricing.>\" }]\n\n[nats]\nservers = [\"{url}\"]\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut replicas = Vec::new();
+    for i in 0..2 {
+        let log = dir.path().join(format!("replica-{i}.log"));
+        replicas.push(spawn_run(&file, &log, &[]));
+        logged(&log, "nothing deployed runs yet").await;
+    }
+    let deploy = |name: &str, extra: &str| {
+        let fragment = dir.path().join(name);
+        std::fs::write(
+            &fragment,
+            format!(
+                "[[endpoints]]\nname = \"quote\"\nsubject = \"fleet.quote\"\ncomponent = \"{}\"\n{extra}",
+                guests::TESTKIT
+            ),
+        )
+        .unwrap();
+        succeeds(
+            std::process::Command::new(natsapp_bin())
+                .args(["deploy", fragment.to_str().unwrap(), "DEPLOY/pricing.quote"])
+                .args([
+                    "--create",
+                    "--wait",
+                    "--replicas",
+                    "2",
+                    "--server",
+                    server.url(),
+                ]),
+        )
+    };
+    let out = deploy("v1.toml", "");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("every replica (2) applied DEPLOY/pricing.quote revision 1"),
+        "{out:?}"
+    );
+    let client = server.client().await;
+    let (payload, _) = ask(&client, "fleet.quote", r#"{"op":"respond","data":"v1"}"#).await;
+    assert_eq!(payload, "v1");
+    let infos = gather(&client, "$SRV.INFO.fleet", 2).await;
+    for info in &infos {
+        assert_eq!(listed(info), ["health", "quote"], "{info}");
+    }
+    // A new revision replaces it on every replica; status names it.
+    deploy("v2.toml", "max_waiting = 10\n");
+    let status = succeeds(std::process::Command::new(natsapp_bin()).args([
+        "status",
+        "DEPLOY",
+        "--replicas",
+        "2",
+        "--server",
+        server.url(),
+    ]));
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(
+        status
+            .matches("DEPLOY/pricing.quote  revision 2  quote=")
+            .count(),
+        2,
+        "{status}"
+    );
+    let (payload, error) = ask(&client, "fleet.quote", r#"{"op":"respond","data":"v2"}"#).await;
+    assert_eq!((payload.as_str(), error), ("v2", None));
+    for mut replica in replicas {
+        sigterm(&replica);
+        assert_eq!(wait_exit(&mut replica, Duration::from_secs(20)), 0);
+    }
+}

@@ -585,3 +585,42 @@ fn atomic_outputs_are_reported_once_committed_and_a_failed_call_stores_none() {
     assert_eq!(said["with_puback"], 0, "publish returned no PubAck: {said}");
     assert_eq!(report.acks, [natsapp_wasm::nats::ack::Ack::Ack], "{report}");
 }
+
+#[test]
+fn an_endpoints_request_runs_locally_and_shows_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("service.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[service]\nname = \"pricing\"\n\n[[endpoints]]\nname = \"quote\"\nsubject = \"pricing.quote\"\ncomponent = \"{}\"\n",
+            guests::TESTKIT
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let (code, stdout, stderr) = invoke(&[file, r#"{"op":"respond","data":"42.5"}"#]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("  answer: 42.5\n"), "{stdout}");
+    assert!(stdout.ends_with("  settled: answered\n"), "{stdout}");
+
+    let (code, report) = invoke_json(&[file, r#"{"op":"reject","reason":"unknown sku"}"#]);
+    assert_eq!(code, 4, "{report}");
+    assert_eq!(report["settled"], "error_answer");
+    assert_eq!(
+        report["answer"]["headers"],
+        json!([
+            ["Nats-Service-Error", "unknown sku"],
+            ["Nats-Service-Error-Code", "400"]
+        ])
+    );
+
+    // Returning without an answer is a failure the requester sees as 500.
+    let (code, stdout, _) = invoke(&[file, r#"{"op":"ok"}"#]);
+    assert_eq!(code, 5, "{stdout}");
+    assert!(
+        stdout.contains("  answer: error 500 no response\n"),
+        "{stdout}"
+    );
+    assert!(stdout.starts_with("failure (no_response): the handler returned without answering: answered 500:no response"), "{stdout}");
+}

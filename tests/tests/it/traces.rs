@@ -268,3 +268,80 @@ async fn the_collector_is_checked_and_shown_in_the_plan() {
         "{plan}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_request_and_its_answer_form_one_trace() {
+    let receiver = OtlpReceiver::start().await;
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &format!(
+            "[service]\nname = \"pricing\"\ntraces = \"{}\"\n\n[nats]\nservers = [\"{{url}}\"]\n\n\
+             [[endpoints]]\nname = \"quote\"\nsubject = \"pricing.quote\"\ncomponent = \"{{testkit}}\"\n",
+            receiver.url()
+        ),
+    );
+    let running = Running::start(&file).await;
+    let client = server.client().await;
+    let ask = |op: &'static str| {
+        let client = client.clone();
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("traceparent", traceparent().as_str());
+            client
+                .request_with_headers("pricing.quote", headers, op.into())
+                .await
+                .ok()
+        }
+    };
+    eventually(Duration::from_secs(30), "the endpoint to answer", || {
+        ask(r#"{"op":"respond","data":"42"}"#)
+    })
+    .await;
+    let refused = ask(r#"{"op":"reject","reason":"unknown sku"}"#)
+        .await
+        .unwrap();
+    assert!(refused.headers.is_some(), "{refused:?}");
+    running.stop().await;
+
+    let spans = receiver.spans();
+    let processes: Vec<_> = spans
+        .iter()
+        .filter(|s| s.span.name == "process pricing.quote" && s.trace_id() == TRACE_ID)
+        .collect();
+    assert!(processes.len() >= 2, "{spans:#?}");
+    for p in &processes {
+        assert_eq!(
+            p.parent_id(),
+            PARENT_ID,
+            "the requester's span is the parent"
+        );
+        assert_eq!(p.span.kind, CONSUMER);
+        assert_eq!(p.attribute("natsapp.endpoint").as_deref(), Some("quote"));
+        assert_eq!(
+            p.attribute("messaging.consumer.group.name").as_deref(),
+            Some("pricing")
+        );
+    }
+    let answered = processes
+        .iter()
+        .find(|p| p.attribute("natsapp.outcome").as_deref() == Some("answered"))
+        .expect("the answered request's span");
+    let answer = spans
+        .iter()
+        .find(|s| s.parent_id() == answered.span_id() && s.span.kind == PRODUCER)
+        .expect("the guest's answer is a send span under its request's");
+    assert_eq!(
+        answer.attribute("messaging.operation.name").as_deref(),
+        Some("publish")
+    );
+    let rejected = processes
+        .iter()
+        .find(|p| p.attribute("natsapp.outcome").as_deref() == Some("error_answer"))
+        .expect("the rejected request's span");
+    assert_eq!(rejected.attribute("error.type").as_deref(), Some("400"));
+    assert_eq!(
+        rejected.span.status.as_ref().map(|s| s.code),
+        Some(STATUS_ERROR)
+    );
+}

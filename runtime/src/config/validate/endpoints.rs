@@ -64,7 +64,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             name: e.name.clone(),
             tenant: e.tenant,
             origin: e.origin,
-            fragment: None,
+            fragment: e.fragment,
             component: e.component,
             subject: Some(e.subject.clone()),
             stream: None,

@@ -351,9 +351,10 @@ async fn answer(
             &*request.endpoint
         )));
     }
+    let send = msg.trace.get().map(|t| t.send(reply, "publish", &mut map));
     let _call = msg.nats_call();
     let data = bytes::Bytes::from(data);
-    retrying(
+    let sent = retrying(
         || format!("endpoint {:?}: answer on {reply:?}", &*request.endpoint),
         sub.settler.patience(msg),
         || {
@@ -364,9 +365,15 @@ async fn answer(
         || sub.wire.connected(),
         |waited| sub.waited_for_nats(msg, waited),
     )
-    .await
-    .map(|_| ())
-    .map_err(|e| {
+    .await;
+    if let Some(send) = send {
+        send.finish(
+            sent.as_ref()
+                .err()
+                .map(|e| (e.kind(), ErrorChain(e).to_string())),
+        );
+    }
+    sent.map(|_| ()).map_err(|e| {
         // Not answered after all: the runtime answers for the outcome.
         request.release_answer();
         Error::from(e)

@@ -1,8 +1,9 @@
-//! What a request is answered with when its guest did not answer it: a
-//! micro-service error whose status says what came of the handler, sent as
-//! soon as that is known.
+//! What a request to an endpoint is answered with when its guest did not
+//! answer it: a micro-service error whose status says what came of the
+//! handler, sent as soon as that is known (by the endpoint, or by a local
+//! run).
 
-use crate::message::{FailureCause, Outcome};
+use super::{FailureCause, Outcome};
 
 /// An error answer: its status code and description.
 #[derive(Debug, Clone, PartialEq, Eq)]

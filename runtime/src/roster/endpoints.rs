@@ -12,7 +12,6 @@ use crate::nats::micro::MicroService;
 use crate::nats::setup::OpenedBucket;
 use crate::scheduler::PullContext;
 use crate::wasm::component::Loaded;
-use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
 use futures::FutureExt;
 use std::sync::Arc;
@@ -57,18 +56,10 @@ impl Roster {
             Ok(c) => c,
             Err(reason) => return self.not_running_endpoint(e, loaded.digest, &reason),
         };
-        let mut host = SubscriberHost::new(
-            s,
-            conn.wire(),
-            self.routes.get(&s.tenant).cloned().unwrap_or_default(),
-            buckets,
-            None,
-        )
-        .with_quotas(s, quotas.guest);
+        let mut host = self.host(s, conn, &quotas, buckets, None);
         // Outputs of each request are numbered within this process's run
         // of the endpoint: replicas and restarts never share an id.
         host.id_namespace = format!("endpoint:{}:{}", e.name, nuid::next());
-        host.tracer = self.tracer.clone();
         let host = Arc::new(host);
         let (stop, micro) = match s.tenant.as_ref().and_then(|t| self.tenants.get(t)) {
             Some(t) => (t.stop.child_token(), t.micro.clone()),
@@ -76,13 +67,7 @@ impl Roster {
         };
         let endpoint = Endpoint::new(
             e.clone(),
-            Handler::new(
-                loaded.pre,
-                host.clone(),
-                s.timeout,
-                s.progress_every(),
-                s.instances,
-            ),
+            Handler::of(s, loaded.pre, host.clone()),
             host,
             quotas.concurrency,
             conn.client.clone(),

@@ -274,29 +274,20 @@ impl Roster {
             Some((previous, retired)) => (previous, Some(retired)),
             None => (None, None),
         };
-        let host = SubscriberHost::new(
+        let host = Arc::new(self.host(
             s,
-            conn.wire(),
-            self.routes.get(&s.tenant).cloned().unwrap_or_default(),
+            conn,
+            &quotas,
             setup.buckets,
             previous.as_deref().map(Subscriber::settler),
-        );
-        let mut host = host.with_quotas(s, quotas.guest);
-        host.tracer = self.tracer.clone();
-        let host = Arc::new(host);
+        ));
         let stop = match s.tenant.as_ref().and_then(|t| self.tenants.get(t)) {
             Some(t) => t.stop.child_token(),
             None => self.stop_all.child_token(),
         };
         let sub = Arc::new(Subscriber {
             config: s.clone(),
-            handler: Handler::new(
-                loaded.pre,
-                host.clone(),
-                s.timeout,
-                s.progress_every(),
-                s.instances,
-            ),
+            handler: Handler::of(s, loaded.pre, host.clone()),
             host,
             tenant_slots: quotas.concurrency,
             jetstream: conn.jetstream.clone(),
@@ -316,6 +307,25 @@ impl Roster {
             start(&mut entry, ctx);
         }
         entry
+    }
+
+    /// What the guests of `s` (a subscriber's, or an endpoint's handler)
+    /// share on `conn`: its grants and buckets, its tenant's `quotas`, the
+    /// service's routes and tracer; counting into `previous`'s statistics
+    /// when it replaces a subscriber.
+    pub(crate) fn host(
+        &self,
+        s: &SubscriberConfig,
+        conn: &Connection,
+        quotas: &SharedQuotas,
+        buckets: Vec<crate::nats::setup::OpenedBucket>,
+        previous: Option<&crate::settle::Settler>,
+    ) -> SubscriberHost {
+        let routes = self.routes.get(&s.tenant).cloned().unwrap_or_default();
+        let mut host = SubscriberHost::new(s, conn.wire(), routes, buckets, previous)
+            .with_quotas(s, quotas.guest.clone());
+        host.tracer = self.tracer.clone();
+        host
     }
 
     /// A subscriber that cannot run, for `reason`: reported, counted as not running.

@@ -409,13 +409,7 @@ http = {http}
         let transcript = Arc::new(Transcript::default());
         host.transcript = Some(transcript.clone());
         let host = Arc::new(host);
-        let handler = Handler::new(
-            loaded.pre,
-            host.clone(),
-            sub.timeout,
-            sub.progress_every(),
-            sub.instances,
-        );
+        let handler = Handler::of(&sub, loaded.pre, host.clone());
         Ok(LocalHandler {
             sub,
             endpoint,

@@ -8,7 +8,7 @@ use super::guest_log::{GuestLog, GuestOutput};
 use super::host::{
     HandleError, HostState, MemoryLimiter, MessageHandle, Service, ServicePre, SubscriberHost,
 };
-use crate::config::Instances;
+use crate::config::{Instances, SubscriberConfig};
 use crate::error::ErrorChain;
 use crate::message::{FailureCause, InFlight, Outcome};
 use crate::settle::Settler;
@@ -56,6 +56,12 @@ enum InvokeFailure {
 }
 
 impl Handler {
+    /// The handler of `s` (a subscriber's, or an endpoint's): its time
+    /// limit, its in-progress interval and its instance mode.
+    pub fn of(s: &SubscriberConfig, pre: ServicePre<HostState>, host: Arc<SubscriberHost>) -> Self {
+        Handler::new(pre, host, s.timeout, s.progress_every(), s.instances)
+    }
+
     /// A handler running `pre` with `host`'s capabilities, `timeout` per
     /// message, an in-progress signal every `heartbeat`, and instances
     /// fresh per message or reused.

@@ -59,17 +59,40 @@ pub(crate) async fn time_drain(
     durable: &str,
     n: usize,
 ) -> Duration {
+    let start = first_delivery(js, stream, durable).await;
+    drained_since(js, stream, durable, n, start).await
+}
+
+/// When `durable` on `stream` first delivered a message (as seen by
+/// polling its info).
+pub(crate) async fn first_delivery(
+    js: &jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> Instant {
     let s = js.get_stream(stream).await.unwrap();
     let t0 = Instant::now();
-    let start = loop {
+    loop {
         within(t0, &format!("the first delivery on {stream}"));
         if let Ok(info) = s.consumer_info(durable).await {
             if info.delivered.stream_sequence > 0 {
-                break Instant::now();
+                return Instant::now();
             }
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
-    };
+    }
+}
+
+/// How long after `start` `durable` on `stream` had acked all `n` messages.
+pub(crate) async fn drained_since(
+    js: &jetstream::Context,
+    stream: &str,
+    durable: &str,
+    n: usize,
+    start: Instant,
+) -> Duration {
+    let s = js.get_stream(stream).await.unwrap();
+    let t0 = Instant::now();
     loop {
         within(t0, &format!("{durable} on {stream} to drain"));
         let info = s.consumer_info(durable).await.unwrap();

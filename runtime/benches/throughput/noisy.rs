@@ -326,16 +326,19 @@ impl Bench {
             )
         });
         let stream = self.js.get_stream(&quiet).await.unwrap();
+        stream.resume_consumer("quiet").await.unwrap();
+        // The drain, and the noisy side's guest CPU (while the quiet side
+        // is busy, the noisy one has only its share), are timed from the
+        // first delivery; the processes' CPU over the whole wait, from the
+        // resume.
+        let watched = Instant::now();
+        let cpu_before = (cpu_seconds(child.id()), cpu_seconds(self.server.pid()));
+        let start = first_delivery(&self.js, &quiet, "quiet").await;
         let noisy_guest_before = match noisy_tenant {
             Some(_) => noisy_guest_seconds(admin).await,
             None => None,
         };
-        stream.resume_consumer("quiet").await.unwrap();
-        // The drain is timed from its first delivery; the processes' CPU
-        // over the whole wait, from the resume.
-        let watched = Instant::now();
-        let cpu_before = (cpu_seconds(child.id()), cpu_seconds(self.server.pid()));
-        let took = time_drain(&self.js, &quiet, "quiet", n).await;
+        let took = drained_since(&self.js, &quiet, "quiet", n, start).await;
         let (runtime_cpu, server_cpu) = (
             cpu_seconds(child.id()) - cpu_before.0,
             cpu_seconds(self.server.pid()) - cpu_before.1,
@@ -344,7 +347,10 @@ impl Bench {
             Some(_) => noisy_guest_seconds(admin).await,
             None => None,
         };
-        let watched = watched.elapsed().as_secs_f64();
+        let (watched, busy) = (
+            watched.elapsed().as_secs_f64(),
+            start.elapsed().as_secs_f64(),
+        );
         if let Some(perf) = profile {
             interrupt(perf);
         }
@@ -354,7 +360,7 @@ impl Bench {
             rate: n as f64 / took.as_secs_f64(),
             noisy_guest_cpu: noisy_guest_before
                 .zip(noisy_guest_after)
-                .map(|(before, after)| (after - before) / watched),
+                .map(|(before, after)| (after - before) / busy),
             runtime_cores: runtime_cpu / watched,
             server_cores: server_cpu / watched,
         }

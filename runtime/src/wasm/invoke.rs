@@ -12,7 +12,7 @@ use crate::config::{Instances, SubscriberConfig};
 use crate::error::ErrorChain;
 use crate::message::{FailureCause, InFlight, Outcome};
 use crate::settle::Settler;
-use crate::wasm::cpu::GuestCpu;
+use crate::wasm::cpu::{Admission, GuestCpu};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -265,21 +265,26 @@ impl Handler {
 /// a tick for the poll's length; a poll lasts at most a tick, as the guest
 /// yields at every epoch tick. The first poll is admitted too: guests
 /// started together do not each run a tick past the budget. A guest
-/// parked waits in line: while it does, guests that keep running are
-/// parked too.
+/// parked waits in line, and asks again whenever it is woken: when its
+/// timer runs out, or when the line moves.
 async fn metered<F: Future>(work: F, cpu: &GuestCpu) -> F::Output {
     let mut work = std::pin::pin!(work);
-    let mut parked: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut waiting = cpu.waiting();
     std::future::poll_fn(|cx| {
         loop {
-            if let Some(sleep) = parked.as_mut() {
-                std::task::ready!(sleep.as_mut().poll(cx));
-                parked = None;
-            }
-            match cpu.admit(super::EPOCH_TICK, &mut waiting) {
-                None => break,
-                Some(wait) => parked = Some(Box::pin(tokio::time::sleep(wait))),
+            match cpu.admit(super::EPOCH_TICK, &mut waiting, cx.waker()) {
+                Admission::Now => break,
+                Admission::Queued => return std::task::Poll::Pending,
+                Admission::After(wait) => {
+                    let deadline = tokio::time::Instant::now() + wait;
+                    match timer.as_mut() {
+                        Some(t) => t.as_mut().reset(deadline),
+                        None => timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                    let t = timer.as_mut().expect("set above");
+                    std::task::ready!(t.as_mut().poll(cx));
+                }
             }
         }
         let started = std::time::Instant::now();

@@ -276,6 +276,45 @@ async fn a_tenants_cpu_quota_bounds_its_spinning_guests_and_counts_the_parking()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_cpu_quota_is_not_left_idle_while_its_guests_wait() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &in_tenant_acme(
+            crate::kit_service(
+                "concurrency = 16\nconsumer = { max_deliver = 1 }\nlimits = { timeout = \"2s\" }",
+            ),
+            "cpu = \"0.1\", concurrency = 16",
+        ),
+    );
+    let running = Running::start(&file).await;
+    let js = server.jetstream().await;
+    for _ in 0..16 {
+        js_publish(&js, "in.kit", r#"{"op":"spin"}"#).await;
+    }
+    let s = stats_until(&running, "kit", "the spinners timed out", |s| {
+        s.termed == 16
+    })
+    .await;
+    assert_eq!(
+        s.failed(natsapp_wasm::message::FailureCause::Timeout),
+        16,
+        "{s:?}"
+    );
+    // Sixteen guests spun for their two-second limit, all the while
+    // waiting in line for a tenth of a core: the quota's 0.2 s were theirs
+    // to use, and a line of parked guests must not leave it idle (40%
+    // allowed for timers late on a loaded machine).
+    let t = running.stats.tenant("acme").expect("acme's statistics");
+    let earned = 0.1 * 2.0;
+    assert!(
+        t.guest_cpu_seconds >= 0.6 * earned,
+        "{:.3} s of guest CPU: the spinners did not get the {earned} s their quota allows: {t:?}",
+        t.guest_cpu_seconds
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_whose_connection_is_refused_later_stops_alone() {
     let server = NatsServer::with_config(crate::ACCOUNTS);
     let text = SERVICE.replace(

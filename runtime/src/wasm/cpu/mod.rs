@@ -6,11 +6,12 @@
 pub mod budget;
 pub mod share;
 
-pub use budget::CpuBudget;
+pub use budget::{Admission, CpuBudget, Ticket};
 pub use share::{Busy, CpuGroup, CpuShare};
 
 use crate::counters::SubscriberStats;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
 /// A subscriber's guest CPU: its share, its tenant's quota, and its counters.
@@ -40,62 +41,55 @@ impl GuestCpu {
         self.share.busy()
     }
 
-    /// Admits a guest for its next `tick` by its share and its tenant's
-    /// quota, or says how long to park it first (counting the parking).
-    /// A budget with guests parked on it admits only those (`waiting`
-    /// says which budgets this guest waits on, and is kept up to date): a
-    /// guest that keeps running cannot starve those parked.
-    pub fn admit(&self, tick: Duration, waiting: &mut Waiting<'_>) -> Option<Duration> {
-        let parked = match self.share.admit(tick, waiting.share) {
-            Some(wait) => {
-                if !waiting.share {
-                    self.share.wait_begin();
-                    waiting.share = true;
-                }
-                Some(wait)
-            }
-            None => {
-                if waiting.share {
-                    self.share.wait_end();
-                    waiting.share = false;
-                }
-                match &self.tenant {
-                    None => None,
-                    Some(t) => match t.admit(tick, waiting.tenant) {
-                        Some(wait) => {
-                            self.share.release(tick);
-                            if !waiting.tenant {
-                                t.wait_begin();
-                                waiting.tenant = true;
-                            }
-                            Some(wait)
-                        }
-                        None => {
-                            if waiting.tenant {
-                                t.wait_end();
-                                waiting.tenant = false;
-                            }
-                            None
-                        }
-                    },
+    /// Admits a guest for its next `tick` by its share, then by its
+    /// tenant's quota, or puts it in the line of the first that cannot
+    /// admit it now (counting the parking); `waiting` keeps its places.
+    /// A share's admission is held while the guest waits for its tenant:
+    /// each line is waited in once.
+    pub fn admit(&self, tick: Duration, waiting: &mut Waiting<'_>, waker: &Waker) -> Admission {
+        if waiting.share_held.is_none() {
+            let queued = waiting.share.is_some();
+            match self.share.admit(tick, &mut waiting.share, waker) {
+                Admission::Now => waiting.share_held = Some(tick),
+                parked => {
+                    if !queued {
+                        self.count_parked();
+                    }
+                    return parked;
                 }
             }
-        };
-        if parked.is_some() {
-            if let (false, Some(t)) = (waiting.tenant, &self.tenant) {
-                t.count_parked();
-            }
-            self.stats.cpu_parked();
         }
-        parked
+        if let Some(t) = &self.tenant {
+            let queued = waiting.tenant.is_some();
+            match t.admit(tick, &mut waiting.tenant, waker) {
+                Admission::Now => {}
+                parked => {
+                    if !queued {
+                        self.stats.cpu_parked();
+                    }
+                    return parked;
+                }
+            }
+        }
+        waiting.share_held = None;
+        Admission::Now
+    }
+
+    /// Counts a guest parked by its share.
+    fn count_parked(&self) {
+        if let Some(t) = &self.tenant {
+            t.count_parked();
+        }
+        self.stats.cpu_parked();
     }
 
     /// What a guest of this subscriber waits on: nothing yet.
     pub fn waiting(&self) -> Waiting<'_> {
         Waiting {
             cpu: self,
-            share: false,
-            tenant: false,
+            share: None,
+            tenant: None,
+            share_held: None,
         }
     }
 
@@ -118,21 +112,24 @@ impl GuestCpu {
     }
 }
 
-/// The budgets a guest is parked on (see [`GuestCpu::admit`]); dropping it
-/// stops the waiting.
+/// The lines a guest waits in (see [`GuestCpu::admit`]); dropping it
+/// leaves them, and returns a share's admission held.
 pub struct Waiting<'a> {
     cpu: &'a GuestCpu,
-    share: bool,
-    tenant: bool,
+    share: Ticket,
+    tenant: Ticket,
+    /// The tick its share admitted it for, while it waits for its tenant.
+    share_held: Option<Duration>,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if self.share {
-            self.cpu.share.wait_end();
+        self.cpu.share.leave(&mut self.share);
+        if let Some(t) = &self.cpu.tenant {
+            t.leave(&mut self.tenant);
         }
-        if let (true, Some(t)) = (self.tenant, &self.cpu.tenant) {
-            t.wait_end();
+        if let Some(tick) = self.share_held {
+            self.cpu.share.release(tick);
         }
     }
 }

@@ -8,10 +8,11 @@
 //! A subscriber is busy while one of its handlers runs and for
 //! [`BUSY_GRACE`] after, so a sibling between two pulls keeps its share.
 
-use super::budget::CpuBudget;
+use super::budget::{Admission, CpuBudget, Ticket};
 use crate::wasm::clock::{Clock, SystemClock};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 /// How long a subscriber counts as busy after its last handler ended.
@@ -153,25 +154,20 @@ impl<C: Clock + Clone> CpuShare<C> {
     }
 
     /// Admits a guest for its next `tick` at the share's current rate, or
-    /// says how long to park it first (see [`CpuBudget::admit`]).
-    pub fn admit(&self, tick: Duration, waiter: bool) -> Option<Duration> {
+    /// puts it in line (see [`CpuBudget::admit`]).
+    pub fn admit(&self, tick: Duration, ticket: &mut Ticket, waker: &Waker) -> Admission {
         let now = self.group.since_origin() + 1;
         let set = self.rate_set.load(Ordering::Relaxed);
         if set == 0 || now.saturating_sub(set) >= RATE_STANDS.as_nanos() as u64 {
             self.rate_set.store(now, Ordering::Relaxed);
             self.budget.set_cores(self.cores());
         }
-        self.budget.admit(tick, waiter)
+        self.budget.admit(tick, ticket, waker)
     }
 
-    /// A guest starts waiting to be admitted.
-    pub fn wait_begin(&self) {
-        self.budget.wait_begin();
-    }
-
-    /// A guest no longer waits to be admitted.
-    pub fn wait_end(&self) {
-        self.budget.wait_end();
+    /// Takes a guest out of the line.
+    pub fn leave(&self, ticket: &mut Ticket) {
+        self.budget.leave(ticket);
     }
 
     /// Returns a reservation made by [`admit`](Self::admit).
@@ -189,6 +185,7 @@ impl<C: Clock + Clone> CpuShare<C> {
 mod tests {
     use super::*;
     use crate::wasm::clock::ManualClock;
+    use crate::wasm::cpu::budget::tests::Guest;
 
     const TICK: Duration = Duration::from_millis(10);
     const MS: Duration = Duration::from_millis(1);
@@ -230,17 +227,18 @@ mod tests {
         let quiet = group.join();
         let _spinning = spinner.busy();
         let _handling = quiet.busy();
-        assert_eq!(
-            spinner.admit(TICK, false),
-            None,
-            "a fresh share has its burst"
-        );
+        let mut guest = Guest::new();
+        let mut ask = |share: &CpuShare<ManualClock>| {
+            let waker = guest.waker().clone();
+            share.admit(TICK, &mut guest.ticket, &waker)
+        };
+        assert_eq!(ask(&spinner), Admission::Now, "a fresh share has its burst");
         spinner.charge(100 * MS);
         spinner.release(TICK);
         // 25 ms of burst at half a core, 100 ms spent: 75 ms owed, repaid
         // at half a core in 150 ms.
-        assert_eq!(spinner.admit(TICK, false), Some(150 * MS));
+        assert_eq!(ask(&spinner), Admission::After(150 * MS));
         clock.advance(151 * MS);
-        assert_eq!(spinner.admit(TICK, false), None);
+        assert_eq!(ask(&spinner), Admission::Now);
     }
 }

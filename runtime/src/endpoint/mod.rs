@@ -10,7 +10,7 @@ use crate::config::EndpointConfig;
 use crate::error::ErrorChain;
 use crate::message::answer::{self, ErrorAnswer};
 use crate::message::{InFlight, Outcome};
-use crate::nats::micro::{error_headers, MicroEndpoint};
+use crate::nats::micro::{error_headers, EndpointStats, MicroEndpoint};
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
 use futures::StreamExt;
@@ -54,9 +54,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint of `config` running `handler` on `client`.
+    /// An endpoint of `config` running `handler` on `client`, counting in
+    /// `stats` (its predecessor's, when it replaces one).
     pub fn new(
         config: EndpointConfig,
+        stats: Arc<EndpointStats>,
         handler: Handler,
         host: Arc<SubscriberHost>,
         tenant_slots: Option<Arc<Semaphore>>,
@@ -68,7 +70,7 @@ impl Endpoint {
             name: config.name.clone(),
             subject: config.subject.to_string(),
             queue_group: config.queue_group.clone(),
-            stats: Default::default(),
+            stats,
         });
         Arc::new(Endpoint {
             name: config.name.as_str().into(),

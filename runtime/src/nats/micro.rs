@@ -26,8 +26,9 @@ pub struct MicroEndpoint {
     pub subject: String,
     /// Its queue group.
     pub queue_group: String,
-    /// What it counted.
-    pub stats: EndpointStats,
+    /// What it counted: shared with the endpoint that replaces it, so a
+    /// reload does not reset `$SRV.STATS`.
+    pub stats: Arc<EndpointStats>,
 }
 
 /// An endpoint's requests, errors and processing time, as `$SRV.STATS`

@@ -49,9 +49,19 @@ impl Roster {
         }
         let mut closing_waits: HashMap<String, Vec<Retired>> = HashMap::new();
         let mut predecessors = HashMap::new();
+        // What replaced endpoints counted, carried on by their successors
+        // on the same micro-service (the same tenant's, or the service's).
+        let mut endpoint_stats = HashMap::new();
         for name in change.remove.iter().chain(&change.replace) {
             if let Some(entry) = self.endpoints.remove(name) {
                 let tenant = entry.config.handler.tenant.clone();
+                let same_service = new
+                    .endpoints
+                    .iter()
+                    .any(|e| &e.name == name && e.handler.tenant == tenant);
+                if let (true, Some(stats)) = (same_service, entry.stats()) {
+                    endpoint_stats.insert(name.clone(), stats);
+                }
                 let retired = self.retire_endpoint(entry);
                 if let Some(t) = tenant.filter(|t| closing.contains_key(t)) {
                     closing_waits.entry(t).or_default().push(retired);
@@ -103,7 +113,10 @@ impl Roster {
             let loaded = compiled.remove(&e.name).expect("compiled by prepare");
             let set_up = endpoint_set_ups.remove(&e.name).expect("set up by prepare");
             let entry = match set_up {
-                Ok(buckets) => self.running_endpoint(e, loaded, buckets),
+                Ok(buckets) => {
+                    let stats = endpoint_stats.remove(&e.name).unwrap_or_default();
+                    self.running_endpoint(e, loaded, buckets, stats)
+                }
                 Err(reason) => self.not_running_endpoint(e, loaded.digest, &reason),
             };
             self.endpoints.insert(e.name.clone(), entry);

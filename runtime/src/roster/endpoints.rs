@@ -8,7 +8,7 @@ use super::{NotRunning, Retired, Roster};
 use crate::config::EndpointConfig;
 use crate::endpoint::Endpoint;
 use crate::error::ErrorChain;
-use crate::nats::micro::MicroService;
+use crate::nats::micro::{EndpointStats, MicroService};
 use crate::nats::setup::OpenedBucket;
 use crate::scheduler::PullContext;
 use crate::wasm::component::Loaded;
@@ -39,17 +39,23 @@ impl EndpointEntry {
     pub(crate) fn runs(&self) -> bool {
         self.running.is_some()
     }
+
+    /// What it counted for `$SRV.STATS`, when it serves.
+    pub(crate) fn stats(&self) -> Option<Arc<EndpointStats>> {
+        (self.running.as_ref()).map(|r| r.endpoint.micro.stats.clone())
+    }
 }
 
 impl Roster {
     /// An endpoint of `e` running `loaded`, with the key-value `buckets`
-    /// it is granted, on its connection within its tenant's quotas; it
-    /// serves once the service runs.
+    /// it is granted, on its connection within its tenant's quotas,
+    /// counting in `stats`; it serves once the service runs.
     pub(crate) fn running_endpoint(
         &self,
         e: &EndpointConfig,
         loaded: Loaded,
         buckets: Vec<OpenedBucket>,
+        stats: Arc<EndpointStats>,
     ) -> EndpointEntry {
         let s = &e.handler;
         let (conn, quotas) = match self.connection_of(s) {
@@ -67,6 +73,7 @@ impl Roster {
         };
         let endpoint = Endpoint::new(
             e.clone(),
+            stats,
             Handler::of(s, loaded.pre, host.clone()),
             host,
             quotas.concurrency,

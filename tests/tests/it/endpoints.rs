@@ -127,14 +127,7 @@ async fn each_outcome_of_the_handler_is_answered_with_its_status() {
         .unwrap();
     // The probe, the six cases, the ack and the message without a reply.
     let stats = eventually(Duration::from_secs(10), "the message counted", || async {
-        let stats = gather(&client, "$SRV.STATS.pricing", 1).await;
-        let quote = stats[0]["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == "quote")
-            .cloned()
-            .unwrap();
+        let quote = quote_in_stats(&client).await;
         (quote["num_requests"] == 9).then_some(quote)
     })
     .await;
@@ -146,14 +139,7 @@ async fn each_outcome_of_the_handler_is_answered_with_its_status() {
         "the service's name by default"
     );
     // The statistics (and so /metrics) count the same.
-    let counted = running.stats.snapshot().endpoints;
-    assert_eq!(
-        counted
-            .iter()
-            .map(|e| (e.name.as_str(), e.requests, e.errors))
-            .collect::<Vec<_>>(),
-        [("quote", 9, 6)]
-    );
+    assert_eq!(counted(&running), [("quote".into(), 9, 6)]);
 
     let info = gather(&client, "$SRV.INFO.pricing", 1).await;
     let listed: Vec<_> = info[0]["endpoints"]
@@ -279,6 +265,80 @@ async fn a_reload_that_removes_an_endpoint_removes_it_from_info() {
     .await;
     let (payload, _) = ask(&client, "pricing.quote", r#"{"op":"reply","data":"still"}"#).await;
     assert_eq!(payload, "still");
+}
+
+/// The `quote` endpoint's entry in `$SRV.STATS`.
+async fn quote_in_stats(client: &async_nats::Client) -> serde_json::Value {
+    let stats = gather(client, "$SRV.STATS.pricing", 1).await;
+    stats[0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "quote")
+        .cloned()
+        .unwrap_or_else(|| panic!("quote in {stats:?}"))
+}
+
+/// Each endpoint's requests and errors in the service's statistics (and
+/// so in /metrics).
+fn counted(running: &Running) -> Vec<(String, u64, u64)> {
+    let endpoints = running.stats.snapshot().endpoints;
+    (endpoints.iter())
+        .map(|e| (e.name.clone(), e.requests, e.errors))
+        .collect()
+}
+
+/// Waits until the `quote` endpoint's figures in `$SRV.STATS` (requests,
+/// errors and the last error) are `expected`: a request is counted just
+/// after its answer is sent.
+async fn quote_stats_become(client: &async_nats::Client, expected: (u64, u64, &str), why: &str) {
+    let mut last = None;
+    for _ in 0..100 {
+        let quote = quote_in_stats(client).await;
+        let got = (
+            quote["num_requests"].as_u64().unwrap(),
+            quote["num_errors"].as_u64().unwrap(),
+            quote["last_error"].as_str().unwrap_or_default().to_string(),
+        );
+        if (got.0, got.1, got.2.as_str()) == expected {
+            return;
+        }
+        last = Some(got);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{why}: $SRV.STATS counts {last:?}, not {expected:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_endpoint_keeps_counting_where_its_predecessor_stopped() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, ENDPOINT);
+    let running = Running::start(&file).await;
+    let client = server.client().await;
+    serving(&client, "pricing.quote").await;
+    ask(&client, "pricing.quote", r#"{"op":"reject","reason":"no"}"#).await;
+    quote_stats_become(&client, (2, 1, "400:no"), "the probe and the reject").await;
+
+    file.write(
+        &server,
+        "service.toml",
+        &ENDPOINT.replace("concurrency = 2", "concurrency = 3"),
+    );
+    let summary = running.reloader.reload().await.unwrap();
+    assert_eq!(summary.replaced, ["quote"], "{summary}");
+    let (payload, _) = ask(&client, "pricing.quote", r#"{"op":"reply","data":"new"}"#).await;
+    assert_eq!(payload, "new");
+    quote_stats_become(
+        &client,
+        (3, 1, "400:no"),
+        "the replacement counts on from its predecessor's figures",
+    )
+    .await;
+    assert_eq!(
+        counted(&running),
+        [("quote".into(), 3, 1)],
+        "and so do the statistics and /metrics"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

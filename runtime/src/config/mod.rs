@@ -19,6 +19,9 @@ pub mod origin;
 pub mod raw;
 mod schedule;
 pub mod secrets;
+mod streams;
+mod subscriber;
+mod tenant;
 mod validate;
 pub mod values;
 
@@ -43,6 +46,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use streams::{stream_named, BucketConfig, PublisherConfig, StreamConfig};
+pub use subscriber::{Instances, SubscriberConfig};
+pub use tenant::{Quotas, TenantConfig};
 pub use values::{ByteSize, Dur, Name, PerSecond, Subject};
 
 /// Defaults, in one place so the README can quote them.
@@ -150,53 +156,6 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
 }
 
-/// `[[tenants]]`, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TenantConfig {
-    /// Its name.
-    pub name: String,
-    /// Its own connection: its identity, the service's other `[nats]` settings.
-    pub nats: NatsConfig,
-    /// Its quotas.
-    pub quotas: Quotas,
-    /// `grants.publish`: the most its subscribers may publish to (`None`: no bound).
-    pub grant_publish: Option<Vec<Subject>>,
-    /// `grants.kv`: the buckets its subscribers may be granted (`None`: no bound).
-    pub grant_kv: Option<BTreeMap<String, KvAccess>>,
-    /// `grants.http`: the origins its subscribers may be granted (`None`: no bound).
-    pub grant_http: Option<Vec<Origin>>,
-    /// `deploy`: the keys of its own bucket that hold its fragments, read
-    /// with its identity (`None`: it deploys only through the platform).
-    pub deploy: Option<KvKeys>,
-}
-
-/// Limits across the subscribers that share them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Quotas {
-    /// Handlers running at once (`None`: only each subscriber's `concurrency`).
-    pub concurrency: Option<usize>,
-    /// Publishes and requests one message's handler may make.
-    pub publishes_per_message: u32,
-    /// Cores' worth of guest execution (`None`: no CPU quota).
-    pub cpu: Option<f64>,
-    /// Bytes of guest memory its live instances may hold (`None`: no quota).
-    pub memory: Option<u64>,
-    /// Publishes and requests per second (`None`: no quota).
-    pub publish_rate: Option<u64>,
-    /// Payload bytes published per second (`None`: no quota).
-    pub publish_bytes: Option<u64>,
-    /// Outbound HTTP requests per second (`None`: no quota).
-    pub http_rate: Option<u64>,
-    /// Outbound HTTP requests in flight at once (`None`: no quota).
-    pub http_concurrency: Option<usize>,
-    /// The largest component, in bytes (`None`: no quota).
-    pub component_size: Option<u64>,
-    /// The most subscribers (`None`: no quota).
-    pub handlers: Option<usize>,
-    /// The longest a component may take to compile (`None`: no quota).
-    pub compile_time: Option<Duration>,
-}
-
 /// `[service]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
@@ -293,221 +252,6 @@ impl NatsConfig {
             tls: None,
         }
     }
-}
-
-/// `[[streams]]`, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamConfig {
-    /// Stream name.
-    pub name: Name,
-    /// Subjects it captures.
-    pub subjects: Vec<Subject>,
-    /// Create it when missing.
-    pub declare: bool,
-    /// Storage, when given.
-    pub storage: Option<Storage>,
-    /// Retention, when given.
-    pub retention: Option<Retention>,
-    /// Replicas, when given.
-    pub replicas: Option<usize>,
-    /// Maximum age, when given.
-    pub max_age: Option<Duration>,
-    /// Duplicate window, when given.
-    pub duplicate_window: Option<Duration>,
-    /// A subscriber with `outputs.mode = "atomic"` may publish to it: it
-    /// is declared with atomic publish allowed, and must allow it when it exists.
-    pub atomic: bool,
-    /// nats-server message schedules allowed (`allow_schedules`).
-    pub allow_schedules: bool,
-    /// Per-message time-to-live allowed (`allow_ttl`).
-    pub allow_ttl: bool,
-    /// The tenant whose fragment declares it, in its account (`None`: the
-    /// platform's file, fragments or included files).
-    pub tenant: Option<String>,
-}
-
-/// The stream `name` of `streams` as subscribers of `tenant` (`None`: the
-/// service's own) see it: the tenant's own first, then the platform's.
-pub fn stream_named<'a>(
-    streams: &'a [StreamConfig],
-    name: &str,
-    tenant: &Option<String>,
-) -> Option<&'a StreamConfig> {
-    let named = |owner: &Option<String>| {
-        streams
-            .iter()
-            .find(|s| s.name.as_str() == name && &s.tenant == owner)
-    };
-    named(tenant).or_else(|| named(&None))
-}
-
-impl StreamConfig {
-    /// Whether subscribers of `tenant` (`None`: the service's own) see it:
-    /// a tenant's own streams are its alone; the platform's are everyone's.
-    pub fn seen_by(&self, tenant: &Option<String>) -> bool {
-        self.tenant.is_none() || &self.tenant == tenant
-    }
-}
-
-/// `[[publishers]]`, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PublisherConfig {
-    /// Subject or pattern.
-    pub subject: Subject,
-    /// The stream that captures it: publishes wait for its PubAck.
-    pub stream: Option<Name>,
-    /// PubAck timeout.
-    pub timeout: Duration,
-}
-
-/// `[[buckets]]`, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BucketConfig {
-    /// Bucket name.
-    pub name: String,
-    /// Create when missing.
-    pub declare: bool,
-    /// Values kept per key.
-    pub history: i64,
-    /// Values older than this are dropped.
-    pub max_age: Option<Duration>,
-    /// The most the bucket stores, in bytes.
-    pub max_bytes: Option<u64>,
-    /// The largest value, in bytes.
-    pub max_value_size: Option<u64>,
-    /// Where it keeps its values.
-    pub storage: Option<Storage>,
-    /// Replicas in a cluster.
-    pub replicas: Option<usize>,
-    /// The tenant whose fragment declares it, in its account (`None`: the
-    /// platform's).
-    pub tenant: Option<String>,
-}
-
-/// `[[subscribers]]`, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubscriberConfig {
-    /// Name in logs and statistics.
-    pub name: String,
-    /// Its tenant (`None`: the service's own identity and no tenant quotas).
-    pub tenant: Option<String>,
-    /// Publishes and requests one message's handler may make (its tenant's quota).
-    pub publishes_per_message: u32,
-    /// Where its component comes from.
-    pub component: ComponentSource,
-    /// The key-value fragment that declares it (`None`: a file).
-    pub fragment: Option<FragmentKey>,
-    /// Filter subject (`$KV.<bucket>.<keys>` for a watch).
-    pub subject: Subject,
-    /// Stream (`KV_<bucket>` for a watch).
-    pub stream: Name,
-    /// `watch = { … }`: the bucket whose changes it handles, and where it starts.
-    pub watch: Option<Watch>,
-    /// Durable consumer name.
-    pub durable: Name,
-    /// Most messages per pull.
-    pub batch_size: usize,
-    /// How long one pull waits.
-    pub pull_timeout: Duration,
-    /// Consumer ack wait.
-    pub ack_wait: Duration,
-    /// `None`: unlimited deliveries.
-    pub max_deliver: Option<u32>,
-    /// Redelivery delays by delivery count.
-    pub backoff: Vec<Duration>,
-    /// Consumer max ack pending (`-1`: unlimited).
-    pub max_ack_pending: i64,
-    /// Handlers at once.
-    pub concurrency: usize,
-    /// Dead-letter subject.
-    pub dead_letter: Option<Subject>,
-    /// Subjects the handler may publish and send requests to.
-    pub publish: Vec<Subject>,
-    /// Key-value buckets the handler may use, and how.
-    pub kv: BTreeMap<String, KvAccess>,
-    /// Origins the handler may send HTTP requests to.
-    pub http: Vec<Origin>,
-    /// The longest an HTTP request may wait: to connect, for its response,
-    /// between body chunks.
-    pub http_timeout: Duration,
-    /// The largest HTTP response body, in bytes.
-    pub http_response: u64,
-    /// Guest memory cap in bytes.
-    pub memory: u64,
-    /// Wall-clock limit per message.
-    pub timeout: Duration,
-    /// wasi:config values.
-    pub config: BTreeMap<String, String>,
-    /// The `config` keys whose values are secret.
-    pub secrets: std::collections::BTreeSet<String>,
-    /// Wait for the server to confirm each ack.
-    pub double_ack: bool,
-    /// Fresh or reused instances.
-    pub instances: Instances,
-    /// The `Nats-Msg-Id` scheme of the handler's outputs.
-    pub output_ids: OutputIds,
-    /// When the handler's outputs are stored.
-    pub outputs_mode: OutputsMode,
-    /// With atomic outputs: the most bytes one message's outputs may hold.
-    pub held_outputs: u64,
-}
-
-impl SubscriberConfig {
-    /// Whether its outputs are atomic and its grants reach a subject one
-    /// of `captured` (a stream's subjects) matches.
-    pub fn writes_atomically_to(&self, captured: &[Subject]) -> bool {
-        self.outputs_mode == OutputsMode::Atomic
-            && self.publish.iter().any(|p| {
-                captured
-                    .iter()
-                    .any(|c| values::subjects_intersect(p.as_str(), c.as_str()))
-            })
-    }
-
-    /// How often a message being handled (or committed, or dead-lettered)
-    /// is reported in progress.
-    pub fn progress_every(&self) -> Duration {
-        self.ack_wait / defaults::PROGRESS_PER_ACK_WAIT
-    }
-
-    /// The consumer's `max_deliver` on the server: one more than the
-    /// file's, or -1 for no limit. The handler runs on deliveries up to
-    /// `max_deliver`; the extra delivery only settles a message whose last
-    /// handled delivery did not finish (shutdown, crash, a nak), so it is
-    /// dead-lettered or terminated rather than dropped by the server.
-    pub fn server_max_deliver(&self) -> i64 {
-        self.max_deliver.map_or(-1, |n| i64::from(n) + 1)
-    }
-
-    /// The longest time from a message's first delivery to the start of
-    /// its last handled one: every delivery before it runs to the time
-    /// limit and waits its backoff step. `None` when deliveries are unlimited.
-    pub fn redelivery_span(&self) -> Option<Duration> {
-        let max = self.max_deliver?;
-        let step = |d: u32| {
-            self.backoff
-                .get((d as usize).saturating_sub(1))
-                .or(self.backoff.last())
-                .copied()
-                .unwrap_or_default()
-        };
-        Some((1..max).map(|d| self.timeout + step(d)).sum::<Duration>())
-    }
-}
-
-/// How a subscriber's component instances are used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Instances {
-    /// A fresh instance (and store) for every message: nothing a message
-    /// leaves in guest memory reaches the next one.
-    PerMessage,
-    /// Warm instances, at most `concurrency`, reused while healthy; an
-    /// instance that trapped or hit a limit is dropped. `max_uses` retires
-    /// an instance after that many messages.
-    Reuse {
-        /// Messages per instance before it is replaced.
-        max_uses: Option<u64>,
-    },
 }
 
 /// The SHA-256 of `bytes` in lowercase hex: how component files are

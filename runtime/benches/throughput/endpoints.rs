@@ -4,6 +4,8 @@
 //! round.
 //! Rounds alternate the two; each row is the median of its rounds, its
 //! ratio taken per round against the raw responder of the same round.
+//! `NATSAPP_BENCH_PERF=DIR` records a perf profile of the runtime during
+//! the first round's 100 requesters.
 
 use super::*;
 
@@ -45,7 +47,16 @@ impl Bench {
             eprintln!("endpoints: round {round} of {rounds}");
             for (requesters, raws, wasms) in &mut runs {
                 raws.push(load(&self.client, "bench.raw", &payload, seconds, *requesters).await);
+                let profile = (round == 1 && *requesters == REQUESTERS)
+                    .then(|| std::env::var_os("NATSAPP_BENCH_PERF"))
+                    .flatten()
+                    .map(|dir| {
+                        noisy::perf_record(child.id(), &Path::new(&dir).join("endpoint.data"))
+                    });
                 wasms.push(load(&self.client, "bench.wasm", &payload, seconds, *requesters).await);
+                if let Some(perf) = profile {
+                    noisy::interrupt(perf);
+                }
             }
         }
         let (peak, _) = rss_mib(child.id());

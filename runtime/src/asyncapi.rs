@@ -115,11 +115,14 @@ pub fn document(config: &Config) -> Value {
             "send",
             &channel,
             format!(
-                "Schedule {}: nats-server publishes its message here ({}), held on {} in stream {}.",
+                "Schedule {}: nats-server publishes its message here ({}), held on {} in stream {}{}.",
                 sc.name,
                 sc.when.header(),
                 sc.held_on,
-                sc.stream
+                sc.stream,
+                sc.tenant
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(" of tenant {t:?}'s account"))
             ),
         );
     }

@@ -78,12 +78,15 @@ impl Plan {
         for sc in &c.schedules {
             let _ = writeln!(
                 s,
-                "  {}: {} -> {} (held on {} in stream {})",
+                "  {}: {} -> {} (held on {} in stream {}{})",
                 sc.name,
                 sc.when.header(),
                 sc.subject,
                 sc.held_on,
-                sc.stream
+                sc.stream,
+                sc.tenant.as_ref().map_or(String::new(), |t| format!(
+                    " of tenant {t:?}, put with its identity"
+                ))
             );
         }
         if !c.tenants.is_empty() {

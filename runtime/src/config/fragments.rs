@@ -240,12 +240,6 @@ pub(super) fn add_fragments(
                     format!("tenant {tenant:?}'s fragment may not declare publishers: a stream it declares makes its handlers' publishes to that stream wait for a PubAck"),
                 ));
             }
-            if !included.schedules.is_empty() {
-                return Err(refuse(
-                    "schedules",
-                    format!("tenant {tenant:?}'s fragment may not declare schedules: the runtime puts schedules with the service's own identity, into the service's streams"),
-                ));
-            }
         }
         for mut t in included.tenants {
             t.origin = Some(origin.clone());
@@ -302,7 +296,19 @@ pub(super) fn add_fragments(
             p.origin = Some(origin.clone());
             raw.publishers.push(p);
         }
-        for mut s in included.schedules {
+        for (i, mut s) in included.schedules.into_iter().enumerate() {
+            // A tenant's schedules are its own, put into its account.
+            if let Some(tenant) = &fragment.key.tenant {
+                match &s.tenant {
+                    Some(other) if other != tenant => {
+                        return Err(refuse(
+                            &format!("schedules[{i}] ({:?}).tenant", s.name),
+                            format!("tenant {tenant:?}'s fragment may declare only its own schedules, not tenant {other:?}'s"),
+                        ))
+                    }
+                    _ => s.tenant = Some(tenant.clone()),
+                }
+            }
             s.origin = Some(origin.clone());
             raw.schedules.push(s);
         }

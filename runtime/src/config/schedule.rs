@@ -20,6 +20,9 @@ pub struct ScheduleConfig {
     pub headers: BTreeMap<String, String>,
     /// The stream holding it.
     pub stream: Name,
+    /// The tenant whose identity puts it, into its account's stream
+    /// (`None`: the service's own).
+    pub tenant: Option<String>,
     /// The subject the schedule message is held on:
     /// `natsapp.schedules.<service>.<name>`.
     pub held_on: String,

@@ -536,11 +536,22 @@ stream = "AUDIT"
         e.contains("tenant \"acme\"'s fragment may not declare publishers"),
         "{e}"
     );
-    let e = refused(&format!("{KIT}{SCHEDULE}"));
+    let e = refused(&format!("{KIT}{SCHEDULE}tenant = \"beta\"\n"));
     assert!(
-        e.contains("tenant \"acme\"'s fragment may not declare schedules: the runtime puts schedules with the service's own identity"),
+        e.contains(
+            "tenant \"acme\"'s fragment may declare only its own schedules, not tenant \"beta\"'s"
+        ),
         "{e}"
     );
+    // A tenant's schedules are its own: put with its identity.
+    let f = fragment(
+        Some("acme"),
+        "ACME_DEPLOY",
+        "kit",
+        &format!("{KIT}{SCHEDULE}"),
+    );
+    let c = Config::parse_with(path, DEPLOYED, |_| None, &[f]).unwrap();
+    assert_eq!(c.schedules[0].tenant.as_deref(), Some("acme"));
 }
 
 const SCHEDULE: &str = r#"

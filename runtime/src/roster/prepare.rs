@@ -10,6 +10,7 @@
 use super::change::{Change, Current, NeedsRestart};
 use super::{connection_in, NotRunning, Roster, TenantEntry};
 use crate::config::{ComponentSource, Config, SubscriberConfig};
+use crate::error::ErrorChain;
 use crate::nats::objects;
 use crate::nats::setup::{self, OpenedBucket, SetupError, SubscriberSetup};
 use crate::wasm::compile::Budget;
@@ -174,7 +175,7 @@ impl Roster {
         }
         // Last, once nothing else can refuse the file: a refused reload
         // leaves the schedules as the running file has them.
-        let schedules = match setup::sync_schedules(js, &new).await {
+        let mut schedules = match setup::sync_schedules(js, &new, None).await {
             Ok(sync) => sync,
             Err(e) => {
                 for (_, t) in opened.drain() {
@@ -183,6 +184,7 @@ impl Roster {
                 return Err(e.into());
             }
         };
+        schedules.extend(self.sync_tenant_schedules(&new, &opened).await);
         Ok(Prepared {
             config: new,
             change,
@@ -192,6 +194,44 @@ impl Roster {
             endpoint_set_ups,
             schedules,
         })
+    }
+
+    /// Puts each tenant's schedules of `new` with the tenant's identity,
+    /// and removes those of tenants leaving the file. A tenant's failure is
+    /// its own: logged, its schedules left as they were.
+    async fn sync_tenant_schedules(
+        &self,
+        new: &Config,
+        opened: &HashMap<String, TenantEntry>,
+    ) -> setup::ScheduleSync {
+        let mut synced = setup::ScheduleSync::default();
+        let names: BTreeSet<&String> = (new.tenants.iter().map(|t| &t.name))
+            .chain(self.tenants.keys())
+            .collect();
+        for name in names {
+            let has_schedules = new
+                .schedules
+                .iter()
+                .any(|s| s.tenant.as_ref() == Some(name));
+            let entry = opened.get(name).or_else(|| self.tenants.get(name));
+            let Some(conn) = entry.and_then(|t| t.connection.as_ref().ok()) else {
+                if has_schedules {
+                    tracing::error!(tenant = %name, "tenant {name:?} is not connected: its schedules are not put");
+                }
+                continue;
+            };
+            match setup::sync_schedules(&conn.jetstream, new, Some(name)).await {
+                Ok(sync) => synced.extend(sync),
+                Err(e) if has_schedules => {
+                    tracing::error!(tenant = %name, "{}: tenant {name:?}'s schedules are left as they were", ErrorChain(&e))
+                }
+                // One without schedules was only looked through for old ones.
+                Err(e) => {
+                    tracing::warn!(tenant = %name, "{}: schedules tenant {name:?} may still hold from an earlier file are not looked for", ErrorChain(&e))
+                }
+            }
+        }
+        synced
     }
 
     /// The SHA-256 of the component each subscriber of `new` that runs now

@@ -40,20 +40,9 @@ durable = "tick"
     )
 }
 
-/// Firings stored on jobs.tick so far.
+/// Firings stored on jobs.tick in JOBS so far.
 async fn firings(js: &async_nats::jetstream::Context) -> usize {
-    use futures::TryStreamExt;
-    let stream = js.get_stream("JOBS").await.unwrap();
-    stream
-        .info_with_subjects("jobs.tick")
-        .await
-        .unwrap()
-        .try_collect::<Vec<(String, usize)>>()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, n)| n)
-        .sum()
+    firings_in(js, "JOBS").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,4 +267,104 @@ async fn a_schedule_in_an_included_file_is_put_changed_and_removed_and_the_reloa
         "{removed}"
     );
     assert_eq!(schedule_of().await, None);
+}
+
+/// The service as `svc` with tenant acme, whose subscriber reads ACME_JOBS
+/// in acme's account; `schedules` is appended.
+fn tenant_service(schedules: &str) -> String {
+    format!(
+        r#"
+[service]
+name = "scheduled"
+graceful_timeout = "5s"
+
+[nats]
+servers = ["{{url}}"]
+user = "svc"
+password = "svc"
+
+[[tenants]]
+name = "acme"
+nats = {{ user = "acme", password = "acme" }}
+
+[[streams]]
+name = "ACME_JOBS"
+subjects = ["jobs.>", "natsapp.schedules.>"]
+allow_schedules = true
+
+[[subscribers]]
+name = "tick"
+tenant = "acme"
+component = "{{testkit}}"
+subject = "jobs.tick"
+stream = "ACME_JOBS"
+durable = "tick"
+{schedules}"#
+    )
+}
+
+/// Firings stored on jobs.tick in `stream` so far.
+async fn firings_in(js: &async_nats::jetstream::Context, stream: &str) -> usize {
+    use futures::TryStreamExt;
+    let stream = js.get_stream(stream).await.unwrap();
+    stream
+        .info_with_subjects("jobs.tick")
+        .await
+        .unwrap()
+        .try_collect::<Vec<(String, usize)>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_schedule_is_put_with_its_identity_and_fires_in_its_own_account() {
+    let server = NatsServer::with_config(crate::ACCOUNTS);
+    let schedule = SCHEDULE.replace(
+        "stream = \"JOBS\"",
+        "stream = \"ACME_JOBS\"\ntenant = \"acme\"",
+    );
+    let file = ServiceFile::new(&server, &tenant_service(&schedule));
+    let running = Running::start(&file).await;
+    let (acme, svc) = (
+        crate::jetstream_as(&server, "acme").await,
+        crate::jetstream_as(&server, "svc").await,
+    );
+    let stream = acme.get_stream("ACME_JOBS").await.unwrap();
+    stream
+        .get_last_raw_message_by_subject("natsapp.schedules.scheduled.tick")
+        .await
+        .expect("the schedule held in acme's account");
+    assert!(
+        svc.get_stream("ACME_JOBS").await.is_err(),
+        "nothing of it in the service's account"
+    );
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let fired = firings_in(&acme, "ACME_JOBS").await;
+    assert!((3..=6).contains(&fired), "{fired} firings in 5 s");
+
+    file.write(&server, "service.toml", &tenant_service(""));
+    let summary = running.reloader.reload().await.unwrap();
+    assert_eq!(
+        summary.schedules_removed,
+        ["tick in ACME_JOBS of tenant \"acme\""],
+        "{summary}"
+    );
+    let stopped_at = firings_in(&acme, "ACME_JOBS").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        firings_in(&acme, "ACME_JOBS").await <= stopped_at + 1,
+        "still firing after the reload"
+    );
+    drained(&acme, "ACME_JOBS", "tick").await;
+    let handled = settled_stats(&running, "tick").await.acked;
+    assert_eq!(
+        handled,
+        firings_in(&acme, "ACME_JOBS").await as u64,
+        "each firing handled once, by acme's subscriber"
+    );
+    running.stop().await;
 }

@@ -30,6 +30,9 @@ pub struct RawSchedule {
     /// `stream = "JOBS"`: the stream that captures `subject` and the
     /// schedule's own subject, and allows schedules.
     pub stream: Name,
+    /// `tenant = "acme"`: put with the tenant's identity, into the stream
+    /// of that name in its account.
+    pub tenant: Option<String>,
     /// The included file or fragment it came from (set when reading them).
     #[serde(skip)]
     pub origin: Option<PathBuf>,

@@ -190,18 +190,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             Some(name) => match tenants.iter().find(|t| &t.name == name) {
                 Some(t) => Some(t),
                 None => {
-                    let known: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
-                    self.problem(
-                        format!("{key}.tenant"),
-                        format!(
-                            "no tenant {name:?} (tenants: {})",
-                            if known.is_empty() {
-                                "none".to_string()
-                            } else {
-                                known.join(", ")
-                            }
-                        ),
-                    );
+                    self.problem(format!("{key}.tenant"), no_such_tenant(name, tenants));
                     None
                 }
             },
@@ -291,4 +280,14 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             held_outputs,
         })
     }
+}
+
+/// The problem of a `tenant` key naming no `[[tenants]]` entry.
+pub(super) fn no_such_tenant(name: &str, tenants: &[TenantConfig]) -> String {
+    let known: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
+    let known = match known.is_empty() {
+        true => "none".to_string(),
+        false => known.join(", "),
+    };
+    format!("no tenant {name:?} (tenants: {known})")
 }

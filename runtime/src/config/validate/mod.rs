@@ -88,7 +88,13 @@ impl<'a, E: Fn(&str) -> Option<String>> Validator<'a, E> {
             .enumerate()
             .filter_map(|(i, e)| self.endpoint(i, e, &service.name, &publishers, &tenants))
             .collect();
-        let schedules = self.schedules(raw.schedules, &service.name, &streams, &subscribers);
+        let schedules = self.schedules(
+            raw.schedules,
+            &service.name,
+            &streams,
+            &subscribers,
+            &tenants,
+        );
         self.delayed_readers(&streams, &subscribers);
         let mut streams = streams;
         for st in &mut streams {

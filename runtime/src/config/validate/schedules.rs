@@ -5,9 +5,10 @@
 use super::super::raw::RawSchedule;
 use super::super::values::subject_matches;
 use super::super::{
-    schedule_subject, ScheduleConfig, ScheduleWhen, StreamConfig, SubscriberConfig, DELAYED_PREFIX,
-    SCHEDULES_PREFIX,
+    schedule_subject, stream_named, ScheduleConfig, ScheduleWhen, StreamConfig, SubscriberConfig,
+    TenantConfig, DELAYED_PREFIX, SCHEDULES_PREFIX,
 };
+use super::handler::no_such_tenant;
 use super::Validator;
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         service: &str,
         streams: &[StreamConfig],
         subscribers: &[SubscriberConfig],
+        tenants: &[TenantConfig],
     ) -> Vec<ScheduleConfig> {
         if !raw.is_empty() && !is_token(service) {
             self.problem(
@@ -55,7 +57,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         );
         raw.into_iter()
             .enumerate()
-            .filter_map(|(i, s)| self.schedule(i, s, service, streams, subscribers))
+            .filter_map(|(i, s)| self.schedule(i, s, service, streams, subscribers, tenants))
             .collect()
     }
 
@@ -98,8 +100,14 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         service: &str,
         streams: &[StreamConfig],
         subscribers: &[SubscriberConfig],
+        tenants: &[TenantConfig],
     ) -> Option<ScheduleConfig> {
         let key = format!("schedules[{i}] ({:?}){}", s.name, super::origin(&s.origin));
+        if let Some(name) = &s.tenant {
+            if !tenants.iter().any(|t| &t.name == name) {
+                self.problem(format!("{key}.tenant"), no_such_tenant(name, tenants));
+            }
+        }
         if !is_token(&s.name) {
             self.problem(
                 format!("{key}.name"),
@@ -163,9 +171,10 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             }
         };
         let held_on = schedule_subject(service, &s.name);
-        let declared = streams
-            .iter()
-            .find(|st| st.name == s.stream && st.tenant.is_none());
+        // The stream as the schedule's account sees it: a tenant's own
+        // first, then the platform's entry (declared in the tenant's
+        // account for a tenant's schedule).
+        let declared = stream_named(streams, s.stream.as_str(), &s.tenant);
         if let Some(stream) = declared {
             if !stream.allow_schedules {
                 self.problem(
@@ -195,7 +204,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         }
         for sub in subscribers
             .iter()
-            .filter(|sub| sub.stream == s.stream && sub.tenant.is_none())
+            .filter(|sub| sub.stream == s.stream && sub.tenant == s.tenant)
         {
             if subject_matches(sub.subject.as_str(), &held_on) {
                 self.problem(
@@ -215,6 +224,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             payload: s.payload,
             headers: s.headers,
             stream: s.stream,
+            tenant: s.tenant,
             held_on,
         })
     }

@@ -144,17 +144,22 @@ fn server(
 }
 
 /// Whether `stream`, a platform's entry, is the input stream of a
-/// tenant's subscriber (whose tenant declares no stream of that name):
-/// such a stream lives in the tenant's account and is set up through its
-/// connection (`ensure_subscriber`), not the service's.
+/// tenant's subscriber or holds a tenant's schedule (the tenant declaring
+/// no stream of that name): such a stream lives in the tenant's account
+/// and is set up through its connection (`ensure_subscriber`,
+/// `sync_schedules`), not the service's.
 fn tenant_input(config: &Config, stream: &str) -> bool {
-    config.subscribers.iter().any(|s| {
-        s.tenant.is_some()
-            && s.stream.as_str() == stream
+    let platforms_in_tenant = |tenant: &Option<String>| {
+        tenant.is_some()
             && config
-                .stream_for(stream, &s.tenant)
+                .stream_for(stream, tenant)
                 .is_some_and(|st| st.tenant.is_none())
-    })
+    };
+    let read = (config.subscribers.iter())
+        .any(|s| s.stream.as_str() == stream && platforms_in_tenant(&s.tenant));
+    let scheduled = (config.schedules.iter())
+        .any(|s| s.stream.as_str() == stream && platforms_in_tenant(&s.tenant));
+    read || scheduled
 }
 
 /// What a subscriber needs from the server to run.

@@ -67,7 +67,8 @@ fn past(s: &ScheduleConfig) -> bool {
     }
 }
 
-/// What a sync changed on the server, each schedule as `<name> in <stream>`.
+/// What a sync changed on the server, each schedule as `<name> in
+/// <stream>` (and `of tenant "<tenant>"` for a tenant's).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ScheduleSync {
     /// The schedules put, new or changed.
@@ -77,28 +78,45 @@ pub struct ScheduleSync {
     pub removed: Vec<String>,
 }
 
-/// On the service's own connection: makes the schedule messages held in
-/// each stream that holds (or held) the service's schedules what the file
-/// says.
+impl ScheduleSync {
+    /// Adds what another account's sync changed.
+    pub fn extend(&mut self, other: ScheduleSync) {
+        self.put.extend(other.put);
+        self.removed.extend(other.removed);
+    }
+}
+
+/// On the connection of `tenant` (`None`: the service's own): makes the
+/// schedule messages held in each stream of that account that holds (or
+/// held) the service's schedules what the file says of that account's
+/// schedules. A tenant's schedule's stream, when the file declares it, is
+/// declared in the tenant's account first.
 pub async fn sync_schedules(
     js: &jetstream::Context,
     config: &Config,
+    tenant: Option<&str>,
 ) -> Result<ScheduleSync, SetupError> {
+    let owner = tenant.map(str::to_string);
+    let theirs: Vec<&ScheduleConfig> = (config.schedules.iter())
+        .filter(|s| s.tenant == owner)
+        .collect();
+    if owner.is_some() {
+        for s in &theirs {
+            if let Some(st) = config.stream_for(s.stream.as_str(), &owner) {
+                ensure_stream(js, st).await?;
+            }
+        }
+    }
+    let whose = tenant.map_or(String::new(), |t| format!(" of tenant {t:?}"));
     let mut sync = ScheduleSync::default();
     let held_by_this_service = schedule_subject(&config.service.name, "*");
     // Where the file puts schedules now, and every stream that may hold
     // one put before: moved, or its stream entry or flag gone from the file.
-    let mut streams: BTreeSet<String> = config
-        .schedules
-        .iter()
-        .map(|s| s.stream.to_string())
-        .collect();
+    let mut streams: BTreeSet<String> = theirs.iter().map(|s| s.stream.to_string()).collect();
     streams.extend(streams_capturing(js, &held_by_this_service).await?);
     for name in &streams {
         let name = name.as_str();
-        let schedules: Vec<&ScheduleConfig> = config
-            .schedules
-            .iter()
+        let schedules: Vec<&ScheduleConfig> = (theirs.iter().copied())
             .filter(|s| s.stream.as_str() == name)
             .collect();
         let stream = match js.get_stream(name).await {
@@ -125,8 +143,8 @@ pub async fn sync_schedules(
         for s in &schedules {
             match put_if_changed(js, &stream, s).await? {
                 Held::Unchanged => {}
-                Held::Put => sync.put.push(format!("{} in {name}", s.name)),
-                Held::Removed => sync.removed.push(format!("{} in {name}", s.name)),
+                Held::Put => sync.put.push(format!("{} in {name}{whose}", s.name)),
+                Held::Removed => sync.removed.push(format!("{} in {name}{whose}", s.name)),
             }
         }
         // The held subjects of schedules gone from the file.
@@ -156,9 +174,9 @@ pub async fn sync_schedules(
                     false,
                 )
             })?;
-            tracing::info!(stream = name, held_on = %subject, "removed a schedule no longer in the file");
+            tracing::info!(tenant, stream = name, held_on = %subject, "removed a schedule no longer in the file");
             let schedule = subject.rsplit('.').next().unwrap_or(&subject);
-            sync.removed.push(format!("{schedule} in {name}"));
+            sync.removed.push(format!("{schedule} in {name}{whose}"));
         }
     }
     Ok(sync)

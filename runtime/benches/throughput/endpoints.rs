@@ -4,6 +4,8 @@
 //! round.
 //! Rounds alternate the two; each row is the median of its rounds, its
 //! ratio taken per round against the raw responder of the same round.
+//! The raw responder answers as the testkit's `respond` does: the
+//! request's `data` field, with an `X-Answered-By` header.
 //! `NATSAPP_BENCH_PERF=DIR` records a perf profile of the runtime during
 //! the first round's 100 requesters.
 
@@ -11,7 +13,7 @@ use super::*;
 
 const REQUESTERS: usize = 100;
 const RAW_ENDPOINT: &str =
-    "request/reply, raw async-nats responder (own connection, queue group, a task per request)";
+    "request/reply, raw async-nats responder (own connection, queue group, a task per request, the same answer)";
 const WASM_ENDPOINT: &str =
     "request/reply, natsapp-wasm Rust endpoint (respond, reused instances, concurrency 100)";
 
@@ -116,9 +118,21 @@ async fn raw_responder(client: async_nats::Client, subject: &'static str) {
     while let Some(request) = requests.next().await {
         let client = client.clone();
         tokio::spawn(async move {
-            if let Some(reply) = request.reply {
-                let _ = client.publish(reply, request.payload).await;
+            let Some(reply) = request.reply else { return };
+            // The answer the testkit's `respond` sends: the request's
+            // `data`, with an `X-Answered-By` header.
+            #[derive(serde::Deserialize)]
+            struct Respond {
+                data: String,
             }
+            let Ok(asked) = serde_json::from_slice::<Respond>(&request.payload) else {
+                return;
+            };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("X-Answered-By", "raw");
+            let _ = client
+                .publish_with_headers(reply, headers, asked.data.into())
+                .await;
         });
     }
 }

@@ -265,13 +265,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Config {
-    /// True when some subscriber or endpoint belongs to tenant `tenant`:
-    /// it needs its connection.
-    pub fn has_handlers(&self, tenant: &str) -> bool {
-        self.subscribers
-            .iter()
-            .any(|s| s.tenant.as_deref() == Some(tenant))
-            || self.endpoints.iter().any(|e| e.tenant() == Some(tenant))
+    /// True when some subscriber, endpoint or schedule belongs to tenant
+    /// `tenant`: it needs its connection.
+    pub fn needs_connection(&self, tenant: &str) -> bool {
+        let mine = |t: Option<&str>| t == Some(tenant);
+        self.subscribers.iter().any(|s| mine(s.tenant.as_deref()))
+            || self.endpoints.iter().any(|e| mine(e.tenant()))
+            || self.schedules.iter().any(|s| mine(s.tenant.as_deref()))
     }
 
     /// Reads and validates `path`, with overrides from the process environment.

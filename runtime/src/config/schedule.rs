@@ -24,7 +24,8 @@ pub struct ScheduleConfig {
     /// (`None`: the service's own).
     pub tenant: Option<String>,
     /// The subject the schedule message is held on:
-    /// `natsapp.schedules.<service>.<name>`.
+    /// `natsapp.schedules.<service>.<name>`, or
+    /// `natsapp.schedules.<service>.<tenant>.<name>` for a tenant's.
     pub held_on: String,
 }
 
@@ -58,7 +59,13 @@ pub const SCHEDULES_PREFIX: &str = "natsapp.schedules";
 pub const DELAYED_PREFIX: &str = "natsapp.delayed";
 
 /// The subject schedule `name` of `service` is held on,
-/// `natsapp.schedules.<service>.<name>` (validation keeps both one token).
-pub fn schedule_subject(service: &str, name: &str) -> String {
-    format!("{SCHEDULES_PREFIX}.{service}.{name}")
+/// `natsapp.schedules.<service>.<name>`, or for a tenant's,
+/// `natsapp.schedules.<service>.<tenant>.<name>` (validation keeps each
+/// one token): each owner's schedules are told apart by their subjects,
+/// even when a tenant shares the service's account.
+pub fn schedule_subject(service: &str, tenant: Option<&str>, name: &str) -> String {
+    match tenant {
+        None => format!("{SCHEDULES_PREFIX}.{service}.{name}"),
+        Some(tenant) => format!("{SCHEDULES_PREFIX}.{service}.{tenant}.{name}"),
+    }
 }

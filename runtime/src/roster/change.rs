@@ -82,7 +82,7 @@ impl Change {
         }
         let mut change = Change::default();
         for t in &new.tenants {
-            if !new.has_handlers(&t.name) {
+            if !new.needs_connection(&t.name) {
                 continue;
             }
             let same = old.is_some_and(|old| old.tenants.iter().any(|o| o == t))
@@ -94,7 +94,7 @@ impl Change {
         for name in connected_tenants {
             let kept = new.tenants.iter().any(|t| &t.name == name)
                 && !change.open_tenants.contains(name)
-                && new.has_handlers(name);
+                && new.needs_connection(name);
             if !kept {
                 change.close_tenants.insert(name.clone());
             }

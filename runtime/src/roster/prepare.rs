@@ -217,6 +217,8 @@ impl Roster {
             let Some(conn) = entry.and_then(|t| t.connection.as_ref().ok()) else {
                 if has_schedules {
                     tracing::error!(tenant = %name, "tenant {name:?} is not connected: its schedules are not put");
+                } else {
+                    tracing::warn!(tenant = %name, "tenant {name:?} is not connected: schedules it may still hold from an earlier file are not looked for");
                 }
                 continue;
             };

@@ -352,8 +352,12 @@ async fn run_with_limits<F: Future>(
                     deadline = now + NATS_CALL_RECHECK;
                 }
                 if now >= next_beat {
-                    if let Err(e) = settler.heartbeat(msg).await {
-                        tracing::debug!("in-progress signal failed: {}", ErrorChain(&e));
+                    // Bounded: meanwhile the guest is not polled, and a
+                    // guest at the head of a CPU line holds up the line.
+                    match tokio::time::timeout(NATS_CALL_RECHECK, settler.heartbeat(msg)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::debug!("in-progress signal failed: {}", ErrorChain(&e)),
+                        Err(_) => tracing::debug!("in-progress signal not sent within {NATS_CALL_RECHECK:?}: the next beat sends one"),
                     }
                     next_beat = now + heartbeat;
                 }

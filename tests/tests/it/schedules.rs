@@ -334,9 +334,9 @@ async fn a_tenants_schedule_is_put_with_its_identity_and_fires_in_its_own_accoun
     );
     let stream = acme.get_stream("ACME_JOBS").await.unwrap();
     stream
-        .get_last_raw_message_by_subject("natsapp.schedules.scheduled.tick")
+        .get_last_raw_message_by_subject("natsapp.schedules.scheduled.acme.tick")
         .await
-        .expect("the schedule held in acme's account");
+        .expect("the schedule held in acme's account, on a subject naming acme");
     assert!(
         svc.get_stream("ACME_JOBS").await.is_err(),
         "nothing of it in the service's account"
@@ -366,5 +366,68 @@ async fn a_tenants_schedule_is_put_with_its_identity_and_fires_in_its_own_accoun
         firings_in(&acme, "ACME_JOBS").await as u64,
         "each firing handled once, by acme's subscriber"
     );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_and_a_tenants_schedules_in_one_account_leave_each_other_alone() {
+    // A tenant without an identity of its own shares the service's account.
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    let text = format!(
+        "{}\n[[tenants]]\nname = \"acme\"\n\n[[subscribers]]\nname = \"tock\"\ntenant = \"acme\"\n\
+         component = \"{{testkit}}\"\nsubject = \"jobs.tock\"\nstream = \"JOBS\"\ndurable = \"tock\"\n\n\
+         [[schedules]]\nname = \"tock\"\nsubject = \"jobs.tock\"\nevery = \"1s\"\npayload = '{{\"op\":\"ok\"}}'\n\
+         stream = \"JOBS\"\ntenant = \"acme\"\n",
+        service(SCHEDULE)
+    );
+    let file = ServiceFile::new(&server, &text);
+    let running = Running::start(&file).await;
+    let stream = js.get_stream("JOBS").await.unwrap();
+    let held = |subject: &'static str| {
+        let stream = stream.clone();
+        async move {
+            stream
+                .get_last_raw_message_by_subject(subject)
+                .await
+                .unwrap_or_else(|e| panic!("nothing held on {subject}: {e}"))
+                .sequence
+        }
+    };
+    let service_held = held("natsapp.schedules.scheduled.tick").await;
+    let tenant_held = held("natsapp.schedules.scheduled.acme.tock").await;
+
+    let summary = running.reloader.reload().await.unwrap();
+    assert!(
+        summary.schedules_put.is_empty() && summary.schedules_removed.is_empty(),
+        "an unchanged file neither puts nor removes a schedule: {summary}"
+    );
+    assert_eq!(
+        (
+            held("natsapp.schedules.scheduled.tick").await,
+            held("natsapp.schedules.scheduled.acme.tock").await
+        ),
+        (service_held, tenant_held),
+        "each owner's sync left the other's schedule as it was"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fired = |subject: &'static str| {
+        let stream = stream.clone();
+        async move {
+            use futures::TryStreamExt;
+            (stream.info_with_subjects(subject).await.unwrap())
+                .try_collect::<Vec<(String, usize)>>()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, n)| n)
+                .sum::<usize>()
+        }
+    };
+    assert!(
+        fired("jobs.tick").await >= 2,
+        "the service's schedule fires"
+    );
+    assert!(fired("jobs.tock").await >= 2, "and the tenant's");
     running.stop().await;
 }

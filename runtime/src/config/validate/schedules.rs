@@ -106,6 +106,11 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         if let Some(name) = &s.tenant {
             if !tenants.iter().any(|t| &t.name == name) {
                 self.problem(format!("{key}.tenant"), no_such_tenant(name, tenants));
+            } else if !is_token(name) {
+                self.problem(
+                    format!("{key}.tenant"),
+                    format!("tenant {name:?} must be letters, digits, '-' and '_' to have schedules: it names the subjects they are held on"),
+                );
             }
         }
         if !is_token(&s.name) {
@@ -170,7 +175,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 None
             }
         };
-        let held_on = schedule_subject(service, &s.name);
+        let held_on = schedule_subject(service, s.tenant.as_deref(), &s.name);
         // The stream as the schedule's account sees it: a tenant's own
         // first, then the platform's entry (declared in the tenant's
         // account for a tenant's schedule).

@@ -145,9 +145,9 @@ fn server(
 
 /// Whether `stream`, a platform's entry, is the input stream of a
 /// tenant's subscriber or holds a tenant's schedule (the tenant declaring
-/// no stream of that name): such a stream lives in the tenant's account
-/// and is set up through its connection (`ensure_subscriber`,
-/// `sync_schedules`), not the service's.
+/// no stream of that name), and nothing of the service's uses it: such a
+/// stream lives in the tenant's account only and is set up through its
+/// connection (`ensure_subscriber`, `sync_schedules`), not the service's.
 fn tenant_input(config: &Config, stream: &str) -> bool {
     let platforms_in_tenant = |tenant: &Option<String>| {
         tenant.is_some()
@@ -159,7 +159,13 @@ fn tenant_input(config: &Config, stream: &str) -> bool {
         .any(|s| s.stream.as_str() == stream && platforms_in_tenant(&s.tenant));
     let scheduled = (config.schedules.iter())
         .any(|s| s.stream.as_str() == stream && platforms_in_tenant(&s.tenant));
-    read || scheduled
+    // One the service uses too lives in its account as well.
+    let services = (config.subscribers.iter())
+        .any(|s| s.tenant.is_none() && s.stream.as_str() == stream)
+        || (config.schedules.iter()).any(|s| s.tenant.is_none() && s.stream.as_str() == stream)
+        || (config.publishers.iter())
+            .any(|p| p.stream.as_ref().is_some_and(|st| st.as_str() == stream));
+    (read || scheduled) && !services
 }
 
 /// What a subscriber needs from the server to run.

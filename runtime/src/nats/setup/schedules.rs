@@ -1,6 +1,6 @@
 //! Schedules: nats-server publishes each `[[schedules]]` entry's message
 //! itself (message schedules, ADR-51) from a schedule message held on
-//! `natsapp.schedules.<service>.<name>` in the entry's stream, so a
+//! `natsapp.schedules.<service>[.<tenant>].<name>` in the entry's stream, so a
 //! firing happens once however many replicas run, and no timer of ours
 //! exists. Start-up and every reload make the held messages what the file
 //! says: a schedule is put only when it differs from the one held (a put
@@ -109,7 +109,9 @@ pub async fn sync_schedules(
     }
     let whose = tenant.map_or(String::new(), |t| format!(" of tenant {t:?}"));
     let mut sync = ScheduleSync::default();
-    let held_by_this_service = schedule_subject(&config.service.name, "*");
+    // This owner's held subjects only: the service's and each tenant's
+    // are apart even in one account.
+    let held_by_this_service = schedule_subject(&config.service.name, tenant, "*");
     // Where the file puts schedules now, and every stream that may hold
     // one put before: moved, or its stream entry or flag gone from the file.
     let mut streams: BTreeSet<String> = theirs.iter().map(|s| s.stream.to_string()).collect();

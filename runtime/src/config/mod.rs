@@ -40,7 +40,7 @@ pub use origin::Origin;
 use raw::RawFile;
 pub use raw::{KvAccess, OutputIds, OutputsMode, Retention, Storage};
 pub use schedule::{
-    schedule_subject, ScheduleConfig, ScheduleWhen, DELAYED_PREFIX, SCHEDULES_PREFIX,
+    is_token, schedule_subject, ScheduleConfig, ScheduleWhen, DELAYED_PREFIX, SCHEDULES_PREFIX,
 };
 use std::collections::BTreeMap;
 use std::fmt;

@@ -58,6 +58,15 @@ pub const SCHEDULES_PREFIX: &str = "natsapp.schedules";
 /// fire (`Natsapp-Delay`), in the stream that captures their subject.
 pub const DELAYED_PREFIX: &str = "natsapp.delayed";
 
+/// Whether `name` is one subject token of letters, digits, `-` and `_`,
+/// as the names in the subjects schedules are held on must be.
+pub fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// The subject schedule `name` of `service` is held on,
 /// `natsapp.schedules.<service>.<name>`, or for a tenant's,
 /// `natsapp.schedules.<service>.<tenant>.<name>` (validation keeps each

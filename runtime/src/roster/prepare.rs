@@ -213,8 +213,11 @@ impl Roster {
                 .schedules
                 .iter()
                 .any(|s| s.tenant.as_ref() == Some(name));
-            let entry = opened.get(name).or_else(|| self.tenants.get(name));
-            let Some(conn) = entry.and_then(|t| t.connection.as_ref().ok()) else {
+            // A tenant that needs no connection has none, and no schedules.
+            let Some(entry) = opened.get(name).or_else(|| self.tenants.get(name)) else {
+                continue;
+            };
+            let Ok(conn) = &entry.connection else {
                 if has_schedules {
                     tracing::error!(tenant = %name, "tenant {name:?} is not connected: its schedules are not put");
                 } else {

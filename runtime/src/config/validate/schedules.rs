@@ -5,8 +5,8 @@
 use super::super::raw::RawSchedule;
 use super::super::values::subject_matches;
 use super::super::{
-    schedule_subject, stream_named, ScheduleConfig, ScheduleWhen, StreamConfig, SubscriberConfig,
-    TenantConfig, DELAYED_PREFIX, SCHEDULES_PREFIX,
+    is_token, schedule_subject, stream_named, ScheduleConfig, ScheduleWhen, StreamConfig,
+    SubscriberConfig, TenantConfig, DELAYED_PREFIX, SCHEDULES_PREFIX,
 };
 use super::handler::no_such_tenant;
 use super::Validator;
@@ -25,14 +25,6 @@ const CRON_SHORTHANDS: [&str; 7] = [
     "@midnight",
     "@hourly",
 ];
-
-/// Whether `name` is one subject token of letters, digits, `-` and `_`.
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
 
 impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
     pub(super) fn schedules(

@@ -10,7 +10,7 @@
 //! one of the service's, wherever the file puts them now.
 
 use super::*;
-use crate::config::{schedule_subject, ScheduleConfig, ScheduleWhen};
+use crate::config::{is_token, schedule_subject, ScheduleConfig, ScheduleWhen};
 use async_nats::HeaderMap;
 use std::collections::BTreeMap;
 
@@ -96,6 +96,11 @@ pub async fn sync_schedules(
     config: &Config,
     tenant: Option<&str>,
 ) -> Result<ScheduleSync, SetupError> {
+    // Names that are not one token never held a schedule (validation
+    // refuses them), and as a filter they would reach others' subjects.
+    if !is_token(&config.service.name) || tenant.is_some_and(|t| !is_token(t)) {
+        return Ok(ScheduleSync::default());
+    }
     let owner = tenant.map(str::to_string);
     let theirs: Vec<&ScheduleConfig> = (config.schedules.iter())
         .filter(|s| s.tenant == owner)

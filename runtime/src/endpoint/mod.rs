@@ -176,17 +176,23 @@ impl Endpoint {
                 () = handled => {}
                 // Past the graceful timeout the handler is dropped; its
                 // requester learns at once rather than at its timeout.
-                () = abandon.cancelled() => {
-                    let request = msg.request.as_ref().expect("a request");
-                    let stopping = answer::stopping();
-                    if request.claim_answer() {
-                        me.send_error(request.reply.as_ref(), &stopping).await;
-                    }
-                    me.micro.stats.record(received.elapsed(), Some(stopping.to_string()));
-                }
+                // Boxed too: a rare path, kept out of every request's task.
+                () = abandon.cancelled() => Box::pin(me.abandoned(&msg, received)).await,
             }
         };
         tokio::spawn(tracker.track_future(self.tasks.track_future(handled)));
+    }
+
+    /// Answers 503 for a request whose handler was dropped at shutdown.
+    async fn abandoned(&self, msg: &InFlight, received: Instant) {
+        let request = msg.request.as_ref().expect("a request");
+        let stopping = answer::stopping();
+        if request.claim_answer() {
+            self.send_error(request.reply.as_ref(), &stopping).await;
+        }
+        self.micro
+            .stats
+            .record(received.elapsed(), Some(stopping.to_string()));
     }
 
     async fn handle(

@@ -128,12 +128,6 @@ impl Host for NatsView<'_> {
         data: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<Option<PublishAck>, Error>> {
-        if let Err(e) = self
-            .allowed(&subject, Use::Publish)
-            .and_then(|()| self.sub.pay(data.len()))
-        {
-            return Ok(Err(e));
-        }
         let (sub, msg) = (self.sub, &**self.msg);
         if let Some(request) = &msg.request {
             if request
@@ -141,10 +135,21 @@ impl Host for NatsView<'_> {
                 .as_ref()
                 .is_some_and(|r| r.as_str() == subject)
             {
+                // The request's own reply subject needs no grant: it is
+                // counted and paid for like any publish, and answered.
+                if let Err(e) = sub.count_call(msg).and_then(|()| sub.pay(data.len())) {
+                    return Ok(Err(e));
+                }
                 return Ok(answer(sub, msg, request, data, headers)
                     .await
                     .map(|()| None));
             }
+        }
+        if let Err(e) = self
+            .allowed(&subject, Use::Publish)
+            .and_then(|()| self.sub.pay(data.len()))
+        {
+            return Ok(Err(e));
         }
         let (delay, headers) = match later::take_delay(headers) {
             Ok(split) => split,

@@ -2,7 +2,7 @@
 //! async-nats on the same nats-server, in one run:
 //!
 //!   cargo bench -p natsapp-wasm --bench throughput -- [--messages N] [--json PATH] [--rate R]
-//!       [--seconds S] [--rounds R] [--only SECTION,…]
+//!       [--seconds S] [--rounds R] [--only SECTION,…] [--case TEXT …]
 //!
 //! Sections: throughput, noisy, tenants, calls, python, latency, endpoints, startup, deploy, idle
 //! (all by default).
@@ -104,6 +104,10 @@ struct Args {
     /// Only these sections (all by default).
     #[arg(long, value_name = "SECTION,…", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
     only: Vec<String>,
+    /// Only the throughput section's natsapp-wasm cases whose name holds
+    /// one of these texts (the raw baselines always run).
+    #[arg(long = "case", value_name = "TEXT")]
+    cases: Vec<String>,
     /// What `cargo bench` passes to every benchmark.
     #[arg(long, hide = true)]
     bench: bool,
@@ -160,7 +164,13 @@ struct Bench {
     py_noop: PathBuf,
     js_noop: PathBuf,
     n: usize,
+    cases: Vec<String>,
 }
+
+/// The runtime's allocator (see `cli::allocator`), so that the raw
+/// baselines run in this process compare like with like.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
@@ -179,6 +189,7 @@ async fn main() {
         py_noop: guest("python/noop.wasm"),
         js_noop: guest("js/noop.wasm"),
         n: a.messages,
+        cases: a.cases.clone(),
     };
     let mut rows = Vec::new();
     if a.runs("throughput") || a.runs("python") {
@@ -319,6 +330,9 @@ impl Bench {
         ];
         let mut rows = Vec::new();
         for (i, (case, component, instances, relays)) in cases.into_iter().enumerate() {
+            if !self.cases.is_empty() && !self.cases.iter().any(|c| case.contains(c.as_str())) {
+                continue;
+            }
             // A fresh Python interpreter per message is slow: fewer messages.
             let n = if component == self.py_noop && instances == "per-message" {
                 self.n.min(2000)

@@ -10,6 +10,7 @@
 //! `natsapp-wasm redrive FILE --subscriber NAME` (dead letters back: see `redrive`).
 //! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration.
 
+pub mod allocator;
 mod deploy;
 mod dev;
 mod invoke;

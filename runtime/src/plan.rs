@@ -274,7 +274,9 @@ fn guest_lines(s: &mut String, c: &Config, sub: &SubscriberConfig) {
 
 fn describe_instances(instances: crate::config::Instances) -> String {
     match instances {
-        crate::config::Instances::PerMessage => "per-message".to_string(),
+        crate::config::Instances::PerMessage { prepared } => {
+            format!("per-message, {prepared} prepared")
+        }
         crate::config::Instances::Reuse { max_uses: None } => "reused".to_string(),
         crate::config::Instances::Reuse { max_uses: Some(n) } => format!("reused up to {n} times"),
     }

@@ -138,7 +138,7 @@ async fn raw_responder(client: async_nats::Client, subject: &'static str) {
 }
 
 /// Waits until `subject` answers.
-async fn answered(client: &async_nats::Client, subject: &str, payload: &str) {
+pub(crate) async fn answered(client: &async_nats::Client, subject: &str, payload: &str) {
     let t0 = Instant::now();
     loop {
         if client
@@ -151,6 +151,24 @@ async fn answered(client: &async_nats::Client, subject: &str, payload: &str) {
         within(t0, "the endpoint to answer");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// One request to `subject`, which must be answered without an error: its
+/// latency in ms.
+pub(crate) async fn ask(client: &async_nats::Client, subject: &str, payload: &str) -> f64 {
+    let sent = Instant::now();
+    let answer = client
+        .request(subject.to_string(), payload.to_string().into())
+        .await
+        .expect("an answer");
+    assert!(
+        answer
+            .headers
+            .as_ref()
+            .is_none_or(|h| h.get("Nats-Service-Error-Code").is_none()),
+        "an error answer: {answer:?}"
+    );
+    sent.elapsed().as_secs_f64() * 1e3
 }
 
 /// `requesters` asking `subject` one request after another each, for
@@ -169,19 +187,7 @@ async fn load(
         tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < until {
-                let sent = Instant::now();
-                let answer = client
-                    .request(subject.clone(), payload.clone().into())
-                    .await
-                    .expect("an answer");
-                assert!(
-                    answer
-                        .headers
-                        .as_ref()
-                        .is_none_or(|h| h.get("Nats-Service-Error-Code").is_none()),
-                    "an error answer: {answer:?}"
-                );
-                latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                latencies.push(ask(&client, &subject, &payload).await);
             }
             latencies
         })

@@ -32,6 +32,7 @@ mod deploy;
 mod endpoints;
 mod instance;
 mod noisy;
+mod prepared;
 mod python;
 mod report;
 mod service;
@@ -65,7 +66,7 @@ const RELAY_ATOMIC_MEMORY: &str =
 /// batch to disk, a few hundred a second.
 const ATOMIC_FILE_MESSAGES: usize = 2_000;
 const NATS_PY_FETCH1: &str = "nats-py 2.16 fetch(1), ack each (the Python wrapper's defaults)";
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "throughput",
     "noisy",
     "tenants",
@@ -73,6 +74,7 @@ const SECTIONS: [&str; 10] = [
     "python",
     "latency",
     "endpoints",
+    "prepared",
     "startup",
     "deploy",
     "idle",
@@ -250,6 +252,9 @@ async fn main() {
     if a.runs("endpoints") {
         rows.extend(b.endpoints(usize::from(a.rounds), a.seconds).await);
     }
+    if a.runs("prepared") {
+        rows.extend(b.prepared(usize::from(a.rounds), a.seconds).await);
+    }
     if a.runs("startup") {
         rows.extend(b.startup().await);
     }
@@ -268,9 +273,15 @@ async fn main() {
 impl Bench {
     /// natsapp-wasm draining a preloaded stream, per guest and instance mode.
     async fn throughput(&self) -> Vec<Sample> {
-        let cases: [(&str, &Path, &str, bool); 13] = [
+        let cases: [(&str, &Path, &str, bool); 15] = [
             (
                 "natsapp-wasm, Rust no-op, per-message instances",
+                &self.noop,
+                "per-message",
+                false,
+            ),
+            (
+                "natsapp-wasm, Rust no-op, per-message instances, none prepared",
                 &self.noop,
                 "per-message",
                 false,
@@ -327,6 +338,12 @@ impl Bench {
                 "per-message",
                 false,
             ),
+            (
+                "natsapp-wasm, Python no-op, per-message instances, none prepared",
+                &self.py_noop,
+                "per-message",
+                false,
+            ),
         ];
         let mut rows = Vec::new();
         for (i, (case, component, instances, relays)) in cases.into_iter().enumerate() {
@@ -357,6 +374,7 @@ impl Bench {
                 one_at_a_time: false,
                 atomic: case == RELAY_ATOMIC || case == RELAY_ATOMIC_MEMORY,
                 output_in_memory: case.ends_with("to a memory stream"),
+                none_prepared: case.ends_with("none prepared"),
             };
             let (rate, peak) = natsapp_throughput(self, i, &case_of, n).await;
             rows.push(Sample::new(case, rate, Some(peak)));
@@ -430,6 +448,7 @@ impl Bench {
             one_at_a_time: true,
             atomic: false,
             output_in_memory: false,
+            none_prepared: false,
         };
         let (rate, peak) = natsapp_throughput(self, 90, &defaults, self.n).await;
         rows.push(Sample::new(

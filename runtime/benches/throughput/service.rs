@@ -104,6 +104,9 @@ pub(crate) struct Case<'a> {
     pub(crate) atomic: bool,
     /// The relay's output stream keeps its messages in memory (else on file).
     pub(crate) output_in_memory: bool,
+    /// `prepared_instances = 0`: per-message instances made as messages
+    /// arrive, none ahead.
+    pub(crate) none_prepared: bool,
 }
 
 pub(crate) async fn natsapp_throughput(
@@ -137,6 +140,12 @@ pub(crate) async fn natsapp_throughput(
     if c.output_in_memory {
         let out = format!("subjects = [\"{output}\"]\n");
         toml = toml.replace(&out, &format!("{out}storage = \"memory\"\n"));
+    }
+    if c.none_prepared {
+        toml = toml.replace(
+            "instances = \"per-message\"\n",
+            "instances = \"per-message\"\nprepared_instances = 0\n",
+        );
     }
     if c.one_at_a_time {
         toml = toml.replace(

@@ -127,6 +127,9 @@ pub mod defaults {
     pub const HELD_OUTPUTS: u64 = 16 * 1024 * 1024;
     /// `instances`
     pub const INSTANCES: super::raw::InstanceMode = super::raw::InstanceMode::Reuse;
+    /// `prepared_instances`: enough to hide an instantiation from a
+    /// message arriving while another is handled.
+    pub const PREPARED_INSTANCES: usize = 2;
     /// `stats_interval` when NATS_DEBUG is on
     pub const DEBUG_STATS_INTERVAL: Duration = Duration::from_secs(10);
 }

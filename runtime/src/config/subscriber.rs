@@ -123,8 +123,12 @@ impl SubscriberConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Instances {
     /// A fresh instance (and store) for every message: nothing a message
-    /// leaves in guest memory reaches the next one.
-    PerMessage,
+    /// leaves in guest memory reaches the next one. Up to `prepared` of
+    /// them are made ahead of need, while the handler is busy.
+    PerMessage {
+        /// Fresh instances kept ready at most (0: none are made ahead).
+        prepared: usize,
+    },
     /// Warm instances, at most `concurrency`, reused while healthy; an
     /// instance that trapped or hit a limit is dropped. `max_uses` retires
     /// an instance after that many messages.

@@ -46,6 +46,8 @@ pub struct SubscriberStats {
     batches_already_stored: AtomicU64,
     batches_busy: AtomicU64,
     warm_instances: AtomicU64,
+    prepared_instances: AtomicU64,
+    prepared_instances_used: AtomicU64,
     guest_cpu_ns: AtomicU64,
     cpu_parked: AtomicU64,
     calls: CapabilityCounters,
@@ -157,6 +159,16 @@ impl SubscriberStats {
     /// on the stream; it is sent again after a pause.
     pub fn batch_busy(&self) {
         self.batches_busy.fetch_add(1, Relaxed);
+    }
+
+    /// The subscriber keeps this many fresh instances ready.
+    pub fn set_prepared_instances(&self, n: usize) {
+        self.prepared_instances.store(n as u64, Relaxed);
+    }
+
+    /// A message took an instance made ahead of need.
+    pub fn prepared_instance_used(&self) {
+        self.prepared_instances_used.fetch_add(1, Relaxed);
     }
 
     /// The subscriber keeps this many idle instances for reuse.
@@ -344,6 +356,8 @@ impl SubscriberStats {
             batches_already_stored: self.batches_already_stored.load(Relaxed),
             batches_busy: self.batches_busy.load(Relaxed),
             warm_instances: self.warm_instances.load(Relaxed),
+            prepared_instances: self.prepared_instances.load(Relaxed),
+            prepared_instances_used: self.prepared_instances_used.load(Relaxed),
             guest_cpu_us: self.guest_cpu_ns.load(Relaxed) / 1_000,
             cpu_parked: self.cpu_parked.load(Relaxed),
             kv: self.calls.kv_snapshot(),
@@ -454,6 +468,10 @@ pub struct SubscriberSnapshot {
     pub batches_busy: u64,
     /// Idle instances kept for reuse.
     pub warm_instances: u64,
+    /// Fresh instances made ahead of need, ready now.
+    pub prepared_instances: u64,
+    /// Messages that took an instance made ahead of need.
+    pub prepared_instances_used: u64,
     /// Guest execution metered (and work on its guests' behalf), microseconds.
     pub guest_cpu_us: u64,
     /// Times one of its guests was parked: over its share of guest CPU, or

@@ -152,6 +152,30 @@ impl InFlight {
         }
     }
 
+    /// What an instance made ahead of need is lent to until a message
+    /// takes it (see `wasm::prepared`): no message, on no subject.
+    pub fn none(handler: &str) -> Self {
+        let message = async_nats::Message {
+            subject: "".into(),
+            reply: None,
+            payload: bytes::Bytes::new(),
+            headers: None,
+            status: None,
+            description: None,
+            length: 0,
+        };
+        let delivery = DeliveryInfo {
+            stream: String::new(),
+            consumer: handler.to_string(),
+            stream_sequence: 0,
+            consumer_sequence: 0,
+            delivered: 0,
+            pending: 0,
+            published_unix_ns: 0,
+        };
+        Self::delivered(message, delivery)
+    }
+
     /// A core NATS request to `endpoint`, the `sequence`th it received:
     /// delivered once, its sequence numbering its outputs.
     pub fn request(

@@ -78,8 +78,14 @@ impl PoolSize {
     pub fn for_config(config: &crate::config::Config) -> Self {
         let handlers =
             || (config.subscribers.iter()).chain(config.endpoints.iter().map(|e| &e.handler));
+        // A handler runs at most `concurrency` instances, and keeps its
+        // prepared ones beside them.
+        let prepared = |s: &crate::config::SubscriberConfig| match s.instances {
+            crate::config::Instances::PerMessage { prepared } => prepared as u64,
+            crate::config::Instances::Reuse { .. } => 0,
+        };
         let instances = handlers()
-            .map(|s| s.concurrency as u64)
+            .map(|s| s.concurrency as u64 + prepared(s))
             .sum::<u64>()
             .clamp(1, 10_000) as u32;
         let max_memory = handlers()

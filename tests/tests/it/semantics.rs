@@ -318,6 +318,38 @@ async fn per_message_instances_share_nothing() {
     );
 }
 
+/// Per-message instances are made ahead of need while messages come, and
+/// each message still gets one nothing else used; `prepared_instances = 0`
+/// makes each one when its message arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_message_instances_are_made_ahead_and_still_share_nothing() {
+    for (extra, ahead) in [
+        ("instances = \"per-message\"", true),
+        ("instances = \"per-message\"\nprepared_instances = 0", false),
+    ] {
+        let kit = Kit::start(kit_service(extra)).await;
+        let mut out = subscribe(&kit.client, "testkit.out.count").await;
+        let mut seen = Vec::new();
+        for n in 1..=4u64 {
+            js_publish(&kit.js, "in.kit", r#"{"op":"count"}"#).await;
+            seen.push(next_json(&mut out, Duration::from_secs(10)).await["seen"].clone());
+            let s = stats_until(&kit.running, "kit", "the message acked", |s| {
+                s.acked == n && (!ahead || s.prepared_instances == 1)
+            })
+            .await;
+            if !ahead {
+                assert_eq!(s.prepared_instances, 0, "{extra}");
+            }
+        }
+        assert_eq!(seen, [1, 1, 1, 1], "{extra}: a fresh instance each");
+        let s = stats_until(&kit.running, "kit", "four acked", |s| s.acked == 4).await;
+        // The first message came before anything was wanted ahead.
+        let used = if ahead { 3 } else { 0 };
+        assert_eq!(s.prepared_instances_used, used, "{extra}");
+        drained(&kit.js, "IN", "kit").await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_instances_keep_state_until_they_fail_or_retire() {
     let reuse = "consumer = { max_deliver = 1 }"; // reuse is the default

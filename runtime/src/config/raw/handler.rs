@@ -68,6 +68,9 @@ pub struct RawSubscriber {
     /// `max_instance_uses = 1000`: with `instances = "reuse"`, replace an
     /// instance after this many messages.
     pub max_instance_uses: Option<u64>,
+    /// `prepared_instances = 2`: with `instances = "per-message"`, the most
+    /// fresh instances made ahead of need (0: none).
+    pub prepared_instances: Option<usize>,
     /// `double_ack = true`: wait for the server to confirm each ack.
     #[serde(default)]
     pub double_ack: bool,
@@ -123,6 +126,8 @@ pub struct RawEndpoint {
     pub instances: Option<InstanceMode>,
     /// `max_instance_uses = 1000`
     pub max_instance_uses: Option<u64>,
+    /// `prepared_instances = 2`
+    pub prepared_instances: Option<usize>,
 }
 
 /// `watch = { … }`

@@ -85,6 +85,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
             config: e.config,
             instances: e.instances,
             max_instance_uses: e.max_instance_uses,
+            prepared_instances: e.prepared_instances,
             double_ack: false,
             outputs: Default::default(),
         };

@@ -164,18 +164,30 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
                 );
             }
         }
-        let instances = match (
-            s.instances.unwrap_or(defaults::INSTANCES),
-            s.max_instance_uses,
-        ) {
+        let mode = s.instances.unwrap_or(defaults::INSTANCES);
+        if let (raw::InstanceMode::Reuse, Some(_)) = (mode, s.prepared_instances) {
+            self.problem(
+                format!("{key}.prepared_instances"),
+                "applies only with instances = \"per-message\"",
+            );
+        }
+        let prepared =
+            (s.prepared_instances).unwrap_or(defaults::PREPARED_INSTANCES.min(concurrency));
+        if prepared > concurrency {
+            self.problem(
+                format!("{key}.prepared_instances"),
+                format!("must be at most the concurrency ({concurrency})"),
+            );
+        }
+        let instances = match (mode, s.max_instance_uses) {
             (raw::InstanceMode::PerMessage, Some(_)) => {
                 self.problem(
                     format!("{key}.max_instance_uses"),
                     "applies only with instances = \"reuse\"",
                 );
-                Instances::PerMessage
+                Instances::PerMessage { prepared }
             }
-            (raw::InstanceMode::PerMessage, None) => Instances::PerMessage,
+            (raw::InstanceMode::PerMessage, None) => Instances::PerMessage { prepared },
             (raw::InstanceMode::Reuse, Some(0)) => {
                 self.problem(format!("{key}.max_instance_uses"), "must be 1 or more");
                 Instances::Reuse { max_uses: None }

@@ -279,6 +279,20 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
     );
     m.per_subscriber(
         subs,
+        "natsapp_prepared_instances",
+        "Fresh instances made ahead of need, ready now",
+        MetricType::GAUGE,
+        |s| gauge(s.prepared_instances as f64),
+    );
+    m.per_subscriber(
+        subs,
+        "natsapp_prepared_instances_used_total",
+        "Messages that took an instance made ahead of need",
+        MetricType::COUNTER,
+        |s| counter(s.prepared_instances_used),
+    );
+    m.per_subscriber(
+        subs,
         "natsapp_guest_cpu_seconds_total",
         "Guest execution metered, and work on the guests' behalf",
         MetricType::COUNTER,

@@ -20,6 +20,10 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
+mod prepared;
+
+use prepared::Prepared;
+
 /// The line the Python and JavaScript SDKs write before an uncaught
 /// exception ends the call.
 const UNCAUGHT: &str = "uncaught exception: ";
@@ -32,21 +36,40 @@ const MAX_HOST_RESOURCES: usize = 10_000;
 
 /// A subscriber's compiled handler, ready to run messages.
 pub struct Handler {
-    pre: ServicePre<HostState>,
-    host: Arc<SubscriberHost>,
-    timeout: Duration,
+    maker: Arc<Maker>,
     heartbeat: Duration,
     instances: Instances,
     /// Idle instances kept for reuse.
     warm: Arc<Mutex<Vec<Warm>>>,
+    /// Fresh instances made ahead of need, with per-message instances.
+    prepared: Option<Arc<Prepared>>,
+}
+
+/// What makes a fresh instance of a handler's component: shared with the
+/// task that prepares them ahead.
+pub(super) struct Maker {
+    pre: ServicePre<HostState>,
+    pub(super) host: Arc<SubscriberHost>,
+    timeout: Duration,
 }
 
 /// An instantiated component with its store.
-struct Warm {
+pub(super) struct Warm {
     store: Store<HostState>,
     service: Service,
     output: Arc<GuestOutput>,
     uses: u64,
+}
+
+impl Warm {
+    /// Lends the instance to `msg`: what its host functions act on.
+    fn lend_to(&mut self, msg: &Arc<InFlight>) {
+        let data = self.store.data_mut();
+        data.msg = msg.clone();
+        data.limiter.exceeded = false;
+        self.output.reset();
+        self.store.set_epoch_deadline(1);
+    }
 }
 
 /// Where a handler call failed: setting up its instance, or the call itself.
@@ -72,6 +95,14 @@ impl Handler {
         heartbeat: Duration,
         instances: Instances,
     ) -> Self {
+        let maker = Arc::new(Maker { pre, host, timeout });
+        let prepared = match instances {
+            Instances::PerMessage { prepared } if prepared > 0 => {
+                Prepared::start(maker.clone(), prepared)
+            }
+            _ => None,
+        };
+        let host = &maker.host;
         let warm = Arc::new(Mutex::new(Vec::<Warm>::new()));
         if let (Instances::Reuse { .. }, Some(pool)) = (&instances, &host.quotas.memory) {
             // The tenant's memory pool drops these idle instances when one
@@ -89,17 +120,26 @@ impl Handler {
             }));
         }
         Handler {
-            pre,
-            host,
-            timeout,
+            maker,
             heartbeat,
             instances,
             warm,
+            prepared,
         }
     }
 
-    /// A new store and instance, for `msg`.
-    async fn instantiate(&self, msg: &Arc<InFlight>) -> Result<Warm, Outcome> {
+    fn host(&self) -> &SubscriberHost {
+        &self.maker.host
+    }
+
+    fn timeout(&self) -> Duration {
+        self.maker.timeout
+    }
+}
+
+impl Maker {
+    /// A new store and instance, lent to `msg`.
+    pub(super) async fn instantiate(&self, msg: &Arc<InFlight>) -> Result<Warm, Outcome> {
         let output = GuestOutput::new(
             self.host.name.clone(),
             self.host.secrets.clone(),
@@ -167,29 +207,36 @@ impl Handler {
             }),
         }
     }
+}
 
+impl Drop for Handler {
+    fn drop(&mut self) {
+        // Its preparing task ends, and drops what it made, at once.
+        if let Some(p) = &self.prepared {
+            p.handler_gone();
+        }
+    }
+}
+
+impl Handler {
     /// Runs `handle` for `msg` and says what came of it.
     pub async fn invoke(&self, msg: Arc<InFlight>) -> Outcome {
-        let _busy = self.host.cpu.busy();
+        let _busy = self.host().cpu.busy();
         let reused = match self.instances {
             Instances::Reuse { .. } => {
                 let mut idle = self.warm.lock().expect("pool lock");
                 let warm = idle.pop();
-                self.host.settler.stats.set_warm_instances(idle.len());
+                self.host().settler.stats.set_warm_instances(idle.len());
                 warm
             }
-            Instances::PerMessage => None,
+            Instances::PerMessage { .. } => self.prepared.as_ref().and_then(|p| p.take()),
         };
         let mut warm = match reused {
             Some(mut w) => {
-                let data = w.store.data_mut();
-                data.msg = msg.clone();
-                data.limiter.exceeded = false;
-                w.output.reset();
-                w.store.set_epoch_deadline(1);
+                w.lend_to(&msg);
                 w
             }
-            None => match self.instantiate(&msg).await {
+            None => match self.maker.instantiate(&msg).await {
                 Ok(w) => w,
                 Err(outcome) => return outcome,
             },
@@ -200,7 +247,7 @@ impl Handler {
                 return classify(
                     Some(Err(InvokeFailure::Instantiate(e.into()))),
                     false,
-                    self.timeout,
+                    self.timeout(),
                     &warm.output,
                 );
             }
@@ -220,18 +267,25 @@ impl Handler {
                     .await
                     .map_err(InvokeFailure::Call)
             };
-            let call = flushing(metered(call, &self.host.cpu), &warm.output);
-            run_with_limits(call, self.timeout, self.heartbeat, &self.host.settler, &msg).await
+            let call = flushing(metered(call, &self.host().cpu), &warm.output);
+            run_with_limits(
+                call,
+                self.timeout(),
+                self.heartbeat,
+                &self.host().settler,
+                &msg,
+            )
+            .await
         };
         let memory_exceeded = warm.store.data().limiter.exceeded;
-        let outcome = match classify(result, memory_exceeded, self.timeout, &warm.output) {
+        let outcome = match classify(result, memory_exceeded, self.timeout(), &warm.output) {
             // A reason is the guest's text: keep its secrets out of the
             // log, the statistics and the dead-letter headers.
             Outcome::Retry { delay, reason } => Outcome::Retry {
                 delay,
-                reason: self.host.secrets.mask(&reason),
+                reason: self.host().secrets.mask(&reason),
             },
-            Outcome::Reject(reason) => Outcome::Reject(self.host.secrets.mask(&reason)),
+            Outcome::Reject(reason) => Outcome::Reject(self.host().secrets.mask(&reason)),
             other => other,
         };
         if let Instances::Reuse { max_uses } = self.instances {
@@ -241,7 +295,7 @@ impl Handler {
             if healthy && fresh_enough && warm.store.data_mut().table.delete(handle).is_ok() {
                 let mut idle = self.warm.lock().expect("pool lock");
                 idle.push(warm);
-                self.host.settler.stats.set_warm_instances(idle.len());
+                self.host().settler.stats.set_warm_instances(idle.len());
                 return outcome;
             }
         }
@@ -255,7 +309,7 @@ impl Handler {
     fn retire(&self, warm: Warm) {
         let started = std::time::Instant::now();
         drop(warm);
-        self.host.cpu.charge(started.elapsed());
+        self.host().cpu.charge(started.elapsed());
     }
 }
 

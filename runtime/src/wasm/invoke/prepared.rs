@@ -1,0 +1,262 @@
+//! Fresh instances made ahead of need, for `instances = "per-message"`.
+//!
+//! Every message still gets an instance nothing else has used; what moves
+//! is when it is made. A task per handler instantiates, while the handler
+//! has messages, as many as the recent rate needs — enough to cover the
+//! messages that arrive while one instantiation runs, plus one — up to
+//! `prepared_instances`. A message takes a ready one, or makes its own
+//! when none is ready, as it did before. Preparing moves an
+//! instantiation's CPU off the message's path, it does not remove it: it
+//! is metered and charged like any instantiation (the subscriber's share,
+//! its tenant's `cpu` quota), its memory counts in the tenant's `memory`
+//! quota (a running instance that needs the room drops the ready ones),
+//! and its pool slot is set aside when the engine is made. A handler with
+//! no message for [`IDLE`] keeps none ready.
+//!
+//! A handler whose instantiations take a tenth of a core or more prepares
+//! only while the machine has an idle core to do it on ([`idle_cores`]):
+//! on a busy machine a message's own instantiation costs the same CPU, and
+//! handing instances from the preparing task to the messages cost 6-7% of a
+//! saturated Rust per-message subscriber's throughput.
+
+use super::{Maker, Warm};
+use crate::message::InFlight;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// A handler that had no message for this long keeps no instance ready.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// The weight of the newest gap between two messages in their average:
+/// a few dozen messages set the rate.
+const GAP_WEIGHT: f64 = 0.05;
+
+/// A handler whose instantiations take this much CPU or more, in cores,
+/// prepares only while the machine has [`SPARE_CORES`] idle.
+const BUSY_HANDLER: f64 = 0.1;
+
+/// Idle CPU, in cores, that a busy handler prepares on.
+const SPARE_CORES: f64 = 0.25;
+
+/// How often the machine's idle CPU is read.
+const IDLE_SAMPLE: Duration = Duration::from_millis(100);
+
+/// A handler's instances made ahead, and what sizes them.
+pub(super) struct Prepared {
+    ready: Mutex<Vec<Warm>>,
+    pace: Mutex<Pace>,
+    /// Wakes the preparing task: a message took one, or arrived.
+    wake: Notify,
+    most: usize,
+    maker: Arc<Maker>,
+}
+
+/// The recent rate of messages and the recent cost of an instantiation.
+struct Pace {
+    /// Seconds between two messages, smoothed.
+    gap: f64,
+    last_message: Option<Instant>,
+    /// Seconds one instantiation took, smoothed.
+    instantiation: f64,
+}
+
+impl Prepared {
+    /// Starts preparing up to `most` instances from `maker`, on the
+    /// current tokio runtime (none outside one).
+    pub(super) fn start(maker: Arc<Maker>, most: usize) -> Option<Arc<Prepared>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let prepared = Arc::new(Prepared {
+            ready: Mutex::new(Vec::new()),
+            pace: Mutex::new(Pace {
+                gap: f64::INFINITY,
+                last_message: None,
+                instantiation: 0.0,
+            }),
+            wake: Notify::new(),
+            most,
+            maker,
+        });
+        if let Some(pool) = &prepared.maker.host.quotas.memory {
+            // The tenant's memory pool drops ready instances when one of
+            // its running instances needs the room.
+            let ready = Arc::downgrade(&prepared);
+            pool.reclaim_with(Box::new(move || {
+                let Some(ready) = ready.upgrade() else {
+                    return 0;
+                };
+                let dropped = std::mem::take(&mut *ready.ready.lock().expect("ready lock"));
+                ready.counted(0);
+                dropped.len()
+            }));
+        }
+        runtime.spawn(prepare(Arc::downgrade(&prepared)));
+        Some(prepared)
+    }
+
+    /// A message arrived: a ready instance for it, if there is one.
+    pub(super) fn take(&self) -> Option<Warm> {
+        let now = Instant::now();
+        {
+            let mut pace = self.pace.lock().expect("pace lock");
+            if let Some(last) = pace.last_message {
+                let gap = now.duration_since(last).as_secs_f64();
+                pace.gap = if pace.gap.is_finite() {
+                    (1.0 - GAP_WEIGHT) * pace.gap + GAP_WEIGHT * gap
+                } else {
+                    gap
+                };
+            }
+            pace.last_message = Some(now);
+        }
+        let (taken, left) = {
+            let mut ready = self.ready.lock().expect("ready lock");
+            let taken = ready.pop();
+            self.counted(ready.len());
+            (taken, ready.len())
+        };
+        if taken.is_some() {
+            self.maker.host.settler.stats.prepared_instance_used();
+        }
+        // Waking the task for nothing, at every message of a busy
+        // machine, is a cost of its own.
+        if left < self.most && self.may_prepare(&self.pace.lock().expect("pace lock")) {
+            self.wake.notify_one();
+        }
+        taken
+    }
+
+    /// Its handler is dropped: the preparing task ends.
+    pub(super) fn handler_gone(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Whether its handler had no message for [`IDLE`].
+    fn handler_idle(&self) -> bool {
+        let pace = self.pace.lock().expect("pace lock");
+        pace.last_message.is_none_or(|last| last.elapsed() >= IDLE)
+    }
+
+    /// Whether instances are made ahead now: by a handler whose
+    /// instantiations take little CPU, or on a machine with a core to spare.
+    fn may_prepare(&self, pace: &Pace) -> bool {
+        pace.instantiation / pace.gap < BUSY_HANDLER || idle_cores() >= SPARE_CORES
+    }
+
+    /// How many to make ready now.
+    fn wanted(&self) -> usize {
+        let pace = self.pace.lock().expect("pace lock");
+        match pace.last_message {
+            Some(last) if last.elapsed() < IDLE && self.may_prepare(&pace) => {
+                // Messages that arrive while one instantiation runs, and
+                // one for the next.
+                let during = (pace.instantiation / pace.gap).ceil() as usize;
+                during.saturating_add(1).min(self.most)
+            }
+            _ => 0,
+        }
+    }
+
+    fn counted(&self, ready: usize) {
+        self.maker.host.settler.stats.set_prepared_instances(ready);
+    }
+}
+
+/// The preparing task: tops the ready instances up to what is wanted,
+/// drops them once the handler is idle, and ends with its handler.
+async fn prepare(prepared: Weak<Prepared>) {
+    // What a prepared instance is lent to until a message takes it.
+    let mut waiting: Option<Arc<InFlight>> = None;
+    loop {
+        let Some(p) = prepared.upgrade() else { return };
+        let wanted = p.wanted();
+        let have = p.ready.lock().expect("ready lock").len();
+        if have < wanted {
+            let before =
+                waiting.get_or_insert_with(|| Arc::new(InFlight::none(&p.maker.host.name)));
+            let started = Instant::now();
+            let _busy = p.maker.host.cpu.busy();
+            match p.maker.instantiate(before).await {
+                Ok(warm) => {
+                    let took = started.elapsed().as_secs_f64();
+                    {
+                        let mut pace = p.pace.lock().expect("pace lock");
+                        pace.instantiation = if pace.instantiation == 0.0 {
+                            took
+                        } else {
+                            0.8 * pace.instantiation + 0.2 * took
+                        };
+                    }
+                    let mut ready = p.ready.lock().expect("ready lock");
+                    ready.push(warm);
+                    p.counted(ready.len());
+                    continue;
+                }
+                Err(outcome) => {
+                    // Most likely the tenant's memory quota, or the pool:
+                    // messages instantiate their own until the next one.
+                    tracing::debug!(subscriber = %p.maker.host.name, "could not prepare an instance: {outcome:?}");
+                }
+            }
+        } else if have > 0 && p.handler_idle() {
+            let dropped: Vec<Warm> = {
+                let mut ready = p.ready.lock().expect("ready lock");
+                let dropped = std::mem::take(&mut *ready);
+                p.counted(ready.len());
+                dropped
+            };
+            drop(dropped);
+        }
+        // Woken by the next message; or, while instances are ready, in time
+        // to drop them once the handler is idle.
+        let _ = tokio::time::timeout(IDLE, p.wake.notified()).await;
+    }
+}
+
+/// The machine's idle CPU over the last [`IDLE_SAMPLE`], in cores, from
+/// `/proc/stat` (read by a thread started with the first handler that
+/// prepares; without `/proc/stat`, the machine counts as idle).
+fn idle_cores() -> f64 {
+    static IDLE_MILLICORES: OnceLock<Arc<AtomicU64>> = OnceLock::new();
+    let idle = IDLE_MILLICORES.get_or_init(|| {
+        let idle = Arc::new(AtomicU64::new(u64::MAX));
+        let written = idle.clone();
+        let started = std::thread::Builder::new()
+            .name("natsapp-idle-cpu".into())
+            .spawn(move || {
+                let mut before = idle_ticks();
+                loop {
+                    std::thread::sleep(IDLE_SAMPLE);
+                    let now = idle_ticks();
+                    if let (Some(b), Some(n)) = (before, now) {
+                        // /proc/stat counts in USER_HZ, 100 ticks a second.
+                        let cores = (n - b) as f64 / 100.0 / IDLE_SAMPLE.as_secs_f64();
+                        written.store((cores * 1000.0) as u64, Relaxed);
+                    }
+                    before = now;
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(
+                "cannot watch the machine's idle CPU: {e}: instances are prepared regardless"
+            );
+        }
+        idle
+    });
+    match idle.load(Relaxed) {
+        u64::MAX => f64::INFINITY,
+        millicores => millicores as f64 / 1000.0,
+    }
+}
+
+/// Idle and I/O-wait ticks of all CPUs since boot.
+fn idle_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    Some(fields.get(3)? + fields.get(4).copied().unwrap_or(0))
+}

@@ -169,10 +169,13 @@ struct Bench {
     cases: Vec<String>,
 }
 
-/// The runtime's allocator (see `cli::allocator`), so that the raw
+/// The runtime's allocator, set up as the binary sets it, so that the raw
 /// baselines run in this process compare like with like.
+#[path = "../../src/cli/allocator.rs"]
+mod allocator;
+
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Allocator = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {

@@ -9,7 +9,9 @@
 //! by page as it is used, and to return freed pages after 10 ms: its
 //! defaults (the whole arena committed up front, freed pages kept for a
 //! second) took the Rust rows' peak RSS in the benchmark from 24 to 37 MiB
-//! and the reused Python row's from 61 to 128 MiB.
+//! and the reused Python row's from 61 to 128 MiB. `MIMALLOC_ARENA_EAGER_COMMIT`
+//! and `MIMALLOC_PURGE_DELAY` still override both. The benchmark's process
+//! includes this file too.
 
 /// The allocator.
 pub type Allocator = mimalloc::MiMalloc;
@@ -29,10 +31,11 @@ static SET_MIMALLOC_OPTIONS: extern "C" fn() = set_mimalloc_options;
 
 #[cfg(target_os = "linux")]
 extern "C" fn set_mimalloc_options() {
-    // SAFETY: sets two entries of mimalloc's option table; nothing else
-    // runs this early.
+    // SAFETY: sets two defaults in mimalloc's option table; nothing else
+    // runs this early. `MIMALLOC_ARENA_EAGER_COMMIT` and
+    // `MIMALLOC_PURGE_DELAY` still override them.
     unsafe {
-        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS);
+        libmimalloc_sys::mi_option_set_default(ARENA_EAGER_COMMIT, 0);
+        libmimalloc_sys::mi_option_set_default(PURGE_DELAY, PURGE_DELAY_MS);
     }
 }

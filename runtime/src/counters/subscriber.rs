@@ -161,9 +161,10 @@ impl SubscriberStats {
         self.batches_busy.fetch_add(1, Relaxed);
     }
 
-    /// The subscriber keeps this many fresh instances ready.
-    pub fn set_prepared_instances(&self, n: usize) {
-        self.prepared_instances.store(n as u64, Relaxed);
+    /// The fresh instances it keeps ready grew by `delta` (or shrank):
+    /// a handler and its replacement after a reload count in one gauge.
+    pub fn prepared_instances_changed(&self, delta: i64) {
+        self.prepared_instances.fetch_add(delta as u64, Relaxed);
     }
 
     /// A message took an instance made ahead of need.

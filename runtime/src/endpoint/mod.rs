@@ -150,10 +150,8 @@ impl Endpoint {
         abandon: &CancellationToken,
     ) {
         let received = Instant::now();
-        if request.reply.as_ref().is_some_and(|r| r.starts_with('$')) {
-            // The system's namespace ($JS.API…, $SRV…) is never an answer
-            // address: the request is handled as one that wants none.
-            tracing::debug!(endpoint = %self.name, "a request's reply subject is in the system's namespace: not answered");
+        if request.reply.as_ref().is_some_and(|r| !answerable(r)) {
+            tracing::debug!(endpoint = %self.name, "a request's reply subject is in the system's namespace or has a wildcard: not answered");
             request.reply = None;
         }
         let Ok(place) = self.places.clone().try_acquire_owned() else {
@@ -249,6 +247,14 @@ impl Endpoint {
     }
 }
 
+/// Whether a reply subject is an address an answer may go to: never the
+/// system's namespace ($JS.API…, $SRV…), nor a wildcard a requester chose
+/// to have the service publish to many subjects with its credentials. A
+/// request with any other is handled as one that wants no answer.
+fn answerable(reply: &str) -> bool {
+    !reply.starts_with('$') && !reply.split('.').any(|t| t == "*" || t == ">")
+}
+
 fn log(endpoint: &str, outcome: &Outcome) {
     match outcome {
         Outcome::Ok => {}
@@ -261,5 +267,19 @@ fn log(endpoint: &str, outcome: &Outcome) {
         Outcome::Failed { cause, detail } => {
             tracing::warn!(%endpoint, cause = cause.as_str(), "handler failed: {detail}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answerable;
+
+    #[test]
+    fn a_reply_subject_is_answered_unless_system_or_wildcard() {
+        assert!(answerable("_INBOX.abc.def"));
+        assert!(answerable("replies.order-7"));
+        assert!(!answerable("$JS.API.STREAM.DELETE.ORDERS"));
+        assert!(!answerable("orders.>"));
+        assert!(!answerable("orders.*.paid"));
     }
 }

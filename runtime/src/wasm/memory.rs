@@ -51,7 +51,9 @@ impl MemoryPool {
             .push(reclaim);
     }
 
-    fn reserve(&self, bytes: u64) -> bool {
+    /// Takes `bytes` from the quota; when they do not fit and `reclaim`,
+    /// idle instances are dropped to make room first.
+    fn reserve(&self, bytes: u64, reclaim: bool) -> bool {
         let fits = || {
             self.held
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
@@ -61,6 +63,9 @@ impl MemoryPool {
         };
         if fits() {
             return true;
+        }
+        if !reclaim {
+            return false;
         }
         let dropped: usize = self
             .reclaimers
@@ -106,6 +111,9 @@ pub struct MemoryLimiter {
     held: u64,
     /// Set when a growth was refused.
     pub exceeded: bool,
+    /// An instance made ahead of need: its growth never drops other
+    /// instances to make room (see `invoke::prepared`).
+    pub ahead: bool,
 }
 
 /// The error that turns a refused `memory.grow` into a trap.
@@ -137,6 +145,7 @@ impl MemoryLimiter {
             pool,
             held: 0,
             exceeded: false,
+            ahead: false,
         }
     }
 }
@@ -159,7 +168,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             .into());
         }
         if let Some(pool) = &self.pool {
-            if !pool.reserve(grow) {
+            if !pool.reserve(grow, !self.ahead) {
                 self.exceeded = true;
                 return Err(MemoryLimitExceeded::Tenant {
                     quota: pool.quota,
@@ -221,8 +230,9 @@ mod tests {
         assert!(b.memory_growing(0, 4 * MIB, None).unwrap());
     }
 
-    #[test]
-    fn idle_instances_are_dropped_to_make_room() {
+    /// A 10 MiB pool, 8 MiB of it held by an idle instance its reclaimer
+    /// drops.
+    fn pool_with_an_idle_instance() -> (Arc<MemoryPool>, Arc<Mutex<Vec<MemoryLimiter>>>) {
         let pool = Arc::new(MemoryPool::new(10 * MIB as u64));
         let idle = Arc::new(Mutex::new(vec![MemoryLimiter::new(
             64 * MIB as u64,
@@ -235,11 +245,28 @@ mod tests {
         pool.reclaim_with(Box::new(move || {
             std::mem::take(&mut *held.lock().unwrap()).len()
         }));
+        (pool, idle)
+    }
+
+    #[test]
+    fn idle_instances_are_dropped_to_make_room() {
+        let (pool, idle) = pool_with_an_idle_instance();
         let mut running = MemoryLimiter::new(64 * MIB as u64, Some(pool.clone()));
         assert!(running.memory_growing(0, 4 * MIB, None).unwrap());
         assert_eq!((pool.held(), pool.reclaimed()), (4 * MIB as u64, 1));
+        assert!(idle.lock().unwrap().is_empty(), "the idle instance is dropped");
         // Nothing idle left: past the quota is refused.
         assert!(running.memory_growing(4 * MIB, 12 * MIB, None).is_err());
         assert_eq!(pool.reclaimed(), 1);
+    }
+
+    #[test]
+    fn an_instance_made_ahead_never_takes_the_room_of_others() {
+        let (pool, idle) = pool_with_an_idle_instance();
+        let mut ahead = MemoryLimiter::new(64 * MIB as u64, Some(pool.clone()));
+        ahead.ahead = true;
+        assert!(ahead.memory_growing(0, 4 * MIB, None).is_err());
+        assert_eq!((pool.held(), pool.reclaimed()), (8 * MIB as u64, 0));
+        assert_eq!(idle.lock().unwrap().len(), 1, "the idle instance is kept");
     }
 }

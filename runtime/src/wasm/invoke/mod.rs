@@ -67,6 +67,7 @@ impl Warm {
         let data = self.store.data_mut();
         data.msg = msg.clone();
         data.limiter.exceeded = false;
+        data.limiter.ahead = false;
         self.output.reset();
         self.store.set_epoch_deadline(1);
     }
@@ -138,8 +139,13 @@ impl Handler {
 }
 
 impl Maker {
-    /// A new store and instance, lent to `msg`.
-    pub(super) async fn instantiate(&self, msg: &Arc<InFlight>) -> Result<Warm, Outcome> {
+    /// A new store and instance, lent to `msg`; made `ahead` of need, its
+    /// memory never takes the room of other instances.
+    pub(super) async fn instantiate(
+        &self,
+        msg: &Arc<InFlight>,
+        ahead: bool,
+    ) -> Result<Warm, Outcome> {
         let output = GuestOutput::new(
             self.host.name.clone(),
             self.host.secrets.clone(),
@@ -164,6 +170,7 @@ impl Maker {
             http_hooks: crate::wasm::host::http::HttpHooks(self.host.http.clone()),
         };
         let mut store = Store::new(self.pre.engine(), state);
+        store.data_mut().limiter.ahead = ahead;
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         // At every tick a running guest yields, so that it is admitted by
@@ -236,7 +243,7 @@ impl Handler {
                 w.lend_to(&msg);
                 w
             }
-            None => match self.maker.instantiate(&msg).await {
+            None => match self.maker.instantiate(&msg, false).await {
                 Ok(w) => w,
                 Err(outcome) => return outcome,
             },

@@ -21,7 +21,7 @@
 
 use super::{Maker, Warm};
 use crate::message::InFlight;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -40,6 +40,10 @@ const BUSY_HANDLER: f64 = 0.1;
 /// Idle CPU, in cores, that a busy handler prepares on.
 const SPARE_CORES: f64 = 0.25;
 
+/// How long the task waits after it could not make an instance (most
+/// likely the tenant's memory quota is held) before it tries again.
+const FAILED_PAUSE: Duration = Duration::from_secs(1);
+
 /// How often the machine's idle CPU is read.
 const IDLE_SAMPLE: Duration = Duration::from_millis(100);
 
@@ -48,8 +52,10 @@ pub(super) struct Prepared {
     ready: Mutex<Vec<Warm>>,
     pace: Mutex<Pace>,
     /// Wakes the preparing task: a message took one, or arrived.
-    wake: Notify,
+    wake: Arc<Notify>,
     most: usize,
+    /// What it last added to its subscriber's `prepared_instances` gauge.
+    reported: AtomicUsize,
     maker: Arc<Maker>,
 }
 
@@ -74,8 +80,9 @@ impl Prepared {
                 last_message: None,
                 instantiation: 0.0,
             }),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             most,
+            reported: AtomicUsize::new(0),
             maker,
         });
         if let Some(pool) = &prepared.maker.host.quotas.memory {
@@ -86,12 +93,15 @@ impl Prepared {
                 let Some(ready) = ready.upgrade() else {
                     return 0;
                 };
-                let dropped = std::mem::take(&mut *ready.ready.lock().expect("ready lock"));
-                ready.counted(0);
+                let dropped = {
+                    let mut instances = ready.ready.lock().expect("ready lock");
+                    ready.counted(0);
+                    std::mem::take(&mut *instances)
+                };
                 dropped.len()
             }));
         }
-        runtime.spawn(prepare(Arc::downgrade(&prepared)));
+        runtime.spawn(prepare(Arc::downgrade(&prepared), prepared.wake.clone()));
         Some(prepared)
     }
 
@@ -127,6 +137,17 @@ impl Prepared {
         taken
     }
 
+    /// An instantiation took `took`.
+    fn instantiated(&self, took: Duration) {
+        let took = took.as_secs_f64();
+        let mut pace = self.pace.lock().expect("pace lock");
+        pace.instantiation = if pace.instantiation == 0.0 {
+            took
+        } else {
+            0.8 * pace.instantiation + 0.2 * took
+        };
+    }
+
     /// Its handler is dropped: the preparing task ends.
     pub(super) fn handler_gone(&self) {
         self.wake.notify_one();
@@ -158,59 +179,71 @@ impl Prepared {
         }
     }
 
+    /// Brings the gauge to `ready`; called with the `ready` lock held, so
+    /// that the changes are reported in their order.
     fn counted(&self, ready: usize) {
-        self.maker.host.settler.stats.set_prepared_instances(ready);
+        let before = self.reported.swap(ready, Relaxed);
+        (self.maker.host.settler.stats).prepared_instances_changed(ready as i64 - before as i64);
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        self.counted(0);
     }
 }
 
 /// The preparing task: tops the ready instances up to what is wanted,
-/// drops them once the handler is idle, and ends with its handler.
-async fn prepare(prepared: Weak<Prepared>) {
+/// drops them once the handler is idle, and ends with its handler. It
+/// holds its handler's instances only while it works on them: a dropped
+/// handler frees them at once.
+async fn prepare(prepared: Weak<Prepared>, wake: Arc<Notify>) {
     // What a prepared instance is lent to until a message takes it.
     let mut waiting: Option<Arc<InFlight>> = None;
     loop {
-        let Some(p) = prepared.upgrade() else { return };
-        let wanted = p.wanted();
-        let have = p.ready.lock().expect("ready lock").len();
-        if have < wanted {
-            let before =
-                waiting.get_or_insert_with(|| Arc::new(InFlight::none(&p.maker.host.name)));
-            let started = Instant::now();
-            let _busy = p.maker.host.cpu.busy();
-            match p.maker.instantiate(before).await {
-                Ok(warm) => {
-                    let took = started.elapsed().as_secs_f64();
-                    {
-                        let mut pace = p.pace.lock().expect("pace lock");
-                        pace.instantiation = if pace.instantiation == 0.0 {
-                            took
-                        } else {
-                            0.8 * pace.instantiation + 0.2 * took
-                        };
+        let mut pause = None;
+        {
+            let Some(p) = prepared.upgrade() else { return };
+            let wanted = p.wanted();
+            let have = p.ready.lock().expect("ready lock").len();
+            if have < wanted {
+                let host = &p.maker.host;
+                let before = waiting.get_or_insert_with(|| Arc::new(InFlight::none(&host.name)));
+                let started = Instant::now();
+                let _busy = host.cpu.busy();
+                match p.maker.instantiate(before, true).await {
+                    Ok(warm) => {
+                        p.instantiated(started.elapsed());
+                        let mut ready = p.ready.lock().expect("ready lock");
+                        ready.push(warm);
+                        p.counted(ready.len());
+                        continue;
                     }
+                    Err(outcome) => {
+                        // Most likely the tenant's memory quota: messages
+                        // make their own meanwhile.
+                        tracing::debug!(subscriber = %host.name, "could not prepare an instance: {outcome:?}");
+                        pause = Some(FAILED_PAUSE);
+                    }
+                }
+            } else if have > 0 && p.handler_idle() {
+                let dropped = {
                     let mut ready = p.ready.lock().expect("ready lock");
-                    ready.push(warm);
-                    p.counted(ready.len());
-                    continue;
-                }
-                Err(outcome) => {
-                    // Most likely the tenant's memory quota, or the pool:
-                    // messages instantiate their own until the next one.
-                    tracing::debug!(subscriber = %p.maker.host.name, "could not prepare an instance: {outcome:?}");
-                }
+                    p.counted(0);
+                    std::mem::take(&mut *ready)
+                };
+                drop(dropped);
             }
-        } else if have > 0 && p.handler_idle() {
-            let dropped: Vec<Warm> = {
-                let mut ready = p.ready.lock().expect("ready lock");
-                let dropped = std::mem::take(&mut *ready);
-                p.counted(ready.len());
-                dropped
-            };
-            drop(dropped);
         }
-        // Woken by the next message; or, while instances are ready, in time
-        // to drop them once the handler is idle.
-        let _ = tokio::time::timeout(IDLE, p.wake.notified()).await;
+        match pause {
+            Some(pause) => tokio::time::sleep(pause).await,
+            // Woken by the next message, or by its handler's end; or,
+            // while instances are ready, in time to drop them once the
+            // handler is idle.
+            None => {
+                let _ = tokio::time::timeout(IDLE, wake.notified()).await;
+            }
+        }
     }
 }
 
@@ -229,9 +262,11 @@ fn idle_cores() -> f64 {
                 loop {
                     std::thread::sleep(IDLE_SAMPLE);
                     let now = idle_ticks();
-                    if let (Some(b), Some(n)) = (before, now) {
+                    // Idle ticks may go back (I/O wait is not exact): such a
+                    // reading is skipped.
+                    if let Some(ticks) = before.zip(now).and_then(|(b, n)| n.checked_sub(b)) {
                         // /proc/stat counts in USER_HZ, 100 ticks a second.
-                        let cores = (n - b) as f64 / 100.0 / IDLE_SAMPLE.as_secs_f64();
+                        let cores = ticks as f64 / 100.0 / IDLE_SAMPLE.as_secs_f64();
                         written.store((cores * 1000.0) as u64, Relaxed);
                     }
                     before = now;

@@ -254,7 +254,10 @@ mod tests {
         let mut running = MemoryLimiter::new(64 * MIB as u64, Some(pool.clone()));
         assert!(running.memory_growing(0, 4 * MIB, None).unwrap());
         assert_eq!((pool.held(), pool.reclaimed()), (4 * MIB as u64, 1));
-        assert!(idle.lock().unwrap().is_empty(), "the idle instance is dropped");
+        assert!(
+            idle.lock().unwrap().is_empty(),
+            "the idle instance is dropped"
+        );
         // Nothing idle left: past the quota is refused.
         assert!(running.memory_growing(4 * MIB, 12 * MIB, None).is_err());
         assert_eq!(pool.reclaimed(), 1);

@@ -136,96 +136,7 @@ impl Handler {
     fn timeout(&self) -> Duration {
         self.maker.timeout
     }
-}
 
-impl Maker {
-    /// A new store and instance, lent to `msg`; made `ahead` of need, its
-    /// memory never takes the room of other instances.
-    pub(super) async fn instantiate(
-        &self,
-        msg: &Arc<InFlight>,
-        ahead: bool,
-    ) -> Result<Warm, Outcome> {
-        let output = GuestOutput::new(
-            self.host.name.clone(),
-            self.host.secrets.clone(),
-            self.host.transcript.clone(),
-        );
-        let wasi = WasiCtxBuilder::new()
-            .stdout(GuestLog::stdout(&output))
-            .stderr(GuestLog::stderr(&output))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_HOST_RESOURCES);
-        let state = HostState {
-            wasi,
-            table,
-            limiter: MemoryLimiter::new(self.host.memory, self.host.quotas.memory.clone()),
-            sub: self.host.clone(),
-            msg: msg.clone(),
-            http: Default::default(),
-            http_hooks: crate::wasm::host::http::HttpHooks(self.host.http.clone()),
-        };
-        let mut store = Store::new(self.pre.engine(), state);
-        store.data_mut().limiter.ahead = ahead;
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        // At every tick a running guest yields, so that it is admitted by
-        // its CPU budgets again before it goes on (see `metered`). It
-        // yields through tokio's `yield_now`, which defers it until the
-        // worker has looked at its timers and sockets: a plain yield only
-        // puts it back in the run queue, and with every worker busy with
-        // guests tokio looks at them once in 61 polls (61 ticks, about
-        // 0.6 s), late for in-progress signals, PubAcks and pulls.
-        store.epoch_deadline_callback(|_| {
-            Ok(UpdateDeadline::YieldCustom(
-                1,
-                Box::pin(tokio::task::yield_now()),
-            ))
-        });
-        let cpu = &*self.host.cpu;
-        let instantiate = flushing(
-            metered(self.pre.instantiate_async(&mut store), cpu),
-            &output,
-        );
-        let instantiated = tokio::time::timeout(self.timeout, instantiate).await;
-        match instantiated {
-            Ok(Ok(service)) => Ok(Warm {
-                store,
-                service,
-                output,
-                uses: 0,
-            }),
-            Ok(Err(e)) => Err(classify(
-                Some(Err(InvokeFailure::Instantiate(e))),
-                store.data().limiter.exceeded,
-                self.timeout,
-                &output,
-            )),
-            Err(_) => Err(Outcome::Failed {
-                cause: FailureCause::Timeout,
-                detail: format!(
-                    "instantiation exceeded the time limit of {:?}",
-                    self.timeout
-                ),
-            }),
-        }
-    }
-}
-
-impl Drop for Handler {
-    fn drop(&mut self) {
-        // Its preparing task ends, and drops what it made, at once.
-        if let Some(p) = &self.prepared {
-            p.handler_gone();
-        }
-    }
-}
-
-impl Handler {
     /// Runs `handle` for `msg` and says what came of it.
     pub async fn invoke(&self, msg: Arc<InFlight>) -> Outcome {
         let _busy = self.host().cpu.busy();
@@ -317,6 +228,93 @@ impl Handler {
         let started = std::time::Instant::now();
         drop(warm);
         self.host().cpu.charge(started.elapsed());
+    }
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        // Its preparing task ends, and drops what it made, at once.
+        if let Some(p) = &self.prepared {
+            p.handler_gone();
+        }
+    }
+}
+
+impl Maker {
+    /// A new store and instance, lent to `msg`; made `ahead` of need, its
+    /// memory never takes the room of other instances.
+    pub(super) async fn instantiate(
+        &self,
+        msg: &Arc<InFlight>,
+        ahead: bool,
+    ) -> Result<Warm, Outcome> {
+        let output = GuestOutput::new(
+            self.host.name.clone(),
+            self.host.secrets.clone(),
+            self.host.transcript.clone(),
+        );
+        let wasi = WasiCtxBuilder::new()
+            .stdout(GuestLog::stdout(&output))
+            .stderr(GuestLog::stderr(&output))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HOST_RESOURCES);
+        let state = HostState {
+            wasi,
+            table,
+            limiter: MemoryLimiter::new(self.host.memory, self.host.quotas.memory.clone()),
+            sub: self.host.clone(),
+            msg: msg.clone(),
+            http: Default::default(),
+            http_hooks: crate::wasm::host::http::HttpHooks(self.host.http.clone()),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.data_mut().limiter.ahead = ahead;
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        // At every tick a running guest yields, so that it is admitted by
+        // its CPU budgets again before it goes on (see `metered`). It
+        // yields through tokio's `yield_now`, which defers it until the
+        // worker has looked at its timers and sockets: a plain yield only
+        // puts it back in the run queue, and with every worker busy with
+        // guests tokio looks at them once in 61 polls (61 ticks, about
+        // 0.6 s), late for in-progress signals, PubAcks and pulls.
+        store.epoch_deadline_callback(|_| {
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
+        let cpu = &*self.host.cpu;
+        let instantiate = flushing(
+            metered(self.pre.instantiate_async(&mut store), cpu),
+            &output,
+        );
+        let instantiated = tokio::time::timeout(self.timeout, instantiate).await;
+        match instantiated {
+            Ok(Ok(service)) => Ok(Warm {
+                store,
+                service,
+                output,
+                uses: 0,
+            }),
+            Ok(Err(e)) => Err(classify(
+                Some(Err(InvokeFailure::Instantiate(e))),
+                store.data().limiter.exceeded,
+                self.timeout,
+                &output,
+            )),
+            Err(_) => Err(Outcome::Failed {
+                cause: FailureCause::Timeout,
+                detail: format!(
+                    "instantiation exceeded the time limit of {:?}",
+                    self.timeout
+                ),
+            }),
+        }
     }
 }
 

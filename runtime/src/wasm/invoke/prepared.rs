@@ -33,6 +33,9 @@ const IDLE: Duration = Duration::from_secs(30);
 /// a few dozen messages set the rate.
 const GAP_WEIGHT: f64 = 0.05;
 
+/// The weight of the newest instantiation's time in their average.
+const INSTANTIATION_WEIGHT: f64 = 0.2;
+
 /// A handler whose instantiations take this much CPU or more, in cores,
 /// prepares only while the machine has [`SPARE_CORES`] idle.
 const BUSY_HANDLER: f64 = 0.1;
@@ -62,10 +65,26 @@ pub(super) struct Prepared {
 /// The recent rate of messages and the recent cost of an instantiation.
 struct Pace {
     /// Seconds between two messages, smoothed.
-    gap: f64,
+    gap: Option<f64>,
     last_message: Option<Instant>,
     /// Seconds one instantiation took, smoothed.
-    instantiation: f64,
+    instantiation: Option<f64>,
+}
+
+impl Pace {
+    /// The cores its instantiations would take if every message made its
+    /// own: also how many messages arrive while one instantiation runs.
+    fn load(&self) -> f64 {
+        match (self.instantiation, self.gap) {
+            (Some(instantiation), Some(gap)) => instantiation / gap,
+            _ => 0.0,
+        }
+    }
+}
+
+/// `average` moved towards `sample` by `weight`; the first sample as is.
+fn smoothed(average: Option<f64>, sample: f64, weight: f64) -> f64 {
+    average.map_or(sample, |a| (1.0 - weight) * a + weight * sample)
 }
 
 impl Prepared {
@@ -76,9 +95,9 @@ impl Prepared {
         let prepared = Arc::new(Prepared {
             ready: Mutex::new(Vec::new()),
             pace: Mutex::new(Pace {
-                gap: f64::INFINITY,
+                gap: None,
                 last_message: None,
-                instantiation: 0.0,
+                instantiation: None,
             }),
             wake: Arc::new(Notify::new()),
             most,
@@ -108,18 +127,15 @@ impl Prepared {
     /// A message arrived: a ready instance for it, if there is one.
     pub(super) fn take(&self) -> Option<Warm> {
         let now = Instant::now();
-        {
+        let may_prepare = {
             let mut pace = self.pace.lock().expect("pace lock");
             if let Some(last) = pace.last_message {
                 let gap = now.duration_since(last).as_secs_f64();
-                pace.gap = if pace.gap.is_finite() {
-                    (1.0 - GAP_WEIGHT) * pace.gap + GAP_WEIGHT * gap
-                } else {
-                    gap
-                };
+                pace.gap = Some(smoothed(pace.gap, gap, GAP_WEIGHT));
             }
             pace.last_message = Some(now);
-        }
+            may_prepare(&pace)
+        };
         let (taken, left) = {
             let mut ready = self.ready.lock().expect("ready lock");
             let taken = ready.pop();
@@ -131,7 +147,7 @@ impl Prepared {
         }
         // Waking the task for nothing, at every message of a busy
         // machine, is a cost of its own.
-        if left < self.most && self.may_prepare(&self.pace.lock().expect("pace lock")) {
+        if left < self.most && may_prepare {
             self.wake.notify_one();
         }
         taken
@@ -139,13 +155,9 @@ impl Prepared {
 
     /// An instantiation took `took`.
     fn instantiated(&self, took: Duration) {
-        let took = took.as_secs_f64();
         let mut pace = self.pace.lock().expect("pace lock");
-        pace.instantiation = if pace.instantiation == 0.0 {
-            took
-        } else {
-            0.8 * pace.instantiation + 0.2 * took
-        };
+        let took = took.as_secs_f64();
+        pace.instantiation = Some(smoothed(pace.instantiation, took, INSTANTIATION_WEIGHT));
     }
 
     /// Its handler is dropped: the preparing task ends.
@@ -159,20 +171,14 @@ impl Prepared {
         pace.last_message.is_none_or(|last| last.elapsed() >= IDLE)
     }
 
-    /// Whether instances are made ahead now: by a handler whose
-    /// instantiations take little CPU, or on a machine with a core to spare.
-    fn may_prepare(&self, pace: &Pace) -> bool {
-        pace.instantiation / pace.gap < BUSY_HANDLER || idle_cores() >= SPARE_CORES
-    }
-
     /// How many to make ready now.
     fn wanted(&self) -> usize {
         let pace = self.pace.lock().expect("pace lock");
         match pace.last_message {
-            Some(last) if last.elapsed() < IDLE && self.may_prepare(&pace) => {
+            Some(last) if last.elapsed() < IDLE && may_prepare(&pace) => {
                 // Messages that arrive while one instantiation runs, and
                 // one for the next.
-                let during = (pace.instantiation / pace.gap).ceil() as usize;
+                let during = pace.load().ceil() as usize;
                 during.saturating_add(1).min(self.most)
             }
             _ => 0,
@@ -185,6 +191,12 @@ impl Prepared {
         let before = self.reported.swap(ready, Relaxed);
         (self.maker.host.settler.stats).prepared_instances_changed(ready as i64 - before as i64);
     }
+}
+
+/// Whether instances are made ahead now: by a handler whose instantiations
+/// take little CPU, or on a machine with a core to spare.
+fn may_prepare(pace: &Pace) -> bool {
+    pace.load() < BUSY_HANDLER || idle_cores() >= SPARE_CORES
 }
 
 impl Drop for Prepared {

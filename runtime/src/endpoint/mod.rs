@@ -13,11 +13,12 @@ use crate::message::{InFlight, Outcome};
 use crate::nats::micro::{error_headers, EndpointStats, MicroEndpoint};
 use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
+use async_nats::Subscriber;
 use futures::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,6 +42,9 @@ pub struct Endpoint {
     pub client: async_nats::Client,
     /// Cancelled when it must stop serving.
     pub stop: CancellationToken,
+    /// Cancelled once the server has its subscription, or once it gave up
+    /// serving: a predecessor leaves the queue group then, not before.
+    pub joined: CancellationToken,
     /// Its requests being handled or waiting.
     pub tasks: TaskTracker,
     /// Its handler slots.
@@ -48,6 +52,11 @@ pub struct Endpoint {
     /// Its handler slots and waiting places: a request finding none left is
     /// answered 503.
     places: Arc<Semaphore>,
+    /// Its replacement on the same connection, subject and queue group,
+    /// which serves on from its subscription once it stops.
+    successor: Mutex<Option<oneshot::Sender<Subscriber>>>,
+    /// Its predecessor's subscription, when it serves on from it.
+    inherited: Mutex<Option<oneshot::Receiver<Subscriber>>>,
     /// Requests received, numbering each one's outputs.
     received: AtomicU64,
     name: Arc<str>,
@@ -85,13 +94,31 @@ impl Endpoint {
             tenant_slots,
             client,
             stop,
+            joined: CancellationToken::new(),
+            successor: Mutex::default(),
+            inherited: Mutex::default(),
             tasks: TaskTracker::new(),
             received: AtomicU64::new(0),
         })
     }
 
-    /// Serves requests until stopped, their handlers tracked by `tracker`
-    /// too and cut short (answered 503) once `abandon` is cancelled; then
+    /// Has `successor` serve on from `predecessor`'s subscription once
+    /// `predecessor` stops, rather than subscribe: the queue group never
+    /// changes, so no request finds it empty and none is sent to a
+    /// subscription on its way out. Set before `successor` serves.
+    pub fn hand_over(predecessor: &Endpoint, successor: &Endpoint) {
+        let (pass, take) = oneshot::channel();
+        *predecessor.successor.lock().expect("successor lock") = Some(pass);
+        *successor.inherited.lock().expect("inherited lock") = Some(take);
+    }
+
+    /// Whether a successor serves on from its subscription.
+    pub fn hands_over(&self) -> bool {
+        self.successor.lock().expect("successor lock").is_some()
+    }
+
+    /// Serves requests until stopped, `tracker` waiting for their handlers
+    /// too, which are cut short (answered 503) once `abandon` is cancelled; then
     /// takes in the requests already on their way to this process and
     /// returns, their handlers still running (see [`finished`](Self::finished)).
     pub async fn serve(
@@ -99,18 +126,33 @@ impl Endpoint {
         tracker: TaskTracker,
         abandon: CancellationToken,
     ) -> Result<(), async_nats::SubscribeError> {
+        let _gave_up = self.joined.clone().drop_guard();
+        // The service waits for this endpoint's requests all at once, rather
+        // than for each request as well.
+        let tasks = self.tasks.clone();
+        tracker.spawn(async move { tasks.wait().await });
+        // Shared by the requests' tasks: cloning a token takes a lock.
+        let abandon = Arc::new(abandon);
+        let served = self.clone().serve_requests(&abandon).await;
+        self.tasks.close();
+        served
+    }
+
+    async fn serve_requests(
+        self: Arc<Self>,
+        abandon: &Arc<CancellationToken>,
+    ) -> Result<(), async_nats::SubscribeError> {
         let (subject, group) = (&self.config.subject, &self.config.queue_group);
-        let mut requests = match self
-            .client
-            .queue_subscribe(subject.to_string(), group.clone())
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(endpoint = %self.name, "cannot subscribe to {subject} in queue group {group}: {}: this endpoint does not serve", ErrorChain(&e));
-                return Err(e);
-            }
+        let inherited = self.inherited.lock().expect("inherited lock").take();
+        let inherited = match inherited {
+            Some(take) => take.await.ok(),
+            None => None,
         };
+        let mut requests = match inherited {
+            Some(requests) => requests,
+            None => self.subscribe().await?,
+        };
+        self.joined.cancel();
         tracing::info!(endpoint = %self.name, %subject, queue_group = %group, "serving");
         loop {
             let request = tokio::select! {
@@ -121,7 +163,15 @@ impl Endpoint {
                     None => return Ok(()),
                 },
             };
-            self.admit(request, &tracker, &abandon).await;
+            self.admit(request, abandon).await;
+        }
+        let successor = self.successor.lock().expect("successor lock").take();
+        if let Some(pass) = successor {
+            match pass.send(requests) {
+                Ok(()) => return Ok(()),
+                // The successor is gone: this one leaves the group.
+                Err(back) => requests = back,
+            }
         }
         // The server sends no more once it has the unsubscription; what it
         // sent before is handled, not dropped (a replacement or another
@@ -129,10 +179,31 @@ impl Endpoint {
         if requests.drain().await.is_ok() {
             let until = tokio::time::Instant::now() + DRAIN_WAIT;
             while let Ok(Some(request)) = tokio::time::timeout_at(until, requests.next()).await {
-                self.admit(request, &tracker, &abandon).await;
+                self.admit(request, abandon).await;
             }
         }
         Ok(())
+    }
+
+    /// Its queue subscription, once the server has it.
+    async fn subscribe(&self) -> Result<Subscriber, async_nats::SubscribeError> {
+        let (subject, group) = (&self.config.subject, &self.config.queue_group);
+        let requests = match self
+            .client
+            .queue_subscribe(subject.to_string(), group.clone())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(endpoint = %self.name, "cannot subscribe to {subject} in queue group {group}: {}: this endpoint does not serve", ErrorChain(&e));
+                return Err(e);
+            }
+        };
+        // The server answers a flush after it has taken the subscription.
+        if let Err(e) = self.client.flush().await {
+            tracing::debug!(endpoint = %self.name, "no flush after subscribing: {}", ErrorChain(&e));
+        }
+        Ok(requests)
     }
 
     /// Resolves once the requests it took are answered (after [`serve`](Self::serve)).
@@ -146,8 +217,7 @@ impl Endpoint {
     async fn admit(
         self: &Arc<Self>,
         mut request: async_nats::Message,
-        tracker: &TaskTracker,
-        abandon: &CancellationToken,
+        abandon: &Arc<CancellationToken>,
     ) {
         let received = Instant::now();
         if request.reply.as_ref().is_some_and(|r| !answerable(r)) {
@@ -170,7 +240,10 @@ impl Endpoint {
             // Boxed: the handler's state is large, and a spawned future is
             // moved into its task.
             let handled = Box::pin(me.clone().handle(msg.clone(), received, place));
+            // Biased: a handler that finishes in its first poll never
+            // waits on the token, which would take its lock twice.
             tokio::select! {
+                biased;
                 () = handled => {}
                 // Past the graceful timeout the handler is dropped; its
                 // requester learns at once rather than at its timeout.
@@ -178,7 +251,7 @@ impl Endpoint {
                 () = abandon.cancelled() => Box::pin(me.abandoned(&msg, received)).await,
             }
         };
-        tokio::spawn(tracker.track_future(self.tasks.track_future(handled)));
+        tokio::spawn(self.tasks.track_future(handled));
     }
 
     /// Answers 503 for a request whose handler was dropped at shutdown.

@@ -3,7 +3,8 @@
 //! or replaces are retired (a replacement pulls once its predecessor's
 //! in-flight messages are settled), new and replacing subscribers start,
 //! and tenants it no longer needs close after their last subscriber. An
-//! endpoint is retired as its replacement starts (see `endpoints`).
+//! endpoint hands its subscription over to its replacement, or leaves its
+//! queue group once the replacement has joined it.
 
 use super::change::Summary;
 use super::prepare::Prepared;
@@ -52,6 +53,10 @@ impl Roster {
         // What replaced endpoints counted, carried on by their successors
         // on the same micro-service (the same tenant's, or the service's).
         let mut endpoint_stats = HashMap::new();
+        // Retired once their successors exist: each hands its subscription
+        // over to its successor, or leaves its queue group after its
+        // successor has joined it.
+        let mut replaced_endpoints = Vec::new();
         for name in change.remove.iter().chain(&change.replace) {
             if let Some(entry) = self.endpoints.remove(name) {
                 let tenant = entry.config.handler.tenant.clone();
@@ -62,10 +67,7 @@ impl Roster {
                 if let (true, Some(stats)) = (same_service, entry.stats()) {
                     endpoint_stats.insert(name.clone(), stats);
                 }
-                let retired = self.retire_endpoint(entry);
-                if let Some(t) = tenant.filter(|t| closing.contains_key(t)) {
-                    closing_waits.entry(t).or_default().push(retired);
-                }
+                replaced_endpoints.push((name.clone(), tenant, entry));
                 continue;
             }
             let Some(entry) = self.subscribers.remove(name) else {
@@ -115,11 +117,33 @@ impl Roster {
             let entry = match set_up {
                 Ok(buckets) => {
                     let stats = endpoint_stats.remove(&e.name).unwrap_or_default();
-                    self.running_endpoint(e, loaded, buckets, stats)
+                    // On the same connection, the successor may serve on
+                    // from its predecessor's subscription.
+                    let predecessor = replaced_endpoints
+                        .iter()
+                        .find(|(name, tenant, _)| {
+                            name == &e.name
+                                && tenant == &e.handler.tenant
+                                && tenant
+                                    .as_ref()
+                                    .is_none_or(|t| !change.open_tenants.contains(t))
+                        })
+                        .map(|(_, _, entry)| entry);
+                    self.running_endpoint(e, loaded, buckets, stats, predecessor)
                 }
                 Err(reason) => self.not_running_endpoint(e, loaded.digest, &reason),
             };
             self.endpoints.insert(e.name.clone(), entry);
+        }
+        for (name, tenant, entry) in replaced_endpoints {
+            let successor = match entry.hands_over() {
+                true => None,
+                false => self.endpoints.get(&name).and_then(|e| e.joined()),
+            };
+            let retired = self.retire_endpoint(entry, successor);
+            if let Some(t) = tenant.filter(|t| closing.contains_key(t)) {
+                closing_waits.entry(t).or_default().push(retired);
+            }
         }
         for (name, t) in closing {
             let forget = !change.open_tenants.contains(&name);

@@ -16,6 +16,12 @@ use crate::wasm::invoke::Handler;
 use futures::FutureExt;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a replaced endpoint keeps serving while its replacement has
+/// not joined the queue group: a replacement that cannot subscribe does
+/// not keep its predecessor forever.
+const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An endpoint of the configuration.
 pub(crate) struct EndpointEntry {
@@ -40,6 +46,17 @@ impl EndpointEntry {
         self.running.is_some()
     }
 
+    /// Cancelled once it is in its queue group (or gave up serving), when
+    /// it serves: what its predecessor waits for before leaving the group.
+    pub(crate) fn joined(&self) -> Option<CancellationToken> {
+        (self.running.as_ref()).map(|r| r.endpoint.joined.clone())
+    }
+
+    /// Whether its successor serves on from its subscription.
+    pub(crate) fn hands_over(&self) -> bool {
+        (self.running.as_ref()).is_some_and(|r| r.endpoint.hands_over())
+    }
+
     /// What it counted for `$SRV.STATS`, when it serves.
     pub(crate) fn stats(&self) -> Option<Arc<EndpointStats>> {
         (self.running.as_ref()).map(|r| r.endpoint.micro.stats.clone())
@@ -56,6 +73,7 @@ impl Roster {
         loaded: Loaded,
         buckets: Vec<OpenedBucket>,
         stats: Arc<EndpointStats>,
+        predecessor: Option<&EndpointEntry>,
     ) -> EndpointEntry {
         let s = &e.handler;
         let (conn, quotas) = match self.connection_of(s) {
@@ -80,6 +98,13 @@ impl Roster {
             conn.client.clone(),
             stop,
         );
+        let predecessor = predecessor.and_then(|p| p.running.as_ref());
+        if let Some(p) = predecessor.filter(|p| {
+            let c = &p.endpoint.config;
+            (c.subject == e.subject) && (c.queue_group == e.queue_group)
+        }) {
+            Endpoint::hand_over(&p.endpoint, &endpoint);
+        }
         if let Some(m) = &micro {
             m.add(endpoint.micro.clone(), None);
         }
@@ -122,17 +147,30 @@ impl Roster {
         }
     }
 
-    /// Stops `entry` serving: it leaves its micro-service's INFO at once;
-    /// resolves once the requests it took are answered (its tenant's
-    /// connection may close then).
-    pub(crate) fn retire_endpoint(&self, entry: EndpointEntry) -> Retired {
+    /// Stops `entry` serving: it leaves its micro-service's INFO at once,
+    /// and its queue group once `successor` (its replacement's `joined`)
+    /// is in it, or after [`HANDOVER_WAIT`]; resolves once the requests it
+    /// took are answered (its tenant's connection may close then).
+    pub(crate) fn retire_endpoint(
+        &self,
+        entry: EndpointEntry,
+        successor: Option<CancellationToken>,
+    ) -> Retired {
         let Some(running) = entry.running else {
             return futures::future::ready(()).boxed().shared();
         };
         self.unlist(&running);
-        running.endpoint.stop.cancel();
         let name = entry.config.name;
         let retired = async move {
+            if let Some(joined) = successor {
+                if tokio::time::timeout(HANDOVER_WAIT, joined.cancelled())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(endpoint = %name, "its replacement is not serving after {HANDOVER_WAIT:?}: it stops all the same");
+                }
+            }
+            running.endpoint.stop.cancel();
             if let Some(serving) = running.serving {
                 let _ = serving.await;
             }

@@ -326,23 +326,8 @@ async fn a_replaced_endpoint_keeps_counting_where_its_predecessor_stopped() {
     );
     let summary = running.reloader.reload().await.unwrap();
     assert_eq!(summary.replaced, ["quote"], "{summary}");
-    // At the swap the queue group may have no member for a moment: such a
-    // request is refused at once (no responders) and reaches no endpoint.
-    let answer = eventually(
-        Duration::from_secs(10),
-        "the replacement to answer",
-        || async {
-            match client
-                .request("pricing.quote", r#"{"op":"reply","data":"new"}"#.into())
-                .await
-            {
-                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => None,
-                other => Some(other.expect("an answer")),
-            }
-        },
-    )
-    .await;
-    assert_eq!(answer.payload.as_ref(), b"new");
+    let (answer, error) = ask(&client, "pricing.quote", r#"{"op":"reply","data":"new"}"#).await;
+    assert_eq!((answer.as_str(), error), ("new", None));
     quote_stats_become(
         &client,
         (3, 1, "400:no"),
@@ -354,6 +339,60 @@ async fn a_replaced_endpoint_keeps_counting_where_its_predecessor_stopped() {
         [("quote".into(), 3, 1)],
         "and so do the statistics and /metrics"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_during_a_replacement_always_find_a_responder() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, ENDPOINT);
+    let running = Running::start(&file).await;
+    let client = server.client().await;
+    serving(&client, "pricing.quote").await;
+    // Four requesters ask one request after another while the endpoint is
+    // replaced three times: the successor joins the queue group before its
+    // predecessor leaves it, so not one request finds no responder.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let requesters: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut answered, mut refused) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match client
+                        .request("pricing.quote", r#"{"op":"reply","data":"up"}"#.into())
+                        .await
+                    {
+                        Ok(a) if a.payload.as_ref() == b"up" => answered += 1,
+                        Ok(a) => refused.push(format!("{:?} {:?}", a.headers, a.payload)),
+                        Err(e) => refused.push(e.to_string()),
+                    }
+                }
+                (answered, refused)
+            })
+        })
+        .collect();
+    for concurrency in 3..=5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        file.write(
+            &server,
+            "service.toml",
+            &ENDPOINT.replace("concurrency = 2", &format!("concurrency = {concurrency}")),
+        );
+        let summary = running.reloader.reload().await.unwrap();
+        assert_eq!(summary.replaced, ["quote"], "{summary}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = 0;
+    for r in requesters {
+        let (a, refused) = r.await.unwrap();
+        assert!(
+            refused.is_empty(),
+            "requests not answered through the replacements: {refused:?}"
+        );
+        answered += a;
+    }
+    assert!(answered > 20, "only {answered} requests answered in 1.2 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

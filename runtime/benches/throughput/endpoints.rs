@@ -27,10 +27,15 @@ struct Round {
 impl Bench {
     pub(crate) async fn endpoints(&self, rounds: usize, seconds: u64) -> Vec<Row> {
         let payload = format!(r#"{{"op":"respond","data":"{}"}}"#, "x".repeat(PAYLOAD));
-        // The raw responder has a connection of its own, as a service
-        // beside its requesters would.
-        let responder = self.server.client().await;
-        let raw = tokio::spawn(raw_responder(responder, "bench.raw"));
+        // The raw responder is a process of its own, as a service is, and
+        // as the runtime is: in this one, it would share a scheduler with
+        // its requesters, which a service never does.
+        let raw = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(RAW_RESPONDER, self.server.url())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        answered(&self.client, "bench.raw", &payload).await;
         let toml = format!(
             "[service]\nname = \"bench\"\ngraceful_timeout = \"2s\"\n[nats]\nservers = [\"{}\"]\n\
              [[endpoints]]\nname = \"bench\"\nsubject = \"bench.wasm\"\ncomponent = \"{}\"\n\
@@ -63,7 +68,7 @@ impl Bench {
         }
         let (peak, _) = rss_mib(child.id());
         stop(child);
-        raw.abort();
+        stop(raw);
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
@@ -109,6 +114,16 @@ impl Bench {
         }
         rows
     }
+}
+
+/// Set to a server's URL, this binary is the raw responder on it and
+/// nothing else.
+pub(crate) const RAW_RESPONDER: &str = "NATSAPP_BENCH_RAW_RESPONDER";
+
+/// Answers every request to `bench.raw` on `url` until killed.
+pub(crate) async fn raw_responder_process(url: &str) {
+    let client = async_nats::connect(url).await.unwrap();
+    raw_responder(client, "bench.raw").await;
 }
 
 /// Answers every request to `subject` with its payload, each in a task of

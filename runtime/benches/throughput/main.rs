@@ -179,6 +179,9 @@ static ALLOCATOR: allocator::Allocator = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    if let Ok(url) = std::env::var(endpoints::RAW_RESPONDER) {
+        return endpoints::raw_responder_process(&url).await;
+    }
     let a = args();
     let server = NatsServer::start();
     let client = server.client().await;

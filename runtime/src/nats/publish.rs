@@ -201,20 +201,22 @@ pub async fn publish(
 ) -> Result<Option<Acked>, PublishError> {
     match route {
         Route::Core => {
+            // A subject shares its bytes: the copy kept for an error is free.
+            let to = async_nats::Subject::from(subject);
             client
-                .publish_with_headers(subject.clone(), headers, payload)
+                .publish_with_headers(to.clone(), headers, payload)
                 .await
                 .map_err(|e| match e.kind() {
                     // Too large or malformed: retrying cannot fix it.
                     async_nats::client::PublishErrorKind::MaxPayloadExceeded
                     | async_nats::client::PublishErrorKind::InvalidSubject => {
                         PublishError::Invalid {
-                            subject: subject.clone(),
+                            subject: to.to_string(),
                             source: PublishFailure::Core(e),
                         }
                     }
                     async_nats::client::PublishErrorKind::Send => PublishError::Unavailable {
-                        subject: subject.clone(),
+                        subject: to.to_string(),
                         source: PublishFailure::Core(e),
                     },
                 })?;

@@ -5,6 +5,8 @@
 //! and limits in [`http::OutboundHttp`]) and links over its own view of a
 //! store.
 
+mod answer;
+mod headers;
 pub mod http;
 pub mod keyvalue;
 mod later;

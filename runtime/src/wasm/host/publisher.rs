@@ -2,8 +2,10 @@
 //! limited by `grants` (the allow-list, the system-subject fence, the reply
 //! path, the `Nats-*` headers).
 
+use super::answer::answer;
 use super::generated::natsapp::handler::publisher::{Host, PublishAck, Response};
 use super::generated::natsapp::handler::types::Error;
+use super::headers::header_map;
 use super::later;
 use super::types::{header_pairs, REPLY_TO};
 use super::NatsView;
@@ -13,24 +15,10 @@ use crate::nats::publish::{PublishError, Route};
 use crate::nats::unavailable::retrying;
 use crate::nats::wire::RequestError;
 use crate::outputs::held::{Bounds, Target};
-use async_nats::{HeaderMap, HeaderName, HeaderValue};
-use std::str::FromStr;
+use async_nats::HeaderMap;
 use std::time::Duration;
 
 pub use crate::nats::publish::PublishRoutes;
-
-/// Builds a header map from guest pairs, rejecting what NATS cannot carry.
-fn header_map(pairs: Vec<(String, String)>) -> Result<HeaderMap, Error> {
-    let mut map = HeaderMap::new();
-    for (name, value) in pairs {
-        let n = HeaderName::from_str(&name)
-            .map_err(|e| Error::Invalid(format!("header name {name:?}: {e}")))?;
-        let v = HeaderValue::from_str(&value)
-            .map_err(|e| Error::Invalid(format!("header {name:?} value: {e}")))?;
-        map.append(n, v);
-    }
-    Ok(map)
-}
 
 impl From<Refused> for Error {
     fn from(r: Refused) -> Self {
@@ -135,11 +123,6 @@ impl Host for NatsView<'_> {
                 .as_ref()
                 .is_some_and(|r| r.as_str() == subject)
             {
-                // The request's own reply subject needs no grant: it is
-                // counted and paid for like any publish, and answered.
-                if let Err(e) = sub.count_call(msg).and_then(|()| sub.pay(data.len())) {
-                    return Ok(Err(e));
-                }
                 return Ok(answer(sub, msg, request, data, headers)
                     .await
                     .map(|()| None));
@@ -333,56 +316,6 @@ impl Host for NatsView<'_> {
         }
         Ok(answered)
     }
-}
-
-/// Sends the guest's answer to the request being handled: its first
-/// only, since the requester takes one.
-async fn answer(
-    sub: &super::SubscriberHost,
-    msg: &crate::message::InFlight,
-    request: &crate::message::Request,
-    data: Vec<u8>,
-    headers: Vec<(String, String)>,
-) -> Result<(), Error> {
-    let mut map = header_map(headers)?;
-    check_guest_headers(&mut map, &sub.id_namespace)?;
-    let reply = request
-        .reply
-        .as_ref()
-        .expect("answered on its reply subject");
-    if !request.claim_answer() {
-        return Err(Error::Denied(format!(
-            "the request to endpoint {:?} was answered already: a requester takes one answer",
-            &*request.endpoint
-        )));
-    }
-    let send = msg.trace.get().map(|t| t.send(reply, "publish", &mut map));
-    let _call = msg.nats_call();
-    let data = bytes::Bytes::from(data);
-    let sent = retrying(
-        || format!("endpoint {:?}: answer on {reply:?}", &*request.endpoint),
-        sub.settler.patience(msg),
-        || {
-            sub.wire
-                .publish(Route::Core, reply.to_string(), map.clone(), data.clone())
-        },
-        PublishError::unavailable,
-        || sub.wire.connected(),
-        |waited| sub.waited_for_nats(msg, waited),
-    )
-    .await;
-    if let Some(send) = send {
-        send.finish(
-            sent.as_ref()
-                .err()
-                .map(|e| (e.kind(), ErrorChain(e).to_string())),
-        );
-    }
-    sent.map(|_| ()).map_err(|e| {
-        // Not answered after all: the runtime answers for the outcome.
-        request.release_answer();
-        Error::from(e)
-    })
 }
 
 #[cfg(test)]

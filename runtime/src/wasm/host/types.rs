@@ -55,13 +55,13 @@ impl Host for NatsView<'_> {}
 impl HostMessage for NatsView<'_> {
     async fn subject(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<String> {
         self.check(&handle)?;
-        Ok(self.msg.message.subject.to_string())
+        Ok(self.msg.message.subject.as_str().to_owned())
     }
 
     async fn reply(&mut self, handle: Resource<MessageHandle>) -> wasmtime::Result<Option<String>> {
         self.check(&handle)?;
         if let Some(request) = &self.msg.request {
-            return Ok(request.reply.as_ref().map(|r| r.to_string()));
+            return Ok(request.reply.as_ref().map(|r| r.as_str().to_owned()));
         }
         // A delivery's own reply subject is its ack subject, never the answer address.
         Ok(self
@@ -147,6 +147,9 @@ impl HostMessage for NatsView<'_> {
         headers: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<(), Error>> {
         self.check(&handle)?;
+        if let Some(request) = self.msg.request.as_ref().filter(|r| r.reply.is_some()) {
+            return Ok(super::answer::answer(self.sub, self.msg, request, data, headers).await);
+        }
         let to = self.reply(Resource::new_borrow(handle.rep())).await?;
         let Some(to) = to else {
             return Ok(Err(Error::Invalid(

@@ -50,6 +50,51 @@ impl Connection {
     }
 }
 
+/// How long a message between two connections is awaited to tell whether
+/// they share an account.
+const ACCOUNT_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Connection {
+    /// Whether this connection and `other` are in the same account: a
+    /// message one sends on a fresh inbox subject reaches the other only
+    /// then, as accounts keep their subjects apart. False when that cannot
+    /// be told (a permission refused, no answer in time).
+    pub async fn same_account(&self, other: &Connection) -> bool {
+        use futures::StreamExt;
+        let subject = self.client.new_inbox();
+        let Ok(mut probe) = self.client.subscribe(subject.clone()).await else {
+            return false;
+        };
+        if !round_trip(&self.client).await
+            || (other.client)
+                .publish(subject, bytes::Bytes::new())
+                .await
+                .is_err()
+        {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(ACCOUNT_PROBE_WAIT, probe.next()).await,
+            Ok(Some(_))
+        )
+    }
+}
+
+/// Resolves once the server has answered a request `client` sent after
+/// everything it sent before, so that a subscription made before is in
+/// effect: async-nats' `flush` only writes to the socket. The request goes
+/// to a fresh inbox no one serves, which the server answers at once (no
+/// responders). False when no answer came (a permission refused it).
+pub async fn round_trip(client: &async_nats::Client) -> bool {
+    match client
+        .request(client.new_inbox(), bytes::Bytes::new())
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => e.kind() == async_nats::client::RequestErrorKind::NoResponders,
+    }
+}
+
 /// JetStream on `client` for publishing, waiting for PubAcks as long as the
 /// longest publisher timeout. async-nats bounds an awaited PubAck by the
 /// context's request timeout (`ack_timeout` bounds only PubAcks nobody

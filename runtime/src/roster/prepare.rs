@@ -197,8 +197,9 @@ impl Roster {
     }
 
     /// Puts each tenant's schedules of `new` with the tenant's identity,
-    /// and removes those of tenants leaving the file. A tenant's failure is
-    /// its own: logged, its schedules left as they were.
+    /// and removes those of tenants leaving the file, or left in the
+    /// account a tenant moves away from. A tenant's failure is its own:
+    /// logged, its schedules left as they were.
     async fn sync_tenant_schedules(
         &self,
         new: &Config,
@@ -209,6 +210,9 @@ impl Roster {
             .chain(self.tenants.keys())
             .collect();
         for name in names {
+            if let (Some(reopened), Some(before)) = (opened.get(name), self.tenants.get(name)) {
+                synced.extend(leave_account(new, name, before, reopened).await);
+            }
             let has_schedules = new
                 .schedules
                 .iter()
@@ -377,4 +381,40 @@ async fn fetch_and_load(
     Ok(wasm
         .load_within(fetched.bytes, &s.component, &s.name, budget)
         .await?)
+}
+
+/// Removes tenant `name`'s schedules from the account it held them in
+/// `before`, when it is `reopened` in another: the server would otherwise
+/// go on firing them there. Nothing is removed when both connections
+/// reach one account; when that cannot be told they are removed, and the
+/// new connection's sync, which follows, puts them back (their timers
+/// start over).
+async fn leave_account(
+    new: &Config,
+    name: &str,
+    before: &TenantEntry,
+    reopened: &TenantEntry,
+) -> setup::ScheduleSync {
+    let (Ok(old), Ok(now)) = (&before.connection, &reopened.connection) else {
+        return setup::ScheduleSync::default();
+    };
+    if old.same_account(now).await {
+        return setup::ScheduleSync::default();
+    }
+    let mut without = new.clone();
+    without
+        .schedules
+        .retain(|s| s.tenant.as_deref() != Some(name));
+    match setup::sync_schedules(&old.jetstream, &without, Some(name)).await {
+        Ok(left) => {
+            if !left.removed.is_empty() {
+                tracing::info!(tenant = %name, removed = ?left.removed, "schedules removed from the account tenant {name:?} moves away from");
+            }
+            left
+        }
+        Err(e) => {
+            tracing::warn!(tenant = %name, "{}: schedules tenant {name:?} may still hold in the account it moves away from are not looked for", ErrorChain(&e));
+            setup::ScheduleSync::default()
+        }
+    }
 }

@@ -42,7 +42,7 @@ pub const ACCOUNTS: &str = r#"
 accounts {
   SVC: { jetstream: enabled, users: [ { user: svc, password: svc } ] }
   ACME: { jetstream: enabled, users: [ { user: acme, password: acme } ] }
-  BETA: { jetstream: enabled, users: [ { user: beta, password: beta } ] }
+  BETA: { jetstream: enabled, users: [ { user: beta, password: beta }, { user: beta2, password: beta2 } ] }
 }
 "#;
 

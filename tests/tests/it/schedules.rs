@@ -375,6 +375,74 @@ async fn a_tenants_schedule_is_put_with_its_identity_and_fires_in_its_own_accoun
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_moving_to_another_account_takes_its_schedule_along() {
+    let server = NatsServer::with_config(crate::ACCOUNTS);
+    let schedule = SCHEDULE.replace(
+        "stream = \"JOBS\"",
+        "stream = \"ACME_JOBS\"\ntenant = \"acme\"",
+    );
+    let in_acme = tenant_service(&schedule);
+    let file = ServiceFile::new(&server, &in_acme);
+    let running = Running::start(&file).await;
+    let (acme, beta) = (
+        crate::jetstream_as(&server, "acme").await,
+        crate::jetstream_as(&server, "beta").await,
+    );
+    eventually(
+        Duration::from_secs(10),
+        "a firing in acme's account",
+        || async { (firings_in(&acme, "ACME_JOBS").await > 0).then_some(()) },
+    )
+    .await;
+
+    let in_beta = in_acme.replace(
+        r#"nats = { user = "acme", password = "acme" }"#,
+        r#"nats = { user = "beta", password = "beta" }"#,
+    );
+    assert_ne!(in_beta, in_acme);
+    file.write(&server, "service.toml", &in_beta);
+    let summary = running.reloader.reload().await.unwrap();
+    let tick = "tick in ACME_JOBS of tenant \"acme\"";
+    assert_eq!(
+        (
+            summary.schedules_removed.clone(),
+            summary.schedules_put.clone()
+        ),
+        (vec![tick.to_string()], vec![tick.to_string()]),
+        "removed from acme's account, put in beta's: {summary}"
+    );
+    acme.get_stream("ACME_JOBS")
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject("natsapp.schedules.scheduled.acme.tick")
+        .await
+        .expect_err("nothing held in the account the tenant left");
+    let left_at = firings_in(&acme, "ACME_JOBS").await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        firings_in(&acme, "ACME_JOBS").await <= left_at + 1,
+        "still firing in the account the tenant left"
+    );
+    assert!(
+        firings_in(&beta, "ACME_JOBS").await >= 2,
+        "firing in the tenant's new account"
+    );
+
+    // Reopened in the same account (another user of it), nothing moves.
+    let again = in_beta.replace(
+        r#"nats = { user = "beta", password = "beta" }"#,
+        r#"nats = { user = "beta2", password = "beta2" }"#,
+    );
+    file.write(&server, "service.toml", &again);
+    let summary = running.reloader.reload().await.unwrap();
+    assert!(
+        summary.schedules_removed.is_empty() && summary.schedules_put.is_empty(),
+        "a tenant reopened in its own account keeps its schedule as it is: {summary}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_services_and_a_tenants_schedules_in_one_account_leave_each_other_alone() {
     // A tenant without an identity of its own shares the service's account.
     let server = NatsServer::start();

@@ -1,11 +1,12 @@
-//! Request/reply: a Rust endpoint of natsapp-wasm against a raw async-nats
-//! responder on the same server, both answering 100 requesters, then one,
+//! Request/reply: Rust endpoints of natsapp-wasm against a raw async-nats
+//! responder on the same server, each answering 100 requesters, then one,
 //! each sending its next request once answered, for a few seconds per
 //! round.
 //! Rounds alternate the two; each row is the median of its rounds, its
 //! ratio taken per round against the raw responder of the same round.
-//! The raw responder answers as the testkit's `respond` does: the
-//! request's `data` field, with an `X-Answered-By` header.
+//! The raw responder and the `responder` guest do the same work: parse
+//! the request, answer its `data` field with an `X-Answered-By` header.
+//! The testkit answers alike after dispatching on the request's `op`.
 //! `NATSAPP_BENCH_PERF=DIR` records a perf profile of the runtime during
 //! the first round's 100 requesters.
 
@@ -15,7 +16,9 @@ const REQUESTERS: usize = 100;
 const RAW_ENDPOINT: &str =
     "request/reply, raw async-nats responder (own connection, queue group, a task per request, the same answer)";
 const WASM_ENDPOINT: &str =
-    "request/reply, natsapp-wasm Rust endpoint (respond, reused instances, concurrency 100)";
+    "request/reply, natsapp-wasm Rust endpoint (the same answer through respond, reused instances, concurrency 100)";
+const TESTKIT_ENDPOINT: &str =
+    "request/reply, natsapp-wasm Rust endpoint (the testkit: dispatches on op, then respond; reused instances, concurrency 100)";
 
 /// One round of one side: answers per second, and the p50 and p99 latency.
 struct Round {
@@ -36,33 +39,50 @@ impl Bench {
             .spawn()
             .unwrap();
         answered(&self.client, "bench.raw", &payload).await;
-        let toml = format!(
-            "[service]\nname = \"bench\"\ngraceful_timeout = \"2s\"\n[nats]\nservers = [\"{}\"]\n\
-             [[endpoints]]\nname = \"bench\"\nsubject = \"bench.wasm\"\ncomponent = \"{}\"\n\
-             concurrency = {CONCURRENCY}\ninstances = \"reuse\"\n",
+        // Both guests answer the same payload: the responder does only what
+        // the raw responder does; the testkit dispatches on its `op` first.
+        let sides = [
+            ("bench.wasm", WASM_ENDPOINT, &self.responder),
+            ("bench.testkit", TESTKIT_ENDPOINT, &self.testkit),
+        ];
+        let mut toml = format!(
+            "[service]\nname = \"bench\"\ngraceful_timeout = \"2s\"\n[nats]\nservers = [\"{}\"]\n",
             self.server.url(),
-            self.testkit.display()
         );
+        for (subject, _, component) in &sides {
+            toml += &format!(
+                "[[endpoints]]\nname = \"{}\"\nsubject = \"{subject}\"\ncomponent = \"{}\"\n\
+                 concurrency = {CONCURRENCY}\ninstances = \"reuse\"\n",
+                subject.replace('.', "-"),
+                component.display()
+            );
+        }
         let child = spawn(&toml, self.dir.path(), &self.warm_cache);
-        answered(&self.client, "bench.wasm", &payload).await;
-        // Rounds alternate the two sides: 100 requesters, then one.
-        let mut runs: [(usize, Vec<Round>, Vec<Round>); 2] = [
-            (REQUESTERS, Vec::new(), Vec::new()),
-            (1, Vec::new(), Vec::new()),
+        for (subject, _, _) in &sides {
+            answered(&self.client, subject, &payload).await;
+        }
+        // Rounds alternate the sides: 100 requesters, then one.
+        let mut runs: [(usize, Vec<Round>, [Vec<Round>; 2]); 2] = [
+            (REQUESTERS, Vec::new(), Default::default()),
+            (1, Vec::new(), Default::default()),
         ];
         for round in 1..=rounds {
             eprintln!("endpoints: round {round} of {rounds}");
             for (requesters, raws, wasms) in &mut runs {
                 raws.push(load(&self.client, "bench.raw", &payload, seconds, *requesters).await);
-                let profile = (round == 1 && *requesters == REQUESTERS)
-                    .then(|| std::env::var_os("NATSAPP_BENCH_PERF"))
-                    .flatten()
-                    .map(|dir| {
-                        noisy::perf_record(child.id(), &Path::new(&dir).join("endpoint.data"))
-                    });
-                wasms.push(load(&self.client, "bench.wasm", &payload, seconds, *requesters).await);
-                if let Some(perf) = profile {
-                    noisy::interrupt(perf);
+                for ((subject, _, _), wasms) in sides.iter().zip(wasms.iter_mut()) {
+                    let profile = (round == 1
+                        && *requesters == REQUESTERS
+                        && *subject == "bench.wasm")
+                        .then(|| std::env::var_os("NATSAPP_BENCH_PERF"))
+                        .flatten()
+                        .map(|dir| {
+                            noisy::perf_record(child.id(), &Path::new(&dir).join("endpoint.data"))
+                        });
+                    wasms.push(load(&self.client, subject, &payload, seconds, *requesters).await);
+                    if let Some(perf) = profile {
+                        noisy::interrupt(perf);
+                    }
                 }
             }
         }
@@ -84,11 +104,6 @@ impl Bench {
                 peak_rss_mib: peak,
                 note,
             };
-            let per_round = |f: fn(&Round, &Round) -> f64| {
-                median(raws.iter().zip(wasms).map(|(r, w)| f(r, w)).collect())
-            };
-            let ratio = per_round(|r, w| w.rate / r.rate);
-            let added = per_round(|r, w| w.p50_ms - r.p50_ms);
             let who = format!(
                 ", {requesters} requester{}",
                 if *requesters == 1 { "" } else { "s" }
@@ -102,15 +117,22 @@ impl Bench {
                     None,
                 )
             });
-            rows.push(Row {
-                case: format!("{WASM_ENDPOINT}{who}"),
-                ..side(
-                    wasms,
-                    Some(ratio),
-                    format!("× raw per round (median); p50 added over raw: {added:.3} ms"),
-                    Some(peak),
-                )
-            });
+            for ((_, case, _), wasms) in sides.iter().zip(wasms) {
+                let per_round = |f: fn(&Round, &Round) -> f64| {
+                    median(raws.iter().zip(wasms).map(|(r, w)| f(r, w)).collect())
+                };
+                let ratio = per_round(|r, w| w.rate / r.rate);
+                let added = per_round(|r, w| w.p50_ms - r.p50_ms);
+                rows.push(Row {
+                    case: format!("{case}{who}"),
+                    ..side(
+                        wasms,
+                        Some(ratio),
+                        format!("× raw per round (median); p50 added over raw: {added:.3} ms"),
+                        Some(peak),
+                    )
+                });
+            }
         }
         rows
     }
@@ -134,7 +156,7 @@ async fn raw_responder(client: async_nats::Client, subject: &'static str) {
         let client = client.clone();
         tokio::spawn(async move {
             let Some(reply) = request.reply else { return };
-            // The answer the testkit's `respond` sends: the request's
+            // The answer the responder guest sends: the request's
             // `data`, with an `X-Answered-By` header.
             #[derive(serde::Deserialize)]
             struct Respond {

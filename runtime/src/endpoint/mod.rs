@@ -15,10 +15,10 @@ use crate::wasm::host::SubscriberHost;
 use crate::wasm::invoke::Handler;
 use async_nats::Subscriber;
 use futures::StreamExt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -51,7 +51,7 @@ pub struct Endpoint {
     slots: Arc<Semaphore>,
     /// Its handler slots and waiting places: a request finding none left is
     /// answered 503.
-    places: Arc<Semaphore>,
+    places: Arc<Places>,
     /// Its replacement on the same connection, subject and queue group,
     /// which serves on from its subscription once it stops.
     successor: Mutex<Option<oneshot::Sender<Subscriber>>>,
@@ -84,9 +84,10 @@ impl Endpoint {
         Arc::new(Endpoint {
             name: config.name.as_str().into(),
             slots: Arc::new(Semaphore::new(concurrency)),
-            places: Arc::new(Semaphore::new(
-                concurrency.saturating_add(config.max_waiting),
-            )),
+            places: Arc::new(Places {
+                taken: AtomicUsize::new(0),
+                limit: concurrency.saturating_add(config.max_waiting),
+            }),
             config,
             handler,
             host,
@@ -154,10 +155,14 @@ impl Endpoint {
         };
         self.joined.cancel();
         tracing::info!(endpoint = %self.name, %subject, queue_group = %group, "serving");
+        // Waited on across requests: a new wait for each would take the
+        // token's lock twice per request.
+        let stopped = self.stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             let request = tokio::select! {
                 biased;
-                () = self.stop.cancelled() => break,
+                () = &mut stopped => break,
                 r = requests.next() => match r {
                     Some(r) => r,
                     None => return Ok(()),
@@ -199,9 +204,8 @@ impl Endpoint {
                 return Err(e);
             }
         };
-        // The server answers a flush after it has taken the subscription.
-        if let Err(e) = self.client.flush().await {
-            tracing::debug!(endpoint = %self.name, "no flush after subscribing: {}", ErrorChain(&e));
+        if !crate::nats::connection::round_trip(&self.client).await {
+            tracing::debug!(endpoint = %self.name, "no round trip to the server after subscribing: a predecessor may leave its queue group before the server has this subscription");
         }
         Ok(requests)
     }
@@ -224,7 +228,7 @@ impl Endpoint {
             tracing::debug!(endpoint = %self.name, "a request's reply subject is in the system's namespace or has a wildcard: not answered");
             request.reply = None;
         }
-        let Ok(place) = self.places.clone().try_acquire_owned() else {
+        let Some(place) = Places::take(&self.places) else {
             let concurrency = self.config.handler.concurrency;
             let refused = answer::overloaded(concurrency, self.config.max_waiting);
             self.send_error(request.reply.as_ref(), &refused).await;
@@ -266,12 +270,7 @@ impl Endpoint {
             .record(received.elapsed(), Some(stopping.to_string()));
     }
 
-    async fn handle(
-        self: Arc<Self>,
-        msg: Arc<InFlight>,
-        received: Instant,
-        _place: OwnedSemaphorePermit,
-    ) {
+    async fn handle(self: Arc<Self>, msg: Arc<InFlight>, received: Instant, _place: Place) {
         let _slot = self.slots.acquire().await.expect("never closed");
         let _tenant_slot = match &self.tenant_slots {
             Some(s) => Some(s.acquire().await.expect("never closed")),
@@ -317,6 +316,34 @@ impl Endpoint {
         {
             tracing::debug!(endpoint = %self.name, "could not answer a request: {}", ErrorChain(&e));
         }
+    }
+}
+
+/// An endpoint's handler slots and waiting places, counted: only ever
+/// tried, never waited for, so a counter does what a semaphore would
+/// without its lock on every release.
+struct Places {
+    taken: AtomicUsize,
+    limit: usize,
+}
+
+/// A request's place, given back when dropped.
+struct Place(Arc<Places>);
+
+impl Places {
+    /// A place, when one is left.
+    fn take(places: &Arc<Places>) -> Option<Place> {
+        if places.taken.fetch_add(1, Relaxed) >= places.limit {
+            places.taken.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(Place(places.clone()))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Relaxed);
     }
 }
 

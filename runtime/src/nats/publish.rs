@@ -201,7 +201,7 @@ pub async fn publish(
 ) -> Result<Option<Acked>, PublishError> {
     match route {
         Route::Core => {
-            // A subject shares its bytes: the copy kept for an error is free.
+            // A subject's clone shares its bytes: kept for the error, uncopied.
             let to = async_nats::Subject::from(subject);
             client
                 .publish_with_headers(to.clone(), headers, payload)

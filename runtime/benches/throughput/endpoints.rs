@@ -1,8 +1,9 @@
 //! Request/reply: Rust endpoints of natsapp-wasm against a raw async-nats
-//! responder on the same server, each answering 100 requesters, then one,
-//! each sending its next request once answered, for a few seconds per
-//! round.
-//! Rounds alternate the two; each row is the median of its rounds, its
+//! responder on the same server, each answering 100 requesters that send
+//! their next request once answered, then the same 100 paced to 20,000
+//! requests/s together (below what either side can answer: latency
+//! without queueing), then one requester, for a few seconds per round.
+//! Rounds alternate the sides; each row is the median of its rounds, its
 //! ratio taken per round against the raw responder of the same round.
 //! The raw responder and the `responder` guest do the same work: parse
 //! the request, answer its `data` field with an `X-Answered-By` header.
@@ -13,6 +14,8 @@
 use super::*;
 
 const REQUESTERS: usize = 100;
+/// The paced load's requests per second, all requesters together.
+const PACED_RATE: f64 = 20_000.0;
 const RAW_ENDPOINT: &str =
     "request/reply, raw async-nats responder (own connection, queue group, a task per request, the same answer)";
 const WASM_ENDPOINT: &str =
@@ -61,10 +64,17 @@ impl Bench {
         for (subject, _, _) in &sides {
             answered(&self.client, subject, &payload).await;
         }
-        // Rounds alternate the sides: 100 requesters, then one.
-        let mut runs: [(usize, Vec<Round>, [Vec<Round>; 2]); 2] = [
-            (REQUESTERS, Vec::new(), Default::default()),
-            (1, Vec::new(), Default::default()),
+        // Rounds alternate the sides: 100 requesters as fast as answered,
+        // then 100 at a rate well below what either side can answer (the
+        // path's own latency under concurrency, without queueing), then one.
+        let mut runs: [((usize, Option<f64>), Vec<Round>, [Vec<Round>; 2]); 3] = [
+            ((REQUESTERS, None), Vec::new(), Default::default()),
+            (
+                (REQUESTERS, Some(PACED_RATE)),
+                Vec::new(),
+                Default::default(),
+            ),
+            ((1, None), Vec::new(), Default::default()),
         ];
         for round in 1..=rounds {
             eprintln!("endpoints: round {round} of {rounds}");
@@ -72,7 +82,7 @@ impl Bench {
                 raws.push(load(&self.client, "bench.raw", &payload, seconds, *requesters).await);
                 for ((subject, _, _), wasms) in sides.iter().zip(wasms.iter_mut()) {
                     let profile = (round == 1
-                        && *requesters == REQUESTERS
+                        && *requesters == (REQUESTERS, None)
                         && *subject == "bench.wasm")
                         .then(|| std::env::var_os("NATSAPP_BENCH_PERF"))
                         .flatten()
@@ -104,10 +114,11 @@ impl Bench {
                 peak_rss_mib: peak,
                 note,
             };
-            let who = format!(
-                ", {requesters} requester{}",
-                if *requesters == 1 { "" } else { "s" }
-            );
+            let who = match requesters {
+                (1, _) => ", 1 requester".to_string(),
+                (n, None) => format!(", {n} requesters"),
+                (n, Some(rate)) => format!(", {n} requesters at {rate:.0} requests/s"),
+            };
             rows.push(Row {
                 case: format!("{RAW_ENDPOINT}{who}"),
                 ..side(
@@ -215,15 +226,24 @@ async fn load(
     subject: &str,
     payload: &str,
     seconds: u64,
-    requesters: usize,
+    (requesters, paced): (usize, Option<f64>),
 ) -> Round {
     let until = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let requesters = (0..requesters).map(|_| {
+    // Paced, each requester sends at its share of the rate, their sends
+    // spread over the interval; one answered late sends its next at once.
+    let interval = paced.map(|rate| Duration::from_secs_f64(requesters as f64 / rate));
+    let requesters = (0..requesters).map(|i| {
         let (client, subject, payload) = (client.clone(), subject.to_string(), payload.to_string());
         tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut next =
+                interval.map(|every| started + every.mul_f64(i as f64 / requesters as f64));
             while Instant::now() < until {
+                if let (Some(at), Some(every)) = (next.as_mut(), interval) {
+                    tokio::time::sleep_until((*at).into()).await;
+                    *at += every;
+                }
                 latencies.push(ask(&client, &subject, &payload).await);
             }
             latencies

@@ -23,6 +23,10 @@ const WASM_ENDPOINT: &str =
 const TESTKIT_ENDPOINT: &str =
     "request/reply, natsapp-wasm Rust endpoint (the testkit: dispatches on op, then respond; reused instances, concurrency 100)";
 
+/// Requesters, and the rate they send at together (`None`: each as fast
+/// as it is answered).
+type Load = (usize, Option<f64>);
+
 /// One round of one side: answers per second, and the p50 and p99 latency.
 struct Round {
     rate: f64,
@@ -67,7 +71,7 @@ impl Bench {
         // Rounds alternate the sides: 100 requesters as fast as answered,
         // then 100 at a rate well below what either side can answer (the
         // path's own latency under concurrency, without queueing), then one.
-        let mut runs: [((usize, Option<f64>), Vec<Round>, [Vec<Round>; 2]); 3] = [
+        let mut runs: [(Load, Vec<Round>, [Vec<Round>; 2]); 3] = [
             ((REQUESTERS, None), Vec::new(), Default::default()),
             (
                 (REQUESTERS, Some(PACED_RATE)),
@@ -226,7 +230,7 @@ async fn load(
     subject: &str,
     payload: &str,
     seconds: u64,
-    (requesters, paced): (usize, Option<f64>),
+    (requesters, paced): Load,
 ) -> Round {
     let until = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();

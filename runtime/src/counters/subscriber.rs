@@ -236,6 +236,12 @@ impl SubscriberStats {
         self.in_flight.fetch_sub(1, Relaxed);
     }
 
+    /// A request's handler is done with it: a core request is delivered
+    /// once and settled by nothing.
+    pub fn request_done(&self) {
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+
     /// A delivery past `max_deliver` arrived: settled without the handler.
     pub fn past_max_deliver(&self) {
         self.past_max_deliver.fetch_add(1, Relaxed);

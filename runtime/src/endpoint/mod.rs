@@ -278,7 +278,18 @@ impl Endpoint {
         };
         let trace = (self.host.tracer.as_ref())
             .map(|t| msg.trace.get_or_init(|| t.request(&self.config, &msg)));
+        let counted = &self.host.settler.stats;
+        counted.started();
+        let started = Instant::now();
         let outcome = self.handler.invoke(msg.clone()).await;
+        counted.finished(started.elapsed());
+        match &outcome {
+            Outcome::Ok => {}
+            Outcome::Reject(_) => counted.rejected(),
+            Outcome::Retry { .. } => counted.retried(),
+            Outcome::Failed { cause, .. } => counted.failed(*cause),
+        }
+        counted.request_done();
         let request = msg.request.as_ref().expect("a request");
         // A request that wants no answer and was handled is no error.
         let error = match (&outcome, &request.reply) {

@@ -56,6 +56,10 @@ pub struct EndpointSnapshot {
     pub errors: u64,
     /// Time from receiving requests to their outcome, in total, in microseconds.
     pub processing_us: u64,
+    /// What its handler did, as a subscriber's figures count it (for
+    /// `/metrics`; the fields of a JetStream delivery stay zero).
+    #[serde(skip)]
+    pub handler: SubscriberSnapshot,
 }
 
 /// A key of fragments as this replica runs it.
@@ -224,6 +228,7 @@ impl Stats {
                     requests: e.micro.stats.requests(),
                     errors: e.micro.stats.errors(),
                     processing_us: e.micro.stats.processing().as_micros() as u64,
+                    handler: e.handler.snapshot(&e.micro.name, e.tenant.as_deref()),
                 })
                 .collect(),
             tenants: registry

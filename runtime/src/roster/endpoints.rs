@@ -80,7 +80,12 @@ impl Roster {
             Ok(c) => c,
             Err(reason) => return self.not_running_endpoint(e, loaded.digest, &reason),
         };
-        let mut host = self.host(s, conn, &quotas, buckets, None);
+        // The handler's figures count on from its predecessor's, as its
+        // requests do.
+        let previous = predecessor
+            .and_then(|p| p.running.as_ref())
+            .map(|p| &*p.endpoint.host.settler);
+        let mut host = self.host(s, conn, &quotas, buckets, previous);
         // Outputs of each request are numbered within this process's run
         // of the endpoint: replicas and restarts never share an id.
         host.id_namespace = format!("endpoint:{}:{}", e.name, nuid::next());
@@ -108,8 +113,11 @@ impl Roster {
         if let Some(m) = &micro {
             m.add(endpoint.micro.clone(), None);
         }
-        self.registry
-            .add_endpoint(s.tenant.as_deref(), endpoint.micro.clone());
+        self.registry.add_endpoint(
+            s.tenant.as_deref(),
+            endpoint.micro.clone(),
+            endpoint.host.settler.stats.clone(),
+        );
         let mut entry = EndpointEntry {
             config: e.clone(),
             digest: loaded.digest,

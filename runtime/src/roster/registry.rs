@@ -36,6 +36,8 @@ pub struct EndpointEntry {
     pub tenant: Option<String>,
     /// Its name, subject, queue group and counters.
     pub micro: Arc<MicroEndpoint>,
+    /// What its handler did, counted as a subscriber's handler is.
+    pub handler: Arc<SubscriberStats>,
 }
 
 /// The subscribers, endpoints and tenants of the running configuration.
@@ -94,12 +96,18 @@ impl Registry {
     }
 
     /// Counts an endpoint's figures from now on (replacing an entry of the same name).
-    pub(crate) fn add_endpoint(&self, tenant: Option<&str>, micro: Arc<MicroEndpoint>) {
+    pub(crate) fn add_endpoint(
+        &self,
+        tenant: Option<&str>,
+        micro: Arc<MicroEndpoint>,
+        handler: Arc<SubscriberStats>,
+    ) {
         let mut m = self.members_mut();
         m.endpoints.retain(|e| e.micro.name != micro.name);
         m.endpoints.push(EndpointEntry {
             tenant: tenant.map(str::to_string),
             micro,
+            handler,
         });
     }
 

@@ -104,6 +104,16 @@ async fn metrics_count_what_the_statistics_count_and_pass_promtool() {
             .to_string(),
         "natsapp_endpoint_errors_total{service=\"kit-service\",endpoint=\"ask\",tenant=\"\"} 1"
             .to_string(),
+        // Its handler's figures, as a subscriber's: two calls, one reject,
+        // none running, one warm instance kept.
+        "natsapp_endpoint_handler_duration_seconds_count{service=\"kit-service\",endpoint=\"ask\",tenant=\"\"} 2"
+            .to_string(),
+        "natsapp_endpoint_handler_rejects_total{service=\"kit-service\",endpoint=\"ask\",tenant=\"\"} 1"
+            .to_string(),
+        "natsapp_endpoint_handlers_in_flight{service=\"kit-service\",endpoint=\"ask\",tenant=\"\"} 0"
+            .to_string(),
+        "natsapp_endpoint_warm_instances{service=\"kit-service\",endpoint=\"ask\",tenant=\"\"} 1"
+            .to_string(),
         "natsapp_tenant_cpu_quota_cores{service=\"kit-service\",tenant=\"acme\"} 0.5".to_string(),
         "natsapp_tenant_memory_quota_bytes{service=\"kit-service\",tenant=\"acme\"} 268435456"
             .to_string(),
@@ -113,6 +123,20 @@ async fn metrics_count_what_the_statistics_count_and_pass_promtool() {
             "no line {line:?} in:\n{body}"
         );
     }
+    let endpoint_cpu: f64 = body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "natsapp_endpoint_guest_cpu_seconds_total{service=\"kit-service\",endpoint=\"ask\",tenant=\"\"} ",
+            )
+        })
+        .unwrap_or_else(|| panic!("no guest CPU of the endpoint in:\n{body}"))
+        .parse()
+        .unwrap();
+    assert!(
+        endpoint_cpu > 0.0,
+        "the endpoint's guests ran: {endpoint_cpu} s"
+    );
     let loaded: u64 = body
         .lines()
         .filter(|l| l.starts_with("natsapp_components_loaded_total{"))

@@ -460,6 +460,123 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
             .map(|e| (endpoint(e), counter_f64(e.processing_us as f64 / 1e6)))
             .collect(),
     );
+    // What each endpoint's handler did, as the same figures of a
+    // subscriber's handler.
+    let handlers: [Family<SubscriberSnapshot>; 10] = [
+        (
+            "natsapp_endpoint_handler_duration_seconds",
+            "An endpoint's handler call duration",
+            MetricType::HISTOGRAM,
+            |s| histogram(&s.latency),
+        ),
+        (
+            "natsapp_endpoint_handler_retries_total",
+            "An endpoint's handlers that returned retry (answered 503)",
+            MetricType::COUNTER,
+            |s| counter(s.retried),
+        ),
+        (
+            "natsapp_endpoint_handler_rejects_total",
+            "An endpoint's handlers that returned reject (answered 400)",
+            MetricType::COUNTER,
+            |s| counter(s.rejected),
+        ),
+        (
+            "natsapp_endpoint_handlers_in_flight",
+            "An endpoint's handlers running now",
+            MetricType::GAUGE,
+            |s| gauge(s.in_flight as f64),
+        ),
+        (
+            "natsapp_endpoint_quota_refused_total",
+            "An endpoint's publishes and requests refused by a tenant quota",
+            MetricType::COUNTER,
+            |s| counter(s.quota_refused),
+        ),
+        (
+            "natsapp_endpoint_warm_instances",
+            "An endpoint's idle instances kept for reuse",
+            MetricType::GAUGE,
+            |s| gauge(s.warm_instances as f64),
+        ),
+        (
+            "natsapp_endpoint_prepared_instances",
+            "An endpoint's fresh instances made ahead of need, ready now",
+            MetricType::GAUGE,
+            |s| gauge(s.prepared_instances as f64),
+        ),
+        (
+            "natsapp_endpoint_prepared_instances_used_total",
+            "Requests that took a fresh instance made ahead of need",
+            MetricType::COUNTER,
+            |s| counter(s.prepared_instances_used),
+        ),
+        (
+            "natsapp_endpoint_guest_cpu_seconds_total",
+            "An endpoint's guest execution metered, and work on its guests' behalf",
+            MetricType::COUNTER,
+            |s| counter_f64(s.guest_cpu_us as f64 / 1e6),
+        ),
+        (
+            "natsapp_endpoint_cpu_parked_total",
+            "Times one of an endpoint's guests was parked over its share of guest CPU or its tenant's cpu quota",
+            MetricType::COUNTER,
+            |s| counter(s.cpu_parked),
+        ),
+    ];
+    for (name, help, kind, value) in handlers {
+        m.family(
+            name,
+            help,
+            kind,
+            (snap.endpoints.iter())
+                .map(|e| (endpoint(e), value(&e.handler)))
+                .collect(),
+        );
+    }
+    m.family(
+        "natsapp_endpoint_handler_failures_total",
+        "An endpoint's handler invocations that failed, by cause (answered 500)",
+        MetricType::COUNTER,
+        (snap.endpoints.iter())
+            .flat_map(|e| {
+                e.handler.failed.iter().map(move |(cause, n)| {
+                    let mut labels = endpoint(e);
+                    labels.push(("cause", cause.to_string()));
+                    (labels, counter(*n))
+                })
+            })
+            .collect(),
+    );
+    m.family(
+        "natsapp_endpoint_kv_operations_total",
+        "An endpoint's guest key-value calls, by operation and outcome",
+        MetricType::COUNTER,
+        (snap.endpoints.iter())
+            .flat_map(|e| {
+                e.handler.kv.iter().map(move |(op, outcome, n)| {
+                    let mut labels = endpoint(e);
+                    labels.push(("op", op.to_string()));
+                    labels.push(("outcome", outcome.to_string()));
+                    (labels, counter(*n))
+                })
+            })
+            .collect(),
+    );
+    m.family(
+        "natsapp_endpoint_http_requests_total",
+        "An endpoint's guest outbound HTTP requests, by outcome",
+        MetricType::COUNTER,
+        (snap.endpoints.iter())
+            .flat_map(|e| {
+                e.handler.http.iter().map(move |(outcome, n)| {
+                    let mut labels = endpoint(e);
+                    labels.push(("outcome", outcome.to_string()));
+                    (labels, counter(*n))
+                })
+            })
+            .collect(),
+    );
     m.family(
         "natsapp_deploy_revision",
         "The revision of a key of fragments deployed over NATS this replica runs",
@@ -493,6 +610,9 @@ pub(super) fn render(service: &str, snap: &StatsSnapshot) -> prometheus::Result<
 
 /// Reads one count off a snapshot.
 type Count<T> = fn(&T) -> u64;
+
+/// A family of one series per member: its name, help, type and value.
+type Family<T> = (&'static str, &'static str, MetricType, fn(&T) -> Metric);
 
 /// The families of one scrape, every series labelled with the service.
 struct Families {

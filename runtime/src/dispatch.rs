@@ -62,7 +62,7 @@ impl Subscriber {
             self.handle(&msg).await;
             return;
         };
-        let trace = msg.trace.get_or_init(|| tracer.process(&self.config, &msg));
+        let trace = msg.trace.get_or_init(|| tracer.process(&msg));
         let span = tracing::info_span!("message", trace_id = %trace.trace_id());
         let handled = self.handle(&msg).instrument(span).await;
         trace.finish(handled.outcome, handled.error.as_deref());

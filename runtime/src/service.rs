@@ -98,8 +98,7 @@ impl Error {
 }
 
 /// The environment variables natsapp-wasm reads (service.toml's `${VAR}`
-/// references aside; with traces on, the OpenTelemetry SDK also reads the
-/// standard `OTEL_*` variables it documents).
+/// references aside).
 pub const ENVIRONMENT_VARIABLES: &[&str] = &[
     "NATS_SERVERS",
     "NATS_DEBUG",
@@ -113,6 +112,17 @@ pub const ENVIRONMENT_VARIABLES: &[&str] = &[
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_SDK_DISABLED",
     "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BSP_EXPORT_TIMEOUT",
 ];
 
 /// How long shutdown waits for the last acknowledgements to reach the server.

@@ -11,11 +11,13 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use std::sync::{Arc, Mutex};
 
-/// A received span and the `service.name` of the resource that sent it.
+/// A received span, the `service.name` of the resource that sent it and
+/// that resource's attributes.
 #[derive(Debug, Clone)]
 pub struct ReceivedSpan {
     pub service: String,
     pub span: Span,
+    pub resource: Vec<KeyValue>,
 }
 
 impl ReceivedSpan {
@@ -34,6 +36,10 @@ impl ReceivedSpan {
     /// An attribute's value as text (numbers in decimal).
     pub fn attribute(&self, key: &str) -> Option<String> {
         text_of(&self.span.attributes, key)
+    }
+    /// An attribute of its resource, as text.
+    pub fn resource_attribute(&self, key: &str) -> Option<String> {
+        text_of(&self.resource, key)
     }
 }
 
@@ -111,16 +117,14 @@ async fn receive(
     };
     let mut received = spans.lock().unwrap();
     for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .as_ref()
-            .and_then(|r| text_of(&r.attributes, "service.name"))
-            .unwrap_or_default();
+        let resource = (resource_spans.resource.map(|r| r.attributes)).unwrap_or_default();
+        let service = text_of(&resource, "service.name").unwrap_or_default();
         for scope in resource_spans.scope_spans {
             for span in scope.spans {
                 received.push(ReceivedSpan {
                     service: service.clone(),
                     span,
+                    resource: resource.clone(),
                 });
             }
         }

@@ -56,6 +56,11 @@ const RAW_RELAY_IDS: &str = "raw async-nats relay (publish with Nats-Msg-Id + Pu
 const WRAPPER_DEFAULTS: &str = "(the Python wrapper's defaults)";
 const RELAY_REUSED: &str =
     "natsapp-wasm, Rust relay (publish + PubAck, then ack), reused instances";
+const NOOP_REUSED: &str = "natsapp-wasm, Rust no-op, reused instances";
+const NOOP_TRACED: &str = "natsapp-wasm, Rust no-op, reused instances, traces exported over OTLP";
+const RELAY_PER_MESSAGE: &str = "natsapp-wasm, Rust relay (publish + PubAck, then ack)";
+const RELAY_TRACED: &str =
+    "natsapp-wasm, Rust relay (publish + PubAck, then ack), traces exported over OTLP";
 const RELAY_ATOMIC: &str =
     "natsapp-wasm, Rust relay, reused instances, atomic outputs (one batch per message, committed before the ack)";
 const RELAY_REUSED_MEMORY: &str =
@@ -229,7 +234,12 @@ async fn main() {
             }
         }
         rows.extend(medians(&samples, RAW, |case| {
-            if case == RELAY_ATOMIC {
+            // Tracing is measured against the same case without it.
+            if case == NOOP_TRACED {
+                Some(NOOP_REUSED)
+            } else if case == RELAY_TRACED {
+                Some(RELAY_PER_MESSAGE)
+            } else if case == RELAY_ATOMIC {
                 Some(RELAY_REUSED)
             } else if case == RELAY_ATOMIC_MEMORY {
                 Some(RELAY_REUSED_MEMORY)
@@ -294,40 +304,20 @@ impl Bench {
                 "per-message",
                 false,
             ),
-            (
-                "natsapp-wasm, Rust no-op, reused instances",
-                &self.noop,
-                "reuse",
-                false,
-            ),
+            (NOOP_REUSED, &self.noop, "reuse", false),
             (
                 "natsapp-wasm, Rust no-op, reused instances, /metrics scraped every 100 ms",
                 &self.noop,
                 "reuse",
                 false,
             ),
-            (
-                "natsapp-wasm, Rust no-op, reused instances, traces exported over OTLP",
-                &self.noop,
-                "reuse",
-                false,
-            ),
-            (
-                "natsapp-wasm, Rust relay (publish + PubAck, then ack)",
-                &self.relay,
-                "per-message",
-                true,
-            ),
+            (NOOP_TRACED, &self.noop, "reuse", false),
+            (RELAY_PER_MESSAGE, &self.relay, "per-message", true),
             (RELAY_REUSED, &self.relay, "reuse", true),
             (RELAY_ATOMIC, &self.relay, "reuse", true),
             (RELAY_REUSED_MEMORY, &self.relay, "reuse", true),
             (RELAY_ATOMIC_MEMORY, &self.relay, "reuse", true),
-            (
-                "natsapp-wasm, Rust relay (publish + PubAck, then ack), traces exported over OTLP",
-                &self.relay,
-                "per-message",
-                true,
-            ),
+            (RELAY_TRACED, &self.relay, "per-message", true),
             (
                 "natsapp-wasm, Python no-op, reused instances",
                 &self.py_noop,

@@ -276,8 +276,7 @@ impl Endpoint {
             Some(s) => Some(s.acquire().await.expect("never closed")),
             None => None,
         };
-        let trace = (self.host.tracer.as_ref())
-            .map(|t| msg.trace.get_or_init(|| t.request(&self.config, &msg)));
+        let trace = (self.host.tracer.as_ref()).map(|t| msg.trace.get_or_init(|| t.process(&msg)));
         let counted = &self.host.settler.stats;
         counted.started();
         let started = Instant::now();

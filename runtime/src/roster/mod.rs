@@ -324,7 +324,7 @@ impl Roster {
         let routes = self.routes.get(&s.tenant).cloned().unwrap_or_default();
         let mut host = SubscriberHost::new(s, conn.wire(), routes, buckets, previous)
             .with_quotas(s, quotas.guest.clone());
-        host.tracer = self.tracer.clone();
+        host.tracer = self.tracer.as_ref().map(|t| t.for_subscriber(s));
         host
     }
 

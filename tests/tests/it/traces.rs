@@ -235,6 +235,77 @@ async fn the_standard_variables_turn_traces_on_and_json_logs_carry_the_trace_id(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_that_did_not_sample_is_followed_and_its_trace_goes_on() {
+    let receiver = OtlpReceiver::start().await;
+    let server = NatsServer::start();
+    let file = ServiceFile::new(&server, &crate::kit_service(""));
+    let log = file.path().with_file_name("run.log");
+    let mut child = spawn_run(
+        &file,
+        &log,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                &format!("{}/v1/traces", receiver.url()),
+            ),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=eu%2Dwest",
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let js = server.jetstream().await;
+    natsapp_wasm_tests::durable_exists(&js, "IN", "kit").await;
+    js_publish_with_headers(
+        &js,
+        "in.kit",
+        &[("traceparent", &format!("00-{TRACE_ID}-{PARENT_ID}-00"))],
+        r#"{"op":"publish","subject":"out.unsampled","data":"x"}"#,
+    )
+    .await;
+    let output = stored(&js, "OUT", 1).await;
+    let carried = output
+        .headers
+        .get("traceparent")
+        .unwrap()
+        .as_str()
+        .to_string();
+    let parts: Vec<&str> = carried.split('-').collect();
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", TRACE_ID, "00"),
+        "the output continues the trace, not sampled: {carried}"
+    );
+    assert!(parts[2] != PARENT_ID && parts[2].len() == 16, "{carried}");
+    // A message without a parent is sampled (parent-based, always on) and
+    // exported within the schedule delay, before shutdown.
+    js_publish(&js, "in.kit", r#"{"op":"ack"}"#).await;
+    drained(&js, "IN", "kit").await;
+    eventually(Duration::from_secs(5), "the new trace's span", || async {
+        (!receiver.spans().is_empty()).then_some(())
+    })
+    .await;
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
+    let spans = receiver.spans();
+    assert!(
+        spans.iter().all(|s| s.trace_id() != TRACE_ID),
+        "nothing of the unsampled trace is exported: {spans:#?}"
+    );
+    let root = spans
+        .iter()
+        .find(|s| s.span.name == "process in.kit")
+        .expect("the new trace's process span");
+    assert!(root.parent_id().is_empty(), "a root span: {root:#?}");
+    assert_eq!(root.service, "kit-service");
+    assert_eq!(
+        root.resource_attribute("deployment.environment").as_deref(),
+        Some("eu-west")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collector_is_checked_and_shown_in_the_plan() {
     let server = NatsServer::start();
     let file = ServiceFile::new(

@@ -150,23 +150,20 @@ impl Subscriber {
             };
         }
         let outcome = self.handler.invoke(msg.clone()).await;
-        stats.finished(started.elapsed());
+        stats.finished(started.elapsed(), &outcome);
         let name = &self.config.name;
         let seq = msg.sequence;
         let error = match &outcome {
             Outcome::Ok => None,
             Outcome::Retry { delay, reason } => {
-                stats.retried();
                 tracing::info!(subscriber = %name, seq, delivered, ?delay, "handler asked for a retry: {reason}");
                 None
             }
             Outcome::Reject(reason) => {
-                stats.rejected();
                 tracing::warn!(subscriber = %name, seq, delivered, "handler rejected the message: {reason}");
                 Some("rejected".to_string())
             }
             Outcome::Failed { cause, detail } => {
-                stats.failed(*cause);
                 tracing::warn!(subscriber = %name, seq, delivered, cause = cause.as_str(), "handler failed: {detail}");
                 Some(cause.as_str().to_string())
             }

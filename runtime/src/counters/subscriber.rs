@@ -2,7 +2,7 @@
 //! atomics, and their snapshot.
 
 use super::capabilities::{CapabilityCounters, HttpOutcome, KvOp, KvOutcome};
-use crate::message::FailureCause;
+use crate::message::{FailureCause, Outcome};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -129,9 +129,19 @@ impl SubscriberStats {
         self.in_flight.fetch_add(1, Relaxed);
     }
 
-    /// The handler finished after `latency`.
-    pub fn finished(&self, latency: Duration) {
+    /// The handler finished after `latency` with `outcome`.
+    pub fn finished(&self, latency: Duration, outcome: &Outcome) {
         self.latency.record(latency);
+        match outcome {
+            Outcome::Ok => {}
+            Outcome::Retry { .. } => {
+                self.retried.fetch_add(1, Relaxed);
+            }
+            Outcome::Reject(_) => {
+                self.rejected.fetch_add(1, Relaxed);
+            }
+            Outcome::Failed { cause, .. } => self.failed(*cause),
+        }
     }
 
     /// A guest's JetStream publish got its PubAck after `waited`, or failed.
@@ -187,16 +197,6 @@ impl SubscriberStats {
     /// tenant's `cpu` quota.
     pub fn cpu_parked(&self) {
         self.cpu_parked.fetch_add(1, Relaxed);
-    }
-
-    /// The handler returned `retry`.
-    pub fn retried(&self) {
-        self.retried.fetch_add(1, Relaxed);
-    }
-
-    /// The handler returned `reject`.
-    pub fn rejected(&self) {
-        self.rejected.fetch_add(1, Relaxed);
     }
 
     /// A guest's outbound HTTP request ended with `outcome`.
@@ -525,7 +525,7 @@ mod tests {
         let s = SubscriberStats::default();
         for us in [100u64, 200, 300, 5000] {
             s.started();
-            s.finished(Duration::from_micros(us));
+            s.finished(Duration::from_micros(us), &Outcome::Ok);
             s.settled(Settled::Acked);
         }
         s.started();

@@ -281,13 +281,7 @@ impl Endpoint {
         counted.started();
         let started = Instant::now();
         let outcome = self.handler.invoke(msg.clone()).await;
-        counted.finished(started.elapsed());
-        match &outcome {
-            Outcome::Ok => {}
-            Outcome::Reject(_) => counted.rejected(),
-            Outcome::Retry { .. } => counted.retried(),
-            Outcome::Failed { cause, .. } => counted.failed(*cause),
-        }
+        counted.finished(started.elapsed(), &outcome);
         counted.request_done();
         let request = msg.request.as_ref().expect("a request");
         // A request that wants no answer and was handled is no error.

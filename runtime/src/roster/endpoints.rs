@@ -85,8 +85,8 @@ impl Roster {
         let previous = predecessor
             .and_then(|p| p.running.as_ref())
             .map(|p| &*p.endpoint.host.settler);
-        let mut host = self.host(s, conn, &quotas, buckets, previous);
-        host.tracer = self.tracer.as_ref().map(|t| t.for_endpoint(e));
+        let tracer = self.tracer.as_ref().map(|t| t.for_endpoint(e));
+        let mut host = self.host(s, conn, &quotas, buckets, previous, tracer);
         // Outputs of each request are numbered within this process's run
         // of the endpoint: replicas and restarts never share an id.
         host.id_namespace = format!("endpoint:{}:{}", e.name, nuid::next());

@@ -280,6 +280,7 @@ impl Roster {
             &quotas,
             setup.buckets,
             previous.as_deref().map(Subscriber::settler),
+            self.tracer.as_ref().map(|t| t.for_subscriber(s)),
         ));
         let stop = match s.tenant.as_ref().and_then(|t| self.tenants.get(t)) {
             Some(t) => t.stop.child_token(),
@@ -311,8 +312,9 @@ impl Roster {
 
     /// What the guests of `s` (a subscriber's, or an endpoint's handler)
     /// share on `conn`: its grants and buckets, its tenant's `quotas`, the
-    /// service's routes and tracer; counting into `previous`'s statistics
-    /// when it replaces a subscriber.
+    /// service's routes, and `tracer` (the service's, made for this
+    /// handler); counting into `previous`'s statistics when it replaces a
+    /// subscriber or an endpoint.
     pub(crate) fn host(
         &self,
         s: &SubscriberConfig,
@@ -320,11 +322,12 @@ impl Roster {
         quotas: &SharedQuotas,
         buckets: Vec<crate::nats::setup::OpenedBucket>,
         previous: Option<&crate::settle::Settler>,
+        tracer: Option<Tracer>,
     ) -> SubscriberHost {
         let routes = self.routes.get(&s.tenant).cloned().unwrap_or_default();
         let mut host = SubscriberHost::new(s, conn.wire(), routes, buckets, previous)
             .with_quotas(s, quotas.guest.clone());
-        host.tracer = self.tracer.as_ref().map(|t| t.for_subscriber(s));
+        host.tracer = tracer;
         host
     }
 

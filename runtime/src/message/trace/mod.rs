@@ -63,8 +63,9 @@ impl Tracer {
 
     fn with(&self, handler: Vec<Attribute>) -> Tracer {
         Tracer {
+            sampler: self.sampler,
+            sink: self.sink.clone(),
             handler: handler.into(),
-            ..self.clone()
         }
     }
 
@@ -93,7 +94,6 @@ impl Tracer {
                     .is_none()
                     .then_some((msg.sequence, msg.delivery.delivered)),
                 outcome: "",
-                error_type: None,
             },
         });
         MessageTrace {
@@ -193,14 +193,8 @@ impl MessageTrace {
         let Some(mut open) = self.open.lock().expect("span lock").take() else {
             return;
         };
-        if let Details::Process {
-            outcome,
-            error_type,
-            ..
-        } = &mut open.details
-        {
+        if let Details::Process { outcome, .. } = &mut open.details {
             *outcome = settled;
-            *error_type = error.map(str::to_string);
         }
         let span = open.end(&self.context, error.map(str::to_string));
         self.sink.record(span);

@@ -183,7 +183,8 @@ pub struct Span {
     pub start: u64,
     pub end: u64,
     pub details: Details,
-    /// An error status and its message.
+    /// An error status and its message; a `process` span's `error.type`
+    /// is the same text.
     pub error: Option<String>,
 }
 
@@ -202,7 +203,6 @@ pub enum Details {
         /// (none for an endpoint's request).
         delivery: Option<(u64, u32)>,
         outcome: &'static str,
-        error_type: Option<String>,
     },
     /// `send <subject>`, kind producer: one guest publish or request.
     Send {

@@ -6,17 +6,13 @@
 
 use super::otlp::Encoder;
 use super::settings::Settings;
+use super::TracesError;
 use crate::error::ErrorChain;
 use crate::message::trace::span::{Span, SpanSink};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-/// The exporter's HTTP client could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("traces: cannot set up the OTLP/HTTP client")]
-pub struct ClientError(#[source] reqwest::Error);
 
 /// The queue the message path records spans into. The exporter's thread
 /// is woken only when a batch is full (or at shutdown), not per span.
@@ -88,7 +84,7 @@ pub struct Exporter {
 
 impl Exporter {
     /// Starts the exporter's thread for `settings`.
-    pub fn start(settings: Settings) -> Result<Exporter, ClientError> {
+    pub fn start(settings: Settings) -> Result<Exporter, TracesError> {
         let queue = Arc::new(Queue {
             waiting: Mutex::new(Waiting {
                 spans: Vec::with_capacity(settings.max_queue),
@@ -119,7 +115,7 @@ impl Exporter {
                         Batcher::new(settings, client).run(&exported);
                     }
                     Err(e) => {
-                        let _ = built.send(Err(ClientError(e)));
+                        let _ = built.send(Err(TracesError(e)));
                     }
                 }
             })

@@ -19,7 +19,7 @@ pub mod settings;
 
 use crate::config::Config;
 use crate::message::trace::Tracer;
-use export::{ClientError, Exporter};
+use export::Exporter;
 use settings::Settings;
 use std::sync::{Arc, Mutex};
 
@@ -29,10 +29,10 @@ pub const ENDPOINT_VARIABLES: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
-/// The trace exporter could not be set up.
+/// The trace exporter's HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct TracesError(#[from] ClientError);
+#[error("traces: cannot set up the OTLP/HTTP client")]
+pub struct TracesError(#[source] reqwest::Error);
 
 /// The tracer the service's spans start from, and their exporter.
 pub struct Traces {

@@ -117,7 +117,7 @@ impl Encoder {
         out.extend_from_slice(&s.start.to_le_bytes());
         key(out, 8, FIXED64);
         out.extend_from_slice(&s.end.to_le_bytes());
-        self.attributes(out, &s.details);
+        self.attributes(out, s);
         if let Some(message) = &s.error {
             // Status { message = 2; code = 3 (STATUS_CODE_ERROR = 2) }
             key(out, 15, LEN);
@@ -129,8 +129,8 @@ impl Encoder {
     }
 
     /// A span's attributes, after the messaging semantic conventions.
-    fn attributes(&mut self, out: &mut Vec<u8>, details: &Details) {
-        match details {
+    fn attributes(&mut self, out: &mut Vec<u8>, s: &Span) {
+        match &s.details {
             Details::Process {
                 subject,
                 body_size,
@@ -138,7 +138,6 @@ impl Encoder {
                 handler,
                 delivery,
                 outcome,
-                error_type,
             } => {
                 out.extend_from_slice(&self.process_head);
                 text(out, 9, "messaging.destination.name", subject);
@@ -152,7 +151,7 @@ impl Encoder {
                     int(out, 9, "natsapp.delivered", i64::from(*delivered));
                 }
                 text(out, 9, "natsapp.outcome", outcome);
-                if let Some(error) = error_type {
+                if let Some(error) = &s.error {
                     text(out, 9, "error.type", error);
                 }
             }
@@ -259,7 +258,6 @@ mod tests {
                     handler: Arc::new([("natsapp.subscriber", "orders".into())]),
                     delivery: Some((u64::MAX >> 1, 2)),
                     outcome: "termed",
-                    error_type: Some(long.clone()),
                 },
                 error: Some(long.clone()),
             },

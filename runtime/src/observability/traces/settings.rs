@@ -50,24 +50,14 @@ impl Settings {
             headers.retain(|(old, _)| !old.eq_ignore_ascii_case(&k));
             headers.push((k, v));
         }
-        let millis = |name: &str, default: u64| {
-            Duration::from_millis(number(name, var(name), default) as u64)
-        };
+        let number = |name: &str, default: u64| number(name, var(name), default);
+        let millis = |name: &str, default: u64| Duration::from_millis(number(name, default));
         let timeout = match var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") {
             Some(_) => millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 10_000),
             None => millis("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000),
         };
-        let max_queue = number(
-            "OTEL_BSP_MAX_QUEUE_SIZE",
-            var("OTEL_BSP_MAX_QUEUE_SIZE"),
-            2048,
-        )
-        .max(1);
-        let max_batch = number(
-            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-            var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
-            512,
-        );
+        let max_queue = number("OTEL_BSP_MAX_QUEUE_SIZE", 2048).max(1) as usize;
+        let max_batch = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512) as usize;
         let mut resource = list(var("OTEL_RESOURCE_ATTRIBUTES"));
         let named = resource.iter().position(|(k, _)| k == "service.name");
         let service = match (var("OTEL_SERVICE_NAME"), named) {
@@ -102,13 +92,13 @@ impl Settings {
 }
 
 /// A whole number of `name`, or `default` (with a warning when it is not one).
-fn number(name: &str, value: Option<String>, default: u64) -> usize {
+fn number(name: &str, value: Option<String>, default: u64) -> u64 {
     let Some(value) = value else {
-        return default as usize;
+        return default;
     };
     value.trim().parse().unwrap_or_else(|_| {
         tracing::warn!("{name}={value:?} is not a whole number: using {default}");
-        default as usize
+        default
     })
 }
 

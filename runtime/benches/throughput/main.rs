@@ -63,6 +63,8 @@ const RELAY_TRACED: &str =
     "natsapp-wasm, Rust relay (publish + PubAck, then ack), traces exported over OTLP";
 const RELAY_ATOMIC: &str =
     "natsapp-wasm, Rust relay, reused instances, atomic outputs (one batch per message, committed before the ack)";
+const RELAY_PIPELINED: &str =
+    "natsapp-wasm, Rust relay, reused instances, pipelined outputs (PubAcks awaited after the call, before the ack)";
 const RELAY_REUSED_MEMORY: &str =
     "natsapp-wasm, Rust relay (publish + PubAck, then ack), reused instances, to a memory stream";
 const RELAY_ATOMIC_MEMORY: &str =
@@ -291,7 +293,7 @@ async fn main() {
 impl Bench {
     /// natsapp-wasm draining a preloaded stream, per guest and instance mode.
     async fn throughput(&self) -> Vec<Sample> {
-        let cases: [(&str, &Path, &str, bool); 15] = [
+        let cases: [(&str, &Path, &str, bool); 16] = [
             (
                 "natsapp-wasm, Rust no-op, per-message instances",
                 &self.noop,
@@ -314,6 +316,7 @@ impl Bench {
             (NOOP_TRACED, &self.noop, "reuse", false),
             (RELAY_PER_MESSAGE, &self.relay, "per-message", true),
             (RELAY_REUSED, &self.relay, "reuse", true),
+            (RELAY_PIPELINED, &self.relay, "reuse", true),
             (RELAY_ATOMIC, &self.relay, "reuse", true),
             (RELAY_REUSED_MEMORY, &self.relay, "reuse", true),
             (RELAY_ATOMIC_MEMORY, &self.relay, "reuse", true),
@@ -370,7 +373,13 @@ impl Bench {
                 relay: relays,
                 observed,
                 one_at_a_time: false,
-                atomic: case == RELAY_ATOMIC || case == RELAY_ATOMIC_MEMORY,
+                outputs: if case == RELAY_ATOMIC || case == RELAY_ATOMIC_MEMORY {
+                    "atomic"
+                } else if case == RELAY_PIPELINED {
+                    "pipelined"
+                } else {
+                    "immediate"
+                },
                 output_in_memory: case.ends_with("to a memory stream"),
                 none_prepared: case.ends_with("none prepared"),
             };
@@ -444,7 +453,7 @@ impl Bench {
             relay: false,
             observed: Observed::Not,
             one_at_a_time: true,
-            atomic: false,
+            outputs: "immediate",
             output_in_memory: false,
             none_prepared: false,
         };

@@ -100,8 +100,8 @@ pub(crate) struct Case<'a> {
     pub(crate) observed: Observed,
     /// The Python wrapper's defaults: one message per pull, one handler at a time.
     pub(crate) one_at_a_time: bool,
-    /// `outputs = { mode = "atomic" }`.
-    pub(crate) atomic: bool,
+    /// `outputs.mode`: `"immediate"` (the default), `"pipelined"` or `"atomic"`.
+    pub(crate) outputs: &'a str,
     /// The relay's output stream keeps its messages in memory (else on file).
     pub(crate) output_in_memory: bool,
     /// `prepared_instances = 0`: per-message instances made as messages
@@ -134,8 +134,8 @@ pub(crate) async fn natsapp_throughput(
             output: relay.then_some(output.as_str()),
         }],
     );
-    if c.atomic {
-        toml += "outputs = { mode = \"atomic\" }\n";
+    if c.outputs != "immediate" {
+        toml += &format!("outputs = {{ mode = \"{}\" }}\n", c.outputs);
     }
     if c.output_in_memory {
         let out = format!("subjects = [\"{output}\"]\n");

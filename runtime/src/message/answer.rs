@@ -61,7 +61,7 @@ fn cause_text(cause: FailureCause) -> &'static str {
         FailureCause::Timeout => "handler timed out",
         FailureCause::Memory => "handler exceeded its memory limit",
         FailureCause::Instantiate => "handler could not be instantiated",
-        FailureCause::Commit => "handler's outputs could not be stored",
+        FailureCause::Commit | FailureCause::Output => "handler's outputs could not be stored",
     }
 }
 

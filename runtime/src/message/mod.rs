@@ -6,6 +6,7 @@
 
 pub mod answer;
 pub mod outcome;
+pub mod pipeline;
 pub mod trace;
 
 use crate::outputs::held::Held;
@@ -53,6 +54,8 @@ pub struct InFlight {
     pub outputs: Outputs,
     /// With atomic outputs: what the handler published, until the commit.
     pub held: Mutex<Held>,
+    /// With pipelined outputs: what the handler sent, until its PubAcks are seen.
+    pub pipeline: pipeline::Pipeline,
     /// The settle ledger's generation when it was fetched (see `AckLedger::generation`).
     pub ledger_generation: u64,
     /// Its `process` span, when traces are on: the guest's publishes are its children.
@@ -143,6 +146,7 @@ impl InFlight {
             message,
             outputs: Outputs::default(),
             held: Mutex::default(),
+            pipeline: Default::default(),
             ledger_generation: 0,
             trace: std::sync::OnceLock::new(),
             by_guest: Mutex::new(ByGuest::Nothing),

@@ -20,17 +20,21 @@ pub enum FailureCause {
     /// The handler succeeded but its atomic outputs could not all be
     /// committed (`outputs.mode = "atomic"`).
     Commit,
+    /// The handler succeeded but one of its pipelined outputs could not be
+    /// stored (`outputs.mode = "pipelined"`).
+    Output,
 }
 
 impl FailureCause {
     /// Every cause, for statistics.
-    pub const ALL: [FailureCause; 6] = [
+    pub const ALL: [FailureCause; 7] = [
         Self::Trap,
         Self::Panic,
         Self::Timeout,
         Self::Memory,
         Self::Instantiate,
         Self::Commit,
+        Self::Output,
     ];
 
     /// The label used in logs and statistics.
@@ -42,6 +46,7 @@ impl FailureCause {
             Self::Memory => "memory_limit",
             Self::Instantiate => "instantiate",
             Self::Commit => "commit",
+            Self::Output => "output",
         }
     }
 }

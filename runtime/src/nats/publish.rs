@@ -224,40 +224,77 @@ pub async fn publish(
         }
         Route::JetStream(timeout) => {
             let sent = tokio::time::timeout(timeout, async {
-                let ack = js
-                    .publish_with_headers(subject.clone(), headers, payload)
-                    .await?;
-                ack.await
+                let ack = send_to_stream(js, &subject, headers, payload).await?;
+                confirmed(ack.await, &subject, timeout)
             })
             .await;
             match sent {
+                Ok(acked) => acked.map(Some),
                 Err(_) => Err(PublishError::Timeout { subject, timeout }),
-                Ok(Ok(ack)) => Ok(Some(Acked {
-                    stream: ack.stream,
-                    sequence: ack.sequence,
-                    duplicate: ack.duplicate,
-                })),
-                Ok(Err(e)) => Err(match e.kind() {
-                    PublishErrorKind::TimedOut => PublishError::Timeout { subject, timeout },
-                    PublishErrorKind::StreamNotFound => PublishError::Unavailable {
-                        subject,
-                        source: PublishFailure::NoStream(e),
-                    },
-                    PublishErrorKind::MaxPayloadExceeded => PublishError::Invalid {
-                        subject,
-                        source: PublishFailure::JetStream(e),
-                    },
-                    _ if too_large_for_stream(&e) => PublishError::Invalid {
-                        subject,
-                        source: PublishFailure::TooLargeForStream(e),
-                    },
-                    _ => PublishError::Unavailable {
-                        subject,
-                        source: PublishFailure::JetStream(e),
-                    },
-                }),
             }
         }
+    }
+}
+
+/// Sends a JetStream publish without waiting for its PubAck; the returned
+/// future resolves to it (see [`confirmed`]).
+pub async fn send_to_stream(
+    js: &jetstream::Context,
+    subject: &str,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Result<jetstream::context::PublishAckFuture, PublishError> {
+    js.publish_with_headers(subject.to_string(), headers, payload)
+        .await
+        .map_err(|e| classify(e, subject, None))
+}
+
+/// The result of a JetStream publish's PubAck future, as a [`PublishError`]
+/// when the server or the client refused it; `timeout` is the wait the
+/// publish was given, named in a timeout's error.
+pub fn confirmed(
+    ack: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+    subject: &str,
+    timeout: Duration,
+) -> Result<Acked, PublishError> {
+    match ack {
+        Ok(ack) => Ok(Acked {
+            stream: ack.stream,
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        }),
+        Err(e) => Err(classify(e, subject, Some(timeout))),
+    }
+}
+
+/// What a failed JetStream publish means for its caller.
+fn classify(
+    e: jetstream::context::PublishError,
+    subject: &str,
+    timeout: Option<Duration>,
+) -> PublishError {
+    let subject = subject.to_string();
+    match e.kind() {
+        PublishErrorKind::TimedOut => PublishError::Timeout {
+            subject,
+            timeout: timeout.unwrap_or(defaults::PUBLISH_TIMEOUT),
+        },
+        PublishErrorKind::StreamNotFound => PublishError::Unavailable {
+            subject,
+            source: PublishFailure::NoStream(e),
+        },
+        PublishErrorKind::MaxPayloadExceeded => PublishError::Invalid {
+            subject,
+            source: PublishFailure::JetStream(e),
+        },
+        _ if too_large_for_stream(&e) => PublishError::Invalid {
+            subject,
+            source: PublishFailure::TooLargeForStream(e),
+        },
+        _ => PublishError::Unavailable {
+            subject,
+            source: PublishFailure::JetStream(e),
+        },
     }
 }
 

@@ -35,6 +35,11 @@ pub enum Wire {
     Local(Arc<dyn InProcess>),
 }
 
+/// The PubAck of a publish sent with [`Wire::send_to_stream`].
+pub type PubAckFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<Acked>, PublishError>> + Send>,
+>;
+
 /// NATS inside this process: what a [`Wire::Local`] sends to. Its calls
 /// answer at once, so they are not async.
 pub trait InProcess: Send + Sync {
@@ -174,6 +179,33 @@ impl Wire {
                 client, jetstream, ..
             } => publish::publish(client, jetstream, route, subject, headers, payload).await,
             Wire::Local(local) => local.publish(route, subject, headers, payload),
+        }
+    }
+
+    /// Sends a publish to the stream that captures `subject` without
+    /// waiting for its PubAck, which the returned future resolves to (at
+    /// once in this process). `timeout` is the publish's PubAck wait, for
+    /// the errors the future may give.
+    pub async fn send_to_stream(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<PubAckFuture, PublishError> {
+        match self {
+            Wire::Server { jetstream, .. } => {
+                let ack = publish::send_to_stream(jetstream, subject, headers, payload).await?;
+                let subject = subject.to_string();
+                Ok(Box::pin(async move {
+                    publish::confirmed(ack.await, &subject, timeout).map(Some)
+                }))
+            }
+            Wire::Local(local) => {
+                let route = Route::JetStream(timeout);
+                let acked = local.publish(route, subject.to_string(), headers, payload)?;
+                Ok(Box::pin(std::future::ready(Ok(acked))))
+            }
         }
     }
 

@@ -56,7 +56,7 @@ pub enum TermCause {
     /// The guest terminated it itself.
     Terminated,
     /// Its last allowed delivery failed (a crash, a trap, its time or memory
-    /// limit, a commit) or asked for a retry.
+    /// limit, a commit, a pipelined output) or asked for a retry.
     LastDelivery(Option<FailureCause>),
     /// Its last allowed delivery did not finish (the handler nak'd it, or
     /// the runtime stopped or crashed while handling it).
@@ -67,7 +67,7 @@ impl TermCause {
     /// Its name in the `Natsapp-Cause` header: `rejected`, `terminated`,
     /// `retried` (the handler asked for a retry on its last delivery), a
     /// failure cause (`panic`, `trap`, `timeout`, `memory_limit`,
-    /// `instantiate`, `commit`), or `unfinished`.
+    /// `instantiate`, `commit`, `output`), or `unfinished`.
     pub fn as_str(self) -> &'static str {
         match self {
             TermCause::Rejected => "rejected",

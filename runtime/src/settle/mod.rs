@@ -11,6 +11,7 @@
 //! handled delivery may be nak'd safely; the extra one is only settled.
 
 pub mod commit;
+pub mod confirm;
 pub mod dead_letter;
 pub mod disposition;
 pub mod ledger;
@@ -65,10 +66,10 @@ pub struct Settler {
     dead_letter: Option<(Subject, Duration)>,
     policy: Policy,
     double_ack: bool,
-    /// `outputs.mode = "atomic"`: the handler's outputs are committed
-    /// before the input is settled, and the guest's own ack or nak waits
-    /// for that.
-    atomic: bool,
+    /// `outputs.mode`: with `"atomic"` the handler's outputs are committed
+    /// before the input is settled, with `"pipelined"` their PubAcks are
+    /// awaited then; in both the guest's own ack or nak waits for that.
+    outputs: OutputsMode,
     /// How often a delivery whose outputs are being committed is reported
     /// in progress (as the handler's heartbeat does while it runs).
     progress_every: Duration,
@@ -108,7 +109,7 @@ impl Settler {
                 dead_letter: sub.dead_letter.is_some(),
             },
             double_ack: sub.double_ack,
-            atomic: sub.outputs_mode == OutputsMode::Atomic,
+            outputs: sub.outputs_mode,
             progress_every: sub.progress_every(),
             stats: previous.map_or_else(Default::default, |p| p.stats.clone()),
             ledger: previous.map_or_else(Default::default, |p| p.ledger.clone()),
@@ -153,9 +154,10 @@ impl Settler {
     }
 
     /// How `msg` is settled after `handle` ended with `outcome`, and why
-    /// its atomic outputs were not committed when that failed. With atomic
-    /// outputs, first commits what the handler published when the outcome
-    /// keeps it; a commit that fails turns the decision into a redelivery.
+    /// its outputs were not stored when that failed. With atomic outputs,
+    /// first commits what the handler published when the outcome keeps it;
+    /// with pipelined outputs, first waits for their PubAcks. A commit or
+    /// an output that fails turns the decision into a redelivery.
     pub async fn conclude(
         &self,
         msg: &InFlight,
@@ -164,11 +166,70 @@ impl Settler {
         let by_guest = msg.by_guest();
         let delivered = msg.delivery.delivered;
         let decision = disposition(outcome, &by_guest, delivered, &self.policy);
-        if !self.atomic {
+        match self.outputs {
+            OutputsMode::Immediate => (decision, None),
+            OutputsMode::Pipelined => self.confirm(msg, outcome, &by_guest, decision).await,
+            OutputsMode::Atomic => self.commit(msg, outcome, &by_guest, decision).await,
+        }
+    }
+
+    /// Waits for the PubAcks of `msg`'s pipelined outputs; when one was not
+    /// stored and `outcome` would keep the outputs, the delivery fails.
+    async fn confirm(
+        &self,
+        msg: &InFlight,
+        outcome: &Outcome,
+        by_guest: &ByGuest,
+        decision: Disposition,
+    ) -> (Disposition, Option<String>) {
+        let pending = msg.pipeline.take();
+        if pending.is_empty() {
             return (decision, None);
         }
+        let confirming = confirm::confirm(
+            pending,
+            &self.wire,
+            &self.stats,
+            self.patience(msg),
+            &self.subscriber,
+        );
+        let Err(e) = self.in_progress_while(msg, confirming).await else {
+            return (decision, None);
+        };
+        if !disposition::commits(outcome, by_guest) {
+            tracing::info!(subscriber = %self.subscriber, seq = msg.sequence, "{}; the message is not acknowledged anyway", ErrorChain(&e));
+            return (decision, None);
+        }
+        self.outputs_failed(msg, FailureCause::Output, ErrorChain(&e).to_string())
+    }
+
+    /// The decision for `msg` when its handler succeeded but its outputs
+    /// were not all stored: a failure of `cause`, counted and logged.
+    fn outputs_failed(
+        &self,
+        msg: &InFlight,
+        cause: FailureCause,
+        detail: String,
+    ) -> (Disposition, Option<String>) {
+        self.stats.failed(cause);
+        tracing::warn!(subscriber = %self.subscriber, seq = msg.sequence, "{detail}");
+        let failed = Outcome::Failed { cause, detail };
+        let delivered = msg.delivery.delivered;
+        let decision = disposition(&failed, &ByGuest::Nothing, delivered, &self.policy);
+        (decision, Some(cause.as_str().to_string()))
+    }
+
+    /// Commits `msg`'s atomic outputs when `outcome` keeps them; a commit
+    /// that fails fails the delivery.
+    async fn commit(
+        &self,
+        msg: &InFlight,
+        outcome: &Outcome,
+        by_guest: &ByGuest,
+        decision: Disposition,
+    ) -> (Disposition, Option<String>) {
         let held = std::mem::take(&mut *msg.held.lock().expect("held lock"));
-        if held.is_empty() || !disposition::commits(outcome, &by_guest) {
+        if held.is_empty() || !disposition::commits(outcome, by_guest) {
             return (decision, None);
         }
         let outputs = held.len();
@@ -190,15 +251,8 @@ impl Settler {
                 (decision, None)
             }
             Err(e) => {
-                self.stats.failed(FailureCause::Commit);
                 let detail = format!("committing {outputs} held outputs: {}", ErrorChain(&e));
-                tracing::warn!(subscriber = %self.subscriber, seq = msg.sequence, "{detail}");
-                let failed = Outcome::Failed {
-                    cause: FailureCause::Commit,
-                    detail,
-                };
-                let decision = disposition(&failed, &ByGuest::Nothing, delivered, &self.policy);
-                (decision, Some(FailureCause::Commit.as_str().to_string()))
+                self.outputs_failed(msg, FailureCause::Commit, detail)
             }
         }
     }
@@ -376,8 +430,9 @@ impl Settler {
     }
 
     /// A guest's own settlement. Ack and nak are sent now, or with atomic
-    /// outputs when `handle` returns (an ack after the commit); a term is
-    /// sent when `handle` returns, after the dead-letter copy.
+    /// or pipelined outputs when `handle` returns (an ack after the commit
+    /// or the PubAcks); a term is sent when `handle` returns, after the
+    /// dead-letter copy.
     pub async fn by_guest(
         &self,
         msg: &InFlight,
@@ -385,14 +440,14 @@ impl Settler {
     ) -> Result<(), GuestSettleError> {
         let recorded = msg.record_by_guest(match &what {
             GuestSettle::Term(reason) => ByGuest::Term(reason.clone()),
-            GuestSettle::Ack if self.atomic => ByGuest::Ack,
-            GuestSettle::Nak(delay) if self.atomic => ByGuest::Nak(*delay),
+            GuestSettle::Ack if self.settles_after_outputs() => ByGuest::Ack,
+            GuestSettle::Nak(delay) if self.settles_after_outputs() => ByGuest::Nak(*delay),
             _ => ByGuest::Settled,
         });
         if !recorded {
             return Err(GuestSettleError::AlreadySettled);
         }
-        if self.atomic {
+        if self.settles_after_outputs() {
             return Ok(());
         }
         let sent = match what {
@@ -412,6 +467,12 @@ impl Settler {
                 Err(e.into())
             }
         }
+    }
+
+    /// Whether a guest's own ack or nak waits for `handle` to return: its
+    /// outputs are stored (or their PubAcks seen) only then.
+    fn settles_after_outputs(&self) -> bool {
+        self.outputs != OutputsMode::Immediate
     }
 
     /// The guest's `in_progress`: refused once it settled the message.

@@ -20,6 +20,7 @@ mod micro;
 mod objects;
 mod oci;
 mod packages;
+mod pipelined;
 mod publish;
 mod redrive;
 mod reliability;

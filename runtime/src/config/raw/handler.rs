@@ -149,7 +149,8 @@ pub struct RawOutputs {
     /// `ids = "content"` (default) or `"sequence"`: the `Nats-Msg-Id` scheme
     /// that keeps a redelivered message from storing its outputs twice.
     pub ids: Option<OutputIds>,
-    /// `mode = "immediate"` (default) or `"atomic"`: when they are stored.
+    /// `mode = "immediate"` (default), `"pipelined"` or `"atomic"`: when
+    /// they are stored.
     pub mode: Option<OutputsMode>,
 }
 
@@ -159,6 +160,9 @@ pub struct RawOutputs {
 pub enum OutputsMode {
     /// Each publish is stored as it is made (the PubAck is awaited in the call).
     Immediate,
+    /// Each publish to a stream is sent as it is made; its PubAck is awaited
+    /// after `handle`, and the input is acknowledged once all are stored.
+    Pipelined,
     /// Publishes are held during `handle` and, when it succeeds, committed
     /// as one atomic batch per stream before the input is acknowledged.
     Atomic,

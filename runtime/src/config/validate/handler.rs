@@ -134,7 +134,7 @@ impl<E: Fn(&str) -> Option<String>> Validator<'_, E> {
         if s.limits.held_outputs.is_some() && outputs_mode != raw::OutputsMode::Atomic {
             self.problem(
                 format!("{key}.limits.held_outputs"),
-                "applies only with outputs.mode = \"atomic\" (immediate outputs are not held)",
+                "applies only with outputs.mode = \"atomic\" (immediate and pipelined outputs are not held)",
             );
         }
         let held_outputs = s

@@ -99,6 +99,9 @@ pub struct SubscriberHost {
     /// With `outputs.mode = "atomic"`: the most bytes one message's held
     /// outputs may reach. `None`: outputs are published as they are made.
     pub held_outputs: Option<u64>,
+    /// With `outputs.mode = "pipelined"`: a publish to a stream returns once
+    /// sent, and its PubAck is awaited after `handle`.
+    pub pipelined: bool,
     /// Publishes and requests one message's handler may make.
     pub publishes_per_message: u32,
     /// Its tenant's quotas, shared with the tenant's other subscribers.
@@ -147,6 +150,7 @@ impl SubscriberHost {
             output_ids: sub.output_ids,
             held_outputs: (sub.outputs_mode == crate::config::OutputsMode::Atomic)
                 .then_some(sub.held_outputs),
+            pipelined: sub.outputs_mode == crate::config::OutputsMode::Pipelined,
             publishes_per_message: sub.publishes_per_message,
             cpu: Arc::new(GuestCpu::new(&quotas.shares, None, settler.stats.clone())),
             quotas,

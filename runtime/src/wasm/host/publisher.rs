@@ -8,13 +8,17 @@ use super::generated::natsapp::handler::types::Error;
 use super::headers::header_map;
 use super::later;
 use super::types::{header_pairs, REPLY_TO};
-use super::NatsView;
+use super::{NatsView, SubscriberHost};
 use crate::error::ErrorChain;
 use crate::grants::{check_guest_headers, check_subject_grant, Refused, Use, TTL};
+use crate::message::pipeline::Pending;
+use crate::message::trace::SendSpan;
+use crate::message::InFlight;
 use crate::nats::publish::{PublishError, Route};
 use crate::nats::unavailable::retrying;
-use crate::nats::wire::RequestError;
+use crate::nats::wire::{PubAckFuture, RequestError};
 use crate::outputs::held::{Bounds, Target};
+use crate::outputs::OutputId;
 use async_nats::HeaderMap;
 use std::time::Duration;
 
@@ -97,6 +101,66 @@ impl NatsView<'_> {
         held.map(|()| None)
             .map_err(|e| Error::Invalid(e.to_string()))
     }
+}
+
+/// A publish to a stream, ready to send.
+struct Output {
+    subject: String,
+    headers: HeaderMap,
+    payload: bytes::Bytes,
+    /// How long its PubAck is awaited.
+    timeout: Duration,
+}
+
+/// With pipelined outputs: sends `output` to its stream and leaves its
+/// PubAck for the settler to await after `handle`. Returns no PubAck, as
+/// none is awaited yet, and an error only when the output can never be
+/// stored; one that failed for want of NATS is sent again by the settler,
+/// as a PubAck that fails is.
+async fn send_pipelined(
+    sub: &SubscriberHost,
+    msg: &InFlight,
+    output: Output,
+    id: Option<OutputId>,
+    span: Option<SendSpan>,
+) -> Result<Option<PublishAck>, Error> {
+    let sent = std::time::Instant::now();
+    let Output {
+        subject,
+        headers,
+        payload,
+        timeout,
+    } = output;
+    let ack = {
+        let _call = msg.nats_call();
+        sub.wire
+            .send_to_stream(&subject, headers.clone(), payload.clone(), timeout)
+            .await
+    };
+    let ack: PubAckFuture = match ack {
+        Ok(ack) => ack,
+        Err(e) if e.unavailable() => Box::pin(std::future::ready(Err(e))),
+        Err(e) => {
+            sub.settler.stats.published(sent.elapsed(), false);
+            if let Some(span) = span {
+                span.finish(Some((e.kind(), ErrorChain(&e).to_string())));
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(id) = &id {
+        msg.outputs.stored(id);
+    }
+    msg.pipeline.push(Pending {
+        ack,
+        subject,
+        headers,
+        payload,
+        timeout,
+        sent,
+        span,
+    });
+    Ok(None)
 }
 
 impl From<PublishError> for Error {
@@ -198,6 +262,16 @@ impl Host for NatsView<'_> {
             .trace
             .get()
             .map(|t| t.send(&subject, "publish", &mut map));
+        if let (true, Route::JetStream(timeout)) = (self.sub.pipelined, route) {
+            let output = Output {
+                subject: stored_on,
+                headers: map,
+                payload: data.into(),
+                timeout,
+            };
+            let (sub, msg) = (self.sub, &**self.msg);
+            return Ok(send_pipelined(sub, msg, output, output_id, send).await);
+        }
         let started = std::time::Instant::now();
         let (sub, msg) = (self.sub, &**self.msg);
         let data = bytes::Bytes::from(data);

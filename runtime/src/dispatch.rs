@@ -108,15 +108,11 @@ impl Subscriber {
         let _running = loop {
             match settler.ledger.start(msg.sequence, started) {
                 Ok(running) => break running,
-                Err(mut busy) => {
+                Err(busy) => {
                     waited = true;
                     stats.redelivered_while_running();
                     self.log_redelivered_while_running(msg, &busy);
-                    settler
-                        .in_progress_while(msg, async {
-                            while busy.done.changed().await.is_ok() {}
-                        })
-                        .await;
+                    settler.in_progress_while(msg, busy.ended()).await;
                 }
             }
         };

@@ -178,32 +178,40 @@ pub(crate) async fn pull_consumer(
 }
 
 pub(crate) async fn raw_throughput(js: &jetstream::Context, n: usize) -> f64 {
-    preload(js, "RAW", "raw.in", n).await;
-    let consumer = pull_consumer(js, "RAW", "raw").await;
+    let stream = fresh("RAW");
+    preload(js, &stream, &format!("{}.in", stream.to_lowercase()), n).await;
+    let consumer = pull_consumer(js, &stream, "raw").await;
     let stop = Arc::new(tokio::sync::Notify::new());
     let task = tokio::spawn(raw_consume(consumer, None, stop.clone()));
-    let took = time_drain(js, "RAW", "raw", n).await;
+    let took = time_drain(js, &stream, "raw", n).await;
     stop.notify_waiters();
     task.abort();
-    delete_streams(js, &["RAW"]).await;
+    delete_streams(js, &[&stream]).await;
     n as f64 / took.as_secs_f64()
 }
 
-/// Relay runs so far: each gets streams of its own. Created again at once
-/// under the name just deleted, the relay's input stream once could not be
-/// created ("error creating store for stream", JetStream error 10049, in
-/// CI's smoke run): a run must not depend on the deletion having finished.
-static RELAY_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Streams named so far by [`fresh`].
+static STREAMS_NAMED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A stream name no earlier case of this run used, starting with `prefix`.
+/// Created again at once under the name just deleted, a stream once could
+/// not be created ("error creating store for stream", JetStream error
+/// 10049: the relay's input in CI's smoke run, the nats-py baseline's in a
+/// full run): a case must not depend on the deletion having finished.
+pub(crate) fn fresh(prefix: &str) -> String {
+    let n = STREAMS_NAMED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}R{n}")
+}
 
 /// A raw async-nats relay draining `n` preloaded messages: consume,
 /// publish each to a stream and wait for its PubAck (with a `Nats-Msg-Id`
 /// when `ids`), then ack — the shape of the Rust relay guest's run.
 pub(crate) async fn raw_relay_throughput(js: &jetstream::Context, n: usize, ids: bool) -> f64 {
-    let run = RELAY_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (input, output) = (format!("RELAY{run}"), format!("RELAY{run}_OUT"));
+    let input = fresh("RELAY");
+    let output = format!("{input}_OUT");
     let (input, output) = (input.as_str(), output.as_str());
-    let subject = format!("relay{run}.out");
-    preload(js, input, &format!("relay{run}.in"), n).await;
+    let subject = format!("{}.out", input.to_lowercase());
+    preload(js, input, &format!("{}.in", input.to_lowercase()), n).await;
     create_stream(js, output, &[&subject]).await;
     let consumer = pull_consumer(js, input, "raw").await;
     let stop = Arc::new(tokio::sync::Notify::new());

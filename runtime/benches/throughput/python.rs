@@ -43,7 +43,7 @@ pub(crate) async fn python_throughput(
     kind: &str,
     n: usize,
 ) -> (f64, f64) {
-    let stream = format!("PY{}", kind.replace('-', "").to_uppercase());
+    let stream = crate::broker::fresh(&format!("PY{}", kind.replace('-', "").to_uppercase()));
     let subject = format!("{}.in", stream.to_lowercase());
     preload(js, &stream, &subject, n).await;
     let child = Command::new(python)

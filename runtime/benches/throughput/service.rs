@@ -118,7 +118,7 @@ pub(crate) async fn natsapp_throughput(
     let (server, js, dir, cache) = (&b.server, &b.js, b.dir.path(), &b.warm_cache);
     let (component, instances, relay, observed) = (c.component, c.instances, c.relay, c.observed);
     let case = index;
-    let stream = format!("B{case}");
+    let stream = crate::broker::fresh(&format!("B{case}"));
     let subject = format!("b{case}.in");
     preload(js, &stream, &subject, n).await;
     let output = format!("{stream}.out");

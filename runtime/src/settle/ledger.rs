@@ -8,11 +8,11 @@
 //! on it: its in-progress signals did not arrive, during a leader
 //! election) waits for that handler instead of running a second one.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Most sequences remembered (a few MiB); past it the lowest are forgotten.
 const MAX_REMEMBERED: usize = 100_000;
@@ -23,18 +23,54 @@ pub struct AckLedger {
     stream_created_ns: AtomicU64,
     generation: AtomicU64,
     floor: AtomicU64,
-    done: Mutex<BTreeSet<u64>>,
-    /// Sequences whose handler runs now, and what tells when it is done.
-    running: Mutex<HashMap<u64, Busy>>,
+    /// Finished sequences in ascending order. They finish nearly in order,
+    /// so each goes in at or near the end, and the lowest leaves the front.
+    done: Mutex<VecDeque<u64>>,
+    /// Sequences whose handler runs now, and when it started.
+    running: Mutex<HashMap<u64, Instant>>,
+    /// Deliveries waiting for a running handler of their sequence: rare
+    /// (a redelivery while the handler runs), so one wake-up serves them
+    /// all, and a handling that ends with nobody waiting wakes nothing.
+    waiting: AtomicUsize,
+    /// Woken when a handling ends while a delivery waits.
+    ended: Notify,
 }
 
 /// A sequence whose handler runs now.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Busy {
-    /// Resolves once that handling ends.
-    pub done: watch::Receiver<()>,
+    ledger: Arc<AckLedger>,
+    sequence: u64,
     /// When that handling started.
     pub since: Instant,
+}
+
+impl Busy {
+    /// Resolves once that handling has ended.
+    pub async fn ended(&self) {
+        let ledger = &*self.ledger;
+        ledger.waiting.fetch_add(1, Ordering::SeqCst);
+        let _counted = Waiting(ledger);
+        loop {
+            let ended = ledger.ended.notified();
+            tokio::pin!(ended);
+            // Registered before the check: an end after it wakes this one.
+            ended.as_mut().enable();
+            if !ledger.running_now(self.sequence) {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+/// A delivery counted in [`AckLedger::waiting`] until dropped.
+struct Waiting<'a>(&'a AckLedger);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A sequence being handled; it is not any more once this is dropped.
@@ -42,17 +78,20 @@ pub struct Busy {
 pub struct Running {
     ledger: Arc<AckLedger>,
     sequence: u64,
-    _done: watch::Sender<()>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        // Dropping the sender wakes everyone waiting for it.
         self.ledger
             .running
             .lock()
             .expect("ledger lock")
             .remove(&self.sequence);
+        // A waiter counted itself before it looked at `running`: if it saw
+        // this sequence there, its count is seen here.
+        if self.ledger.waiting.load(Ordering::SeqCst) > 0 {
+            self.ledger.ended.notify_waiters();
+        }
     }
 }
 
@@ -98,37 +137,47 @@ impl AckLedger {
         if generation != self.generation() {
             return;
         }
-        done.insert(sequence);
-        if done.len() > MAX_REMEMBERED {
-            done.pop_first();
+        if let Err(at) = done.binary_search(&sequence) {
+            done.insert(at, sequence);
+            if done.len() > MAX_REMEMBERED {
+                done.pop_front();
+            }
         }
     }
 
     /// Whether `sequence` was already finished here.
     pub fn already_finished(&self, sequence: u64) -> bool {
-        self.done.lock().expect("ledger lock").contains(&sequence)
+        self.done
+            .lock()
+            .expect("ledger lock")
+            .binary_search(&sequence)
+            .is_ok()
     }
 
     /// Marks `sequence` as being handled here from `since` until the
     /// returned guard is dropped; when it already is, that handling.
     pub fn start(self: &Arc<Self>, sequence: u64, since: Instant) -> Result<Running, Busy> {
         let mut running = self.running.lock().expect("ledger lock");
-        if let Some(busy) = running.get(&sequence) {
-            return Err(busy.clone());
-        }
-        let (done, waiting) = watch::channel(());
-        running.insert(
-            sequence,
-            Busy {
-                done: waiting,
+        if let Some(&since) = running.get(&sequence) {
+            return Err(Busy {
+                ledger: self.clone(),
+                sequence,
                 since,
-            },
-        );
+            });
+        }
+        running.insert(sequence, since);
         Ok(Running {
             ledger: self.clone(),
             sequence,
-            _done: done,
         })
+    }
+
+    /// Whether `sequence` is being handled here now.
+    fn running_now(&self, sequence: u64) -> bool {
+        self.running
+            .lock()
+            .expect("ledger lock")
+            .contains_key(&sequence)
     }
 }
 
@@ -141,15 +190,23 @@ mod tests {
         let ledger = Arc::new(AckLedger::default());
         let (first, second) = (Instant::now(), Instant::now());
         let running = ledger.start(7, first).expect("nothing runs yet");
-        let mut waiting = ledger.start(7, second).expect_err("7 is being handled");
+        let waiting = ledger.start(7, second).expect_err("7 is being handled");
         assert_eq!(waiting.since, first, "when the running one started");
+        let other = ledger
+            .start(8, second)
+            .expect("another sequence runs freely");
+        let mut ended = Box::pin(waiting.ended());
+        assert!(futures::poll!(ended.as_mut()).is_pending(), "7 still runs");
+        drop(other);
         assert!(
-            ledger.start(8, second).is_ok(),
-            "another sequence runs freely"
+            futures::poll!(ended.as_mut()).is_pending(),
+            "the end of 8 does not end the wait for 7"
         );
         drop(running);
-        // The sender is gone: changed() ends at once.
-        assert!(waiting.done.changed().await.is_err());
+        tokio::time::timeout(std::time::Duration::from_secs(5), ended)
+            .await
+            .expect("the end of 7 ends the wait");
+        assert_eq!(ledger.waiting.load(Ordering::SeqCst), 0);
         assert!(ledger.start(7, second).is_ok(), "7 may be handled again");
     }
 
@@ -188,6 +245,20 @@ mod tests {
     }
 
     #[test]
+    fn sequences_finished_out_of_order_are_all_remembered_once() {
+        let l = AckLedger::default();
+        for s in [5, 3, 9, 4, 3, 10, 1] {
+            l.finished(s, 0);
+        }
+        assert_eq!(
+            Vec::from(l.done.lock().unwrap().clone()),
+            [1, 3, 4, 5, 9, 10]
+        );
+        assert!([1, 3, 4, 5, 9, 10].iter().all(|&s| l.already_finished(s)));
+        assert!(!l.already_finished(2) && !l.already_finished(11));
+    }
+
+    #[test]
     fn is_bounded() {
         let l = AckLedger::default();
         for s in 1..=(MAX_REMEMBERED as u64 + 10) {
@@ -195,5 +266,8 @@ mod tests {
         }
         assert!(!l.already_finished(10));
         assert!(l.already_finished(11));
+        // A late one below the others is the lowest: it goes at once.
+        l.finished(2, 0);
+        assert!(!l.already_finished(2) && l.already_finished(11));
     }
 }

@@ -197,9 +197,22 @@ impl Wire {
             Wire::Server { jetstream, .. } => {
                 let ack = publish::send_to_stream(jetstream, subject, headers, payload).await?;
                 let subject = subject.to_string();
-                Ok(Box::pin(async move {
+                let timed_out = PublishError::Timeout {
+                    subject: subject.clone(),
+                    timeout,
+                };
+                // Awaited on a task of its own: async-nats holds one of the
+                // connection's 5,000 PubAck permits per pending PubAck until
+                // its future is polled to the end, and handlers fanning out
+                // at once, their PubAcks awaited only after they return,
+                // would otherwise take them all and wait for each other.
+                let acked = tokio::spawn(async move {
                     publish::confirmed(ack.await, &subject, timeout).map(Some)
-                }))
+                });
+                // Cancelled only as the runtime shuts down.
+                Ok(Box::pin(
+                    async move { acked.await.unwrap_or(Err(timed_out)) },
+                ))
             }
             Wire::Local(local) => {
                 let route = Route::JetStream(timeout);

@@ -58,6 +58,17 @@ pub async fn js_publish(
         .sequence
 }
 
+/// Creates stream `name` capturing `subject`, with the server's defaults.
+pub async fn create_stream(js: &jetstream::Context, name: &str, subject: &str) {
+    js.create_stream(jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![subject.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
 /// How many messages `stream` holds.
 pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
     let mut s = js.get_stream(stream).await.expect("stream exists");

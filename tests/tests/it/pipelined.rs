@@ -119,3 +119,34 @@ async fn an_output_its_stream_cannot_store_fails_the_delivery_and_is_dead_letter
         "{reason}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_fanning_out_past_the_connections_pending_puback_limit_all_finish() {
+    // async-nats lets a connection have 5,000 PubAcks pending, and frees
+    // one only when its future has been polled to the end: a hundred
+    // handlers started at once with 900 outputs each pass that, and with
+    // the PubAcks left to the settler they all waited for each other.
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "IN", "in.>").await;
+    create_stream(&js, "OUT", "out.>").await;
+    for _ in 0..100 {
+        js_publish(
+            &js,
+            "in.kit",
+            json!({"op": "fanout", "subjects": ["out.p"], "n": 900}).to_string(),
+        )
+        .await;
+    }
+    let text = crate::kit_service(&format!("{PIPELINED}\nconcurrency = 100"));
+    let file = ServiceFile::new(&server, &text);
+    let running = Running::start(&file).await;
+    drained(&js, "IN", "kit").await;
+    stream_has(&js, "OUT", 90_000).await;
+    let s = settled_stats(&running, "kit").await;
+    assert_eq!(
+        (s.acked, s.publish_latency.count, s.publish_failures),
+        (100, 90_000, 0),
+        "{s:?}"
+    );
+}

@@ -76,16 +76,6 @@ fn fragment(dir: &std::path::Path, name: &str, component: &str, extra: &str) -> 
     path.to_str().unwrap().to_string()
 }
 
-async fn create_stream(js: &async_nats::jetstream::Context, name: &str, subject: &str) {
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: name.into(),
-        subjects: vec![subject.into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-}
-
 fn digest_of(path: &str) -> String {
     natsapp_wasm::config::sha256_hex(&std::fs::read(path).unwrap())
 }

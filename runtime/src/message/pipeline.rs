@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// An output sent to its stream, its PubAck not yet seen. Keeps what is
 /// needed to send it again.
 pub struct Pending {
-    /// Resolves to the PubAck.
+    /// Resolves to the PubAck, or its failure within `timeout`.
     pub ack: PubAckFuture,
     /// The subject it was published to.
     pub subject: String,
@@ -21,7 +21,7 @@ pub struct Pending {
     pub headers: HeaderMap,
     /// Its payload.
     pub payload: Bytes,
-    /// How long its PubAck is awaited from `sent`.
+    /// How long its PubAck is awaited, when it is sent again too.
     pub timeout: Duration,
     /// When it was sent.
     pub sent: Instant,

@@ -183,9 +183,8 @@ impl Wire {
     }
 
     /// Sends a publish to the stream that captures `subject` without
-    /// waiting for its PubAck, which the returned future resolves to (at
-    /// once in this process). `timeout` is the publish's PubAck wait, for
-    /// the errors the future may give.
+    /// waiting for its PubAck, which the returned future resolves to within
+    /// `timeout`, as [`Wire::publish`] does (at once in this process).
     pub async fn send_to_stream(
         &self,
         subject: &str,
@@ -197,7 +196,7 @@ impl Wire {
             Wire::Server { jetstream, .. } => {
                 let ack = publish::send_to_stream(jetstream, subject, headers, payload).await?;
                 let subject = subject.to_string();
-                let timed_out = PublishError::Timeout {
+                let late = PublishError::Timeout {
                     subject: subject.clone(),
                     timeout,
                 };
@@ -207,12 +206,13 @@ impl Wire {
                 // at once, their PubAcks awaited only after they return,
                 // would otherwise take them all and wait for each other.
                 let acked = tokio::spawn(async move {
-                    publish::confirmed(ack.await, &subject, timeout).map(Some)
+                    match tokio::time::timeout(timeout, ack).await {
+                        Ok(ack) => publish::confirmed(ack, &subject, timeout).map(Some),
+                        Err(_) => Err(PublishError::Timeout { subject, timeout }),
+                    }
                 });
                 // Cancelled only as the runtime shuts down.
-                Ok(Box::pin(
-                    async move { acked.await.unwrap_or(Err(timed_out)) },
-                ))
+                Ok(Box::pin(async move { acked.await.unwrap_or(Err(late)) }))
             }
             Wire::Local(local) => {
                 let route = Route::JetStream(timeout);

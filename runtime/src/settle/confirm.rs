@@ -43,15 +43,7 @@ pub async fn confirm(
     let mut stored = 0;
     let mut first_failure = None;
     for output in pending {
-        let left = output.timeout.saturating_sub(output.sent.elapsed());
-        let acked = match tokio::time::timeout(left, output.ack).await {
-            Ok(acked) => acked,
-            Err(_) => Err(PublishError::Timeout {
-                subject: output.subject.clone(),
-                timeout: output.timeout,
-            }),
-        };
-        let acked = match acked {
+        let acked = match output.ack.await {
             Err(e) if e.unavailable() => {
                 let route = Route::JetStream(output.timeout);
                 retrying(

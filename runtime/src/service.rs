@@ -188,7 +188,7 @@ impl Service {
         if let Some(d) = &mut deploy {
             d.compile_ahead(wasm.clone());
         }
-        let own = Connection::new(&config, connected);
+        let own = Connection::new(connected);
         let registry = Registry::default();
         let mut stats = Stats::new(Some(client.clone()), registry.clone(), wasm.loads());
         if let Some(d) = &deploy {

@@ -4,10 +4,11 @@
 
 use super::batch::BatchSlots;
 use super::connect::{Connected, LastConnect};
+use super::publish::PublishRoutes;
 use super::wire::Wire;
-use crate::config::{defaults, Config};
 use async_nats::jetstream;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One NATS connection and what its subscribers share on it.
 #[derive(Clone)]
@@ -17,9 +18,6 @@ pub struct Connection {
     /// JetStream on the same connection, for its API (pulls, consumer
     /// and stream calls), bounded by async-nats' request timeout.
     pub jetstream: jetstream::Context,
-    /// JetStream for publishing: waits for a PubAck as long as the longest
-    /// publisher timeout.
-    publishing: jetstream::Context,
     /// Atomic batches open per stream, shared by the connection's subscribers.
     pub batch_slots: Arc<BatchSlots>,
     /// When the connection was last made (again).
@@ -27,23 +25,24 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connected client with JetStream set up for `config`'s publishers.
-    pub fn new(config: &Config, connected: Connected) -> Connection {
+    /// A connected client with JetStream on it.
+    pub fn new(connected: Connected) -> Connection {
         let client = connected.client;
         Connection {
             jetstream: jetstream::new(client.clone()),
-            publishing: publishing_context(config, client.clone()),
             client,
             batch_slots: Default::default(),
             last_connect: connected.last_connect,
         }
     }
 
-    /// A subscriber's way to the server over this connection.
-    pub fn wire(&self) -> Wire {
+    /// A subscriber's way to the server over this connection, publishing
+    /// by `routes`. Made again with each subscriber a reload starts, so a
+    /// publisher's timeout lengthened by a reload holds.
+    pub fn wire(&self, routes: &PublishRoutes) -> Wire {
         Wire::server(
             self.client.clone(),
-            self.publishing.clone(),
+            publishing_context(routes.longest_wait(), self.client.clone()),
             self.batch_slots.clone(),
             self.last_connect.clone(),
         )
@@ -95,22 +94,16 @@ pub async fn round_trip(client: &async_nats::Client) -> bool {
     }
 }
 
-/// JetStream on `client` for publishing, waiting for PubAcks as long as the
-/// longest publisher timeout. async-nats bounds an awaited PubAck by the
-/// context's request timeout (`ack_timeout` bounds only PubAcks nobody
-/// awaits), so both are set: a publisher's longer timeout would otherwise
-/// end at async-nats' default 5 s.
-fn publishing_context(config: &Config, client: async_nats::Client) -> jetstream::Context {
-    let max_publish_wait = config
-        .publishers
-        .iter()
-        .map(|p| p.timeout)
-        .max()
-        .unwrap_or(defaults::PUBLISH_TIMEOUT)
-        .max(defaults::PUBLISH_TIMEOUT);
+/// JetStream on `client` for publishing, waiting for PubAcks as long as
+/// `wait`, the longest publish timeout of the routes it serves. async-nats
+/// bounds an awaited PubAck by the context's request timeout, and holds
+/// one of the context's PubAck permits for `ack_timeout` after a PubAck
+/// given up on: both are set, so a longer timeout does not end at
+/// async-nats' default 5 s.
+fn publishing_context(wait: Duration, client: async_nats::Client) -> jetstream::Context {
     jetstream::ContextBuilder::new()
-        .timeout(max_publish_wait)
-        .ack_timeout(max_publish_wait)
+        .timeout(wait)
+        .ack_timeout(wait)
         .backpressure_on_inflight(true)
         .build(client)
 }

@@ -59,6 +59,16 @@ impl PublishRoutes {
         }
     }
 
+    /// The longest a PubAck is awaited on these routes: the longest
+    /// publisher timeout, and never less than the default, which
+    /// `[[streams]]` subjects and dead letters to core subjects wait.
+    pub fn longest_wait(&self) -> Duration {
+        self.publishers
+            .iter()
+            .filter_map(|(_, stream)| stream.as_ref().map(|(_, wait)| *wait))
+            .fold(defaults::PUBLISH_TIMEOUT, Duration::max)
+    }
+
     /// The stream that stores `subject`, and how long its PubAck is awaited.
     pub fn stream(&self, subject: &str) -> Option<(&str, Duration)> {
         let publisher = self.publishers.iter().find(|(p, _)| p.matches(subject));
@@ -368,6 +378,11 @@ durable = "d"
         );
         assert_eq!(routes.stream("notify.email"), None);
         assert_eq!(routes.route("anything.else"), Route::Core);
+        assert_eq!(routes.longest_wait(), defaults::PUBLISH_TIMEOUT);
+        let longer = text.replace("timeout = \"3s\"", "timeout = \"45s\"");
+        let config = Config::parse(&dir.join("service.toml"), &longer, |_| None).unwrap();
+        let routes = PublishRoutes::new(&config, &None);
+        assert_eq!(routes.longest_wait(), Duration::from_secs(45));
     }
 
     #[test]

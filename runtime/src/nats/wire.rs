@@ -201,7 +201,7 @@ impl Wire {
                     timeout,
                 };
                 // Awaited on a task of its own: async-nats holds one of the
-                // connection's 5,000 PubAck permits per pending PubAck until
+                // wire's 5,000 PubAck permits per pending PubAck until
                 // its future is polled to the end, and handlers fanning out
                 // at once, their PubAcks awaited only after they return,
                 // would otherwise take them all and wait for each other.

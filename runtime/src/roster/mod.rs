@@ -325,7 +325,7 @@ impl Roster {
         tracer: Option<Tracer>,
     ) -> SubscriberHost {
         let routes = self.routes.get(&s.tenant).cloned().unwrap_or_default();
-        let mut host = SubscriberHost::new(s, conn.wire(), routes, buckets, previous)
+        let mut host = SubscriberHost::new(s, conn.wire(&routes), routes, buckets, previous)
             .with_quotas(s, quotas.guest.clone());
         host.tracer = tracer;
         host

@@ -68,7 +68,7 @@ pub(crate) async fn connect(config: &Config, t: &TenantConfig) -> Tenant {
     let (ended, lost) = mpsc::unbounded_channel();
     let connected = connect::connect(&name, &t.nats, ended)
         .await
-        .map(|connected| Connection::new(config, connected))
+        .map(Connection::new)
         .map_err(|e| NotRunning::TenantRefused {
             tenant: t.name.clone(),
             source: Arc::new(e),

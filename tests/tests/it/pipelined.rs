@@ -121,11 +121,12 @@ async fn an_output_its_stream_cannot_store_fails_the_delivery_and_is_dead_letter
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handlers_fanning_out_past_the_connections_pending_puback_limit_all_finish() {
-    // async-nats lets a connection have 5,000 PubAcks pending, and frees
-    // one only when its future has been polled to the end: a hundred
-    // handlers started at once with 900 outputs each pass that, and with
-    // the PubAcks left to the settler they all waited for each other.
+async fn handlers_fanning_out_past_the_pending_puback_limit_all_finish() {
+    // async-nats lets a subscriber's JetStream context have 5,000 PubAcks
+    // pending, and frees one only when its future has been polled to the
+    // end: a hundred handlers started at once with 900 outputs each pass
+    // that, and with the PubAcks left to the settler they all waited for
+    // each other.
     let server = NatsServer::start();
     let js = server.jetstream().await;
     create_stream(&js, "IN", "in.>").await;

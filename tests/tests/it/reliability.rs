@@ -262,6 +262,68 @@ async fn a_publish_without_its_puback_is_retried_in_place_stored_once_and_not_ch
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_timeout_lengthened_by_a_reload_is_waited_in_full() {
+    // Started with a 1 s PubAck wait on svc.slow, then reloaded with 40 s:
+    // longer than the 30 s the service started with as its longest.
+    let publisher = |wait: &str| {
+        kit_service("consumer = { ack_wait = \"60s\" }").replace(
+            "[[subscribers]]",
+            &format!("[[publishers]]\nsubject = \"svc.slow\"\nstream = \"SLOW\"\ntimeout = \"{wait}\"\n\n[[subscribers]]"),
+        )
+    };
+    let server = NatsServer::start();
+    let (client, js) = (server.client().await, server.jetstream().await);
+    // A stream that stores what it is sent and sends no PubAck.
+    let slow = async_nats::jetstream::stream::Config {
+        name: "SLOW".into(),
+        subjects: vec!["svc.slow".into()],
+        no_ack: true,
+        ..Default::default()
+    };
+    js.create_stream(slow.clone()).await.unwrap();
+    let file = ServiceFile::new(&server, &publisher("1s"));
+    let running = Running::start(&file).await;
+    file.write(&server, "service.toml", &publisher("40s"));
+    let summary = running.reloader.reload().await.unwrap();
+    assert_eq!(summary.replaced, ["kit"], "{summary:?}");
+    let mut report = subscribe(&client, "testkit.out.publish_retrying").await;
+    js_publish(
+        &js,
+        "in.kit",
+        r#"{"op":"publish_retrying","subject":"svc.slow","data":"payment 8","attempts":1,"delay_ms":0}"#,
+    )
+    .await;
+    natsapp_wasm_tests::stream_has(&js, "SLOW", 1).await;
+    tokio::time::sleep(Duration::from_secs(33)).await;
+    let waiting = running.subscriber("kit");
+    assert_eq!(
+        (waiting.in_flight, waiting.nats_unavailable),
+        (1, 0),
+        "the publish is still waiting for its PubAck past 30 s: {waiting:?}"
+    );
+    // PubAcks from now on: the try after 40 s is answered (a duplicate).
+    js.update_stream(async_nats::jetstream::stream::Config {
+        no_ack: false,
+        ..slow
+    })
+    .await
+    .unwrap();
+    let errors = next_json(&mut report, Duration::from_secs(20)).await["errors"].clone();
+    assert_eq!(
+        errors,
+        serde_json::json!([]),
+        "the guest's publish succeeded"
+    );
+    drained(&js, "IN", "kit").await;
+    assert_eq!(stream_messages(&js, "SLOW").await, 1, "stored once");
+    // The one try after 40 s; the predecessor's open pull may have handed
+    // the message back unstarted (a nak) before this one received it.
+    let s = settled_stats(&running, "kit").await;
+    assert_eq!((s.acked, s.termed, s.nats_unavailable), (1, 0, 1), "{s:?}");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_deleted_while_running_is_recreated_above_its_ack_floor() {
     let kit = Kit::start(kit_service("pull = { timeout = \"1s\" }")).await;
     for _ in 0..5 {

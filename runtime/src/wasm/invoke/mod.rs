@@ -12,17 +12,19 @@ use crate::config::{Instances, SubscriberConfig};
 use crate::error::ErrorChain;
 use crate::message::{FailureCause, InFlight, Outcome};
 use crate::settle::Settler;
-use crate::wasm::cpu::{Admission, GuestCpu};
+use crate::wasm::cpu::{Admission, GuestCpu, Waiting};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 mod prepared;
+mod reuse;
 
 use prepared::Prepared;
+use reuse::ReusePool;
 
 /// The line the Python and JavaScript SDKs write before an uncaught
 /// exception ends the call.
@@ -40,7 +42,7 @@ pub struct Handler {
     heartbeat: Duration,
     instances: Instances,
     /// Idle instances kept for reuse.
-    warm: Arc<Mutex<Vec<Warm>>>,
+    reuse: ReusePool,
     /// Fresh instances made ahead of need, with per-message instances.
     prepared: Option<Arc<Prepared>>,
 }
@@ -104,11 +106,11 @@ impl Handler {
             _ => None,
         };
         let host = &maker.host;
-        let warm = Arc::new(Mutex::new(Vec::<Warm>::new()));
+        let reuse = ReusePool::new(host.settler.stats.clone());
         if let (Instances::Reuse { .. }, Some(pool)) = (&instances, &host.quotas.memory) {
             // The tenant's memory pool drops these idle instances when one
             // of its running instances needs the room.
-            let idle = Arc::downgrade(&warm);
+            let idle = reuse.idle();
             let stats = host.settler.stats.clone();
             pool.reclaim_with(Box::new(move || {
                 let Some(idle) = idle.upgrade() else { return 0 };
@@ -124,7 +126,7 @@ impl Handler {
             maker,
             heartbeat,
             instances,
-            warm,
+            reuse,
             prepared,
         }
     }
@@ -140,22 +142,28 @@ impl Handler {
     /// Runs `handle` for `msg` and says what came of it.
     pub async fn invoke(&self, msg: Arc<InFlight>) -> Outcome {
         let _busy = self.host().cpu.busy();
-        let reused = match self.instances {
+        let (reused, admitted) = match self.instances {
             Instances::Reuse { .. } => {
-                let mut idle = self.warm.lock().expect("pool lock");
-                let warm = idle.pop();
-                self.host().settler.stats.set_warm_instances(idle.len());
-                warm
+                // Admitted to the CPU before taking an instance: parked with
+                // one, it would hold it, and the next message would make
+                // another, kept for good. The wait is bounded, as no
+                // in-progress is sent before the call starts.
+                let cpu = &self.host().cpu;
+                let turn = tokio::time::timeout(self.heartbeat / 2, Admitted::wait(cpu));
+                let admitted = turn.await.ok();
+                (self.reuse.take(), admitted)
             }
-            Instances::PerMessage { .. } => self.prepared.as_ref().and_then(|p| p.take()),
+            Instances::PerMessage { .. } => (self.prepared.as_ref().and_then(|p| p.take()), None),
         };
-        let mut warm = match reused {
+        // The admission runs whatever starts first: the call, or making
+        // the instance.
+        let (mut warm, admitted) = match reused {
             Some(mut w) => {
                 w.lend_to(&msg);
-                w
+                (w, admitted)
             }
-            None => match self.maker.instantiate(&msg, false).await {
-                Ok(w) => w,
+            None => match self.maker.instantiate(&msg, false, admitted).await {
+                Ok(w) => (w, None),
                 Err(outcome) => return outcome,
             },
         };
@@ -185,7 +193,8 @@ impl Handler {
                     .await
                     .map_err(InvokeFailure::Call)
             };
-            let call = flushing(metered(call, &self.host().cpu), &warm.output);
+            let call = metered(call, &self.host().cpu, admitted);
+            let call = flushing(call, &warm.output);
             run_with_limits(
                 call,
                 self.timeout(),
@@ -211,9 +220,7 @@ impl Handler {
             let healthy = !matches!(outcome, Outcome::Failed { .. });
             let fresh_enough = max_uses.is_none_or(|m| warm.uses < m);
             if healthy && fresh_enough && warm.store.data_mut().table.delete(handle).is_ok() {
-                let mut idle = self.warm.lock().expect("pool lock");
-                idle.push(warm);
-                self.host().settler.stats.set_warm_instances(idle.len());
+                self.reuse.put(warm);
                 return outcome;
             }
         }
@@ -242,11 +249,13 @@ impl Drop for Handler {
 
 impl Maker {
     /// A new store and instance, lent to `msg`; made `ahead` of need, its
-    /// memory never takes the room of other instances.
+    /// memory never takes the room of other instances. `admitted`, an
+    /// admission to the CPU already taken, admits its first step.
     pub(super) async fn instantiate(
         &self,
         msg: &Arc<InFlight>,
         ahead: bool,
+        admitted: Option<Admitted<'_>>,
     ) -> Result<Warm, Outcome> {
         let output = GuestOutput::new(
             self.host.name.clone(),
@@ -290,7 +299,7 @@ impl Maker {
         });
         let cpu = &*self.host.cpu;
         let instantiate = flushing(
-            metered(self.pre.instantiate_async(&mut store), cpu),
+            metered(self.pre.instantiate_async(&mut store), cpu, admitted),
             &output,
         );
         let instantiated = tokio::time::timeout(self.timeout, instantiate).await;
@@ -325,26 +334,16 @@ impl Maker {
 /// yields at every epoch tick. The first poll is admitted too: guests
 /// started together do not each run a tick past the budget. A guest
 /// parked waits in line, and asks again whenever it is woken: when its
-/// timer runs out, or when the line moves.
-async fn metered<F: Future>(work: F, cpu: &GuestCpu) -> F::Output {
+/// timer runs out, or when the line moves. An admission taken `ahead`
+/// admits the first poll.
+async fn metered<F: Future>(work: F, cpu: &GuestCpu, mut ahead: Option<Admitted<'_>>) -> F::Output {
     let mut work = std::pin::pin!(work);
-    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut timer = None;
     let mut waiting = cpu.waiting();
     std::future::poll_fn(|cx| {
-        loop {
-            match cpu.admit(super::EPOCH_TICK, &mut waiting, cx.waker()) {
-                Admission::Now => break,
-                Admission::Queued => return std::task::Poll::Pending,
-                Admission::After(wait) => {
-                    let deadline = tokio::time::Instant::now() + wait;
-                    match timer.as_mut() {
-                        Some(t) => t.as_mut().reset(deadline),
-                        None => timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
-                    let t = timer.as_mut().expect("set above");
-                    std::task::ready!(t.as_mut().poll(cx));
-                }
-            }
+        match ahead.take() {
+            Some(admission) => admission.used(),
+            None => std::task::ready!(admitted(cpu, &mut waiting, &mut timer, cx)),
         }
         let started = std::time::Instant::now();
         let polled = work.as_mut().poll(cx);
@@ -353,6 +352,62 @@ async fn metered<F: Future>(work: F, cpu: &GuestCpu) -> F::Output {
         polled
     })
     .await
+}
+
+/// Ready once `cpu` admits a guest for its next tick (the reservation is
+/// then the caller's); parked until then, in line or on `timer`.
+fn admitted(
+    cpu: &GuestCpu,
+    waiting: &mut Waiting<'_>,
+    timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<()> {
+    loop {
+        match cpu.admit(super::EPOCH_TICK, waiting, cx.waker()) {
+            Admission::Now => return std::task::Poll::Ready(()),
+            Admission::Queued => return std::task::Poll::Pending,
+            Admission::After(wait) => {
+                let deadline = tokio::time::Instant::now() + wait;
+                match timer.as_mut() {
+                    Some(t) => t.as_mut().reset(deadline),
+                    None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+                let t = timer.as_mut().expect("set above");
+                std::task::ready!(t.as_mut().poll(cx));
+            }
+        }
+    }
+}
+
+/// An admission for a guest's next tick, taken before its call starts;
+/// given back when dropped unused.
+pub(super) struct Admitted<'a> {
+    cpu: &'a GuestCpu,
+    used: bool,
+}
+
+impl<'a> Admitted<'a> {
+    /// Waits until `cpu` admits a guest, in the line guests wait in.
+    async fn wait(cpu: &'a GuestCpu) -> Admitted<'a> {
+        let mut timer = None;
+        let mut waiting = cpu.waiting();
+        std::future::poll_fn(|cx| admitted(cpu, &mut waiting, &mut timer, cx)).await;
+        Admitted { cpu, used: false }
+    }
+
+    /// The poll it admits has started: the reservation is given back
+    /// with that poll's charge.
+    fn used(mut self) {
+        self.used = true;
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if !self.used {
+            self.cpu.release(super::EPOCH_TICK);
+        }
+    }
 }
 
 /// How long a running guest's output may wait to be logged with what it

@@ -95,11 +95,10 @@ pub async fn round_trip(client: &async_nats::Client) -> bool {
 }
 
 /// JetStream on `client` for publishing, waiting for PubAcks as long as
-/// `wait`, the longest publish timeout of the routes it serves. async-nats
-/// bounds an awaited PubAck by the context's request timeout, and holds
-/// one of the context's PubAck permits for `ack_timeout` after a PubAck
-/// given up on: both are set, so a longer timeout does not end at
-/// async-nats' default 5 s.
+/// `wait`, the longest publish timeout of the routes it serves: async-nats
+/// bounds an awaited PubAck by the context's request timeout, 5 s unless
+/// set. `ack_timeout` bounds only a PubAck whose future was dropped
+/// before it was first polled, which the wire never does; set alike.
 fn publishing_context(wait: Duration, client: async_nats::Client) -> jetstream::Context {
     jetstream::ContextBuilder::new()
         .timeout(wait)

@@ -142,28 +142,31 @@ impl Handler {
     /// Runs `handle` for `msg` and says what came of it.
     pub async fn invoke(&self, msg: Arc<InFlight>) -> Outcome {
         let _busy = self.host().cpu.busy();
-        let (reused, admitted) = match self.instances {
+        let cpu = &self.host().cpu;
+        let (reused, turn) = match self.instances {
             Instances::Reuse { .. } => {
                 // Admitted to the CPU before taking an instance: parked with
                 // one, it would hold it, and the next message would make
                 // another, kept for good. The wait is bounded, as no
-                // in-progress is sent before the call starts.
-                let cpu = &self.host().cpu;
-                let turn = tokio::time::timeout(self.heartbeat / 2, Admitted::wait(cpu));
-                let admitted = turn.await.ok();
-                (self.reuse.take(), admitted)
+                // in-progress is sent before the call starts; past it, the
+                // call keeps the place in line.
+                let turn = Turn::wait(cpu, self.heartbeat / 2).await;
+                (self.reuse.take(), turn)
             }
-            Instances::PerMessage { .. } => (self.prepared.as_ref().and_then(|p| p.take()), None),
+            Instances::PerMessage { .. } => {
+                let prepared = self.prepared.as_ref().and_then(|p| p.take());
+                (prepared, Turn::new(cpu))
+            }
         };
-        // The admission runs whatever starts first: the call, or making
-        // the instance.
-        let (mut warm, admitted) = match reused {
+        // The turn goes to whatever starts first: the call, or making the
+        // instance.
+        let (mut warm, turn) = match reused {
             Some(mut w) => {
                 w.lend_to(&msg);
-                (w, admitted)
+                (w, turn)
             }
-            None => match self.maker.instantiate(&msg, false, admitted).await {
-                Ok(w) => (w, None),
+            None => match self.maker.instantiate(&msg, false, turn).await {
+                Ok(w) => (w, Turn::new(cpu)),
                 Err(outcome) => return outcome,
             },
         };
@@ -193,7 +196,7 @@ impl Handler {
                     .await
                     .map_err(InvokeFailure::Call)
             };
-            let call = metered(call, &self.host().cpu, admitted);
+            let call = metered(call, turn);
             let call = flushing(call, &warm.output);
             run_with_limits(
                 call,
@@ -249,13 +252,13 @@ impl Drop for Handler {
 
 impl Maker {
     /// A new store and instance, lent to `msg`; made `ahead` of need, its
-    /// memory never takes the room of other instances. `admitted`, an
-    /// admission to the CPU already taken, admits its first step.
+    /// memory never takes the room of other instances. Its first step
+    /// takes `turn` at the CPU.
     pub(super) async fn instantiate(
         &self,
         msg: &Arc<InFlight>,
         ahead: bool,
-        admitted: Option<Admitted<'_>>,
+        turn: Turn<'_>,
     ) -> Result<Warm, Outcome> {
         let output = GuestOutput::new(
             self.host.name.clone(),
@@ -297,9 +300,8 @@ impl Maker {
                 Box::pin(tokio::task::yield_now()),
             ))
         });
-        let cpu = &*self.host.cpu;
         let instantiate = flushing(
-            metered(self.pre.instantiate_async(&mut store), cpu, admitted),
+            metered(self.pre.instantiate_async(&mut store), turn),
             &output,
         );
         let instantiated = tokio::time::timeout(self.timeout, instantiate).await;
@@ -334,16 +336,17 @@ impl Maker {
 /// yields at every epoch tick. The first poll is admitted too: guests
 /// started together do not each run a tick past the budget. A guest
 /// parked waits in line, and asks again whenever it is woken: when its
-/// timer runs out, or when the line moves. An admission taken `ahead`
-/// admits the first poll.
-async fn metered<F: Future>(work: F, cpu: &GuestCpu, mut ahead: Option<Admitted<'_>>) -> F::Output {
+/// timer runs out, or when the line moves. `turn` is the guest's at its
+/// CPU: admitted ahead, it admits the first poll; in line, its place is
+/// kept.
+async fn metered<F: Future>(work: F, mut turn: Turn<'_>) -> F::Output {
     let mut work = std::pin::pin!(work);
     let mut timer = None;
-    let mut waiting = cpu.waiting();
+    let cpu = turn.cpu;
     std::future::poll_fn(|cx| {
-        match ahead.take() {
-            Some(admission) => admission.used(),
-            None => std::task::ready!(admitted(cpu, &mut waiting, &mut timer, cx)),
+        // An admission taken ahead admits this poll, and no other.
+        if !std::mem::take(&mut turn.admitted) {
+            std::task::ready!(admitted(cpu, &mut turn.waiting, &mut timer, cx));
         }
         let started = std::time::Instant::now();
         let polled = work.as_mut().poll(cx);
@@ -379,32 +382,44 @@ fn admitted(
     }
 }
 
-/// An admission for a guest's next tick, taken before its call starts;
-/// given back when dropped unused.
-pub(super) struct Admitted<'a> {
+/// A guest's turn at its CPU, asked for before its first poll: admitted
+/// (a reservation for that poll, given back if dropped unused), or its
+/// place in line.
+pub(super) struct Turn<'a> {
     cpu: &'a GuestCpu,
-    used: bool,
+    waiting: Waiting<'a>,
+    admitted: bool,
 }
 
-impl<'a> Admitted<'a> {
-    /// Waits until `cpu` admits a guest, in the line guests wait in.
-    async fn wait(cpu: &'a GuestCpu) -> Admitted<'a> {
+impl<'a> Turn<'a> {
+    /// Not asked for yet.
+    pub(super) fn new(cpu: &'a GuestCpu) -> Turn<'a> {
+        Turn {
+            cpu,
+            waiting: cpu.waiting(),
+            admitted: false,
+        }
+    }
+
+    /// Waits in line up to `within` for `cpu` to admit a guest.
+    async fn wait(cpu: &'a GuestCpu, within: Duration) -> Turn<'a> {
+        let mut turn = Turn::new(cpu);
         let mut timer = None;
-        let mut waiting = cpu.waiting();
-        std::future::poll_fn(|cx| admitted(cpu, &mut waiting, &mut timer, cx)).await;
-        Admitted { cpu, used: false }
-    }
-
-    /// The poll it admits has started: the reservation is given back
-    /// with that poll's charge.
-    fn used(mut self) {
-        self.used = true;
+        let mut limit = std::pin::pin!(tokio::time::sleep(within));
+        turn.admitted = std::future::poll_fn(|cx| {
+            if admitted(cpu, &mut turn.waiting, &mut timer, cx).is_ready() {
+                return std::task::Poll::Ready(true);
+            }
+            limit.as_mut().poll(cx).map(|()| false)
+        })
+        .await;
+        turn
     }
 }
 
-impl Drop for Admitted<'_> {
+impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        if !self.used {
+        if self.admitted {
             self.cpu.release(super::EPOCH_TICK);
         }
     }

@@ -223,7 +223,11 @@ async fn prepare(prepared: Weak<Prepared>, wake: Arc<Notify>) {
                 let before = waiting.get_or_insert_with(|| Arc::new(InFlight::none(&host.name)));
                 let started = Instant::now();
                 let _busy = host.cpu.busy();
-                match p.maker.instantiate(before, true, None).await {
+                match p
+                    .maker
+                    .instantiate(before, true, super::Turn::new(&p.maker.host.cpu))
+                    .await
+                {
                     Ok(warm) => {
                         p.instantiated(started.elapsed());
                         let mut ready = p.ready.lock().expect("ready lock");

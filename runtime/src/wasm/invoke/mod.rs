@@ -108,19 +108,7 @@ impl Handler {
         let host = &maker.host;
         let reuse = ReusePool::new(host.settler.stats.clone());
         if let (Instances::Reuse { .. }, Some(pool)) = (&instances, &host.quotas.memory) {
-            // The tenant's memory pool drops these idle instances when one
-            // of its running instances needs the room.
-            let idle = reuse.idle();
-            let stats = host.settler.stats.clone();
-            pool.reclaim_with(Box::new(move || {
-                let Some(idle) = idle.upgrade() else { return 0 };
-                let dropped = {
-                    let mut idle = idle.lock().expect("pool lock");
-                    stats.set_warm_instances(0);
-                    std::mem::take(&mut *idle)
-                };
-                dropped.len()
-            }));
+            reuse.give_way_to(pool);
         }
         Handler {
             maker,

@@ -4,7 +4,8 @@
 
 use super::Warm;
 use crate::counters::SubscriberStats;
-use std::sync::{Arc, Mutex, Weak};
+use crate::wasm::memory::MemoryPool;
+use std::sync::{Arc, Mutex};
 
 /// Idle instances kept for reuse.
 pub(super) struct ReusePool {
@@ -21,10 +22,19 @@ impl ReusePool {
         }
     }
 
-    /// The idle instances, for a tenant's memory pool to drop when one of
-    /// its running instances needs the room.
-    pub(super) fn idle(&self) -> Weak<Mutex<Vec<Warm>>> {
-        Arc::downgrade(&self.idle)
+    /// Lets `memory`, its tenant's pool, drop the idle instances when one
+    /// of its running instances needs the room.
+    pub(super) fn give_way_to(&self, memory: &MemoryPool) {
+        let (idle, stats) = (Arc::downgrade(&self.idle), self.stats.clone());
+        memory.reclaim_with(Box::new(move || {
+            let Some(idle) = idle.upgrade() else { return 0 };
+            let dropped = {
+                let mut idle = idle.lock().expect("pool lock");
+                stats.set_warm_instances(0);
+                std::mem::take(&mut *idle)
+            };
+            dropped.len()
+        }));
     }
 
     /// An idle instance, if one is.

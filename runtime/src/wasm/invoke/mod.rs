@@ -20,6 +20,7 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
+mod idle;
 mod prepared;
 mod reuse;
 
@@ -129,6 +130,8 @@ impl Handler {
 
     /// Runs `handle` for `msg` and says what came of it.
     pub async fn invoke(&self, msg: Arc<InFlight>) -> Outcome {
+        // Dropped last, however the call ends: its instance is retired by then.
+        let _done = self.prepared.as_deref().map(prepared::MessageDone);
         let _busy = self.host().cpu.busy();
         let cpu = &self.host().cpu;
         let (reused, turn) = match self.instances {

@@ -13,16 +13,20 @@
 //! and its pool slot is set aside when the engine is made. A handler with
 //! no message for [`IDLE`] keeps none ready.
 //!
-//! A handler whose instantiations take a tenth of a core or more prepares
-//! only while the machine has an idle core to do it on ([`idle_cores`]):
-//! on a busy machine a message's own instantiation costs the same CPU, and
+//! The preparing tasks run on threads at idle priority ([`idle`]), and
+//! a task is woken once a message is done with its instance, not when the
+//! message takes it: what a message waits for comes first. A handler
+//! whose instantiations take a tenth of a core or more prepares only while
+//! the machine has an idle core to do it on ([`idle::idle_cores`]): on a
+//! busy machine a message's own instantiation costs the same CPU, and
 //! handing instances from the preparing task to the messages cost 6-7% of a
 //! saturated Rust per-message subscriber's throughput.
 
+use super::idle;
 use super::{Maker, Warm};
 use crate::message::InFlight;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -47,14 +51,11 @@ const SPARE_CORES: f64 = 0.25;
 /// likely the tenant's memory quota is held) before it tries again.
 const FAILED_PAUSE: Duration = Duration::from_secs(1);
 
-/// How often the machine's idle CPU is read.
-const IDLE_SAMPLE: Duration = Duration::from_millis(100);
-
 /// A handler's instances made ahead, and what sizes them.
 pub(super) struct Prepared {
     ready: Mutex<Vec<Warm>>,
     pace: Mutex<Pace>,
-    /// Wakes the preparing task: a message took one, or arrived.
+    /// Wakes the preparing task: a message is done with its instance.
     wake: Arc<Notify>,
     most: usize,
     /// What it last added to its subscriber's `prepared_instances` gauge.
@@ -88,10 +89,11 @@ fn smoothed(average: Option<f64>, sample: f64, weight: f64) -> f64 {
 }
 
 impl Prepared {
-    /// Starts preparing up to `most` instances from `maker`, on the
-    /// current tokio runtime (none outside one).
+    /// Starts preparing up to `most` instances from `maker`. Outside a
+    /// tokio runtime (the in-process harness, which runs one message at a
+    /// time) none are prepared.
     pub(super) fn start(maker: Arc<Maker>, most: usize) -> Option<Arc<Prepared>> {
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        tokio::runtime::Handle::try_current().ok()?;
         let prepared = Arc::new(Prepared {
             ready: Mutex::new(Vec::new()),
             pace: Mutex::new(Pace {
@@ -120,35 +122,29 @@ impl Prepared {
                 dropped.len()
             }));
         }
-        runtime.spawn(prepare(Arc::downgrade(&prepared), prepared.wake.clone()));
+        idle::spawn(prepare(Arc::downgrade(&prepared), prepared.wake.clone()));
         Some(prepared)
     }
 
     /// A message arrived: a ready instance for it, if there is one.
     pub(super) fn take(&self) -> Option<Warm> {
         let now = Instant::now();
-        let may_prepare = {
+        {
             let mut pace = self.pace.lock().expect("pace lock");
             if let Some(last) = pace.last_message {
                 let gap = now.duration_since(last).as_secs_f64();
                 pace.gap = Some(smoothed(pace.gap, gap, GAP_WEIGHT));
             }
             pace.last_message = Some(now);
-            may_prepare(&pace)
-        };
-        let (taken, left) = {
+        }
+        let taken = {
             let mut ready = self.ready.lock().expect("ready lock");
             let taken = ready.pop();
             self.counted(ready.len());
-            (taken, ready.len())
+            taken
         };
         if taken.is_some() {
             self.maker.host.settler.stats.prepared_instance_used();
-        }
-        // Waking the task for nothing, at every message of a busy
-        // machine, is a cost of its own.
-        if left < self.most && may_prepare {
-            self.wake.notify_one();
         }
         taken
     }
@@ -193,10 +189,26 @@ impl Prepared {
     }
 }
 
+/// Held while a message runs: once it is done with its instance, the
+/// preparing task tops the ready ones up. Waking it for nothing, at every
+/// message of a busy machine, is a cost of its own.
+pub(super) struct MessageDone<'a>(pub(super) &'a Prepared);
+
+impl Drop for MessageDone<'_> {
+    fn drop(&mut self) {
+        let p = self.0;
+        let may = may_prepare(&p.pace.lock().expect("pace lock"));
+        let left = p.ready.lock().expect("ready lock").len();
+        if may && left < p.most {
+            p.wake.notify_one();
+        }
+    }
+}
+
 /// Whether instances are made ahead now: by a handler whose instantiations
 /// take little CPU, or on a machine with a core to spare.
 fn may_prepare(pace: &Pace) -> bool {
-    pace.load() < BUSY_HANDLER || idle_cores() >= SPARE_CORES
+    pace.load() < BUSY_HANDLER || idle::idle_cores() >= SPARE_CORES
 }
 
 impl Drop for Prepared {
@@ -261,53 +273,4 @@ async fn prepare(prepared: Weak<Prepared>, wake: Arc<Notify>) {
             }
         }
     }
-}
-
-/// The machine's idle CPU over the last [`IDLE_SAMPLE`], in cores, from
-/// `/proc/stat` (read by a thread started with the first handler that
-/// prepares; without `/proc/stat`, the machine counts as idle).
-fn idle_cores() -> f64 {
-    static IDLE_MILLICORES: OnceLock<Arc<AtomicU64>> = OnceLock::new();
-    let idle = IDLE_MILLICORES.get_or_init(|| {
-        let idle = Arc::new(AtomicU64::new(u64::MAX));
-        let written = idle.clone();
-        let started = std::thread::Builder::new()
-            .name("natsapp-idle-cpu".into())
-            .spawn(move || {
-                let mut before = idle_ticks();
-                loop {
-                    std::thread::sleep(IDLE_SAMPLE);
-                    let now = idle_ticks();
-                    // Idle ticks may go back (I/O wait is not exact): such a
-                    // reading is skipped.
-                    if let Some(ticks) = before.zip(now).and_then(|(b, n)| n.checked_sub(b)) {
-                        // /proc/stat counts in USER_HZ, 100 ticks a second.
-                        let cores = ticks as f64 / 100.0 / IDLE_SAMPLE.as_secs_f64();
-                        written.store((cores * 1000.0) as u64, Relaxed);
-                    }
-                    before = now;
-                }
-            });
-        if let Err(e) = started {
-            tracing::warn!(
-                "cannot watch the machine's idle CPU: {e}: instances are prepared regardless"
-            );
-        }
-        idle
-    });
-    match idle.load(Relaxed) {
-        u64::MAX => f64::INFINITY,
-        millicores => millicores as f64 / 1000.0,
-    }
-}
-
-/// Idle and I/O-wait ticks of all CPUs since boot.
-fn idle_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
-    let fields: Vec<u64> = cpu
-        .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    Some(fields.get(3)? + fields.get(4).copied().unwrap_or(0))
 }

@@ -18,4 +18,4 @@ cp "$src"/*.js "$stage"/
 cp "$sdk/natsapp.js" "$sdk/main.js" "$stage"/
 node "$sdk/bundle.mjs" "$stage/main.js" "$stage/bundle.js"
 NODE_OPTIONS="--import $sdk/preopens.mjs" "$sdk/node_modules/.bin/componentize-js" "$stage/bundle.js" \
-    --wit "$wit" --world-name handler-sdk -d fetch-event -o "$out"
+    --wit "$wit" --world-name handler-sdk-warm-up -d fetch-event -o "$out"

@@ -15,8 +15,8 @@
 // one: write `export async function handle` and await it.
 // Build: ./build.sh (componentize-js 0.23; `natsapp-wasm new --lang js` sets it up).
 
-import * as publisher from "natsapp:handler/publisher@0.1.2";
-import * as keyvalue from "natsapp:handler/keyvalue@0.1.2";
+import * as publisher from "natsapp:handler/publisher@0.1.3";
+import * as keyvalue from "natsapp:handler/keyvalue@0.1.3";
 import * as store from "wasi:config/store@0.2.0-rc.1";
 
 /** Throw to end the message for good: term, and a dead-letter copy when configured. */
@@ -273,6 +273,35 @@ function parserOf(messageParser) {
 /** Adapts `handle(data, msg)` to the WIT export; used by main.js. An async
  * `handle` (one that awaits `fetch`) is awaited: the component runs its event
  * loop until the promise settles. */
+/** A JSON document like those most handlers parse, for the warm-up's parser run. */
+const WARM_PAYLOAD = new TextEncoder().encode('{"id": 1, "name": "warm-up", "items": [1.5, true, null]}');
+
+/**
+ * The `warm-up` export (WIT 0.1.3): run once on an instance made ahead of
+ * need, before its message. It takes the SDK's own path on a message without
+ * content (wrapping it, reading its subject, the default parser), then the
+ * handler's `warmUp()` when handler.js exports one. It must not publish or
+ * answer; an exception is logged as in `handle` and drops the instance.
+ */
+export function adaptWarmUp(hook) {
+  return (msg) => {
+    try {
+      new Message(msg, new Uint8Array()).subject;
+      parse(WARM_PAYLOAD);
+      if (hook !== undefined) hook();
+    } catch (e) {
+      logUncaught(e);
+      throw e;
+    }
+  };
+}
+
+/** The stack and the line the runtime reads an uncaught exception's cause from. */
+function logUncaught(e) {
+  console.error(e && e.stack ? `${e}\n${e.stack}` : String(e));
+  console.error(`uncaught exception: ${e instanceof Error ? `${e.name}: ${e.message}` : `thrown ${typeof e}: ${String(e)}`}`);
+}
+
 export function adapt(handle, messageParser) {
   const parseData = parserOf(messageParser);
   const fail = (e) => {
@@ -287,8 +316,7 @@ export function adapt(handle, messageParser) {
     // Uncaught: the stack and the line the runtime reads the cause from, then
     // thrown on, which ends the call as a Rust panic does (a failure with
     // cause `panic`, redelivered with backoff, the instance not reused).
-    console.error(e && e.stack ? `${e}\n${e.stack}` : String(e));
-    console.error(`uncaught exception: ${e instanceof Error ? `${e.name}: ${e.message}` : `thrown ${typeof e}: ${String(e)}`}`);
+    logUncaught(e);
     throw e;
   };
   return (data, msg) => {

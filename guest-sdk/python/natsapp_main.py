@@ -12,6 +12,14 @@ exception is uncaught: its traceback and an ``uncaught exception: Type: text``
 line go to stderr (the runtime's log) and it is raised on, which ends the
 call as a Rust panic does — a failure with cause ``panic``, redelivered with
 backoff, the instance not reused.
+
+Warm-up (WIT 0.1.3, world ``handler-sdk-warm-up``): on an instance made
+ahead of need, the runtime calls ``warm`` once before its message. It runs
+the SDK's own path on a message without content (wrapping it, reading its
+subject, the default parser on a small JSON document), then
+``app.warm_up()`` when app.py defines one: a place to touch what the first
+``handle`` would, without a message. It must not publish or answer; an
+exception is printed as in ``handle`` and drops the instance.
 """
 
 import inspect
@@ -29,6 +37,7 @@ if not callable(getattr(app, "handle", None)):
     raise RuntimeError("app.py must define handle(data, msg)")
 
 _parser = getattr(app, "message_parser", None)
+_warm_up = getattr(app, "warm_up", None)
 
 # The message handle of every call is a resource object kept by a
 # weakref.finalize; the first finalize of a process imports atexit and
@@ -62,6 +71,11 @@ def _run(result):
         return done.value
 
 
+def _uncaught(e):
+    traceback.print_exc(file=sys.stderr)
+    print(f"{UNCAUGHT}{type(e).__name__}: {e}", file=sys.stderr)
+
+
 class Handler(exports.Handler):
     def handle(self, data, msg):
         try:
@@ -74,6 +88,24 @@ class Handler(exports.Handler):
         except (natsapp.Denied, natsapp.Invalid) as e:
             raise Err(HandleError_Reject(f"{type(e).__name__.lower()}: {e}"))
         except BaseException as e:  # SystemExit and KeyboardInterrupt end the call too
-            traceback.print_exc(file=sys.stderr)
-            print(f"{UNCAUGHT}{type(e).__name__}: {e}", file=sys.stderr)
+            _uncaught(e)
             raise
+
+
+# A document like those most handlers parse, for the warm-up's parser run.
+_WARM_PAYLOAD = b'{"id": 1, "name": "warm-up", "items": [1.5, true, null]}'
+
+# Built against `handler-sdk` (before 0.1.3) the world has no warm-up.
+if hasattr(exports, "WarmUp"):
+
+    class WarmUp(exports.WarmUp):
+        def warm(self, msg):
+            try:
+                message = natsapp.Message(msg, b"")
+                message.subject
+                natsapp.parse(_WARM_PAYLOAD)
+                if _warm_up is not None:
+                    _run(_warm_up())
+            except BaseException as e:
+                _uncaught(e)
+                raise

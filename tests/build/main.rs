@@ -20,6 +20,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("NOOP", "noop"),
     ("RELAY", "relay"),
     ("COMPAT_0_1_0", "compat-0-1-0"),
+    ("COMPAT_0_1_2", "compat-0-1-2"),
     ("PAYMENT", "payment"),
 ];
 
@@ -59,7 +60,13 @@ fn python_recipes(root: &Path, recipes: &mut Vec<Recipe>, consts: &mut String) {
         command
             .arg("-d")
             .arg(root.join("wit"))
-            .args(["-w", "handler-sdk", "componentize", "natsapp_main", "-p"])
+            .args([
+                "-w",
+                "handler-sdk-warm-up",
+                "componentize",
+                "natsapp_main",
+                "-p",
+            ])
             .arg(root.join("guest-sdk/python"))
             .arg("-p")
             .arg(&src)

@@ -14,7 +14,7 @@ In ``app.py``::
 
 ``async def handle(data, msg)`` works too: ``await`` the calls of this module.
 
-Build: ``componentize-py -d wit -w handler-sdk componentize natsapp_main -p . -o handler.wasm``
+Build: ``componentize-py -d wit -w handler-sdk-warm-up componentize natsapp_main -p . -o handler.wasm``
 (with this SDK and the WIT folder beside ``app.py``; ``natsapp-wasm new --lang python`` sets that up).
 """
 

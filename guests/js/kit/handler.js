@@ -3,6 +3,14 @@
 
 import { Bucket, HostError, Reject, Retry, config, publish } from "./natsapp.js";
 
+// Warm-ups this instance had (the runtime runs one on instances made ahead).
+let warmed = 0;
+
+export function warmUp() {
+  if (config("warm_up") === "raise") throw new Error("warm-up refused");
+  warmed += 1;
+}
+
 export function handle(data, msg) {
   if (msg.kvKey !== undefined) {
     // A watched bucket's change: reported, then its value run as an op.
@@ -23,6 +31,9 @@ export function handle(data, msg) {
       throw new Reject(data.reason);
     case "retry":
       throw new Retry("asked to retry", { delayMs: data.delay_ms });
+    case "warmed":
+      publish("testkit.out.warmed", { warmed });
+      return;
     case "respond":
       msg.respond(data.data, { "X-Answered-By": "js" });
       return;

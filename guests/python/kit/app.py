@@ -18,6 +18,17 @@ class LegacyModel:
         return {"kind": "legacy"}
 
 
+# Warm-ups this instance had (the runtime runs one on instances made ahead).
+WARMED = 0
+
+
+def warm_up():
+    global WARMED
+    if natsapp.config("warm_up") == "raise":
+        raise RuntimeError("warm-up refused")
+    WARMED += 1
+
+
 def handle(data, msg):
     if msg.kv_key is not None:
         # A watched bucket's change: reported, then its value run as an op.
@@ -36,6 +47,9 @@ def handle(data, msg):
         raise natsapp.Reject(data["reason"])
     if op == "retry":
         raise natsapp.Retry("asked to retry", delay=data["delay_ms"] / 1000)
+    if op == "warmed":
+        natsapp.publish("testkit.out.warmed", {"warmed": WARMED})
+        return
     if op == "respond":
         msg.respond(data["data"], {"X-Answered-By": "python"})
         return

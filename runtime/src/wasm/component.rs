@@ -12,9 +12,12 @@ use wasmtime::component::Component;
 
 /// The WIT package version this runtime implements; components built
 /// against any earlier 0.1 version link to it too.
-pub const PACKAGE: &str = "natsapp:handler@0.1.2";
+pub const PACKAGE: &str = "natsapp:handler@0.1.3";
 /// The export a handler must provide.
-pub const HANDLER_EXPORT: &str = "natsapp:handler/handler@0.1.2";
+pub const HANDLER_EXPORT: &str = "natsapp:handler/handler@0.1.3";
+/// The export a handler may provide (0.1.3), and its function: run on
+/// instances made ahead of need, before their message.
+pub const WARM_UP_EXPORT: (&str, &str) = ("natsapp:handler/warm-up@0.1.3", "warm");
 
 /// Import prefixes the host provides.
 const PROVIDED: &[&str] = &[

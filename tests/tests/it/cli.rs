@@ -48,7 +48,7 @@ fn check_prints_the_plan() {
         "  ORDER_EVENTS [order.created] (declare if missing)".to_string(),
         "  order.status -> stream ORDER_STATUS (PubAck within 30s)".to_string(),
         "  process-order: order.created on stream ORDER_EVENTS, durable order_processor_service".to_string(),
-        format!("    component {} ({} KiB): implements natsapp:handler/handler@0.1.2", component.display(), std::fs::metadata(&component).unwrap().len().div_ceil(1024)),
+        format!("    component {} ({} KiB): implements natsapp:handler/handler@0.1.3", component.display(), std::fs::metadata(&component).unwrap().len().div_ceil(1024)),
         "    concurrency 4, batch 3, pull timeout 10s, ack_wait 10s, max_deliver 3 (server 4), backoff [1s, 10s], instances reused".to_string(),
         format!(
             "    guest cpu: {} shared equally by the busy ones of the service's own 1 subscriber",
@@ -90,16 +90,16 @@ fn check_reports_a_broken_file_with_line_and_column() {
 fn check_refuses_components_that_do_not_implement_the_world() {
     let server = NatsServer::start();
     for (guest, path, expected) in [
-        ("{not_a_handler}", guests::NOT_A_HANDLER, "does not export natsapp:handler/handler@0.1.2 (it exports nothing)"),
+        ("{not_a_handler}", guests::NOT_A_HANDLER, "does not export natsapp:handler/handler@0.1.3 (it exports nothing)"),
         (
             "{other_version}",
             guests::OTHER_VERSION,
-            "does not export natsapp:handler/handler@0.1.2 (it exports natsapp:handler/handler@0.2.0, built against another version of the package)",
+            "does not export natsapp:handler/handler@0.1.3 (it exports natsapp:handler/handler@0.2.0, built against another version of the package)",
         ),
         (
             "{unknown_import}",
             guests::UNKNOWN_IMPORT,
-            "imports natsapp:handler/publisher@0.2.0 (this runtime provides natsapp:handler@0.1.2), which the runtime does not provide",
+            "imports natsapp:handler/publisher@0.2.0 (this runtime provides natsapp:handler@0.1.3), which the runtime does not provide",
         ),
     ] {
         let file = ServiceFile::new(&server, &kit_service("").replace("{testkit}", guest));

@@ -379,7 +379,7 @@ fn grants_are_checked_against_the_tenant_and_shown_by_check() {
         "{plan}"
     );
     assert!(
-        plan.contains("    imports: natsapp:handler/keyvalue@0.1.2, natsapp:handler/publisher@0.1.2, natsapp:handler/types@0.1.2, wasi:config/store@0.2.0-rc.1, ")
+        plan.contains("    imports: natsapp:handler/keyvalue@0.1.3, natsapp:handler/publisher@0.1.3, natsapp:handler/types@0.1.3, wasi:config/store@0.2.0-rc.1, ")
             && plan.contains(" WASI 0.2 interfaces (no files, network or environment)\n"),
         "{plan}"
     );

@@ -446,3 +446,81 @@ async fn c_recipe_key_value_and_http() {
     drained(&kit.js, "IN", "kit").await;
     assert_eq!(settled_stats(&kit.running, "kit").await.acked, 5);
 }
+
+/// A Python or JavaScript instance made ahead of need is warmed up once
+/// before its message (WIT 0.1.3: the SDK's path, then the handler's
+/// `warm_up` / `warmUp`); one made for its message, or a reused one, is
+/// not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_instances_made_ahead_are_warmed_up_once() {
+    instances_made_ahead_are_warmed_up_once(guests::PY_KIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_instances_made_ahead_are_warmed_up_once() {
+    instances_made_ahead_are_warmed_up_once(guests::JS_KIT).await;
+}
+
+async fn instances_made_ahead_are_warmed_up_once(component: &str) {
+    for (extra, warmed, used) in [
+        ("instances = \"per-message\"", [0, 1, 1, 1], 3),
+        ("instances = \"reuse\"", [0, 0, 0, 0], 0),
+    ] {
+        let kit = Kit::start(kit_service(extra).replace("{testkit}", component)).await;
+        let mut out = subscribe(&kit.client, "testkit.out.warmed").await;
+        let mut seen = Vec::new();
+        for n in 1..=4u64 {
+            js_publish(&kit.js, "in.kit", r#"{"op":"warmed"}"#).await;
+            seen.push(next_json(&mut out, Duration::from_secs(20)).await["warmed"].clone());
+            // The next message finds an instance made ahead, when one is.
+            stats_until(&kit.running, "kit", "the message acked", |s| {
+                s.acked == n && (used == 0 || s.prepared_instances == 1)
+            })
+            .await;
+        }
+        assert_eq!(seen, warmed, "{component}, {extra}");
+        let s = stats_until(&kit.running, "kit", "four acked", |s| s.acked == 4).await;
+        assert_eq!(s.prepared_instances_used, used, "{component}, {extra}");
+        drained(&kit.js, "IN", "kit").await;
+    }
+}
+
+/// A warm-up that throws is logged with the guest's exception and drops
+/// its instance; messages make their own, and none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_up_that_throws_drops_its_instance_and_loses_nothing() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &kit_service("instances = \"per-message\"\nconfig = { warm_up = \"raise\" }")
+            .replace("{testkit}", guests::PY_KIT),
+    );
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = spawn_run(&file, log.path(), &[]);
+    let client = server.client().await;
+    let js = server.jetstream().await;
+    durable_exists(&js, "IN", "kit").await;
+    let mut out = subscribe(&client, "testkit.out.warmed").await;
+    js_publish(&js, "in.kit", r#"{"op":"warmed"}"#).await;
+    assert_eq!(
+        next_json(&mut out, Duration::from_secs(20)).await["warmed"],
+        0
+    );
+    // The first message wakes the preparing task; its instance's warm-up throws.
+    logged(log.path(), "RuntimeError: warm-up refused").await;
+    logged(
+        log.path(),
+        "the warm-up of an instance made ahead of need failed",
+    )
+    .await;
+    for _ in 0..3 {
+        js_publish(&js, "in.kit", r#"{"op":"warmed"}"#).await;
+        assert_eq!(
+            next_json(&mut out, Duration::from_secs(20)).await["warmed"],
+            0
+        );
+    }
+    drained(&js, "IN", "kit").await;
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), 0);
+}

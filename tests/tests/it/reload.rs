@@ -175,7 +175,7 @@ async fn a_broken_file_or_component_is_refused_and_the_old_configuration_keeps_r
         ),
         (
             good.replace("{testkit}", "{not_a_handler}"),
-            "(subscriber \"kit\"): does not export natsapp:handler/handler@0.1.2".to_string(),
+            "(subscriber \"kit\"): does not export natsapp:handler/handler@0.1.3".to_string(),
         ),
         (
             good.replace("graceful_timeout = \"5s\"", "graceful_timeout = \"6s\""),

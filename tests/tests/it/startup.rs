@@ -151,7 +151,7 @@ async fn a_component_without_the_handler_export() {
     let text = natsapp_wasm::error::ErrorChain(&e).to_string();
     assert!(
         text.starts_with(&format!(
-            "component {} (subscriber \"kit\"): does not export natsapp:handler/handler@0.1.2 (it exports nothing)",
+            "component {} (subscriber \"kit\"): does not export natsapp:handler/handler@0.1.3 (it exports nothing)",
             guests::NOT_A_HANDLER
         )),
         "{text}"

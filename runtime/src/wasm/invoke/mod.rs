@@ -23,9 +23,11 @@ use wasmtime_wasi::WasiCtxBuilder;
 mod idle;
 mod prepared;
 mod reuse;
+mod warm_up;
 
 use prepared::Prepared;
 use reuse::ReusePool;
+use warm_up::WarmUp;
 
 /// The line the Python and JavaScript SDKs write before an uncaught
 /// exception ends the call.
@@ -54,11 +56,14 @@ pub(super) struct Maker {
     pre: ServicePre<HostState>,
     pub(super) host: Arc<SubscriberHost>,
     timeout: Duration,
+    /// The component's `warm-up` export, when it has one.
+    warm_up: Option<WarmUp>,
 }
 
 /// An instantiated component with its store.
 pub(super) struct Warm {
     store: Store<HostState>,
+    instance: wasmtime::component::Instance,
     service: Service,
     output: Arc<GuestOutput>,
     uses: u64,
@@ -99,7 +104,13 @@ impl Handler {
         heartbeat: Duration,
         instances: Instances,
     ) -> Self {
-        let maker = Arc::new(Maker { pre, host, timeout });
+        let warm_up = WarmUp::of(pre.instance_pre().component());
+        let maker = Arc::new(Maker {
+            pre,
+            host,
+            timeout,
+            warm_up,
+        });
         let prepared = match instances {
             Instances::PerMessage { prepared } if prepared > 0 => {
                 Prepared::start(maker.clone(), prepared)
@@ -291,14 +302,23 @@ impl Maker {
                 Box::pin(tokio::task::yield_now()),
             ))
         });
+        let pre = &self.pre;
         let instantiate = flushing(
-            metered(self.pre.instantiate_async(&mut store), turn),
+            metered(
+                async {
+                    let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+                    let service = Service::new(&mut store, &instance)?;
+                    Ok::<_, wasmtime::Error>((instance, service))
+                },
+                turn,
+            ),
             &output,
         );
         let instantiated = tokio::time::timeout(self.timeout, instantiate).await;
         match instantiated {
-            Ok(Ok(service)) => Ok(Warm {
+            Ok(Ok((instance, service))) => Ok(Warm {
                 store,
+                instance,
                 service,
                 output,
                 uses: 0,

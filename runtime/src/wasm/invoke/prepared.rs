@@ -240,13 +240,21 @@ async fn prepare(prepared: Weak<Prepared>, wake: Arc<Notify>) {
                     .instantiate(before, true, super::Turn::new(&p.maker.host.cpu))
                     .await
                 {
-                    Ok(warm) => {
-                        p.instantiated(started.elapsed());
-                        let mut ready = p.ready.lock().expect("ready lock");
-                        ready.push(warm);
-                        p.counted(ready.len());
-                        continue;
-                    }
+                    Ok(mut warm) => match p.maker.warm_up(&mut warm).await {
+                        Ok(()) => {
+                            p.instantiated(started.elapsed());
+                            let mut ready = p.ready.lock().expect("ready lock");
+                            ready.push(warm);
+                            p.counted(ready.len());
+                            continue;
+                        }
+                        Err(e) => {
+                            // The instance is dropped; messages make their
+                            // own meanwhile.
+                            tracing::warn!(subscriber = %host.name, "the warm-up of an instance made ahead of need failed: {e:#}");
+                            pause = Some(FAILED_PAUSE);
+                        }
+                    },
                     Err(outcome) => {
                         // Most likely the tenant's memory quota: messages
                         // make their own meanwhile.

@@ -321,6 +321,38 @@ async fn endpoints_in_every_language_answer_with_respond() {
     assert_eq!(published.payload, "payload");
 }
 
+/// A component built against 0.1.2 (its WIT kept as released in
+/// guests/compat-0-1-2/wit), before `warm-up`, answers with `respond` on
+/// this runtime, its per-message instances made ahead as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_built_against_0_1_2_still_answers() {
+    let server = NatsServer::start();
+    let file = ServiceFile::new(
+        &server,
+        &format!(
+            "[service]\nname = \"old\"\n\n[nats]\nservers = [\"{{url}}\"]\n\n[[endpoints]]\nname = \"old\"\nsubject = \"ask.old\"\ncomponent = \"{}\"\ninstances = \"per-message\"\n",
+            guests::COMPAT_0_1_2
+        ),
+    );
+    let _old = Running::start(&file).await;
+    let client = server.client().await;
+    serving(&client, "ask.old").await;
+    for n in 0..3 {
+        let payload = format!("question {n}");
+        let answer = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.request("ask.old", payload.clone().into()),
+        )
+        .await
+        .expect("an answer within 30 s")
+        .unwrap();
+        assert_eq!(answer.payload, payload);
+        let headers = answer.headers.expect("the component's header");
+        assert_eq!(headers.get("Compat-Delivered").unwrap().as_str(), "1");
+        assert!(headers.get("Nats-Service-Error-Code").is_none());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_endpoint_serves_in_its_account_and_its_own_micro_service_lists_it() {
     let server = NatsServer::with_config(crate::ACCOUNTS);

@@ -10,8 +10,11 @@
 //! is metered and charged like any instantiation (the subscriber's share,
 //! its tenant's `cpu` quota), its memory counts in the tenant's `memory`
 //! quota (a running instance that needs the room drops the ready ones),
-//! and its pool slot is set aside when the engine is made. A handler with
-//! no message for [`IDLE`] keeps none ready.
+//! and its pool slot is set aside when the engine is made. A component
+//! that exports `warm-up` has it called on each instance before the
+//! instance is ready ([`warm_up`](super::warm_up)); one whose warm-up
+//! fails is dropped. A handler with no message for [`IDLE`] keeps none
+//! ready.
 //!
 //! The preparing tasks run on threads at idle priority ([`idle`]), and
 //! a task is woken once a message is done with its instance, not when the

@@ -270,9 +270,6 @@ function parserOf(messageParser) {
   };
 }
 
-/** Adapts `handle(data, msg)` to the WIT export; used by main.js. An async
- * `handle` (one that awaits `fetch`) is awaited: the component runs its event
- * loop until the promise settles. */
 /** A JSON document like those most handlers parse, for the warm-up's parser run. */
 const WARM_PAYLOAD = new TextEncoder().encode('{"id": 1, "name": "warm-up", "items": [1.5, true, null]}');
 
@@ -284,15 +281,21 @@ const WARM_PAYLOAD = new TextEncoder().encode('{"id": 1, "name": "warm-up", "ite
  * answer; an exception is logged as in `handle` and drops the instance.
  */
 export function adaptWarmUp(hook) {
+  const fail = (e) => {
+    logUncaught(e);
+    throw e;
+  };
   return (msg) => {
+    let result;
     try {
       new Message(msg, new Uint8Array()).subject;
       parse(WARM_PAYLOAD);
-      if (hook !== undefined) hook();
+      if (hook !== undefined) result = hook();
     } catch (e) {
-      logUncaught(e);
-      throw e;
+      fail(e);
     }
+    // An `async function warmUp` is finished before the warm-up returns.
+    if (result && typeof result.then === "function") return result.then(() => undefined, fail);
   };
 }
 
@@ -302,6 +305,9 @@ function logUncaught(e) {
   console.error(`uncaught exception: ${e instanceof Error ? `${e.name}: ${e.message}` : `thrown ${typeof e}: ${String(e)}`}`);
 }
 
+/** Adapts `handle(data, msg)` to the WIT export; used by main.js. An async
+ * `handle` (one that awaits `fetch`) is awaited: the component runs its event
+ * loop until the promise settles. */
 export function adapt(handle, messageParser) {
   const parseData = parserOf(messageParser);
   const fail = (e) => {

@@ -18,14 +18,22 @@ class LegacyModel:
         return {"kind": "legacy"}
 
 
-# Warm-ups this instance had (the runtime runs one on instances made ahead).
+# Warm-ups this instance had (the runtime runs one on instances made ahead),
+# and why a publish in one was refused.
 WARMED = 0
+WARM_UP_REFUSED = None
 
 
 def warm_up():
-    global WARMED
-    if natsapp.config("warm_up") == "raise":
+    global WARMED, WARM_UP_REFUSED
+    mode = natsapp.config("warm_up")
+    if mode == "raise":
         raise RuntimeError("warm-up refused")
+    if mode == "publish":
+        try:
+            natsapp.publish("testkit.out.warm_up", {"from": "warm-up"})
+        except natsapp.Denied as e:
+            WARM_UP_REFUSED = str(e)
     WARMED += 1
 
 
@@ -48,7 +56,7 @@ def handle(data, msg):
     if op == "retry":
         raise natsapp.Retry("asked to retry", delay=data["delay_ms"] / 1000)
     if op == "warmed":
-        natsapp.publish("testkit.out.warmed", {"warmed": WARMED})
+        natsapp.publish("testkit.out.warmed", {"warmed": WARMED, "refused": WARM_UP_REFUSED})
         return
     if op == "respond":
         msg.respond(data["data"], {"X-Answered-By": "python"})

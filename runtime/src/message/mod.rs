@@ -69,6 +69,8 @@ pub struct InFlight {
     /// A core NATS request to an endpoint rather than a JetStream delivery:
     /// where its answer goes, and whether it went.
     pub request: Option<Request>,
+    /// No message: what an instance made ahead of need is lent to.
+    none: bool,
 }
 
 /// A core NATS request being handled by an endpoint.
@@ -153,6 +155,7 @@ impl InFlight {
             waited_for_nats: AtomicU64::new(0),
             nats_calls: AtomicU32::new(0),
             request: None,
+            none: false,
         }
     }
 
@@ -177,7 +180,15 @@ impl InFlight {
             pending: 0,
             published_unix_ns: 0,
         };
-        Self::delivered(message, delivery)
+        InFlight {
+            none: true,
+            ..Self::delivered(message, delivery)
+        }
+    }
+
+    /// Whether it is no message ([`none`](Self::none)).
+    pub fn is_none(&self) -> bool {
+        self.none
     }
 
     /// A core NATS request to `endpoint`, the `sequence`th it received:

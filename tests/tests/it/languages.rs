@@ -485,6 +485,54 @@ async fn instances_made_ahead_are_warmed_up_once(component: &str) {
     }
 }
 
+/// A warm-up has no message: what it publishes is refused, never sent
+/// once per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_up_cannot_publish() {
+    let kit = Kit::start(
+        kit_service("instances = \"per-message\"\nconfig = { warm_up = \"publish\" }")
+            .replace("{testkit}", guests::PY_KIT),
+    )
+    .await;
+    let mut out = subscribe(&kit.client, "testkit.out.warmed").await;
+    let mut from_warm_up = subscribe(&kit.client, "testkit.out.warm_up").await;
+    let mut reports = Vec::new();
+    for n in 1..=3u64 {
+        js_publish(&kit.js, "in.kit", r#"{"op":"warmed"}"#).await;
+        reports.push(next_json(&mut out, Duration::from_secs(20)).await);
+        stats_until(&kit.running, "kit", "the message acked", |s| {
+            s.acked == n && s.prepared_instances == 1
+        })
+        .await;
+    }
+    assert_eq!(
+        reports[0]["refused"],
+        serde_json::Value::Null,
+        "made for its message: no warm-up"
+    );
+    for report in &reports[1..] {
+        assert_eq!(report["warmed"], 1);
+        let refused = report["refused"].as_str().expect("the publish refused");
+        assert!(
+            refused.contains(
+                "no message yet (an instance made ahead of need, being instantiated or warmed up)"
+            ),
+            "{refused}"
+        );
+    }
+    // Every message's own publish went out; the warm-ups' did not.
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            futures::StreamExt::next(&mut from_warm_up)
+        )
+        .await
+        .is_err(),
+        "a warm-up's publish was sent"
+    );
+    drained(&kit.js, "IN", "kit").await;
+}
+
 /// A warm-up that throws is logged with the guest's exception and drops
 /// its instance; messages make their own, and none is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

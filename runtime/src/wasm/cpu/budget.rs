@@ -182,6 +182,18 @@ impl<C: Clock> CpuBudget<C> {
         Admission::Now
     }
 
+    /// Admits work that never waits in line for its next `tick`: only when
+    /// nobody waits and the bucket holds something.
+    pub fn try_admit(&self, tick: Duration) -> bool {
+        let mut b = self.state.lock().expect("cpu budget lock");
+        self.refill(&mut b, self.clock.now());
+        if !b.line.is_empty() || b.tokens <= 0 {
+            return false;
+        }
+        b.tokens = b.tokens.saturating_sub(nanos(tick));
+        true
+    }
+
     /// Takes a guest out of the line (it is dropped, or admitted elsewhere
     /// no longer matters): the one behind it may be at the head now.
     pub fn leave(&self, ticket: &mut Ticket) {
@@ -331,6 +343,30 @@ pub(crate) mod tests {
         assert_eq!(g.ask(&b), Admission::Now);
         assert_eq!(g.ticket, None, "out of the line");
         assert_eq!((b.parked(), b.spent()), (1, 120 * MS));
+    }
+
+    #[test]
+    fn work_made_ahead_runs_only_when_nobody_waits_and_never_joins_the_line() {
+        let clock = ManualClock::new();
+        let b = CpuBudget::with_clock(0.5, clock.clone());
+        assert!(b.try_admit(TICK), "a fresh budget has its burst");
+        b.charge(60 * MS);
+        b.release(TICK);
+        assert!(!b.try_admit(TICK), "over budget: refused");
+        let mut g = Guest::new();
+        assert!(
+            matches!(g.ask(&b), Admission::After(_)),
+            "a guest waits at the head"
+        );
+        clock.advance(200 * MS);
+        assert!(
+            !b.try_admit(TICK),
+            "refilled, but a guest waits: it goes first"
+        );
+        assert_eq!(g.ask(&b), Admission::Now, "the guest was not put behind it");
+        b.release(TICK);
+        assert!(b.try_admit(TICK), "nobody waits: admitted");
+        assert_eq!(b.parked(), 1, "only the guest was parked");
     }
 
     #[test]

@@ -75,6 +75,23 @@ impl GuestCpu {
         Admission::Now
     }
 
+    /// Admits work no message waits for (an instance made ahead of need)
+    /// for its next `tick` when its share and its tenant's quota can run it
+    /// now and nobody waits in their lines. It never joins a line, so no
+    /// guest ever waits behind it; refused, it asks again later.
+    pub fn try_admit(&self, tick: Duration) -> bool {
+        if !self.share.try_admit(tick) {
+            return false;
+        }
+        if let Some(t) = &self.tenant {
+            if !t.try_admit(tick) {
+                self.share.release(tick);
+                return false;
+            }
+        }
+        true
+    }
+
     /// Counts a guest parked by its share.
     fn count_parked(&self) {
         if let Some(t) = &self.tenant {

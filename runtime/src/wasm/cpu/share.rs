@@ -156,13 +156,25 @@ impl<C: Clock + Clone> CpuShare<C> {
     /// Admits a guest for its next `tick` at the share's current rate, or
     /// puts it in line (see [`CpuBudget::admit`]).
     pub fn admit(&self, tick: Duration, ticket: &mut Ticket, waker: &Waker) -> Admission {
+        self.update_rate();
+        self.budget.admit(tick, ticket, waker)
+    }
+
+    /// Admits work that never waits in line (see [`CpuBudget::try_admit`]).
+    pub fn try_admit(&self, tick: Duration) -> bool {
+        self.update_rate();
+        self.budget.try_admit(tick)
+    }
+
+    /// Sets the budget's rate again once the last one has stood for
+    /// [`RATE_STANDS`].
+    fn update_rate(&self) {
         let now = self.group.since_origin() + 1;
         let set = self.rate_set.load(Ordering::Relaxed);
         if set == 0 || now.saturating_sub(set) >= RATE_STANDS.as_nanos() as u64 {
             self.rate_set.store(now, Ordering::Relaxed);
             self.budget.set_cores(self.cores());
         }
-        self.budget.admit(tick, ticket, waker)
     }
 
     /// Takes a guest out of the line.

@@ -186,8 +186,17 @@ impl SubscriberHost {
     }
 
     /// Counts one publish, request or key-value write of the message being
-    /// handled against the tenant's `publishes_per_message` quota.
+    /// handled against the tenant's `publishes_per_message` quota. Without
+    /// a message (an instance made ahead of need, while it is instantiated
+    /// or warmed up) there is nothing to count it against: refused, so
+    /// that nothing is sent once per instance rather than per message.
     pub(crate) fn count_call(&self, msg: &InFlight) -> Result<(), HostError> {
+        if msg.is_none() {
+            return Err(HostError::Denied(format!(
+                "subscriber {:?}: no message yet (an instance made ahead of need, being instantiated or warmed up): publishes, requests and key-value writes wait for one",
+                &*self.name
+            )));
+        }
         let quota = self.publishes_per_message;
         if msg.outputs.attempt() > quota {
             self.settler.stats.quota_refused();

@@ -14,6 +14,7 @@ use crate::message::{FailureCause, InFlight, Outcome};
 use crate::settle::Settler;
 use crate::wasm::cpu::{Admission, GuestCpu, Waiting};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Resource, ResourceTable};
@@ -349,7 +350,8 @@ impl Maker {
 /// parked waits in line, and asks again whenever it is woken: when its
 /// timer runs out, or when the line moves. `turn` is the guest's at its
 /// CPU: admitted ahead, it admits the first poll; in line, its place is
-/// kept.
+/// kept. Work made ahead of need never waits in line (see
+/// [`idle`]), and is charged its thread's CPU time.
 async fn metered<F: Future>(work: F, mut turn: Turn<'_>) -> F::Output {
     let mut work = std::pin::pin!(work);
     let mut timer = None;
@@ -357,15 +359,69 @@ async fn metered<F: Future>(work: F, mut turn: Turn<'_>) -> F::Output {
     std::future::poll_fn(|cx| {
         // An admission taken ahead admits this poll, and no other.
         if !std::mem::take(&mut turn.admitted) {
-            std::task::ready!(admitted(cpu, &mut turn.waiting, &mut timer, cx));
+            if turn.ahead.is_some() {
+                std::task::ready!(admitted_ahead(cpu, &mut timer, cx));
+            } else {
+                std::task::ready!(admitted(cpu, &mut turn.waiting, &mut timer, cx));
+            }
         }
-        let started = std::time::Instant::now();
+        let cost = PollCost::start(turn.ahead.is_some());
         let polled = work.as_mut().poll(cx);
-        cpu.charge(started.elapsed());
+        let spent = cost.spent();
+        if let Some(total) = turn.ahead {
+            total.fetch_add(u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        }
+        cpu.charge(spent);
         cpu.release(super::EPOCH_TICK);
         polled
     })
     .await
+}
+
+/// What one poll costs: its wall-clock time, or, for work made ahead of
+/// need on an idle-priority thread (preempted whenever another thread
+/// wants the core), the thread's CPU time.
+struct PollCost {
+    wall: std::time::Instant,
+    thread: Option<Duration>,
+}
+
+impl PollCost {
+    fn start(ahead: bool) -> PollCost {
+        PollCost {
+            wall: std::time::Instant::now(),
+            thread: if ahead { idle::thread_cpu_time() } else { None },
+        }
+    }
+
+    fn spent(&self) -> Duration {
+        match self.thread.zip(idle::thread_cpu_time()) {
+            Some((started, now)) => now.saturating_sub(started),
+            None => self.wall.elapsed(),
+        }
+    }
+}
+
+/// Ready once `cpu` admits work made ahead of need at once; refused, it
+/// asks again a tick later, never keeping a place in a line.
+fn admitted_ahead(
+    cpu: &GuestCpu,
+    timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<()> {
+    loop {
+        if let Some(t) = timer.as_mut() {
+            std::task::ready!(t.as_mut().poll(cx));
+        }
+        if cpu.try_admit(super::EPOCH_TICK) {
+            return std::task::Poll::Ready(());
+        }
+        let deadline = tokio::time::Instant::now() + super::EPOCH_TICK;
+        match timer.as_mut() {
+            Some(t) => t.as_mut().reset(deadline),
+            None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
 }
 
 /// Ready once `cpu` admits a guest for its next tick (the reservation is
@@ -400,6 +456,9 @@ pub(super) struct Turn<'a> {
     cpu: &'a GuestCpu,
     waiting: Waiting<'a>,
     admitted: bool,
+    /// For work made ahead of need: never in line (see [`metered`]), its
+    /// CPU time added up here.
+    ahead: Option<&'a AtomicU64>,
 }
 
 impl<'a> Turn<'a> {
@@ -409,7 +468,16 @@ impl<'a> Turn<'a> {
             cpu,
             waiting: cpu.waiting(),
             admitted: false,
+            ahead: None,
         }
+    }
+
+    /// For work made ahead of need, not asked for yet: the CPU time its
+    /// polls are charged is added to `spent`, in nanoseconds.
+    pub(super) fn ahead(cpu: &'a GuestCpu, spent: &'a AtomicU64) -> Turn<'a> {
+        let mut turn = Turn::new(cpu);
+        turn.ahead = Some(spent);
+        turn
     }
 
     /// Waits in line up to `within` for `cpu` to admit a guest.

@@ -28,7 +28,7 @@
 use super::idle;
 use super::{Maker, Warm};
 use crate::message::InFlight;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -53,6 +53,11 @@ const SPARE_CORES: f64 = 0.25;
 /// How long the task waits after it could not make an instance (most
 /// likely the tenant's memory quota is held) before it tries again.
 const FAILED_PAUSE: Duration = Duration::from_secs(1);
+
+/// The longest pause after warm-ups that failed in a row: the pause
+/// doubles from [`FAILED_PAUSE`] with each, as a warm-up that fails once
+/// most likely fails every time.
+const LONGEST_WARM_UP_PAUSE: Duration = Duration::from_secs(60);
 
 /// A handler's instances made ahead, and what sizes them.
 pub(super) struct Prepared {
@@ -152,7 +157,7 @@ impl Prepared {
         taken
     }
 
-    /// An instantiation took `took`.
+    /// An instantiation and its warm-up took `took` of CPU time.
     fn instantiated(&self, took: Duration) {
         let mut pace = self.pace.lock().expect("pace lock");
         let took = took.as_secs_f64();
@@ -227,6 +232,7 @@ impl Drop for Prepared {
 async fn prepare(prepared: Weak<Prepared>, wake: Arc<Notify>) {
     // What a prepared instance is lent to until a message takes it.
     let mut waiting: Option<Arc<InFlight>> = None;
+    let mut warm_ups_failed: u32 = 0;
     loop {
         let mut pause = None;
         {
@@ -236,16 +242,20 @@ async fn prepare(prepared: Weak<Prepared>, wake: Arc<Notify>) {
             if have < wanted {
                 let host = &p.maker.host;
                 let before = waiting.get_or_insert_with(|| Arc::new(InFlight::none(&host.name)));
-                let started = Instant::now();
-                let _busy = host.cpu.busy();
+                // Its CPU time, not the wall clock's: on an idle-priority
+                // thread a busy machine would stretch it, and a handler
+                // whose instantiations seemed costly would stop preparing.
+                // It does not mark the subscriber busy (see `idle`).
+                let spent = AtomicU64::new(0);
                 match p
                     .maker
-                    .instantiate(before, true, super::Turn::new(&p.maker.host.cpu))
+                    .instantiate(before, true, super::Turn::ahead(&p.maker.host.cpu, &spent))
                     .await
                 {
-                    Ok(mut warm) => match p.maker.warm_up(&mut warm).await {
+                    Ok(mut warm) => match p.maker.warm_up(&mut warm, &spent).await {
                         Ok(()) => {
-                            p.instantiated(started.elapsed());
+                            warm_ups_failed = 0;
+                            p.instantiated(Duration::from_nanos(spent.load(Relaxed)));
                             let mut ready = p.ready.lock().expect("ready lock");
                             ready.push(warm);
                             p.counted(ready.len());
@@ -254,8 +264,12 @@ async fn prepare(prepared: Weak<Prepared>, wake: Arc<Notify>) {
                         Err(e) => {
                             // The instance is dropped; messages make their
                             // own meanwhile.
-                            tracing::warn!(subscriber = %host.name, "the warm-up of an instance made ahead of need failed: {e:#}");
-                            pause = Some(FAILED_PAUSE);
+                            let wait = FAILED_PAUSE
+                                .saturating_mul(1 << warm_ups_failed.min(6))
+                                .min(LONGEST_WARM_UP_PAUSE);
+                            warm_ups_failed = warm_ups_failed.saturating_add(1);
+                            tracing::warn!(subscriber = %host.name, "the warm-up of an instance made ahead of need failed ({warm_ups_failed} in a row; the next in {wait:?}): {e:#}");
+                            pause = Some(wait);
                         }
                     },
                     Err(outcome) => {

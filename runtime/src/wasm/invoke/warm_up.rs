@@ -10,6 +10,7 @@
 use super::{flushing, metered, Maker, Turn, Warm};
 use crate::wasm::component::WARM_UP_EXPORT;
 use crate::wasm::host::MessageHandle;
+use std::sync::atomic::AtomicU64;
 use wasmtime::component::{Component, ComponentExportIndex, Resource};
 
 /// A component's `warm-up.warm` function.
@@ -28,9 +29,14 @@ impl WarmUp {
 
 impl Maker {
     /// Calls `warm` on `instance`, lent to what it was made with (no
-    /// message), metered like any guest code and within the handler's
-    /// time limit. Nothing to do without the export.
-    pub(super) async fn warm_up(&self, instance: &mut Warm) -> wasmtime::Result<()> {
+    /// message), metered like any guest code (its CPU time added to
+    /// `spent`, in nanoseconds) and within the handler's time limit.
+    /// Nothing to do without the export.
+    pub(super) async fn warm_up(
+        &self,
+        instance: &mut Warm,
+        spent: &AtomicU64,
+    ) -> wasmtime::Result<()> {
         let Some(WarmUp(index)) = &self.warm_up else {
             return Ok(());
         };
@@ -42,7 +48,7 @@ impl Maker {
         let lent = Resource::<MessageHandle>::new_borrow(handle.rep());
         let call = metered(
             warm.call_async(&mut instance.store, (lent,)),
-            Turn::new(&self.host.cpu),
+            Turn::ahead(&self.host.cpu, spent),
         );
         match tokio::time::timeout(self.timeout, flushing(call, &instance.output)).await {
             Ok(called) => called?,

@@ -66,7 +66,8 @@ pub(super) struct Prepared {
     /// Wakes the preparing task: a message is done with its instance.
     wake: Arc<Notify>,
     most: usize,
-    /// What it last added to its subscriber's `prepared_instances` gauge.
+    /// What it last added to its subscriber's `prepared_instances` gauge:
+    /// how many were ready when last counted.
     reported: AtomicUsize,
     maker: Arc<Maker>,
 }
@@ -205,9 +206,10 @@ pub(super) struct MessageDone<'a>(pub(super) &'a Prepared);
 impl Drop for MessageDone<'_> {
     fn drop(&mut self) {
         let p = self.0;
-        let may = may_prepare(&p.pace.lock().expect("pace lock"));
-        let left = p.ready.lock().expect("ready lock").len();
-        if may && left < p.most {
+        // How many are ready, as last counted under the `ready` lock: the
+        // lock is not taken again for every message.
+        let full = p.reported.load(Relaxed) >= p.most;
+        if !full && may_prepare(&p.pace.lock().expect("pace lock")) {
             p.wake.notify_one();
         }
     }

@@ -62,10 +62,11 @@ impl Subscriber {
             self.handle(&msg).await;
             return;
         };
+        // The scheduler starts it with the message; here when it did not.
         let trace = msg.trace.get_or_init(|| tracer.process(&msg));
         let span = tracing::info_span!("message", trace_id = %trace.trace_id());
         let handled = self.handle(&msg).instrument(span).await;
-        trace.finish(handled.outcome, handled.error.as_deref());
+        trace.finish(tracer, handled.outcome, handled.error.as_deref());
     }
 
     /// Says why `msg` came while `busy`, its earlier delivery's handler,

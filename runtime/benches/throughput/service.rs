@@ -18,6 +18,26 @@ pub(crate) fn rss_mib(pid: u32) -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// The CPU time each thread of a process has used so far (as the
+/// scheduler counts it, in nanoseconds), summed by thread name.
+pub(crate) fn cpu_time(pid: u32) -> std::collections::BTreeMap<String, Duration> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        let name = read("comm").trim().to_string();
+        let ran = read("schedstat")
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse().ok())
+            .unwrap_or(0);
+        *by_name.entry(name).or_insert(Duration::ZERO) += Duration::from_nanos(ran);
+    }
+    by_name
+}
+
 pub(crate) struct Sub<'a> {
     pub(crate) name: &'a str,
     pub(crate) component: &'a Path,
@@ -162,7 +182,26 @@ pub(crate) async fn natsapp_throughput(
             &Path::new(&dir).join(format!("throughput-{case}.data")),
         )
     });
-    let took = time_drain(js, &stream, "bench", n).await;
+    let start = crate::broker::first_delivery(js, &stream, "bench").await;
+    let cpu_before = cpu_time(child.id());
+    let bench_before: Duration = cpu_time(std::process::id()).values().sum();
+    let took = crate::broker::drained_since(js, &stream, "bench", n, start).await;
+    let cpu_after = cpu_time(child.id());
+    let bench_cpu = cpu_time(std::process::id()).values().sum::<Duration>() - bench_before;
+    let per_message = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    let threads: Vec<String> = (cpu_after.iter())
+        .map(|(name, after)| {
+            let before = cpu_before.get(name).copied().unwrap_or_default();
+            format!("{name} {:.2}", per_message(after.saturating_sub(before)))
+        })
+        .collect();
+    let total = |m: &std::collections::BTreeMap<String, Duration>| m.values().sum::<Duration>();
+    eprintln!(
+        "  runtime CPU: {:.2} µs a message ({}); this benchmark's own: {:.2}",
+        per_message(total(&cpu_after).saturating_sub(total(&cpu_before))),
+        threads.join(", "),
+        per_message(bench_cpu)
+    );
     if let Some(perf) = profile {
         crate::noisy::interrupt(perf);
     }

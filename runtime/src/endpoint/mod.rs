@@ -276,7 +276,8 @@ impl Endpoint {
             Some(s) => Some(s.acquire().await.expect("never closed")),
             None => None,
         };
-        let trace = (self.host.tracer.as_ref()).map(|t| msg.trace.get_or_init(|| t.process(&msg)));
+        let trace =
+            (self.host.tracer.as_ref()).map(|t| (t, msg.trace.get_or_init(|| t.process(&msg))));
         let counted = &self.host.settler.stats;
         counted.started();
         let started = Instant::now();
@@ -295,14 +296,14 @@ impl Endpoint {
                 self.send_error(request.reply.as_ref(), e).await;
             }
         }
-        if let Some(trace) = trace {
+        if let Some((tracer, trace)) = trace {
             let code = error.as_ref().map(|e| e.code.to_string());
             let outcome = match (&error, &request.reply) {
                 (Some(_), _) => "error_answer",
                 (None, Some(_)) => "answered",
                 (None, None) => "handled",
             };
-            trace.finish(outcome, code.as_deref());
+            trace.finish(tracer, outcome, code.as_deref());
         }
         self.micro
             .stats

@@ -11,25 +11,26 @@ pub mod span;
 use super::InFlight;
 use crate::config::{EndpointConfig, SubscriberConfig};
 use async_nats::HeaderMap;
-use span::{Attribute, Details, Sampler, Span, SpanContext, SpanId, SpanSink, TraceId};
+use span::{Attribute, Details, HandlerId, Sampler, Span, SpanContext, SpanId, SpanSink, TraceId};
 use std::sync::{Arc, Mutex};
 
 /// Where message spans start, when traces are on: the service's, or one
-/// handler's (whose attributes it holds, made once).
+/// handler's (whose attributes it registered, once).
 #[derive(Clone)]
 pub struct Tracer {
     sampler: Sampler,
     sink: Arc<dyn SpanSink>,
-    handler: Arc<[Attribute]>,
+    handler: HandlerId,
 }
 
 impl Tracer {
     /// Spans decided by `sampler`, recorded into `sink`.
     pub fn new(sampler: Sampler, sink: Arc<dyn SpanSink>) -> Tracer {
+        let handler = sink.handlers().register(Vec::new());
         Tracer {
             sampler,
             sink,
-            handler: Arc::new([]),
+            handler,
         }
     }
 
@@ -65,7 +66,7 @@ impl Tracer {
         Tracer {
             sampler: self.sampler,
             sink: self.sink.clone(),
-            handler: handler.into(),
+            handler: self.sink.handlers().register(handler),
         }
     }
 
@@ -85,10 +86,10 @@ impl Tracer {
             parent: parent.map(|p| p.span_id),
             start: span::now(),
             details: Details::Process {
-                subject: message.subject.clone(),
+                subject: message.subject.as_str().into(),
                 body_size: message.payload.len(),
                 message_id: message_id(message.headers.as_ref()),
-                handler: self.handler.clone(),
+                handler: self.handler,
                 delivery: msg
                     .request
                     .is_none()
@@ -99,7 +100,6 @@ impl Tracer {
         MessageTrace {
             context,
             open: Mutex::new(open),
-            sink: self.sink.clone(),
         }
     }
 }
@@ -139,12 +139,14 @@ impl Open {
     }
 }
 
-/// One delivery's `process` span.
+/// One delivery's `process` span. It is recorded through the tracer it
+/// started from, which its callers hold: a span that held the exporter's
+/// queue itself would count a reference on it per message, from every
+/// core.
 pub struct MessageTrace {
     context: SpanContext,
     /// Until it ends; never for a span that is not sampled.
     open: Mutex<Option<Open>>,
-    sink: Arc<dyn SpanSink>,
 }
 
 impl MessageTrace {
@@ -155,9 +157,10 @@ impl MessageTrace {
 
     /// Starts the `send` span of a guest's publish (`operation` "publish")
     /// or request ("request") to `subject`, and puts its context in
-    /// `headers`.
+    /// `headers`; it is recorded through `tracer`.
     pub fn send(
         &self,
+        tracer: &Tracer,
         subject: &str,
         operation: &'static str,
         headers: &mut HeaderMap,
@@ -183,13 +186,14 @@ impl MessageTrace {
         SendSpan {
             context,
             open,
-            sink: self.sink.clone(),
+            sink: tracer.sink.clone(),
         }
     }
 
     /// Ends the span with how the delivery was settled (`outcome`) and,
-    /// when the handler failed or rejected it, why (`error`).
-    pub fn finish(&self, settled: &'static str, error: Option<&str>) {
+    /// when the handler failed or rejected it, why (`error`), and records
+    /// it through `tracer`.
+    pub fn finish(&self, tracer: &Tracer, settled: &'static str, error: Option<&str>) {
         let Some(mut open) = self.open.lock().expect("span lock").take() else {
             return;
         };
@@ -197,7 +201,7 @@ impl MessageTrace {
             *outcome = settled;
         }
         let span = open.end(&self.context, error.map(str::to_string));
-        self.sink.record(span);
+        tracer.sink.record(span);
     }
 }
 

@@ -1,15 +1,17 @@
 //! A span as the runtime records it: ids after W3C Trace Context, two
-//! timestamps, its handler's attributes (made once per handler and
-//! shared) and the few values of its own, in fields rather than as a list,
-//! so that recording one on the message path allocates little or nothing.
-//! `observability::traces` writes the OTLP name, kind and attributes from
-//! them.
+//! timestamps, its handler (whose attributes are registered once, and
+//! named by number) and the few values of its own, in fields rather than
+//! as a list, so that recording one on the message path neither allocates
+//! nor touches a count another thread shares. `observability::traces`
+//! writes the OTLP name, kind and attributes from them.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use smallvec::SmallVec;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A trace id: 16 bytes, never all zero.
@@ -172,6 +174,61 @@ impl Sampler {
 /// An attribute a handler's spans share: its key and text.
 pub type Attribute = (&'static str, Arc<str>);
 
+/// A handler's attributes, by their number in [`Handlers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandlerId(pub u32);
+
+/// The handlers' attributes spans name: registered as handlers start,
+/// read by the exporter. The same attributes (a handler made again by a
+/// reload) keep their number, so the list grows only with new handlers.
+#[derive(Default)]
+pub struct Handlers {
+    known: Mutex<Known>,
+}
+
+/// The handlers registered, in order, and their numbers by attributes.
+#[derive(Default)]
+struct Known {
+    list: Vec<Arc<[Attribute]>>,
+    numbers: HashMap<Arc<[Attribute]>, HandlerId>,
+}
+
+impl Handlers {
+    /// The number of `attributes`, registered when they are new.
+    pub fn register(&self, attributes: Vec<Attribute>) -> HandlerId {
+        let attributes: Arc<[Attribute]> = attributes.into();
+        let mut known = self.known.lock().expect("handlers lock");
+        let Known { list, numbers } = &mut *known;
+        *numbers.entry(attributes.clone()).or_insert_with(|| {
+            list.push(attributes);
+            HandlerId(u32::try_from(list.len() - 1).expect("fewer than 2^32 handlers"))
+        })
+    }
+
+    /// The attributes of `handler`.
+    pub fn get(&self, handler: HandlerId) -> Arc<[Attribute]> {
+        let known = self.known.lock().expect("handlers lock");
+        known.list[handler.0 as usize].clone()
+    }
+}
+
+/// A subject copied into its span: in place when it is short (most are),
+/// so that recording it neither allocates nor shares the message's buffer.
+#[derive(Clone, Debug)]
+pub struct SpanText(SmallVec<[u8; 48]>);
+
+impl SpanText {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("copied from a str")
+    }
+}
+
+impl From<&str> for SpanText {
+    fn from(text: &str) -> SpanText {
+        SpanText(SmallVec::from_slice(text.as_bytes()))
+    }
+}
+
 /// A finished, sampled span.
 #[derive(Clone, Debug)]
 pub struct Span {
@@ -193,12 +250,12 @@ pub struct Span {
 pub enum Details {
     /// `process <subject>`, kind consumer: one delivery or request.
     Process {
-        subject: async_nats::Subject,
+        subject: SpanText,
         body_size: usize,
         /// Its `Nats-Msg-Id`.
         message_id: Option<String>,
-        /// Its handler's attributes.
-        handler: Arc<[Attribute]>,
+        /// Its handler, whose attributes it carries.
+        handler: HandlerId,
         /// A JetStream delivery's stream sequence and delivery count
         /// (none for an endpoint's request).
         delivery: Option<(u64, u32)>,
@@ -218,6 +275,9 @@ pub enum Details {
 pub trait SpanSink: Send + Sync {
     /// Takes `span`, or drops it when the queue is full: never waits.
     fn record(&self, span: Span);
+
+    /// The handlers its spans name.
+    fn handlers(&self) -> &Handlers;
 }
 
 /// Now, in nanoseconds since the Unix epoch.

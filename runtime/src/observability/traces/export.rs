@@ -8,32 +8,56 @@ use super::otlp::Encoder;
 use super::settings::Settings;
 use super::TracesError;
 use crate::error::ErrorChain;
-use crate::message::trace::span::{Span, SpanSink};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use crate::message::trace::span::{Handlers, Span, SpanSink};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// The queue the message path records spans into. The exporter's thread
-/// is woken only when a batch is full (or at shutdown), not per span.
+/// The queue the message path records spans into: one shard per core,
+/// each taken by the threads that land on it, so that handlers finishing
+/// on two cores at once do not contend for one lock and one buffer. The
+/// exporter's thread is woken only when a shard holds its part of a batch
+/// (or at shutdown), not per span.
 pub struct Queue {
-    waiting: Mutex<Waiting>,
-    batch_full: Condvar,
-    max_queue: usize,
-    max_batch: usize,
+    shards: Box<[Shard]>,
+    /// Spans a shard holds before it drops more (its part of the queue).
+    shard_room: usize,
+    /// Spans in a shard that wake the exporter (its part of a batch).
+    shard_batch: usize,
+    wake: Mutex<Wake>,
+    woken: Condvar,
+    /// Set once the exporter stops: what is recorded then is dropped.
+    stopping: AtomicBool,
+    /// The handlers the spans name.
+    handlers: Arc<Handlers>,
     dropped: AtomicU64,
 }
 
-struct Waiting {
-    spans: Vec<Span>,
+/// A shard on a cache line of its own.
+#[repr(align(128))]
+struct Shard(Mutex<Vec<Span>>);
+
+#[derive(Default)]
+struct Wake {
+    batch_ready: bool,
     stopping: bool,
+}
+
+/// Which shard threads are given next.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard, by number (modulo the shards).
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Relaxed);
 }
 
 impl SpanSink for Queue {
     fn record(&self, span: Span) {
-        let mut waiting = self.waiting.lock().expect("span queue lock");
-        if waiting.spans.len() >= self.max_queue || waiting.stopping {
-            drop(waiting);
+        let shard = &self.shards[SHARD.with(|n| *n) % self.shards.len()];
+        let mut spans = shard.0.lock().expect("span queue lock");
+        if spans.len() >= self.shard_room || self.stopping.load(Relaxed) {
+            drop(spans);
             if self.dropped.fetch_add(1, Relaxed) == 0 {
                 tracing::warn!(
                     "spans are made faster than the collector takes them: the queue is full, further spans are dropped (their count is logged at shutdown)"
@@ -41,38 +65,76 @@ impl SpanSink for Queue {
             }
             return;
         }
-        waiting.spans.push(span);
-        if waiting.spans.len() == self.max_batch {
-            self.batch_full.notify_one();
+        spans.push(span);
+        if spans.len() == self.shard_batch {
+            drop(spans);
+            self.wake.lock().expect("span queue lock").batch_ready = true;
+            self.woken.notify_one();
         }
+    }
+
+    fn handlers(&self) -> &Handlers {
+        &self.handlers
     }
 }
 
 impl Queue {
-    /// Moves a batch of the spans waiting into `taken` (empty, as large
-    /// as the queue), once a batch is full or `delay` has passed; all of
-    /// them when the exporter stops. Whether it stops.
-    fn take(&self, delay: Duration, taken: &mut Vec<Span>) -> bool {
+    fn new(max_queue: usize, max_batch: usize) -> Queue {
+        let shards = std::thread::available_parallelism().map_or(1, usize::from);
+        let shard_room = max_queue.div_ceil(shards);
+        Queue {
+            shards: (0..shards)
+                .map(|_| Shard(Mutex::new(Vec::with_capacity(shard_room))))
+                .collect(),
+            shard_room,
+            shard_batch: max_batch.div_ceil(shards),
+            wake: Mutex::default(),
+            woken: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            handlers: Arc::default(),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits until a shard holds its part of a batch, `delay` has passed
+    /// or the exporter stops, then trades each shard's spans for an empty
+    /// buffer of `taken` (one per shard, each as large as a shard): no
+    /// span is copied, nor a buffer allocated, under a shard's lock.
+    /// Whether it stops.
+    fn take(&self, delay: Duration, taken: &mut [Vec<Span>]) -> bool {
         let deadline = Instant::now() + delay;
-        let mut waiting = self.waiting.lock().expect("span queue lock");
-        while waiting.spans.len() < self.max_batch && !waiting.stopping {
+        let mut wake = self.wake.lock().expect("span queue lock");
+        while !wake.batch_ready && !wake.stopping {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            waiting = (self.batch_full.wait_timeout(waiting, left))
+            wake = (self.woken.wait_timeout(wake, left))
                 .expect("span queue lock")
                 .0;
         }
-        // The two buffers trade places, so neither grows nor is allocated
-        // again under the lock. Behind on its work, the exporter takes one
-        // batch and leaves the rest for the next request.
-        if waiting.spans.len() > self.max_batch && !waiting.stopping {
-            taken.extend(waiting.spans.drain(..self.max_batch));
-        } else {
-            std::mem::swap(&mut waiting.spans, taken);
+        wake.batch_ready = false;
+        let stopping = wake.stopping;
+        drop(wake);
+        for (shard, buffer) in self.shards.iter().zip(taken.iter_mut()) {
+            std::mem::swap(&mut *shard.0.lock().expect("span queue lock"), buffer);
         }
-        waiting.stopping
+        stopping
+    }
+
+    /// Stops recording (later spans are counted as dropped); the
+    /// exporter's next `take` is its last.
+    fn stop(&self) {
+        self.stopping.store(true, Relaxed);
+        self.wake.lock().expect("span queue lock").stopping = true;
+        self.woken.notify_one();
+    }
+
+    /// Buffers to trade for the shards' spans.
+    fn buffers(&self) -> Vec<Vec<Span>> {
+        (self.shards.iter())
+            .map(|_| Vec::with_capacity(self.shard_room))
+            .collect()
     }
 }
 
@@ -85,16 +147,7 @@ pub struct Exporter {
 impl Exporter {
     /// Starts the exporter's thread for `settings`.
     pub fn start(settings: Settings) -> Result<Exporter, TracesError> {
-        let queue = Arc::new(Queue {
-            waiting: Mutex::new(Waiting {
-                spans: Vec::with_capacity(settings.max_queue),
-                stopping: false,
-            }),
-            batch_full: Condvar::new(),
-            max_queue: settings.max_queue,
-            max_batch: settings.max_batch,
-            dropped: AtomicU64::new(0),
-        });
+        let queue = Arc::new(Queue::new(settings.max_queue, settings.max_batch));
         let (built, client) = mpsc::channel();
         // reqwest's TLS (shared in this build with the OCI client's) leaves
         // the choice of crypto to its user and panics without one: ring, as
@@ -112,7 +165,7 @@ impl Exporter {
                 match client {
                     Ok(client) => {
                         let _ = built.send(Ok(()));
-                        Batcher::new(settings, client).run(&exported);
+                        Batcher::new(settings, client, &exported).run(&exported);
                     }
                     Err(e) => {
                         let _ = built.send(Err(TracesError(e)));
@@ -139,8 +192,7 @@ impl Exporter {
         let Some(thread) = self.thread.take() else {
             return;
         };
-        self.queue.waiting.lock().expect("span queue lock").stopping = true;
-        self.queue.batch_full.notify_one();
+        self.queue.stop();
         let _ = thread.join();
         let dropped = self.queue.dropped.load(Relaxed);
         if dropped > 0 {
@@ -161,11 +213,12 @@ struct Batcher {
 }
 
 impl Batcher {
-    fn new(settings: Settings, client: reqwest::blocking::Client) -> Batcher {
+    fn new(settings: Settings, client: reqwest::blocking::Client, queue: &Queue) -> Batcher {
         let encoder = Encoder::new(
             &settings.resource,
             "natsapp-wasm",
             env!("CARGO_PKG_VERSION"),
+            queue.handlers.clone(),
         );
         Batcher {
             settings,
@@ -176,13 +229,19 @@ impl Batcher {
     }
 
     fn run(mut self, queue: &Queue) {
-        let mut taken = Vec::with_capacity(self.settings.max_queue);
+        let mut taken = queue.buffers();
         loop {
             let stopping = queue.take(self.settings.schedule_delay, &mut taken);
-            for batch in taken.chunks(self.settings.max_batch) {
-                self.export(batch);
+            // Batches of the shards' spans together, in requests of at
+            // most `max_batch`.
+            let mut left: usize = taken.iter().map(Vec::len).sum();
+            let mut spans = taken.iter().flatten();
+            while left > 0 {
+                let batch = left.min(self.settings.max_batch);
+                self.export(spans.by_ref().take(batch), batch);
+                left -= batch;
             }
-            taken.clear();
+            taken.iter_mut().for_each(Vec::clear);
             if stopping {
                 return;
             }
@@ -192,9 +251,8 @@ impl Batcher {
     /// Sends the batch; a failure is warned about once until an export
     /// succeeds again, and its spans are lost (retrying would hold up the
     /// ones behind them).
-    fn export(&mut self, batch: &[Span]) {
-        let body = self.encoder.request(batch);
-        let spans = batch.len();
+    fn export<'a>(&mut self, batch: impl Iterator<Item = &'a Span>, spans: usize) {
+        let body = self.encoder.request(batch, spans);
         let mut request = (self.client.post(&self.settings.endpoint))
             .header("content-type", "application/x-protobuf")
             .body(body);
@@ -219,5 +277,73 @@ impl Batcher {
                 self.failing = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::trace::span::{Details, SpanId, TraceId};
+
+    fn span(n: u8) -> Span {
+        Span {
+            trace_id: TraceId([n; 16]),
+            span_id: SpanId([n; 8]),
+            parent: None,
+            trace_state: None,
+            start: 1,
+            end: 2,
+            details: Details::Send {
+                operation: "publish",
+                subject: "out".into(),
+                message_id: None,
+                error_type: None,
+            },
+            error: None,
+        }
+    }
+
+    fn ids(taken: &[Vec<Span>]) -> Vec<u8> {
+        let mut ids: Vec<u8> = taken.iter().flatten().map(|s| s.trace_id.0[0]).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn spans_from_every_thread_are_taken_and_a_full_shard_drops_and_counts() {
+        let queue = Arc::new(Queue::new(64, 16));
+        let (room, batch) = (queue.shard_room, queue.shard_batch);
+        // Spans recorded on other threads, which may land on other shards.
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let queue = queue.clone();
+                s.spawn(move || queue.record(span(100 + t)));
+            }
+        });
+        let mut taken = queue.buffers();
+        assert!(!queue.take(Duration::ZERO, &mut taken));
+        assert_eq!(ids(&taken), [100, 101, 102, 103]);
+        taken.iter_mut().for_each(Vec::clear);
+        // One thread fills its shard: a batch's part wakes the exporter,
+        // the shard's room is all it keeps.
+        for n in 0..batch as u8 {
+            queue.record(span(n));
+        }
+        assert!(queue.wake.lock().unwrap().batch_ready);
+        for n in batch as u8..room as u8 + 2 {
+            queue.record(span(n));
+        }
+        assert_eq!(queue.dropped.load(Relaxed), 2);
+        assert!(!queue.take(Duration::from_secs(60), &mut taken));
+        assert_eq!(ids(&taken), (0..room as u8).collect::<Vec<_>>());
+        assert!(!queue.wake.lock().unwrap().batch_ready);
+        // Stopped, the exporter takes its last spans; later ones are dropped.
+        queue.record(span(200));
+        queue.stop();
+        queue.record(span(201));
+        taken.iter_mut().for_each(Vec::clear);
+        assert!(queue.take(Duration::from_secs(60), &mut taken));
+        assert_eq!(ids(&taken), [200]);
+        assert_eq!(queue.dropped.load(Relaxed), 3);
     }
 }

@@ -33,7 +33,7 @@ pub(super) async fn answer(
             &*request.endpoint
         )));
     }
-    let send = msg.trace.get().map(|t| t.send(reply, "publish", &mut map));
+    let send = sub.send_span(msg, reply, "publish", &mut map);
     let _call = msg.nats_call();
     // Sent once: a core publish waits in the client's queue through a
     // reconnection, and is refused only by a connection closed for

@@ -16,7 +16,7 @@ mod types;
 pub use publisher::PublishRoutes;
 
 use crate::config::{OutputIds, Subject, SubscriberConfig};
-use crate::message::trace::Tracer;
+use crate::message::trace::{SendSpan, Tracer};
 use crate::message::InFlight;
 use crate::nats::wire::Wire;
 use crate::settle::Settler;
@@ -183,6 +183,20 @@ impl SubscriberHost {
         ));
         self.quotas = quotas;
         self
+    }
+
+    /// The `send` span of a publish or request (`operation`) of `msg`'s
+    /// handler to `subject`, its context put in `headers`: when traces are
+    /// on and `msg` has a `process` span.
+    pub(crate) fn send_span(
+        &self,
+        msg: &InFlight,
+        subject: &str,
+        operation: &'static str,
+        headers: &mut async_nats::HeaderMap,
+    ) -> Option<SendSpan> {
+        let (trace, tracer) = msg.trace.get().zip(self.tracer.as_ref())?;
+        Some(trace.send(tracer, subject, operation, headers))
     }
 
     /// Counts one publish, request or key-value write of the message being

@@ -77,11 +77,7 @@ impl NatsView<'_> {
             Some((name, timeout)) => Target::Stream { name, timeout },
             None => Target::Core,
         };
-        let send = self
-            .msg
-            .trace
-            .get()
-            .map(|t| t.send(&subject, "publish", &mut map));
+        let send = (self.sub).send_span(self.msg, &subject, "publish", &mut map);
         let input = format!("{}:{}", self.sub.id_namespace, self.msg.sequence);
         let bounds = Bounds {
             bytes: limit,
@@ -257,11 +253,7 @@ impl Host for NatsView<'_> {
                 }
             }
         };
-        let send = self
-            .msg
-            .trace
-            .get()
-            .map(|t| t.send(&subject, "publish", &mut map));
+        let send = (self.sub).send_span(self.msg, &subject, "publish", &mut map);
         if let (true, Route::JetStream(timeout)) = (self.sub.pipelined, route) {
             let output = Output {
                 subject: stored_on,
@@ -340,11 +332,7 @@ impl Host for NatsView<'_> {
         if let Err(e) = check_guest_headers(&mut map, &self.sub.id_namespace) {
             return Ok(Err(e.into()));
         }
-        let send = self
-            .msg
-            .trace
-            .get()
-            .map(|t| t.send(&subject, "request", &mut map));
+        let send = (self.sub).send_span(self.msg, &subject, "request", &mut map);
         let timeout = Duration::from_millis(timeout_ms.into());
         let (sub, msg) = (self.sub, &**self.msg);
         let data = bytes::Bytes::from(data);

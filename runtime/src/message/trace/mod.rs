@@ -112,8 +112,8 @@ fn parent_of(headers: &HeaderMap) -> Option<SpanContext> {
 }
 
 /// A message's `Nats-Msg-Id`.
-fn message_id(headers: Option<&HeaderMap>) -> Option<String> {
-    Some(headers?.get("Nats-Msg-Id")?.as_str().to_string())
+fn message_id(headers: Option<&HeaderMap>) -> Option<span::SpanText> {
+    Some(headers?.get("Nats-Msg-Id")?.as_str().into())
 }
 
 /// A sampled span not yet ended.
@@ -178,7 +178,7 @@ impl MessageTrace {
             start: span::now(),
             details: Details::Send {
                 operation,
-                subject: subject.to_string(),
+                subject: subject.into(),
                 message_id: message_id(Some(headers)),
                 error_type: None,
             },

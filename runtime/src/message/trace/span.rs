@@ -54,18 +54,31 @@ impl SpanId {
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        hex(&self.0, f)
+        f.write_str(&hex(&self.0))
     }
 }
 
 impl fmt::Display for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        hex(&self.0, f)
+        f.write_str(&hex(&self.0))
     }
 }
 
-fn hex(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+/// `bytes` in lowercase hex, as W3C Trace Context writes ids: two digits
+/// a byte, from a table (the formatter's `{:02x}` per byte cost a traced
+/// relay more than recording its span).
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 * bytes.len());
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
 }
 
 /// What a span passes on to its children, in process and in headers.
@@ -106,8 +119,14 @@ impl SpanContext {
 
     /// Its `traceparent` header value.
     pub fn traceparent(&self) -> String {
-        let flags = if self.sampled { "01" } else { "00" };
-        format!("00-{}-{}-{flags}", self.trace_id, self.span_id)
+        let flags = if self.sampled { "-01" } else { "-00" };
+        let mut value = String::with_capacity(55);
+        value.push_str("00-");
+        push_hex(&mut value, &self.trace_id.0);
+        value.push('-');
+        push_hex(&mut value, &self.span_id.0);
+        value.push_str(flags);
+        value
     }
 }
 
@@ -212,8 +231,9 @@ impl Handlers {
     }
 }
 
-/// A subject copied into its span: in place when it is short (most are),
-/// so that recording it neither allocates nor shares the message's buffer.
+/// A subject or message id copied into its span: in place when it is
+/// short (most are), so that recording it neither allocates nor shares
+/// the message's buffer.
 #[derive(Clone, Debug)]
 pub struct SpanText(SmallVec<[u8; 48]>);
 
@@ -253,7 +273,7 @@ pub enum Details {
         subject: SpanText,
         body_size: usize,
         /// Its `Nats-Msg-Id`.
-        message_id: Option<String>,
+        message_id: Option<SpanText>,
         /// Its handler, whose attributes it carries.
         handler: HandlerId,
         /// A JetStream delivery's stream sequence and delivery count
@@ -265,8 +285,8 @@ pub enum Details {
     Send {
         /// `publish` or `request`.
         operation: &'static str,
-        subject: String,
-        message_id: Option<String>,
+        subject: SpanText,
+        message_id: Option<SpanText>,
         error_type: Option<&'static str>,
     },
 }

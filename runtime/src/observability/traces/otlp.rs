@@ -285,7 +285,7 @@ impl Encoder {
                 keys.destination.text(out, subject.as_str());
                 keys.body_size.int(out, *body_size as i64);
                 if let Some(id) = message_id {
-                    keys.message_id.text(out, id);
+                    keys.message_id.text(out, id.as_str());
                 }
                 out.extend_from_slice(self.handler(*handler));
                 let keys = &self.keys;
@@ -308,9 +308,9 @@ impl Encoder {
                 keys.system.text(out, "nats");
                 keys.operation_name.text(out, operation);
                 keys.operation_type.text(out, "send");
-                keys.destination.text(out, subject);
+                keys.destination.text(out, subject.as_str());
                 if let Some(id) = message_id {
-                    keys.message_id.text(out, id);
+                    keys.message_id.text(out, id.as_str());
                 }
                 if let Some(error) = error_type {
                     keys.error_type.text(out, error);

@@ -62,7 +62,6 @@ impl Subscriber {
             self.handle(&msg).await;
             return;
         };
-        // The scheduler starts it with the message; here when it did not.
         let trace = msg.trace.get_or_init(|| tracer.process(&msg));
         let span = tracing::info_span!("message", trace_id = %trace.trace_id());
         let handled = self.handle(&msg).instrument(span).await;

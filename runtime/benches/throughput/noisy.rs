@@ -418,23 +418,6 @@ impl Drain {
     }
 }
 
-/// CPU time process `pid` has used (user and system), in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
 /// Samples the runtime `pid` (cpu-clock, call graphs) into `data` until
 /// interrupted: `NATSAPP_BENCH_PERF=DIR` profiles each case's drain. Call
 /// graphs are unwound from DWARF: release builds keep no frame pointers,

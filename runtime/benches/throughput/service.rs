@@ -38,6 +38,50 @@ pub(crate) fn cpu_time(pid: u32) -> std::collections::BTreeMap<String, Duration>
     by_name
 }
 
+/// The CPU time process `pid` has used so far, in seconds.
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    cpu_time(pid).values().sum::<Duration>().as_secs_f64()
+}
+
+/// The CPU time a case's runtime and the benchmark itself used from its
+/// first delivery: printed a message, the runtime's by thread name.
+pub(crate) struct CpuUse {
+    runtime: std::collections::BTreeMap<String, Duration>,
+    bench: f64,
+}
+
+impl CpuUse {
+    /// From now, for the runtime `pid`.
+    pub(crate) fn since_now(pid: u32) -> CpuUse {
+        CpuUse {
+            runtime: cpu_time(pid),
+            bench: cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// Prints what the runtime `pid` and the benchmark used since, for
+    /// each of `n` messages.
+    pub(crate) fn report(self, pid: u32, n: usize) {
+        let after = cpu_time(pid);
+        let per_message = |seconds: f64| seconds * 1e6 / n as f64;
+        let mut total = 0.0;
+        let threads: Vec<String> = (after.iter())
+            .map(|(name, used)| {
+                let before = self.runtime.get(name).copied().unwrap_or_default();
+                let spent = used.saturating_sub(before).as_secs_f64();
+                total += spent;
+                format!("{name} {:.2}", per_message(spent))
+            })
+            .collect();
+        eprintln!(
+            "  runtime CPU: {:.2} µs a message ({}); this benchmark's own: {:.2}",
+            per_message(total),
+            threads.join(", "),
+            per_message(cpu_seconds(std::process::id()) - self.bench)
+        );
+    }
+}
+
 pub(crate) struct Sub<'a> {
     pub(crate) name: &'a str,
     pub(crate) component: &'a Path,
@@ -183,25 +227,9 @@ pub(crate) async fn natsapp_throughput(
         )
     });
     let start = crate::broker::first_delivery(js, &stream, "bench").await;
-    let cpu_before = cpu_time(child.id());
-    let bench_before: Duration = cpu_time(std::process::id()).values().sum();
+    let cpu = CpuUse::since_now(child.id());
     let took = crate::broker::drained_since(js, &stream, "bench", n, start).await;
-    let cpu_after = cpu_time(child.id());
-    let bench_cpu = cpu_time(std::process::id()).values().sum::<Duration>() - bench_before;
-    let per_message = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
-    let threads: Vec<String> = (cpu_after.iter())
-        .map(|(name, after)| {
-            let before = cpu_before.get(name).copied().unwrap_or_default();
-            format!("{name} {:.2}", per_message(after.saturating_sub(before)))
-        })
-        .collect();
-    let total = |m: &std::collections::BTreeMap<String, Duration>| m.values().sum::<Duration>();
-    eprintln!(
-        "  runtime CPU: {:.2} µs a message ({}); this benchmark's own: {:.2}",
-        per_message(total(&cpu_after).saturating_sub(total(&cpu_before))),
-        threads.join(", "),
-        per_message(bench_cpu)
-    );
+    cpu.report(child.id(), n);
     if let Some(perf) = profile {
         crate::noisy::interrupt(perf);
     }

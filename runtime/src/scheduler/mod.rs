@@ -270,11 +270,6 @@ async fn dispatch(
     let msg = match InFlight::new(message) {
         Ok(mut msg) => {
             msg.ledger_generation = sub.settler().ledger.generation();
-            // Its span starts here, made with the message rather than
-            // set once it is shared.
-            if let Some(tracer) = &sub.host.tracer {
-                msg.trace = tracer.process(&msg).into();
-            }
             Arc::new(msg)
         }
         Err((message, why)) => {

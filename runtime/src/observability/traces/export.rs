@@ -38,10 +38,10 @@ pub struct Queue {
 #[repr(align(128))]
 struct Shard(Mutex<Vec<Span>>);
 
+/// Set, under its lock, when a shard holds its part of a batch.
 #[derive(Default)]
 struct Wake {
     batch_ready: bool,
-    stopping: bool,
 }
 
 /// Which shard threads are given next.
@@ -104,7 +104,9 @@ impl Queue {
     fn take(&self, delay: Duration, taken: &mut [Vec<Span>]) -> bool {
         let deadline = Instant::now() + delay;
         let mut wake = self.wake.lock().expect("span queue lock");
-        while !wake.batch_ready && !wake.stopping {
+        // `stop` sets `stopping` before it takes this lock to wake us: read
+        // under it, it is never missed.
+        while !wake.batch_ready && !self.stopping.load(Relaxed) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -114,7 +116,7 @@ impl Queue {
                 .0;
         }
         wake.batch_ready = false;
-        let stopping = wake.stopping;
+        let stopping = self.stopping.load(Relaxed);
         drop(wake);
         for (shard, buffer) in self.shards.iter().zip(taken.iter_mut()) {
             std::mem::swap(&mut *shard.0.lock().expect("span queue lock"), buffer);
@@ -126,7 +128,9 @@ impl Queue {
     /// exporter's next `take` is its last.
     fn stop(&self) {
         self.stopping.store(true, Relaxed);
-        self.wake.lock().expect("span queue lock").stopping = true;
+        // Taken and let go, so that a `take` between its check of
+        // `stopping` and its wait is waiting when notified.
+        drop(self.wake.lock().expect("span queue lock"));
         self.woken.notify_one();
     }
 

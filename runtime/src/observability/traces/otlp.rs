@@ -224,12 +224,13 @@ impl Encoder {
         let at = out.len();
         out.resize(at + SPAN_LENGTH_ROOM, 0);
         self.span(out, s);
-        let len = out.len() - at - SPAN_LENGTH_ROOM;
-        let mut length = Vec::with_capacity(10);
-        varint(&mut length, len as u64);
-        if length.len() == SPAN_LENGTH_ROOM {
-            out[at..at + SPAN_LENGTH_ROOM].copy_from_slice(&length);
+        let len = (out.len() - at - SPAN_LENGTH_ROOM) as u64;
+        if varint_len(len) == SPAN_LENGTH_ROOM {
+            out[at] = len as u8 | 0x80;
+            out[at + 1] = (len >> 7) as u8;
         } else {
+            let mut length = Vec::with_capacity(10);
+            varint(&mut length, len);
             out.splice(at..at + SPAN_LENGTH_ROOM, length);
         }
     }
